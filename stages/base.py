@@ -1,0 +1,175 @@
+"""The contracts every stage follows.
+
+A *map stage* turns one `pyarrow.Table` of documents into the documents it keeps and the
+ids it rejects, with a reason per rejection (STYLE.md: "a filter returns keep or drop with a
+reason"). It never imports ray: `pipeline/adapter.py` decides where it runs. Anything heavy
+(a model) is loaded in `setup()`, which the adapter calls once per worker (actor), never per
+batch.
+
+A *global stage* (deduplication) needs several passes over all shards. It receives an
+`Executor` that runs plain picklable functions in parallel (on Ray when the pipeline runs it,
+in-process in unit tests) and so stays free of ray as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
+
+import pyarrow as pa
+
+# Required document columns (DESIGN.md, "The document table").
+DOC_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("date", pa.timestamp("us", tz="UTC")),
+        pa.field("n_chars", pa.int64(), nullable=False),
+    ]
+)
+
+# One row per document a stage dropped. `keeper_id` is set for duplicates only.
+REJECTED_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("keeper_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("n_chars", pa.int64()),
+    ]
+)
+
+# One row per input record that could not be read as a document.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("line", pa.int64()),  # 1-based line (JSONL, text) or row (Parquet); null if unknown
+        pa.field("offset", pa.int64()),  # byte offset in the (decompressed) stream, when known
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),  # the parser's message, or the first bytes of the record
+    ]
+)
+
+
+def empty_rejected() -> pa.Table:
+    return REJECTED_SCHEMA.empty_table()
+
+
+def rejected_rows(
+    docs: pa.Table, stage: str, reasons: Sequence[str], keeper_ids: Sequence[str | None] | None = None
+) -> pa.Table:
+    """Rejected-table rows for `docs` (same length as `reasons`)."""
+    n = docs.num_rows
+    if len(reasons) != n:
+        raise ValueError(f"{n} documents but {len(reasons)} reasons")
+    return pa.table(
+        {
+            "id": docs.column("id"),
+            "stage": pa.array([stage] * n, pa.string()),
+            "reason": pa.array(list(reasons), pa.string()),
+            "keeper_id": pa.array(list(keeper_ids) if keeper_ids is not None else [None] * n, pa.string()),
+            "source": docs.column("source") if "source" in docs.column_names else pa.nulls(n, pa.string()),
+            "n_chars": docs.column("n_chars") if "n_chars" in docs.column_names else pa.nulls(n, pa.int64()),
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+@dataclass
+class StageOutput:
+    """What a map stage returns for one batch.
+
+    Conservation: `kept.num_rows + rejected.num_rows == input rows` (the runner checks it).
+    `counters` are extra named counts (e.g. `invalid_utf8_replaced`) summed into stats.
+    """
+
+    kept: pa.Table
+    rejected: pa.Table = field(default_factory=empty_rejected)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MapStage(Protocol):
+    """A per-document stage. `name` is the stage's name in the run directory."""
+
+    name: str
+
+    def setup(self) -> None:
+        """Load models or other heavy state; called once per worker before any batch."""
+
+    def process(self, table: pa.Table) -> StageOutput:
+        """Annotate and/or filter one batch. Must not rewrite columns another stage owns."""
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    """Runs a plain function over items in parallel, results in input order.
+
+    `fn` and the items must be picklable (module-level functions, dataclasses). The pipeline's
+    implementation runs them as Ray tasks with a progress bar; `LocalExecutor` runs them in
+    this process (unit tests, debugging).
+    """
+
+    workers: int
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]: ...
+
+
+class LocalExecutor:
+    """In-process `Executor`, for tests of stage logic that need no Ray."""
+
+    workers = 1
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]:
+        return [fn(x) for x in items]
+
+
+def concat(tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+    tables = list(tables)
+    if not tables:
+        if schema is None:
+            raise ValueError("concat of nothing needs a schema")
+        return schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def config_dict(obj: Any) -> dict:
+    """A stage's config as a plain dict, for hashing (dataclass fields only)."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else dict(obj)
+
+
+@dataclass
+class GlobalContext:
+    """What a global stage gets from the runner.
+
+    Outputs it must write, for every input part `P` (the input parquet's stem):
+      - `stage_dir / f"{P}.parquet"`: the kept documents (input columns + the stage's new ones),
+      - `rejected_dir / f"{P}.parquet"`: `REJECTED_SCHEMA` rows,
+      - the marker `shardio.write_marker(stage_dir, P, {...})` with `input_fingerprint`,
+        `config_hash` and `counts` = {in, kept, rejected, quarantined, rejected_by_reason}.
+    Intermediate sub-steps live under `work_dir` and resume through their own markers.
+    """
+
+    stage_dir: Any  # Path
+    work_dir: Any  # Path
+    rejected_dir: Any  # Path
+    executor: Executor
+    config_hash: str
+
+
+@runtime_checkable
+class GlobalStage(Protocol):
+    """A stage that needs all shards at once (deduplication)."""
+
+    name: str
+
+    def run(self, inputs: list, ctx: GlobalContext) -> None:
+        """`inputs`: sorted list of input part Paths (the previous stage's outputs)."""

@@ -1,0 +1,101 @@
+"""Shard files: atomic writes, completion markers and fingerprints.
+
+Every output file is written under a temporary name in the same directory and renamed when
+complete (rename is atomic on POSIX), so a killed run never leaves a half-written shard that a
+rerun would trust. A marker (`_done/<task>.json`) is written last: a task whose marker is absent,
+or whose marker's fingerprint or config hash differ from the current ones, is run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_OPTS = dict(compression="zstd", compression_level=3)
+MARKER_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_parquet(path: Path, table: pa.Table, row_group_size: int = 8192) -> int:
+    """Write `table` to `path` atomically (zstd). Returns the bytes written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTS)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file (blake2b, 128 bits)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any) -> str:
+    """Hash of a JSON-able object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def marker_path(stage_dir: Path, task: str) -> Path:
+    return Path(stage_dir) / "_done" / f"{task}.json"
+
+
+def read_marker(stage_dir: Path, task: str) -> dict | None:
+    p = marker_path(stage_dir, task)
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def marker_matches(marker: dict | None, input_fingerprint: str, config_hash: str) -> bool:
+    return (
+        marker is not None
+        and marker.get("version") == MARKER_VERSION
+        and marker.get("input_fingerprint") == input_fingerprint
+        and marker.get("config_hash") == config_hash
+    )
+
+
+def write_marker(stage_dir: Path, task: str, marker: dict) -> None:
+    marker = {"version": MARKER_VERSION, "task": task, **marker}
+    atomic_write_json(marker_path(stage_dir, task), marker)
