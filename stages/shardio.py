@@ -96,6 +96,50 @@ def marker_matches(marker: dict | None, input_fingerprint: str, config_hash: str
     )
 
 
-def write_marker(stage_dir: Path, task: str, marker: dict) -> None:
+def write_marker(stage_dir: Path, task: str, marker: dict) -> dict:
+    """Write a task's marker (last, after its outputs); returns the marker as written."""
     marker = {"version": MARKER_VERSION, "task": task, **marker}
     atomic_write_json(marker_path(stage_dir, task), marker)
+    return marker
+
+
+class ParquetSink:
+    """Streaming atomic Parquet writer: batches go to a temporary file that is renamed to `path`
+    on `close()`. Later batches are cast to the first batch's schema; an empty sink writes an
+    empty file of `schema`."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None, row_group_size: int = 8192):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".tmp-{self.path.name}.")
+        os.close(fd)
+        self.schema = schema
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+        self.row_group_size = row_group_size
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            if table.num_rows == 0 and self.schema is not None:
+                return
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, **PARQUET_OPTS)
+        elif table.schema != self.schema:
+            table = table.select(self.schema.names).cast(self.schema)
+        self.writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def close(self) -> int:
+        if self.writer is None:
+            if self.schema is None:
+                raise ValueError(f"nothing written to {self.path} and no schema given")
+            pq.write_table(self.schema.empty_table(), self.tmp, **PARQUET_OPTS)
+        else:
+            self.writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        Path(self.tmp).unlink(missing_ok=True)

@@ -1,0 +1,134 @@
+"""Integer token allocation with exact totals, and epoch caps.
+
+Weights become integer token counts by the largest-remainder (Hamilton) method, so every
+phase's counts add up to exactly its length and the plan's counts to exactly the budget.
+
+A group may be repeated at most `max_epochs` times over the whole plan. Muennighoff et al.
+2023 ("Scaling Data-Constrained Language Models", arXiv:2305.16264) find up to ~4 epochs of
+repeated data almost as good as fresh data, with returns vanishing beyond ~16; 4 is the default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+
+class InfeasiblePlan(ValueError):
+    """The plan asks a group for more tokens than its epoch cap allows."""
+
+
+def largest_remainder(total: int, weights: Mapping[str, float], order: Sequence[str] | None = None) -> dict[str, int]:
+    """Split `total` into integers proportional to `weights`, summing exactly to `total`.
+
+    Ties in the fractional parts go to the group earlier in `order` (default: `weights` order),
+    so the result is deterministic.
+    """
+    order = list(order) if order is not None else list(weights)
+    if total < 0:
+        raise ValueError(f"total must be >= 0, got {total}")
+    wsum = sum(weights.get(g, 0.0) for g in order)
+    if any(weights.get(g, 0.0) < 0 for g in order):
+        raise ValueError("weights must be >= 0")
+    if total == 0:
+        return {g: 0 for g in order}
+    if wsum <= 0:
+        raise ValueError("weights must not all be zero")
+    quotas = {g: total * weights.get(g, 0.0) / wsum for g in order}
+    out = {g: int(math.floor(q)) for g, q in quotas.items()}
+    left = total - sum(out.values())
+    rank = sorted(order, key=lambda g: (-(quotas[g] - out[g]), order.index(g)))
+    for g in rank[:left]:
+        out[g] += 1
+    return out
+
+
+@dataclass
+class Redistribution:
+    """Tokens moved off a capped group within one phase."""
+
+    phase: str
+    group: str
+    requested_tokens: int
+    granted_tokens: int
+
+
+def capacity(available: Mapping[str, int], max_epochs: float) -> dict[str, int]:
+    """Most tokens each group may contribute over the whole plan."""
+    return {g: int(math.floor(n * max_epochs)) for g, n in available.items()}
+
+
+def allocate_phases(
+    phases: Sequence[tuple[str, int, Mapping[str, float]]],
+    available: Mapping[str, int],
+    max_epochs: float,
+    allow_redistribute: bool,
+) -> tuple[list[dict[str, int]], list[Redistribution]]:
+    """Integer tokens per phase and group, honouring the epoch cap.
+
+    `phases`: (name, length in tokens, weights) in training order; `available`: tokens per
+    group in plan order. Without `allow_redistribute`, any group whose total exceeds
+    `max_epochs x available` makes the plan infeasible (InfeasiblePlan names the group, the
+    tokens asked and the tokens available). With it, a capped group keeps what it may still
+    take and the rest of its share goes to the other groups of the same phase in proportion to
+    their weights (water-filling); phases are filled in training order, so earlier phases use
+    capacity first.
+    """
+    order = list(available)
+    cap = capacity(available, max_epochs)
+    if not allow_redistribute:
+        allocs = [largest_remainder(n, w, order) for _, n, w in phases]
+        for g in order:
+            asked = sum(a[g] for a in allocs)
+            if asked > cap[g]:
+                raise InfeasiblePlan(_refusal(g, asked, available[g], max_epochs))
+        return allocs, []
+
+    left = dict(cap)
+    allocs, moves = [], []
+    for name, n, weights in phases:
+        want = largest_remainder(n, weights, order)
+        alloc = _water_fill(name, n, weights, left, order, max_epochs, available)
+        for g in order:
+            if alloc[g] < want[g]:
+                moves.append(Redistribution(name, g, want[g], alloc[g]))
+            left[g] -= alloc[g]
+        allocs.append(alloc)
+    return allocs, moves
+
+
+def _water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[str, int],
+                order: list[str], max_epochs: float, available: Mapping[str, int]) -> dict[str, int]:
+    active = [g for g in order if weights.get(g, 0.0) > 0]
+    fixed: dict[str, int] = {}
+    while True:
+        free = [g for g in active if g not in fixed]
+        rest = n - sum(fixed.values())
+        if not free:
+            if rest > 0:
+                worst = max(active, key=lambda g: weights.get(g, 0.0)) if active else order[0]
+                raise InfeasiblePlan(
+                    f"phase {phase!r}: every group it draws on is at its {max_epochs:g}-epoch cap and "
+                    f"{rest} tokens are still unplaced (e.g. group {worst!r} has "
+                    f"{available[worst]} tokens available); add data, lower --tokens or raise max_epochs")
+            break
+        share = largest_remainder(rest, {g: weights[g] for g in free}, free)
+        over = [g for g in free if share[g] > left[g]]
+        if not over:
+            fixed.update(share)
+            break
+        for g in over:
+            fixed[g] = max(0, left[g])
+    return {g: fixed.get(g, 0) for g in order}
+
+
+def _refusal(group: str, asked: int, available: int, max_epochs: float) -> str:
+    if available == 0:
+        return (f"group {group!r} is asked for {asked} tokens but has 0 tokens available "
+                "(no documents match its predicate); give it weight 0, fix its predicate, or "
+                "allow redistribution")
+    return (f"group {group!r} is asked for {asked} tokens but has {available} tokens available: "
+            f"{asked / available:.2f} epochs exceeds max_epochs={max_epochs:g} (at most "
+            f"{int(math.floor(available * max_epochs))} tokens); lower --tokens or its weight, "
+            "raise max_epochs, or allow redistribution")

@@ -1,0 +1,143 @@
+"""The planner: recipe + available tokens -> plan.json (a dict), its table and blend strings.
+
+Order of work: resolve the LR schedule for the budget; let the recipe's weight rule cut the
+budget into phases (boundaries aligned to whole training steps) with weights per group; turn
+weights into integer tokens that add up exactly (largest remainder); check or enforce the
+epoch cap per group; then describe it all in the versioned plan format of docs/internals.md.
+"""
+
+from __future__ import annotations
+
+from mixtures.allocate import allocate_phases
+from mixtures.groups import Availability
+from mixtures.recipes import Recipe, RecipeError
+from mixtures.schedule import lr_at
+from mixtures.weights import phases_for
+
+SCHEMA_VERSION = 1
+
+
+def megatron_blend(weights: dict[str, float], prefix: str = "tokens/{group}/tokens") -> str:
+    """`w1 prefix1 w2 prefix2 ...` as Megatron-LM's --data-path takes it (zero weights left out)."""
+    return " ".join(f"{w:.8g} {prefix.format(group=g)}" for g, w in weights.items() if w > 0)
+
+
+def build_plan(recipe: Recipe, availability: Availability, total_tokens: int, seq_len: int, *,
+               batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
+               max_epochs: float | None = None, allow_redistribute: bool | None = None) -> dict:
+    """The mixture plan as a plan.json dict.
+
+    `batch_size` (sequences per optimizer step) sets the step of `seq_len x batch_size` tokens
+    that phase boundaries are aligned to, so a phase never changes inside a step.
+    """
+    if int(total_tokens) != total_tokens or total_tokens <= 0:
+        raise RecipeError(f"tokens: the token budget must be a positive integer, got {total_tokens!r}")
+    if seq_len <= 0 or batch_size <= 0:
+        raise RecipeError(f"seq_len and batch_size must be > 0, got {seq_len} and {batch_size}")
+    total_tokens = int(total_tokens)
+    step = seq_len * batch_size
+    if total_tokens < step:
+        raise RecipeError(f"tokens: budget {total_tokens} is less than one step ({step} tokens)")
+    max_epochs = recipe.max_epochs if max_epochs is None else max_epochs
+    if not max_epochs > 0:
+        raise RecipeError(f"max_epochs: must be > 0, got {max_epochs}")
+    redistribute = recipe.allow_redistribute if allow_redistribute is None else allow_redistribute
+    try:
+        schedule = recipe.schedule.resolve(total_tokens, step, lr_start=lr_start, lr_end=lr_end)
+    except ValueError as e:
+        raise RecipeError(f"schedule.{e}") from None
+
+    avail = {g.name: g.available_tokens for g in availability.groups}
+    phases = phases_for(recipe, schedule, avail, step)
+    allocs, moves = allocate_phases([(p.name, p.end_token - p.start_token, p.weights) for p in phases],
+                                    avail, max_epochs, redistribute)
+
+    out_phases = []
+    for p, alloc in zip(phases, allocs):
+        n = p.end_token - p.start_token
+        weights = {g: alloc[g] / n for g in avail}
+        out_phases.append({
+            "name": p.name, "start_token": p.start_token, "end_token": p.end_token,
+            "start_step": p.start_token // step, "end_step": -(-p.end_token // step),
+            "lr_start": lr_at(schedule, p.start_token), "lr_end": lr_at(schedule, p.end_token),
+            "boundary": p.boundary, "requested_weights": dict(p.weights), "weights": weights,
+            "tokens": dict(alloc), "megatron_blend": megatron_blend(weights),
+        })
+    out_groups = []
+    for g in availability.groups:
+        asked = sum(a[g.name] for a in allocs)
+        out_groups.append({
+            "name": g.name, "where": g.where, "role": recipe.role_of(g.name), "documents": g.documents,
+            "chars": g.chars, "available_tokens": g.available_tokens, "requested_tokens": asked,
+            "epochs": asked / g.available_tokens if g.available_tokens else 0.0, "max_epochs": max_epochs,
+        })
+    warnings = []
+    if availability.unassigned_documents:
+        warnings.append(f"{availability.unassigned_documents} documents (~{availability.unassigned_tokens} "
+                        "tokens) match no group and are left out of the plan")
+    if availability.token_counts == "estimated":
+        how = ("a measured" if availability.tokens_per_char_source.startswith("measured")
+               else "the default")
+        warnings.append(f"available tokens are estimated from characters with {how} ratio of "
+                        f"{availability.tokens_per_char:.4f} tokens/char ({availability.tokens_per_char_source})")
+    for m in moves:
+        warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
+                        f"{m.requested_tokens} requested tokens ({max_epochs:g}-epoch cap); the rest "
+                        "went to the phase's other groups")
+    return {
+        "schema_version": SCHEMA_VERSION, "recipe": recipe.name, "recipe_kind": recipe.kind,
+        "total_tokens": total_tokens, "seq_len": seq_len, "batch_size": batch_size,
+        "tokens_per_step": step, "total_steps": -(-total_tokens // step),
+        "token_counts": availability.token_counts, "tokens_per_char": availability.tokens_per_char,
+        "tokens_per_char_source": availability.tokens_per_char_source,
+        "max_epochs": max_epochs, "allow_redistribute": redistribute,
+        "schedule": schedule.to_dict(), "groups": out_groups, "phases": out_phases,
+        "redistributed": [m.__dict__ for m in moves],
+        "unassigned": {"documents": availability.unassigned_documents, "tokens": availability.unassigned_tokens},
+        "warnings": warnings,
+    }
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    return ["  " + _row(header, widths)] + ["  " + _row(r, widths) for r in rows]
+
+
+def format_table(plan: dict) -> str:
+    """Requested vs available vs epochs, per phase and for the whole plan (STYLE.md: print the
+    mixture before training)."""
+    groups = plan["groups"]
+    est = "estimated" if plan["token_counts"] == "estimated" else "exact"
+    lines = [f"plan {plan['recipe']!r} ({plan['recipe_kind']}): {plan['total_tokens']:,} tokens, "
+             f"seq_len {plan['seq_len']}, {plan['total_steps']:,} steps of {plan['tokens_per_step']:,} tokens; "
+             f"available tokens {est}"]
+    s = plan["schedule"]
+    lines.append(f"schedule {s['kind']}: lr {s['lr_start']:.3g} -> {s['lr_end']:.3g}, warmup {s['warmup_tokens']:,} tokens")
+    header = ["group", "role", "weight", "requested", "available", "epochs"]
+    for p in plan["phases"]:
+        ends = f", ends at {p['boundary']}" if p["boundary"] else ""
+        lines.append("")
+        lines.append(f"phase {p['name']!r}: tokens {p['start_token']:,} .. {p['end_token']:,} "
+                     f"(steps {p['start_step']:,} .. {p['end_step']:,}), lr {p['lr_start']:.3g} -> {p['lr_end']:.3g}{ends}")
+        rows = []
+        for g in groups:
+            n, av = p["tokens"][g["name"]], g["available_tokens"]
+            rows.append([g["name"], g["role"] or "-", f"{p['weights'][g['name']]:.4f}", f"{n:,}", f"{av:,}",
+                         f"{n / av:.3f}" if av else ("-" if n == 0 else "inf")])
+        lines += _table(header, rows)
+    lines.append("")
+    lines.append(f"whole plan (max_epochs {plan['max_epochs']:g}):")
+    rows = [[g["name"], g["role"] or "-", f"{g['requested_tokens'] / plan['total_tokens']:.4f}",
+             f"{g['requested_tokens']:,}", f"{g['available_tokens']:,}", f"{g['epochs']:.3f}"] for g in groups]
+    lines += _table(header, rows)
+    u = plan["unassigned"]
+    lines.append(f"  unassigned: {u['documents']:,} documents, {u['tokens']:,} tokens")
+    for w in plan["warnings"]:
+        lines.append(f"note: {w}")
+    for p in plan["phases"]:
+        lines.append(f"blend {p['name']}: {p['megatron_blend']}")
+    return "\n".join(lines)

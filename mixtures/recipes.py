@@ -1,0 +1,264 @@
+"""Mixture recipes: YAML files that say how group weights change over training.
+
+A recipe names its groups (first-match SQL slices, see groups.py), gives groups roles
+(`general`, `high_quality`, `qa`, `target`, or any other name), sets the LR schedule, and
+picks a `kind` whose weight rule lives in weights.py. Shipped recipes are in
+`configs/recipes/<name>.yaml`; `load_recipe` accepts such a name or a path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from mixtures.groups import Group, GroupError, parse_groups
+from mixtures.schedule import KINDS, WSD_DECAYS, Schedule
+
+RECIPE_KINDS = ("natural", "temperature", "unimax", "reuse", "upsample-end", "custom")
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid; the message starts with the offending field's path."""
+
+
+@dataclass
+class Boundary:
+    """Where a phase ends: exactly one of the three."""
+
+    fraction: float | None = None
+    """Fraction of the total tokens, in (0, 1)."""
+    lr: float | None = None
+    """Absolute LR level: the phase ends at the first step whose LR is at or below it."""
+    lr_ratio: float | None = None
+    """LR level as a fraction of the schedule's lr_start, in (0, 1]."""
+
+    def __post_init__(self) -> None:
+        set_ = [k for k in ("fraction", "lr", "lr_ratio") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError("give exactly one of fraction, lr, lr_ratio")
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise ValueError(f"fraction: must be in (0, 1), got {self.fraction}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.lr_ratio is not None and not 0 < self.lr_ratio <= 1:
+            raise ValueError(f"lr_ratio: must be in (0, 1], got {self.lr_ratio}")
+
+    def describe(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class ScheduleSpec:
+    """The LR schedule of a recipe, relative to the run's token budget."""
+
+    kind: str = "cosine"
+    """cosine, linear, wsd or constant."""
+    lr_start: float = 3e-4
+    """LR after warmup (the peak); `curate plan --lr-start` overrides it."""
+    lr_end: float | None = None
+    """Final LR; when null, `lr_end_ratio` x lr_start."""
+    lr_end_ratio: float = 0.1
+    """Final LR as a fraction of lr_start, used when lr_end is null."""
+    warmup_fraction: float = 0.0
+    """Fraction of tokens spent in linear warmup (0 = none)."""
+    warmup_init_lr: float = 0.0
+    """LR at token 0 when there is a warmup."""
+    decay_fraction: float = 0.2
+    """wsd only: final fraction of tokens spent decaying."""
+    wsd_decay: str = "linear"
+    """wsd only: decay shape: linear, cosine, 1-sqrt."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: got {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.wsd_decay not in WSD_DECAYS:
+            raise ValueError(f"wsd_decay: got {self.wsd_decay!r}; valid: {', '.join(WSD_DECAYS)}")
+        if not 0 <= self.lr_end_ratio <= 1:
+            raise ValueError(f"lr_end_ratio: must be in [0, 1], got {self.lr_end_ratio}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
+
+    def resolve(self, total_tokens: int, tokens_per_step: int, lr_start: float | None = None,
+                lr_end: float | None = None) -> Schedule:
+        start = lr_start if lr_start is not None else self.lr_start
+        if lr_end is None:
+            lr_end = self.lr_end if self.lr_end is not None else start * self.lr_end_ratio
+        warm = int(round(self.warmup_fraction * total_tokens / tokens_per_step)) * tokens_per_step
+        return Schedule(kind=self.kind, lr_start=start, lr_end=lr_end, total_tokens=total_tokens,
+                        warmup_tokens=warm, warmup_init_lr=self.warmup_init_lr,
+                        decay_fraction=self.decay_fraction, wsd_decay=self.wsd_decay,
+                        tokens_per_step=tokens_per_step)
+
+
+@dataclass
+class PhaseSpec:
+    """One phase of a `custom` recipe."""
+
+    name: str
+    """Phase name (unique)."""
+    weights: dict[str, float]
+    """Group name -> weight; must sum to 1; groups left out get 0."""
+    until: Boundary | None = None
+    """Where the phase ends; required for every phase but the last, absent on the last."""
+
+
+@dataclass
+class Recipe:
+    """A mixture recipe (one YAML file)."""
+
+    name: str
+    """Recipe name, written to plan.json."""
+    kind: str
+    """Weight rule: natural, temperature, unimax, reuse, upsample-end or custom."""
+    groups: list[Group]
+    """First-match ordered groups (`{name, where}` in YAML)."""
+    description: str = ""
+    """One line on what the recipe is for."""
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    """Role -> group names (general, high_quality, qa, target, ...); a group has at most one role."""
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    """LR schedule (see ScheduleSpec)."""
+    max_epochs: float = 4.0
+    """Most epochs any group may be repeated over the plan (Muennighoff et al. 2023)."""
+    allow_redistribute: bool = False
+    """When a group would exceed max_epochs, move its excess to the other groups of the phase
+    instead of refusing the plan; every move is reported."""
+    tau: float = 3.33
+    """temperature (and upsample-end base): p ∝ n^(1/tau); 1 = natural. 3.33 is mT5's alpha=0.3."""
+    unimax_epochs: float | None = None
+    """unimax: per-group epoch cap N of the uniform budget; null = max_epochs."""
+    role_weights: dict[str, float] = field(default_factory=dict)
+    """reuse/upsample-end: multiplier on each role's natural share in the general blend
+    (roles not listed: 1.0)."""
+    switch: Boundary | None = None
+    """reuse/upsample-end: where the final phase starts."""
+    qa_fraction: float = 0.1
+    """reuse: share of phase-2 tokens given to the qa and target groups."""
+    end_role_weights: dict[str, float] = field(default_factory=dict)
+    """upsample-end: multiplier on each role's share in the final phase."""
+    end_base: str = "natural"
+    """upsample-end: the blend before the switch, natural or temperature."""
+    phases: list[PhaseSpec] = field(default_factory=list)
+    """custom: the explicit phases, in training order."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECIPE_KINDS:
+            raise ValueError(f"kind: got {self.kind!r}; valid: {', '.join(RECIPE_KINDS)}")
+        if not self.max_epochs > 0:
+            raise ValueError(f"max_epochs: must be > 0, got {self.max_epochs}")
+        if not self.tau > 0:
+            raise ValueError(f"tau: must be > 0, got {self.tau}")
+        if self.unimax_epochs is not None and not self.unimax_epochs > 0:
+            raise ValueError(f"unimax_epochs: must be > 0 or null, got {self.unimax_epochs}")
+        if not 0 < self.qa_fraction < 1:
+            raise ValueError(f"qa_fraction: must be in (0, 1), got {self.qa_fraction}")
+        if self.end_base not in ("natural", "temperature"):
+            raise ValueError(f"end_base: got {self.end_base!r}; valid: natural, temperature")
+        names = [g.name for g in self.groups]
+        seen: dict[str, str] = {}
+        for role, members in self.roles.items():
+            for g in members:
+                if g not in names:
+                    raise ValueError(f"roles: role {role!r} lists unknown group {g!r}; groups: {', '.join(names)}")
+                if g in seen:
+                    raise ValueError(f"roles: group {g!r} has two roles, {seen[g]!r} and {role!r}")
+                seen[g] = role
+        for key in ("role_weights", "end_role_weights"):
+            for role, w in getattr(self, key).items():
+                if not w >= 0:
+                    raise ValueError(f"{key}: weight of role {role!r} must be >= 0, got {w}")
+        if self.kind in ("reuse", "upsample-end") and self.switch is None:
+            raise ValueError(f"switch: a {self.kind} recipe needs a switch boundary")
+        if self.kind == "reuse" and not any(r in self.roles and self.roles[r] for r in ("qa", "target")):
+            raise ValueError("roles: a reuse recipe needs at least one group with role qa or target")
+        if self.kind == "upsample-end" and not any(self.roles.get(r) for r in self.end_role_weights):
+            raise ValueError("end_role_weights: name at least one role that has groups, e.g. {target: 4.0}")
+        if self.kind == "custom":
+            self._check_phases(names)
+
+    def _check_phases(self, names: list[str]) -> None:
+        if not self.phases:
+            raise ValueError("phases: a custom recipe needs at least one phase")
+        seen = set()
+        for i, p in enumerate(self.phases):
+            last = i == len(self.phases) - 1
+            if p.name in seen:
+                raise ValueError(f"phases: phase name {p.name!r} is used twice")
+            seen.add(p.name)
+            if (p.until is None) != last:
+                raise ValueError(f"phases[{i}].until: every phase but the last needs `until`; the last has none")
+            unknown = sorted(set(p.weights) - set(names))
+            if unknown:
+                raise ValueError(f"phases[{i}].weights: unknown group {unknown[0]!r}; groups: {', '.join(names)}")
+            if any(w < 0 for w in p.weights.values()):
+                raise ValueError(f"phases[{i}].weights: weights must be >= 0")
+            total = sum(p.weights.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"phases[{i}].weights: weights of phase {p.name!r} sum to {total:.6g}, not 1")
+
+    def role_of(self, group: str) -> str | None:
+        for role, members in self.roles.items():
+            if group in members:
+                return role
+        return None
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """`cls(**data)` with nested dataclasses, unknown keys refused, errors naming the field."""
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{path}: expected a mapping, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise RecipeError(f"{path}.{unknown[0]}: unknown field; valid: {', '.join(sorted(known))}")
+    kwargs = dict(data)
+    try:
+        if cls is Recipe:
+            kwargs["groups"] = parse_groups(kwargs.get("groups"), f"{path}.groups")
+            for key in ("schedule",):
+                if key in kwargs:
+                    kwargs[key] = _build(ScheduleSpec, kwargs[key] or {}, f"{path}.{key}")
+            if kwargs.get("switch") is not None:
+                kwargs["switch"] = _build(Boundary, kwargs["switch"], f"{path}.switch")
+            kwargs["phases"] = [_build(PhaseSpec, p, f"{path}.phases[{i}]") for i, p in enumerate(kwargs.get("phases") or [])]
+        if cls is PhaseSpec and kwargs.get("until") is not None:
+            kwargs["until"] = _build(Boundary, kwargs["until"], f"{path}.until")
+        for k, f in known.items():
+            if k in kwargs and f.type in ("float", "float | None") and isinstance(kwargs[k], str):
+                kwargs[k] = float(kwargs[k])  # YAML reads 3e-4 (no dot) as a string
+        return cls(**kwargs)
+    except GroupError as e:
+        raise RecipeError(str(e)) from None
+    except TypeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+    except ValueError as e:
+        if isinstance(e, RecipeError):
+            raise
+        raise RecipeError(f"{path}.{e}" if ":" in str(e).split(" ")[0] else f"{path}: {e}") from None
+
+
+def recipe_from_dict(data: Mapping[str, Any], source: str = "recipe") -> Recipe:
+    return _build(Recipe, data, source)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name (configs/recipes/<name>.yaml) or a recipe YAML file by path."""
+    import yaml
+
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml"):
+        p = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not p.exists():
+            shipped = ", ".join(shipped_recipes()) or "none"
+            raise RecipeError(f"recipe {name_or_path!r} not found; shipped recipes: {shipped}; or give a path to a .yaml file")
+    if not p.exists():
+        raise RecipeError(f"recipe file {p} does not exist")
+    data = yaml.safe_load(p.read_text())
+    return recipe_from_dict(data, p.stem)
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))

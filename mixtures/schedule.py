@@ -1,0 +1,193 @@
+"""Learning-rate schedule maths: LR at any token, and the token where the LR reaches a level.
+
+Pure and dependency-free (only `math`), so the trainer imports it for its LR and the planner
+for its phase boundaries: both compute the same curve from the same `plan.json["schedule"]`.
+
+The schedule is a function of *tokens seen*, not of optimizer steps, because the plan is
+written in tokens; `lr_at(schedule, step, unit="step")` converts with `tokens_per_step`.
+
+Shapes (all with an optional linear warmup from `warmup_init_lr` to `lr_start`):
+- `cosine`: half cosine from `lr_start` to `lr_end` over the tokens after warmup.
+- `linear`: straight line from `lr_start` to `lr_end`.
+- `wsd` (warmup-stable-decay; Hu et al. 2024, MiniCPM; Hägele et al. 2024, arXiv:2405.18392):
+  `lr_start` held until the last `decay_fraction` of tokens, then a decay of shape
+  `wsd_decay` ("linear", "cosine" or "1-sqrt", the last being Hägele et al.'s best cooldown).
+- `constant`: `lr_start` throughout (then no LR level below it can be solved for).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping
+
+KINDS = ("cosine", "linear", "wsd", "constant")
+WSD_DECAYS = ("linear", "cosine", "1-sqrt")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An LR schedule over `total_tokens` training tokens."""
+
+    kind: str
+    """Shape after warmup: one of cosine, linear, wsd, constant."""
+    lr_start: float
+    """LR when warmup ends (the peak; with no warmup, the LR at token 0)."""
+    lr_end: float
+    """LR at the last token (ignored by `constant`)."""
+    total_tokens: int
+    """Training tokens the schedule spans."""
+    warmup_tokens: int = 0
+    """Tokens of linear warmup from `warmup_init_lr` to `lr_start`; 0 = no warmup."""
+    warmup_init_lr: float = 0.0
+    """LR at token 0 when there is a warmup."""
+    decay_fraction: float = 0.2
+    """wsd only: fraction of `total_tokens` (the final ones) spent decaying."""
+    wsd_decay: str = "linear"
+    """wsd only: shape of the decay: linear, cosine or 1-sqrt."""
+    tokens_per_step: int | None = None
+    """Tokens per optimizer step (batch x seq_len), for `lr_at(..., unit="step")`; optional."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: got {self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        if not self.lr_start > 0:
+            raise ValueError(f"lr_start: must be > 0, got {self.lr_start!r}")
+        if not 0 <= self.lr_end <= self.lr_start:
+            raise ValueError(f"lr_end: must be in [0, lr_start={self.lr_start}], got {self.lr_end!r}")
+        if self.total_tokens <= 0:
+            raise ValueError(f"total_tokens: must be > 0, got {self.total_tokens!r}")
+        if not 0 <= self.warmup_tokens < self.total_tokens:
+            raise ValueError(f"warmup_tokens: must be in [0, total_tokens), got {self.warmup_tokens!r}")
+        if not 0 <= self.warmup_init_lr <= self.lr_start:
+            raise ValueError(f"warmup_init_lr: must be in [0, lr_start], got {self.warmup_init_lr!r}")
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction!r}")
+        if self.wsd_decay not in WSD_DECAYS:
+            raise ValueError(f"wsd_decay: got {self.wsd_decay!r}; valid: {', '.join(WSD_DECAYS)}")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ValueError(f"tokens_per_step: must be > 0 or null, got {self.tokens_per_step!r}")
+
+    @property
+    def decay_start(self) -> float:
+        """First token of the decaying part (after warmup; for wsd after the stable part)."""
+        if self.kind == "wsd":
+            return max(float(self.warmup_tokens), self.total_tokens * (1.0 - self.decay_fraction))
+        return float(self.warmup_tokens)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Schedule":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"schedule: unknown field {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+        return cls(**dict(d))
+
+
+def as_schedule(schedule: "Schedule | Mapping[str, Any]") -> Schedule:
+    return schedule if isinstance(schedule, Schedule) else Schedule.from_dict(schedule)
+
+
+def _decay_shape(s: Schedule) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    """(f, f_inverse) with f: progress in [0, 1] -> fraction of (lr_start - lr_end) still left."""
+    shape = s.wsd_decay if s.kind == "wsd" else s.kind
+    if shape == "cosine":
+        return (lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+                lambda r: math.acos(min(1.0, max(-1.0, 2.0 * r - 1.0))) / math.pi)
+    if shape == "1-sqrt":
+        return (lambda p: 1.0 - math.sqrt(p), lambda r: (1.0 - r) ** 2)
+    return (lambda p: 1.0 - p, lambda r: 1.0 - r)
+
+
+def lr_at(schedule: "Schedule | Mapping[str, Any]", token_or_step: float, unit: str = "token") -> float:
+    """The LR after `token_or_step` tokens (or optimizer steps with `unit="step"`)."""
+    s = as_schedule(schedule)
+    if unit == "step":
+        if s.tokens_per_step is None:
+            raise ValueError("lr_at(unit='step') needs schedule.tokens_per_step")
+        t = float(token_or_step) * s.tokens_per_step
+    elif unit == "token":
+        t = float(token_or_step)
+    else:
+        raise ValueError(f"unit: got {unit!r}; valid: 'token', 'step'")
+    t = min(max(t, 0.0), float(s.total_tokens))
+    if t < s.warmup_tokens:
+        return s.warmup_init_lr + (s.lr_start - s.warmup_init_lr) * t / s.warmup_tokens
+    if s.kind == "constant":
+        return s.lr_start
+    start = s.decay_start
+    if t <= start:
+        return s.lr_start
+    p = (t - start) / (s.total_tokens - start)
+    f, _ = _decay_shape(s)
+    return s.lr_end + (s.lr_start - s.lr_end) * f(p)
+
+
+def _check_level(s: Schedule, lr: float) -> None:
+    if s.kind == "constant" or not s.lr_end <= lr <= s.lr_start:
+        raise ValueError(
+            f"LR level {lr:g} is never reached after warmup by this {s.kind} schedule, which "
+            f"decays from {s.lr_start:g} to {s.lr_end:g}: give a level in that range")
+
+
+def token_at_lr(schedule: "Schedule | Mapping[str, Any]", lr: float) -> float:
+    """The first token after warmup where the LR has decayed to `lr` (closed form)."""
+    s = as_schedule(schedule)
+    _check_level(s, lr)
+    if lr >= s.lr_start:
+        return s.decay_start
+    if s.lr_start == s.lr_end:
+        return s.decay_start
+    _, f_inv = _decay_shape(s)
+    p = f_inv((lr - s.lr_end) / (s.lr_start - s.lr_end))
+    return s.decay_start + p * (s.total_tokens - s.decay_start)
+
+
+def token_at_lr_bisect(schedule: "Schedule | Mapping[str, Any]", lr: float, tol: float = 1e-6) -> float:
+    """`token_at_lr` by bisection on `lr_at`: the fallback for any monotone decay shape, and a
+    check on the closed forms. `tol` is in tokens."""
+    s = as_schedule(schedule)
+    _check_level(s, lr)
+    lo, hi = s.decay_start, float(s.total_tokens)
+    if lr_at(s, lo) <= lr:
+        return lo
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if lr_at(s, mid) > lr:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def boundary_token(schedule: "Schedule | Mapping[str, Any]", *, fraction: float | None = None,
+                   lr: float | None = None, lr_ratio: float | None = None, align: int = 1) -> int:
+    """A phase boundary as an integer token, aligned to `align` tokens (a step or a row).
+
+    Exactly one of: `fraction` of total tokens; an absolute `lr` level; `lr_ratio` x lr_start.
+    An LR boundary lands on the first aligned token whose LR is at or below the level, so the
+    phase that follows starts once the LR has decayed that far (Parmar et al. 2024, Sec. 4:
+    the switch to the QA blend happens at LR = lr_start / 5).
+    """
+    s = as_schedule(schedule)
+    given = [x is not None for x in (fraction, lr, lr_ratio)]
+    if sum(given) != 1:
+        raise ValueError("a phase boundary needs exactly one of: fraction, lr, lr_ratio")
+    if fraction is not None:
+        if not 0 < fraction < 1:
+            raise ValueError(f"boundary fraction: must be in (0, 1), got {fraction!r}")
+        t = round(fraction * s.total_tokens / align) * align
+    else:
+        level = lr if lr is not None else lr_ratio * s.lr_start
+        exact = token_at_lr(s, level)
+        t = math.ceil(exact / align - 1e-9) * align
+        # Guard the float edges of `exact`: the boundary is the first aligned token at or
+        # below the level (the LR is strictly decreasing after decay_start).
+        while t < s.total_tokens and lr_at(s, t) > level:
+            t += align
+        while t - align >= s.decay_start and lr_at(s, t - align) <= level:
+            t -= align
+    return int(min(max(t, 0), s.total_tokens))

@@ -1,0 +1,123 @@
+"""DuckDB over a run directory's Parquet shards and markers.
+
+`connect(run_dir)` returns an in-memory DuckDB connection with views:
+  docs        the latest stage's output (last stage of `stages.json` that has shards)
+  <stage>     one view per stage (ingest, and every configured stage)
+  rejected    every dropped document: id, stage, reason, keeper_id, source, n_chars
+  quarantine  every unreadable input record: path, line, offset, reason, detail (+ stage)
+  shards      one row per shard marker: stage, task, counts, bytes, seconds
+File access is then limited to the run directory and the configuration locked, so a query can
+read the run and nothing else. `query()` additionally runs only read statements.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.errors import QueryError
+from pipeline.runner import read_stage_names
+from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
+
+RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _empty_view(schema: pa.Schema) -> str:
+    cols = ", ".join(f"NULL::{_DUCK_TYPES[f.type]} AS {f.name}" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def _parts(d: Path) -> list[Path]:
+    return sorted(d.glob("*.parquet"))
+
+
+def shards_table(run_dir: Path) -> pa.Table:
+    rows = []
+    for marker in sorted(run_dir.glob("*/_done/*.json")):
+        m = json.loads(marker.read_text())
+        c = m.get("counts", {})
+        rows.append({"stage": m.get("stage", marker.parent.parent.name), "task": m.get("task", marker.stem),
+                     "input": m.get("input"), "outputs": m.get("outputs", []), "docs_in": c.get("in"),
+                     "kept": c.get("kept"), "rejected": c.get("rejected"), "quarantined": c.get("quarantined"),
+                     "bytes_in": m.get("bytes_in"), "bytes_out": m.get("bytes_out"), "seconds": m.get("seconds"),
+                     "input_fingerprint": m.get("input_fingerprint"), "config_hash": m.get("config_hash"),
+                     "counts": json.dumps(c, sort_keys=True)})
+    schema = pa.schema([("stage", pa.string()), ("task", pa.string()), ("input", pa.string()),
+                        ("outputs", pa.list_(pa.string())), ("docs_in", pa.int64()), ("kept", pa.int64()),
+                        ("rejected", pa.int64()), ("quarantined", pa.int64()), ("bytes_in", pa.int64()),
+                        ("bytes_out", pa.int64()), ("seconds", pa.float64()), ("input_fingerprint", pa.string()),
+                        ("config_hash", pa.string()), ("counts", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only catalog of the run (views above); its file access is confined to `run_dir`."""
+    run_dir = Path(run_dir).resolve()
+    names = read_stage_names(run_dir)
+    extra = [p.parent.name for p in sorted(run_dir.glob("*/_done")) if p.parent.name not in names]
+    con = duckdb.connect(":memory:")
+    latest = None
+    for name in names + [n for n in extra if n not in RESERVED_VIEWS]:
+        files = _parts(run_dir / name)
+        if files:
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_q(str(run_dir / name))} || '
+                        f"'/*.parquet', union_by_name=true)")
+            if name in names:
+                latest = name
+    con.execute(f'CREATE VIEW docs AS SELECT * FROM "{latest}"' if latest else
+                "CREATE VIEW docs AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text WHERE false")
+    for view, sub, schema in (("rejected", "rejected", REJECTED_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
+        if list((run_dir / sub).glob("*/*.parquet")):
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_q(str(run_dir / sub))} || "
+                        f"'/*/*.parquet', union_by_name=true, filename=true)")
+        else:
+            con.execute(f"CREATE VIEW {view} AS {_empty_view(schema)}")
+    con.register("_shards", shards_table(run_dir))
+    con.execute("CREATE VIEW shards AS SELECT * FROM _shards")
+    tmp = run_dir / ".duckdb_tmp"
+    con.execute(f"SET temp_directory = {_q(str(tmp))}")
+    con.execute(f"SET allowed_directories = [{_q(str(run_dir) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def arrow_result(cursor) -> pa.Table:
+    """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `fetch_arrow_table` before)."""
+    fetch = getattr(cursor, "to_arrow_table", None) or cursor.fetch_arrow_table
+    return fetch()
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but one read statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"could not parse the query: {e}") from None
+    if len(statements) != 1:
+        raise QueryError(f"give exactly one statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind not in ALLOWED:
+        raise QueryError(f"only read statements run (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
+                         f"this is a {kind.name} statement")
+
+
+def query(run_dir: str | Path, sql: str) -> pa.Table:
+    """Run one read-only statement over the run's catalog; returns an Arrow table."""
+    check_read_only(sql)
+    con = connect(run_dir)
+    try:
+        return arrow_result(con.execute(sql))
+    except duckdb.Error as e:
+        raise QueryError(str(e).splitlines()[0]) from None
+    finally:
+        con.close()

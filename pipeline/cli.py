@@ -1,0 +1,36 @@
+"""`curate` command line: a thin layer over the typed functions in the `cmd_*` modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline import cmd_core
+from pipeline.errors import CurateError
+
+# Each module adds its subcommands; listed explicitly (no registry magic).
+COMMAND_MODULES = [cmd_core]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description="Data curation and mixture pipeline for continued pretraining.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CurateError as e:
+        print(f"curate {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"curate {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Core commands: `corpus`, `run`, `query`, `stats`. Each is a plain typed function; `register`
+adds its thin CLI wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.errors import CurateError
+
+
+def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
+    from pipeline.corpus import build_system_corpus
+
+    return build_system_corpus(out, max_mb)
+
+
+def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
+        address: str | None = None) -> Path:
+    """Run a config; returns the run directory."""
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    cfg = load_config(config, inputs=inputs, out=out, workers=workers, address=address)
+    run_pipeline(cfg, workers=workers)
+    return Path(cfg.out)
+
+
+def format_table(t: pa.Table, max_width: int = 60, max_rows: int = 200) -> str:
+    names = t.column_names
+    rows = [[_cell(v, max_width) for v in r.values()] for r in t.slice(0, max_rows).to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    out = [line(names), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    if t.num_rows > max_rows:
+        out.append(f"... {t.num_rows - max_rows} more rows (use --format csv/json/parquet for all)")
+    out.append(f"({t.num_rows} rows)")
+    return "\n".join(out)
+
+
+def _cell(v, width: int) -> str:
+    s = "NULL" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def query(run_dir: str, sql: str, fmt: str = "table", output: str | None = None) -> pa.Table:
+    from pipeline import catalog
+
+    table = catalog.query(run_dir, sql)
+    if fmt == "table":
+        _emit(format_table(table) + "\n", output)
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(table, sink)
+        _emit(sink.getvalue().to_pybytes(), output)
+    elif fmt == "json":
+        _emit("".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in table.to_pylist()), output)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        _emit(sink.getvalue().to_pybytes(), output)
+    else:
+        raise CurateError(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    return table
+
+
+def _emit(data: str | bytes, output: str | None) -> None:
+    if output:
+        Path(output).write_bytes(data.encode() if isinstance(data, str) else data)
+    elif isinstance(data, bytes):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        sys.stdout.write(data)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="build a raw JSONL corpus from real text on this machine")
+    p.add_argument("kind", choices=["system"], help="`system`: stdlib sources, pydoc topics, /usr/share/doc, licences, man pages")
+    p.add_argument("out", help="output JSONL path")
+    p.add_argument("--max-mb", type=float, default=16.0, help="size cap in MB (default 16: a few minutes of demo)")
+    p.set_defaults(func=lambda a: _print_counts(corpus_system(a.out, a.max_mb), a.out))
+
+    p = sub.add_parser("run", help="run a pipeline config: ingest -> stages -> shards")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--input", action="append", dest="inputs", metavar="PATH", help="replace the config's inputs (repeatable)")
+    p.add_argument("--out", help="replace the config's run directory")
+    p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
+    p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.set_defaults(func=_cli_run)
+
+    p = sub.add_parser("query", help="SQL over a run's catalog (views docs, <stage>, rejected, quarantine, shards)")
+    p.add_argument("run_dir")
+    p.add_argument("sql", help="one read statement: SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=lambda a: query(a.run_dir, a.sql, a.format, a.output) and 0)
+
+    p = sub.add_parser("stats", help="documents, characters, per source, drops per reason")
+    p.add_argument("run_dir")
+    p.set_defaults(func=lambda a: print(stats_text(a.run_dir)) or 0)
+
+
+def _print_counts(counts: dict[str, int], out: str) -> int:
+    total = sum(counts.values())
+    print(f"wrote {total} documents to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _cli_run(a: argparse.Namespace) -> int:
+    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address)
+    print()
+    print(stats_text(str(run_dir)))
+    return 0
+
+
+def stats_text(run_dir: str) -> str:
+    from pipeline.stats import summary_lines
+
+    return "\n".join(summary_lines(run_dir))

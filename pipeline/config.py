@@ -1,0 +1,134 @@
+"""The run config: typed, validated, with errors that name the field (`pipeline.errors.ConfigError`).
+
+```yaml
+name: demo                      # run name
+out: runs/demo                  # run directory (relative to the working directory)
+inputs:                         # list of InputSpec (stages/ingest.py)
+  - {path: data/system.jsonl, format: auto, source: null, fields: {text: text}}
+ingest: {max_chars: 1000000, shard_docs: 20000, split_mb: 32}
+ray: {address: null, workers: null}
+stages:                         # after ingest, in order; `kind` picks the stage
+  - {kind: exact_dedup, name: exact_dedup, ...stage fields...}
+```
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.stage_table import STAGE_KINDS
+from pipeline.typed import build
+from stages.ingest import IngestConfig, InputSpec
+
+
+# Names a stage can't take: catalog views and run-directory folders.
+RESERVED_NAMES = ("ingest", "docs", "rejected", "quarantine", "shards", "tokens", "train", "models", "plots")
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None
+    """Ray cluster address (`auto`, `ray://host:10001`); empty = embedded local Ray (or RAY_ADDRESS)"""
+    workers: int | None = None
+    """parallel tasks/actors; default: the cluster's CPU count"""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers: must be at least 1 (or null for the cluster's CPU count)")
+
+
+@dataclass
+class StageSpec:
+    kind: str
+    name: str
+    config: Any  # the stage's own config dataclass
+
+    def load(self):
+        """Construct the stage (in the process that runs it)."""
+        module, _, stage_cls = STAGE_KINDS[self.kind]
+        return getattr(importlib.import_module(module), stage_cls)(self.config, self.name)
+
+
+@dataclass
+class RunConfig:
+    name: str
+    """run name (shown in reports)"""
+    out: str
+    """run directory"""
+    inputs: list[InputSpec]
+    """raw inputs, read by the ingest stage"""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    """ingest limits and sharding"""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """where the stages run"""
+    stages: list[dict] = field(default_factory=list)
+    """stages after ingest, in order (resolved into `stage_specs`)"""
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("inputs: give at least one input (a path, directory, glob or URL)")
+        self.stage_specs: list[StageSpec] = [_stage_spec(i, s) for i, s in enumerate(self.stages)]
+        names = ["ingest"] + [s.name for s in self.stage_specs]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"stages: stage name {dup!r} is used twice; give each a distinct `name`")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("stage_specs", None)
+        return d
+
+
+def _stage_spec(i: int, entry: Any) -> StageSpec:
+    path = f"stages[{i}]"
+    if not isinstance(entry, dict) or "kind" not in entry:
+        raise ConfigError(path, f"each stage needs a `kind`; valid kinds: {', '.join(sorted(STAGE_KINDS))}")
+    entry = dict(entry)
+    kind = entry.pop("kind")
+    if kind not in STAGE_KINDS:
+        raise ConfigError(f"{path}.kind", f"unknown stage kind {kind!r}; valid kinds: {', '.join(sorted(STAGE_KINDS)) or '(none)'}")
+    name = entry.pop("name", kind)
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{path}.name", f"{name!r} is not a valid stage name (letters, digits, '_' and '-')")
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{path}.name", f"{name!r} is reserved (catalog views and run folders: {', '.join(RESERVED_NAMES)})")
+    module, cfg_cls, _ = STAGE_KINDS[kind]
+    cfg = build(getattr(importlib.import_module(module), cfg_cls), entry, path)
+    return StageSpec(kind, name, cfg)
+
+
+def load_config(path: str | Path | None = None, data: dict | None = None, *, inputs: list[str] | None = None,
+                out: str | None = None, workers: int | None = None, address: str | None = None) -> RunConfig:
+    """Read and validate a config; CLI overrides replace the config's inputs, run dir and Ray settings."""
+    if data is None:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError("config", f"{path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError("config", f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", "the top level must be a mapping with name, out, inputs, stages")
+    data = dict(data)
+    data.setdefault("name", Path(path).stem if path else "run")
+    if inputs:
+        data["inputs"] = [{"path": p} for p in inputs]
+    if out:
+        data["out"] = out
+    if workers is not None or address is not None:
+        ray_cfg = dict(data.get("ray") or {})
+        if workers is not None:
+            ray_cfg["workers"] = workers
+        if address is not None:
+            ray_cfg["address"] = address
+        data["ray"] = ray_cfg
+    if "out" not in data:
+        data["out"] = os.path.join("runs", str(data["name"]))
+    return build(RunConfig, data, "")

@@ -1,0 +1,11 @@
+"""Config stage `kind` -> (config dataclass, stage class), wired explicitly, one line per stage.
+
+The runner builds a stage as `stage_cls(config_cls(**fields), name)`; `ingest` always runs first
+and is configured by the config's `ingest:` section, so it is not listed here.
+"""
+
+from __future__ import annotations
+
+STAGE_KINDS: dict[str, tuple[str, str, str]] = {
+    # kind: (module, config class, stage class); modules import lazily so a run loads only what it uses.
+}

@@ -1,0 +1,103 @@
+"""Running one map-stage shard inside a worker, and summing shard markers into stage stats."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.config import StageSpec
+from stages import shardio
+from stages.base import REJECTED_SCHEMA, config_dict
+
+# Rows per `process()` call: big enough to amortise per-call overhead (batched model prediction),
+# small enough that a batch of long documents stays well under a worker's memory.
+BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class MapJob:
+    input: str
+    stage_dir: str
+    rejected_dir: str
+    fingerprint: str
+    config_hash: str
+
+
+def map_config_hash(spec: StageSpec) -> str:
+    stage_version = getattr(spec, "version", None)
+    return shardio.stable_hash({"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config),
+                                "version": stage_version})
+
+
+class MapStageWorker:
+    """Built once per actor: constructs the stage and calls `setup()` (models load here, once)."""
+
+    def __init__(self, spec: StageSpec):
+        self.spec = spec
+        self.stage = None
+
+    def __call__(self) -> "MapStageWorker":
+        self.stage = self.spec.load()
+        self.stage.setup()
+        return self
+
+    def run(self, job: MapJob) -> dict:
+        t0 = time.perf_counter()
+        stem = Path(job.input).stem
+        kept = shardio.ParquetSink(Path(job.stage_dir) / f"{stem}.parquet")
+        rejected = shardio.ParquetSink(Path(job.rejected_dir) / f"{stem}.parquet", REJECTED_SCHEMA)
+        counts: dict = {"in": 0, "kept": 0, "rejected": 0, "quarantined": 0, "rejected_by_reason": {}}
+        try:
+            source = pq.ParquetFile(job.input)
+            for batch in source.iter_batches(batch_size=BATCH_ROWS):
+                import pyarrow as pa
+
+                table = pa.Table.from_batches([batch])
+                out = self.stage.process(table)
+                if out.kept.num_rows + out.rejected.num_rows != table.num_rows:
+                    raise RuntimeError(f"stage {self.spec.name} returned {out.kept.num_rows} kept + "
+                                       f"{out.rejected.num_rows} rejected for {table.num_rows} documents")
+                kept.write(out.kept)
+                rejected.write(out.rejected)
+                counts["in"] += table.num_rows
+                counts["kept"] += out.kept.num_rows
+                counts["rejected"] += out.rejected.num_rows
+                for r in out.rejected.column("reason").to_pylist():
+                    counts["rejected_by_reason"][r] = counts["rejected_by_reason"].get(r, 0) + 1
+                for k, v in out.counters.items():
+                    counts[k] = counts.get(k, 0) + int(v)
+            if kept.writer is None:
+                kept.schema = pq.read_schema(job.input)  # nothing kept: empty shard, input's schema
+            bytes_out = kept.close()
+            rejected.close()
+        except BaseException:
+            kept.abort()
+            rejected.abort()
+            raise
+        marker = {"stage": self.spec.name, "input_fingerprint": job.fingerprint, "config_hash": job.config_hash,
+                  "outputs": [f"{stem}.parquet"], "counts": counts, "bytes_in": Path(job.input).stat().st_size,
+                  "bytes_out": bytes_out, "seconds": round(time.perf_counter() - t0, 3), "input": job.input}
+        return shardio.write_marker(Path(job.stage_dir), stem, marker)
+
+
+def aggregate_stats(stage: str, markers: list[dict]) -> dict:
+    """Sum the counts of a stage's shard markers."""
+    total: dict = {"stage": stage, "shards": len(markers), "seconds": 0.0, "bytes_in": 0, "bytes_out": 0}
+    for m in markers:
+        total["seconds"] += m.get("seconds", 0.0)
+        total["bytes_in"] += m.get("bytes_in", 0)
+        total["bytes_out"] += m.get("bytes_out", 0)
+        for k, v in m["counts"].items():
+            if isinstance(v, dict):
+                sub = total.setdefault(k, {})
+                for r, n in v.items():
+                    sub[r] = sub.get(r, 0) + n
+            else:
+                total[k] = total.get(k, 0) + v
+    for k in ("in", "kept", "rejected", "quarantined"):
+        total.setdefault(k, 0)
+    total["seconds"] = round(total["seconds"], 3)
+    return total

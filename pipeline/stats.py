@@ -1,0 +1,57 @@
+"""`curate stats RUN`: what is in a run, from its catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.catalog import connect
+
+# Extra summaries contributed by stages, each `f(con) -> list[str]`, called in this order
+# when the run has the columns they need. Wired explicitly as the stages land.
+SECTION_FUNCS: list = []
+
+
+def _fmt(n) -> str:
+    return f"{int(n or 0):,}"
+
+
+def summary_lines(run_dir: str | Path) -> list[str]:
+    con = connect(run_dir)
+    lines = [f"run {run_dir}"]
+    stages = con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), sum(quarantined), "
+                         "sum(seconds) FROM shards GROUP BY stage ORDER BY min(task), stage").fetchall()
+    lines.append("stages:")
+    for st, n, i, k, r, q, s in stages:
+        lines.append(f"  {st:<16} {n:>4} shards  in {_fmt(i):>10}  kept {_fmt(k):>10}  rejected {_fmt(r):>8}  "
+                     f"quarantined {_fmt(q):>6}  {s or 0:.1f}s")
+    docs, chars = con.execute("SELECT count(*), sum(n_chars) FROM docs").fetchone() if _has(con, "docs", "n_chars") else (0, 0)
+    lines.append(f"documents: {_fmt(docs)}   characters: {_fmt(chars)}")
+    if _has(con, "docs", "source"):
+        lines.append("per source:")
+        for src, n, c in con.execute("SELECT source, count(*), sum(n_chars) FROM docs GROUP BY source ORDER BY 3 DESC").fetchall():
+            lines.append(f"  {src:<24} {_fmt(n):>10} docs  {_fmt(c):>14} chars")
+    drops = con.execute("SELECT stage, reason, count(*) FROM rejected GROUP BY ALL ORDER BY 1, 3 DESC").fetchall()
+    if drops:
+        lines.append("dropped (rejected) per reason:")
+        lines += [f"  {st:<16} {reason:<32} {_fmt(n):>10}" for st, reason, n in drops]
+    quarantined = con.execute("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 2 DESC").fetchall()
+    if quarantined:
+        lines.append("quarantined per reason:")
+        lines += [f"  {reason:<49} {_fmt(n):>10}" for reason, n in quarantined]
+    if _has(con, "ingest", "id"):
+        dup = con.execute("SELECT count(*) FROM (SELECT id FROM ingest GROUP BY id HAVING count(*) > 1)").fetchone()[0]
+        if dup:
+            lines.append(f"duplicate input ids: {_fmt(dup)} ids occur more than once "
+                         "(query: SELECT id, count(*) FROM ingest GROUP BY id HAVING count(*) > 1)")
+    for section in SECTION_FUNCS:
+        lines += section(con)
+    con.close()
+    return lines
+
+
+def _has(con, view: str, column: str) -> bool:
+    try:
+        cols = [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
+    except Exception:
+        return False
+    return column in cols

@@ -1,0 +1,107 @@
+"""Build typed dataclasses from plain dicts (parsed YAML), with errors that name the field.
+
+Supported annotations: int, float, str, bool, None-able (`X | None`), Literal[...], list[X],
+dict[str, X], and nested dataclasses. A dataclass's `__post_init__` may raise ValueError; the
+message is re-raised as ConfigError naming the field path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from pipeline.errors import ConfigError
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(path, f"got {value!r}; expected {' or '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(path, f"got {value!r}; valid values: {', '.join(map(repr, get_args(tp)))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp) or (Any,)
+        return [coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+        _, vt = get_args(tp) or (str, Any)
+        return {str(k): coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(path, f"expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads `1e9` as a string; accept numeric strings.
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(path, f"expected a number, got {value!r}") from None
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def build(cls: type, data: Any, path: str) -> Any:
+    """`cls(**data)` with every field checked against its annotation."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown field; valid fields of {cls.__name__}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = coerce(value, hints[name], f"{path}.{name}" if path else name)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path}.{missing[0]}" if path else missing[0], "required field is missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        msg = str(e)
+        # A __post_init__ message that starts with a field name points at that field.
+        head = msg.split(":", 1)[0].strip("` ")
+        if head in fields:
+            raise ConfigError(f"{path}.{head}" if path else head, msg.split(":", 1)[1].strip()) from None
+        raise ConfigError(path or cls.__name__, msg) from None

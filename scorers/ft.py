@@ -1,0 +1,98 @@
+"""fastText helpers shared by language ID, the quality classifier and the domain tagger.
+
+fastText is imported lazily. Three facts about it shape this module:
+- fastText reads one line per example, so newlines are replaced by spaces before training and
+  prediction (the same function serves both, so train and test see the same text).
+- With NumPy 2, `model.predict("one string")` raises; `predict([text, ...])` works and is faster
+  (one C++ call per batch), so every prediction here goes through lists.
+- A model is loaded once per process and cached; `MODEL_LOADS` counts real loads per path so
+  tests can assert that a Ray actor loads its model once, not once per batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+MODEL_LOADS: Counter[str] = Counter()
+_CACHE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def import_fasttext():
+    try:
+        import fasttext
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("fastText is missing: pip install fasttext") from e
+    return fasttext
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """The fastText model at `path`, loaded once per process."""
+    key = str(Path(path).resolve())
+    with _LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            if not Path(key).is_file():
+                raise FileNotFoundError(f"fastText model not found: {path}")
+            model = import_fasttext().load_model(key)
+            _CACHE[key] = model
+            MODEL_LOADS[key] += 1
+        return model
+
+
+def loads_of(path: str | os.PathLike) -> int:
+    """How many times this process has loaded the model at `path` from disk."""
+    return MODEL_LOADS[str(Path(path).resolve())]
+
+
+def one_line(text: str, max_chars: int | None = None) -> str:
+    """fastText input: a single line (newlines -> spaces), optionally truncated."""
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars]
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def predict_labels(model: Any, texts: Sequence[str], k: int = 1) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Top-`k` labels and probabilities for already single-line texts (one C++ call)."""
+    if not texts:
+        return [], []
+    labels, probs = model.predict(list(texts), k=k)
+    return labels, probs
+
+
+def label_probability(model: Any, texts: Sequence[str], label: str) -> np.ndarray:
+    """P(`label`) per text, over all of the model's labels (so it is exact, not top-1 only)."""
+    n_labels = len(model.get_labels())
+    labels, probs = predict_labels(model, texts, k=n_labels)
+    out = np.zeros(len(texts), dtype=np.float64)
+    for i, (ls, ps) in enumerate(zip(labels, probs)):
+        for lab, p in zip(ls, ps):
+            if lab == label:
+                out[i] = float(p)
+                break
+    # fastText's softmax can return probabilities a hair above 1.
+    return np.clip(out, 0.0, 1.0)
+
+
+def write_training_file(path: Path, examples: Sequence[tuple[str, str]]) -> None:
+    """`__label__<label> <text>` lines, the format `fasttext.train_supervised` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for label, text in examples:
+            f.write(f"__label__{label} {one_line(text)}\n")
+
+
+def train_supervised(train_file: Path, *, seed: int = 0, threads: int = 1, **params: Any) -> Any:
+    """`fasttext.train_supervised` with the given hyper-parameters.
+
+    One thread by default: fastText's Hogwild training is only deterministic with one thread,
+    and the models here are small enough that it does not matter.
+    """
+    ft = import_fasttext()
+    return ft.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)

@@ -1,0 +1,162 @@
+"""datatrove's heuristic quality filters, called as they are, with English-only rules gated by language.
+
+The filters (Gopher quality and repetition, Rae et al. 2021, https://arxiv.org/abs/2112.11446;
+C4, Raffel et al. 2020; FineWeb, Penedo et al. 2024, https://arxiv.org/abs/2406.17557) are
+datatrove's own classes: each document becomes a datatrove `Document` and each filter's
+`filter(doc)` decides. Its answer is `True` or `(False, reason)`; the reason is kept verbatim and
+prefixed with the filter's config name, e.g. `gopher_quality:gopher_short_doc` (two datatrove
+filters both say `empty`, so the prefix is what makes a reason name one rule).
+
+Rules written for English must not remove other languages (a German page has no English stop
+words). Each filter has a policy for documents whose language is not English: run as is, run with
+some parameters overridden (Gopher quality without its English stop-word rule), or skip. Word
+splitting uses datatrove's tokenizer for the document's language (spaCy for most), falling back to
+its whitespace tokenizer where a language's tokenizer needs packages that are not installed.
+
+C4's filter also rewrites `doc.text` (it drops lines); only its keep/drop decision is used here,
+because a stage never rewrites the text column (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from typing import Any, Sequence
+
+# config name -> (module, class) of the datatrove filter
+FILTER_CLASSES: dict[str, tuple[str, str]] = {
+    "gopher_quality": ("datatrove.pipeline.filters.gopher_quality_filter", "GopherQualityFilter"),
+    "gopher_repetition": ("datatrove.pipeline.filters.gopher_repetition_filter", "GopherRepetitionFilter"),
+    "c4_quality": ("datatrove.pipeline.filters.c4_filters", "C4QualityFilter"),
+    "fineweb_quality": ("datatrove.pipeline.filters.fineweb_quality_filter", "FineWebQualityFilter"),
+}
+
+# What a filter does to non-English documents by default: parameter overrides, or "skip".
+# gopher_quality: `min_stop_words` counts English stop words ("the", "be", "to", ...).
+# c4_quality: English word lists ("javascript", cookie/terms-of-use phrases, "lorem ipsum") and
+#   English end-of-line punctuation; mC4 (Xue et al. 2021) dropped these rules for other languages.
+NON_ENGLISH_DEFAULTS: dict[str, dict[str, Any] | str] = {
+    "gopher_quality": {"min_stop_words": None},
+    "gopher_repetition": {},
+    "c4_quality": "skip",
+    "fineweb_quality": {},
+}
+
+ENGLISH_TOKENIZER = "en"
+
+
+def _datatrove_words():
+    try:
+        from datatrove.utils import word_tokenizers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("heuristic filters need datatrove and spaCy: pip install datatrove spacy") from e
+    return word_tokenizers
+
+
+def _shared_tokenizer_class():
+    """A datatrove `WordTokenizer` that remembers the last text it split.
+
+    Gopher quality, Gopher repetition and FineWeb each split the same text into words; sharing
+    the last result (keyed by the text object's identity) tokenizes every document once.
+    """
+    wt = _datatrove_words()
+
+    class SharedTokenizer(wt.WordTokenizer):
+        def __init__(self, base, language: str):
+            super().__init__(language)
+            self.base = base
+            self._last_text: str | None = None
+            self._last_words: list[str] = []
+
+        def word_tokenize(self, text: str) -> list[str]:
+            if text is not self._last_text:
+                self._last_words = self.base.word_tokenize(text)
+                self._last_text = text
+            return self._last_words
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return self.base.sent_tokenize(text)
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return self.base.span_tokenize(text)
+
+    return SharedTokenizer
+
+
+def _tokenizer_for(lang: str):
+    """datatrove's tokenizer for `lang`, or its whitespace fallback when that one cannot load."""
+    wt = _datatrove_words()
+    try:
+        base = wt.load_word_tokenizer(lang)
+        base.word_tokenize("probe text")  # loads spaCy / optional packages now, not mid-batch
+    except (ValueError, ImportError, OSError):
+        base = wt.WhitespaceTokenizer()
+    return _shared_tokenizer_class()(base, lang)
+
+
+class HeuristicFilters:
+    """Runs the configured datatrove filters over documents; the first failing filter decides.
+
+    `specs`: (name, params, non_english) triples, where `non_english` is "apply", "skip" or a
+    dict of parameter overrides. `english`: language codes treated as English.
+    """
+
+    def __init__(self, specs: Sequence[tuple[str, dict[str, Any], Any]], english: Sequence[str] = ("en",),
+                 exempt_sources: Sequence[str] = ()):
+        for name, _, _ in specs:
+            if name not in FILTER_CLASSES:
+                raise ValueError(f"unknown filter {name!r}; valid: {', '.join(FILTER_CLASSES)}")
+        self.specs = [(n, dict(p), ne) for n, p, ne in specs]
+        self.english = set(english)
+        self.exempt_sources = list(exempt_sources)
+        self._filters: dict[tuple[str, str], list[tuple[str, Any]]] = {}
+        self._tokenizers: dict[str, Any] = {}
+
+    def _tokenizer(self, key: str):
+        tok = self._tokenizers.get(key)
+        if tok is None:
+            tok = self._tokenizers[key] = _tokenizer_for(key)
+        return tok
+
+    def filters_for(self, lang: str) -> list[tuple[str, Any]]:
+        """The (name, datatrove filter) list that applies to a document in `lang`."""
+        english = lang in self.english
+        key = ENGLISH_TOKENIZER if english else lang
+        cached = self._filters.get((key, "en" if english else "other"))
+        if cached is not None:
+            return cached
+        built = []
+        for name, params, non_english in self.specs:
+            kwargs = dict(params)
+            if not english:
+                if non_english == "skip":
+                    continue
+                if isinstance(non_english, dict):
+                    kwargs.update(non_english)
+            module, cls = FILTER_CLASSES[name]
+            filter_cls = getattr(importlib.import_module(module), cls)
+            try:
+                built.append((name, filter_cls(language=self._tokenizer(key), **kwargs)))
+            except TypeError as e:
+                raise ValueError(f"filter {name}: bad params {kwargs}: {e}") from None
+        self._filters[(key, "en" if english else "other")] = built
+        return built
+
+    def exempt(self, source: str | None) -> bool:
+        return bool(source) and any(fnmatch.fnmatchcase(source, pat) for pat in self.exempt_sources)
+
+    def decide(self, text: str, lang: str) -> str | None:
+        """None to keep the document, else the reason `<filter>:<datatrove reason>`."""
+        from datatrove.data import Document
+
+        for name, filt in self.filters_for(lang):
+            # A fresh Document per filter: C4's filter rewrites doc.text, and that must not leak.
+            doc = Document(text=text, id="")
+            try:
+                result = filt.filter(doc)
+            except Exception as e:  # a filter's arithmetic on a degenerate text (no words, ...)
+                return f"{name}:error_{type(e).__name__}"
+            keep, reason = (result if isinstance(result, tuple) else (result, None))
+            if not keep:
+                return f"{name}:{reason or 'dropped'}"
+        return None

@@ -1,0 +1,120 @@
+"""The last sub-step of both dedup stages: apply the decisions to each input part.
+
+For input part P, decisions arrive in `decisions/to-<P>/` (rows of P, by input row number).
+The task writes the kept documents to `stage_dir/P.parquet`, the dropped ones to
+`rejected_dir/P.parquet` with their reason and keeper, and then the stage marker, so documents
+in = kept + rejected for every part (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from stages import shardio
+from stages.base import Executor, rejected_rows
+from stages.dedup.common import read_inbox
+
+DECISION_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int64(), nullable=False),  # row number within the input part
+        pa.field("drop", pa.bool_(), nullable=False),
+        pa.field("keeper_id", pa.string()),
+        pa.field("dup_cluster", pa.string()),  # fuzzy dedup only
+        pa.field("dup_cluster_size", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FinishTask:
+    in_path: str
+    stage_dir: str
+    rejected_dir: str
+    decisions_dir: str
+    part: int
+    n_src: int
+    stage: str
+    reason: str  # "exact_duplicate" | "near_duplicate"
+    cluster_columns: bool  # add dup_cluster / dup_cluster_size (fuzzy dedup)
+    fingerprint: str
+    config_hash: str
+
+
+def finish_part(task: FinishTask) -> dict:
+    t0 = time.time()
+    in_path = Path(task.in_path)
+    name = in_path.stem
+    docs = pq.read_table(in_path)
+    n = docs.num_rows
+    dec = read_inbox(Path(task.decisions_dir), task.part, task.n_src, DECISION_SCHEMA)
+    rows = dec.column("row").to_numpy()
+    if len(np.unique(rows)) != len(rows) or (len(rows) and (rows.min() < 0 or rows.max() >= n)):
+        raise RuntimeError(f"{task.stage}: inconsistent decisions for {name} (rerun with a clean work dir)")
+    drop = np.zeros(n, bool)
+    drop[rows] = dec.column("drop").to_numpy(zero_copy_only=False)
+    keeper = np.full(n, None, object)
+    keeper[rows] = np.asarray(dec.column("keeper_id").to_pylist(), object)
+    kept = docs.filter(pa.array(~drop))
+    if task.cluster_columns:
+        ids = np.asarray(docs.column("id").to_pylist(), object)
+        cluster = ids.copy()  # singletons: their own id, size 1
+        size = np.ones(n, np.int64)
+        cluster[rows] = np.asarray(dec.column("dup_cluster").to_pylist(), object)
+        size[rows] = dec.column("dup_cluster_size").to_numpy()
+        keep_idx = np.flatnonzero(~drop)
+        kept = kept.append_column("dup_cluster", pa.array(cluster[keep_idx], pa.string()))
+        kept = kept.append_column("dup_cluster_size", pa.array(size[keep_idx], pa.int64()))
+    dropped = docs.filter(pa.array(drop))
+    n_drop = dropped.num_rows
+    rej = rejected_rows(dropped, task.stage, [task.reason] * n_drop, list(keeper[drop]))
+    bytes_out = shardio.write_parquet(Path(task.stage_dir) / f"{name}.parquet", kept)
+    shardio.write_parquet(Path(task.rejected_dir) / f"{name}.parquet", rej)
+    counts = {
+        "in": n,
+        "kept": kept.num_rows,
+        "rejected": n_drop,
+        "quarantined": 0,
+        "rejected_by_reason": {task.reason: n_drop} if n_drop else {},
+        "quarantined_by_reason": {},
+    }
+    if task.cluster_columns and kept.num_rows:
+        counts["in_clusters"] = int(pc.sum(pc.greater(kept.column("dup_cluster_size"), 1)).as_py() or 0)
+    marker = {
+        "stage": task.stage,
+        "input_fingerprint": task.fingerprint,
+        "config_hash": task.config_hash,
+        "outputs": [f"{name}.parquet"],
+        "counts": counts,
+        "bytes_in": in_path.stat().st_size,
+        "bytes_out": bytes_out,
+        "seconds": round(time.time() - t0, 3),
+    }
+    shardio.write_marker(Path(task.stage_dir), name, marker)
+    return counts
+
+
+def all_done(stage_dir: Path, inputs: list, fingerprint: str, config_hash: str) -> bool:
+    return all(
+        shardio.marker_matches(shardio.read_marker(stage_dir, Path(p).stem), fingerprint, config_hash)
+        and (Path(stage_dir) / f"{Path(p).stem}.parquet").exists()
+        for p in inputs
+    )
+
+
+def finish(executor: Executor, tasks: list[FinishTask], desc: str) -> list[dict]:
+    """Run the finish tasks whose stage marker is missing or stale."""
+    todo = [
+        t
+        for t in tasks
+        if not shardio.marker_matches(
+            shardio.read_marker(Path(t.stage_dir), Path(t.in_path).stem), t.fingerprint, t.config_hash
+        )
+    ]
+    return executor.map(finish_part, todo, desc=desc) if todo else []

@@ -1,0 +1,142 @@
+"""Map stage `heuristics`: datatrove's heuristic filters, gated by language.
+
+Each dropped document goes to `rejected/<stage>/` with reason `<filter>:<datatrove reason>`
+(e.g. `gopher_quality:gopher_short_doc`), so `SELECT reason, count(*) FROM rejected GROUP BY 1`
+answers "what removed what". English-only rules apply to documents whose `lang` is English.
+
+The stage reads the `lang` column written by the `langid` stage (run it first, as
+configs/annotate.yaml does). Without that column it identifies languages itself, for gating only:
+it adds no column, so the langid stage can still run later and own `lang`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, HeuristicFilters
+from stages.base import StageOutput, rejected_rows
+
+FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
+
+
+@dataclass
+class FilterSpec:
+    """One datatrove filter and how it treats non-English documents."""
+
+    filter: FilterName
+    """Which datatrove filter: gopher_quality, gopher_repetition, c4_quality or fineweb_quality."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the datatrove class as they are (thresholds, e.g. `min_doc_words: 50`)."""
+    non_english: Literal["default", "apply", "skip"] = "default"
+    """For documents not in English: `default` (the filter's own policy: gopher_quality drops its
+    stop-word rule, c4_quality is skipped, the others apply), `apply` (with `non_english_params`
+    overrides, if any) or `skip`."""
+    non_english_params: dict[str, Any] | None = None
+    """Parameter overrides for non-English documents (with `non_english: apply`); null = none."""
+
+    def __post_init__(self):
+        if self.filter not in FILTER_CLASSES:
+            raise ValueError(f"filter: {self.filter!r} is not a filter; valid: {', '.join(FILTER_CLASSES)}")
+        if self.non_english not in ("default", "apply", "skip"):
+            raise ValueError(f"non_english: {self.non_english!r}; valid: default, apply, skip")
+        if not isinstance(self.params, dict):
+            raise ValueError(f"params: expected a mapping of {self.filter} keyword arguments, got {self.params!r}")
+
+    def policy(self) -> dict[str, Any] | str:
+        if self.non_english == "skip":
+            return "skip"
+        if self.non_english == "apply":
+            return dict(self.non_english_params or {})
+        return NON_ENGLISH_DEFAULTS[self.filter]
+
+
+def _default_filters() -> list[FilterSpec]:
+    return [FilterSpec("gopher_repetition"), FilterSpec("gopher_quality"), FilterSpec("fineweb_quality")]
+
+
+@dataclass
+class HeuristicsConfig:
+    """Config of the `heuristics` stage."""
+
+    filters: list[FilterSpec] = field(default_factory=_default_filters)
+    """Filters in the order they run; the first one that drops a document names the reason."""
+    english: list[str] = field(default_factory=lambda: ["en"])
+    """`lang` codes treated as English (English-only rules apply to these only)."""
+    exempt_sources: list[str] = field(default_factory=list)
+    """Glob patterns on `source` whose documents pass unfiltered (e.g. code, which web-text
+    heuristics would remove for its symbols); counted as `exempt`."""
+    lid_max_chars: int = 2000
+    """Characters read by the built-in language ID when the input has no `lang` column."""
+
+    def __post_init__(self):
+        specs = []
+        for i, f in enumerate(self.filters):
+            if isinstance(f, dict):
+                try:
+                    f = FilterSpec(**f)
+                except TypeError as e:
+                    raise ValueError(f"filters: entry {i}: {e}; fields: filter, params, non_english, non_english_params") from None
+            if not isinstance(f, FilterSpec):
+                raise ValueError(f"filters: entry {i} must be a mapping with `filter`, got {f!r}")
+            specs.append(f)
+        self.filters = specs
+        if not all(isinstance(x, str) and x for x in self.english):
+            raise ValueError(f"english: expected a list of language codes, got {self.english!r}")
+        if self.lid_max_chars < 1:
+            raise ValueError(f"lid_max_chars: must be >= 1, got {self.lid_max_chars}")
+
+
+class HeuristicsStage:
+    """Drops documents that datatrove's heuristics reject, with the exact reason."""
+
+    def __init__(self, config: HeuristicsConfig, name: str = "heuristics"):
+        self.config = config
+        self.name = name
+        self._impl: HeuristicFilters | None = None
+        self._lid = None
+
+    def setup(self) -> None:
+        self._impl = HeuristicFilters(
+            [(f.filter, f.params, f.policy()) for f in self.config.filters],
+            english=self.config.english,
+            exempt_sources=self.config.exempt_sources,
+        )
+        # Build the English filters (and load spaCy) now rather than inside the first batch.
+        self._impl.filters_for(self.config.english[0])
+
+    def _langs(self, table: pa.Table, counters: dict[str, int]) -> list[str]:
+        if "lang" in table.column_names:
+            return [x if x is not None else "und" for x in table.column("lang").to_pylist()]
+        if self._lid is None:
+            from scorers.langid import LangID
+
+            self._lid = LangID(max_chars=self.config.lid_max_chars)
+        counters["lang_identified_here"] = table.num_rows
+        return self._lid.predict(table.column("text").to_pylist())[0]
+
+    def process(self, table: pa.Table) -> StageOutput:
+        if self._impl is None:
+            self.setup()
+        counters: dict[str, int] = {"exempt": 0, "non_english": 0}
+        texts = table.column("text").to_pylist()
+        sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * len(texts)
+        langs = self._langs(table, counters)
+        english = set(self.config.english)
+        keep, drop, reasons = [], [], []
+        for i, (text, source, lang) in enumerate(zip(texts, sources, langs)):
+            if self._impl.exempt(source):
+                counters["exempt"] += 1
+                keep.append(i)
+                continue
+            counters["non_english"] += lang not in english
+            reason = self._impl.decide(text, lang)
+            if reason is None:
+                keep.append(i)
+            else:
+                drop.append(i)
+                reasons.append(reason)
+        rejected = rejected_rows(table.take(drop), self.name, reasons)
+        return StageOutput(kept=table.take(keep), rejected=rejected, counters=counters)

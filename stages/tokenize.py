@@ -1,0 +1,326 @@
+"""Sentencepiece tokenizer (train or load) and the `tokenize` stage: exact `n_tokens` per document.
+
+Tokenization is lossless: byte fallback gives every byte an id, normalization is `identity` and
+whitespace is never collapsed, so `decode(encode(text)) == text` for any UTF-8 text (tested).
+`n_tokens` counts the text's tokens only; BOS/EOS are added when documents go into the token
+files (`pipeline/cmd_pack.py`): every document is followed by EOS, preceded by BOS only when
+`add_bos` is set (Llama checkpoints were trained with BOS at document starts).
+
+The stage's work function, `tokenize_shard`, runs once per input shard (on Ray via an Executor):
+it assigns each document to its mixture group with DuckDB (the plan's first-match `CASE`),
+encodes the texts, and writes `tokenize/<part>.parquet` (the document table + `n_tokens` +
+`group`), the shard's token ids (`tokenize/_ids/<part>.bin`, documents back to back in table
+order) and its marker, last. A shard whose marker matches is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stages import shardio
+from stages.megatron import AtomicFile, token_dtype
+
+STAGE = "tokenize"
+MODEL_TYPES = ("bpe", "unigram")
+
+
+def _spm():
+    try:
+        import sentencepiece as spm
+    except ImportError as e:  # pragma: no cover - sentencepiece is a core dependency
+        raise ImportError("sentencepiece is needed to tokenize: pip install sentencepiece") from e
+    return spm
+
+
+@dataclass
+class TokenizerConfig:
+    """How the tokenizer is trained when no existing model is given."""
+
+    vocab_size: int = 32000
+    """Number of pieces, including the 4 specials and the 256 byte-fallback pieces."""
+    model_type: str = "bpe"
+    """Sentencepiece algorithm: "bpe" or "unigram"."""
+    train_chars: int = 20_000_000
+    """Characters of the run's documents sampled (evenly over shards) to train on."""
+    input_sentence_size: int = 300_000
+    """Cap on training pieces; sentencepiece samples this many when given more (keeps training fast)."""
+    max_sentence_length: int = 4192
+    """Longest training piece in bytes; sentencepiece skips longer ones, so documents are cut to fit."""
+    character_coverage: float = 0.9995
+    """Share of characters covered by pieces; the rest are encoded as bytes."""
+    num_threads: int = 0
+    """Training threads; 0 = all CPUs."""
+    add_bos: bool = False
+    """Put BOS before every document in the token files (EOS always follows every document)."""
+
+    def __post_init__(self) -> None:
+        if not 300 <= self.vocab_size <= 1 << 22:
+            raise ValueError(f"vocab_size must be in [300, 4194304] (256 bytes + specials + pieces), got {self.vocab_size}")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.train_chars < 1000:
+            raise ValueError(f"train_chars must be >= 1000, got {self.train_chars}")
+        if self.input_sentence_size < 1000:
+            raise ValueError(f"input_sentence_size must be >= 1000, got {self.input_sentence_size}")
+        if not 64 <= self.max_sentence_length <= 1 << 20:
+            raise ValueError(f"max_sentence_length must be in [64, 1048576] bytes, got {self.max_sentence_length}")
+        if not 0.9 <= self.character_coverage <= 1.0:
+            raise ValueError(f"character_coverage must be in [0.9, 1.0], got {self.character_coverage}")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = all CPUs), got {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the packer and the trainer need to know about a model."""
+
+    path: str
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int  # the model's pad piece, else EOS (padding is masked by segment 0 anyway)
+    digest: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        return token_dtype(self.vocab_size)
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A `.model` file, or a folder holding `tokenizer.model` (a Hugging Face Llama folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "tokenizer.model"
+        if not p.is_file():
+            raise FileNotFoundError(f"{path} is a folder without tokenizer.model (a sentencepiece model is needed)")
+    elif not p.is_file():
+        raise FileNotFoundError(f"tokenizer {path} does not exist (give a .model file or a folder with tokenizer.model)")
+    return p
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A `SentencePieceProcessor` for a `.model` file or a folder with `tokenizer.model`."""
+    p = resolve_model_path(path)
+    sp = _spm().SentencePieceProcessor()
+    try:
+        sp.Load(str(p))
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{p} is not a sentencepiece model: {e}") from e
+    return sp
+
+
+def tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
+    p = resolve_model_path(path)
+    sp = load_tokenizer(p)
+    if sp.eos_id() < 0:
+        raise ValueError(f"{p} has no EOS piece; documents are separated by EOS, so one is required")
+    pad = sp.pad_id() if sp.pad_id() >= 0 else sp.eos_id()
+    return TokenizerInfo(str(p), sp.get_piece_size(), sp.bos_id(), sp.eos_id(), pad, shardio.file_digest(p))
+
+
+def training_pieces(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """Cut documents into training pieces of at most `max_bytes` UTF-8 bytes, at line ends if possible.
+
+    Sentencepiece silently drops training sentences longer than `max_sentence_length`, which would
+    drop most of a corpus of long documents; lines are gathered into pieces up to the limit instead.
+    """
+    max_chars = max(1, max_bytes // 4)  # UTF-8 uses at most 4 bytes per character
+    for text in texts:
+        buf: list[str] = []
+        size = 0
+        for line in text.splitlines(keepends=True):
+            while len(line) > max_chars:
+                if buf:
+                    yield "".join(buf)
+                    buf, size = [], 0
+                yield line[:max_chars]
+                line = line[max_chars:]
+            if size + len(line) > max_chars and buf:
+                yield "".join(buf)
+                buf, size = [], 0
+            buf.append(line)
+            size += len(line)
+        if buf:
+            yield "".join(buf)
+
+
+def sample_texts(parts: list[Path], max_chars: int) -> Iterator[str]:
+    """Texts from every shard, an equal character budget each, in table order (deterministic)."""
+    import pyarrow.parquet as pq
+
+    if not parts:
+        return
+    share = max(1, max_chars // len(parts))
+    for part in parts:
+        used = 0
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=1024, columns=["text"]):
+            for text in batch.column(0).to_pylist():
+                if text:
+                    yield text
+                    used += len(text)
+                if used >= share:
+                    break
+            if used >= share:
+                break
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, out_path: Path) -> TokenizerInfo:
+    """Train a byte-fallback sentencepiece model on `texts`; write it atomically to `out_path`."""
+    import io
+
+    spm = _spm()
+    buf = io.BytesIO()
+    pieces = training_pieces(texts, cfg.max_sentence_length)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=pieces,
+            model_writer=buf,
+            vocab_size=cfg.vocab_size,
+            model_type=cfg.model_type,
+            byte_fallback=True,
+            # Lossless round trips: no NFKC, no whitespace collapsing (code keeps its indentation).
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=True,  # as Llama's tokenizer, so HF LlamaTokenizer reads the model the same way
+            allow_whitespace_only_pieces=True,  # runs of spaces (indentation) become single pieces
+            split_digits=True,
+            user_defined_symbols=["\n", "\t"],
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=cfg.input_sentence_size,
+            shuffle_input_sentence=True,
+            max_sentence_length=cfg.max_sentence_length,
+            num_threads=cfg.num_threads or os.cpu_count() or 1,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise ValueError(
+            f"sentencepiece training failed ({e}); with little text, lower vocab_size (now {cfg.vocab_size})"
+        ) from e
+    shardio.atomic_write_bytes(out_path, buf.getvalue())
+    return tokenizer_info(out_path)
+
+
+@dataclass(frozen=True)
+class TokenizeTask:
+    """One shard's work; plain data so it pickles into a Ray task."""
+
+    input: str
+    stage_dir: str
+    model: str
+    group_sql: str  # SQL expression giving each document's group name (NULL = unassigned)
+    config_hash: str
+    threads: int = 1
+    batch_docs: int = 4096
+
+    @property
+    def part(self) -> str:
+        return Path(self.input).stem
+
+    @property
+    def output(self) -> Path:
+        return Path(self.stage_dir) / f"{self.part}.parquet"
+
+    @property
+    def ids(self) -> Path:
+        return ids_path(self.stage_dir, self.part)
+
+
+def ids_path(stage_dir: str | os.PathLike, part: str) -> Path:
+    return Path(stage_dir) / "_ids" / f"{part}.bin"
+
+
+def assign_groups(table: pa.Table, group_sql: str) -> pa.Array:
+    """Each row's group, from a fresh in-memory DuckDB over the shard (row order kept)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        con.register("docs", table)  # zero-copy: predicates may use any column, text included
+        try:
+            out = con.execute(f"SELECT CAST(({group_sql}) AS VARCHAR) AS g FROM docs").fetch_arrow_table()
+        except duckdb.Error as e:
+            raise ValueError(f"group predicate failed on {table.column_names}: {e}") from e
+    finally:
+        con.close()
+    return out.column("g").combine_chunks().cast(pa.string())
+
+
+def encode_to_file(sp, texts: list[str], f: AtomicFile, dtype: np.dtype, threads: int, batch: int) -> np.ndarray:
+    """Encode `texts`, append their ids to `f`; returns the token count of each text."""
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), batch):
+        ids = sp.encode(texts[start : start + batch], num_threads=threads)
+        n = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        counts[start : start + len(ids)] = n
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(n.sum()))
+        f.write(flat)
+    return counts
+
+
+def tokenize_shard(task: TokenizeTask) -> dict:
+    """Tokenize one shard (skipped when its marker matches); returns the shard's marker."""
+    started = time.time()
+    fingerprint = shardio.file_digest(Path(task.input))
+    marker = shardio.read_marker(Path(task.stage_dir), task.part)
+    if shardio.marker_matches(marker, fingerprint, task.config_hash) and task.output.exists() and task.ids.exists():
+        return {**marker, "skipped": True}
+
+    table = shardio.read_parquet(Path(task.input))
+    own = [c for c in ("n_tokens", "group") if c in table.column_names]
+    table = table.drop_columns(own)  # this stage owns these columns: recompute, never keep stale ones
+    groups = assign_groups(table, task.group_sql)
+    sp = load_tokenizer(task.model)
+    dtype = token_dtype(sp.get_piece_size())
+    texts = table.column("text").to_pylist()
+    with AtomicFile(task.ids) as f:
+        counts = encode_to_file(sp, texts, f, dtype, task.threads, task.batch_docs)
+    out = table.append_column("n_tokens", pa.array(counts, pa.int64())).append_column("group", groups)
+    bytes_out = shardio.write_parquet(task.output, out)
+
+    per_group: dict[str, dict[str, int]] = {}
+    names = groups.to_pylist()
+    for name, n in zip(names, counts.tolist()):
+        g = per_group.setdefault(name if name is not None else "", {"docs": 0, "tokens": 0})
+        g["docs"] += 1
+        g["tokens"] += n
+    n_docs = table.num_rows
+    marker = {
+        "stage": STAGE,
+        "input_fingerprint": fingerprint,
+        "config_hash": task.config_hash,
+        "outputs": [str(task.output), str(task.ids)],
+        "counts": {
+            "in": n_docs,
+            "kept": n_docs,
+            "rejected": 0,
+            "quarantined": 0,
+            "rejected_by_reason": {},
+            "quarantined_by_reason": {},
+            "tokens": int(counts.sum()),
+            "unassigned_docs": per_group.get("", {}).get("docs", 0),
+        },
+        # "" is the key of documents no group claims.
+        "groups": per_group,
+        "ids_digest": shardio.file_digest(task.ids),
+        "dtype": dtype.name,
+        "bytes_in": Path(task.input).stat().st_size,
+        "bytes_out": bytes_out + task.ids.stat().st_size,
+        "text_bytes": int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0),
+        "seconds": round(time.time() - started, 3),
+    }
+    shardio.write_marker(Path(task.stage_dir), task.part, marker)
+    return marker

@@ -1,0 +1,184 @@
+"""Hugging Face Llama folders: `config.json` + safetensors (single file or sharded with an index).
+
+A folder written here loads with `transformers.LlamaForCausalLM.from_pretrained`, and a folder
+written by `transformers` (or downloaded from the Hub) loads here, so a real checkpoint can be
+continued and the result used downstream. Writes are atomic: everything goes to a temporary
+sibling folder that is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from training.model import SIZES, LlamaModel, ModelConfig
+
+CONFIG_KEYS = {f.name for f in fields(ModelConfig)} - {"extra"}
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+def config_from_hf(d: dict[str, Any]) -> ModelConfig:
+    """ModelConfig from a Hugging Face `config.json` dict; refuses non-Llama architectures."""
+    model_type = d.get("model_type", "llama")
+    if model_type not in ("llama", "mistral"):
+        raise ValueError(f"config.json model_type {model_type!r} is not a Llama-architecture model (valid: llama)")
+    if model_type == "mistral" and d.get("sliding_window"):
+        raise ValueError("config.json sets sliding_window; sliding-window attention is not supported")
+    d = dict(d)
+    # transformers 5 moved rope_theta/rope_scaling into `rope_parameters`.
+    rp = d.get("rope_parameters") or {}
+    if "rope_theta" not in d and "rope_theta" in rp:
+        d["rope_theta"] = rp["rope_theta"]
+    if d.get("rope_scaling") is None and rp.get("rope_type", "default") != "default":
+        d["rope_scaling"] = rp
+    eos = d.get("eos_token_id")
+    kwargs = {k: d[k] for k in CONFIG_KEYS if d.get(k) is not None}
+    if isinstance(eos, list):
+        kwargs["eos_token_id"] = eos[0]
+    kwargs.setdefault("num_key_value_heads", d.get("num_attention_heads", 12))
+    extra = {k: v for k, v in d.items() if k not in CONFIG_KEYS}
+    return ModelConfig(**kwargs, extra=extra)
+
+
+def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    d = dict(cfg.extra)
+    for k in CONFIG_KEYS:
+        d[k] = getattr(cfg, k)
+    d.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu", torch_dtype="float32")
+    d.setdefault("attention_dropout", 0.0)
+    d.setdefault("pretraining_tp", 1)
+    d.setdefault("use_cache", True)
+    # Both spellings, so transformers 4.x and 5.x read the same RoPE.
+    d["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})}
+    d.pop("dtype", None)
+    return d
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing")
+    return config_from_hf(json.loads(path.read_text()))
+
+
+def load_state_dict(folder: Path) -> dict[str, Any]:
+    """All tensors of a folder (sharded via the index file, or one model.safetensors)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if (folder / INDEX).exists():
+        files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+    elif (folder / WEIGHTS).exists():
+        files = [WEIGHTS]
+    else:
+        found = sorted(p.name for p in folder.glob("*"))
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS} or {INDEX} (found: {found}); .bin weights are not supported")
+    sd: dict[str, Any] = {}
+    for name in files:
+        sd.update(load_file(str(folder / name)))
+    return sd
+
+
+def load_model(folder: Path, dtype=None) -> LlamaModel:
+    """Build a LlamaModel from a Hugging Face Llama folder (or one of curate's checkpoints)."""
+    import torch
+
+    cfg = read_config(folder)
+    model = LlamaModel(cfg)
+    sd = load_state_dict(folder)
+    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
+    if cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    elif "lm_head.weight" not in sd and "model.embed_tokens.weight" in sd:
+        raise ValueError(f"{folder}: lm_head.weight is missing but tie_word_embeddings is false")
+    own = model.state_dict()
+    if cfg.tie_word_embeddings:
+        own.pop("lm_head.weight", None)
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"{folder}: {k} has shape {tuple(v.shape)}, config implies {tuple(own[k].shape)}")
+    model.load_state_dict({k: v.to(dtype or torch.float32) for k, v in sd.items()}, strict=False)
+    return model
+
+
+def save_model(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 << 30, extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write `model` as a Hugging Face Llama folder, atomically; shards above `max_shard_bytes`."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}."))
+    try:
+        write_model_files(model, tmp, max_shard_bytes)
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def write_model_files(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 << 30) -> None:
+    from safetensors.torch import save_file
+
+    cfg = model.config
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    (folder / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2, sort_keys=True) + "\n")
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for k in sorted(sd):
+        nbytes = sd[k].numel() * sd[k].element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = sd[k]
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / WEIGHTS), metadata={"format": "pt"})
+        return
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        for k, v in shard.items():
+            weight_map[k] = name
+            total += v.numel() * v.element_size()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move a complete folder into place; an existing one is swapped out, then removed."""
+    for p in tmp.iterdir():
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    if dest.exists():
+        old = dest.with_name(f".old-{dest.name}.{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
+def init_model(out_dir: Path, size: str = "tiny", vocab_size: int = 32000, seed: int = 0,
+               max_position_embeddings: int = 2048, tie_word_embeddings: bool = False) -> Path:
+    """Write a randomly initialised Llama of a named size as a Hugging Face folder."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    cfg = ModelConfig(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
+                      tie_word_embeddings=tie_word_embeddings, **SIZES[size])
+    model = LlamaModel(cfg)
+    model.reset_parameters(seed)
+    return save_model(model, out_dir)

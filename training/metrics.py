@@ -1,0 +1,109 @@
+"""metrics.jsonl (one JSON object per line, namespaced keys with units), MFU and a progress bar.
+
+Keys: `train/loss`, `train/lr`, `train/tokens`, `train/throughput(tok/s)`, `train/mfu(%)`,
+`train/grad_norm`, `time/data_loading(%)`, `time/step(s)`, `eval/loss/<group>`,
+`data/realised/<phase>/<group>` and `data/planned/<phase>/<group>`. Every line carries `step`.
+On resume the file is cut back to the checkpoint's step, so it never holds a step twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Dense bf16 peak TFLOP/s per device (vendor datasheets, without sparsity).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
+               "L4": 121.0, "A10G": 125.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device) -> float | None:
+    """Peak bf16 TFLOP/s of a known CUDA device; None on CPU or an unknown device."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_TFLOPS.items():
+        if key in name:
+            # The PCIe H100 is slower than the SXM part the table lists.
+            return 756.0 if key == "H100" and "PCIe" in name else value
+    return None
+
+
+class MetricsLog:
+    """Appends metric lines to `metrics.jsonl` (only on the main rank)."""
+
+    def __init__(self, path: Path, enabled: bool = True, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is None:
+                self.path.write_text("")
+            else:
+                self._truncate_after(resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is untrusted
+        self.path.write_text("".join(k + "\n" for k in keep))
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+
+class Progress:
+    """tqdm bar over steps on the main rank (respects TQDM_DISABLE); a no-op elsewhere."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, postfix: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Timer:
+    """Accumulates seconds spent waiting for data vs the whole step."""
+
+    def __init__(self) -> None:
+        self.data = 0.0
+        self.total = 0.0
+        self.tokens = 0
+        self.steps = 0
+        self._t0 = time.perf_counter()
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        dt, self._t0 = now - self._t0, now
+        return dt
