@@ -77,8 +77,9 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
                 "CREATE VIEW docs AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text WHERE false")
     for view, sub, schema in (("rejected", "rejected", REJECTED_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
         if list((run_dir / sub).glob("*/*.parquet")):
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_q(str(run_dir / sub))} || "
-                        f"'/*/*.parquet', union_by_name=true, filename=true)")
+            src = f"read_parquet({_q(str(run_dir / sub))} || '/*/*.parquet', union_by_name=true, filename=true)"
+            stage = "" if "stage" in schema.names else f", regexp_extract(filename, '/{sub}/([^/]+)/', 1) AS stage"
+            con.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){stage} FROM {src}")
         else:
             con.execute(f"CREATE VIEW {view} AS {_empty_view(schema)}")
     con.register("_shards", shards_table(run_dir))
@@ -91,10 +92,10 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def arrow_result(cursor) -> pa.Table:
-    """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `fetch_arrow_table` before)."""
-    fetch = getattr(cursor, "to_arrow_table", None) or cursor.fetch_arrow_table
-    return fetch()
+def arrow_result(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `arrow` before)."""
+    rel = con.sql(sql)
+    return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
 
 def check_read_only(sql: str) -> None:
@@ -116,7 +117,7 @@ def query(run_dir: str | Path, sql: str) -> pa.Table:
     check_read_only(sql)
     con = connect(run_dir)
     try:
-        return arrow_result(con.execute(sql))
+        return arrow_result(con, sql)
     except duckdb.Error as e:
         raise QueryError(str(e).splitlines()[0]) from None
     finally:
