@@ -8,4 +8,6 @@ from __future__ import annotations
 
 STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     # kind: (module, config class, stage class); modules import lazily so a run loads only what it uses.
+    "exact_dedup": ("stages.dedup", "ExactDedupConfig", "ExactDedup"),
+    "minhash_dedup": ("stages.dedup", "MinHashDedupConfig", "MinHashDedup"),
 }
