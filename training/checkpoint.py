@@ -92,22 +92,19 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, trainer_state: d
 
 
 def load_checkpoint(path: Path, model, optimizer, fsdp: bool = False) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from checkpoint `path`; returns the trainer state."""
+    """Restore optimizer and RNG from checkpoint `path` and return the trainer state.
+
+    The model weights come from the same folder through `hf_io.load_model` before the model is
+    wrapped (and, under FSDP, sharded), so only the optimizer is restored here.
+    """
     import torch
 
-    from training.hf_io import load_state_dict
-
     state = torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=False)
-    model_sd = load_state_dict(path)
-    if model.config.tie_word_embeddings:
-        model_sd["lm_head.weight"] = model_sd["model.embed_tokens.weight"]
     if fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:
-        model.load_state_dict(model_sd)
         optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return state

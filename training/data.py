@@ -176,10 +176,10 @@ class PlanSampler:
         self.cursor = {g: int(c) for g, c in state["cursor"].items()}
         self.taken = [{g: int(c) for g, c in t.items()} for t in state["taken"]]
 
-    def realised(self) -> list[dict[str, Any]]:
-        """Per phase: planned weights vs the fraction of rows actually drawn so far."""
+    def realised(self, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Per phase: planned weights vs the fraction of rows drawn (as of `state`, default now)."""
         out = []
-        for ph, taken in zip(self.phases, self.taken):
+        for ph, taken in zip(self.phases, (state or self.state_dict())["taken"]):
             n = sum(taken.values())
             out.append({"phase": ph.get("name"), "rows": n,
                         "planned": {g: float(w) for g, w in ph["weights"].items()},

@@ -1,0 +1,249 @@
+"""The training loop: build, (resume), step through the plan, evaluate, checkpoint, plot.
+
+`train()` is the plain function behind `curate train`. It reads top to bottom: open the plan and
+the token groups, build the model from the base (or the latest checkpoint in `out_dir`), then
+for each optimizer step: LR from the plan at the tokens seen, a global batch from the sampler
+(read in a background thread while the previous step computes), gradient accumulation over
+micro-batches, clipping, AdamW, and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from training import distributed
+from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import PlanSampler, load_groups, supply_table
+from training.metrics import MetricsLog, Progress, Timer, peak_tflops
+from training.model import causal_lm_loss
+from training.optim import build_optimizer, lr_at_tokens, plan_schedule, set_lr
+
+
+def read_plan(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `curate plan` first or pass --plan")
+    plan = json.loads(path.read_text())
+    for key in ("seq_len", "total_tokens", "schedule", "phases", "groups"):
+        if key not in plan:
+            raise ValueError(f"{path}: plan.json has no {key!r} field")
+    if not plan["phases"]:
+        raise ValueError(f"{path}: plan.json has no phases")
+    return plan
+
+
+def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
+    """Every token id in the packed files must have an embedding in the base model."""
+    for g, rows in groups.items():
+        if rows.vocab_size > vocab_size:
+            raise ValueError(
+                f"tokens/{g} was packed with a vocabulary of {rows.vocab_size} ids but the base model {base} has "
+                f"vocab_size {vocab_size}: pack with the model's tokenizer, or make a base with "
+                f"`curate init-model DIR --vocab-size {rows.vocab_size}`")
+
+
+def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: TrainConfig | None = None,
+          out_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Continue pretraining `base` on `run_dir/tokens` following the plan; resumes from `out_dir`."""
+    import torch
+
+    from training.hf_io import load_model, read_config, save_model
+
+    cfg = config or TrainConfig()
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "train"
+    plan = read_plan(Path(plan_path) if plan_path else run_dir / "plan.json")
+    d = distributed.setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    say = print if (d.is_main and not quiet) else (lambda *a, **k: None)
+
+    # -- data -----------------------------------------------------------------------------------
+    used = sorted({g for ph in plan["phases"] for g, w in ph["weights"].items() if w > 0})
+    groups = load_groups(run_dir / "tokens", used)
+    sampler = PlanSampler(plan, groups, seed=cfg.seed, holdout_rows=cfg.holdout_rows)
+    seq_len = sampler.seq_len
+    if cfg.batch_tokens % seq_len:
+        raise ValueError(f"batch_tokens ({cfg.batch_tokens}) must be a multiple of the plan's seq_len ({seq_len})")
+    batch_rows = cfg.batch_tokens // seq_len
+    if batch_rows % d.world:
+        raise ValueError(f"batch_tokens gives {batch_rows} rows per step, not divisible by {d.world} ranks")
+    rank_rows = batch_rows // d.world
+    micro = min(cfg.micro_batch_rows, rank_rows)
+    if rank_rows % micro:
+        raise ValueError(f"micro_batch_rows ({micro}) must divide the {rank_rows} rows each rank gets per step")
+    total_steps = sampler.total_rows // batch_rows
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    schedule = plan_schedule(plan)
+
+    # -- model, optimizer, resume -------------------------------------------------------------------
+    ckpt = latest_checkpoint(out)
+    base = Path(base)
+    check_vocab(groups, read_config(ckpt or base).vocab_size, ckpt or base)
+    model = load_model(ckpt or base)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    model.to(d.device)
+    fsdp = cfg.parallel == "fsdp" and d.world > 1
+    wrapped = distributed.wrap(model, d, cfg.parallel)
+    optimizer = build_optimizer(model, schedule.lr_start, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
+                                fused=d.device.type == "cuda" and not fsdp)
+    step, tokens = 0, 0
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, fsdp=fsdp)
+        if state["batch_tokens"] != cfg.batch_tokens or state["seq_len"] != seq_len:
+            raise ValueError(f"{ckpt} was trained with batch_tokens {state['batch_tokens']} / seq_len {state['seq_len']}; "
+                             f"resume with the same values or use a new --out")
+        sampler.load_state_dict(state["sampler"])
+        step, tokens = int(state["step"]), int(state["tokens"])
+        say(f"resuming from {ckpt} at step {step} ({tokens:,} tokens)")
+    else:
+        sampler.check_epochs()
+    forward = torch.compile(wrapped) if cfg.compile else wrapped
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
+    autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    say(f"model: {model.num_params() / 1e6:.1f}M parameters from {ckpt or base}; device {d.device} x {d.world}; "
+        f"{batch_rows} rows x {seq_len} tokens per step, {rank_rows // micro} micro-batches of {micro} per rank")
+    say(supply_table(plan, sampler))
+    log = MetricsLog(out / "metrics.jsonl", enabled=d.is_main, resume_step=step if ckpt else None)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    peak = (cfg.peak_tflops or peak_tflops(d.device) or 0.0) * 1e12
+    flops_tok = model.flops_per_token(seq_len)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        res = {}
+        with torch.no_grad(), autocast():
+            for g in sampler.names:
+                toks, segs = sampler.holdout(g)
+                if len(toks) == 0:
+                    continue
+                tot, n = 0.0, 0
+                for i in range(0, len(toks), micro):
+                    t = torch.from_numpy(toks[i : i + micro]).to(d.device)
+                    s = torch.from_numpy(segs[i : i + micro]).to(d.device)
+                    valid = s[:, 1:] != 0
+                    logits = model(t[:, :-1], s[:, :-1] if cfg.doc_masking else None)
+                    tot += float(causal_lm_loss(logits, t[:, 1:], valid))
+                    n += int(valid.sum())
+                res[f"eval/loss/{g}"] = tot / max(n, 1)
+        model.train()
+        return res
+
+    def checkpoint() -> None:
+        trainer_state = {"tokens": tokens, "sampler": sampler_state, "batch_tokens": cfg.batch_tokens,
+                         "seq_len": seq_len, "config": cfg.to_dict()}
+        save_checkpoint(out, step, model, optimizer, trainer_state, fsdp=fsdp, is_main=d.is_main,
+                        keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_bytes)
+        distributed.barrier(d)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    pool = ThreadPoolExecutor(max_workers=1)
+    lo, hi = d.rank * rank_rows, (d.rank + 1) * rank_rows
+
+    def draw():
+        picks, phase = sampler.next_indices(batch_rows)
+        return pool.submit(sampler.read, picks[lo:hi], phase), sampler.state_dict()
+
+    future, next_state = draw() if step < total_steps else (None, sampler.state_dict())
+    sampler_state = sampler.state_dict() if future is None else None
+    timer, progress = Timer(), Progress(total_steps, step, d.is_main and not quiet)
+    loss_acc = torch.zeros((), device=d.device)
+    last_phase, last_loss, eval_res = None, float("nan"), {}
+    model.train()
+    while step < total_steps:
+        lr = lr_at_tokens(schedule, tokens)
+        set_lr(optimizer, lr)
+        t_wait = time.perf_counter()
+        batch = future.result()
+        sampler_state = next_state
+        if step + 1 < total_steps:
+            future, next_state = draw()
+        tok = torch.from_numpy(batch.tokens).to(d.device, non_blocking=True)
+        seg = torch.from_numpy(batch.segs).to(d.device, non_blocking=True)
+        timer.data += time.perf_counter() - t_wait
+        valid = seg[:, 1:] != 0
+        n_valid = distributed.all_reduce_sum(d, valid.sum().to(torch.float32)).clamp_min(1.0)
+        n_micro = rank_rows // micro
+        for m in range(n_micro):
+            sl = slice(m * micro, (m + 1) * micro)
+            sync = nullcontext() if (m == n_micro - 1 or d.world == 1 or fsdp) else wrapped.no_sync()
+            with sync, autocast():
+                logits = forward(tok[sl, :-1], seg[sl, :-1] if cfg.doc_masking else None)
+                loss = causal_lm_loss(logits, tok[sl, 1:], valid[sl]) / n_valid
+            (loss * d.world).backward()
+            loss_acc += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += cfg.batch_tokens
+        timer.tokens += cfg.batch_tokens
+        timer.steps += 1
+        if batch.phase != last_phase:
+            log_mixture(log, step, sampler.realised(sampler_state), say if last_phase is not None else None)
+            last_phase = batch.phase
+        if step % cfg.log_every == 0 or step == total_steps:
+            last_loss = float(distributed.all_reduce_sum(d, loss_acc).item()) / timer.steps
+            if d.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = timer.lap()
+            tps = timer.tokens / dt
+            log.log(step, {"train/loss": last_loss, "train/lr": lr, "train/tokens": tokens,
+                           "train/throughput(tok/s)": tps, "train/mfu(%)": 100 * flops_tok * tps / (peak * d.world) if peak else None,
+                           "train/grad_norm": float(grad_norm), "time/data_loading(%)": 100 * timer.data / dt,
+                           "time/step(s)": dt / timer.steps, "train/phase": batch.phase})
+            progress.update({"loss": f"{last_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tps:,.0f}"})
+            timer.reset()
+            loss_acc.zero_()
+        else:
+            progress.update({})
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+            eval_res = evaluate()
+            log.log(step, {**eval_res, "train/tokens": tokens})
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps:
+            checkpoint()
+    progress.close()
+    pool.shutdown()
+    log_mixture(log, step, sampler.realised(sampler_state), say)
+    if d.is_main:
+        (out / "mixture.json").write_text(json.dumps(sampler.realised(sampler_state), indent=2))
+        if step > 0:
+            save_model_copy(out, step, model, fsdp, cfg, save_model)
+        if cfg.plots:
+            from training.plots import plot_run
+
+            plot_run(out, plan, schedule)
+    distributed.teardown(d)
+    return {"steps": step, "tokens": tokens, "loss": last_loss, "out_dir": str(out), **eval_res}
+
+
+def log_mixture(log: MetricsLog, step: int, realised: list[dict[str, Any]], say) -> None:
+    """Log (and print) the realised vs planned mixture of every phase started so far."""
+    for ph in realised:
+        if not ph["rows"]:
+            continue
+        log.log(step, {**{f"data/realised/{ph['phase']}/{g}": v for g, v in ph["realised"].items()},
+                       **{f"data/planned/{ph['phase']}/{g}": v for g, v in ph["planned"].items()}})
+        if say:
+            pairs = ", ".join(f"{g} {ph['realised'][g]:.3f}/{w:.3f}" for g, w in ph["planned"].items())
+            say(f"mixture {ph['phase']} ({ph['rows']} rows) realised/planned: {pairs}")
+
+
+def save_model_copy(out: Path, step: int, model, fsdp: bool, cfg: TrainConfig, save_model) -> None:
+    """`OUT/model/`: the final weights as a plain Hugging Face folder (no optimizer state)."""
+    ckpt = out / "checkpoints" / f"step-{step:06d}"
+    if fsdp:
+        return  # the final checkpoint folder already is the HF model; gathering again is wasteful
+    save_model(model, out / "model", max_shard_bytes=cfg.max_shard_bytes)
+    if ckpt.exists():
+        (out / "model" / "source_checkpoint.txt").write_text(ckpt.name + "\n")
