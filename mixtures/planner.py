@@ -53,9 +53,11 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int, se
                                     avail, max_epochs, redistribute)
 
     out_phases = []
+    moved = {m.phase for m in moves}
     for p, alloc in zip(phases, allocs):
         n = p.end_token - p.start_token
-        weights = {g: alloc[g] / n for g in avail}
+        # Weights are the recipe's unless the epoch cap moved tokens; then what was granted.
+        weights = {g: alloc[g] / n for g in avail} if p.name in moved else dict(p.weights)
         out_phases.append({
             "name": p.name, "start_token": p.start_token, "end_token": p.end_token,
             "start_step": p.start_token // step, "end_step": -(-p.end_token // step),

@@ -105,8 +105,8 @@ def phases_for(recipe: Recipe, schedule: Schedule, available: Mapping[str, int],
         f = recipe.qa_fraction
         qb = {g: (1 - f) * gb[g] + f * special[g] for g in available}
         t = _split(total, schedule, recipe.switch, align, "switch")
-        return [PhaseWeights("general", 0, t, gb, recipe.switch.describe()),
-                PhaseWeights("qa", t, total, qb, None)]
+        return [PhaseWeights("general-blend", 0, t, gb, recipe.switch.describe()),
+                PhaseWeights("qa-blend", t, total, qb, None)]
     if kind == "upsample-end":
         # Blakeney et al. 2024 ("Does your data spark joy?", arXiv:2406.03476): upsampling
         # domain data over the last 10-20% of training gives most of the gain of a full

@@ -1,0 +1,84 @@
+"""plan.png: group weights as stacked areas over training tokens, the LR curve on a second
+axis, and each phase switch marked with the LR it happens at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixtures.schedule import lr_at
+
+
+def _fmt_tokens(x: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
+def plot_plan(plan: dict, path: str | Path) -> Path:
+    """Write the plan's picture to `path` (PNG) and return the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError as e:  # pragma: no cover - matplotlib is a declared dependency
+        raise ImportError("plan.png needs matplotlib: pip install 'matplotlib>=3.8'") from e
+
+    groups = [g["name"] for g in plan["groups"]]
+    total = plan["total_tokens"]
+    # Each phase is a flat step: two x points per phase (start, end) with that phase's weights.
+    xs, ys = [], {g: [] for g in groups}
+    for p in plan["phases"]:
+        for x in (p["start_token"], p["end_token"]):
+            xs.append(x)
+            for g in groups:
+                ys[g].append(p["weights"][g])
+    shown = [g for g in groups if any(ys[g])]
+    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
+    colors = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20").colors
+    ax.stackplot(xs, [ys[g] for g in shown], labels=shown, colors=colors[: len(shown)], alpha=0.8,
+                 edgecolor="white", linewidth=0.4)
+    ax.set_xlim(0, total)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("sampling weight (stacked)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _fmt_tokens(x)))
+
+    lr_ax = ax.twinx()
+    n = 400
+    tx = [total * i / n for i in range(n + 1)]
+    lr_ax.plot(tx, [lr_at(plan["schedule"], t) for t in tx], color="black", linewidth=2.2, label="learning rate")
+    lr_ax.set_ylim(0, plan["schedule"]["lr_start"] * 1.08)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.1e}" if y else "0"))
+
+    for p in plan["phases"][:-1]:
+        x = p["end_token"]
+        ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
+        how = p.get("boundary") or {}
+        label = ", ".join(f"{k}={v:g}" for k, v in how.items())
+        lr_ax.annotate(f"switch @ {_fmt_tokens(x)} ({100 * x / total:.1f}%)\nLR {lr_at(plan['schedule'], x):.2e}"
+                       + (f"  [{label}]" if label else ""),
+                       xy=(x, lr_at(plan["schedule"], x)), textcoords="offset points",
+                       # Late switches get their label on the left so it stays inside the axes.
+                       xytext=(-10, 28) if x > 0.6 * total else (10, 28), ha="right" if x > 0.6 * total else "left",
+                       fontsize=8.5, arrowprops=dict(arrowstyle="->", lw=0.8),
+                       bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.6", alpha=0.9))
+    for p in plan["phases"]:
+        mid = (p["start_token"] + p["end_token"]) / 2
+        ax.text(mid, 1.01, p["name"], ha="center", va="bottom", fontsize=9, transform=ax.get_xaxis_transform())
+
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = lr_ax.get_legend_handles_labels()
+    ax.legend(handles[::-1] + h2, labels[::-1] + l2, loc="center left", bbox_to_anchor=(1.13, 0.5),
+              fontsize=8.5, frameon=False)
+    ax.set_title(f"mixture plan '{plan['recipe']}' ({plan['recipe_kind']}), "
+                 f"{_fmt_tokens(total)} tokens, {plan['schedule']['kind']} LR", pad=18)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
