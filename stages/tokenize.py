@@ -251,7 +251,7 @@ def assign_groups(table: pa.Table, group_sql: str) -> pa.Array:
         con.execute("SET preserve_insertion_order = true")
         con.register("docs", table)  # zero-copy: predicates may use any column, text included
         try:
-            out = con.execute(f"SELECT CAST(({group_sql}) AS VARCHAR) AS g FROM docs").fetch_arrow_table()
+            out = con.sql(f"SELECT CAST(({group_sql}) AS VARCHAR) AS g FROM docs").to_arrow_table()
         except duckdb.Error as e:
             raise ValueError(f"group predicate failed on {table.column_names}: {e}") from e
     finally:
