@@ -10,4 +10,8 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     # kind: (module, config class, stage class); modules import lazily so a run loads only what it uses.
     "exact_dedup": ("stages.dedup", "ExactDedupConfig", "ExactDedup"),
     "minhash_dedup": ("stages.dedup", "MinHashDedupConfig", "MinHashDedup"),
+    "langid": ("stages.annotate", "LangIDConfig", "LangIDStage"),
+    "heuristics": ("stages.filters", "HeuristicsConfig", "HeuristicsStage"),
+    "quality": ("stages.annotate", "QualityConfig", "QualityStage"),
+    "domain": ("stages.annotate", "DomainConfig", "DomainStage"),
 }

@@ -1,0 +1,203 @@
+"""Domain tagging: rules over source / url / text, and a fastText multi-class tagger.
+
+Rules are cheap and exact where metadata speaks (a file under common-licenses is legal text);
+the fastText tagger generalises to documents whose metadata says nothing, trained on seeds
+labelled by the rules or by a labelled file. Rules are tried in taxonomy order, first match wins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import random
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from scorers import ft
+from scorers.quality import FastTextParams, split_holdout
+
+# Lines that look like code: statements ending in ; { } ) :, keywords at line start, assignments.
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \S+ import |#include|#define|return\b|if \(|for \(|while \(|"
+    r"function\b|var |let |const |public |private |static |package |fn |func |@\w+)"
+    r"|[;{}]\s*$|\)\s*:\s*$|^\s*[\w.\[\]]+\s*[+\-*/|&]?=\s*\S"
+)
+
+
+def code_fraction(text: str, max_lines: int = 400) -> float:
+    """Fraction of non-blank lines (among the first `max_lines`) that look like code."""
+    lines = [ln for ln in text.splitlines()[:max_lines] if ln.strip()]
+    if not lines:
+        return 0.0
+    return sum(1 for ln in lines if _CODE_LINE.search(ln)) / len(lines)
+
+
+@dataclass
+class DomainRule:
+    """One domain of the taxonomy and the rules that assign it (any rule matching is enough)."""
+
+    name: str
+    """Domain label, e.g. `code` (letters, digits, '_', '-', '.')."""
+    source: list[str] = field(default_factory=list)
+    """Glob patterns matched against the `source` column, e.g. `python-*`."""
+    url: list[str] = field(default_factory=list)
+    """Regular expressions searched in the `url` column (paths of local files are `file://` urls)."""
+    text: list[str] = field(default_factory=list)
+    """Regular expressions searched in the first 5,000 characters of the text (multiline)."""
+    code: float | None = None
+    """Match when at least this fraction of lines looks like code (see `code_fraction`); null = off."""
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[\w.\-]+", self.name or ""):
+            raise ValueError(f"name: domain {self.name!r} must be letters, digits, '_', '-' or '.'")
+        for p in self.url + self.text:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"url: domain {self.name}: bad regular expression {p!r}: {e}") from None
+        if self.code is not None and not 0.0 < self.code <= 1.0:
+            raise ValueError(f"code: domain {self.name}: a fraction in (0, 1] or null, got {self.code}")
+
+    def as_rule(self) -> dict:
+        return asdict(self)
+
+
+def default_taxonomy() -> list[DomainRule]:
+    """Domains for continued pretraining mixtures, most specific first; `web` is the fallback."""
+    ext = r"\.(py|pyi|c|h|cc|cpp|hpp|js|ts|go|rs|java|rb|sh|pl|php|cs|swift|kt|scala|lua|sql)(#\d+)?$"
+    return [
+        DomainRule("code", source=["python-stdlib", "*code*", "github*"], url=[ext], code=0.5),
+        DomainRule("changelog", source=["changelog", "*release-notes*"],
+                   url=[r"(?i)changelog|/NEWS(\.\w+)?(#\d+)?$|release[-_]notes"]),
+        DomainRule("legal", source=["license", "copyright", "*legal*"],
+                   url=[r"common-licenses/", r"/copyright(#\d+)?$", r"(?i)/(license|copying)[^/]*$"]),
+        DomainRule("tech-docs", source=["man", "pydoc", "*docs*", "*manual*"],
+                   url=[r"/man/", r"^pydoc:", r"(?i)/docs?/", r"readthedocs\.io", r"\.(md|rst)(#\d+)?$"]),
+        DomainRule("reference", source=["*wiki*", "*encyclop*", "*dictionary*"], url=[r"wikipedia\.org", r"wiktionary\.org"]),
+        DomainRule("conversational", source=["*stackexchange*", "*stackoverflow*", "*reddit*", "*forum*", "*chat*"],
+                   url=[r"stackoverflow\.com|stackexchange\.com|reddit\.com|/forums?/"]),
+        DomainRule("news", source=["*news*"], url=[r"(?i)/news/|/20\d\d/[01]\d/[0-3]\d/"]),
+        DomainRule("literature", source=["*gutenberg*", "*books*", "*fiction*"], url=[r"gutenberg\.org"]),
+    ]
+
+
+class RuleTagger:
+    """`rules`: dicts with `name` and any of `source` (globs), `url` (regexes, searched),
+    `text` (regexes searched in the first 5,000 characters) and `code` (minimum code_fraction).
+    A rule matches when any of its conditions holds; metadata conditions of all rules are tried
+    before content conditions."""
+
+    def __init__(self, rules: Sequence[dict[str, Any]]):
+        self.rules = []
+        for r in rules:
+            self.rules.append((
+                r["name"],
+                list(r.get("source") or []),
+                [re.compile(p) for p in r.get("url") or []],
+                [re.compile(p, re.MULTILINE) for p in r.get("text") or []],
+                r.get("code"),
+            ))
+
+    def tag_one(self, text: str, source: str | None, url: str | None) -> str | None:
+        # Metadata first (it says where a document came from), then content, each in taxonomy order:
+        # a man page that shows code examples is still documentation.
+        for name, sources, urls, _, _ in self.rules:
+            if source and any(fnmatch.fnmatchcase(source, g) for g in sources):
+                return name
+            if url and any(p.search(url) for p in urls):
+                return name
+        head = text[:5000]
+        for name, _, _, texts, code in self.rules:
+            if texts and any(p.search(head) for p in texts):
+                return name
+            if code is not None and code_fraction(text) >= code:
+                return name
+        return None
+
+    def tag(self, texts: Sequence[str], sources: Sequence[str | None], urls: Sequence[str | None]) -> list[str | None]:
+        return [self.tag_one(t, s, u) for t, s, u in zip(texts, sources, urls)]
+
+
+def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
+                 params: FastTextParams | None = None, holdout: float = 0.2, seed: int = 0,
+                 threads: int = 1, extra_meta: dict | None = None) -> dict:
+    """Train a multi-class tagger on (label, text) seeds; held-out accuracy and confusion matrix.
+
+    The split is stratified per label so every domain is in the held-out set.
+    """
+    params = params or FastTextParams()
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    for label, text in examples:
+        if not re.fullmatch(r"[\w.\-]+", label):
+            raise ValueError(f"domain label {label!r}: use letters, digits, '_', '-' or '.'")
+        by_label.setdefault(label, []).append((label, text))
+    small = [lab for lab, xs in by_label.items() if len(xs) < 2]
+    if len(by_label) < 2 or small:
+        raise ValueError(f"need at least 2 labels with 2+ examples each; too few: {small or list(by_label)}")
+    train, held = [], []
+    for k, label in enumerate(sorted(by_label)):
+        tr, ho = split_holdout(by_label[label], holdout, seed + k)
+        train += tr
+        held += ho
+    random.Random(seed).shuffle(train)
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
+        train_file = Path(tmp) / "train.txt"
+        ft.write_training_file(train_file, train)
+        model = ft.train_supervised(train_file, seed=seed, threads=threads, **asdict(params))
+    labels = sorted(by_label)
+    pred, _ = predict_domains(model, [t for _, t in held])
+    index = {lab: i for i, lab in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (true, _), p in zip(held, pred):
+        matrix[index[true], index[p]] += 1  # the model only knows the training labels
+    accuracy = float(np.mean([p == true for (true, _), p in zip(held, pred)])) if held else float("nan")
+    tmp_model = model_path.with_name(f".tmp-{model_path.name}")
+    model.save_model(str(tmp_model))
+    tmp_model.replace(model_path)
+    meta = {"kind": "domain", "labels": labels, "params": asdict(params), "seed": seed,
+            "n_train": {lab: sum(1 for x, _ in train if x == lab) for lab in labels},
+            "heldout": {"accuracy": accuracy, "n": len(held), "confusion": matrix.tolist()}, **(extra_meta or {})}
+    Path(model_path).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def predict_domains(model: Any, texts: Sequence[str], max_chars: int | None = None) -> tuple[list[str], list[float]]:
+    """Top-1 label and its probability per text."""
+    labels, probs = ft.predict_labels(model, [ft.one_line(t, max_chars) for t in texts], k=1)
+    out_l = [ls[0].removeprefix("__label__") if len(ls) else "unknown" for ls in labels]
+    out_p = [min(1.0, float(ps[0])) if len(ps) else 0.0 for ps in probs]
+    return out_l, out_p
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Confusion matrix (rows: true, columns: predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_title(title or "held-out confusion")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

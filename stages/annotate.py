@@ -1,0 +1,277 @@
+"""Map stages that annotate documents: `langid`, `quality`, `domain`.
+
+Scorers add columns and never rewrite one (a column that already exists is an error naming
+the stage that must have written it). Optional thresholds turn a scorer into a filter; each
+drop is written to `rejected/` with its reason. Models load once per worker, in `setup()`.
+
+Model paths in a config (`model: models/quality_x.bin`) are relative to the run directory; the
+runner binds it with `config.bind_run_dir(run_dir)`, which also stamps the model file's size and
+mtime into the config so that retraining a model invalidates the stage's shard markers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from scorers.domain import DomainRule, default_taxonomy
+from stages.base import StageOutput, rejected_rows
+
+
+def _add_columns(table: pa.Table, stage: str, columns: dict[str, pa.Array]) -> pa.Table:
+    for col, values in columns.items():
+        if col in table.column_names:
+            raise ValueError(f"stage {stage}: column `{col}` already exists; an earlier stage wrote it "
+                             f"(stages never rewrite another stage's columns)")
+        table = table.append_column(col, values)
+    return table
+
+
+def _split(table: pa.Table, stage: str, reasons: list[str | None], counters: dict | None = None) -> StageOutput:
+    drop = [i for i, r in enumerate(reasons) if r is not None]
+    if not drop:
+        return StageOutput(kept=table, counters=counters or {})
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    rejected = rejected_rows(table.take(drop), stage, [reasons[i] for i in drop])
+    return StageOutput(kept=table.take(keep), rejected=rejected, counters=counters or {})
+
+
+class _ModelPath:
+    """Mixin for configs naming a model file relative to the run directory."""
+
+    model: str | None
+    model_stamp: str | None
+
+    def bind_run_dir(self, run_dir: str | os.PathLike) -> None:
+        if self.model and not os.path.isabs(self.model):
+            self.model = str((Path(run_dir) / self.model).resolve())
+        self._stamp()
+
+    def _stamp(self) -> None:
+        if self.model and os.path.isfile(self.model):
+            st = os.stat(self.model)
+            self.model_stamp = f"{st.st_size}:{st.st_mtime_ns}"
+
+    def model_file(self) -> Path:
+        path = Path(self.model or "")
+        if not path.is_file():
+            raise FileNotFoundError(f"model {self.model!r} not found (a relative path is resolved against the "
+                                    f"run directory; train one with `curate train-quality` / `train-domain`)")
+        return path
+
+
+# ---------------------------------------------------------------------------------------- langid
+@dataclass
+class LangIDConfig:
+    """Config of the `langid` stage (fastText lid.176, offline)."""
+
+    allowed: list[str] | None = None
+    """Language codes to keep (e.g. [en, de]); null keeps every language."""
+    min_score: float = 0.0
+    """Drop documents whose top language probability is below this (reason `lang_low_score`)."""
+    max_chars: int = 2000
+    """Characters of each document the model reads."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score: must be in [0, 1], got {self.min_score}")
+        if self.max_chars < 1:
+            raise ValueError(f"max_chars: must be >= 1, got {self.max_chars}")
+        if self.allowed is not None and (not self.allowed or not all(isinstance(x, str) and x for x in self.allowed)):
+            raise ValueError(f"allowed: a non-empty list of language codes, or null for all; got {self.allowed!r}")
+
+
+class LangIDStage:
+    """Adds `lang` and `lang_score`; optionally drops `lang_not_allowed` / `lang_low_score`."""
+
+    def __init__(self, config: LangIDConfig, name: str = "langid"):
+        self.config = config
+        self.name = name
+        self.lid = None
+
+    def setup(self) -> None:
+        from scorers.langid import LangID
+
+        self.lid = LangID(max_chars=self.config.max_chars)
+        _ = self.lid.model
+
+    def process(self, table: pa.Table) -> StageOutput:
+        if self.lid is None:
+            self.setup()
+        langs, scores = self.lid.predict(table.column("text").to_pylist())
+        out = _add_columns(table, self.name, {"lang": pa.array(langs, pa.string()),
+                                              "lang_score": pa.array(scores, pa.float32())})
+        allowed = set(self.config.allowed) if self.config.allowed is not None else None
+        reasons: list[str | None] = []
+        for lang, score in zip(langs, scores):
+            if allowed is not None and lang not in allowed:
+                reasons.append("lang_not_allowed")
+            elif score < self.config.min_score:
+                reasons.append("lang_low_score")
+            else:
+                reasons.append(None)
+        return _split(out, self.name, reasons)
+
+
+# --------------------------------------------------------------------------------------- quality
+@dataclass
+class QualityConfig(_ModelPath):
+    """Config of the `quality` stage (a fastText classifier from `curate train-quality`)."""
+
+    model: str = ""
+    """The model file, e.g. `models/quality_ref.bin` (relative to the run directory)."""
+    scorer: str | None = None
+    """Score column suffix: the column is `quality_<scorer>`; default: from the model's file name
+    (`quality_ref.bin` -> `ref`)."""
+    bucket: bool = True
+    """Also write `quality_bucket` (1 = lowest .. 5 = top 10% of characters) from the thresholds
+    saved with the model. Only one quality stage per run may write it."""
+    max_chars: int | None = None
+    """Score only the first characters of each document (null = all, as at training time)."""
+    min_score: float | None = None
+    """Drop documents scoring below this (reason `quality_low_score`); null keeps all."""
+    model_stamp: str | None = None
+    """Size and mtime of the model file, set when the run directory is bound (part of the config hash)."""
+
+    def __post_init__(self):
+        if not self.model:
+            raise ValueError("model: give the model file, e.g. models/quality_ref.bin (train it with curate train-quality)")
+        if self.scorer is None:
+            stem = Path(self.model).stem
+            self.scorer = stem.removeprefix("quality_") or stem
+        if not self.scorer.replace("_", "").isalnum():
+            raise ValueError(f"scorer: {self.scorer!r} must be letters, digits and '_' (it names a column)")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score: must be in [0, 1] or null, got {self.min_score}")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ValueError(f"max_chars: must be >= 1 or null, got {self.max_chars}")
+        if os.path.isabs(self.model):
+            self._stamp()
+
+
+class QualityStage:
+    """Adds `quality_<scorer>` = P(positive) and, optionally, `quality_bucket`."""
+
+    def __init__(self, config: QualityConfig, name: str = "quality"):
+        self.config = config
+        self.name = name
+        self.scorer = None
+
+    def setup(self) -> None:
+        from scorers.quality import QualityScorer
+
+        self.scorer = QualityScorer(self.config.model_file(), max_chars=self.config.max_chars)
+        self.scorer.load()
+
+    def process(self, table: pa.Table) -> StageOutput:
+        if self.scorer is None:
+            self.setup()
+        scores = self.scorer.scores(table.column("text").to_pylist())
+        cols = {f"quality_{self.config.scorer}": pa.array(scores.astype(np.float32), pa.float32())}
+        if self.config.bucket:
+            cols["quality_bucket"] = pa.array(self.scorer.buckets(scores).astype(np.int8), pa.int8())
+        out = _add_columns(table, self.name, cols)
+        lo = self.config.min_score
+        reasons = [("quality_low_score" if lo is not None and s < lo else None) for s in scores]
+        return _split(out, self.name, reasons)
+
+
+# ---------------------------------------------------------------------------------------- domain
+@dataclass
+class DomainConfig(_ModelPath):
+    """Config of the `domain` stage: rules, a fastText tagger, or rules then the tagger."""
+
+    taxonomy: list[DomainRule] = field(default_factory=default_taxonomy)
+    """Domains in priority order, each with its rules (see docs/annotate.md); the first match wins."""
+    default: str = "web"
+    """Domain of documents that no rule matches (in `rules` mode) or the tagger is unsure of."""
+    mode: Literal["rules", "model", "rules_then_model"] = "rules"
+    """`rules`: rules only; `model`: the fastText tagger only; `rules_then_model`: rules, and the
+    tagger for documents no rule matches."""
+    model: str | None = None
+    """fastText tagger from `curate train-domain` (relative to the run directory)."""
+    min_model_score: float = 0.0
+    """Below this tagger probability a document gets `default` (and domain_score 0)."""
+    max_chars: int | None = 20000
+    """Characters the tagger reads per document (null = all)."""
+    model_stamp: str | None = None
+    """Size and mtime of the model file, set when the run directory is bound (part of the config hash)."""
+
+    def __post_init__(self):
+        rules = []
+        for i, r in enumerate(self.taxonomy):
+            if isinstance(r, dict):
+                try:
+                    r = DomainRule(**r)
+                except TypeError as e:
+                    raise ValueError(f"taxonomy: entry {i}: {e}") from None
+            rules.append(r)
+        self.taxonomy = rules
+        names = [r.name for r in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"taxonomy: domain names must be unique, got {names}")
+        if self.mode not in ("rules", "model", "rules_then_model"):
+            raise ValueError(f"mode: {self.mode!r}; valid: rules, model, rules_then_model")
+        if self.mode != "rules" and not self.model:
+            raise ValueError(f"model: mode {self.mode} needs a tagger model (curate train-domain)")
+        if not 0.0 <= self.min_model_score <= 1.0:
+            raise ValueError(f"min_model_score: must be in [0, 1], got {self.min_model_score}")
+        if self.model and os.path.isabs(self.model):
+            self._stamp()
+
+    def rule_dicts(self) -> list[dict]:
+        return [r.as_rule() for r in self.taxonomy]
+
+
+class DomainStage:
+    """Adds `domain` and `domain_score` (1.0 for a rule match, the tagger's probability otherwise)."""
+
+    def __init__(self, config: DomainConfig, name: str = "domain"):
+        self.config = config
+        self.name = name
+        self.rules = None
+        self.model = None
+
+    def setup(self) -> None:
+        from scorers.domain import RuleTagger
+
+        self.rules = RuleTagger(self.config.rule_dicts())
+        if self.config.mode != "rules":
+            from scorers import ft
+
+            self.model = ft.load_model(self.config.model_file())
+
+    def process(self, table: pa.Table) -> StageOutput:
+        if self.rules is None:
+            self.setup()
+        from scorers.domain import predict_domains
+
+        cfg = self.config
+        n = table.num_rows
+        texts = table.column("text").to_pylist()
+        domains: list[str | None] = [None] * n
+        scores = [0.0] * n
+        if cfg.mode != "model":
+            sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * n
+            urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * n
+            for i, d in enumerate(self.rules.tag(texts, sources, urls)):
+                if d is not None:
+                    domains[i], scores[i] = d, 1.0
+        todo = [i for i in range(n) if domains[i] is None]
+        counters = {"by_rule": n - len(todo), "by_model": 0}
+        if self.model is not None and todo:
+            labels, probs = predict_domains(self.model, [texts[i] for i in todo], cfg.max_chars)
+            for i, lab, p in zip(todo, labels, probs):
+                if p >= cfg.min_model_score:
+                    domains[i], scores[i] = lab, p
+                    counters["by_model"] += 1
+        counters["by_default"] = sum(d is None for d in domains)
+        domains = [d if d is not None else cfg.default for d in domains]
+        out = _add_columns(table, self.name, {"domain": pa.array(domains, pa.string()),
+                                              "domain_score": pa.array(scores, pa.float32())})
+        return StageOutput(kept=out, counters=counters)
