@@ -1,0 +1,11 @@
+"""Deduplication as global stages: exact (normalized-text hash) and fuzzy (MinHash-LSH).
+
+Both run as chains of resumable map/reduce sub-steps over hash-partitioned Parquet files
+through the `Executor`, so no process holds all hashes, signatures or edges.
+"""
+
+from stages.dedup.exact import ExactDedup, ExactDedupConfig
+from stages.dedup.fuzzy import MinHashDedup
+from stages.dedup.lsh import MinHashDedupConfig
+
+__all__ = ["ExactDedup", "ExactDedupConfig", "MinHashDedup", "MinHashDedupConfig"]

@@ -1,0 +1,204 @@
+"""Exact deduplication: one document per distinct normalized text, across all shards.
+
+Sub-steps (each resumable, under the stage's work dir):
+  1. hash     per input part: a 128-bit BLAKE2b digest of each document's normalized text, sent
+              with (uid, id, keeper value) to the hash partition of the digest;
+  2. reduce   per hash partition: group equal digests, pick the keeper, send each dropped row
+              with its keeper's id to its input part;
+  3. finish   per input part: kept documents, `rejected/` rows with reason `exact_duplicate`.
+No process holds more than one partition of the digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages import shardio
+from stages.base import GlobalContext
+from stages.dedup.common import (
+    Step,
+    group_starts,
+    inputs_fingerprint,
+    keeper_order,
+    normalize_text,
+    part_of_uid,
+    part_offsets,
+    read_inbox,
+    reset_work_dir,
+    resolve_keeper_column,
+    run_step,
+    write_partitioned,
+)
+from stages.dedup.output import DECISION_SCHEMA, FinishTask, all_done, finish
+
+REASON = "exact_duplicate"
+HASH_SCHEMA = pa.schema(
+    [
+        pa.field("h", pa.binary(16), nullable=False),
+        pa.field("uid", pa.int64(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("q", pa.float64()),
+    ]
+)
+
+
+@dataclass
+class ExactDedupConfig:
+    lowercase: bool = True
+    """Compare texts case-insensitively."""
+    punctuation: bool = False
+    """Ignore punctuation and symbols (replaced by spaces before whitespace is collapsed)."""
+    whitespace: bool = True
+    """Collapse runs of whitespace to one space and strip the ends."""
+    nfkc: bool = False
+    """Apply Unicode NFKC normalization first (folds compatibility characters, e.g. full-width)."""
+    keeper_column: str = "auto"
+    """Which duplicate is kept: the highest value of this numeric column; "auto" = the first
+    `quality_*` column present; "" or "id" (or a column the input lacks) = the smallest `id`.
+    Ties always go to the smallest `id`."""
+    num_partitions: int = 0
+    """Hash partitions of the shuffle; 0 = max(4, number of input parts), at most 256."""
+    batch_size: int = 4096
+    """Rows read at a time from an input part."""
+
+    def __post_init__(self) -> None:
+        if self.num_partitions < 0 or self.num_partitions > 65536:
+            raise ValueError(f"num_partitions must be 0 (auto) or 1..65536, got {self.num_partitions}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.keeper_column, str):
+            raise ValueError(f"keeper_column must be a column name, 'auto' or '', got {self.keeper_column!r}")
+
+
+def auto_partitions(setting: int, n_inputs: int) -> int:
+    return setting if setting > 0 else max(4, min(256, n_inputs))
+
+
+def keeper_values(batch: pa.RecordBatch | pa.Table, column: str | None) -> pa.Array:
+    n = batch.num_rows
+    if column is None:
+        return pa.nulls(n, pa.float64())
+    col = batch.column(column)
+    try:
+        return col.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"keeper_column {column!r} must be numeric, it is {col.type}") from e
+
+
+@dataclass(frozen=True)
+class HashTask:
+    path: str
+    part: int
+    offset: int
+    out_dir: str
+    n_parts: int
+    cfg: ExactDedupConfig
+
+
+def hash_part(task: HashTask) -> dict:
+    cfg = task.cfg
+    pf = pq.ParquetFile(task.path)
+    qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
+    cols = ["id", "text"] + ([qcol] if qcol else [])
+    tables, row = [], task.offset
+    for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=cols):
+        digests = [
+            hashlib.blake2b(
+                normalize_text(t, cfg.lowercase, cfg.punctuation, cfg.whitespace, cfg.nfkc).encode("utf-8"),
+                digest_size=16,
+            ).digest()
+            for t in batch.column("text").to_pylist()
+        ]
+        n = batch.num_rows
+        tables.append(
+            pa.table(
+                {
+                    "h": pa.array(digests, pa.binary(16)),
+                    "uid": np.arange(row, row + n, dtype=np.int64),
+                    "id": batch.column("id").cast(pa.string()),
+                    "q": keeper_values(batch, qcol),
+                },
+                schema=HASH_SCHEMA,
+            )
+        )
+        row += n
+    table = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
+    head = np.frombuffer(b"".join(table.column("h").to_pylist()), dtype="<u8")[::2] if table.num_rows else np.zeros(0, np.uint64)
+    dest = (head % np.uint64(task.n_parts)).astype(np.int64)
+    write_partitioned(table, dest, Path(task.out_dir), task.part)
+    return {"rows": table.num_rows, "keeper_column": qcol}
+
+
+@dataclass(frozen=True)
+class ReduceTask:
+    in_dir: str
+    out_dir: str
+    part: int
+    n_src: int
+    offsets: tuple
+
+
+def reduce_part(task: ReduceTask) -> dict:
+    t = read_inbox(Path(task.in_dir), task.part, task.n_src, HASH_SCHEMA)
+    order = keeper_order(t, "h", "q")
+    t = t.take(pa.array(order))
+    h = np.asarray(t.column("h").to_pylist(), dtype=object)
+    starts = group_starts(h)
+    sizes = np.diff(np.r_[starts, len(h)])
+    group_first = np.repeat(starts, sizes)
+    dup = np.arange(len(h)) != group_first
+    uid = t.column("uid").to_numpy()[dup]
+    ids = np.asarray(t.column("id").to_pylist(), object)
+    offsets = np.asarray(task.offsets, np.int64)
+    part = part_of_uid(uid, offsets)
+    dec = pa.table(
+        {
+            "row": uid - offsets[part],
+            "drop": np.ones(len(uid), bool),
+            "keeper_id": pa.array(ids[group_first[dup]], pa.string()),
+            "dup_cluster": pa.nulls(len(uid), pa.string()),
+            "dup_cluster_size": pa.nulls(len(uid), pa.int64()),
+        },
+        schema=DECISION_SCHEMA,
+    )
+    write_partitioned(dec, part, Path(task.out_dir), task.part)
+    return {"rows": len(h), "distinct": len(starts), "dropped": int(dup.sum())}
+
+
+class ExactDedup:
+    """Global stage `exact_dedup`."""
+
+    def __init__(self, config: ExactDedupConfig, name: str = "exact_dedup"):
+        self.config = config
+        self.name = name
+
+    def run(self, inputs: list, ctx: GlobalContext) -> None:
+        inputs = sorted(Path(p) for p in inputs)
+        cfg, ex = self.config, ctx.executor
+        fp = inputs_fingerprint(ex, inputs, ctx.config_hash)
+        stage_dir, work = Path(ctx.stage_dir), Path(ctx.work_dir)
+        if all_done(stage_dir, inputs, fp, ctx.config_hash):
+            return
+        reset_work_dir(work, fp)
+        n_parts = auto_partitions(cfg.num_partitions, len(inputs))
+        offsets = part_offsets(inputs)
+
+        def step(name: str) -> Step:
+            return Step(str(work / name), shardio.stable_hash([fp, name, n_parts]), ctx.config_hash)
+
+        hashed = [HashTask(str(p), i, int(offsets[i]), str(work / "hashes"), n_parts, cfg) for i, p in enumerate(inputs)]
+        run_step(ex, step("hash"), hash_part, hashed, desc=f"{self.name}: hash")
+        reduce = [ReduceTask(str(work / "hashes"), str(work / "decisions"), k, len(inputs), tuple(map(int, offsets))) for k in range(n_parts)]
+        run_step(ex, step("reduce"), reduce_part, reduce, desc=f"{self.name}: reduce")
+        tasks = [
+            FinishTask(str(p), str(stage_dir), str(ctx.rejected_dir), str(work / "decisions"), i, n_parts,
+                       self.name, REASON, False, fp, ctx.config_hash)
+            for i, p in enumerate(inputs)
+        ]
+        finish(ex, tasks, desc=f"{self.name}: write")

@@ -1,0 +1,315 @@
+"""Fuzzy deduplication with MinHash-LSH (Broder 1997; banding: Leskovec et al., MMDS ch. 3.4),
+the method of most pretraining corpora (e.g. Lee et al. 2022, "Deduplicating Training Data Makes
+Language Models Better"; Penedo et al. 2024, FineWeb).
+
+Sub-steps, each resumable under the stage's work dir (`common.run_step`):
+  1. signatures  per input part: MinHash signatures (uint32, streamed to `sig/`), and one
+                 bucket key per band sent to the key's hash partition (`bands/`);
+  2. buckets     per partition: documents sharing a (band, bucket) key become candidate edges,
+                 each member linked to the bucket's smallest uid;
+  3. verify      (optional) per input part, two passes: attach each edge's first signature,
+                 then keep the edge if the estimated Jaccard of both signatures reaches
+                 `verify_threshold` (drops LSH false positives);
+  4. components  distributed connected components (`components.py`);
+  5. attach      per input part: each clustered document's id and keeper value, sent to its
+                 cluster's partition;
+  6. keepers     per partition: cluster id = smallest member id, keeper by the same rule as
+                 exact dedup, one decision per member sent back to its input part;
+  7. finish      per input part (`output.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages import shardio
+from stages.base import GlobalContext
+from stages.dedup import minhash
+from stages.dedup.common import (
+    Step,
+    group_starts,
+    inputs_fingerprint,
+    keeper_order,
+    part_of_uid,
+    part_offsets,
+    partition_of,
+    read_inbox,
+    reset_work_dir,
+    resolve_keeper_column,
+    run_step,
+    write_partitioned,
+)
+from stages.dedup.components import connected_components, write_edges
+from stages.dedup.exact import auto_partitions, keeper_values
+from stages.dedup.output import DECISION_SCHEMA, FinishTask, all_done, finish
+
+REASON = "near_duplicate"
+KEY_SCHEMA = pa.schema([pa.field("key", pa.uint64(), nullable=False), pa.field("uid", pa.int64(), nullable=False)])
+CAND_SCHEMA = pa.schema([pa.field("u", pa.int64(), nullable=False), pa.field("v", pa.int64(), nullable=False)])
+MEMBER_SCHEMA = pa.schema(
+    [
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("uid", pa.int64(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("q", pa.float64()),
+    ]
+)
+
+
+@dataclass
+class MinHashDedupConfig:
+    threshold: float = 0.8
+    """Jaccard similarity above which two documents count as near duplicates (0 < t < 1)."""
+    num_perm: int = 128
+    """Permutations (signature length)."""
+    bands: int = 0
+    """LSH bands; 0 = chosen with `rows` by datasketch's `_optimal_param(threshold, num_perm,
+    1 - false_negative_weight, false_negative_weight)`."""
+    rows: int = 0
+    """Rows per band; set together with `bands` (bands * rows <= num_perm)."""
+    false_negative_weight: float = 0.9
+    """Weight of missed pairs against false candidates when choosing bands x rows (datasketch's
+    default is 0.5). Verification removes false candidates, so missing pairs costs more."""
+    shingle: str = "word"
+    """"word": word n-grams of the normalized text; "char": character n-grams."""
+    ngram: int = 5
+    """n of the n-grams."""
+    hash: str = "xxh"
+    """Shingle hash: "xxh" (fast) or "sha1" (signatures equal datasketch's `MinHash`)."""
+    seed: int = 1
+    """Seed of the permutations (datasketch's `seed`)."""
+    lowercase: bool = True
+    """Lowercase before shingling."""
+    punctuation: bool = True
+    """Replace punctuation and symbols by spaces before shingling."""
+    nfkc: bool = False
+    """Apply Unicode NFKC normalization first."""
+    verify: bool = True
+    """Check each candidate pair's estimated Jaccard (from signatures) to drop false positives."""
+    verify_threshold: float = 0.0
+    """Estimated Jaccard a candidate pair needs when `verify`; 0 = `threshold`. (The estimate's
+    standard deviation at J = 0.8 with 128 permutations is ~0.035: pairs within a few hundredths
+    of the threshold go either way.)"""
+    keeper_column: str = "auto"
+    """As in exact dedup: highest value of this column wins; "auto" = first `quality_*` column;
+    "" or "id" = smallest id. Ties go to the smallest id."""
+    num_partitions: int = 0
+    """Hash partitions of each shuffle; 0 = max(4, number of input parts), at most 256."""
+    batch_size: int = 2048
+    """Documents per signature batch."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 2 <= self.num_perm <= 4096:
+            raise ValueError(f"num_perm must be in 2..4096, got {self.num_perm}")
+        if self.shingle not in ("word", "char"):
+            raise ValueError(f"shingle must be 'word' or 'char', got {self.shingle!r}")
+        if self.hash not in ("xxh", "sha1"):
+            raise ValueError(f"hash must be 'xxh' or 'sha1', got {self.hash!r}")
+        if self.ngram < 1:
+            raise ValueError(f"ngram must be >= 1, got {self.ngram}")
+        if not 0.0 <= self.verify_threshold < 1.0:
+            raise ValueError(f"verify_threshold must be in [0, 1) (0 = threshold), got {self.verify_threshold}")
+        if not 0.0 < self.false_negative_weight < 1.0:
+            raise ValueError(f"false_negative_weight must be in (0, 1), got {self.false_negative_weight}")
+        if (self.bands > 0) != (self.rows > 0):
+            raise ValueError("bands and rows must be set together (both > 0) or both left at 0")
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands * rows must be <= num_perm ({self.num_perm}), got {self.bands * self.rows}")
+        if self.num_partitions < 0:
+            raise ValueError(f"num_partitions must be 0 (auto) or positive, got {self.num_partitions}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def lsh_params(self) -> tuple[int, int]:
+        """(bands, rows): given, or minimizing false positive + false negative probability."""
+        if self.bands:
+            return self.bands, self.rows
+        from datasketch.lsh import _optimal_param
+
+        fn = self.false_negative_weight
+        return _optimal_param(self.threshold, self.num_perm, 1.0 - fn, fn)
+
+    def spec(self) -> minhash.ShingleSpec:
+        return minhash.ShingleSpec(self.shingle, self.ngram, self.hash, self.lowercase, self.punctuation, self.nfkc)
+
+
+def sig_schema(num_perm: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("uid", pa.int64(), nullable=False),
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("q", pa.float64()),
+            pa.field("n_shingles", pa.int64(), nullable=False),
+            pa.field("sig", pa.list_(pa.uint32(), num_perm), nullable=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every task of one run needs."""
+
+    cfg: MinHashDedupConfig
+    work: str
+    n_inputs: int
+    n_parts: int
+    offsets: tuple
+
+    def sig_path(self, part: int) -> Path:
+        return Path(self.work) / "sig" / f"part-{part:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class PartTask:
+    ctx: Ctx
+    part: int
+    path: str = ""
+
+
+def signature_part(task: PartTask) -> dict:
+    c, cfg = task.ctx, task.ctx.cfg
+    a, b = minhash.permutations(cfg.num_perm, cfg.seed)
+    bands, rows = cfg.lsh_params()
+    spec = cfg.spec()
+    pf = pq.ParquetFile(task.path)
+    qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
+    schema = sig_schema(cfg.num_perm)
+    out = c.sig_path(task.part)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    keys, uids = [], []
+    row, empty = c.offsets[task.part], 0
+    # Signatures stream to disk batch by batch; only the band keys (8 B per band) stay.
+    with pq.ParquetWriter(tmp, schema, **shardio.PARQUET_OPTS) as w:
+        for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=["id", "text"] + ([qcol] if qcol else [])):
+            sig, counts = minhash.signatures(batch.column("text").to_pylist(), spec, a, b)
+            n = batch.num_rows
+            uid = np.arange(row, row + n, dtype=np.int64)
+            sig_arr = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), cfg.num_perm)
+            w.write_table(
+                pa.table(
+                    {"uid": uid, "id": batch.column("id").cast(pa.string()), "q": keeper_values(batch, qcol),
+                     "n_shingles": counts, "sig": sig_arr},
+                    schema=schema,
+                )
+            )
+            has = counts > 0  # an empty document has no shingles and matches nothing
+            empty += int((~has).sum())
+            k = minhash.band_keys(sig[has], bands, rows)
+            keys.append(k.reshape(-1))
+            uids.append(np.repeat(uid[has], bands))
+            row += n
+    tmp.replace(out)
+    key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    uid = np.concatenate(uids) if uids else np.zeros(0, np.int64)
+    table = pa.table({"key": key, "uid": uid}, schema=KEY_SCHEMA)
+    write_partitioned(table, partition_of(key, c.n_parts), Path(c.work) / "bands", task.part)
+    return {"docs": row - c.offsets[task.part], "empty": empty, "keeper_column": qcol}
+
+
+def bucket_part(task: PartTask) -> dict:
+    c = task.ctx
+    t = read_inbox(Path(c.work) / "bands", task.part, c.n_inputs, KEY_SCHEMA)
+    key, uid = t.column("key").to_numpy(), t.column("uid").to_numpy()
+    order = np.lexsort((uid, key))
+    key, uid = key[order], uid[order]
+    starts = group_starts(key)
+    sizes = np.diff(np.r_[starts, len(key)])
+    first = np.repeat(uid[starts], sizes)
+    link = uid != first  # star: every member to the bucket's smallest uid
+    u, v = first[link], uid[link]
+    if c.cfg.verify:
+        pairs = pa.table({"u": u, "v": v}, schema=CAND_SCHEMA)
+        write_partitioned(pairs, part_of_uid(u, np.asarray(c.offsets)), Path(c.work) / "cand", task.part)
+    else:
+        write_edges(u, v, Path(c.work) / "edges", task.part, c.n_parts)
+    return {"keys": len(key), "buckets_multi": int((sizes > 1).sum()), "candidates": int(link.sum())}
+
+
+def _load_sigs(c: Ctx, part: int) -> np.ndarray:
+    col = pq.read_table(c.sig_path(part), columns=["sig"]).column("sig").combine_chunks()
+    return col.values.to_numpy().reshape(-1, c.cfg.num_perm)
+
+
+def verify_a_part(task: PartTask) -> dict:
+    """Edges whose first end lives in this part get that end's signature, then go to the other end."""
+    c = task.ctx
+    t = read_inbox(Path(c.work) / "cand", task.part, c.n_parts, CAND_SCHEMA)
+    from stages.dedup.components import unique_pairs
+
+    u, v = unique_pairs(t.column("u").to_numpy(), t.column("v").to_numpy())
+    sig_u = _load_sigs(c, task.part)[u - c.offsets[task.part]]
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(sig_u.reshape(-1), pa.uint32()), c.cfg.num_perm)
+    out = pa.table({"u": u, "v": v, "sig_u": arr})
+    write_partitioned(out, part_of_uid(v, np.asarray(c.offsets)), Path(c.work) / "cand2", task.part)
+    return {"candidates": len(u)}
+
+
+def verify_b_part(task: PartTask) -> dict:
+    c = task.ctx
+    schema = pa.schema([("u", pa.int64()), ("v", pa.int64()), ("sig_u", pa.list_(pa.uint32(), c.cfg.num_perm))])
+    t = read_inbox(Path(c.work) / "cand2", task.part, c.n_inputs, schema)
+    u, v = t.column("u").to_numpy(), t.column("v").to_numpy()
+    sig_u = t.column("sig_u").combine_chunks().values.to_numpy().reshape(-1, c.cfg.num_perm) if len(u) else np.zeros((0, c.cfg.num_perm), np.uint32)
+    sig_v = _load_sigs(c, task.part)[v - c.offsets[task.part]]
+    thr = c.cfg.verify_threshold or c.cfg.threshold
+    ok = minhash.estimated_jaccard(sig_u, sig_v) >= thr
+    write_edges(u[ok], v[ok], Path(c.work) / "edges", task.part, c.n_parts)
+    return {"candidates": len(u), "verified": int(ok.sum())}
+
+
+def attach_part(task: PartTask) -> dict:
+    c = task.ctx
+    from stages.dedup.components import LABEL_SCHEMA
+
+    lab = read_inbox(Path(c.work) / "components" / "labels", task.part, c.n_parts, LABEL_SCHEMA)
+    meta = pq.read_table(c.sig_path(task.part), columns=["id", "q"])
+    rows = lab.column("uid").to_numpy() - c.offsets[task.part]
+    members = pa.table(
+        {
+            "label": lab.column("label"),
+            "uid": lab.column("uid"),
+            "id": meta.column("id").take(pa.array(rows)),
+            "q": meta.column("q").take(pa.array(rows)),
+        },
+        schema=MEMBER_SCHEMA,
+    )
+    write_partitioned(members, partition_of(lab.column("label").to_numpy(), c.n_parts), Path(c.work) / "members", task.part)
+    return {"clustered": members.num_rows}
+
+
+def keeper_part(task: PartTask) -> dict:
+    c = task.ctx
+    t = read_inbox(Path(c.work) / "members", task.part, c.n_inputs, MEMBER_SCHEMA)
+    t = t.take(pa.array(keeper_order(t, "label", "q")))
+    label = t.column("label").to_numpy()
+    starts = group_starts(label)
+    sizes = np.diff(np.r_[starts, len(label)])
+    ids = np.asarray(t.column("id").to_pylist(), object)
+    # Cluster id: the smallest member id, found per group over the id-sorted order.
+    by_id = np.lexsort((ids.astype(str), label)) if len(ids) else np.zeros(0, np.int64)
+    cluster_id = ids[by_id][starts]
+    first = np.repeat(starts, sizes)
+    uid = t.column("uid").to_numpy()
+    offsets = np.asarray(c.offsets, np.int64)
+    part = part_of_uid(uid, offsets)
+    dec = pa.table(
+        {
+            "row": uid - offsets[part],
+            "drop": np.arange(len(uid)) != first,
+            "keeper_id": pa.array(ids[first], pa.string()),
+            "dup_cluster": pa.array(np.repeat(cluster_id, sizes), pa.string()),
+            "dup_cluster_size": np.repeat(sizes, sizes).astype(np.int64),
+        },
+        schema=DECISION_SCHEMA,
+    )
+    # The keeper's own row carries keeper_id too; output.py only reports it for dropped rows.
+    write_partitioned(dec, part, Path(c.work) / "decisions", task.part)
+    return {"clusters": len(starts), "members": len(uid), "dropped": int((np.arange(len(uid)) != first).sum())}
