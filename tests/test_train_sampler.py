@@ -1,0 +1,103 @@
+"""The plan sampler: deterministic greedy interleave, exact resume, epochs, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.data import PlanSampler, load_groups
+from training.indexed import IndexedDataset, PackedRows
+from training.synthetic import markov_docs, synthetic_run, write_tokens
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    plan = synthetic_run(d, seq_len=16, vocab_size=100, docs_per_group=60, mean_len=30,
+                         phases=[{"web": 0.6, "code": 0.25, "qa": 0.15}, {"web": 0.2, "code": 0.3, "qa": 0.5}],
+                         boundaries=[16 * 1000, 16 * 1600])
+    return d, plan
+
+
+def _sampler(run, seed=0):
+    d, plan = run
+    return PlanSampler(plan, load_groups(d / "tokens", ["code", "qa", "web"]), seed=seed, holdout_rows=4)
+
+
+def test_token_files_read_back(run, tmp_path):
+    d, _ = run
+    docs = markov_docs(5, 100, seed=9)
+    write_tokens(tmp_path, {"g": docs}, seq_len=16, vocab_size=100)
+    ds = IndexedDataset(tmp_path / "tokens" / "g" / "tokens")
+    assert len(ds) == 5 and all(np.array_equal(ds[i][:-1], docs[i]) and ds[i][-1] == 2 for i in range(5))
+    rows = PackedRows(tmp_path / "tokens" / "g")
+    toks, segs = rows.get(np.arange(rows.n_rows))
+    flat = toks.reshape(-1)[segs.reshape(-1) > 0]
+    assert np.array_equal(flat, np.concatenate([ds[i] for i in range(5)]))
+
+
+def test_every_prefix_tracks_the_weights(run):
+    s = _sampler(run)
+    _, plan = run
+    for ph in plan["phases"]:
+        n_rows = (ph["end_token"] - ph["start_token"]) // 16
+        counts = {g: 0 for g in ph["weights"]}
+        for n in range(1, n_rows + 1):
+            (g, _), = s.next_indices(1)[0]
+            counts[g] += 1
+            # Greedy deficit interleave: every prefix within one row of weight * n.
+            assert all(abs(counts[k] - w * n) <= 1.0 + 1e-9 for k, w in ph["weights"].items())
+        real = s.realised()[plan["phases"].index(ph)]["realised"]
+        assert all(abs(real[g] - w) <= 0.01 for g, w in ph["weights"].items())
+
+
+def test_state_dict_round_trip_gives_the_same_next_batches(run):
+    a = _sampler(run, seed=3)
+    for _ in range(37):
+        a.next_batch(7)
+    state = json.loads(json.dumps(a.state_dict()))  # survives serialisation
+    b = _sampler(run, seed=3)
+    b.load_state_dict(state)
+    for _ in range(120):  # crosses the phase boundary and epoch wraps
+        x, y = a.next_batch(7), b.next_batch(7)
+        assert x.groups == y.groups and x.phase == y.phase
+        assert np.array_equal(x.tokens, y.tokens) and np.array_equal(x.segs, y.segs)
+    other = _sampler(run, seed=4)
+    assert [g for g, _ in other.next_indices(50)[0]] == [g for g, _ in _sampler(run, seed=3).next_indices(50)[0]]
+    with pytest.raises(ValueError, match="different seed"):
+        other.load_state_dict(state)
+
+
+def test_epochs_wrap_with_a_fresh_permutation_and_no_repeats_within_an_epoch(run):
+    s = _sampler(run)
+    n = s.n_train["qa"]
+    drawn = []
+    while len(drawn) < 2 * n:
+        drawn += [r for g, r in s.next_indices(1)[0] if g == "qa"]
+    first, second = drawn[:n], drawn[n : 2 * n]
+    assert sorted(first) == list(range(n)) and sorted(second) == list(range(n))
+    assert first != second
+    held = set(range(n, s.groups["qa"].n_rows))
+    assert held and not held & set(drawn), "held-out rows are never trained on"
+
+
+def test_plan_asking_too_many_epochs_is_refused_naming_the_group(run):
+    d, plan = run
+    tight = json.loads(json.dumps(plan))
+    for g in tight["groups"]:
+        if g["name"] == "qa":
+            g["max_epochs"] = 0.5
+    s = PlanSampler(tight, load_groups(d / "tokens", ["code", "qa", "web"]), holdout_rows=4)
+    with pytest.raises(ValueError, match="group 'qa'"):
+        s.check_epochs()
+
+
+def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
+    d, plan = run
+    with pytest.raises(FileNotFoundError, match="group 'nope'"):
+        load_groups(d / "tokens", ["web", "nope"])
+    bad = dict(plan, seq_len=32)
+    with pytest.raises(ValueError, match="seq_len"):
+        PlanSampler(bad, load_groups(d / "tokens", ["code", "qa", "web"]))
