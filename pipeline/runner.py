@@ -137,6 +137,10 @@ def _remove_orphans(stage_dir: Path, keep: set[str], side_dir: Path) -> None:
     for p in (stage_dir / "_done").glob("*.json"):
         if p.stem not in keep:
             p.unlink()
+    # Temporaries of a killed run: every shard of this stage is complete now, so none is in use.
+    for d in (stage_dir, side_dir, stage_dir / "_done"):
+        for p in d.glob(".tmp-*"):
+            p.unlink(missing_ok=True)
 
 
 def read_stage_names(run_dir: Path) -> list[str]:

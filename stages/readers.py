@@ -62,12 +62,53 @@ def compression_of(path: str) -> str | None:
     return None
 
 
+class _ZstdLines:
+    """Zstandard frames decoded one after another, read by line. Unlike `stream_reader`, a stream
+    that stops inside a frame raises EOFError (after every complete line before the cut has been
+    returned) instead of ending quietly, so truncation is never silent."""
+
+    def __init__(self, raw: IO[bytes]):
+        import zstandard
+
+        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
+        self._obj, self._fed, self._buf, self._pos = self._dctx.decompressobj(), False, b"", 0
+
+    def _fill(self) -> bool:
+        chunk = self._raw.read(1 << 20)
+        if not chunk:
+            if self._fed and not self._obj.eof:
+                raise EOFError("zstd stream ended inside a frame (truncated)")
+            return False
+        self._buf = self._buf[self._pos:]
+        self._pos = 0
+        while chunk:
+            self._fed = True
+            self._buf += self._obj.decompress(chunk)
+            if self._obj.eof:  # the next frame, if any, starts in the unused tail
+                chunk, self._obj, self._fed = self._obj.unused_data, self._dctx.decompressobj(), False
+            else:
+                chunk = b""
+        return True
+
+    def readline(self) -> bytes:
+        while (nl := self._buf.find(b"\n", self._pos)) < 0:
+            if not self._fill():
+                line, self._buf, self._pos = self._buf[self._pos:], b"", 0
+                return line
+        line, self._pos = self._buf[self._pos : nl + 1], nl + 1
+        return line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._raw.close()
+
+
 def _decompressed(raw: IO[bytes], kind: str) -> IO[bytes]:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw)
-    import zstandard
-
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    return _ZstdLines(raw)  # type: ignore[return-value]
 
 
 def _parse_line(raw: bytes, line: int, offset: int) -> Item:

@@ -1,0 +1,99 @@
+"""A corpus of malformed input, one kind per record or file, with the quarantine reason each
+must get. Real text (stdlib sources) fills the good records."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+MAX_CHARS = 5000
+
+
+def _real_texts(n: int) -> list[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for p in sorted(root.glob("*.py")):
+        t = p.read_text(errors="replace")[:3000]
+        if len(t) > 200:
+            texts.append(t)
+        if len(texts) == n:
+            break
+    return texts
+
+
+def build(root: Path) -> tuple[dict[str, int], int]:
+    """Writes the corpus under `root`; returns (expected quarantine count per reason, good docs)."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = _real_texts(40)
+    expect: dict[str, int] = {}
+
+    def bad(reason: str, n: int = 1) -> None:
+        expect[reason] = expect.get(reason, 0) + n
+
+    lines: list[bytes] = [json.dumps({"text": t, "source": "stdlib"}).encode() for t in good[:20]]
+    cases = [
+        (b'{"text": "unterminated', "invalid_json"),
+        (b"[1, 2, 3]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (b'{"body": "no text field"}', "missing_text"),
+        (b'{"text": null}', "null_text"),
+        (b'{"text": 42}', "text_not_string"),
+        (b'{"text": ["a", "list"]}', "text_not_string"),
+        (b'{"text": "   \\n\\t  "}', "empty_text"),
+        (b'{"text": "\\u0000\\u0001\\u0002"}', "empty_text"),
+        (json.dumps({"text": "x" * (MAX_CHARS + 1)}).encode(), "too_long"),
+        (b'{"text": "fine text", "id": {"nested": 1}}', "bad_id"),
+        (b'{"text": "fine text", "id": ""}', "bad_id"),
+        (b'{"text": "fine text", "url": 5}', "bad_url"),
+        (b'{"text": "fine text", "date": "yesterday"}', "bad_date"),
+        (b'{"text": "fine text", "source": ["a"]}', "bad_source"),
+    ]
+    for raw, reason in cases:
+        lines.append(raw)
+        bad(reason)
+    # Kept, with repairs counted: invalid UTF-8 bytes and a lone surrogate escape.
+    lines.append(b'{"text": "caf\xe9 bytes that are not UTF-8", "id": "latin1"}')
+    lines.append(b'{"text": "lone \\ud800 surrogate", "id": "surrogate"}')
+    lines.append(b"")  # a blank line is not a record
+    (root / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    good_docs = 20 + 2
+
+    # Truncated gzip and zstd streams: the records before the cut are kept.
+    body = b"".join(json.dumps({"text": t}).encode() + b"\n" for t in good[20:30])
+    gz = gzip.compress(body)
+    (root / "cut.jsonl.gz").write_bytes(gz[: len(gz) * 2 // 3])
+    bad("truncated_stream")
+    zs = zstandard.ZstdCompressor().compress(body)
+    (root / "cut.jsonl.zst").write_bytes(zs[: len(zs) * 2 // 3])
+    bad("truncated_stream")
+    # A gzip stream with garbage in the middle.
+    broken = bytearray(gzip.compress(body))
+    broken[40:80] = b"\xff" * 40
+    (root / "corrupt.jsonl.gz").write_bytes(bytes(broken))
+    bad("corrupt_stream")
+
+    (root / "garbage.parquet").write_bytes(b"PAR1 this is not a parquet file at all")
+    bad("unreadable_parquet")
+    pq.write_table(pa.table({"body": ["a", "b", "c"]}), root / "notext.parquet")
+    bad("missing_text", 3)
+    pq.write_table(pa.table({"text": [1, 2]}), root / "inttext.parquet")
+    bad("text_not_string", 2)
+    pq.write_table(pa.table({"text": good[30:35], "id": [f"pq{i}" for i in range(5)]}), root / "good.parquet")
+    good_docs += 5
+
+    texts = root / "texts"
+    texts.mkdir(exist_ok=True)
+    for i, t in enumerate(good[35:40]):
+        (texts / f"doc{i}.txt").write_text(t)
+    (texts / "image.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
+    bad("binary_file")
+    (texts / "empty.txt").write_text("")
+    bad("empty_text")
+    good_docs += 5
+    return expect, good_docs

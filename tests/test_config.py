@@ -1,0 +1,51 @@
+"""Config validation names the offending field; every shipped config loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"inputs": []}, "inputs"),
+    ({"inputs": [{"path": "a", "format": "xml"}]}, "inputs[0].format"),
+    ({"inputs": [{"path": "a", "fields": {"txt": "body"}}]}, "inputs[0].fields.txt"),
+    ({"ingest": {"max_chars": 0}}, "ingest.max_chars"),
+    ({"ingest": {"shard_docs": "many"}}, "ingest.shard_docs"),
+    ({"ray": {"workers": 0}}, "ray.workers"),
+    ({"stages": [{"kind": "no_such_stage"}]}, "stages[0].kind"),
+    ({"stages": [{"name": "x"}]}, "stages[0]"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_errors_name_the_field(patch, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(data={**BASE, **patch})
+    assert e.value.field == field
+    assert field in str(e.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(REPO / "configs" / path)
+    assert cfg.inputs and cfg.out
+
+
+def test_cli_overrides():
+    cfg = load_config(REPO / "configs" / "demo.yaml", inputs=["a.jsonl", "b.parquet"], out="runs/o", workers=3)
+    assert [i.path for i in cfg.inputs] == ["a.jsonl", "b.parquet"] and cfg.out == "runs/o" and cfg.ray.workers == 3
