@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cmd_core
+from pipeline import cmd_annotate, cmd_core
 from pipeline.errors import CurateError
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
-COMMAND_MODULES = [cmd_core]
+COMMAND_MODULES = [cmd_core, cmd_annotate]
 
 
 def build_parser() -> argparse.ArgumentParser:

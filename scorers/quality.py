@@ -34,9 +34,12 @@ class FastTextParams:
     epoch: int = 5
     lr: float = 0.1
     minCount: int = 1
+    bucket: int = 200_000
+    """Hash buckets for word n-grams. fastText's default (2M) makes an 850 MB model at dim 100;
+    200k keeps it near 100 MB, plenty for the bigrams of a reference set of this size."""
 
     def __post_init__(self):
-        for k in ("wordNgrams", "dim", "epoch", "minCount"):
+        for k in ("wordNgrams", "dim", "epoch", "minCount", "bucket"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
         if not 0 < self.lr <= 10:

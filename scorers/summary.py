@@ -1,0 +1,104 @@
+"""Catalog summaries of the annotations: joint counts and score histograms.
+
+The joint counts are the table a mixture planner starts from:
+
+```sql
+SELECT domain, quality_bucket, lang, count(*) AS documents, sum(n_chars) AS characters
+FROM docs GROUP BY ALL ORDER BY characters DESC
+```
+(`joint_counts_sql` writes NULL for a column that no stage of the run produced.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ANNOTATIONS = ("domain", "quality_bucket", "lang")
+
+
+def _columns(con: Any, view: str = "docs") -> list[str]:
+    try:
+        return [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
+    except Exception:  # no such view: a run without documents
+        return []
+
+
+def joint_counts_sql(columns: list[str]) -> str:
+    """The joint-count query over `docs`, for whichever annotation columns exist."""
+    sel = ", ".join(c if c in columns else f"NULL AS {c}" for c in ANNOTATIONS)
+    return (f"SELECT {sel}, count(*) AS documents, sum(n_chars) AS characters "
+            f"FROM docs GROUP BY ALL ORDER BY characters DESC, documents DESC")
+
+
+def joint_counts(con: Any) -> list[tuple]:
+    cols = _columns(con)
+    if not any(c in cols for c in ANNOTATIONS):
+        return []
+    return con.execute(joint_counts_sql(cols)).fetchall()
+
+
+def _share_lines(con: Any, column: str, total_chars: int, label: str) -> list[str]:
+    rows = con.execute(f"SELECT {column}, count(*), sum(n_chars) FROM docs GROUP BY 1 ORDER BY 3 DESC").fetchall()
+    parts = [f"{k}: {n:,} docs {100.0 * (c or 0) / max(total_chars, 1):.1f}% chars" for k, n, c in rows]
+    return [f"  {label:<15}" + "; ".join(parts[:8]) + (f"; ... ({len(parts)} values)" if len(parts) > 8 else "")]
+
+
+def annotate_summary(con: Any, max_rows: int = 12) -> list[str]:
+    """Lines for `curate stats`: shares per domain / quality bucket / language and the top joint cells."""
+    cols = _columns(con)
+    present = [c for c in ANNOTATIONS if c in cols]
+    if not present:
+        return []
+    total_docs, total_chars = con.execute("SELECT count(*), coalesce(sum(n_chars), 0) FROM docs").fetchone()
+    lines = ["annotations (share of characters):"]
+    for c in present:
+        lines += _share_lines(con, c, total_chars, c)
+    rows = joint_counts(con)
+    lines.append(f"  joint counts ({', '.join(ANNOTATIONS)}), top {min(max_rows, len(rows))} of {len(rows)} cells:")
+    for d, b, lang, n, chars in rows[:max_rows]:
+        lines.append(f"    {str(d):<15} bucket {str(b):<5} {str(lang):<5} {n:>9,} docs {chars or 0:>14,} chars")
+    return lines
+
+
+def score_columns(con: Any) -> list[str]:
+    cols = _columns(con)
+    return [c for c in cols if c in ("lang_score", "domain_score") or (c.startswith("quality_") and c != "quality_bucket")]
+
+
+def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int = 40) -> list[Path]:
+    """One PNG per score column of `docs` in `RUN/plots/scores_<column>.png`: the share of
+    documents and the share of characters per score bin (the latter is what a token budget sees)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if con is None:
+        from pipeline.catalog import connect
+
+        con = connect(run_dir)
+    out_dir = Path(run_dir) / "plots"
+    written = []
+    for col in score_columns(con):
+        rows = con.execute(f"SELECT {col}, n_chars FROM docs WHERE {col} IS NOT NULL").fetchall()
+        if not rows:
+            continue
+        s = np.array([r[0] for r in rows], dtype=np.float64)
+        w = np.array([r[1] for r in rows], dtype=np.float64)
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.hist(s, bins=edges, weights=np.full(len(s), 1.0 / len(s)), alpha=0.6, label="documents")
+        ax.hist(s, bins=edges, weights=w / max(w.sum(), 1.0), alpha=0.6, label="characters")
+        ax.set_xlabel(col)
+        ax.set_ylabel("share")
+        ax.set_title(f"{col}: {len(s):,} documents")
+        ax.legend()
+        fig.tight_layout()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"scores_{col}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
