@@ -63,7 +63,8 @@ def _groups(plan: dict | None) -> tuple[list[dict], str]:
     return [g for g in plan["groups"]], group_case_sql(groups)
 
 
-def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerConfig, echo: Callable) -> Path:
+def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerConfig, explicit: bool,
+               echo: Callable) -> Path:
     """Resolve, reuse or train the tokenizer; returns RUN/tokens/tokenizer.model."""
     out = run / "tokens" / "tokenizer.model"
     tokens_dir = run / "tokens"
@@ -82,9 +83,11 @@ def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerCo
         return out
     train_hash = shardio.stable_hash(asdict(cfg))
     sample_fp = shardio.stable_hash([(p.name, p.stat().st_size) for p in parts])
-    if out.exists() and marker and (marker.get("config_hash") == "given" or
-                                    shardio.marker_matches(marker, sample_fp, train_hash)):
-        return out
+    if out.exists() and marker:
+        # Reuse the run's tokenizer unless training options were asked for that it was not trained
+        # with: a tokenizer change re-encodes everything, so it never happens implicitly.
+        if not explicit or marker.get("config_hash") == train_hash:
+            return out
     echo(f"training a {cfg.model_type} tokenizer (vocab {cfg.vocab_size}) on up to {cfg.train_chars:,} characters")
     try:
         train_tokenizer(sample_texts(parts, cfg.train_chars), cfg, out)
@@ -163,7 +166,7 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     except ValueError as e:
         raise CurateError(str(e)) from None
     source_stage, parts = _input_parts(run)
-    model = _tokenizer(run, parts, tokenizer, tcfg, echo)
+    model = _tokenizer(run, parts, tokenizer, tcfg, vocab_size is not None or tokenizer_config is not None, echo)
     info = tokenizer_info(model)
     if pcfg.add_bos and info.bos_id < 0:
         raise CurateError(f"add_bos: {model} has no BOS piece")

@@ -1,0 +1,135 @@
+"""`curate pack` end to end on Ray over a run built from real text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline import catalog
+from pipeline.cmd_pack import pack, register
+from pipeline.errors import CurateError
+from stages import shardio
+from stages.megatron import read_indexed_dataset
+from stages.packing import read_rows
+from stages.tokenize import load_tokenizer
+from test_pack_common import load_docs, make_run, write_plan
+
+GROUPS = [
+    # `code` first: stdlib sources match both, first match wins.
+    {"name": "code", "where": "domain = 'code'", "requested_tokens": 10_000_000, "max_epochs": 2.0},
+    {"name": "prose", "where": "source <> 'license' OR domain = 'code'", "requested_tokens": 1000, "max_epochs": 4.0},
+]
+
+
+@pytest.fixture(scope="module")
+def packed(ray_session, system_corpus, tmp_path_factory):
+    docs = load_docs(system_corpus)
+    run = make_run(tmp_path_factory.mktemp("packrun") / "run", docs, n_parts=3)
+    write_plan(run, GROUPS, seq_len=256)
+    result = pack(run, vocab_size=2000, workers=2, echo=lambda s: None)
+    return run, docs, result
+
+
+def digest(run, group, name):
+    return shardio.file_digest(run / "tokens" / group / name)
+
+
+def test_catalog_sees_tokenize_stage(packed):
+    run, docs, _ = packed
+    assert json.loads((run / "stages.json").read_text()) == ["ingest", "tokenize"]
+    t = catalog.query(run, 'SELECT "group", count(*) AS n, sum(n_tokens) AS tok FROM docs GROUP BY ALL').to_pylist()
+    by = {r["group"]: r for r in t}
+    assert sum(r["n"] for r in t) == len(docs)
+    assert by["code"]["n"] == sum(d["source"] == "python-stdlib" for d in docs)
+    assert by[None]["n"] == sum(d["source"] == "license" for d in docs)  # in no group, still tokenized
+    assert all(r["tok"] > 0 for r in t)
+
+
+def test_no_token_lost_per_group(packed):
+    run, _, result = packed
+    index = json.loads((run / "tokens" / "index.json").read_text())
+    sp = load_tokenizer(run / "tokens" / "tokenizer.model")
+    for name in ("code", "prose"):
+        q = f"SELECT text, n_tokens FROM docs WHERE \"group\" = '{name}'"
+        rows_cat = catalog.query(run, q).to_pylist()
+        meta = json.loads((run / "tokens" / name / "meta.json").read_text())
+        ds = read_indexed_dataset(run / "tokens" / name / "tokens")
+        rows, segs = read_rows(run / "tokens" / name, 256, ds.dtype)
+        doc_tokens = sum(r["n_tokens"] for r in rows_cat)
+        separators = len(rows_cat)  # one EOS per document
+        assert doc_tokens + separators == ds.lengths.sum() == rows.size - meta["n_pad"] == int((segs > 0).sum())
+        assert index["groups"][name]["n_tokens"] == doc_tokens + separators
+        # Same multiset of tokens in the documents and in the packed rows.
+        assert np.array_equal(np.bincount(ds.tokens, minlength=2000), np.bincount(rows[segs > 0], minlength=2000))
+        # Documents keep catalog order in tokens.bin and decode back to their text.
+        for i in (0, len(ds) // 2, len(ds) - 1):
+            assert ds[i][-1] == meta["eos_id"] and sp.decode(ds[i][:-1].tolist()) == rows_cat[i]["text"]
+        assert meta["padding_share"] == meta["n_pad"] / rows.size
+
+
+def test_plan_checked_with_exact_counts(packed):
+    _, _, result = packed
+    assert len(result.plan_problems) == 1 and "'code'" in result.plan_problems[0]
+    assert result.index["plan_check"]["ok"] is False
+
+
+def test_best_fit_truncates_fewer_than_concat_and_is_deterministic(packed):
+    run, _, result = packed
+    before = {g: digest(run, g, "rows.bin") for g in ("code", "prose")}
+    concat = pack(run, packing="concat", workers=2, echo=lambda s: None).index
+    for g in ("code", "prose"):
+        assert result.index["groups"][g]["truncated_docs"] < concat["groups"][g]["truncated_docs"]
+        assert result.index["groups"][g]["n_tokens"] == concat["groups"][g]["n_tokens"]
+    again = pack(run, workers=2, echo=lambda s: None).index
+    assert {g: digest(run, g, "rows.bin") for g in ("code", "prose")} == before
+    assert again["groups"] == result.index["groups"]
+
+
+def test_resume_after_partial_loss(packed):
+    run, _, _ = packed
+    before = {n: digest(run, "code", n) for n in ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin")}
+    tok = run / "tokenize" / "part-00001-000.parquet"
+    (run / "tokenize" / "_done" / "part-00001-000.json").unlink()  # as if killed before the marker
+    (run / "tokens" / "_done" / "code.json").unlink()
+    (run / "tokens" / "code" / "rows.bin").unlink()
+    lines = []
+    pack(run, workers=2, echo=lines.append)
+    assert "2 reused" in lines[0]
+    assert {n: digest(run, "code", n) for n in before} == before
+    assert tok.exists()
+
+
+def test_cli_without_plan_uses_one_group_and_a_given_tokenizer(packed, tmp_path, capsys):
+    run, docs, _ = packed
+    other = make_run(tmp_path / "run2", docs[:40], n_parts=2)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    shutil.copy(run / "tokens" / "tokenizer.model", hf / "tokenizer.model")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["pack", str(other), "--tokenizer", str(hf), "--seq-len", "128", "--packing", "concat"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "all" in out and "padding" in out
+    index = json.loads((other / "tokens" / "index.json").read_text())
+    assert list(index["groups"]) == ["all"] and index["groups"]["all"]["n_docs"] == 40
+    assert index["seq_len"] == 128 and index["packing"] == "concat"
+    assert shardio.file_digest(other / "tokens" / "tokenizer.model") == shardio.file_digest(hf / "tokenizer.model")
+
+
+def test_clear_errors(packed, tmp_path):
+    run, docs, _ = packed
+    with pytest.raises(CurateError, match="does not exist"):
+        pack(tmp_path / "nope")
+    with pytest.raises(CurateError, match="--plan"):
+        pack(run, plan=tmp_path / "missing.json")
+    bad = make_run(tmp_path / "bad", docs[:5], n_parts=1)
+    write_plan(bad, [{"name": "x", "where": "no_such_column = 1"}])
+    with pytest.raises(CurateError, match="no_such_column"):
+        pack(bad, tokenizer=str(run / "tokens" / "tokenizer.model"))
+    with pytest.raises(CurateError, match="--tokenizer"):
+        pack(bad, plan=None, tokenizer=str(tmp_path / "none.model"))
