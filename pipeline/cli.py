@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cmd_annotate, cmd_core
+from pipeline import cmd_annotate, cmd_core, cmd_plan
 from pipeline.errors import CurateError
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
-COMMAND_MODULES = [cmd_core, cmd_annotate]
+COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,235 @@
+"""The planner on plain tables: recipes, exact integer allocation, epoch caps, schema."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import duckdb
+import pytest
+import yaml
+
+from mixtures.allocate import InfeasiblePlan, largest_remainder
+from mixtures.groups import Group, GroupError, group_case_sql, group_stats, parse_groups
+from mixtures.planner import build_plan, megatron_blend
+from mixtures.recipes import RecipeError, load_recipe, recipe_from_dict, shipped_recipes
+from mixtures.schedule import lr_at
+from mixtures.schema import PlanValidationError, validate_plan
+
+CHARS = {"qa": 4_000_000, "code": 40_000_000, "manuals": 20_000_000, "legal": 8_000_000, "general": 60_000_000}
+
+
+def rows(chars=CHARS, unassigned=0):
+    out = [{"grp": g, "documents": c // 1000, "chars": c} for g, c in chars.items()]
+    if unassigned:
+        out.append({"grp": None, "documents": 3, "chars": unassigned})
+    return out
+
+
+def plan_for(recipe, total=30_000_000, seq_len=2048, batch=8, chars=CHARS, **kw):
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    return build_plan(rec, group_stats(rec.groups, rows(chars)), total, seq_len, batch_size=batch, **kw)
+
+
+def custom(weights_by_phase, **extra):
+    names = sorted({g for w in weights_by_phase for g in w} | set(CHARS))
+    phases = []
+    for i, w in enumerate(weights_by_phase):
+        p = {"name": f"p{i}", "weights": w}
+        if i < len(weights_by_phase) - 1:
+            p["until"] = {"fraction": (i + 1) / len(weights_by_phase)}
+        phases.append(p)
+    data = {"name": "t", "kind": "custom", "phases": phases,
+            "groups": [{"name": g, "where": f"source = '{g}'"} for g in names], **extra}
+    return recipe_from_dict(data)
+
+
+def test_largest_remainder_is_exact_and_close():
+    rng = random.Random(0)
+    for _ in range(200):
+        w = {f"g{i}": rng.random() for i in range(rng.randint(1, 9))}
+        total = rng.randint(0, 10**9)
+        out = largest_remainder(total, w)
+        assert sum(out.values()) == total
+        s = sum(w.values())
+        assert all(abs(out[g] - total * w[g] / s) < 1 for g in w)
+
+
+@pytest.mark.parametrize("name", shipped_recipes())
+def test_every_shipped_recipe_validates_and_adds_up(name):
+    assert set(shipped_recipes()) >= {"natural", "temperature", "unimax", "reuse", "upsample-end", "custom"}
+    plan = plan_for(name, total=30_000_123)
+    validate_plan(plan)
+    assert sum(sum(p["tokens"].values()) for p in plan["phases"]) == 30_000_123
+    assert plan["phases"][0]["start_token"] == 0 and plan["phases"][-1]["end_token"] == 30_000_123
+    for p in plan["phases"]:
+        assert sum(p["tokens"].values()) == p["end_token"] - p["start_token"]
+        assert sum(p["weights"].values()) == pytest.approx(1.0, abs=1e-12)
+        # LR at every boundary is the schedule's LR there.
+        assert p["lr_start"] == lr_at(plan["schedule"], p["start_token"])
+        assert p["lr_end"] == lr_at(plan["schedule"], p["end_token"])
+        if p is not plan["phases"][-1]:
+            assert p["end_token"] % plan["tokens_per_step"] == 0
+    for g in plan["groups"]:
+        assert g["requested_tokens"] == sum(p["tokens"][g["name"]] for p in plan["phases"])
+        assert g["epochs"] <= g["max_epochs"]
+
+
+def test_reuse_switch_is_the_closed_form_step():
+    plan = plan_for("reuse", total=50_000_000, batch=4)
+    s = plan["schedule"]
+    assert s["kind"] == "cosine" and s["warmup_tokens"] == 0 and s["lr_end"] == pytest.approx(s["lr_start"] / 100)
+    step = plan["tokens_per_step"]
+    p = math.acos(2 * (0.2 - 0.01) / (1 - 0.01) - 1) / math.pi  # cosine inverse at lr = lr_start / 5
+    switch = plan["phases"][0]["end_token"]
+    assert switch // step == math.ceil(p * 50_000_000 / step)
+    assert plan["phases"][1]["lr_start"] <= s["lr_start"] / 5 < lr_at(s, switch - step)
+    gb, qb = plan["phases"][0]["weights"], plan["phases"][1]["weights"]
+    assert gb["qa"] == 0 and qb["qa"] == pytest.approx(0.1)
+    # High-quality groups get twice their natural share relative to general ones.
+    assert gb["code"] / gb["general"] == pytest.approx(2 * CHARS["code"] / CHARS["general"])
+    assert qb["code"] == pytest.approx(0.9 * gb["code"])
+
+
+def test_reuse_lr_start_override_scales_the_schedule():
+    plan = plan_for("reuse", lr_start=1e-4)
+    assert plan["schedule"]["lr_start"] == 1e-4 and plan["schedule"]["lr_end"] == pytest.approx(1e-6)
+
+
+def test_temperature_and_unimax_rules():
+    w = plan_for("temperature")["phases"][0]["requested_weights"]
+    tau = load_recipe("temperature").tau
+    assert w["code"] / w["qa"] == pytest.approx((CHARS["code"] / CHARS["qa"]) ** (1 / tau))
+    un = plan_for("unimax", total=20_000_000)
+    t = {g["name"]: g["requested_tokens"] for g in un["groups"]}
+    # 4M each; qa (1M tokens) is capped at 2 epochs = 2M, leaving 4.5M each for the other four;
+    # legal (2M tokens) is capped at 4M; the last 14M go equally to the three large groups.
+    assert t["qa"] == 2_000_000 and t["legal"] == 4_000_000
+    assert all(abs(t[g] - 14_000_000 / 3) < 1 for g in ("manuals", "code", "general"))
+    with pytest.raises(InfeasiblePlan, match="unimax"):
+        plan_for("unimax", total=70_000_000)
+
+
+def test_upsample_end_multiplies_target_share_in_the_last_phase():
+    plan = plan_for("upsample-end")
+    a, b = plan["phases"][0]["weights"], plan["phases"][1]["weights"]
+    assert plan["phases"][1]["start_token"] == round(0.8 * 30_000_000 / plan["tokens_per_step"]) * plan["tokens_per_step"]
+    assert (b["code"] / b["general"]) == pytest.approx(4 * a["code"] / a["general"])
+    assert b["legal"] / b["general"] == pytest.approx(a["legal"] / a["general"])
+
+
+def test_infeasible_plan_names_group_asked_and_available():
+    rec = custom([{"qa": 0.5, "general": 0.5}])
+    qa_tokens = CHARS["qa"] // 4
+    with pytest.raises(InfeasiblePlan) as e:
+        plan_for(rec, total=10_000_000, batch=1)
+    msg = str(e.value)
+    assert "'qa'" in msg and f"{5_000_000} tokens" in msg and f"{qa_tokens} tokens available" in msg
+
+
+def test_redistribution_respects_caps_and_is_reported():
+    rec = custom([{"qa": 0.5, "general": 0.5}, {"qa": 0.5, "code": 0.5}], allow_redistribute=True)
+    plan = plan_for(rec, total=10_000_000, batch=1)
+    validate_plan(plan)
+    g = {x["name"]: x for x in plan["groups"]}
+    assert g["qa"]["requested_tokens"] == 4 * (CHARS["qa"] // 4)
+    assert all(x["epochs"] <= 4 for x in plan["groups"])
+    assert sum(x["requested_tokens"] for x in plan["groups"]) == 10_000_000
+    assert plan["redistributed"] and plan["redistributed"][0]["group"] == "qa"
+    assert any("capped" in w for w in plan["warnings"])
+    # Phase 1 gets qa's full half; phase 2 gets what is left of qa's 4M cap, the rest to code.
+    p1, p2 = plan["phases"]
+    assert p1["tokens"]["qa"] == (p1["end_token"] - p1["start_token"]) // 2
+    assert p2["tokens"]["qa"] == 4_000_000 - p1["tokens"]["qa"]
+    assert p2["tokens"]["code"] == p2["end_token"] - p2["start_token"] - p2["tokens"]["qa"]
+    assert p2["weights"]["qa"] == p2["tokens"]["qa"] / (p2["end_token"] - p2["start_token"])
+
+
+def test_group_without_documents_is_refused_by_name():
+    chars = dict(CHARS, legal=0)
+    with pytest.raises(InfeasiblePlan, match="'legal'.*0 tokens available"):
+        plan_for(custom([{"legal": 0.1, "general": 0.9}]), chars=chars)
+
+
+def test_budget_beyond_all_caps_is_refused():
+    with pytest.raises(InfeasiblePlan, match="max_epochs=4"):
+        plan_for("natural", total=200_000_000)
+    with pytest.raises(InfeasiblePlan, match="cap"):
+        plan_for(custom([{"qa": 0.5, "general": 0.5}], allow_redistribute=True), total=200_000_000)
+
+
+def test_group_case_is_first_match_in_duckdb():
+    groups = parse_groups([{"name": "hq", "where": "q >= 4"}, {"name": "code", "where": "d = 'code'"},
+                           {"name": "rest", "where": "d <> 'spam'"}])
+    con = duckdb.connect()
+    con.execute("CREATE TABLE docs AS SELECT * FROM (VALUES (5, 'code'), (1, 'code'), (4, 'web'), (2, 'web'),"
+                " (2, 'spam'), (NULL, 'web'), (NULL, NULL)) t(q, d)")
+    got = [r[0] for r in con.execute(f"SELECT {group_case_sql(groups)} FROM docs").fetchall()]
+    assert got == ["hq", "code", "hq", "rest", None, "rest", None]
+
+
+def test_group_definitions_are_checked():
+    with pytest.raises(GroupError, match="name"):
+        Group("Bad Name", "TRUE")
+    with pytest.raises(GroupError, match="';'"):
+        Group("x", "TRUE; DROP TABLE docs")
+    with pytest.raises(GroupError, match="unbalanced"):
+        Group("x", "(a = 1")
+    with pytest.raises(GroupError, match="twice"):
+        parse_groups([{"name": "a", "where": "TRUE"}, {"name": "a", "where": "TRUE"}])
+
+
+def test_recipe_errors_name_the_field():
+    base = yaml.safe_load((load_recipe.__globals__["RECIPES_DIR"] / "custom.yaml").read_text())
+    bad = copy.deepcopy(base)
+    bad["phases"][0]["weights"]["code"] = 0.9
+    with pytest.raises(RecipeError, match=r"phases\[0\]\.weights.*sum to"):
+        recipe_from_dict(bad)
+    with pytest.raises(RecipeError, match="kind"):
+        recipe_from_dict(dict(base, kind="magic"))
+    with pytest.raises(RecipeError, match="unknown field"):
+        recipe_from_dict(dict(base, colour="blue"))
+    with pytest.raises(RecipeError, match="roles.*unknown group"):
+        recipe_from_dict(dict(yaml.safe_load((load_recipe.__globals__["RECIPES_DIR"] / "reuse.yaml").read_text()),
+                              roles={"qa": ["nope"]}))
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe("no-such-recipe")
+
+
+def test_estimated_counts_say_so_and_unassigned_is_reported():
+    rec = load_recipe("natural")
+    av = group_stats(rec.groups, rows(unassigned=400))
+    plan = build_plan(rec, av, 1_000_000, 1024)
+    assert plan["token_counts"] == "estimated" and plan["tokens_per_char_source"] == "default"
+    assert plan["unassigned"] == {"documents": 3, "tokens": 100}
+    assert any("default ratio" in w for w in plan["warnings"])
+    exact = group_stats(rec.groups, [dict(r, tokens=r["chars"] // 3) for r in rows()])
+    assert exact.token_counts == "exact" and exact.by_name()["code"].available_tokens == CHARS["code"] // 3
+
+
+def test_megatron_blend_round_trips():
+    plan = plan_for("reuse")
+    for p in plan["phases"]:
+        parts = p["megatron_blend"].split()
+        pairs = dict(zip(parts[1::2], map(float, parts[0::2])))
+        expect = {f"tokens/{g}/tokens": w for g, w in p["weights"].items() if w > 0}
+        assert pairs.keys() == expect.keys()
+        assert all(pairs[k] == pytest.approx(v, rel=1e-7) for k, v in expect.items())
+    assert megatron_blend({"a": 0.25, "b": 0.0, "c": 0.75}) == "0.25 tokens/a/tokens 0.75 tokens/c/tokens"
+
+
+def test_schema_rejects_broken_plans():
+    plan = plan_for("custom")
+    validate_plan(plan)
+    for mutate, match in [
+        (lambda p: p.pop("phases"), "phases"),
+        (lambda p: p["phases"][0]["tokens"].update(code=p["phases"][0]["tokens"]["code"] + 1), "add up"),
+        (lambda p: p["phases"][1].update(start_token=p["phases"][1]["start_token"] + 1), "expected to start"),
+        (lambda p: p["schedule"].update(kind="exp"), "schedule/kind"),
+        (lambda p: p.update(schema_version=2), "schema_version"),
+    ]:
+        broken = copy.deepcopy(plan)
+        mutate(broken)
+        with pytest.raises(PlanValidationError, match=match):
+            validate_plan(broken)
