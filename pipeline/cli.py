@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cmd_annotate, cmd_core, cmd_plan
+from pipeline import cmd_annotate, cmd_core, cmd_pack, cmd_plan
 from pipeline.errors import CurateError
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
-COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan]
+COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan, cmd_pack]
+
+
+def _training_cli():
+    """`train` and `init-model` live in training/ (which sits above pipeline/ and never imports it);
+    the CLI reaches up to it with this one lazy import so `curate` stays a single command."""
+    from training import cli
+
+    return cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description="Data curation and mixture pipeline for continued pretraining.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in COMMAND_MODULES + [_training_cli()]:
         module.register(sub)
     return parser
 
