@@ -84,13 +84,19 @@ def resolve_keeper_column(setting: str, columns: Sequence[str]) -> str | None:
 def keeper_order(table: pa.Table, group_col: str, quality_col: str | None) -> np.ndarray:
     """Row indices of `table` sorted so that each group's keeper comes first within its group.
 
-    Keeper = highest `quality_col` (nulls last), ties and no quality column: smallest `id`.
+    Keeper = highest `quality_col` (nulls last), ties and no quality column: smallest `id`,
+    then smallest `uid` (input order), so equal ids still give one answer.
     """
     keys = [(group_col, "ascending")]
     if quality_col is not None:
         keys.append((quality_col, "descending"))
     keys.append(("id", "ascending"))
-    return pc.sort_indices(table, sort_keys=keys, null_placement="at_end").to_numpy()
+    if "uid" in table.column_names:
+        keys.append(("uid", "ascending"))
+    try:
+        return pc.sort_indices(table, sort_keys=[(k, o, "at_end") for k, o in keys]).to_numpy()
+    except (TypeError, ValueError, pa.ArrowInvalid):  # pyarrow < 25: one placement for all keys
+        return pc.sort_indices(table, sort_keys=keys, null_placement="at_end").to_numpy()
 
 
 def group_starts(sorted_keys: np.ndarray) -> np.ndarray:

@@ -133,3 +133,58 @@ def pair_scores(clusters: list[str], truth: set[tuple[int, int]]) -> dict[str, f
             has_true.update((i, j))
     precision = sum(1 for i in flagged if i in has_true) / len(flagged) if flagged else 1.0
     return {"recall": recall, "precision": precision, "true_pairs": len(truth), "flagged": len(flagged)}
+
+
+def write_parts(recs: list[dict], out_dir, n_parts: int) -> list:
+    """Write records as `n_parts` document shards (round-robin), like ingest's output."""
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from stages import shardio
+    from stages.base import DOC_SCHEMA
+
+    out_dir = Path(out_dir)
+    paths = []
+    for p in range(n_parts):
+        rs = recs[p::n_parts]
+        t = pa.table(
+            {
+                "id": [r["id"] for r in rs],
+                "text": [r["text"] for r in rs],
+                "source": [r["source"] for r in rs],
+                "url": pa.nulls(len(rs), pa.string()),
+                "date": pa.nulls(len(rs), pa.timestamp("us", tz="UTC")),
+                "n_chars": [len(r["text"]) for r in rs],
+            },
+            schema=DOC_SCHEMA,
+        )
+        path = out_dir / f"part-{p:05d}-000.parquet"
+        shardio.write_parquet(path, t)
+        paths.append(path)
+    return paths
+
+
+def cluster_of_every_doc(kept_dir, rejected_dirs: list) -> dict[str, str]:
+    """id -> dup_cluster for every input document of a dedup run: a dropped document belongs to
+    its keeper's cluster (following keepers through earlier dedup stages)."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    cluster, keeper = {}, {}
+    for p in sorted(Path(kept_dir).glob("*.parquet")):
+        t = pq.read_table(p, columns=["id", "dup_cluster"])
+        cluster.update(zip(t.column("id").to_pylist(), t.column("dup_cluster").to_pylist()))
+    for d in rejected_dirs:
+        for p in sorted(Path(d).glob("*.parquet")):
+            t = pq.read_table(p, columns=["id", "keeper_id"])
+            keeper.update(zip(t.column("id").to_pylist(), t.column("keeper_id").to_pylist()))
+
+    def find(i: str) -> str:
+        seen = 0
+        while i not in cluster and i in keeper and seen < 100:
+            i, seen = keeper[i], seen + 1
+        return cluster[i]
+
+    return {i: find(i) for i in list(cluster) + list(keeper)}
