@@ -37,8 +37,8 @@ def _split(table: pa.Table, stage: str, reasons: list[str | None], counters: dic
     if not drop:
         return StageOutput(kept=table, counters=counters or {})
     keep = [i for i, r in enumerate(reasons) if r is None]
-    rejected = rejected_rows(table.take(drop), stage, [reasons[i] for i in drop])
-    return StageOutput(kept=table.take(keep), rejected=rejected, counters=counters or {})
+    rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), stage, [reasons[i] for i in drop])
+    return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters or {})
 
 
 class _ModelPath:

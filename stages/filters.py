@@ -138,5 +138,5 @@ class HeuristicsStage:
             else:
                 drop.append(i)
                 reasons.append(reason)
-        rejected = rejected_rows(table.take(drop), self.name, reasons)
-        return StageOutput(kept=table.take(keep), rejected=rejected, counters=counters)
+        rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), self.name, reasons)
+        return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters)
