@@ -56,16 +56,18 @@ def plot_plan(plan: dict, path: str | Path) -> Path:
 
     for p in plan["phases"][:-1]:
         x = p["end_token"]
+        lr = lr_at(plan["schedule"], x)
         ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
-        how = p.get("boundary") or {}
-        label = ", ".join(f"{k}={v:g}" for k, v in how.items())
-        lr_ax.annotate(f"switch @ {_fmt_tokens(x)} ({100 * x / total:.1f}%)\nLR {lr_at(plan['schedule'], x):.2e}"
-                       + (f"  [{label}]" if label else ""),
-                       xy=(x, lr_at(plan["schedule"], x)), textcoords="offset points",
-                       # Late switches get their label on the left so it stays inside the axes.
-                       xytext=(-10, 28) if x > 0.6 * total else (10, 28), ha="right" if x > 0.6 * total else "left",
-                       fontsize=8.5, arrowprops=dict(arrowstyle="->", lw=0.8),
-                       bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.6", alpha=0.9))
+        lr_ax.plot([x], [lr], "o", color="black", markersize=6, zorder=5)
+        label = ", ".join(f"{k}={v:g}" for k, v in (p.get("boundary") or {}).items())
+        # Written along the switch line, so several switches never collide. The LR falls
+        # through the switch: higher to its left, lower to its right. So the label goes below a
+        # high crossing on the left, or above a low one on the right, clear of the curve.
+        high = lr / lr_ax.get_ylim()[1] >= 0.45
+        ax.text(x, 0.02 if high else 0.98, f" switch {100 * x / total:.1f}%, LR {lr:.2e}"
+                + (f" [{label}]" if label else "") + " ", rotation=90, ha="right" if high else "left",
+                va="bottom" if high else "top", fontsize=8.5, transform=ax.get_xaxis_transform(),
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", alpha=0.9))
     for p in plan["phases"]:
         mid = (p["start_token"] + p["end_token"]) / 2
         ax.text(mid, 1.01, p["name"], ha="center", va="bottom", fontsize=9, transform=ax.get_xaxis_transform())
