@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.catalog import connect
+from pipeline.runner import read_stage_names
 
 # Extra summaries contributed by stages, each `f(con) -> list[str]`, called in this order
 # when the run has the columns they need. Wired explicitly as the stages land.
@@ -18,8 +19,10 @@ def _fmt(n) -> str:
 def summary_lines(run_dir: str | Path) -> list[str]:
     con = connect(run_dir)
     lines = [f"run {run_dir}"]
-    stages = con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), sum(quarantined), "
-                         "sum(seconds) FROM shards GROUP BY stage ORDER BY min(task), stage").fetchall()
+    order = {name: i for i, name in enumerate(read_stage_names(Path(run_dir)))}
+    stages = sorted(con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), sum(quarantined), "
+                                "sum(seconds) FROM shards GROUP BY stage").fetchall(),
+                    key=lambda r: (order.get(r[0], len(order)), r[0]))
     lines.append("stages:")
     for st, n, i, k, r, q, s in stages:
         lines.append(f"  {st:<16} {n:>4} shards  in {_fmt(i):>10}  kept {_fmt(k):>10}  rejected {_fmt(r):>8}  "
