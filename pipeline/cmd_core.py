@@ -109,6 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.set_defaults(func=lambda a: print(stats_text(a.run_dir)) or 0)
 
+    p = sub.add_parser("report", help="write RUN_DIR/report.html: counts and plots of the run")
+    p.add_argument("run_dir")
+    p.set_defaults(func=lambda a: print(f"wrote {report(a.run_dir)}") or 0)
+
 
 def _print_counts(counts: dict[str, int], out: str) -> int:
     total = sum(counts.values())
@@ -120,7 +124,15 @@ def _cli_run(a: argparse.Namespace) -> int:
     run_dir = run(a.config, a.inputs, a.out, a.workers, a.address)
     print()
     print(stats_text(str(run_dir)))
+    print(f"report: {report(str(run_dir))}")
     return 0
+
+
+def report(run_dir: str) -> Path:
+    """Write `RUN_DIR/report.html` (counts and plots); returns its path."""
+    from pipeline.report import write_report
+
+    return write_report(run_dir)
 
 
 def stats_text(run_dir: str) -> str:

@@ -50,6 +50,10 @@ def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
     text = stats_text(cfg.out)
     assert f"documents: {rep.stats['kept']:,}" in text
     assert "python-stdlib" in text and "too_long" in text  # the cap quarantines the long documents
+    from pipeline.cmd_core import report
+
+    page = report(cfg.out).read_text()
+    assert page.count("<img") >= 2 and f"documents: {rep.stats['kept']:,}" in page
 
 
 def test_bad_command_input_is_a_clear_error(tmp_path):
