@@ -164,11 +164,11 @@ def _params(a: argparse.Namespace) -> FastTextParams:
         raise CurateError(str(e)) from None
 
 
-def _ft_args(p: argparse.ArgumentParser) -> None:
+def _ft_args(p: argparse.ArgumentParser, epoch: int = 5, lr: float = 0.1) -> None:
     p.add_argument("--word-ngrams", type=int, default=2, help="fastText wordNgrams (default 2)")
     p.add_argument("--dim", type=int, default=100, help="embedding size (default 100)")
-    p.add_argument("--epoch", type=int, default=5, help="epochs (default 5)")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--epoch", type=int, default=epoch, help=f"epochs (default {epoch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     p.add_argument("--bucket", type=int, default=200_000, help="n-gram hash buckets (default 200000)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -211,5 +211,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-sql", help="seeds as SQL returning `text` and `label` columns")
     p.add_argument("--max-per-label", type=int, default=2000, help="cap per label, to balance the classes")
     p.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (stratified per label)")
-    _ft_args(p)
+    _ft_args(p, epoch=25, lr=0.5)
     p.set_defaults(func=_cli_domain)

@@ -24,8 +24,9 @@ from scorers.quality import FastTextParams, split_holdout
 # Lines that look like code: statements ending in ; { } ) :, keywords at line start, assignments.
 _CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |#include|#define|return\b|if \(|for \(|while \(|"
+    r"(el)?if .*:$|else:|try:|except\b.*:$|finally:|for .* in .*:$|while .*:$|with .*:$|raise |yield\b|"
     r"function\b|var |let |const |public |private |static |package |fn |func |@\w+)"
-    r"|[;{}]\s*$|\)\s*:\s*$|^\s*[\w.\[\]]+\s*[+\-*/|&]?=\s*\S"
+    r"|[;{}(\[,]\s*$|\)\s*:?\s*$|^\s*[\w.\[\]]+\s*[+\-*/|&]?=\s*\S|^\s*[\w.]+\(.*\)\s*$"
 )
 
 
@@ -71,7 +72,7 @@ def default_taxonomy() -> list[DomainRule]:
     """Domains for continued pretraining mixtures, most specific first; `web` is the fallback."""
     ext = r"\.(py|pyi|c|h|cc|cpp|hpp|js|ts|go|rs|java|rb|sh|pl|php|cs|swift|kt|scala|lua|sql)(#\d+)?$"
     return [
-        DomainRule("code", source=["python-stdlib", "*code*", "github*"], url=[ext], code=0.5),
+        DomainRule("code", source=["python-stdlib", "*code*", "github*"], url=[ext], code=0.4),
         DomainRule("changelog", source=["changelog", "*release-notes*"],
                    url=[r"(?i)changelog|/NEWS(\.\w+)?(#\d+)?$|release[-_]notes"]),
         DomainRule("legal", source=["license", "copyright", "*legal*"],
@@ -123,6 +124,14 @@ class RuleTagger:
         return [self.tag_one(t, s, u) for t, s, u in zip(texts, sources, urls)]
 
 
+def domain_params() -> FastTextParams:
+    """Defaults for the tagger. Several classes from a few hundred seeds need more passes than
+    DCLM's binary classifier: with epoch 5 / lr 0.1 the smallest class is never predicted. fastText's
+    text-classification tutorial (https://fasttext.cc/docs/en/supervised-tutorial.html) raises
+    epoch to 25 and lr to 0.5-1.0 for the same reason."""
+    return FastTextParams(epoch=25, lr=0.5)
+
+
 def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
                  params: FastTextParams | None = None, holdout: float = 0.2, seed: int = 0,
                  threads: int = 1, extra_meta: dict | None = None) -> dict:
@@ -130,7 +139,7 @@ def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
 
     The split is stratified per label so every domain is in the held-out set.
     """
-    params = params or FastTextParams()
+    params = params or domain_params()
     by_label: dict[str, list[tuple[str, str]]] = {}
     for label, text in examples:
         if not re.fullmatch(r"[\w.\-]+", label):

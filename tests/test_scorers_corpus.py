@@ -48,6 +48,23 @@ def pydoc_topics(n: int, min_chars: int = 400) -> list[str]:
     return [t[:20000] for t in texts[:n]]
 
 
+def pydoc_chunks(n: int, chars: int = 1500) -> list[str]:
+    """pydoc topics cut at blank lines into pieces of about `chars` characters (~300 pieces)."""
+    from pydoc_data import topics
+
+    out: list[str] = []
+    for key in sorted(topics.topics):
+        piece = ""
+        for para in topics.topics[key].split("\n\n"):
+            piece = f"{piece}\n\n{para}" if piece else para
+            if len(piece) >= chars:
+                out.append(piece)
+                piece = ""
+        if len(piece) >= 300:
+            out.append(piece)
+    return out[:n]
+
+
 def changelogs(n: int, chars: int = 4000) -> list[str]:
     out = []
     for p in sorted(glob.glob("/usr/share/doc/*/changelog*")):

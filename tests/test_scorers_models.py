@@ -1,0 +1,125 @@
+"""fastText quality classifier and domain tagger trained on real text; length-weighted buckets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from scorers.buckets import assign_buckets, weight_fractions, weighted_thresholds
+from scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
+from scorers.quality import FastTextParams, QualityScorer, auc, train_quality
+from stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
+from test_scorers_corpus import changelogs, copyrights, doc_table, licences, man_sources, pydoc_chunks, pydoc_topics, stdlib_code
+
+SMALL = FastTextParams(bucket=50_000)  # DCLM defaults (wordNgrams 2, dim 100, epoch 5, lr 0.1), fewer buckets
+
+
+@pytest.fixture(scope="module")
+def quality_model(tmp_path_factory):
+    clean = pydoc_chunks(200)
+    junk = man_sources(200)
+    path = tmp_path_factory.mktemp("q") / "quality_ref.bin"
+    meta = train_quality(clean, junk, path, params=SMALL, holdout=0.25, seed=1)
+    return path, meta
+
+
+def test_quality_separates_clean_from_junk(quality_model):
+    path, meta = quality_model
+    h = meta["heldout"]
+    assert h["auc"] >= 0.9 and h["n_pos"] >= 30 and h["n_neg"] >= 30
+    saved = json.loads(path.with_suffix(".json").read_text())
+    assert saved["heldout"] == h and saved["params"]["wordNgrams"] == 2 and saved["params"]["dim"] == 100
+    # Unseen documents of each source (not in training at all) are still told apart.
+    scorer = QualityScorer(path)
+    fresh_clean = pydoc_chunks(400)[200:260]
+    fresh_junk = man_sources(400)[200:260]
+    assert len(fresh_clean) == len(fresh_junk) == 60
+    s = scorer.scores(fresh_clean + fresh_junk)
+    assert auc(s, [1] * len(fresh_clean) + [0] * len(fresh_junk)) >= 0.9
+    assert np.all((s >= 0) & (s <= 1))
+
+
+def test_auc_is_rank_based():
+    assert auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+
+
+def test_buckets_are_length_weighted():
+    rng = np.random.default_rng(0)
+    scores = rng.random(5000)
+    weights = rng.integers(100, 20000, size=5000)
+    t = weighted_thresholds(scores, weights, [0.25, 0.5, 0.75, 0.9])
+    fr = weight_fractions(assign_buckets(scores, t), weights, 5)
+    assert t == sorted(t)
+    assert fr[4] == pytest.approx(0.10, abs=0.01) and fr[0] == pytest.approx(0.25, abs=0.01)
+    # Long documents at the top: the top bucket then holds fewer documents than 10%.
+    w2 = np.where(scores > 0.8, 50_000, 100)
+    b2 = assign_buckets(scores, weighted_thresholds(scores, w2, [0.25, 0.5, 0.75, 0.9]))
+    assert weight_fractions(b2, w2, 5)[4] == pytest.approx(0.10, abs=0.01) and np.mean(b2 == 5) < 0.05
+
+
+def test_quality_stage_columns_and_buckets(quality_model):
+    path, meta = quality_model
+    texts = pydoc_chunks(300)[200:240] + man_sources(300)[200:240]
+    table = doc_table(texts)
+    out = QualityStage(QualityConfig(model=str(path), min_score=0.5)).process(table)
+    assert out.kept.num_rows + out.rejected.num_rows == table.num_rows
+    assert set(out.rejected.column("reason").to_pylist()) <= {"quality_low_score"}
+    scores = QualityScorer(path).scores(out.kept.column("text").to_pylist())
+    assert np.allclose(out.kept.column("quality_ref").to_numpy(), scores, atol=1e-6)
+    assert (out.kept.column("quality_ref").to_numpy() >= 0.5).all()
+    buckets = out.kept.column("quality_bucket").to_numpy()
+    assert np.array_equal(buckets, assign_buckets(scores, meta["bucket_thresholds"]))
+    assert set(buckets) <= {1, 2, 3, 4, 5}
+
+
+SOURCES = {"code": lambda: stdlib_code(120), "docs": lambda: pydoc_chunks(120),
+           "legal": lambda: copyrights(80) + licences()[:40], "changelog": lambda: changelogs(120)}
+
+
+@pytest.fixture(scope="module")
+def domain_model(tmp_path_factory):
+    seeds = [(label, t) for label, get in SOURCES.items() for t in get()]
+    path = tmp_path_factory.mktemp("d") / "domain_t.bin"
+    return path, train_domain(seeds, path, params=FastTextParams(epoch=25, lr=0.5, bucket=50_000), holdout=0.25, seed=0)
+
+
+def test_domain_tagger_accuracy(domain_model):
+    path, meta = domain_model
+    h = meta["heldout"]
+    assert h["accuracy"] >= 0.9 and h["n"] >= 80
+    m = np.array(h["confusion"])
+    assert m.sum() == h["n"] and np.trace(m) / m.sum() == pytest.approx(h["accuracy"])
+    assert meta["labels"] == sorted(SOURCES)
+
+
+def test_domain_stage_rules_then_model(domain_model):
+    path, _ = domain_model
+    code, docs = stdlib_code(200)[150:160], pydoc_chunks(200)[150:160]
+    table = doc_table(code + docs, source=["python-stdlib"] * 10 + ["unknown"] * 10)
+    cfg = DomainConfig(taxonomy=[DomainRule("code", source=["python-*"])], mode="rules_then_model",
+                       model=str(path), default="web")
+    out = DomainStage(cfg).process(table)
+    rows = out.kept.to_pylist()
+    assert [r["domain"] for r in rows[:10]] == ["code"] * 10 and all(r["domain_score"] == 1.0 for r in rows[:10])
+    from scorers import ft
+
+    labels, probs = predict_domains(ft.load_model(path), docs, cfg.max_chars)
+    assert [r["domain"] for r in rows[10:]] == labels
+    assert np.allclose([r["domain_score"] for r in rows[10:]], probs, atol=1e-6)
+    assert out.counters == {"by_rule": 10, "by_model": 10, "by_default": 0}
+
+
+def test_rule_tagger_defaults():
+    tagger = RuleTagger([r.as_rule() for r in default_taxonomy()])
+    assert tagger.tag_one("x = 1", "python-stdlib", None) == "code"
+    assert tagger.tag_one("text", "man", "file:///usr/share/man/man1/ls.1.gz") == "tech-docs"
+    assert tagger.tag_one("text", "changelog", "file:///usr/share/doc/x/changelog.Debian.gz") == "changelog"
+    assert tagger.tag_one("text", "license", "file:///usr/share/common-licenses/GPL-3") == "legal"
+    # Content rule (code detection) where metadata says nothing: code is found, prose is not.
+    code_hits = [tagger.tag_one(t, "somewhere", None) == "code" for t in stdlib_code(150)]
+    prose_hits = [tagger.tag_one(t, "somewhere", None) == "code" for t in pydoc_chunks(150) + licences()]
+    assert np.mean(code_hits) >= 0.9 and np.mean(prose_hits) <= 0.05
