@@ -75,6 +75,9 @@ class RunConfig:
         if not self.inputs:
             raise ValueError("inputs: give at least one input (a path, directory, glob or URL)")
         self.stage_specs: list[StageSpec] = [_stage_spec(i, s) for i, s in enumerate(self.stages)]
+        for spec in self.stage_specs:  # model paths in stage configs are relative to the run directory
+            if hasattr(spec.config, "bind_run_dir"):
+                spec.config.bind_run_dir(self.out)
         names = ["ingest"] + [s.name for s in self.stage_specs]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
