@@ -1,0 +1,85 @@
+"""configs/annotate.yaml end to end, training commands on its catalog, and scoring with the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.catalog import connect
+from pipeline.config import load_config
+from pipeline.runner import run_pipeline
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "annotate.yaml"
+
+
+@pytest.fixture(scope="module")
+def annotated(ray_session, tmp_path_factory):
+    from pipeline.corpus import build_system_corpus
+
+    root = tmp_path_factory.mktemp("annotate")
+    corpus = root / "system.jsonl"
+    build_system_corpus(corpus, max_mb=1.0)
+    cfg = load_config(CONFIG, inputs=[str(corpus)], out=str(root / "run"))
+    run_pipeline(cfg, workers=2, quiet=True)
+    return root / "run", corpus
+
+
+def test_annotate_config_columns_and_conservation(annotated):
+    run_dir, corpus = annotated
+    con = connect(run_dir)
+    cols = [r[0] for r in con.execute("DESCRIBE docs").fetchall()]
+    assert {"lang", "lang_score", "domain", "domain_score"} <= set(cols)
+    n_in = sum(1 for _ in open(corpus))
+    kept = con.execute("SELECT count(*) FROM docs").fetchone()[0]
+    rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
+    assert kept + rejected == n_in and kept > 0
+    # Every heuristic drop names its filter and datatrove's reason; they are queryable by rule.
+    reasons = con.execute("SELECT reason, count(*) FROM rejected WHERE stage = 'heuristics' GROUP BY 1").fetchall()
+    assert reasons and all(r.split(":")[0] in ("gopher_repetition", "gopher_quality", "fineweb_quality") for r, _ in reasons)
+    stats = json.loads((run_dir / "heuristics" / "stats.json").read_text())
+    assert sum(stats["rejected_by_reason"].values()) == stats["rejected"]
+    # The corpus is English; code is exempt from the heuristics and tagged by rule.
+    assert con.execute("SELECT count(*) FROM docs WHERE lang = 'en'").fetchone()[0] >= 0.9 * kept
+    assert con.execute("SELECT count(DISTINCT domain) FROM docs").fetchone()[0] >= 2
+    assert con.execute("SELECT min(domain) FROM docs WHERE source = 'python-stdlib'").fetchone()[0] == "code"
+
+
+def test_summary_and_histograms(annotated):
+    from scorers.summary import annotate_summary, joint_counts, plot_score_histograms
+
+    run_dir, _ = annotated
+    con = connect(run_dir)
+    lines = annotate_summary(con)
+    assert lines[0].startswith("annotations") and any("joint counts" in ln for ln in lines)
+    rows = joint_counts(con)
+    assert sum(r[3] for r in rows) == con.execute("SELECT count(*) FROM docs").fetchone()[0]
+    pngs = plot_score_histograms(run_dir, con)
+    assert {p.name for p in pngs} == {"scores_lang_score.png", "scores_domain_score.png"}
+    assert all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_train_and_score_with_models(annotated, tmp_path):
+    from pipeline.cmd_annotate import train_domain, train_quality
+    from scorers.quality import FastTextParams
+
+    run_dir, corpus = annotated
+    small = FastTextParams(bucket=20_000)
+    meta = train_quality(str(run_dir), "ref", positive_sql="SELECT id, text FROM docs WHERE domain = 'legal'",
+                         params=small, holdout=0.2)
+    assert Path(meta["model"]) == run_dir / "models" / "quality_ref.bin"
+    assert (run_dir / "models" / "quality_ref.json").is_file() and 0 <= meta["heldout"]["precision"] <= 1
+    dmeta = train_domain(str(run_dir), "t", params=FastTextParams(epoch=25, lr=0.5, bucket=20_000))
+    assert Path(dmeta["confusion_png"]).is_file() and dmeta["heldout"]["n"] > 0
+    # A config names the models relative to the run directory.
+    cfg = load_config(data={
+        "name": "scored", "out": str(run_dir), "inputs": [{"path": str(corpus)}],
+        "stages": [{"kind": "langid"}, {"kind": "quality", "model": "models/quality_ref.bin"},
+                   {"kind": "domain", "mode": "model", "model": "models/domain_t.bin"}]})
+    run_pipeline(cfg, workers=2, quiet=True)
+    con = connect(run_dir)
+    row = con.execute("SELECT count(*), min(quality_ref), max(quality_ref), min(quality_bucket), max(quality_bucket), "
+                      "count(DISTINCT domain) FROM docs").fetchone()
+    n_in = sum(1 for _ in open(corpus))
+    assert row[0] == n_in and 0.0 <= row[1] <= row[2] <= 1.0 and 1 <= row[3] <= row[4] <= 5 and row[5] >= 2
