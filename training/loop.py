@@ -54,7 +54,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     """Continue pretraining `base` on `run_dir/tokens` following the plan; resumes from `out_dir`."""
     import torch
 
-    from training.hf_io import load_model, read_config, save_model
+    from training.hf_io import load_model, read_config
 
     cfg = config or TrainConfig()
     run_dir = Path(run_dir)
@@ -218,7 +218,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     if d.is_main:
         (out / "mixture.json").write_text(json.dumps(sampler.realised(sampler_state), indent=2))
         if step > 0:
-            save_model_copy(out, step, model, fsdp, cfg, save_model)
+            export_final(out, step)
         if cfg.plots:
             from training.plots import plot_run
 
@@ -239,11 +239,17 @@ def log_mixture(log: MetricsLog, step: int, realised: list[dict[str, Any]], say)
             say(f"mixture {ph['phase']} ({ph['rows']} rows) realised/planned: {pairs}")
 
 
-def save_model_copy(out: Path, step: int, model, fsdp: bool, cfg: TrainConfig, save_model) -> None:
-    """`OUT/model/`: the final weights as a plain Hugging Face folder (no optimizer state)."""
+def export_final(out: Path, step: int) -> None:
+    """`OUT/model/`: the final checkpoint's Hugging Face files without the optimizer state."""
+    import shutil
+    import tempfile
+
+    from training.hf_io import replace_dir
+
     ckpt = out / "checkpoints" / f"step-{step:06d}"
-    if fsdp:
-        return  # the final checkpoint folder already is the HF model; gathering again is wasteful
-    save_model(model, out / "model", max_shard_bytes=cfg.max_shard_bytes)
-    if ckpt.exists():
-        (out / "model" / "source_checkpoint.txt").write_text(ckpt.name + "\n")
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-model."))
+    for f in ckpt.iterdir():
+        if f.name != "trainer.pt":
+            shutil.copy2(f, tmp / f.name)
+    (tmp / "source_checkpoint.txt").write_text(ckpt.name + "\n")
+    replace_dir(tmp, out / "model")
