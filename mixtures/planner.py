@@ -83,9 +83,9 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int, se
         warnings.append(f"available tokens are estimated from characters with {how} ratio of "
                         f"{availability.tokens_per_char:.4f} tokens/char ({availability.tokens_per_char_source})")
     for m in moves:
+        why = "it has no tokens" if avail[m.group] == 0 else f"{max_epochs:g}-epoch cap"
         warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
-                        f"{m.requested_tokens} requested tokens ({max_epochs:g}-epoch cap); the rest "
-                        "went to the phase's other groups")
+                        f"{m.requested_tokens} requested tokens ({why}); the rest went to the phase's other groups")
     return {
         "schema_version": SCHEMA_VERSION, "recipe": recipe.name, "recipe_kind": recipe.kind,
         "total_tokens": total_tokens, "seq_len": seq_len, "batch_size": batch_size,

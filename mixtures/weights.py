@@ -123,7 +123,8 @@ def phases_for(recipe: Recipe, schedule: Schedule, available: Mapping[str, int],
             if end <= start:
                 raise RecipeError(f"phases[{i}].until: phase {p.name!r} would end at token {end}, "
                                   f"not after its start {start}; boundaries must increase")
-            weights = {g: float(p.weights.get(g, 0.0)) for g in available}
+            # Recipe validation allows a 1e-6 slack in the sum; the plan's weights sum to 1.
+            weights = normalise({g: float(p.weights.get(g, 0.0)) for g in available}, f"phases[{i}].weights")
             out.append(PhaseWeights(p.name, start, end, weights, p.until.describe() if p.until else None))
             start = end
         return out

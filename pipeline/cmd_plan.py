@@ -51,8 +51,8 @@ def group_rows(con: Any, groups: Sequence[Group]) -> tuple[list[dict], bool]:
         raise PlanError("the docs view has no n_chars column; is this a curate run directory?")
     exact = "n_tokens" in cols and con.execute("SELECT count(*) = count(n_tokens) FROM docs").fetchone()[0]
     tok = ", sum(n_tokens)::BIGINT AS tokens" if exact else ""
-    sql = (f"SELECT grp, count(*) AS documents, coalesce(sum(n_chars), 0)::BIGINT AS chars{tok} "
-           f"FROM (SELECT {group_case_sql(groups)} AS grp, * FROM docs) GROUP BY grp ORDER BY grp")
+    sql = (f"SELECT __mixture_group AS grp, count(*) AS documents, coalesce(sum(n_chars), 0)::BIGINT AS chars{tok} "
+           f"FROM (SELECT {group_case_sql(groups)} AS __mixture_group, * FROM docs) GROUP BY 1 ORDER BY 1")
     try:
         cur = con.execute(sql)
     except duckdb.Error as e:
@@ -121,6 +121,9 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
         if tokens is None:
             step = seq_len * batch_size
             tokens = sum(g.available_tokens for g in avail.groups) // step * step
+            if tokens == 0:
+                raise RecipeError(f"tokens: the groups hold less than one step ({step} tokens); "
+                                  "give --tokens or check the groups' predicates")
         if float(tokens) != int(float(tokens)):
             raise RecipeError(f"tokens: the budget must be a whole number of tokens, got {tokens!r}")
         result = build_plan(rec, avail, int(float(tokens)), seq_len, batch_size=batch_size, lr_start=lr_start,

@@ -17,7 +17,7 @@ from mixtures.recipes import RecipeError, load_recipe, recipe_from_dict, shipped
 from mixtures.schedule import lr_at
 from mixtures.schema import PlanValidationError, validate_plan
 
-CHARS = {"qa": 4_000_000, "code": 40_000_000, "manuals": 20_000_000, "legal": 8_000_000, "general": 60_000_000}
+CHARS = {"docs": 4_000_000, "code": 40_000_000, "changelog": 20_000_000, "legal": 8_000_000, "web": 60_000_000}
 
 
 def rows(chars=CHARS, unassigned=0):
@@ -86,10 +86,13 @@ def test_reuse_switch_is_the_closed_form_step():
     assert switch // step == math.ceil(p * 50_000_000 / step)
     assert plan["phases"][1]["lr_start"] <= s["lr_start"] / 5 < lr_at(s, switch - step)
     gb, qb = plan["phases"][0]["weights"], plan["phases"][1]["weights"]
-    assert gb["qa"] == 0 and qb["qa"] == pytest.approx(0.1)
-    # High-quality groups get twice their natural share relative to general ones.
-    assert gb["code"] / gb["general"] == pytest.approx(2 * CHARS["code"] / CHARS["general"])
-    assert qb["code"] == pytest.approx(0.9 * gb["code"])
+    # docs (role qa) is held out of the general blend; docs + code (target) get 10% of phase 2.
+    assert gb["docs"] == 0 and qb["docs"] + qb["code"] - 0.9 * gb["code"] == pytest.approx(0.1)
+    assert qb["docs"] == pytest.approx(0.1 * CHARS["docs"] / (CHARS["docs"] + CHARS["code"]))
+    # Target and high-quality (non-web) groups get twice their natural share relative to web.
+    assert gb["code"] / gb["web"] == pytest.approx(2 * CHARS["code"] / CHARS["web"])
+    assert gb["legal"] / gb["web"] == pytest.approx(2 * CHARS["legal"] / CHARS["web"])
+    assert qb["web"] == pytest.approx(0.9 * gb["web"])
 
 
 def test_reuse_lr_start_override_scales_the_schedule():
@@ -100,13 +103,13 @@ def test_reuse_lr_start_override_scales_the_schedule():
 def test_temperature_and_unimax_rules():
     w = plan_for("temperature")["phases"][0]["requested_weights"]
     tau = load_recipe("temperature").tau
-    assert w["code"] / w["qa"] == pytest.approx((CHARS["code"] / CHARS["qa"]) ** (1 / tau))
+    assert w["code"] / w["docs"] == pytest.approx((CHARS["code"] / CHARS["docs"]) ** (1 / tau))
     un = plan_for("unimax", total=20_000_000)
     t = {g["name"]: g["requested_tokens"] for g in un["groups"]}
-    # 4M each; qa (1M tokens) is capped at 2 epochs = 2M, leaving 4.5M each for the other four;
+    # 4M each; docs (1M tokens) is capped at 2 epochs = 2M, leaving 4.5M each for the other four;
     # legal (2M tokens) is capped at 4M; the last 14M go equally to the three large groups.
-    assert t["qa"] == 2_000_000 and t["legal"] == 4_000_000
-    assert all(abs(t[g] - 14_000_000 / 3) < 1 for g in ("manuals", "code", "general"))
+    assert t["docs"] == 2_000_000 and t["legal"] == 4_000_000
+    assert all(abs(t[g] - 14_000_000 / 3) < 1 for g in ("changelog", "code", "web"))
     with pytest.raises(InfeasiblePlan, match="unimax"):
         plan_for("unimax", total=70_000_000)
 
@@ -115,48 +118,49 @@ def test_upsample_end_multiplies_target_share_in_the_last_phase():
     plan = plan_for("upsample-end")
     a, b = plan["phases"][0]["weights"], plan["phases"][1]["weights"]
     assert plan["phases"][1]["start_token"] == round(0.8 * 30_000_000 / plan["tokens_per_step"]) * plan["tokens_per_step"]
-    assert (b["code"] / b["general"]) == pytest.approx(4 * a["code"] / a["general"])
-    assert b["legal"] / b["general"] == pytest.approx(a["legal"] / a["general"])
+    assert (b["code"] / b["web"]) == pytest.approx(4 * a["code"] / a["web"])
+    assert (b["docs"] / b["web"]) == pytest.approx(4 * a["docs"] / a["web"])
+    assert b["legal"] / b["web"] == pytest.approx(a["legal"] / a["web"])
 
 
 def test_infeasible_plan_names_group_asked_and_available():
-    rec = custom([{"qa": 0.5, "general": 0.5}])
-    qa_tokens = CHARS["qa"] // 4
+    rec = custom([{"docs": 0.5, "web": 0.5}])
+    qa_tokens = CHARS["docs"] // 4
     with pytest.raises(InfeasiblePlan) as e:
         plan_for(rec, total=10_000_000, batch=1)
     msg = str(e.value)
-    assert "'qa'" in msg and f"{5_000_000} tokens" in msg and f"{qa_tokens} tokens available" in msg
+    assert "'docs'" in msg and f"{5_000_000} tokens" in msg and f"{qa_tokens} tokens available" in msg
 
 
 def test_redistribution_respects_caps_and_is_reported():
-    rec = custom([{"qa": 0.5, "general": 0.5}, {"qa": 0.5, "code": 0.5}], allow_redistribute=True)
+    rec = custom([{"docs": 0.5, "web": 0.5}, {"docs": 0.5, "code": 0.5}], allow_redistribute=True)
     plan = plan_for(rec, total=10_000_000, batch=1)
     validate_plan(plan)
     g = {x["name"]: x for x in plan["groups"]}
-    assert g["qa"]["requested_tokens"] == 4 * (CHARS["qa"] // 4)
+    assert g["docs"]["requested_tokens"] == 4 * (CHARS["docs"] // 4)
     assert all(x["epochs"] <= 4 for x in plan["groups"])
     assert sum(x["requested_tokens"] for x in plan["groups"]) == 10_000_000
-    assert plan["redistributed"] and plan["redistributed"][0]["group"] == "qa"
+    assert plan["redistributed"] and plan["redistributed"][0]["group"] == "docs"
     assert any("capped" in w for w in plan["warnings"])
-    # Phase 1 gets qa's full half; phase 2 gets what is left of qa's 4M cap, the rest to code.
+    # Phase 1 gets docs' full half; phase 2 what is left of its 4M cap, the rest to code.
     p1, p2 = plan["phases"]
-    assert p1["tokens"]["qa"] == (p1["end_token"] - p1["start_token"]) // 2
-    assert p2["tokens"]["qa"] == 4_000_000 - p1["tokens"]["qa"]
-    assert p2["tokens"]["code"] == p2["end_token"] - p2["start_token"] - p2["tokens"]["qa"]
-    assert p2["weights"]["qa"] == p2["tokens"]["qa"] / (p2["end_token"] - p2["start_token"])
+    assert p1["tokens"]["docs"] == (p1["end_token"] - p1["start_token"]) // 2
+    assert p2["tokens"]["docs"] == 4_000_000 - p1["tokens"]["docs"]
+    assert p2["tokens"]["code"] == p2["end_token"] - p2["start_token"] - p2["tokens"]["docs"]
+    assert p2["weights"]["docs"] == p2["tokens"]["docs"] / (p2["end_token"] - p2["start_token"])
 
 
 def test_group_without_documents_is_refused_by_name():
     chars = dict(CHARS, legal=0)
     with pytest.raises(InfeasiblePlan, match="'legal'.*0 tokens available"):
-        plan_for(custom([{"legal": 0.1, "general": 0.9}]), chars=chars)
+        plan_for(custom([{"legal": 0.1, "web": 0.9}]), chars=chars)
 
 
 def test_budget_beyond_all_caps_is_refused():
     with pytest.raises(InfeasiblePlan, match="max_epochs=4"):
         plan_for("natural", total=200_000_000)
     with pytest.raises(InfeasiblePlan, match="cap"):
-        plan_for(custom([{"qa": 0.5, "general": 0.5}], allow_redistribute=True), total=200_000_000)
+        plan_for(custom([{"docs": 0.5, "web": 0.5}], allow_redistribute=True), total=200_000_000)
 
 
 def test_group_case_is_first_match_in_duckdb():

