@@ -38,7 +38,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        # "local" always starts a new embedded instance; plain ray.init() would attach to any
+        # cluster another process on this machine started with `ray start`.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
     try:
         yield
     finally:
