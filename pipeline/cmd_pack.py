@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -156,6 +157,13 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     if plan and not plan_path.is_file():
         raise CurateError(f"--plan: {plan_path} does not exist")
     plan_obj = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    if plan_obj is not None and "phases" in plan_obj:  # a full plan (not just groups): check it whole
+        from mixtures.schema import PlanValidationError, validate_plan
+
+        try:
+            validate_plan(plan_obj)
+        except PlanValidationError as e:
+            raise CurateError(f"{plan_path}: {e}") from None
     groups, case_sql = _groups(plan_obj)
     try:
         tcfg = tokenizer_config or TokenizerConfig()
@@ -186,7 +194,9 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     threads = max(1, cpus // max(1, min(len(parts), executor.workers)))
     _check_group_sql(parts[0], case_sql)
     tasks = [TokenizeTask(str(p), str(stage_dir), info.path, case_sql, chash, threads) for p in parts]
+    t0 = time.perf_counter()
     markers = executor.map(tokenize_shard, tasks, desc=STAGE)
+    seconds = {"tokenize": round(time.perf_counter() - t0, 3)}
     _remove_stale(stage_dir, {p.stem for p in parts})
     from pipeline.stagework import aggregate_stats
 
@@ -206,7 +216,9 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     gtasks = [GroupTask(g["name"], str(tokens_dir / g["name"]), outs, ids,
                         info.dtype.name, info.bos_id, info.eos_id, info.pad_id, pcfg,
                         shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra) for g in groups]
+    t0 = time.perf_counter()
     metas = executor.map(pack_group, gtasks, desc="pack")
+    seconds["pack"] = round(time.perf_counter() - t0, 3)
     per_group = {m["group"]: {k: v for k, v in m.items() if k != "skipped"} for m in metas}
     unassigned = {"documents": 0, "tokens": 0}
     for m in markers:
@@ -227,6 +239,7 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
         "tokenizer": "tokens/tokenizer.model",
         "source_stage": source_stage,
         "unassigned": unassigned,
+        "seconds": seconds,
     }
     problems = check_plan(plan_obj, per_group) if plan_obj else []
     index["plan_check"] = {"ok": not problems, "problems": problems}

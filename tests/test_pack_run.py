@@ -133,3 +133,30 @@ def test_clear_errors(packed, tmp_path):
         pack(bad, tokenizer=str(run / "tokens" / "tokenizer.model"))
     with pytest.raises(CurateError, match="--tokenizer"):
         pack(bad, plan=None, tokenizer=str(tmp_path / "none.model"))
+
+
+def test_planner_and_packer_agree_on_groups(packed, tmp_path):
+    """pack (one group) -> plan on exact n_tokens -> pack with the plan: same documents per group."""
+    from pipeline.cmd_plan import plan
+
+    run, docs, _ = packed
+    other = make_run(tmp_path / "run", docs[::3], n_parts=2)
+    model = str(run / "tokens" / "tokenizer.model")
+    pack(other, tokenizer=model, seq_len=256, workers=2, echo=lambda s: None)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: t\nkind: natural\ndescription: test\n"
+        "schedule: {kind: cosine, lr_start: 3.0e-4, lr_end_ratio: 0.1, warmup_fraction: 0.01}\n"
+        "max_epochs: 4.0\ngroups:\n"
+        "  - {name: code, where: \"domain = 'code'\"}\n"
+        "  - {name: manpages, where: \"source = 'man'\"}\n"
+        "  - {name: rest, where: \"TRUE\"}\n")
+    planned = plan(other, str(recipe), seq_len=256, plot=False, echo=None)
+    assert planned["token_counts"] == "exact"
+    result = pack(other, workers=2, echo=lambda s: None)
+    assert result.plan_problems == [] and result.index["plan_check"]["ok"]
+    for g in planned["groups"]:
+        packed_g = result.index["groups"][g["name"]]
+        assert packed_g["n_docs"] == g["documents"]
+        assert packed_g["n_doc_tokens"] == g["available_tokens"]
+    assert sum(g["n_docs"] for g in result.index["groups"].values()) == len(docs[::3])
