@@ -327,8 +327,11 @@ def pack_group(task: GroupTask) -> dict:
         "packing": task.cfg.packing,
         "seed": task.cfg.seed,
         "n_docs": n_docs,
+        # n_doc_tokens = n_tokens: document tokens with their separators, so n_doc_tokens + n_pad
+        # = n_rows * (seq_len + 1); n_text_tokens: without separators (= the catalog's n_tokens).
         "n_tokens": n_tokens,
-        "n_doc_tokens": n_tokens - n_docs * (1 + int(task.cfg.add_bos)),
+        "n_doc_tokens": n_tokens,
+        "n_text_tokens": n_tokens - n_docs * (1 + int(task.cfg.add_bos)),
         **stats,
         **dict(task.meta),
     }

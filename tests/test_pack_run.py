@@ -62,7 +62,8 @@ def test_no_token_lost_per_group(packed):
         doc_tokens = sum(r["n_tokens"] for r in rows_cat)
         separators = len(rows_cat)  # one EOS per document
         assert doc_tokens + separators == ds.lengths.sum() == rows.size - meta["n_pad"] == int((segs > 0).sum())
-        assert index["groups"][name]["n_tokens"] == doc_tokens + separators
+        assert index["groups"][name]["n_tokens"] == doc_tokens + separators == meta["n_doc_tokens"]
+        assert meta["n_text_tokens"] == doc_tokens
         # Same multiset of tokens in the documents and in the packed rows.
         assert np.array_equal(np.bincount(ds.tokens, minlength=2000), np.bincount(rows[segs > 0], minlength=2000))
         # Documents keep catalog order in tokens.bin and decode back to their text.
@@ -158,5 +159,5 @@ def test_planner_and_packer_agree_on_groups(packed, tmp_path):
     for g in planned["groups"]:
         packed_g = result.index["groups"][g["name"]]
         assert packed_g["n_docs"] == g["documents"]
-        assert packed_g["n_doc_tokens"] == g["available_tokens"]
+        assert packed_g["n_text_tokens"] == g["available_tokens"]
     assert sum(g["n_docs"] for g in result.index["groups"].values()) == len(docs[::3])
