@@ -215,6 +215,10 @@ def _build(cls: type, data: Any, path: str) -> Any:
     if unknown:
         raise RecipeError(f"{path}.{unknown[0]}: unknown field; valid: {', '.join(sorted(known))}")
     kwargs = dict(data)
+    missing = [k for k, f in known.items() if k not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecipeError(f"{path}.{missing[0]}: required field is missing")
     try:
         if cls is Recipe:
             kwargs["groups"] = parse_groups(kwargs.get("groups"), f"{path}.groups")
@@ -226,9 +230,13 @@ def _build(cls: type, data: Any, path: str) -> Any:
             kwargs["phases"] = [_build(PhaseSpec, p, f"{path}.phases[{i}]") for i, p in enumerate(kwargs.get("phases") or [])]
         if cls is PhaseSpec and kwargs.get("until") is not None:
             kwargs["until"] = _build(Boundary, kwargs["until"], f"{path}.until")
-        for k, f in known.items():
+        for k, f in known.items():  # YAML reads 3e-4 (no dot) as a string
             if k in kwargs and f.type in ("float", "float | None") and isinstance(kwargs[k], str):
-                kwargs[k] = float(kwargs[k])  # YAML reads 3e-4 (no dot) as a string
+                kwargs[k] = _number(kwargs[k], f"{path}.{k}")
+            if k in kwargs and f.type == "dict[str, float]":
+                if not isinstance(kwargs[k], Mapping):
+                    raise RecipeError(f"{path}.{k}: expected a mapping of name -> number, got {kwargs[k]!r}")
+                kwargs[k] = {str(n): _number(v, f"{path}.{k}.{n}") for n, v in kwargs[k].items()}
         return cls(**kwargs)
     except GroupError as e:
         raise RecipeError(str(e)) from None
@@ -238,6 +246,15 @@ def _build(cls: type, data: Any, path: str) -> Any:
         if isinstance(e, RecipeError):
             raise
         raise RecipeError(f"{path}.{e}" if ":" in str(e).split(" ")[0] else f"{path}: {e}") from None
+
+
+def _number(v: Any, path: str) -> float:
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        return float(v)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{path}: expected a number, got {v!r}") from None
 
 
 def recipe_from_dict(data: Mapping[str, Any], source: str = "recipe") -> Recipe:
