@@ -85,6 +85,17 @@ def test_fast_hash_estimates_jaccard():
         assert abs(minhash.estimated_jaccard(s1[i : i + 1], s2[i : i + 1])[0] - true) < 0.15
 
 
+@pytest.mark.parametrize("mode,kind", [("xxh", "word"), ("xxh", "char"), ("sha1", "word")])
+def test_signature_independent_of_batch(mode, kind):
+    texts = real_texts()[:25] + ["", "short text", "one"]
+    spec = minhash.ShingleSpec(kind=kind, hash=mode, ngram=5)
+    a, b = minhash.permutations(64, 3)
+    together, _ = minhash.signatures(texts, spec, a, b)
+    alone = np.vstack([minhash.signatures([t], spec, a, b)[0] for t in texts])
+    np.testing.assert_array_equal(together, alone)
+    assert (together[-3] == minhash.EMPTY).all() and not (together[-2] == minhash.EMPTY).any()
+
+
 def test_lsh_params_come_from_datasketch():
     from datasketch.lsh import _optimal_param
 

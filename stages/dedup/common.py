@@ -13,7 +13,10 @@ process ever holds more than one partition.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import string
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -31,20 +34,32 @@ from stages.base import Executor
 # --------------------------------------------------------------------------------------------
 # Text normalization
 
-_PUNCT_TABLE: dict[int, None] | None = None
+# ASCII punctuation and symbols (P* and S* below 128) go through `translate` with 1:1 ASCII
+# tables (CPython's fast paths); runs of non-ASCII characters, rare in most text, are looked up
+# per character in a lazily filled table.
+_ASCII_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+_ASCII_PUNCT_BYTES = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_NON_ASCII_MAP: dict[str, str] = {}
 
 
-def _punct_table() -> dict[int, None]:
-    # Every Unicode punctuation (P*) and symbol (S*) code point maps to a space, so "end.Next"
-    # still splits into two words.
-    global _PUNCT_TABLE
-    if _PUNCT_TABLE is None:
-        import sys
+def _non_ascii_run(m: re.Match) -> str:
+    out = []
+    for ch in m.group():
+        r = _NON_ASCII_MAP.get(ch)
+        if r is None:
+            r = _NON_ASCII_MAP[ch] = " " if unicodedata.category(ch)[0] in "PS" else ch
+        out.append(r)
+    return "".join(out)
 
-        _PUNCT_TABLE = {
-            c: " " for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c))[0] in "PS"
-        }
-    return _PUNCT_TABLE
+
+def strip_punctuation(text: str) -> str:
+    """Every Unicode punctuation (P*) and symbol (S*) character replaced by a space, so that
+    "end.Next" still splits into two words."""
+    if text.isascii():
+        return text.translate(_ASCII_PUNCT)
+    text = text.encode("utf-8").translate(_ASCII_PUNCT_BYTES).decode("utf-8")
+    return _NON_ASCII.sub(_non_ascii_run, text)
 
 
 def normalize_text(
@@ -57,7 +72,7 @@ def normalize_text(
     if lowercase:
         text = text.lower()
     if punctuation:
-        text = text.translate(_punct_table())
+        text = strip_punctuation(text)
     if whitespace:
         text = " ".join(text.split())
     return text

@@ -13,6 +13,7 @@ which is several times faster; the permutation step is the same.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,18 +55,20 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def tokens(text: str, spec: ShingleSpec) -> list[str]:
+    """Words of the normalized text (`kind="word"`), or its characters (`kind="char"`)."""
+    norm = normalize_text(text, spec.lowercase, spec.punctuation, spec.kind == "char", spec.nfkc)
+    return norm.split() if spec.kind == "word" else list(norm)
+
+
 def shingles(text: str, spec: ShingleSpec) -> list[str]:
-    """The distinct-or-not shingles of one document (a text shorter than n is one shingle)."""
-    norm = normalize_text(text, spec.lowercase, spec.punctuation, True, spec.nfkc)
-    n = spec.ngram
-    if spec.kind == "char":
-        if not norm:
-            return []
-        return [norm[i : i + n] for i in range(max(1, len(norm) - n + 1))]
-    words = norm.split()
-    if not words:
+    """The shingles of one document, repeats included (a text shorter than n is one shingle)."""
+    toks = tokens(text, spec)
+    if not toks:
         return []
-    return [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))]
+    sep = " " if spec.kind == "word" else ""
+    n = spec.ngram
+    return [sep.join(toks[i : i + n]) for i in range(max(1, len(toks) - n + 1))]
 
 
 def _sha1_hashes(texts: list[str], spec: ShingleSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -83,37 +86,54 @@ _PRIME_A = np.uint64(0x9E3779B97F4A7C15)
 _PRIME_B = np.uint64(0xBF58476D1CE4E5B9)
 
 
-def _xxh_hashes(texts: list[str], spec: ShingleSpec) -> tuple[np.ndarray, np.ndarray]:
+def _token_hashes(toks: list[list[str]], spec: ShingleSpec) -> np.ndarray:
+    """64-bit hash of every token of the batch, concatenated."""
+    if spec.kind == "char":
+        # A character's code point is its identity: mix it, no string hashing needed.
+        cps = np.frombuffer("".join("".join(t) for t in toks).encode("utf-32-le"), dtype="<u4")
+        return fmix64(cps.astype(np.uint64) + _PRIME_A)
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import xxhash
 
-    counts = np.zeros(len(texts), np.int64)
+    # Each distinct word of the batch is hashed once (Zipf: few distinct words), found with
+    # Arrow's C++ dictionary encoding instead of a Python dict lookup per word.
+    enc = pc.dictionary_encode(pa.array(list(itertools.chain.from_iterable(toks)), pa.string()))
+    words = enc.dictionary.to_pylist()
+    table = np.fromiter((xxhash.xxh64_intdigest(w) for w in words), np.uint64, len(words))
+    return table[enc.indices.to_numpy()]
+
+
+def _xxh_hashes(texts: list[str], spec: ShingleSpec) -> tuple[np.ndarray, np.ndarray]:
+    toks = [tokens(t, spec) for t in texts]
     n = spec.ngram
-    vocab: dict[str, int] = {}
-    token_ids: list[np.ndarray] = []
-    for i, t in enumerate(texts):
-        norm = normalize_text(t, spec.lowercase, spec.punctuation, True, spec.nfkc)
-        toks = norm.split() if spec.kind == "word" else list(norm)
-        # Dense ids per batch: each distinct token is hashed once (Zipf: few distinct words).
-        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in toks), np.int64, len(toks))
-        token_ids.append(ids)
-        counts[i] = max(1, len(toks) - n + 1) if len(toks) else 0
-    table = np.fromiter((xxhash.xxh64_intdigest(w.encode("utf-8")) for w in vocab), np.uint64, len(vocab))
-    out = np.empty(int(counts.sum()), np.uint64)
-    pos = 0
+    lens = np.fromiter(map(len, toks), np.int64, len(toks))
+    counts = np.where(lens >= n, lens - n + 1, np.minimum(lens, 1))
+    wh = _token_hashes(toks, spec)
+    n_tok = len(wh)
+    wh = np.r_[wh, np.zeros(n, np.uint64)]
     with np.errstate(over="ignore"):
-        for ids, c in zip(token_ids, counts):
-            if c == 0:
-                continue
-            wh = table[ids]
-            k = min(n, len(wh))
-            # Order-sensitive combination of k consecutive token hashes (a polynomial in
-            # _PRIME_B over rotated hashes), then a finalizer; collisions ~ 2^-64.
-            acc = wh[0:c].copy()
+        # Order-sensitive combination of n consecutive token hashes (a polynomial in _PRIME_B),
+        # over contiguous slices of the whole batch; collisions ~ 2^-64.
+        acc = wh[:n_tok].copy()
+        for j in range(1, n):
+            acc *= _PRIME_B
+            acc += wh[j : n_tok + j] ^ _PRIME_A
+        # Keep the windows that lie inside one document: doc d's start at token starts[d] + s.
+        total = int(counts.sum())
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        starts = np.cumsum(lens) - lens
+        pos = np.repeat(starts, counts) + (np.arange(total) - first)
+        acc = acc[pos] if total else np.zeros(0, np.uint64)
+        # A document shorter than n is one shingle of all its tokens.
+        ends = np.cumsum(counts)
+        for d in np.flatnonzero((lens > 0) & (lens < n)):
+            s0, k = int(starts[d]), int(lens[d])
+            v = wh[s0]
             for j in range(1, k):
-                acc = acc * _PRIME_B + (wh[j : j + c] ^ _PRIME_A)
-            out[pos : pos + c] = acc
-            pos += c
-    h = fmix64(out)
+                v = v * _PRIME_B + (wh[s0 + j] ^ _PRIME_A)
+            acc[ends[d] - 1] = v
+    h = fmix64(acc)
     return (h ^ (h >> np.uint64(32))).astype(np.uint32), counts
 
 

@@ -1,0 +1,239 @@
+"""Deduplication benchmarks, each printed next to its peer, on the same real-text documents.
+
+1. MinHash signatures, MB/s on one core: ours (fast "xxh" hash and datasketch-equal "sha1"),
+   datasketch `MinHash.update_batch`, datatrove `MinhashDedupSignature`.
+2. Whole fuzzy dedup (signatures -> buckets -> clusters -> filter) on planted near-duplicates,
+   one core each: ours (`MinHashDedup` on the in-process executor) vs datatrove's four MinHash
+   steps with the same n-gram size, bands and hashes; recall/precision against exact Jaccard.
+3. Scaling: N, 2N, 4N documents; seconds and peak memory per document (fresh process each).
+
+Times are CPU seconds of this process (`time.process_time`): "per core" figures that stay honest
+on a shared machine. Every side runs single-threaded in this process.
+
+    python bench/bench_dedup.py                      # modest sizes, a few minutes on 2 cores
+    python bench/bench_dedup.py --sig-mb 30 --docs 8000 --scale 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages.base import GlobalContext, LocalExecutor
+from stages.dedup import MinHashDedup, MinHashDedupConfig, minhash, plant
+
+BANDS, ROWS, NGRAM = 14, 9, 5  # same for both sides: 126 hashes
+
+
+def corpus_texts(mb: float, workdir: Path) -> list[str]:
+    from pipeline.corpus import build_system_corpus
+
+    path = workdir / "system.jsonl"
+    if not path.exists():
+        build_system_corpus(path, max_mb=mb)
+    return [json.loads(line)["text"] for line in path.open()]
+
+
+def mb(texts: list[str]) -> float:
+    return sum(len(t.encode("utf-8")) for t in texts) / 1e6
+
+
+def take_mb(texts: list[str], limit: float) -> list[str]:
+    out, size = [], 0.0
+    for t in texts:
+        out.append(t)
+        size += len(t.encode("utf-8")) / 1e6
+        if size >= limit:
+            break
+    return out
+
+
+# ------------------------------------------------------------------ 1. signatures
+
+
+def bench_signatures(texts: list[str], peer_mb: float, skip_datatrove: bool) -> None:
+    print(f"\n== MinHash signatures, 128 permutations, word 5-grams, one core ({mb(texts):.1f} MB of real text)")
+    a, b = minhash.permutations(128, 1)
+    rows = []
+    for mode in ("xxh", "sha1"):
+        spec = minhash.ShingleSpec(hash=mode)
+        t0 = time.process_time()
+        for i in range(0, len(texts), 2048):
+            minhash.signatures(texts[i : i + 2048], spec, a, b)
+        rows.append((f"curate ({mode}{', = datasketch' if mode == 'sha1' else ''})", mb(texts), time.process_time() - t0))
+    from datasketch import MinHash
+
+    sub = take_mb(texts, peer_mb)
+    spec = minhash.ShingleSpec(hash="sha1")
+    perms = MinHash(num_perm=128, seed=1).permutations
+    t0 = time.process_time()
+    for t in sub:
+        m = MinHash(num_perm=128, seed=1, permutations=perms, scheme="affine32")
+        m.update_batch([s.encode("utf-8") for s in minhash.shingles(t, spec)])
+    rows.append(("datasketch update_batch", mb(sub), time.process_time() - t0))
+    if _has_datatrove(skip_datatrove):
+        from datatrove.data import Document
+        from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+
+        with tempfile.TemporaryDirectory() as d:
+            step = MinhashDedupSignature(d, MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8))
+            docs = [Document(text=t, id=str(i)) for i, t in enumerate(sub)]
+            t0 = time.process_time()
+            step.run(iter(docs), rank=0, world_size=1)
+            rows.append(("datatrove MinhashDedupSignature", mb(sub), time.process_time() - t0))
+    for name, size, sec in rows:
+        print(f"  {name:<36} {size:7.1f} MB  {sec:7.2f} s  {size / sec:7.2f} MB/s/core")
+
+
+def _has_datatrove(skip: bool) -> bool:
+    if skip:
+        print("  (datatrove side skipped: --skip-datatrove)")
+        return False
+    try:
+        import spacy  # noqa: F401  datatrove's English word tokenizer needs it
+    except ImportError:
+        print("  (datatrove side skipped: its word tokenizer needs spacy; pip install spacy)")
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ 2. whole fuzzy dedup
+
+
+def run_ours(recs: list[dict], root: Path, cfg: MinHashDedupConfig) -> tuple[float, dict[str, str]]:
+    inputs = plant.write_parts(recs, root / "in", 4)
+    stage = MinHashDedup(cfg, "fuzzy")
+    d = root / "fuzzy"
+    t0 = time.process_time()
+    stage.run(inputs, GlobalContext(d, d / "_work", root / "rejected" / "fuzzy", LocalExecutor(), "bench"))
+    sec = time.process_time() - t0
+    return sec, plant.cluster_of_every_doc(d, [root / "rejected" / "fuzzy"])
+
+
+def run_datatrove(recs: list[dict], root: Path) -> tuple[float, dict[str, str]]:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    src = root / "src"
+    src.mkdir(parents=True)
+    with (src / "data.jsonl").open("w") as f:
+        for r in recs:
+            f.write(json.dumps({"id": r["id"], "text": r["text"]}) + "\n")
+    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS)
+    steps = [
+        ([JsonlReader(str(src)), MinhashDedupSignature(str(root / "sigs"), cfg)], 1),
+        ([MinhashDedupBuckets(str(root / "sigs"), str(root / "buckets"), config=cfg)], BANDS),
+        ([MinhashDedupCluster(str(root / "buckets"), str(root / "remove"), config=cfg, save_cluster_id=True)], 1),
+        ([JsonlReader(str(src)), MinhashDedupFilter(str(root / "remove"), load_cluster_ids=True,
+                                                     exclusion_writer=JsonlWriter(str(root / "removed"))),
+          JsonlWriter(str(root / "kept"))], 1),
+    ]
+    t0 = time.process_time()
+    for i, (pipeline, tasks) in enumerate(steps):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(root / f"logs{i}"),
+                              skip_completed=False).run()
+    sec = time.process_time() - t0
+    clusters = {}
+    for folder in ("kept", "removed"):
+        import gzip
+
+        for p in sorted((root / folder).glob("*")):
+            opener = gzip.open if p.suffix == ".gz" else open
+            with opener(p, "rt") as f:
+                for line in f:
+                    d = json.loads(line)
+                    c = d.get("metadata", {}).get("minhash_cluster_id", -1)
+                    clusters[d["id"]] = d["id"] if c == -1 else f"c{c}"
+    return sec, clusters
+
+
+def bench_fuzzy(bases: list[str], skip_datatrove: bool) -> None:
+    recs = plant.plant(bases, dup_share=0.3, seed=0)
+    texts = [r["text"] for r in recs]
+    cfg = MinHashDedupConfig(num_perm=BANDS * ROWS, bands=BANDS, rows=ROWS, ngram=NGRAM)
+    truth = plant.jaccard_pairs(texts, cfg.spec(), cfg.threshold)
+    print(f"\n== Whole fuzzy dedup, one core: {len(recs)} documents ({mb(texts):.1f} MB), "
+          f"{len(truth)} pairs with Jaccard >= {cfg.threshold}; {BANDS} bands x {ROWS} rows, {NGRAM}-grams")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        sec, clusters = run_ours(recs, Path(d), cfg)
+        rows.append(("curate MinHashDedup (verify on)", sec, clusters))
+    with tempfile.TemporaryDirectory() as d:
+        sec, clusters = run_ours(recs, Path(d), MinHashDedupConfig(**{**cfg.__dict__, "verify": False}))
+        rows.append(("curate MinHashDedup (verify off)", sec, clusters))
+    if _has_datatrove(skip_datatrove):
+        with tempfile.TemporaryDirectory() as d:
+            sec, clusters = run_datatrove(recs, Path(d))
+            rows.append(("datatrove 4-step MinHash", sec, clusters))
+    for name, sec, clusters in rows:
+        s = plant.pair_scores([clusters[r["id"]] for r in recs], truth)
+        print(f"  {name:<34} {sec:7.2f} s  {mb(texts) / sec:6.2f} MB/s  recall {s['recall']:.3f}  "
+              f"precision {s['precision']:.3f}  flagged {s['flagged']}")
+    if len(rows) == 3:
+        print(f"  speed-up vs datatrove: {rows[2][1] / rows[0][1]:.1f}x")
+
+
+# ------------------------------------------------------------------ 3. scaling
+
+
+def _scale_child(args: tuple[list[dict], str]) -> tuple[float, int, int]:
+    recs, d = args
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sec, _ = run_ours(recs, Path(d), MinHashDedupConfig())
+    return sec, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def bench_scaling(bases: list[str], n: int) -> None:
+    print(f"\n== Scaling (curate, one core, fresh process each): N = {n} documents")
+    recs_all = plant.plant(bases, dup_share=0.3, seed=5)
+    ctx = mp.get_context("spawn")
+    first = None
+    for k in (1, 2, 4):
+        recs = recs_all[: k * n]
+        if len(recs) < k * n:
+            print(f"  {k}N: only {len(recs)} documents available (raise --corpus-mb)")
+        with tempfile.TemporaryDirectory() as d, ctx.Pool(1) as pool:
+            sec, base, peak = pool.apply(_scale_child, ((recs, d),))
+        first = first or sec / len(recs)
+        print(f"  {k}N {len(recs):>7} docs  {mb([r['text'] for r in recs]):6.1f} MB  {sec:7.2f} s  "
+              f"{len(recs) / sec:8.0f} docs/s  time/doc vs N: {sec / len(recs) / first:4.2f}x  "
+              f"peak RSS {peak / 1024:6.0f} MB (+{(peak - base) / len(recs):.1f} KB/doc over start)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus-mb", type=float, default=24.0, help="real text to build (system corpus)")
+    ap.add_argument("--sig-mb", type=float, default=10.0, help="text for the signature benchmark")
+    ap.add_argument("--peer-mb", type=float, default=2.0, help="text for the slower peers (rate is per MB)")
+    ap.add_argument("--docs", type=int, default=4000, help="base documents for the whole-dedup comparison")
+    ap.add_argument("--scale", type=int, default=2500, help="N for the scaling run (N, 2N, 4N documents)")
+    ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--only", choices=["signatures", "fuzzy", "scaling"], help="run one part")
+    args = ap.parse_args()
+    import os
+    import platform
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}")
+    with tempfile.TemporaryDirectory() as d:
+        texts = corpus_texts(args.corpus_mb, Path(d))
+    if args.only in (None, "signatures"):
+        bench_signatures(take_mb(texts, args.sig_mb), args.peer_mb, args.skip_datatrove)
+    bases = plant.base_documents(texts, max(args.docs, args.scale * 4))
+    if args.only in (None, "fuzzy"):
+        bench_fuzzy(bases[: args.docs], args.skip_datatrove)
+    if args.only in (None, "scaling"):
+        bench_scaling(bases, args.scale)
+
+
+if __name__ == "__main__":
+    main()
