@@ -134,7 +134,8 @@ def _check_level(s: Schedule, lr: float) -> None:
 
 
 def token_at_lr(schedule: "Schedule | Mapping[str, Any]", lr: float) -> float:
-    """The first token after warmup where the LR has decayed to `lr` (closed form)."""
+    """The first token after warmup where the LR has decayed to `lr`: closed form, checked, with
+    bisection as the fallback."""
     s = as_schedule(schedule)
     _check_level(s, lr)
     if lr >= s.lr_start:
@@ -143,7 +144,12 @@ def token_at_lr(schedule: "Schedule | Mapping[str, Any]", lr: float) -> float:
         return s.decay_start
     _, f_inv = _decay_shape(s)
     p = f_inv((lr - s.lr_end) / (s.lr_start - s.lr_end))
-    return s.decay_start + p * (s.total_tokens - s.decay_start)
+    t = s.decay_start + p * (s.total_tokens - s.decay_start)
+    # The closed form can lose precision where the curve is flat (cosine near its ends): check
+    # it and fall back to bisection on lr_at when it misses.
+    if abs(lr_at(s, t) - lr) > 1e-9 * s.lr_start:
+        return token_at_lr_bisect(s, lr)
+    return t
 
 
 def token_at_lr_bisect(schedule: "Schedule | Mapping[str, Any]", lr: float, tol: float = 1e-6) -> float:
