@@ -177,3 +177,16 @@ def test_shipped_groups_on_a_real_run(tmp_path, ray_session, system_corpus, caps
     assert printed == {g: int(round(c * ratio)) if column == "n_chars" else c for g, c in direct.items()}
     assert sum(v > 0 for v in printed.values()) >= 3, printed
     assert parse_groups(groups)  # the shipped groups are well-formed
+
+
+def test_curate_cli_refuses_infeasible_plan_with_exit_2(tmp_path, capsys):
+    from pipeline.cli import main
+
+    run = make_run(tmp_path, with_tokens=True)
+    rc = main(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "5e6", "--seq-len", "256"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "group 'hq' is asked for" in err and "Traceback" not in err
+    assert not (run / "plan.json").exists()
+    rc = main(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "5e6", "--seq-len", "256",
+               "--allow-redistribute", "--max-epochs", "1000", "--no-plot"])
+    assert rc == 0 and json.loads((run / "plan.json").read_text())["max_epochs"] == 1000
