@@ -160,6 +160,8 @@ class Recipe:
         names = [g.name for g in self.groups]
         seen: dict[str, str] = {}
         for role, members in self.roles.items():
+            if not isinstance(members, list):
+                raise ValueError(f"roles: role {role!r} needs a list of group names, got {members!r}")
             for g in members:
                 if g not in names:
                     raise ValueError(f"roles: role {role!r} lists unknown group {g!r}; groups: {', '.join(names)}")
@@ -273,7 +275,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise RecipeError(f"recipe {name_or_path!r} not found; shipped recipes: {shipped}; or give a path to a .yaml file")
     if not p.exists():
         raise RecipeError(f"recipe file {p} does not exist")
-    data = yaml.safe_load(p.read_text())
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"recipe file {p} is not valid YAML: {e}") from None
     return recipe_from_dict(data, p.stem)
 
 
