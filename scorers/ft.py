@@ -67,15 +67,23 @@ def predict_labels(model: Any, texts: Sequence[str], k: int = 1) -> tuple[list[l
 
 
 def label_probability(model: Any, texts: Sequence[str], label: str) -> np.ndarray:
-    """P(`label`) per text, over all of the model's labels (so it is exact, not top-1 only)."""
-    n_labels = len(model.get_labels())
-    labels, probs = predict_labels(model, texts, k=n_labels)
-    out = np.zeros(len(texts), dtype=np.float64)
-    for i, (ls, ps) in enumerate(zip(labels, probs)):
-        for lab, p in zip(ls, ps):
-            if lab == label:
-                out[i] = float(p)
-                break
+    """P(`label`) per text over all of the model's labels (exact, not top-1 only)."""
+    model_labels = model.get_labels()
+    if len(model_labels) == 2 and label in model_labels:
+        # Binary softmax: the top label and its probability say everything; k=1 keeps the
+        # per-document Python work to one comparison.
+        labels, probs = predict_labels(model, texts, k=1)
+        top = np.array([p[0] if len(p) else 0.5 for p in probs], dtype=np.float64)
+        is_label = np.array([bool(ls) and ls[0] == label for ls in labels])
+        out = np.where(is_label, top, 1.0 - top)
+    else:
+        labels, probs = predict_labels(model, texts, k=len(model_labels))
+        out = np.zeros(len(texts), dtype=np.float64)
+        for i, (ls, ps) in enumerate(zip(labels, probs)):
+            for lab, p in zip(ls, ps):
+                if lab == label:
+                    out[i] = float(p)
+                    break
     # fastText's softmax can return probabilities a hair above 1.
     return np.clip(out, 0.0, 1.0)
 

@@ -1,0 +1,106 @@
+"""Quality scoring throughput: the pipeline's stage vs raw fastText batch predict, same documents.
+
+    python bench/bench_scoring.py [--mb 16] [--workers 2]
+
+1. builds a real-text corpus (`pipeline.corpus.build_system_corpus`) and ingests it,
+2. trains a quality model with DCLM's defaults (reference set: pydoc topics),
+3. raw peer: `model.predict(list_of_lines, k=2)` over the same texts, in memory, one core,
+4. pipeline, one core in-process: the runner's own worker (`MapStageWorker.run`: read Parquet,
+   `QualityStage.process`, write Parquet + marker), the code path a Ray actor runs,
+5. pipeline on Ray: `run_pipeline` with `--workers` actors; MB/s per core from shard seconds.
+MB are UTF-8 megabytes of document text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=16.0, help="corpus size in MB")
+    ap.add_argument("--workers", type=int, default=2, help="Ray actors for the pipeline run")
+    ap.add_argument("--repeats", type=int, default=5, help="best of N for the single-core timings")
+    ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    a = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    from pipeline.cmd_annotate import train_quality
+    from pipeline.config import load_config
+    from pipeline.corpus import build_system_corpus
+    from pipeline.runner import run_pipeline
+    from pipeline.stagework import MapJob, MapStageWorker, map_config_hash
+    from scorers import ft
+    from stages import shardio
+
+    work = Path(a.keep or tempfile.mkdtemp(prefix="bench_scoring_"))
+    corpus = work / "system.jsonl"
+    if not corpus.exists():
+        build_system_corpus(corpus, max_mb=a.mb)
+    run_dir = work / "run"
+    base = {"name": "bench", "out": str(run_dir), "inputs": [{"path": str(corpus)}],
+            "ingest": {"shard_docs": 250}, "ray": {"workers": a.workers}}
+    run_pipeline(load_config(data={**base, "stages": []}), quiet=True)
+    meta = train_quality(str(run_dir), "bench", positive_sql="SELECT id, text FROM docs WHERE source = 'pydoc'")
+    model_path = Path(meta["model"])
+    parts = sorted((run_dir / "ingest").glob("*.parquet"))
+    texts = [t for p in parts for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"{len(texts):,} documents, {mb:.1f} MB in {len(parts)} shards")
+
+    # Raw peer: one batch predict per shard over texts already in memory and already single-line.
+    model = ft.load_model(model_path)
+    by_shard = [[ft.one_line(t) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()] for p in parts]
+
+    # The pipeline's worker in this process: read Parquet, process (one_line, predict, columns), write.
+    cfg = load_config(data={**base, "stages": [{"kind": "quality", "model": str(model_path)}]})
+    spec = cfg.stage_specs[0]
+    worker = MapStageWorker(spec)()
+    chash = map_config_hash(spec)
+
+    def pipeline_once() -> None:
+        out = work / "inproc"
+        shutil.rmtree(out, ignore_errors=True)
+        for p in parts:
+            worker.run(MapJob(str(p), str(out / "quality"), str(out / "rejected"), shardio.file_digest(p), chash))
+
+    # Interleaved, best of N each: the machine is shared, so both see the same background load.
+    raws, inprocs = [], []
+    for _ in range(a.repeats):
+        raws.append(_timed(lambda: [model.predict(lines, k=2) for lines in by_shard]))
+        inprocs.append(_timed(pipeline_once))
+    raw, inproc = min(raws), min(inprocs)
+    print(f"raw fastText batch predict:        {mb / raw:6.2f} MB/s per core ({raw:.2f} s, best of {a.repeats})")
+    print(f"pipeline stage, 1 core in-process: {mb / inproc:6.2f} MB/s per core ({inproc:.2f} s) "
+          f"= {100 * raw / inproc:.0f}% of raw")
+
+    # On Ray: shard seconds are measured inside the actors (read + score + write).
+    shutil.rmtree(run_dir / "quality", ignore_errors=True)
+    t0 = time.perf_counter()
+    run_pipeline(cfg, quiet=True)
+    wall = time.perf_counter() - t0
+    markers = [shardio.read_marker(run_dir / "quality", p.stem) for p in parts]
+    core_s = sum(m["seconds"] for m in markers)
+    print(f"pipeline on Ray, {a.workers} actors:       {mb / core_s:6.2f} MB/s per core "
+          f"= {100 * raw / core_s:.0f}% of raw; run wall {wall:.1f} s incl. Ray start and ingest reuse")
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
