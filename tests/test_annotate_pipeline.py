@@ -66,10 +66,16 @@ def test_train_and_score_with_models(annotated, tmp_path):
 
     run_dir, corpus = annotated
     small = FastTextParams(bucket=20_000)
-    meta = train_quality(str(run_dir), "ref", positive_sql="SELECT id, text FROM docs WHERE domain = 'legal'",
-                         params=small, holdout=0.2)
-    assert Path(meta["model"]) == run_dir / "models" / "quality_ref.bin"
-    assert (run_dir / "models" / "quality_ref.json").is_file() and 0 <= meta["heldout"]["precision"] <= 1
+    from pipeline.cli import main
+
+    rc = main(["train-quality", str(run_dir), "--name", "ref", "--positive-sql",
+               "SELECT id, text FROM docs WHERE domain = 'legal'", "--holdout", "0.2", "--bucket", "20000"])
+    assert rc == 0
+    meta = json.loads((run_dir / "models" / "quality_ref.json").read_text())
+    assert (run_dir / "models" / "quality_ref.bin").is_file() and 0 <= meta["heldout"]["precision"] <= 1
+    assert meta["params"] == {**small.__dict__, "bucket": 20000} and len(meta["bucket_thresholds"]) == 4
+    with pytest.raises(Exception, match="not both"):
+        train_quality(str(run_dir), "x", positive_files=["a"], positive_sql="SELECT 1")
     dmeta = train_domain(str(run_dir), "t", params=FastTextParams(epoch=25, lr=0.5, bucket=20_000))
     assert Path(dmeta["confusion_png"]).is_file() and dmeta["heldout"]["n"] > 0
     # A config names the models relative to the run directory.
