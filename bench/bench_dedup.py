@@ -197,7 +197,7 @@ def bench_scaling(bases: list[str], n: int) -> None:
     print(f"\n== Scaling (curate, one core, fresh process each): N = {n} documents")
     recs_all = plant.plant(bases, dup_share=0.3, seed=5)
     ctx = mp.get_context("spawn")
-    first = None
+    first, peaks = None, []
     for k in (1, 2, 4):
         recs = recs_all[: k * n]
         if len(recs) < k * n:
@@ -205,9 +205,13 @@ def bench_scaling(bases: list[str], n: int) -> None:
         with tempfile.TemporaryDirectory() as d, ctx.Pool(1) as pool:
             sec, base, peak = pool.apply(_scale_child, ((recs, d),))
         first = first or sec / len(recs)
+        peaks.append((len(recs), peak))
         print(f"  {k}N {len(recs):>7} docs  {mb([r['text'] for r in recs]):6.1f} MB  {sec:7.2f} s  "
               f"{len(recs) / sec:8.0f} docs/s  time/doc vs N: {sec / len(recs) / first:4.2f}x  "
               f"peak RSS {peak / 1024:6.0f} MB (+{(peak - base) / len(recs):.1f} KB/doc over start)")
+    (n1, p1), (n4, p4) = peaks[0], peaks[-1]
+    if n4 > n1:
+        print(f"  marginal peak memory: {(p4 - p1) / (n4 - n1):.1f} KB per added document")
 
 
 def main() -> None:

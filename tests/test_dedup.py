@@ -234,8 +234,9 @@ def test_resume_after_deleting_later_markers(planted, tmp_path):
     inputs = plant.write_parts(recs, tmp_path / "in", 3)
     run_stage(MinHashDedup(MinHashDedupConfig(), "fuzzy"), inputs, tmp_path / "full")
     want = outputs(tmp_path / "full", "fuzzy")
+    assert not (tmp_path / "full" / "fuzzy" / "_work").exists()  # intermediate files deleted
     part = tmp_path / "part"
-    run_stage(MinHashDedup(MinHashDedupConfig(), "fuzzy"), inputs, part)
+    run_stage(MinHashDedup(MinHashDedupConfig(keep_work=True), "fuzzy"), inputs, part)
     work = part / "fuzzy" / "_work"
     # Forget everything after the buckets step: one component round's markers, the later
     # steps, the outputs; also a half-written signature task (its marker gone).
@@ -245,12 +246,12 @@ def test_resume_after_deleting_later_markers(planted, tmp_path):
     shutil.rmtree(part / "fuzzy" / "_done")
     for p in (part / "fuzzy").glob("*.parquet"):
         p.unlink()
-    stage = MinHashDedup(MinHashDedupConfig(), "fuzzy")
+    stage = MinHashDedup(MinHashDedupConfig(keep_work=True), "fuzzy")
     run_stage(stage, inputs, part)
     assert outputs(part, "fuzzy") == want
     assert set(stage.last_run) >= {"signatures", "keepers"}
     # A finished stage is not recomputed.
-    again = MinHashDedup(MinHashDedupConfig(), "fuzzy")
+    again = MinHashDedup(MinHashDedupConfig(keep_work=True), "fuzzy")
     run_stage(again, inputs, part)
     assert again.last_run == {}
 

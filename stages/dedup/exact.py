@@ -12,6 +12,7 @@ No process holds more than one partition of the digests.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class ExactDedupConfig:
     """Hash partitions of the shuffle; 0 = max(4, number of input parts), at most 256."""
     batch_size: int = 4096
     """Rows read at a time from an input part."""
+    keep_work: bool = False
+    """Keep the intermediate files (`<stage>/_work/`: hashes, signatures, edges) after the stage
+    has finished; by default they are deleted once every output shard is written."""
 
     def __post_init__(self) -> None:
         if self.num_partitions < 0 or self.num_partitions > 65536:
@@ -202,3 +206,5 @@ class ExactDedup:
             for i, p in enumerate(inputs)
         ]
         finish(ex, tasks, desc=f"{self.name}: write")
+        if not cfg.keep_work:
+            shutil.rmtree(work, ignore_errors=True)

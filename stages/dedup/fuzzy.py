@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stages import shardio
@@ -62,3 +63,5 @@ class MinHashDedup:
             for i, p in enumerate(inputs)
         ]
         finish(ex, tasks, desc=f"{self.name}: write")
+        if not cfg.keep_work:
+            shutil.rmtree(work, ignore_errors=True)

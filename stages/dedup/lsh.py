@@ -49,6 +49,7 @@ from stages.dedup.exact import auto_partitions, keeper_values
 from stages.dedup.output import DECISION_SCHEMA, FinishTask, all_done, finish
 
 REASON = "near_duplicate"
+ALL_PAIRS_MAX = 16  # with verification, buckets up to this size offer all pairs, larger ones a star
 KEY_SCHEMA = pa.schema([pa.field("key", pa.uint64(), nullable=False), pa.field("uid", pa.int64(), nullable=False)])
 CAND_SCHEMA = pa.schema([pa.field("u", pa.int64(), nullable=False), pa.field("v", pa.int64(), nullable=False)])
 MEMBER_SCHEMA = pa.schema(
@@ -102,6 +103,9 @@ class MinHashDedupConfig:
     """Hash partitions of each shuffle; 0 = max(4, number of input parts), at most 256."""
     batch_size: int = 2048
     """Documents per signature batch."""
+    keep_work: bool = False
+    """Keep the intermediate files (`<stage>/_work/`: hashes, signatures, edges) after the stage
+    has finished; by default they are deleted once every output shard is written."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -226,11 +230,22 @@ def bucket_part(task: PartTask) -> dict:
     link = uid != first  # star: every member to the bucket's smallest uid
     u, v = first[link], uid[link]
     if c.cfg.verify:
+        # Verification may reject a star's centre (a false candidate) and so cut the edges
+        # between true duplicates that share its bucket; small buckets offer all their pairs.
+        size_of = np.repeat(sizes, sizes)
+        rank = np.arange(len(uid)) - np.repeat(starts, sizes)
+        small = (size_of > 2) & (size_of <= ALL_PAIRS_MAX)
+        extra_u, extra_v = [], []
+        for d in range(1, ALL_PAIRS_MAX):
+            at = np.flatnonzero(small & (rank >= 1) & (rank + d < size_of))
+            extra_u.append(uid[at])
+            extra_v.append(uid[at + d])
+        u, v = np.concatenate([u, *extra_u]), np.concatenate([v, *extra_v])
         pairs = pa.table({"u": u, "v": v}, schema=CAND_SCHEMA)
         write_partitioned(pairs, part_of_uid(u, np.asarray(c.offsets)), Path(c.work) / "cand", task.part)
     else:
         write_edges(u, v, Path(c.work) / "edges", task.part, c.n_parts)
-    return {"keys": len(key), "buckets_multi": int((sizes > 1).sum()), "candidates": int(link.sum())}
+    return {"keys": len(key), "buckets_multi": int((sizes > 1).sum()), "candidates": len(u)}
 
 
 def _load_sigs(c: Ctx, part: int) -> np.ndarray:
