@@ -223,7 +223,7 @@ class TokenizeTask:
     group_sql: str  # SQL expression giving each document's group name (NULL = unassigned)
     config_hash: str
     threads: int = 1
-    batch_docs: int = 4096
+    batch_chars: int = 4_000_000  # characters encoded per sentencepiece call (bounds memory)
 
     @property
     def part(self) -> str:
@@ -259,15 +259,23 @@ def assign_groups(table: pa.Table, group_sql: str) -> pa.Array:
     return out.column("g").combine_chunks().cast(pa.string())
 
 
-def encode_to_file(sp, texts: list[str], f: AtomicFile, dtype: np.dtype, threads: int, batch: int) -> np.ndarray:
-    """Encode `texts`, append their ids to `f`; returns the token count of each text."""
+def encode_to_file(sp, texts: list[str], f: AtomicFile, dtype: np.dtype, threads: int, batch_chars: int) -> np.ndarray:
+    """Encode `texts`, append their ids to `f`; returns the token count of each text.
+
+    Batches are bounded by characters, not documents: sentencepiece returns Python lists
+    (~36 bytes per token), so a batch of a few long documents could otherwise take gigabytes.
+    """
     counts = np.zeros(len(texts), dtype=np.int64)
-    for start in range(0, len(texts), batch):
-        ids = sp.encode(texts[start : start + batch], num_threads=threads)
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    start = 0
+    while start < len(texts):
+        base = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + batch_chars, side="right")))
+        ids = sp.encode(texts[start:stop], num_threads=threads)
         n = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        counts[start : start + len(ids)] = n
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(n.sum()))
-        f.write(flat)
+        counts[start:stop] = n
+        f.write(np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(n.sum())))
+        start = stop
     return counts
 
 
@@ -287,7 +295,7 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     dtype = token_dtype(sp.get_piece_size())
     texts = table.column("text").to_pylist()
     with AtomicFile(task.ids) as f:
-        counts = encode_to_file(sp, texts, f, dtype, task.threads, task.batch_docs)
+        counts = encode_to_file(sp, texts, f, dtype, task.threads, task.batch_chars)
     out = table.append_column("n_tokens", pa.array(counts, pa.int64())).append_column("group", groups)
     bytes_out = shardio.write_parquet(task.output, out)
 

@@ -109,7 +109,7 @@ def test_tokenize_shard_counts_groups_and_resumes(model, corpus_docs, tmp_path):
     part = run / "ingest" / "part-00000-000.parquet"
     # Overlapping predicates: `code` comes first, so stdlib sources never land in `all_text`.
     sql = "CASE WHEN (domain = 'code') THEN 'code' WHEN (n_chars > 0) THEN 'all_text' ELSE NULL END"
-    task = TokenizeTask(str(part), str(run / "tokenize"), model.path, sql, "h1", threads=2, batch_docs=7)
+    task = TokenizeTask(str(part), str(run / "tokenize"), model.path, sql, "h1", threads=2, batch_chars=20_000)
     marker = tokenize_shard(task)
     table = shardio.read_parquet(task.output)
     sp = load_tokenizer(model.path)
