@@ -62,6 +62,8 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     plan = read_plan(Path(plan_path) if plan_path else run_dir / "plan.json")
     d = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)
+    if d.device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for any matmul left outside bf16 autocast
     say = print if (d.is_main and not quiet) else (lambda *a, **k: None)
 
     # -- data -----------------------------------------------------------------------------------

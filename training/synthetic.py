@@ -34,6 +34,14 @@ def markov_docs(n_docs: int, vocab_size: int, seed: int, mean_len: int = 60, fir
     return docs
 
 
+def random_docs(n_tokens: int, vocab_size: int, seed: int, mean_len: int = 1000, first_id: int = 3) -> list[np.ndarray]:
+    """Uniform random documents totalling about `n_tokens` (fast; for throughput benchmarks)."""
+    rng = np.random.default_rng(seed)
+    flat = rng.integers(first_id, vocab_size, size=n_tokens)
+    cuts = np.cumsum(np.maximum(2, rng.exponential(mean_len, size=n_tokens // max(mean_len // 2, 1) + 1)).astype(np.int64))
+    return [d for d in np.split(flat, cuts[cuts < n_tokens]) if len(d)]
+
+
 def write_indexed(prefix: Path, docs: Sequence[np.ndarray], dtype: np.dtype) -> None:
     """A Megatron MMIDIDX dataset (version 1), one sequence per document."""
     dtype = np.dtype(dtype)
