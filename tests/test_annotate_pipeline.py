@@ -89,3 +89,8 @@ def test_train_and_score_with_models(annotated, tmp_path):
                       "count(DISTINCT domain) FROM docs").fetchone()
     n_in = sum(1 for _ in open(corpus))
     assert row[0] == n_in and 0.0 <= row[1] <= row[2] <= 1.0 and 1 <= row[3] <= row[4] <= 5 and row[5] >= 2
+    from scorers.summary import annotate_summary, joint_counts
+
+    cells = joint_counts(con)
+    assert all(b is not None for _, b, _, _, _ in cells) and sum(c[3] for c in cells) == n_in
+    assert any(line.strip().startswith("quality_bucket") for line in annotate_summary(con))
