@@ -33,7 +33,8 @@ class MinHashDedup:
         reset_work_dir(work, fp)
         n_parts = auto_partitions(cfg.num_partitions, len(inputs))
         offsets = part_offsets(inputs)
-        c = lsh.Ctx(cfg, str(work), len(inputs), n_parts, tuple(int(o) for o in offsets))
+        bands, rows = cfg.lsh_params()
+        c = lsh.Ctx(cfg, str(work), len(inputs), n_parts, tuple(int(o) for o in offsets), bands, rows)
         per_input = [lsh.PartTask(c, i, str(p)) for i, p in enumerate(inputs)]
         per_partition = [lsh.PartTask(c, k) for k in range(n_parts)]
 

@@ -165,6 +165,8 @@ class Ctx:
     n_inputs: int
     n_parts: int
     offsets: tuple
+    bands: int  # resolved once by the driver: importing datasketch (scipy) costs ~1 s per process
+    rows: int
 
     def sig_path(self, part: int) -> Path:
         return Path(self.work) / "sig" / f"part-{part:05d}.parquet"
@@ -180,7 +182,7 @@ class PartTask:
 def signature_part(task: PartTask) -> dict:
     c, cfg = task.ctx, task.ctx.cfg
     a, b = minhash.permutations(cfg.num_perm, cfg.seed)
-    bands, rows = cfg.lsh_params()
+    bands, rows = c.bands, c.rows
     spec = cfg.spec()
     pf = pq.ParquetFile(task.path)
     qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
