@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray", type=int, default=0, metavar="N", help="run on N Ray Train workers instead of this process")
     p.add_argument("--gpu", action="store_true", help="with --ray: one GPU per worker")
     p.add_argument("--address", default=None, help="with --ray: Ray cluster address (default RAY_ADDRESS or local)")
-    p.set_defaults(func=_train_cmd)
+    p.set_defaults(func=_guard(_train_cmd, "train"))
 
     q = sub.add_parser("init-model", help="write a randomly initialised Llama as a Hugging Face folder",
                        description="Write a random Llama-architecture base model (config.json + model.safetensors) "
@@ -39,7 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seq-len", type=int, default=2048, help="max_position_embeddings to record")
     q.add_argument("--tie-embeddings", action="store_true", help="share input and output embeddings")
     q.add_argument("--seed", type=int, default=0, help="initialisation seed")
-    q.set_defaults(func=_init_cmd)
+    q.set_defaults(func=_guard(_init_cmd, "init-model"))
+
+
+def _guard(fn, name: str):
+    """Bad input (a missing file, an invalid field, a vocabulary mismatch) prints one line, exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"curate {name}: error: {e}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -75,8 +89,8 @@ def _train_cmd(args: argparse.Namespace) -> int:
     if args.ray:
         from training.distributed import launch_ray
 
-        result = launch_ray(kwargs, num_workers=args.ray, use_gpu=args.gpu, address=args.address)
-        print(f"ray train finished: {result.metrics}")
+        launch_ray(kwargs, num_workers=args.ray, use_gpu=args.gpu, address=args.address)
+        print(f"ray train finished: outputs in {kwargs['out_dir'] or kwargs['run_dir'] / 'train'}")
         return 0
     from training.loop import train
 

@@ -237,7 +237,7 @@ def log_mixture(log: MetricsLog, step: int, realised: list[dict[str, Any]], say)
         log.log(step, {**{f"data/realised/{ph['phase']}/{g}": v for g, v in ph["realised"].items()},
                        **{f"data/planned/{ph['phase']}/{g}": v for g, v in ph["planned"].items()}})
         if say:
-            pairs = ", ".join(f"{g} {ph['realised'][g]:.3f}/{w:.3f}" for g, w in ph["planned"].items())
+            pairs = ", ".join(f"{g} {ph['realised'][g]:.3f}/{w:.3f}" for g, w in ph["planned"].items() if w > 0)
             say(f"mixture {ph['phase']} ({ph['rows']} rows) realised/planned: {pairs}")
 
 
