@@ -11,7 +11,7 @@ from scorers.buckets import assign_buckets, weight_fractions, weighted_threshold
 from scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
 from scorers.quality import FastTextParams, QualityScorer, auc, train_quality
 from stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
-from test_scorers_corpus import changelogs, copyrights, doc_table, licences, man_sources, pydoc_chunks, pydoc_topics, stdlib_code
+from test_scorers_corpus import changelogs, copyrights, doc_table, licences, man_sources, pydoc_chunks, stdlib_code
 
 SMALL = FastTextParams(bucket=50_000)  # DCLM defaults (wordNgrams 2, dim 100, epoch 5, lr 0.1), fewer buckets
 
