@@ -46,7 +46,10 @@ ENGLISH_TOKENIZER = "en"
 
 
 def _datatrove_words():
+    # datatrove splits words with spaCy's blank pipelines (no model download), also in its
+    # whitespace fallback; without spaCy every word-based filter would fail mid-batch.
     try:
+        import spacy  # noqa: F401
         from datatrove.utils import word_tokenizers
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("heuristic filters need datatrove and spaCy: pip install datatrove spacy") from e
