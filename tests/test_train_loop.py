@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,10 +49,16 @@ def _losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(out / "metrics.jsonl") if "train/loss" in r}
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(setup):
+@pytest.fixture(scope="module")
+def full(setup):
+    """An uninterrupted 12-step run to compare resumed runs against."""
     d, _ = setup
-    full = d / "full"
-    train(d / "run", d / "base", config=_cfg(max_steps=12), out_dir=full, quiet=True)
+    train(d / "run", d / "base", config=_cfg(max_steps=12), out_dir=d / "full", quiet=True)
+    return d / "full"
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(setup, full):
+    d, _ = setup
     part = d / "part"
     train(d / "run", d / "base", config=_cfg(max_steps=5), out_dir=part, quiet=True)
     assert sorted(_losses(part)) == [1, 2, 3, 4, 5]
@@ -61,6 +72,33 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(setup):
     for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert (x == y).all(), k
     assert a[12] < a[1], "the loss falls on learnable data"
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(setup, full, tmp_path):
+    d, _ = setup
+    out = tmp_path / "killed"
+    cfg = tmp_path / "t.yaml"
+    fields = dict(batch_tokens=SEQ * 8, micro_batch_rows=4, log_every=1, eval_every=6, checkpoint_every=2,
+                  keep_checkpoints=5, plots=False, holdout_rows=4, max_steps=12)
+    cfg.write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
+    cmd = [sys.executable, "-m", "training.cli", "train", str(d / "run"), "--base", str(d / "base"),
+           "--config", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (out / "checkpoints" / "step-000004").exists():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from training.checkpoint import latest_checkpoint
+
+    killed_at = latest_checkpoint(out)
+    assert killed_at is not None and killed_at.name < "step-000012", "the kill landed mid-run"
+    res = train(d / "run", d / "base", config=TrainConfig(**fields), out_dir=out, quiet=True)
+    assert res["steps"] == 12
+    a, b = _losses(full), _losses(out)
+    assert sorted(b) == list(range(1, 13)) and all(a[s] == b[s] for s in a)
+    assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
 def test_lr_at_every_phase_boundary_equals_the_plan(setup, tmp_path):

@@ -54,6 +54,13 @@ def checkpoint_dirs(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def remove_partial(out_dir: Path) -> None:
+    """Delete folders a killed save left behind (`.tmp-*`, `.old-*`); complete ones are untouched."""
+    root = Path(out_dir) / "checkpoints"
+    for p in list(root.glob(".tmp-*")) + list(root.glob(".old-*")) if root.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = checkpoint_dirs(out_dir)
     return found[-1][1] if found else None

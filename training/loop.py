@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from training import distributed
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from training.config import TrainConfig
 from training.data import PlanSampler, load_groups, supply_table
 from training.metrics import MetricsLog, Progress, Timer, peak_tflops
@@ -86,6 +86,8 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     schedule = plan_schedule(plan)
 
     # -- model, optimizer, resume -------------------------------------------------------------------
+    if d.is_main:
+        remove_partial(out)
     ckpt = latest_checkpoint(out)
     base = Path(base)
     check_vocab(groups, read_config(ckpt or base).vocab_size, ckpt or base)
