@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ def main() -> None:
     from pipeline.adapter import RayExecutor, ray_session
     from pipeline.cmd_pack import pack
     from pipeline.corpus import build_system_corpus
-    from stages.tokenize import TokenizerConfig, load_tokenizer, train_tokenizer
+    from stages.tokenize import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
     from test_pack_common import load_docs, make_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
@@ -61,8 +62,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 sp.encode(texts, num_threads=t)
                 raw[t] = min(raw[t], time.perf_counter() - t0)
-            for p in (run / "tokenize" / "_done").glob("*.json"):
-                p.unlink()  # so the stage encodes again
+            for p in [*(run / "tokenize" / "_done").glob("*.json"), *(run / "tokens" / "_done").glob("all.json")]:
+                p.unlink()  # so the stage encodes and packs again
             index = pack(run, tokenizer=str(model), seq_len=args.seq_len, workers=args.workers, echo=lambda s: None).index
             pipe = min(pipe, index["seconds"]["tokenize"])
         concat = pack(run, packing="concat", seq_len=args.seq_len, workers=args.workers, echo=lambda s: None).index
@@ -70,6 +71,21 @@ def main() -> None:
         print(f"raw sentencepiece encode(list, num_threads={t}): {mb / raw[t]:.2f} MB/s")
     print(f"pipeline tokenize stage on Ray, {args.workers} workers, {args.shards} shards: {mb / pipe:.2f} MB/s "
           f"= {100 * raw[args.workers] / pipe:.0f}% of raw with {args.workers} threads (goal >= 90%)")
+    # CPU time in this process (robust to other jobs' load): raw encode vs the stage's shard work.
+    shutil.rmtree(run / "tokenize")
+    t0 = time.process_time()
+    sp.encode(texts, num_threads=1)
+    raw_cpu = time.process_time() - t0
+    tasks = [TokenizeTask(str(p), str(run / "tokenize"), str(model), "'all'", "bench", threads=1)
+             for p in sorted((run / "ingest").glob("*.parquet"))]
+    tokenize_shard(tasks[0])  # imports and caches, as a warm worker has them
+    shutil.rmtree(run / "tokenize")
+    t0 = time.process_time()
+    for task in tasks:
+        tokenize_shard(task)
+    stage_cpu = time.process_time() - t0
+    print(f"CPU time, one process: raw encode {raw_cpu:.2f}s, tokenize stage {stage_cpu:.2f}s "
+          f"-> stage at {100 * raw_cpu / stage_cpu:.0f}% of raw per CPU second")
     g, c = index["groups"]["all"], concat["groups"]["all"]
     print(f"packing at seq_len {args.seq_len}, {g['n_docs']} documents, {g['n_tokens']:,} tokens "
           f"(best-fit placement+write {index['seconds']['pack']:.2f}s):")
