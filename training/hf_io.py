@@ -37,6 +37,9 @@ def config_from_hf(d: dict[str, Any]) -> ModelConfig:
         d["rope_theta"] = rp["rope_theta"]
     if d.get("rope_scaling") is None and rp.get("rope_type", "default") != "default":
         d["rope_scaling"] = rp
+    rs = d.get("rope_scaling")
+    if isinstance(rs, dict) and "type" in rs and "rope_type" not in rs:
+        d["rope_scaling"] = {**{k: v for k, v in rs.items() if k != "type"}, "rope_type": rs["type"]}
     eos = d.get("eos_token_id")
     kwargs = {k: d[k] for k in CONFIG_KEYS if d.get(k) is not None}
     if isinstance(eos, list):
@@ -50,13 +53,13 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     d = dict(cfg.extra)
     for k in CONFIG_KEYS:
         d[k] = getattr(cfg, k)
-    d.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu", torch_dtype="float32")
+    d.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu", torch_dtype="float32",
+             dtype="float32")
     d.setdefault("attention_dropout", 0.0)
     d.setdefault("pretraining_tp", 1)
     d.setdefault("use_cache", True)
     # Both spellings, so transformers 4.x and 5.x read the same RoPE.
     d["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})}
-    d.pop("dtype", None)
     return d
 
 

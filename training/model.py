@@ -245,7 +245,8 @@ class LlamaModel(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6N plus attention scores (PaLM, arXiv:2204.02311, App. B)."""
         c = self.config
-        n = self.num_params(exclude_embeddings=True)
+        # The output projection is a matmul even when it shares the embedding's weights.
+        n = self.num_params(exclude_embeddings=True) + (self.lm_head.weight.numel() if c.tie_word_embeddings else 0)
         return 6.0 * n + 12.0 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq_len
 
 
