@@ -128,6 +128,16 @@ def _remove_stale(stage_dir: Path, keep: set[str]) -> None:
             p.unlink()
 
 
+def _remove_stale_groups(tokens_dir: Path, keep: set[str]) -> None:
+    """Token folders of groups an earlier plan had: the trainer must not mistake them for current ones."""
+    import shutil
+
+    for d in tokens_dir.iterdir():
+        if d.is_dir() and not d.name.startswith("_") and d.name not in keep and (d / "meta.json").exists():
+            shutil.rmtree(d)
+            shardio.marker_path(tokens_dir, d.name).unlink(missing_ok=True)
+
+
 def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
     """Problems of the plan under exact counts: a group asked for more than tokens x max_epochs."""
     problems = []
@@ -218,6 +228,7 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
                         shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra) for g in groups]
     t0 = time.perf_counter()
     metas = executor.map(pack_group, gtasks, desc="pack")
+    _remove_stale_groups(tokens_dir, {g["name"] for g in groups})
     seconds["pack"] = round(time.perf_counter() - t0, 3)
     per_group = {m["group"]: {k: v for k, v in m.items() if k != "skipped"} for m in metas}
     unassigned = {"documents": 0, "tokens": 0}

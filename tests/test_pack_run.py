@@ -161,3 +161,5 @@ def test_planner_and_packer_agree_on_groups(packed, tmp_path):
         assert packed_g["n_docs"] == g["documents"]
         assert packed_g["n_text_tokens"] == g["available_tokens"]
     assert sum(g["n_docs"] for g in result.index["groups"].values()) == len(docs[::3])
+    assert not (other / "tokens" / "all").exists()  # the earlier plan-less group is gone
+    assert sorted(p.name for p in (other / "tokens").iterdir() if p.is_dir()) == ["_done", "code", "manpages", "rest"]
