@@ -133,7 +133,9 @@ def hash_part(task: HashTask) -> dict:
         )
         row += n
     table = pa.concat_tables(tables) if tables else HASH_SCHEMA.empty_table()
-    head = np.frombuffer(b"".join(table.column("h").to_pylist()), dtype="<u8")[::2] if table.num_rows else np.zeros(0, np.uint64)
+    # The digest's first 8 bytes pick its partition.
+    digests = b"".join(table.column("h").to_pylist())
+    head = np.frombuffer(digests, dtype="<u8")[::2] if table.num_rows else np.zeros(0, np.uint64)
     dest = (head % np.uint64(task.n_parts)).astype(np.int64)
     write_partitioned(table, dest, Path(task.out_dir), task.part)
     return {"rows": table.num_rows, "keeper_column": qcol}
@@ -196,12 +198,14 @@ class ExactDedup:
         def step(name: str) -> Step:
             return Step(str(work / name), shardio.stable_hash([fp, name, n_parts]), ctx.config_hash)
 
-        hashed = [HashTask(str(p), i, int(offsets[i]), str(work / "hashes"), n_parts, cfg) for i, p in enumerate(inputs)]
+        hashes, decisions = str(work / "hashes"), str(work / "decisions")
+        hashed = [HashTask(str(p), i, int(offsets[i]), hashes, n_parts, cfg) for i, p in enumerate(inputs)]
         run_step(ex, step("hash"), hash_part, hashed, desc=f"{self.name}: hash")
-        reduce = [ReduceTask(str(work / "hashes"), str(work / "decisions"), k, len(inputs), tuple(map(int, offsets))) for k in range(n_parts)]
+        offs = tuple(int(o) for o in offsets)
+        reduce = [ReduceTask(hashes, decisions, k, len(inputs), offs) for k in range(n_parts)]
         run_step(ex, step("reduce"), reduce_part, reduce, desc=f"{self.name}: reduce")
         tasks = [
-            FinishTask(str(p), str(stage_dir), str(ctx.rejected_dir), str(work / "decisions"), i, n_parts,
+            FinishTask(str(p), str(stage_dir), str(ctx.rejected_dir), decisions, i, n_parts,
                        self.name, REASON, False, fp, ctx.config_hash)
             for i, p in enumerate(inputs)
         ]

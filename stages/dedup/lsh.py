@@ -274,7 +274,10 @@ def verify_b_part(task: PartTask) -> dict:
     schema = pa.schema([("u", pa.int64()), ("v", pa.int64()), ("sig_u", pa.list_(pa.uint32(), c.cfg.num_perm))])
     t = read_inbox(Path(c.work) / "cand2", task.part, c.n_inputs, schema)
     u, v = t.column("u").to_numpy(), t.column("v").to_numpy()
-    sig_u = t.column("sig_u").combine_chunks().values.to_numpy().reshape(-1, c.cfg.num_perm) if len(u) else np.zeros((0, c.cfg.num_perm), np.uint32)
+    if len(u):
+        sig_u = t.column("sig_u").combine_chunks().values.to_numpy().reshape(-1, c.cfg.num_perm)
+    else:
+        sig_u = np.zeros((0, c.cfg.num_perm), np.uint32)
     sig_v = _load_sigs(c, task.part)[v - c.offsets[task.part]]
     thr = c.cfg.verify_threshold or c.cfg.threshold
     ok = minhash.estimated_jaccard(sig_u, sig_v) >= thr
@@ -298,7 +301,8 @@ def attach_part(task: PartTask) -> dict:
         },
         schema=MEMBER_SCHEMA,
     )
-    write_partitioned(members, partition_of(lab.column("label").to_numpy(), c.n_parts), Path(c.work) / "members", task.part)
+    dest = partition_of(lab.column("label").to_numpy(), c.n_parts)
+    write_partitioned(members, dest, Path(c.work) / "members", task.part)
     return {"clustered": members.num_rows}
 
 

@@ -59,5 +59,6 @@ def dedup_summary(con) -> list[str]:
     if first_in:
         lines.append("  duplicate share per source (dropped by dedup / entering dedup):")
         for src in sorted(first_in, key=lambda s: (-dropped[s] / max(first_in[s], 1), str(s))):
-            lines.append(f"    {str(src):<24} {dropped[src]:>9,} / {first_in[src]:>9,}  {_pct(dropped[src], first_in[src])}")
+            d, n = dropped[src], first_in[src]
+            lines.append(f"    {str(src):<24} {d:>9,} / {n:>9,}  {_pct(d, n)}")
     return lines
