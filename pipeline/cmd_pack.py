@@ -166,7 +166,10 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     plan_path = Path(plan) if plan else run / "plan.json"
     if plan and not plan_path.is_file():
         raise CurateError(f"--plan: {plan_path} does not exist")
-    plan_obj = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    try:
+        plan_obj = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    except json.JSONDecodeError as e:
+        raise CurateError(f"{plan_path} is not valid JSON: {e}") from None
     if plan_obj is not None and "phases" in plan_obj:  # a full plan (not just groups): check it whole
         from mixtures.schema import PlanValidationError, validate_plan
 

@@ -128,6 +128,10 @@ def test_clear_errors(packed, tmp_path):
         pack(tmp_path / "nope")
     with pytest.raises(CurateError, match="--plan"):
         pack(run, plan=tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(CurateError, match="not valid JSON"):
+        pack(run, plan=broken)
     bad = make_run(tmp_path / "bad", docs[:5], n_parts=1)
     write_plan(bad, [{"name": "x", "where": "no_such_column = 1"}])
     with pytest.raises(CurateError, match="no_such_column"):
