@@ -96,11 +96,15 @@ def _run_stage(spec: StageSpec, parts: list[Path], run_dir: Path, executor: RayE
     stage = spec.load()
     stems = [p.stem for p in parts]
     if hasattr(stage, "run"):  # a global stage (deduplication)
-        before = sum(shardio.marker_matches(shardio.read_marker(stage_dir, s), shardio.file_digest(p), chash)
-                     for s, p in zip(stems, parts))
+        # A global stage fingerprints its inputs its own way; a shard it left untouched is reused.
+        def stamp(s: str) -> int | None:
+            p = shardio.marker_path(stage_dir, s)
+            return p.stat().st_mtime_ns if p.exists() else None
+
+        before = {s: stamp(s) for s in stems}
         ctx = GlobalContext(stage_dir, stage_dir / "_work", rej_dir, executor, chash)
         stage.run(list(parts), ctx)
-        skipped = before
+        skipped = sum(before[s] is not None and before[s] == stamp(s) for s in stems)
     else:
         jobs = []
         for s, p in zip(stems, parts):

@@ -7,9 +7,12 @@ from pathlib import Path
 from pipeline.catalog import connect
 from pipeline.runner import read_stage_names
 
-# Extra summaries contributed by stages, each `f(con) -> list[str]`, called in this order
-# when the run has the columns they need. Wired explicitly as the stages land.
-SECTION_FUNCS: list = []
+from scorers.summary import annotate_summary
+from stages.dedup.report import dedup_summary
+
+# Extra summaries contributed by stages, each `f(con) -> list[str]` (empty when the run lacks
+# their columns), called in this order.
+SECTION_FUNCS: list = [dedup_summary, annotate_summary]
 
 
 def _fmt(n) -> str:
