@@ -6,7 +6,7 @@ rows, the LR lookup, metrics, evaluation off, and a checkpoint every `--ckpt-eve
 start from the same weights; the script checks they end at the same loss (so the comparison is of
 the same computation).
 
-    python bench/bench_train.py [--steps 16] [--ckpt-every 8] [--rows 8] [--seq-len 128]
+    python bench/bench_train.py [--steps 16] [--ckpt-every 8] [--rows 8] [--seq-len 128] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rows", type=int, default=8, help="rows per step")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best counts")
     args = ap.parse_args()
 
     import torch
@@ -86,23 +87,29 @@ def main() -> None:
     cfg = TrainConfig(batch_tokens=seq * args.rows, micro_batch_rows=8, log_every=1, eval_every=0,
                       checkpoint_every=args.ckpt_every, plots=False, max_steps=args.steps, holdout_rows=4)
 
-    ref_tps, ref_loss = reference_loop(tmp / "run", tmp / "base", plan, cfg, args.steps)
-    t0 = time.perf_counter()
-    res = train(tmp / "run", tmp / "base", config=cfg, out_dir=tmp / "out", quiet=True)
-    wall = time.perf_counter() - t0
-    lines = [r for r in read_metrics(tmp / "out" / "metrics.jsonl") if "train/loss" in r]
-    loop_tps = args.steps * cfg.batch_tokens / sum(r["time/step(s)"] for r in lines)
-    data_pct = sum(r["time/data_loading(%)"] * r["time/step(s)"] for r in lines) / sum(r["time/step(s)"] for r in lines)
+    # Alternate the two (best of --repeats each) so a burst of load on a shared machine hits both.
+    ref_runs, loop_runs = [], []
+    for i in range(args.repeats):
+        ref_runs.append(reference_loop(tmp / "run", tmp / "base", plan, cfg, args.steps))
+        t0 = time.perf_counter()
+        res = train(tmp / "run", tmp / "base", config=cfg, out_dir=tmp / f"out{i}", quiet=True)
+        wall = time.perf_counter() - t0
+        lines = [r for r in read_metrics(tmp / f"out{i}" / "metrics.jsonl") if "train/loss" in r]
+        step_s = sum(r["time/step(s)"] for r in lines)
+        data_pct = sum(r["time/data_loading(%)"] * r["time/step(s)"] for r in lines) / step_s
+        loop_runs.append((args.steps * cfg.batch_tokens / step_s, args.steps * cfg.batch_tokens / wall, data_pct, res["loss"]))
+    ref_tps, ref_loss = max(ref_runs)
+    loop_tps, wall_tps, data_pct, loop_loss = max(loop_runs)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"model: {model.num_params() / 1e6:.1f}M params, seq_len {seq}, {args.rows} rows/step, {args.steps} steps, "
           f"checkpoint every {args.ckpt_every}")
     print(f"reference loop      : {ref_tps:10,.0f} tok/s   final loss {ref_loss:.6f}")
-    print(f"curate trainer steps: {loop_tps:10,.0f} tok/s   final loss {res['loss']:.6f}   "
+    print(f"curate trainer steps: {loop_tps:10,.0f} tok/s   final loss {loop_loss:.6f}   "
           f"(data loading {data_pct:.2f}% of step time)")
-    print(f"curate trainer wall : {args.steps * cfg.batch_tokens / wall:10,.0f} tok/s   "
+    print(f"curate trainer wall : {wall_tps:10,.0f} tok/s   "
           f"(includes start-up, supply table, checkpoints, final export)")
     print(f"step overhead vs reference: {100 * (ref_tps / loop_tps - 1):+.1f}%;  same final loss: "
-          f"{abs(ref_loss - res['loss']) < 1e-5}")
+          f"{abs(ref_loss - loop_loss) < 1e-5}  (best of {args.repeats} alternating runs each)")
 
 
 if __name__ == "__main__":
