@@ -101,3 +101,25 @@ def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
     bad = dict(plan, seq_len=32)
     with pytest.raises(ValueError, match="seq_len"):
         PlanSampler(bad, load_groups(d / "tokens", ["code", "qa", "web"]))
+
+
+def test_reads_the_packers_own_files(tmp_path):
+    """Files written by stages/megatron.py and stages/packing.py read back through training/indexed.py."""
+    from stages.megatron import IndexedDatasetWriter, read_indexed_dataset
+    from stages.packing import PackConfig, place, write_rows
+
+    docs = [np.append(d, 2) for d in markov_docs(40, 100, seed=11, mean_len=12)]
+    with IndexedDatasetWriter(tmp_path / "tokens", np.uint16) as w:
+        w.add(np.concatenate(docs), [len(d) for d in docs])
+    ours = IndexedDataset(tmp_path / "tokens")
+    assert len(ours) == 40 and all(np.array_equal(ours[i], docs[i]) for i in range(40))
+    ds = read_indexed_dataset(tmp_path / "tokens")
+    cfg = PackConfig(seq_len=64, packing="best-fit")
+    stats = write_rows(ds, place(ds.lengths, cfg), cfg, tmp_path, pad_id=0)
+    meta = {"seq_len": 64, "dtype": "uint16", "vocab_size": 100, **stats}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    rows = PackedRows(tmp_path)
+    toks, segs = rows.get(np.arange(rows.n_rows))
+    pieces = sorted(tuple(t[s == k]) for t, s in zip(toks, segs) for k in range(1, int(s.max()) + 1))
+    whole = sorted(tuple(d) for d in docs if len(d) <= 65)
+    assert set(whole) <= set(pieces), "every document that fits a row comes back whole as one segment"

@@ -50,8 +50,9 @@ def plot_run(out_dir: Path, plan: dict[str, Any], schedule: Any) -> list[Path]:
     xs = [total * i / 400 for i in range(401)]
     ax.plot(xs, [lr_at_tokens(schedule, x) for x in xs], color="tab:blue", lw=1, label="plan")
     if train:
-        ax.plot([r["train/tokens"] for r in train], [r["train/lr"] for r in train], ".", ms=3,
-                color="tab:orange", label="used (x = tokens after the step)")
+        per_step = train[0]["train/tokens"] / train[0]["step"]  # the LR logged is the one the step began with
+        ax.plot([r["train/tokens"] - per_step for r in train], [r["train/lr"] for r in train], ".", ms=3,
+                color="tab:orange", label="used by the trainer")
     for b in bounds:
         ax.axvline(b, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("tokens")
