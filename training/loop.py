@@ -154,9 +154,17 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     pool = ThreadPoolExecutor(max_workers=1)
     lo, hi = d.rank * rank_rows, (d.rank + 1) * rank_rows
 
+    def fetch(picks, phase):
+        """Runs in the reader thread: memory-mapped rows -> (pinned, on CUDA) tensors."""
+        b = sampler.read(picks, phase)
+        t, s = torch.from_numpy(b.tokens), torch.from_numpy(b.segs)
+        if d.device.type == "cuda":
+            t, s = t.pin_memory(), s.pin_memory()
+        return b, t, s
+
     def draw():
         picks, phase = sampler.next_indices(batch_rows)
-        return pool.submit(sampler.read, picks[lo:hi], phase), sampler.state_dict()
+        return pool.submit(fetch, picks[lo:hi], phase), sampler.state_dict()
 
     future, next_state = draw() if step < total_steps else (None, sampler.state_dict())
     sampler_state = sampler.state_dict() if future is None else None
@@ -168,12 +176,11 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
         lr = lr_at_tokens(schedule, tokens)
         set_lr(optimizer, lr)
         t_wait = time.perf_counter()
-        batch = future.result()
+        batch, tok, seg = future.result()
         sampler_state = next_state
         if step + 1 < total_steps:
             future, next_state = draw()
-        tok = torch.from_numpy(batch.tokens).to(d.device, non_blocking=True)
-        seg = torch.from_numpy(batch.segs).to(d.device, non_blocking=True)
+        tok, seg = tok.to(d.device, non_blocking=True), seg.to(d.device, non_blocking=True)
         timer.data += time.perf_counter() - t_wait
         valid = seg[:, 1:] != 0
         n_valid = distributed.all_reduce_sum(d, valid.sum().to(torch.float32)).clamp_min(1.0)
