@@ -163,3 +163,33 @@ def test_shipped_train_configs_load():
     assert paths, "configs/train.yaml is shipped"
     for p in paths:
         load_train_config(p)
+
+
+@pytest.mark.parametrize("recipe_name", ["upsample-end", "reuse"])
+def test_follows_a_plan_from_the_real_planner(tmp_path, recipe_name):
+    """A plan.json written by mixtures.planner (WSD / multi-phase recipes) drives the trainer: the LR
+    each phase starts with is the plan's, and each phase's realised mix is within one row per group."""
+    from mixtures.groups import group_stats
+    from mixtures.planner import build_plan
+    from mixtures.recipes import load_recipe
+    from training.synthetic import markov_docs, write_tokens
+
+    recipe = load_recipe(recipe_name)
+    names = [g.name for g in recipe.groups]
+    docs = {g: markov_docs(60, VOCAB, seed=i, mean_len=40) for i, g in enumerate(names)}
+    write_tokens(tmp_path / "run", docs, SEQ, VOCAB)
+    rows = [{"grp": g, "documents": 60, "chars": 0, "tokens": sum(len(x) + 1 for x in docs[g])} for g in names]
+    plan = build_plan(recipe, group_stats(recipe.groups, rows), total_tokens=SEQ * 8 * 20, seq_len=SEQ, batch_size=8)
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan))
+    init_model(tmp_path / "base", "tiny", vocab_size=VOCAB)
+    res = train(tmp_path / "run", tmp_path / "base", config=_cfg(eval_every=0), out_dir=tmp_path / "out", quiet=True)
+    assert res["steps"] == 20
+    lrs = {r["step"]: r["train/lr"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl") if "train/lr" in r}
+    assert len(plan["phases"]) >= 2
+    for ph in plan["phases"]:
+        assert math.isclose(lrs[ph["start_token"] // (SEQ * 8) + 1], ph["lr_start"], rel_tol=1e-9)
+    mix = json.loads((tmp_path / "out" / "mixture.json").read_text())
+    for real, ph in zip(mix, plan["phases"]):
+        n = real["rows"]
+        assert n == (ph["end_token"] - ph["start_token"]) // SEQ
+        assert all(abs(real["realised"][g] * n - w * n) <= 1.0 + 1e-9 for g, w in ph["weights"].items())
