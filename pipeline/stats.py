@@ -23,9 +23,10 @@ def summary_lines(run_dir: str | Path) -> list[str]:
     con = connect(run_dir)
     lines = [f"run {run_dir}"]
     order = {name: i for i, name in enumerate(read_stage_names(Path(run_dir)))}
-    stages = sorted(con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), sum(quarantined), "
-                                "sum(seconds) FROM shards GROUP BY stage").fetchall(),
-                    key=lambda r: (order.get(r[0], len(order)), r[0]))
+    # Only document stages: `curate pack` also leaves markers (tokenizer, pack) without document counts.
+    stages = sorted((r for r in con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), "
+                                            "sum(quarantined), sum(seconds) FROM shards GROUP BY stage").fetchall()
+                     if r[0] in order), key=lambda r: order[r[0]])
     lines.append("stages:")
     for st, n, i, k, r, q, s in stages:
         lines.append(f"  {st:<16} {n:>4} shards  in {_fmt(i):>10}  kept {_fmt(k):>10}  rejected {_fmt(r):>8}  "
