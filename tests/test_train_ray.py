@@ -15,7 +15,6 @@ from training.metrics import read_metrics  # noqa: E402
 from training.synthetic import synthetic_run  # noqa: E402
 
 
-@pytest.mark.slow
 def test_ray_train_two_workers_match_one_process(tmp_path, ray_session):
     synthetic_run(tmp_path / "run", seq_len=32, vocab_size=96, docs_per_group=60)
     init_model(tmp_path / "base", "tiny", vocab_size=96)
