@@ -140,6 +140,13 @@ def test_cli_init_model_and_train(setup, tmp_path, capsys):
     assert json.loads(printed[printed.index("{"):])["steps"] == 3
 
 
+def test_activation_checkpointing_gives_the_same_losses(setup, full, tmp_path):
+    d, _ = setup
+    train(d / "run", d / "base", config=_cfg(max_steps=3, activation_checkpointing=True), out_dir=tmp_path, quiet=True)
+    a, b = _losses(full), _losses(tmp_path)
+    assert all(abs(a[s] - b[s]) <= 1e-6 * a[s] for s in (1, 2, 3))
+
+
 def test_vocab_mismatch_fails_clearly(setup, tmp_path):
     d, _ = setup
     init_model(tmp_path / "small", "tiny", vocab_size=64)
@@ -151,6 +158,8 @@ def test_batch_geometry_and_config_errors(setup, tmp_path):
     d, _ = setup
     with pytest.raises(ValueError, match="multiple of the plan's seq_len"):
         train(d / "run", d / "base", config=_cfg(batch_tokens=100), out_dir=tmp_path, quiet=True)
+    with pytest.raises(ValueError, match="less than one step"):
+        train(d / "run", d / "base", config=_cfg(batch_tokens=SEQ * 8 * 100), out_dir=tmp_path, quiet=True)
     with pytest.raises(ValueError, match="dtype"):
         TrainConfig(dtype="fp16")
     with pytest.raises(ValueError, match="unknown field 'lr'"):

@@ -81,6 +81,9 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     if rank_rows % micro:
         raise ValueError(f"micro_batch_rows ({micro}) must divide the {rank_rows} rows each rank gets per step")
     total_steps = sampler.total_rows // batch_rows
+    if total_steps == 0:
+        raise ValueError(f"the plan's {plan['total_tokens']:,} tokens are less than one step of batch_tokens "
+                         f"({cfg.batch_tokens:,}): lower batch_tokens or plan more tokens")
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     schedule = plan_schedule(plan)
