@@ -7,6 +7,7 @@ subprocess per configuration, reading the trainer's own metrics.jsonl. Without C
 exits 0.
 
     python bench/bench_train_gpu.py [--steps 30] [--sizes 125m,350m] [--doc-masking]
+    python bench/bench_train_gpu.py --smoke     # exercise the script on CPU (figures meaningless)
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import tempfile
 from pathlib import Path
 
 SEQ, VOCAB = 2048, 32000
-MICRO = {"125m": 16, "350m": 8}
+MICRO = {"125m": 16, "350m": 8, "tiny": 2}
 
 
-def prepare(tmp: Path, steps: int, batch_tokens: int, doc_masking: bool) -> None:
+def prepare(tmp: Path, steps: int, batch_tokens: int, doc_masking: bool, sizes: list[str]) -> None:
     from training.hf_io import init_model
     from training.synthetic import random_docs, write_plan, write_tokens
 
@@ -35,28 +36,30 @@ def prepare(tmp: Path, steps: int, batch_tokens: int, doc_masking: bool) -> None
     total = batch_tokens * steps
     write_plan(tmp / "run", [{"web": 0.5, "code": 0.5}], [total], SEQ,
                {"kind": "cosine", "lr_start": 3e-4, "lr_end": 3e-5, "warmup_tokens": 0}, avail, max_epochs=4)
-    for size in MICRO:
+    for size in sizes:
         init_model(tmp / f"base-{size}", size, vocab_size=VOCAB, max_position_embeddings=SEQ)
 
 
-def one(tmp: Path, size: str, compile_: bool, steps: int, batch_tokens: int, doc_masking: bool) -> dict:
+def one(tmp: Path, size: str, compile_: bool, steps: int, batch_tokens: int, doc_masking: bool, smoke: bool) -> dict:
     from training.config import TrainConfig
     from training.loop import train
     from training.metrics import read_metrics
 
     out = tmp / f"out-{size}-{'compile' if compile_ else 'eager'}"
-    cfg = TrainConfig(batch_tokens=batch_tokens, micro_batch_rows=MICRO[size], dtype="bf16", device="cuda",
+    cfg = TrainConfig(batch_tokens=batch_tokens, micro_batch_rows=MICRO[size], dtype="fp32" if smoke else "bf16",
+                      device="cpu" if smoke else "cuda", peak_tflops=1.0 if smoke else None,
                       compile=compile_, log_every=5, eval_every=0, checkpoint_every=0, plots=False,
                       doc_masking=doc_masking, max_steps=steps, holdout_rows=2)
     train(tmp / "run", tmp / f"base-{size}", config=cfg, out_dir=out, quiet=True)
-    lines = [r for r in read_metrics(out / "metrics.jsonl") if "train/mfu(%)" in r][2:]  # skip warm-up/compile
+    lines = [r for r in read_metrics(out / "metrics.jsonl") if "train/mfu(%)" in r]
+    lines = lines[2:] if len(lines) > 2 else lines[-1:]  # skip warm-up / compilation windows
     import torch
 
     return {"size": size, "compile": compile_, "windows": len(lines),
             "mfu(%)": statistics.median(r["train/mfu(%)"] or 0.0 for r in lines),
             "tok/s": statistics.median(r["train/throughput(tok/s)"] for r in lines),
             "data_loading(%)": statistics.median(r["time/data_loading(%)"] for r in lines),
-            "peak_mem(GiB)": torch.cuda.max_memory_allocated() / 2**30}
+            "peak_mem(GiB)": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0}
 
 
 def main() -> int:
@@ -65,26 +68,34 @@ def main() -> int:
     ap.add_argument("--batch-tokens", type=int, default=256 * SEQ)
     ap.add_argument("--sizes", default="125m,350m")
     ap.add_argument("--doc-masking", action="store_true", help="pack with segs.bin and mask across documents")
+    ap.add_argument("--smoke", action="store_true",
+                    help="check the script on CPU: tiny model, eager only, 2 steps of 4 rows (figures meaningless)")
     ap.add_argument("--one", nargs=3, metavar=("DIR", "SIZE", "COMPILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
+    if args.smoke:
+        args.sizes, args.steps, args.batch_tokens = "tiny", 2, 4 * SEQ
+    elif not torch.cuda.is_available():
         print("bench_train_gpu: no CUDA device visible to torch; nothing to measure (run it on a GPU machine).")
         return 0
     if args.one:
         d, size, comp = args.one
-        print("RESULT " + json.dumps(one(Path(d), size, comp == "1", args.steps, args.batch_tokens, args.doc_masking)))
+        print("RESULT " + json.dumps(one(Path(d), size, comp == "1", args.steps, args.batch_tokens, args.doc_masking,
+                                         args.smoke)))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-gpu-"))
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; writing synthetic tokens to {tmp}")
-    prepare(tmp, args.steps, args.batch_tokens, args.doc_masking)
+    device = "CPU (smoke check)" if args.smoke else torch.cuda.get_device_name()
+    print(f"device: {device}, torch {torch.__version__}; writing synthetic tokens to {tmp}")
+    sizes = args.sizes.split(",")
+    prepare(tmp, args.steps, args.batch_tokens, args.doc_masking, sizes)
     print(f"{'size':<6}{'compile':>8}{'MFU %':>8}{'tok/s':>12}{'data %':>8}{'mem GiB':>9}")
-    for size in args.sizes.split(","):
-        for comp in (False, True):
+    for size in sizes:
+        for comp in (False,) if args.smoke else (False, True):
             cmd = [sys.executable, __file__, "--one", str(tmp), size, "1" if comp else "0", "--steps", str(args.steps),
-                   "--batch-tokens", str(args.batch_tokens)] + (["--doc-masking"] if args.doc_masking else [])
+                   "--batch-tokens", str(args.batch_tokens)] + (["--doc-masking"] if args.doc_masking else []) \
+                + (["--smoke"] if args.smoke else [])
             p = subprocess.run(cmd, capture_output=True, text=True)
             res = [json.loads(x[7:]) for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if p.returncode or not res:
