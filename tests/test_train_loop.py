@@ -129,7 +129,9 @@ def test_lr_at_every_phase_boundary_equals_the_plan(setup, tmp_path):
 
 def test_cli_init_model_and_train(setup, tmp_path, capsys):
     d, _ = setup
-    assert cli_main(["init-model", str(tmp_path / "base"), "--run", str(d / "run")]) == 0
+    from pipeline.cli import main as curate_main  # `curate` dispatches to training.cli
+
+    assert curate_main(["init-model", str(tmp_path / "base"), "--run", str(d / "run")]) == 0
     assert load_model(tmp_path / "base").config.vocab_size == VOCAB
     cfg = tmp_path / "t.yaml"
     cfg.write_text("batch_tokens: 256\nmicro_batch_rows: 8\nplots: false\neval_every: 0\n")
@@ -138,6 +140,7 @@ def test_cli_init_model_and_train(setup, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "requested" in printed and "available" in printed  # the supply table comes first
     assert json.loads(printed[printed.index("{"):])["steps"] == 3
+    assert curate_main(["train", str(d / "run"), "--base", str(tmp_path / "missing")]) == 2  # one-line error
 
 
 def test_activation_checkpointing_gives_the_same_losses(setup, full, tmp_path):

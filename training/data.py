@@ -170,8 +170,8 @@ class PlanSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["seed"] != self.seed or state["n_train"] != self.n_train:
-            raise ValueError("sampler state was saved for a different seed or different token files; "
-                             "resume with the same tokens/ and seed, or start a fresh --out")
+            raise ValueError("sampler state was saved for a different seed, holdout_rows or token files; "
+                             "resume with the same tokens/, seed and holdout_rows, or start a fresh --out")
         self.rows_done = int(state["rows_done"])
         self.cursor = {g: int(c) for g, c in state["cursor"].items()}
         self.taken = [{g: int(c) for g, c in t.items()} for t in state["taken"]]
