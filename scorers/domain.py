@@ -11,7 +11,6 @@ import fnmatch
 import json
 import random
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -156,11 +155,7 @@ def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
         held += ho
     random.Random(seed).shuffle(train)
     model_path = Path(model_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
-        train_file = Path(tmp) / "train.txt"
-        ft.write_training_file(train_file, train)
-        model = ft.train_supervised(train_file, seed=seed, threads=threads, **asdict(params))
+    model = ft.train_on_examples(train, model_path.parent, seed=seed, threads=threads, **asdict(params))
     labels = sorted(by_label)
     pred, _ = predict_domains(model, [t for _, t in held])
     index = {lab: i for i, lab in enumerate(labels)}

@@ -104,3 +104,16 @@ def train_supervised(train_file: Path, *, seed: int = 0, threads: int = 1, **par
     """
     ft = import_fasttext()
     return ft.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
+
+
+def train_on_examples(examples: Sequence[tuple[str, str]], model_dir: Path, *, seed: int = 0, threads: int = 1,
+                      **params: Any) -> Any:
+    """Train on (label, text) pairs through a temporary training file next to the model."""
+    import tempfile
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
+        train_file = Path(tmp) / "train.txt"
+        write_training_file(train_file, examples)
+        return train_supervised(train_file, seed=seed, threads=threads, **params)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -112,11 +111,7 @@ def train_quality(positives: Sequence[str], negatives: Sequence[str], model_path
     train = pos_train + neg_train
     random.Random(seed).shuffle(train)
     model_path = Path(model_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
-        train_file = Path(tmp) / "train.txt"
-        ft.write_training_file(train_file, train)
-        model = ft.train_supervised(train_file, seed=seed, threads=threads, **asdict(params))
+    model = ft.train_on_examples(train, model_path.parent, seed=seed, threads=threads, **asdict(params))
     held = pos_hold + neg_hold
     held_scores = ft.label_probability(model, [ft.one_line(t) for _, t in held], f"__label__{POS}")
     metrics = binary_metrics(held_scores, [lab == POS for lab, _ in held])

@@ -106,7 +106,9 @@ def test_same_result_on_two_node_cluster(inputs, reference, tmp_path):
         time.sleep(1.0)
         return ray.get_runtime_context().get_node_id()
 
-    print("NODES", len(set(ray.get([node.remote() for _ in range(2)]))))
+    # SPREAD places the two probes on different nodes even when a loaded machine runs them late.
+    spread = node.options(scheduling_strategy="SPREAD")
+    print("NODES", len(set(ray.get([spread.remote() for _ in range(2)]))))
     """
     out = run_on_two_node_cluster(body, {"root": str(tmp_path), "inputs": [str(p) for p in inputs]})
     assert "NODES 2" in out

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import string
-import sys
 import time
 import unicodedata
 from dataclasses import dataclass

@@ -12,7 +12,6 @@ No process holds more than one partition of the digests.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,23 +19,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages import shardio
 from stages.base import GlobalContext
 from stages.dedup.common import (
-    Step,
     group_starts,
-    inputs_fingerprint,
     keeper_order,
     normalize_text,
     part_of_uid,
-    part_offsets,
     read_inbox,
-    reset_work_dir,
     resolve_keeper_column,
     run_step,
     write_partitioned,
 )
-from stages.dedup.output import DECISION_SCHEMA, FinishTask, all_done, finish
+from stages.dedup.output import DECISION_SCHEMA, DedupRun
 
 REASON = "exact_duplicate"
 HASH_SCHEMA = pa.schema(
@@ -78,10 +72,6 @@ class ExactDedupConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not isinstance(self.keeper_column, str):
             raise ValueError(f"keeper_column must be a column name, 'auto' or '', got {self.keeper_column!r}")
-
-
-def auto_partitions(setting: int, n_inputs: int) -> int:
-    return setting if setting > 0 else max(4, min(256, n_inputs))
 
 
 def keeper_values(batch: pa.RecordBatch | pa.Table, column: str | None) -> pa.Array:
@@ -185,30 +175,14 @@ class ExactDedup:
         self.name = name
 
     def run(self, inputs: list, ctx: GlobalContext) -> None:
-        inputs = sorted(Path(p) for p in inputs)
-        cfg, ex = self.config, ctx.executor
-        fp = inputs_fingerprint(ex, inputs, ctx.config_hash)
-        stage_dir, work = Path(ctx.stage_dir), Path(ctx.work_dir)
-        if all_done(stage_dir, inputs, fp, ctx.config_hash):
+        cfg = self.config
+        run = DedupRun.begin(self.name, inputs, ctx, cfg.num_partitions)
+        if run is None:
             return
-        reset_work_dir(work, fp)
-        n_parts = auto_partitions(cfg.num_partitions, len(inputs))
-        offsets = part_offsets(inputs)
-
-        def step(name: str) -> Step:
-            return Step(str(work / name), shardio.stable_hash([fp, name, n_parts]), ctx.config_hash)
-
-        hashes, decisions = str(work / "hashes"), str(work / "decisions")
-        hashed = [HashTask(str(p), i, int(offsets[i]), hashes, n_parts, cfg) for i, p in enumerate(inputs)]
-        run_step(ex, step("hash"), hash_part, hashed, desc=f"{self.name}: hash")
-        offs = tuple(int(o) for o in offsets)
-        reduce = [ReduceTask(hashes, decisions, k, len(inputs), offs) for k in range(n_parts)]
-        run_step(ex, step("reduce"), reduce_part, reduce, desc=f"{self.name}: reduce")
-        tasks = [
-            FinishTask(str(p), str(stage_dir), str(ctx.rejected_dir), decisions, i, n_parts,
-                       self.name, REASON, False, fp, ctx.config_hash)
-            for i, p in enumerate(inputs)
-        ]
-        finish(ex, tasks, desc=f"{self.name}: write")
-        if not cfg.keep_work:
-            shutil.rmtree(work, ignore_errors=True)
+        hashes, decisions = str(run.work / "hashes"), str(run.work / "decisions")
+        offs = tuple(int(o) for o in run.offsets)
+        hashed = [HashTask(str(p), i, offs[i], hashes, run.n_parts, cfg) for i, p in enumerate(run.inputs)]
+        run_step(ctx.executor, run.step("hash"), hash_part, hashed, desc=f"{self.name}: hash")
+        reduce = [ReduceTask(hashes, decisions, k, len(run.inputs), offs) for k in range(run.n_parts)]
+        run_step(ctx.executor, run.step("reduce"), reduce_part, reduce, desc=f"{self.name}: reduce")
+        run.finish(REASON, clusters=False, keep_work=cfg.keep_work)

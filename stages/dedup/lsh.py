@@ -28,25 +28,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages import shardio
-from stages.base import GlobalContext
 from stages.dedup import minhash
 from stages.dedup.common import (
-    Step,
     group_starts,
-    inputs_fingerprint,
     keeper_order,
     part_of_uid,
-    part_offsets,
     partition_of,
     read_inbox,
-    reset_work_dir,
     resolve_keeper_column,
-    run_step,
     write_partitioned,
 )
-from stages.dedup.components import connected_components, write_edges
-from stages.dedup.exact import auto_partitions, keeper_values
-from stages.dedup.output import DECISION_SCHEMA, FinishTask, all_done, finish
+from stages.dedup.components import write_edges
+from stages.dedup.exact import keeper_values
+from stages.dedup.output import DECISION_SCHEMA
 
 REASON = "near_duplicate"
 ALL_PAIRS_MAX = 16  # with verification, buckets up to this size offer all pairs, larger ones a star

@@ -8,6 +8,7 @@ in = kept + rejected for every part (DESIGN.md).
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages import shardio
-from stages.base import Executor, rejected_rows
-from stages.dedup.common import read_inbox
+from stages.base import Executor, GlobalContext, rejected_rows
+from stages.dedup.common import Step, inputs_fingerprint, part_offsets, read_inbox, reset_work_dir
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -118,3 +119,44 @@ def finish(executor: Executor, tasks: list[FinishTask], desc: str) -> list[dict]
         )
     ]
     return executor.map(finish_part, todo, desc=desc) if todo else []
+
+
+@dataclass
+class DedupRun:
+    """One run of a dedup stage: what both stages share around their own sub-steps."""
+
+    name: str
+    inputs: list[Path]
+    ctx: GlobalContext
+    fingerprint: str
+    n_parts: int
+    offsets: np.ndarray
+
+    @property
+    def work(self) -> Path:
+        return Path(self.ctx.work_dir)
+
+    @classmethod
+    def begin(cls, name: str, inputs: list, ctx: GlobalContext, num_partitions: int) -> "DedupRun | None":
+        """None when every part's marker already matches (nothing to do); else a fresh work dir."""
+        inputs = sorted(Path(p) for p in inputs)
+        fp = inputs_fingerprint(ctx.executor, inputs, ctx.config_hash)
+        if all_done(Path(ctx.stage_dir), inputs, fp, ctx.config_hash):
+            return None
+        reset_work_dir(Path(ctx.work_dir), fp)
+        n_parts = num_partitions if num_partitions > 0 else max(4, min(256, len(inputs)))
+        return cls(name, inputs, ctx, fp, n_parts, part_offsets(inputs))
+
+    def step(self, name: str) -> Step:
+        """A resumable sub-step under the work dir, keyed by the inputs and partition count."""
+        return Step(str(self.work / name), shardio.stable_hash([self.fingerprint, name, self.n_parts]), self.ctx.config_hash)
+
+    def finish(self, reason: str, clusters: bool, keep_work: bool) -> list[dict]:
+        """Apply the decisions to every input part, then drop the work dir unless asked to keep it."""
+        tasks = [FinishTask(str(p), str(self.ctx.stage_dir), str(self.ctx.rejected_dir), str(self.work / "decisions"),
+                            i, self.n_parts, self.name, reason, clusters, self.fingerprint, self.ctx.config_hash)
+                 for i, p in enumerate(self.inputs)]
+        out = finish(self.ctx.executor, tasks, desc=f"{self.name}: write")
+        if not keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return out
