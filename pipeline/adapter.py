@@ -69,7 +69,9 @@ class _Worker:
 
 
 def _progress(total: int, desc: str):
-    return tqdm(total=total, desc=desc, unit="shard", disable=not desc or total == 0, file=sys.stderr, leave=False)
+    # disable=None: drawn on a terminal, silent in logs and CI; TQDM_DISABLE=1 silences it anywhere.
+    off = not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
+    return tqdm(total=total, desc=desc, unit="shard", disable=True if off else None, file=sys.stderr, leave=False)
 
 
 class RayExecutor:
