@@ -225,16 +225,18 @@ def run_ingest(job: IngestJob) -> dict:
     counts = {"in": 0, "kept": 0, "rejected": 0, "quarantined": 0, "rejected_by_reason": {},
               "quarantined_by_reason": {}, "invalid_utf8_replaced": 0, "control_chars_removed": 0}
     quarantine: list[dict] = []
-    rows: list[dict] = []
+    columns: dict[str, list] = {name: [] for name in DOC_SCHEMA.names}
     outputs: list[str] = []
     bytes_out = 0
 
     def flush() -> None:
-        nonlocal rows, bytes_out
+        nonlocal bytes_out
         name = f"{task.task}-{len(outputs):03d}.parquet"
-        bytes_out += shardio.write_parquet(out_dir / name, pa.Table.from_pylist(rows, schema=DOC_SCHEMA))
+        table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in DOC_SCHEMA}, schema=DOC_SCHEMA)
+        bytes_out += shardio.write_parquet(out_dir / name, table)
         outputs.append(name)
-        rows = []
+        for values in columns.values():
+            values.clear()
 
     for item in _items(task):
         counts["in"] += 1
@@ -245,9 +247,10 @@ def run_ingest(job: IngestJob) -> dict:
                 doc, replaced, removed = to_document(item.record, task.fields, task.source, cfg.max_chars)
                 counts["invalid_utf8_replaced"] += replaced
                 counts["control_chars_removed"] += removed
-                rows.append(doc)
+                for name, values in columns.items():
+                    values.append(doc[name])
                 counts["kept"] += 1
-                if len(rows) >= cfg.shard_docs:
+                if len(columns["id"]) >= cfg.shard_docs:
                     flush()
                 continue
             except Rejected as e:
@@ -257,7 +260,7 @@ def run_ingest(job: IngestJob) -> dict:
         counts["quarantined"] += 1
         by = counts["quarantined_by_reason"]
         by[reason] = by.get(reason, 0) + 1
-    if rows or not outputs:
+    if columns["id"] or not outputs:
         flush()
     shardio.write_parquet(Path(job.quarantine_dir) / f"{task.task}.parquet",
                           pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
