@@ -68,6 +68,15 @@ class _Worker:
         return os.getpid()
 
 
+def _largest_first(items: Sequence, cost: Callable[[Any], float] | None) -> list[int]:
+    """Submission order: the costliest items first (LPT scheduling), so no worker is left with a
+    big shard while the others idle at the end. Results still come back in input order."""
+    order = list(range(len(items)))
+    if cost is not None:
+        order.sort(key=lambda i: -cost(items[i]))
+    return order
+
+
 def _progress(total: int, desc: str):
     # disable=None: drawn on a terminal, silent in logs and CI; TQDM_DISABLE=1 silences it anywhere.
     off = not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
@@ -80,10 +89,12 @@ class RayExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or cluster_cpus())
 
-    def map(self, fn: Callable, items: Sequence, desc: str = "") -> list:
-        return self._drain([lambda item=item: _call.remote(fn, item) for item in items], desc)
+    def map(self, fn: Callable, items: Sequence, desc: str = "", cost: Callable[[Any], float] | None = None) -> list:
+        launches = [lambda item=item: _call.remote(fn, item) for item in items]
+        return self._drain(launches, desc, _largest_first(items, cost))
 
-    def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "") -> list:
+    def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
+                   cost: Callable[[Any], float] | None = None) -> list:
         """Run `make().method(item)` for each item on a pool of `workers` actors."""
         if not items:
             return []
@@ -92,7 +103,7 @@ class RayExecutor:
             results: list = [None] * len(items)
             free = list(actors)
             running: dict = {}
-            todo = list(enumerate(items))
+            todo = [(i, items[i]) for i in _largest_first(items, cost)]
             with _progress(len(items), desc) as bar:
                 while todo or running:
                     while free and todo:
@@ -109,10 +120,10 @@ class RayExecutor:
             for a in actors:
                 ray.kill(a)
 
-    def _drain(self, launches: list[Callable[[], Any]], desc: str) -> list:
+    def _drain(self, launches: list[Callable[[], Any]], desc: str, order: list[int]) -> list:
         results: list = [None] * len(launches)
         running: dict = {}
-        todo = list(enumerate(launches))
+        todo = [(i, launches[i]) for i in order]
         with _progress(len(launches), desc) as bar:
             while todo or running:
                 while todo and len(running) < self.workers:

@@ -208,7 +208,7 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     _check_group_sql(parts[0], case_sql)
     tasks = [TokenizeTask(str(p), str(stage_dir), info.path, case_sql, chash, threads) for p in parts]
     t0 = time.perf_counter()
-    markers = executor.map(tokenize_shard, tasks, desc=STAGE)
+    markers = executor.map(tokenize_shard, tasks, desc=STAGE, cost=lambda t: Path(t.input).stat().st_size)
     seconds = {"tokenize": round(time.perf_counter() - t0, 3)}
     _remove_stale(stage_dir, {p.stem for p in parts})
     from pipeline.stagework import aggregate_stats

@@ -8,6 +8,7 @@ again gives the same output as an uninterrupted run (DESIGN.md, "The run directo
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def _run_ingest(cfg: RunConfig, run_dir: Path, executor: RayExecutor) -> tuple[S
             markers[t.task] = m
         else:
             jobs.append(ingest.IngestJob(t, cfg.ingest, str(out_dir), str(q_dir), fp, chash))
-    for m in executor.map(ingest.run_ingest, jobs, desc="ingest"):
+    for m in executor.map(ingest.run_ingest, jobs, desc="ingest", cost=lambda j: ingest.task_bytes(j.task)):
         markers[m["task"]] = m
     keep = {t.task for t in tasks}
     _remove_orphans(out_dir, keep, q_dir)
@@ -112,7 +113,7 @@ def _run_stage(spec: StageSpec, parts: list[Path], run_dir: Path, executor: RayE
             if not shardio.marker_matches(shardio.read_marker(stage_dir, s), fp, chash) or not (stage_dir / f"{s}.parquet").exists():
                 jobs.append(MapJob(str(p), str(stage_dir), str(rej_dir), fp, chash))
         skipped = len(parts) - len(jobs)
-        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name)
+        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=lambda j: os.path.getsize(j.input))
     markers = []
     for s in stems:
         m = shardio.read_marker(stage_dir, s)

@@ -118,7 +118,10 @@ class Executor(Protocol):
 
     workers: int
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]: ...
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "",
+            cost: Callable[[T], float] | None = None) -> list[R]:
+        """`cost(item)` (optional) lets the executor start the costliest items first."""
+        ...
 
 
 class LocalExecutor:
@@ -126,7 +129,8 @@ class LocalExecutor:
 
     workers = 1
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "",
+            cost: Callable[[T], float] | None = None) -> list[R]:
         return [fn(x) for x in items]
 
 

@@ -184,11 +184,25 @@ def task_fingerprint(task: IngestTask) -> str:
     stats = []
     for f in files:
         try:
-            st = os.stat(f)
-            stats.append((f, st.st_size, st.st_mtime_ns))
+            if "://" in f:
+                stats.append((f, *_remote_stamp(f)))
+            else:
+                st = os.stat(f)
+                stats.append((f, st.st_size, st.st_mtime_ns))
         except OSError:
-            stats.append((f, None, None))  # URL or vanished file: the reader reports it
+            stats.append((f, None, None))  # vanished or unreachable: the reader quarantines it
     return shardio.stable_hash([stats, r.start, r.end, r.first_line, r.row_groups, task.source, asdict(task.fields)])
+
+
+def _remote_stamp(url: str) -> tuple:
+    """(size, version) of a URL from fsspec: whichever of mtime / ETag / generation it reports."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    version = next((str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "etag",
+                                          "generation", "created") if info.get(k) is not None), None)
+    return info.get("size"), version
 
 
 def config_hash(cfg: IngestConfig) -> str:
@@ -270,12 +284,16 @@ def run_ingest(job: IngestJob) -> dict:
             old.unlink()
     marker = {"stage": "ingest", "input_fingerprint": job.fingerprint, "config_hash": job.config_hash,
               "outputs": outputs, "counts": counts, "bytes_out": bytes_out,
-              "bytes_in": (task.read.end - task.read.start) if task.read.end >= 0 else _size(task.read),
+              "bytes_in": task_bytes(task),
               "seconds": round(time.perf_counter() - t0, 3), "input": task.read.path}
     return shardio.write_marker(out_dir, task.task, marker)
 
 
-def _size(r: ReadTask) -> int:
+def task_bytes(task: IngestTask) -> int:
+    """Input bytes of a task (0 where unknown, e.g. a URL)."""
+    r = task.read
+    if r.end >= 0:
+        return r.end - r.start
     try:
         return sum(os.path.getsize(f) for f in (r.files or (r.path,)))
     except OSError:

@@ -75,3 +75,20 @@ def test_field_mapping_and_record_ids(tmp_path, ray_session):
     assert rows[0] == {"id": "7", "source": "web", "url": "http://x/1", "y": 2024}
     assert rows[1]["source"] == "fallback" and rows[1]["id"] == stable_id("fallback", "second real sentence")
     assert rows[1]["y"] == 2023
+
+
+def test_url_input_through_fsspec_and_its_fingerprint(tmp_path, ray_session):
+    src = tmp_path / "remote.jsonl.gz"
+    import gzip
+
+    src.write_bytes(gzip.compress(b'{"text": "one document"}\n{"text": "two documents"}\n'))
+    url = f"file://{src}"
+    cfg = load_config(data={"name": "u", "out": str(tmp_path / "run"), "inputs": [{"path": url}]})
+    (report,) = run_pipeline(cfg, quiet=True)
+    assert report.stats["kept"] == 2
+    assert query(cfg.out, "SELECT count(*) AS n FROM docs WHERE source = 'remote'").column("n")[0].as_py() == 2
+    (again,) = run_pipeline(cfg, quiet=True)
+    assert again.skipped == 1
+    src.write_bytes(gzip.compress(b'{"text": "changed"}\n'))
+    (changed,) = run_pipeline(cfg, quiet=True)
+    assert changed.skipped == 0 and changed.stats["kept"] == 1
