@@ -1,7 +1,7 @@
 """Ingest + write throughput: curate on Ray (1 and 2 workers) vs a plain single-process pyarrow
 read -> normalize -> write of the same JSONL, printed side by side.
 
-    python bench/bench_ingest.py [--mb 64] [--out bench/out/ingest]
+    python bench/bench_ingest.py [--mb 256] [--out bench/out/ingest]
 
 Ray start-up is excluded (the session starts before the clock); each measurement is the best of
 `--repeat` runs into a fresh run directory. Goal: Ray with 1 worker within 15% of the plain
@@ -41,7 +41,7 @@ def plain_single_process(src: Path, out: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=64.0, help="corpus size in MB")
+    ap.add_argument("--mb", type=float, default=256.0, help="corpus size in MB (fixed costs weigh less on more data)")
     ap.add_argument("--out", default="bench/out/ingest")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()

@@ -11,6 +11,7 @@ import unicodedata
 _C0_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 # The C1 block (U+0080..U+009F) is encoded in UTF-8 as C2 80..C2 9F.
 _C1 = re.compile("[\x80-\x9f]")
+_C1_BYTES = re.compile(b"\xc2[\x80-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
@@ -35,16 +36,19 @@ def normalize_text(text: str) -> tuple[str, int, int]:
         if len(cleaned) == len(raw):
             return text, 0, 0
         return cleaned.decode("ascii"), 0, len(raw) - len(cleaned)
-    if _SURROGATE.search(text):
-        # Lone surrogates come from JSON escapes like "\\ud800"; they cannot be encoded as UTF-8.
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (from JSON escapes like "\\ud800") are the only str that UTF-8 can't
+        # encode; the failed encode finds them without a separate scan of every text.
         text, replaced = _SURROGATE.subn(REPLACEMENT, text)
+        raw = text.encode("utf-8")
     # ASCII control bytes never occur inside a multi-byte UTF-8 sequence, so deleting them from
     # the encoded text is exact.
-    raw = text.encode("utf-8")
     cleaned_raw = raw.translate(None, _C0_BYTES)
     removed = len(raw) - len(cleaned_raw)
     cleaned = cleaned_raw.decode("utf-8") if removed else text
-    if b"\xc2" in cleaned_raw and _C1.search(cleaned):
+    if _C1_BYTES.search(cleaned_raw):
         cleaned, n = _C1.subn("", cleaned)
         removed += n
     if not unicodedata.is_normalized("NFC", cleaned):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import xxhash
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -17,8 +17,9 @@ class Rejected(Exception):
 
 
 def stable_id(source: str, text: str) -> str:
-    """Id of a record without one: depends only on its source and normalized text."""
-    h = hashlib.blake2b(digest_size=12)
+    """Id of a record without one: depends only on its source and normalized text (xxh3, 128
+    bits: collisions are out of reach at corpus scale, and it hashes ~10x faster than blake2b)."""
+    h = xxhash.xxh3_128()
     h.update(source.encode())
     h.update(b"\x00")
     h.update(text.encode("utf-8"))
