@@ -8,6 +8,7 @@ message is re-raised as ConfigError naming the field path.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -100,8 +101,10 @@ def build(cls: type, data: Any, path: str) -> Any:
         return cls(**kwargs)
     except ValueError as e:
         msg = str(e)
-        # A __post_init__ message that starts with a field name points at that field.
-        head = msg.split(":", 1)[0].strip("` ")
-        if head in fields:
-            raise ConfigError(f"{path}.{head}" if path else head, msg.split(":", 1)[1].strip()) from None
+        # A __post_init__ message that starts with a field name ("threshold: ..." or "threshold
+        # must be ...") points at that field.
+        m = re.match(r"`?([A-Za-z_]\w*)`?(:?)\s", msg)
+        if m and m.group(1) in fields:
+            where = f"{path}.{m.group(1)}" if path else m.group(1)
+            raise ConfigError(where, msg[m.end():].strip() if m.group(2) else msg) from None
         raise ConfigError(path or cls.__name__, msg) from None

@@ -22,6 +22,8 @@ BASE = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
     ({"ray": {"workers": 0}}, "ray.workers"),
     ({"stages": [{"kind": "no_such_stage"}]}, "stages[0].kind"),
     ({"stages": [{"name": "x"}]}, "stages[0]"),
+    ({"stages": [{"kind": "minhash_dedup", "threshold": 1.5}]}, "stages[0].threshold"),
+    ({"stages": [{"kind": "langid", "bogus": 1}]}, "stages[0].bogus"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_errors_name_the_field(patch, field):
