@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="Ray actors for the pipeline run")
     ap.add_argument("--repeats", type=int, default=5, help="best of N for the single-core timings")
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--shard-docs", type=int, default=250, help="documents per shard (fixed per-shard costs weigh more on small shards)")
     a = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -47,7 +48,7 @@ def main() -> None:
         build_system_corpus(corpus, max_mb=a.mb)
     run_dir = work / "run"
     base = {"name": "bench", "out": str(run_dir), "inputs": [{"path": str(corpus)}],
-            "ingest": {"shard_docs": 250}, "ray": {"workers": a.workers}}
+            "ingest": {"shard_docs": a.shard_docs}, "ray": {"workers": a.workers}}
     run_pipeline(load_config(data={**base, "stages": []}), quiet=True)
     meta = train_quality(str(run_dir), "bench", positive_sql="SELECT id, text FROM docs WHERE source = 'pydoc'")
     model_path = Path(meta["model"])
