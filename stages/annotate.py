@@ -203,16 +203,9 @@ class DomainConfig(_ModelPath):
     """Size and mtime of the model file, set when the run directory is bound (part of the config hash)."""
 
     def __post_init__(self):
-        rules = []
-        for i, r in enumerate(self.taxonomy):
-            if isinstance(r, dict):
-                try:
-                    r = DomainRule(**r)
-                except TypeError as e:
-                    raise ValueError(f"taxonomy: entry {i}: {e}") from None
-            rules.append(r)
-        self.taxonomy = rules
-        names = [r.name for r in rules]
+        # Entries arrive as DomainRule: the config loader (pipeline/typed.py) builds nested
+        # dataclasses and names a bad entry's field, e.g. `stages[2].taxonomy[0].sorce`.
+        names = [r.name for r in self.taxonomy]
         if len(set(names)) != len(names):
             raise ValueError(f"taxonomy: domain names must be unique, got {names}")
         if self.mode not in ("rules", "model", "rules_then_model"):

@@ -72,17 +72,8 @@ class HeuristicsConfig:
     """Characters read by the built-in language ID when the input has no `lang` column."""
 
     def __post_init__(self):
-        specs = []
-        for i, f in enumerate(self.filters):
-            if isinstance(f, dict):
-                try:
-                    f = FilterSpec(**f)
-                except TypeError as e:
-                    raise ValueError(f"filters: entry {i}: {e}; fields: filter, params, non_english, non_english_params") from None
-            if not isinstance(f, FilterSpec):
-                raise ValueError(f"filters: entry {i} must be a mapping with `filter`, got {f!r}")
-            specs.append(f)
-        self.filters = specs
+        # Entries arrive as FilterSpec: the config loader (pipeline/typed.py) builds nested
+        # dataclasses and names a bad entry's field, e.g. `stages[1].filters[0].fliter`.
         if not all(isinstance(x, str) and x for x in self.english):
             raise ValueError(f"english: expected a list of language codes, got {self.english!r}")
         if self.lid_max_chars < 1:

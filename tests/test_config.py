@@ -24,6 +24,8 @@ BASE = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
     ({"stages": [{"name": "x"}]}, "stages[0]"),
     ({"stages": [{"kind": "minhash_dedup", "threshold": 1.5}]}, "stages[0].threshold"),
     ({"stages": [{"kind": "langid", "bogus": 1}]}, "stages[0].bogus"),
+    ({"stages": [{"kind": "heuristics", "filters": [{"fliter": "gopher_quality"}]}]}, "stages[0].filters[0].fliter"),
+    ({"stages": [{"kind": "domain", "taxonomy": [{"name": "a"}, {"name": "a"}]}]}, "stages[0].taxonomy"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_errors_name_the_field(patch, field):
