@@ -38,7 +38,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.corpus import build_system_corpus
     from pipeline.runner import run_pipeline
-    from pipeline.stagework import MapJob, MapStageWorker, map_config_hash
+    from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash
     from scorers import ft
     from stages import shardio
 
@@ -66,7 +66,7 @@ def main() -> None:
     cfg = load_config(data={**base, "stages": [{"kind": "quality", "model": str(model_path)}]})
     spec = cfg.stage_specs[0]
     worker = MapStageWorker(spec)()
-    chash = map_config_hash(spec)
+    chash = stage_config_hash(spec)
 
     def pipeline_once() -> None:
         out = work / "inproc"

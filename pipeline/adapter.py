@@ -28,19 +28,18 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = dict(
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=True,
-        # Workers inherit the driver's sys.path so `stages`, `scorers` import without install.
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
-    )
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
     if address:
+        # A cluster's nodes install the project themselves (ray_cluster.yaml), and `ray job
+        # submit --working-dir` sets the job's own runtime env: leave it alone.
         ray.init(address=address, **kwargs)
     else:
         # "local" always starts a new embedded instance; plain ray.init() would attach to any
-        # cluster another process on this machine started with `ray start`.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        # cluster another process on this machine started with `ray start`. Local workers get
+        # the driver's sys.path, so code the driver can import (a script's or a test's own
+        # module) imports in them too.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}, **kwargs)
     try:
         yield
     finally:

@@ -75,10 +75,11 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
                 latest = name
     con.execute(f'CREATE VIEW docs AS SELECT * FROM "{latest}"' if latest else
                 "CREATE VIEW docs AS SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text WHERE false")
-    for view, sub, schema in (("rejected", "rejected", REJECTED_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
-        if list((run_dir / sub).glob("*/*.parquet")):
-            src = f"read_parquet({_q(str(run_dir / sub))} || '/*/*.parquet', union_by_name=true, filename=true)"
-            stage = "" if "stage" in schema.names else f", regexp_extract(filename, '/{sub}/([^/]+)/', 1) AS stage"
+    # rejected/<stage>/*.parquet and quarantine/<stage>/*.parquet; the folder names the stage.
+    for view, schema in (("rejected", REJECTED_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
+        if list((run_dir / view).glob("*/*.parquet")):
+            src = f"read_parquet({_q(str(run_dir / view))} || '/*/*.parquet', union_by_name=true, filename=true)"
+            stage = "" if "stage" in schema.names else f", regexp_extract(filename, '/{view}/([^/]+)/', 1) AS stage"
             con.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){stage} FROM {src}")
         else:
             con.execute(f"CREATE VIEW {view} AS {_empty_view(schema)}")

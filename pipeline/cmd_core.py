@@ -26,7 +26,7 @@ def run(config: str, inputs: list[str] | None = None, out: str | None = None, wo
     from pipeline.runner import run_pipeline
 
     cfg = load_config(config, inputs=inputs, out=out, workers=workers, address=address)
-    run_pipeline(cfg, workers=workers)
+    run_pipeline(cfg)
     return Path(cfg.out)
 
 
@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sql", help="one read statement: SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN")
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
-    p.set_defaults(func=lambda a: query(a.run_dir, a.sql, a.format, a.output) and 0)
+    p.set_defaults(func=_cli_query)
 
     p = sub.add_parser("stats", help="documents, characters, per source, drops per reason")
     p.add_argument("run_dir")
@@ -112,6 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RUN_DIR/report.html: counts and plots of the run")
     p.add_argument("run_dir")
     p.set_defaults(func=lambda a: print(f"wrote {report(a.run_dir)}") or 0)
+
+
+def _cli_query(a: argparse.Namespace) -> int:
+    query(a.run_dir, a.sql, a.format, a.output)
+    return 0
 
 
 def _print_counts(counts: dict[str, int], out: str) -> int:

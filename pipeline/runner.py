@@ -18,7 +18,7 @@ import yaml
 from pipeline.adapter import RayExecutor, ray_session
 from pipeline.config import RunConfig, StageSpec
 from pipeline.errors import CurateError
-from pipeline.stagework import MapJob, MapStageWorker, map_config_hash, aggregate_stats
+from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
 from stages import ingest, shardio
 from stages.base import GlobalContext
 
@@ -93,7 +93,7 @@ def _run_ingest(cfg: RunConfig, run_dir: Path, executor: RayExecutor) -> tuple[S
 def _run_stage(spec: StageSpec, parts: list[Path], run_dir: Path, executor: RayExecutor) -> tuple[StageReport, list[Path]]:
     t0 = time.perf_counter()
     stage_dir, rej_dir = run_dir / spec.name, run_dir / "rejected" / spec.name
-    chash = map_config_hash(spec)
+    chash = stage_config_hash(spec)
     stage = spec.load()
     stems = [p.stem for p in parts]
     if hasattr(stage, "run"):  # a global stage (deduplication)

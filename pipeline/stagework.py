@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import StageSpec
@@ -26,10 +27,9 @@ class MapJob:
     config_hash: str
 
 
-def map_config_hash(spec: StageSpec) -> str:
-    stage_version = getattr(spec, "version", None)
-    return shardio.stable_hash({"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config),
-                                "version": stage_version})
+def stage_config_hash(spec: StageSpec) -> str:
+    """What a stage's markers must match besides their input: its kind, name and config."""
+    return shardio.stable_hash({"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config)})
 
 
 class MapStageWorker:
@@ -53,8 +53,6 @@ class MapStageWorker:
         try:
             source = pq.ParquetFile(job.input)
             for batch in source.iter_batches(batch_size=BATCH_ROWS):
-                import pyarrow as pa
-
                 table = pa.Table.from_batches([batch])
                 out = self.stage.process(table)
                 if out.kept.num_rows + out.rejected.num_rows != table.num_rows:

@@ -9,7 +9,6 @@ kept + rejected + quarantined).
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import zlib
 from dataclasses import dataclass, field
