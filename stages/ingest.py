@@ -50,7 +50,8 @@ class InputSpec:
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     """`auto` picks by suffix: .jsonl/.json/.ndjson (+ .gz/.zst) = jsonl, .parquet, else text"""
     source: str | None = None
-    """source name for records that have none (default: the file name up to its first dot)"""
+    """source name for records that have none (default: the file name up to its first dot; for a
+    directory of text files, the directory's name)"""
     fields: FieldMap = field(default_factory=FieldMap)
     """input field names"""
 
@@ -135,8 +136,18 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
     chunk = int(cfg.split_mb * 1e6)
     reads: list[tuple[ReadTask, InputSpec, str]] = []
     for i, spec in enumerate(inputs):
+        # Plain text files are one document each, batched into tasks of about `chunk` bytes; their
+        # default source is the input directory's name.
+        text_source = spec.source or (Path(spec.path).name if os.path.isdir(spec.path) else "text")
         text_batch: list[str] = []
         text_bytes = 0
+
+        def flush_text() -> None:
+            nonlocal text_batch, text_bytes
+            if text_batch:
+                reads.append((ReadTask(text_batch[0], "text", files=tuple(text_batch)), spec, text_source))
+            text_batch, text_bytes = [], 0
+
         for path in _expand(spec, i):
             fmt = _format_of(path, spec.format)
             default_source = spec.source or Path(path).name.split(".")[0]
@@ -145,8 +156,7 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
                 text_batch.append(path)
                 text_bytes += os.path.getsize(path) if local else 0
                 if text_bytes >= chunk or len(text_batch) >= 10_000:
-                    reads.append((ReadTask(path, "text", files=tuple(text_batch)), spec, spec.source or "text"))
-                    text_batch, text_bytes = [], 0
+                    flush_text()
             elif fmt == "jsonl" and local and not compression_of(path) and os.path.getsize(path) > chunk:
                 for start, end, line in _line_aligned_splits(path, chunk):
                     reads.append((ReadTask(path, "jsonl", start, end, line), spec, default_source))
@@ -154,8 +164,7 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
                 reads.extend((r, spec, default_source) for r in _parquet_splits(path, chunk))
             else:
                 reads.append((ReadTask(path, fmt), spec, default_source))
-        if text_batch:
-            reads.append((ReadTask(text_batch[0], "text", files=tuple(text_batch)), spec, spec.source or "text"))
+        flush_text()
     return [IngestTask(f"part-{k:05d}", r, src, spec.fields) for k, (r, spec, src) in enumerate(reads)]
 
 

@@ -33,6 +33,10 @@ def test_bad_input_corpus_is_quarantined_with_reasons(tmp_path, ray_session):
     assert rows[0]["path"].endswith("mixed.jsonl") and rows[0]["line"] == 21  # 20 good lines precede it
     binary = query(cfg.out, "SELECT path FROM quarantine WHERE reason = 'binary_file'").to_pylist()
     assert binary[0]["path"].endswith("image.bin")
+    # Text files take their input directory's name as source; JSONL files their file name.
+    sources = {r["source"]: r["n"] for r in query(cfg.out, "SELECT source, count(*) AS n FROM docs GROUP BY ALL").to_pylist()}
+    assert (sources["in"], sources["good"], sources["cut"]) == (5, 5, 5)  # texts/*.txt, good.parquet, cut.jsonl.gz
+
     repaired = query(cfg.out, "SELECT id, text FROM docs WHERE id IN ('latin1', 'surrogate') ORDER BY id").to_pylist()
     assert [r["text"] for r in repaired] == ["caf\ufffd bytes that are not UTF-8", "lone \ufffd surrogate"]
     assert s["invalid_utf8_replaced"] == 2
