@@ -202,6 +202,19 @@ def test_exact_dedup_keeper_ids_are_exact(planted, tmp_path):
     assert len(out["kept"]) + len(out["rejected"]) == len(recs)
 
 
+def test_exact_dedup_rebuilds_a_deleted_shard(planted, tmp_path):
+    recs = [dict(r) for r in planted[:300]]
+    recs += [dict(r, id=f"copy-{i:04d}") for i, r in enumerate(recs[:60])]
+    inputs = plant.write_parts(recs, tmp_path / "in", 3)
+    kept = run_stage(ExactDedup(ExactDedupConfig(), "ex"), inputs, tmp_path)
+    want = outputs(tmp_path, "ex")
+    assert want["rejected"] and len(kept) == 3
+    for gone in (kept[1], tmp_path / "rejected" / "ex" / kept[2].name):
+        gone.unlink()
+        assert run_stage(ExactDedup(ExactDedupConfig(), "ex"), inputs, tmp_path) == kept
+        assert gone.exists() and outputs(tmp_path, "ex") == want
+
+
 # ---------------------------------------------------------------- fuzzy dedup
 
 

@@ -101,22 +101,25 @@ def finish_part(task: FinishTask) -> dict:
     return counts
 
 
-def all_done(stage_dir: Path, inputs: list, fingerprint: str, config_hash: str) -> bool:
-    return all(
-        shardio.marker_matches(shardio.read_marker(stage_dir, Path(p).stem), fingerprint, config_hash)
-        and (Path(stage_dir) / f"{Path(p).stem}.parquet").exists()
-        for p in inputs
+def part_done(stage_dir: Path, rejected_dir: Path, stem: str, fingerprint: str, config_hash: str) -> bool:
+    """A part is done when its marker matches and both its kept and rejected shards exist
+    (a deleted shard is rebuilt on the next run)."""
+    return (
+        shardio.marker_matches(shardio.read_marker(Path(stage_dir), stem), fingerprint, config_hash)
+        and (Path(stage_dir) / f"{stem}.parquet").exists()
+        and (Path(rejected_dir) / f"{stem}.parquet").exists()
     )
 
 
+def all_done(stage_dir: Path, rejected_dir: Path, inputs: list, fingerprint: str, config_hash: str) -> bool:
+    return all(part_done(stage_dir, rejected_dir, Path(p).stem, fingerprint, config_hash) for p in inputs)
+
+
 def finish(executor: Executor, tasks: list[FinishTask], desc: str) -> list[dict]:
-    """Run the finish tasks whose stage marker is missing or stale."""
+    """Run the finish tasks whose part is not done (marker missing or stale, or a shard missing)."""
     todo = [
-        t
-        for t in tasks
-        if not shardio.marker_matches(
-            shardio.read_marker(Path(t.stage_dir), Path(t.in_path).stem), t.fingerprint, t.config_hash
-        )
+        t for t in tasks
+        if not part_done(Path(t.stage_dir), Path(t.rejected_dir), Path(t.in_path).stem, t.fingerprint, t.config_hash)
     ]
     return executor.map(finish_part, todo, desc=desc) if todo else []
 
@@ -141,7 +144,7 @@ class DedupRun:
         """None when every part's marker already matches (nothing to do); else a fresh work dir."""
         inputs = sorted(Path(p) for p in inputs)
         fp = inputs_fingerprint(ctx.executor, inputs, ctx.config_hash)
-        if all_done(Path(ctx.stage_dir), inputs, fp, ctx.config_hash):
+        if all_done(Path(ctx.stage_dir), Path(ctx.rejected_dir), inputs, fp, ctx.config_hash):
             return None
         reset_work_dir(Path(ctx.work_dir), fp)
         n_parts = num_partitions if num_partitions > 0 else max(4, min(256, len(inputs)))
