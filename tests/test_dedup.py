@@ -277,3 +277,9 @@ def test_empty_and_tiny_documents(tmp_path):
     # Empty texts match nothing; the two "a b" documents are one cluster.
     assert out["rejected"] == [("e4", "near_duplicate", "e3")]
     assert ("e3", "e3", 2) in out["kept"] and ("e0", "e0", 1) in out["kept"]
+
+
+def test_report_reasons_are_the_stages_reasons():
+    from stages.dedup import exact, lsh, report
+
+    assert report.REASONS == (exact.REASON, lsh.REASON)

@@ -95,6 +95,18 @@ def resolve_keeper_column(setting: str, columns: Sequence[str]) -> str | None:
     return setting if setting in columns else None
 
 
+def keeper_values(batch: pa.RecordBatch | pa.Table, column: str | None) -> pa.Array:
+    """The keeper column of `batch` as float64 (nulls when there is none)."""
+    n = batch.num_rows
+    if column is None:
+        return pa.nulls(n, pa.float64())
+    col = batch.column(column)
+    try:
+        return col.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"keeper_column {column!r} must be numeric, it is {col.type}") from e
+
+
 def keeper_order(table: pa.Table, group_col: str, quality_col: str | None) -> np.ndarray:
     """Row indices of `table` sorted so that each group's keeper comes first within its group.
 

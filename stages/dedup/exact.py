@@ -23,6 +23,7 @@ from stages.base import GlobalContext
 from stages.dedup.common import (
     group_starts,
     keeper_order,
+    keeper_values,
     normalize_text,
     part_of_uid,
     read_inbox,
@@ -62,8 +63,8 @@ class ExactDedupConfig:
     batch_size: int = 4096
     """Rows read at a time from an input part."""
     keep_work: bool = False
-    """Keep the intermediate files (`<stage>/_work/`: hashes, signatures, edges) after the stage
-    has finished; by default they are deleted once every output shard is written."""
+    """Keep the intermediate files (`<stage>/_work/`: hashes and decisions) after the stage has
+    finished; by default they are deleted once every output shard is written."""
 
     def __post_init__(self) -> None:
         if self.num_partitions < 0 or self.num_partitions > 65536:
@@ -72,17 +73,6 @@ class ExactDedupConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not isinstance(self.keeper_column, str):
             raise ValueError(f"keeper_column must be a column name, 'auto' or '', got {self.keeper_column!r}")
-
-
-def keeper_values(batch: pa.RecordBatch | pa.Table, column: str | None) -> pa.Array:
-    n = batch.num_rows
-    if column is None:
-        return pa.nulls(n, pa.float64())
-    col = batch.column(column)
-    try:
-        return col.cast(pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise ValueError(f"keeper_column {column!r} must be numeric, it is {col.type}") from e
 
 
 @dataclass(frozen=True)

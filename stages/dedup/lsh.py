@@ -32,14 +32,14 @@ from stages.dedup import minhash
 from stages.dedup.common import (
     group_starts,
     keeper_order,
+    keeper_values,
     part_of_uid,
     partition_of,
     read_inbox,
     resolve_keeper_column,
     write_partitioned,
 )
-from stages.dedup.components import write_edges
-from stages.dedup.exact import keeper_values
+from stages.dedup.components import LABEL_SCHEMA, unique_pairs, write_edges
 from stages.dedup.output import DECISION_SCHEMA
 
 REASON = "near_duplicate"
@@ -181,19 +181,17 @@ def signature_part(task: PartTask) -> dict:
     pf = pq.ParquetFile(task.path)
     qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
     schema = sig_schema(cfg.num_perm)
-    out = c.sig_path(task.part)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
+    sink = shardio.ParquetSink(c.sig_path(task.part), schema)
     keys, uids = [], []
     row, empty = c.offsets[task.part], 0
     # Signatures stream to disk batch by batch; only the band keys (8 B per band) stay.
-    with pq.ParquetWriter(tmp, schema, **shardio.PARQUET_OPTS) as w:
+    try:
         for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=["id", "text"] + ([qcol] if qcol else [])):
             sig, counts = minhash.signatures(batch.column("text").to_pylist(), spec, a, b)
             n = batch.num_rows
             uid = np.arange(row, row + n, dtype=np.int64)
             sig_arr = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), cfg.num_perm)
-            w.write_table(
+            sink.write(
                 pa.table(
                     {"uid": uid, "id": batch.column("id").cast(pa.string()), "q": keeper_values(batch, qcol),
                      "n_shingles": counts, "sig": sig_arr},
@@ -206,7 +204,10 @@ def signature_part(task: PartTask) -> dict:
             keys.append(k.reshape(-1))
             uids.append(np.repeat(uid[has], bands))
             row += n
-    tmp.replace(out)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
     key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
     uid = np.concatenate(uids) if uids else np.zeros(0, np.int64)
     table = pa.table({"key": key, "uid": uid}, schema=KEY_SCHEMA)
@@ -253,8 +254,6 @@ def verify_a_part(task: PartTask) -> dict:
     """Edges whose first end lives in this part get that end's signature, then go to the other end."""
     c = task.ctx
     t = read_inbox(Path(c.work) / "cand", task.part, c.n_parts, CAND_SCHEMA)
-    from stages.dedup.components import unique_pairs
-
     u, v = unique_pairs(t.column("u").to_numpy(), t.column("v").to_numpy())
     sig_u = _load_sigs(c, task.part)[u - c.offsets[task.part]]
     arr = pa.FixedSizeListArray.from_arrays(pa.array(sig_u.reshape(-1), pa.uint32()), c.cfg.num_perm)
@@ -281,8 +280,6 @@ def verify_b_part(task: PartTask) -> dict:
 
 def attach_part(task: PartTask) -> dict:
     c = task.ctx
-    from stages.dedup.components import LABEL_SCHEMA
-
     lab = read_inbox(Path(c.work) / "components" / "labels", task.part, c.n_parts, LABEL_SCHEMA)
     meta = pq.read_table(c.sig_path(task.part), columns=["id", "q"])
     rows = lab.column("uid").to_numpy() - c.offsets[task.part]

@@ -6,7 +6,7 @@ one per stage, `rejected`) and runs the queries documented in docs/dedup.md.
 
 from __future__ import annotations
 
-REASONS = ("exact_duplicate", "near_duplicate")
+REASONS = ("exact_duplicate", "near_duplicate")  # the `reason` of exact.REASON and lsh.REASON
 
 
 def _columns(con, view: str) -> list[str]:
@@ -24,8 +24,9 @@ def dedup_summary(con) -> list[str]:
     """Dedup lines: per dedup stage the share dropped, the cluster-size distribution of the
     near-duplicate clusters, and the duplicate share per source. [] if no dedup stage ran."""
     stages = con.execute(
-        "SELECT stage, reason, count(*) FROM rejected WHERE reason IN ('exact_duplicate', 'near_duplicate') "
-        "GROUP BY ALL ORDER BY reason, stage"
+        f"SELECT stage, reason, count(*) FROM rejected WHERE reason IN ({', '.join('?' * len(REASONS))}) "
+        "GROUP BY ALL ORDER BY reason, stage",
+        list(REASONS),
     ).fetchall()
     cluster_view = "docs" if "dup_cluster_size" in _columns(con, "docs") else None
     if not stages and cluster_view is None:
