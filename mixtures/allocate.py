@@ -60,36 +60,47 @@ def capacity(available: Mapping[str, int], max_epochs: float) -> dict[str, int]:
 
 
 def allocate_phases(
-    phases: Sequence[tuple[str, int, Mapping[str, float]]],
+    phases: Sequence[tuple],
     available: Mapping[str, int],
     max_epochs: float,
     allow_redistribute: bool,
 ) -> tuple[list[dict[str, int]], list[Redistribution]]:
     """Integer tokens per phase and group, honouring the epoch cap.
 
-    `phases`: (name, length in tokens, weights) in training order; `available`: tokens per
-    group in plan order. Without `allow_redistribute`, any group whose total exceeds
-    `max_epochs x available` makes the plan infeasible (InfeasiblePlan names the group, the
-    tokens asked and the tokens available). With it, a capped group keeps what it may still
-    take and the rest of its share goes to the other groups of the same phase in proportion to
-    their weights (water-filling); phases are filled in training order, so earlier phases use
-    capacity first.
+    `phases`: (name, length in tokens, weights[, tokens]) in training order, where `tokens`
+    (integer tokens per group summing to the length, or None) is used as it is instead of
+    rounding the weights; `available`: tokens per group in plan order. Without
+    `allow_redistribute`, any group whose total exceeds `max_epochs x available` makes the plan
+    infeasible (InfeasiblePlan names the group, the tokens asked and the tokens available).
+    With it, a capped group keeps what it may still take and the rest of its share goes to the
+    other groups of the same phase in proportion to their weights (water-filling); phases are
+    filled in training order, so earlier phases use capacity first.
     """
     order = list(available)
     cap = capacity(available, max_epochs)
+    wants = []
+    for name, n, weights, *given in phases:
+        tokens = given[0] if given else None
+        want = largest_remainder(n, weights, order) if tokens is None else {g: int(tokens.get(g, 0)) for g in order}
+        if sum(want.values()) != n:
+            raise ValueError(f"phase {name!r}: given tokens add up to {sum(want.values())}, not its length {n}")
+        wants.append(want)
     if not allow_redistribute:
-        allocs = [largest_remainder(n, w, order) for _, n, w in phases]
         for g in order:
-            asked = sum(a[g] for a in allocs)
+            asked = sum(a[g] for a in wants)
             if asked > cap[g]:
                 raise InfeasiblePlan(_refusal(g, asked, available[g], max_epochs))
-        return allocs, []
+        return wants, []
 
     left = dict(cap)
     allocs, moves = [], []
-    for name, n, weights in phases:
-        want = largest_remainder(n, weights, order)
-        alloc = _water_fill(name, n, weights, left, order, max_epochs, available)
+    for (name, n, weights, *_), want in zip(phases, wants):
+        # A phase that fits under every cap keeps its rounding; only one that does not is
+        # water-filled.
+        if all(want[g] <= left[g] for g in order):
+            alloc = want
+        else:
+            alloc = _water_fill(name, n, weights, left, order, max_epochs, available)
         for g in order:
             if alloc[g] < want[g]:
                 moves.append(Redistribution(name, g, want[g], alloc[g]))

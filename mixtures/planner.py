@@ -49,7 +49,7 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int, se
 
     avail = {g.name: g.available_tokens for g in availability.groups}
     phases = phases_for(recipe, schedule, avail, step)
-    allocs, moves = allocate_phases([(p.name, p.end_token - p.start_token, p.weights) for p in phases],
+    allocs, moves = allocate_phases([(p.name, p.end_token - p.start_token, p.weights, p.tokens) for p in phases],
                                     avail, max_epochs, redistribute)
 
     out_phases = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from mixtures.allocate import InfeasiblePlan
+from mixtures.allocate import InfeasiblePlan, capacity
 from mixtures.recipes import Boundary, Recipe, RecipeError
 from mixtures.schedule import Schedule, boundary_token
 
@@ -21,6 +21,9 @@ class PhaseWeights:
     weights: dict[str, float]
     boundary: dict | None
     """How the phase's end was set (`{"lr_ratio": 0.2}`, ...); None for the last phase."""
+    tokens: dict[str, int] | None = None
+    """Integer tokens per group when the rule computes them itself (unimax), so they are used
+    as they are instead of being rounded again from `weights`; None otherwise."""
 
 
 def normalise(raw: Mapping[str, float], what: str) -> dict[str, float]:
@@ -41,23 +44,36 @@ def temperature(available: Mapping[str, int], tau: float) -> dict[str, float]:
     return normalise({g: (float(n) ** (1.0 / tau) if n > 0 else 0.0) for g, n in available.items()}, "temperature")
 
 
-def unimax(available: Mapping[str, int], budget: int, epochs: float) -> dict[str, float]:
+def unimax(available: Mapping[str, int], budget: int, epochs: float) -> tuple[dict[str, float], dict[str, int]]:
     """UniMax (Chung et al. 2023, arXiv:2304.09151): a uniform budget per group, capped at
     `epochs` x its tokens; what a small group cannot take is shared among the larger ones.
-    Groups are visited smallest first, each taking min(remaining / groups left, cap)."""
+
+    Returns the weights and the integer tokens per group (summing exactly to `budget`). Groups
+    are visited smallest first; one whose cap is below an equal share of what is left takes its
+    cap, and once a group can take an equal share so can every larger one, so the rest is split
+    equally among them (the first `rest % k` get one token more). The caps are the allocator's
+    floored `capacity()`, so the plan never asks a group for a token more than its cap allows.
+    """
     order = sorted((g for g, n in available.items() if n > 0), key=lambda g: (available[g], g))
     if not order:
         raise RecipeError("unimax: no group has documents; check the groups' predicates")
-    left, share = float(budget), {g: 0.0 for g in available}
+    cap = capacity(available, epochs)
+    left, share = budget, {g: 0 for g in available}
     for k, g in enumerate(order):
-        share[g] = min(left / (len(order) - k), epochs * available[g])
-        left -= share[g]
-    if left > 1e-6 * budget:
+        rest = order[k:]
+        if cap[g] * len(rest) >= left:
+            q, r = divmod(left, len(rest))
+            share.update({h: q + (i < r) for i, h in enumerate(rest)})
+            left = 0
+            break
+        share[g] = cap[g]
+        left -= cap[g]
+    if left > 0:
         big = order[-1]
         raise InfeasiblePlan(
             f"unimax: budget of {budget} tokens exceeds what all groups hold at {epochs:g} epochs "
-            f"({budget - int(left)} tokens); largest group {big!r} has {available[big]} tokens available")
-    return normalise(share, "unimax")
+            f"({budget - left} tokens); largest group {big!r} has {available[big]} tokens available")
+    return normalise({g: float(n) for g, n in share.items()}, "unimax"), share
 
 
 def _role_scaled(recipe: Recipe, base: Mapping[str, float], mult: Mapping[str, float], what: str,
@@ -90,7 +106,8 @@ def phases_for(recipe: Recipe, schedule: Schedule, available: Mapping[str, int],
         return [PhaseWeights("main", 0, total, temperature(available, recipe.tau), None)]
     if kind == "unimax":
         epochs = recipe.unimax_epochs if recipe.unimax_epochs is not None else recipe.max_epochs
-        return [PhaseWeights("main", 0, total, unimax(available, total, epochs), None)]
+        weights, tokens = unimax(available, total, epochs)
+        return [PhaseWeights("main", 0, total, weights, None, tokens)]
     if kind == "reuse":
         # Parmar et al. 2024 ("Reuse, Don't Retrain", arXiv:2407.07263): a general blend (GB)
         # that upweights high-quality and non-web data, then once the LR has decayed to

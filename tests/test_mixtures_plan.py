@@ -237,3 +237,23 @@ def test_schema_rejects_broken_plans():
         mutate(broken)
         with pytest.raises(PlanValidationError, match=match):
             validate_plan(broken)
+
+
+@pytest.mark.parametrize("max_epochs", [1.5, 3.3])
+def test_unimax_plan_respects_its_own_floored_caps(max_epochs):
+    # With unimax_epochs null the cap is max_epochs; n x max_epochs is not a whole number for
+    # these groups, so a float cap rounded to the nearest token could land one over the
+    # floored cap the allocator checks, and the plan would be refused.
+    base = yaml.safe_load((load_recipe.__globals__["RECIPES_DIR"] / "unimax.yaml").read_text())
+    rec = recipe_from_dict(dict(base, max_epochs=max_epochs, unimax_epochs=None))
+    for d in range(12):
+        chars = dict(CHARS, docs=4_000_000 + 4 * d + 1, legal=8_000_000 + 4 * d + 3)
+        total = 20_000_000 + d
+        plan = plan_for(rec, total=total, batch=1, chars=chars)
+        validate_plan(plan)
+        g = {x["name"]: x for x in plan["groups"]}
+        assert g["docs"]["requested_tokens"] == math.floor(g["docs"]["available_tokens"] * max_epochs)
+        assert sum(x["requested_tokens"] for x in plan["groups"]) == total
+        uncapped = [x["requested_tokens"] for x in plan["groups"]
+                    if x["requested_tokens"] < math.floor(x["available_tokens"] * max_epochs)]
+        assert max(uncapped) - min(uncapped) <= 1
