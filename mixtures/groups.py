@@ -52,21 +52,28 @@ def _check_predicate(name: str, where: str) -> None:
     This is about well-formedness, not security: predicates run on the catalog's read-only
     connection, so they cannot change data either way.
     """
-    depth, quote = 0, False
-    for ch in where:
-        if ch == "'":
-            quote = not quote
-        elif not quote:
-            if ch == ";":
-                raise GroupError(f"where: group {name!r} predicate must be one expression, found ';'")
+    # One pass that knows whether it is inside a '...' string or a "..." identifier (a doubled
+    # quote inside either closes and reopens it, which toggling handles): ';', parentheses and
+    # comment markers only count outside them, so `url LIKE '%--%'` is a valid predicate.
+    depth, quote = 0, None
+    for i, ch in enumerate(where):
+        if quote is not None:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";":
+            raise GroupError(f"where: group {name!r} predicate must be one expression, found ';'")
+        elif where.startswith(("--", "/*"), i):
+            raise GroupError(f"where: group {name!r} predicate may not contain SQL comments "
+                             f"({where[i:i + 2]!r} outside quotes)")
+        else:
             depth += ch == "("
             depth -= ch == ")"
             if depth < 0:
                 break
-    if quote or depth != 0:
+    if quote is not None or depth != 0:
         raise GroupError(f"where: group {name!r} predicate has unbalanced quotes or parentheses: {where!r}")
-    if "--" in where or "/*" in where:
-        raise GroupError(f"where: group {name!r} predicate may not contain SQL comments")
 
 
 def parse_groups(items: Sequence[Mapping[str, Any]] | None, field: str = "groups") -> list[Group]:

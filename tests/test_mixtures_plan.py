@@ -257,3 +257,21 @@ def test_unimax_plan_respects_its_own_floored_caps(max_epochs):
         uncapped = [x["requested_tokens"] for x in plan["groups"]
                     if x["requested_tokens"] < math.floor(x["available_tokens"] * max_epochs)]
         assert max(uncapped) - min(uncapped) <= 1
+
+
+def test_comment_markers_inside_quotes_are_allowed_outside_refused():
+    groups = parse_groups([{"name": "dashes", "where": "url LIKE '%--%'"},
+                           {"name": "slash", "where": "url LIKE '%/*%' OR \"odd--col\" = 'x'"},
+                           {"name": "quoted", "where": "url = 'it''s -- fine; (really'"}])
+    con = duckdb.connect()
+    con.execute("CREATE TABLE docs AS SELECT * FROM (VALUES ('a--b', 'y'), ('c/*d', 'y'), ('e', 'x'),"
+                " ('it''s -- fine; (really', 'y'), ('plain', 'y')) t(url, \"odd--col\")")
+    got = [r[0] for r in con.execute(f"SELECT {group_case_sql(groups)} FROM docs").fetchall()]
+    assert got == ["dashes", "slash", "slash", "dashes", None]
+    for where in ("TRUE -- note", "a = 1 /* note */", "\"x\" = 1 --", "'a' = 'a' /*"):
+        with pytest.raises(GroupError, match="comments"):
+            Group("x", where)
+    with pytest.raises(GroupError, match="';'"):
+        Group("x", "'a' = 'a'; SELECT 1")
+    with pytest.raises(GroupError, match="unbalanced"):
+        Group("x", "\"x = 1")
