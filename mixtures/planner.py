@@ -8,6 +8,9 @@ epoch cap per group; then describe it all in the versioned plan format of docs/i
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from mixtures.allocate import allocate_phases
 from mixtures.groups import Availability
 from mixtures.recipes import Recipe, RecipeError
@@ -22,20 +25,34 @@ def megatron_blend(weights: dict[str, float], prefix: str = "tokens/{group}/toke
     return " ".join(f"{w:.8g} {prefix.format(group=g)}" for g, w in weights.items() if w > 0)
 
 
-def build_plan(recipe: Recipe, availability: Availability, total_tokens: int, seq_len: int, *,
+def _positive_int(value, what: str) -> int:
+    """`value` as an int if it is a whole number > 0 (2e9 from a CLI float is fine)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and value == int(value) and value > 0)
+    if not ok:
+        raise RecipeError(f"{what}: must be a whole number > 0, got {value!r}")
+    return int(value)
+
+
+def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
                batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
                max_epochs: float | None = None, allow_redistribute: bool | None = None) -> dict:
     """The mixture plan as a plan.json dict.
 
+    `total_tokens`: the training budget, a whole number (a float such as 2e9 is accepted);
+    None = every token available in the groups (one pass), rounded down to whole steps.
     `batch_size` (sequences per optimizer step) sets the step of `seq_len x batch_size` tokens
     that phase boundaries are aligned to, so a phase never changes inside a step.
     """
-    if int(total_tokens) != total_tokens or total_tokens <= 0:
-        raise RecipeError(f"tokens: the token budget must be a positive integer, got {total_tokens!r}")
-    if seq_len <= 0 or batch_size <= 0:
-        raise RecipeError(f"seq_len and batch_size must be > 0, got {seq_len} and {batch_size}")
-    total_tokens = int(total_tokens)
+    seq_len = _positive_int(seq_len, "seq_len")
+    batch_size = _positive_int(batch_size, "batch_size")
     step = seq_len * batch_size
+    if total_tokens is None:
+        total_tokens = sum(g.available_tokens for g in availability.groups) // step * step
+        if total_tokens == 0:
+            raise RecipeError(f"tokens: the groups hold less than one step ({step} tokens); "
+                              "give --tokens or check the groups' predicates")
+    total_tokens = _positive_int(total_tokens, "tokens")
     if total_tokens < step:
         raise RecipeError(f"tokens: budget {total_tokens} is less than one step ({step} tokens)")
     max_epochs = recipe.max_epochs if max_epochs is None else max_epochs

@@ -118,15 +118,7 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
     try:
         rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         avail = availability(run_dir, rec.groups, sample_docs=sample_docs, tokens_per_char=tokens_per_char)
-        if tokens is None:
-            step = seq_len * batch_size
-            tokens = sum(g.available_tokens for g in avail.groups) // step * step
-            if tokens == 0:
-                raise RecipeError(f"tokens: the groups hold less than one step ({step} tokens); "
-                                  "give --tokens or check the groups' predicates")
-        if float(tokens) != int(float(tokens)):
-            raise RecipeError(f"tokens: the budget must be a whole number of tokens, got {tokens!r}")
-        result = build_plan(rec, avail, int(float(tokens)), seq_len, batch_size=batch_size, lr_start=lr_start,
+        result = build_plan(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
                             lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
         validate_plan(result)
     except (RecipeError, GroupError, InfeasiblePlan, PlanValidationError) as e:

@@ -190,3 +190,22 @@ def test_curate_cli_refuses_infeasible_plan_with_exit_2(tmp_path, capsys):
     rc = main(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "5e6", "--seq-len", "256",
                "--allow-redistribute", "--max-epochs", "1000", "--no-plot"])
     assert rc == 0 and json.loads((run / "plan.json").read_text())["max_epochs"] == 1000
+
+
+def test_bad_step_or_budget_is_a_plan_error_not_a_traceback(tmp_path, capsys):
+    from pipeline.cli import main
+
+    run = make_run(tmp_path, with_tokens=True)
+    recipe = recipe_file(tmp_path)
+    # No --tokens: the default budget (all available tokens, whole steps) must not divide by a
+    # zero step before seq_len and batch_size are checked.
+    for kw, field in [({"seq_len": 0}, "seq_len"), ({"seq_len": 256, "batch_size": 0}, "batch_size"),
+                      ({"seq_len": 256, "tokens": 1.5e4 + 0.5}, "tokens"), ({"seq_len": 256, "tokens": float("inf")}, "tokens")]:
+        with pytest.raises(PlanError, match=f"^{field}: must be a whole number > 0"):
+            plan(run, recipe, plot=False, echo=None, **kw)
+    rc = main(["plan", str(run), "--recipe", str(recipe), "--seq-len", "0", "--no-plot"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "seq_len" in err and "Traceback" not in err
+    result = plan(run, recipe, seq_len=256, batch_size=2, plot=False, echo=None)
+    avail = sum(g["available_tokens"] for g in result["groups"])
+    assert result["total_tokens"] == avail // 512 * 512 and result["total_tokens"] > 0
