@@ -74,6 +74,40 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(setup, full):
     assert a[12] < a[1], "the loss falls on learnable data"
 
 
+def test_resume_against_a_changed_plan_is_refused(setup, tmp_path):
+    """A resume continues the plan it started with: new weights, LR or phases are refused by name."""
+    d, plan = setup
+    out = tmp_path / "out"
+    train(d / "run", d / "base", config=_cfg(max_steps=2, eval_every=0), out_dir=out, quiet=True)
+
+    def changed(edit):
+        p = json.loads(json.dumps(plan))
+        edit(p)
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(p))
+        return path
+
+    def swap(p):
+        p["phases"][0]["weights"]["web"], p["phases"][0]["weights"]["code"] = 0.3, 0.7
+    cases = {"phases": swap,
+             "schedule": lambda p: p["schedule"].update(lr_start=1e-3),
+             "groups": lambda p: p["groups"][0].update(max_epochs=1.5)}
+    for what, edit in cases.items():
+        with pytest.raises(ValueError, match=rf"different plan.json \({what} changed\)"):
+            train(d / "run", d / "base", plan_path=changed(edit), config=_cfg(max_steps=4, eval_every=0),
+                  out_dir=out, quiet=True)
+
+    def fewer(p):  # two phases instead of three: the sampler state no longer fits
+        p["phases"] = p["phases"][:2]
+        p["total_tokens"] = p["schedule"]["total_tokens"] = p["phases"][-1]["end_token"]
+    with pytest.raises(ValueError, match="different plan.json"):
+        train(d / "run", d / "base", plan_path=changed(fewer), config=_cfg(max_steps=4, eval_every=0),
+              out_dir=out, quiet=True)
+    # The unchanged plan still resumes.
+    res = train(d / "run", d / "base", config=_cfg(max_steps=3, eval_every=0), out_dir=out, quiet=True)
+    assert res["steps"] == 3
+
+
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(setup, full, tmp_path):
     d, _ = setup
     out = tmp_path / "killed"

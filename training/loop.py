@@ -9,6 +9,7 @@ micro-batches, clipping, AdamW, and metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -37,6 +38,40 @@ def read_plan(path: Path) -> dict[str, Any]:
     if not plan["phases"]:
         raise ValueError(f"{path}: plan.json has no phases")
     return plan
+
+
+def plan_fingerprint(plan: dict[str, Any]) -> dict[str, Any]:
+    """What a resume must not change: seq_len and hashes of the schedule, the phases and the groups.
+
+    The LR comes from the schedule at the tokens seen and the sampler state indexes the phases, so
+    resuming against a re-planned plan.json would jump the LR or fail mid-run; the caller compares
+    fingerprints and refuses instead. Only the fields the trainer reads are hashed, so re-writing an
+    identical plan (or one whose reporting fields changed) still resumes.
+    """
+    def digest(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+    phases = [{k: ph.get(k) for k in ("name", "start_token", "end_token", "weights")} for ph in plan["phases"]]
+    groups = [{"name": g["name"], "max_epochs": g.get("max_epochs")} for g in plan["groups"]]
+    sched = dict(plan["schedule"])
+    sched.setdefault("total_tokens", plan["total_tokens"])
+    return {"seq_len": int(plan["seq_len"]), "schedule": digest(sched), "phases": digest(phases), "groups": digest(groups)}
+
+
+def check_resume(ckpt: Path, state: dict[str, Any], plan: dict[str, Any], batch_tokens: int) -> None:
+    """Refuse to resume `ckpt` with another batch_tokens or against a different plan."""
+    if state["batch_tokens"] != batch_tokens or state["seq_len"] != int(plan["seq_len"]):
+        raise ValueError(f"{ckpt} was trained with batch_tokens {state['batch_tokens']} / seq_len {state['seq_len']}; "
+                         f"resume with the same values or use a new --out")
+    saved = state.get("plan")
+    if saved is None:  # a checkpoint written before plan fingerprints were saved
+        return
+    now = plan_fingerprint(plan)
+    changed = [k for k in now if saved.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"{ckpt} was trained with a different plan.json ({', '.join(changed)} changed): a resume "
+                         f"continues the same plan; restore the plan it was started with, or train the new plan "
+                         f"into a new --out (use --base {ckpt} to start from these weights)")
 
 
 def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
@@ -104,9 +139,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     step, tokens = 0, 0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, fsdp=fsdp)
-        if state["batch_tokens"] != cfg.batch_tokens or state["seq_len"] != seq_len:
-            raise ValueError(f"{ckpt} was trained with batch_tokens {state['batch_tokens']} / seq_len {state['seq_len']}; "
-                             f"resume with the same values or use a new --out")
+        check_resume(ckpt, state, plan, cfg.batch_tokens)
         sampler.load_state_dict(state["sampler"])
         step, tokens = int(state["step"]), int(state["tokens"])
         say(f"resuming from {ckpt} at step {step} ({tokens:,} tokens)")
@@ -148,7 +181,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
 
     def checkpoint() -> None:
         trainer_state = {"tokens": tokens, "sampler": sampler_state, "batch_tokens": cfg.batch_tokens,
-                         "seq_len": seq_len, "config": cfg.to_dict()}
+                         "seq_len": seq_len, "plan": plan_fingerprint(plan)}
         save_checkpoint(out, step, model, optimizer, trainer_state, fsdp=fsdp, is_main=d.is_main,
                         keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_bytes)
         distributed.barrier(d)
