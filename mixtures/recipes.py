@@ -24,6 +24,20 @@ class RecipeError(ValueError):
     """A recipe is invalid; the message starts with the offending field's path."""
 
 
+# Recipe fields every kind reads, and those only some kinds read. A field the recipe's kind
+# does not read is refused, so a setting in the wrong recipe (tau on a natural one, a switch on
+# a custom one) cannot pass silently.
+COMMON_FIELDS = ("name", "kind", "groups", "description", "roles", "schedule", "max_epochs", "allow_redistribute")
+KIND_FIELDS = {
+    "natural": (),
+    "temperature": ("tau",),
+    "unimax": ("unimax_epochs",),
+    "reuse": ("role_weights", "switch", "qa_fraction"),
+    "upsample-end": ("end_role_weights", "end_base", "switch", "tau"),
+    "custom": ("phases",),
+}
+
+
 @dataclass
 class Boundary:
     """Where a phase ends: exactly one of the three."""
@@ -170,6 +184,10 @@ class Recipe:
                 seen[g] = role
         for key in ("role_weights", "end_role_weights"):
             for role, w in getattr(self, key).items():
+                if role not in self.roles:
+                    known = ", ".join(self.roles) or "none"
+                    raise ValueError(f"{key}: role {role!r} is not one of the recipe's roles ({known}); "
+                                     "give it groups under `roles` or fix its name")
                 if not w >= 0:
                     raise ValueError(f"{key}: weight of role {role!r} must be >= 0, got {w}")
         if self.kind in ("reuse", "upsample-end") and self.switch is None:
@@ -216,6 +234,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise RecipeError(f"{path}.{unknown[0]}: unknown field; valid: {', '.join(sorted(known))}")
+    if cls is Recipe:
+        _check_kind_fields(data, path)
     kwargs = dict(data)
     missing = [k for k, f in known.items() if k not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
@@ -229,13 +249,26 @@ def _build(cls: type, data: Any, path: str) -> Any:
                     kwargs[key] = _build(ScheduleSpec, kwargs[key] or {}, f"{path}.{key}")
             if kwargs.get("switch") is not None:
                 kwargs["switch"] = _build(Boundary, kwargs["switch"], f"{path}.switch")
+            if not isinstance(kwargs.get("roles", {}), Mapping):
+                raise RecipeError(f"{path}.roles: expected a mapping of role -> list of group names, "
+                                  f"got {kwargs['roles']!r}")
+            if not isinstance(kwargs.get("phases") or [], list):
+                raise RecipeError(f"{path}.phases: expected a list of phases, got {kwargs['phases']!r}")
             kwargs["phases"] = [_build(PhaseSpec, p, f"{path}.phases[{i}]") for i, p in enumerate(kwargs.get("phases") or [])]
         if cls is PhaseSpec and kwargs.get("until") is not None:
             kwargs["until"] = _build(Boundary, kwargs["until"], f"{path}.until")
-        for k, f in known.items():  # YAML reads 3e-4 (no dot) as a string
-            if k in kwargs and f.type in ("float", "float | None") and isinstance(kwargs[k], str):
+        for k, f in known.items():
+            if k not in kwargs:
+                continue
+            # YAML reads 3e-4 (no dot) as a string, which _number accepts; a list, a mapping or a
+            # boolean where a number belongs is refused here, naming the field.
+            if f.type == "float" or (f.type == "float | None" and kwargs[k] is not None):
                 kwargs[k] = _number(kwargs[k], f"{path}.{k}")
-            if k in kwargs and f.type == "dict[str, float]":
+            if f.type == "bool" and not isinstance(kwargs[k], bool):
+                raise RecipeError(f"{path}.{k}: expected true or false, got {kwargs[k]!r}")
+            if f.type == "str" and not isinstance(kwargs[k], str):
+                raise RecipeError(f"{path}.{k}: expected a string, got {kwargs[k]!r}")
+            if f.type == "dict[str, float]":
                 if not isinstance(kwargs[k], Mapping):
                     raise RecipeError(f"{path}.{k}: expected a mapping of name -> number, got {kwargs[k]!r}")
                 kwargs[k] = {str(n): _number(v, f"{path}.{k}.{n}") for n, v in kwargs[k].items()}
@@ -248,6 +281,20 @@ def _build(cls: type, data: Any, path: str) -> Any:
         if isinstance(e, RecipeError):
             raise
         raise RecipeError(f"{path}.{e}" if ":" in str(e).split(" ")[0] else f"{path}: {e}") from None
+
+
+def _check_kind_fields(data: Mapping[str, Any], path: str) -> None:
+    kind = data.get("kind")
+    if kind not in KIND_FIELDS:
+        return  # Recipe.__post_init__ names the valid kinds
+    used = COMMON_FIELDS + KIND_FIELDS[kind]
+    for k in data:
+        if k not in used:
+            extra = ", ".join(KIND_FIELDS[kind]) or "none"
+            raise RecipeError(f"{path}.{k}: not used by a {kind} recipe; remove it or change `kind` "
+                              f"(fields of a {kind} recipe beyond the common ones: {extra})")
+    if kind == "upsample-end" and "tau" in data and data.get("end_base", "natural") != "temperature":
+        raise RecipeError(f"{path}.tau: only used with end_base: temperature; remove it or set end_base")
 
 
 def _number(v: Any, path: str) -> float:

@@ -275,3 +275,41 @@ def test_comment_markers_inside_quotes_are_allowed_outside_refused():
         Group("x", "'a' = 'a'; SELECT 1")
     with pytest.raises(GroupError, match="unbalanced"):
         Group("x", "\"x = 1")
+
+
+def shipped(name):
+    return yaml.safe_load((load_recipe.__globals__["RECIPES_DIR"] / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("name, change, match", [
+    # role_weights / end_role_weights name roles of `roles`: a typo is an error, not a no-op.
+    ("reuse", {"role_weights": {"general": 1.0, "high_qualty": 2.0}}, r"^reuse\.role_weights: role 'high_qualty'"),
+    ("upsample-end", {"end_role_weights": {"target": 4.0, "qa": 2.0}}, r"^upsample-end\.end_role_weights: role 'qa'"),
+    # Booleans are booleans: "false" is a non-empty string, which Python would read as true.
+    ("custom", {"allow_redistribute": "false"}, r"^custom\.allow_redistribute: expected true or false"),
+    ("natural", {"allow_redistribute": 0}, r"^natural\.allow_redistribute: expected true or false"),
+    # A list or mapping where a number belongs names the field.
+    ("temperature", {"tau": [1.0, 2.0]}, r"^temperature\.tau: expected a number"),
+    ("natural", {"max_epochs": {"a": 1}}, r"^natural\.max_epochs: expected a number"),
+    ("reuse", {"switch": {"lr_ratio": [0.2]}}, r"^reuse\.switch\.lr_ratio: expected a number"),
+    ("natural", {"schedule": {"lr_start": [3e-4]}}, r"^natural\.schedule\.lr_start: expected a number"),
+    ("custom", {"phases": {"name": "x"}}, r"^custom\.phases: expected a list"),
+    ("reuse", {"roles": ["qa"]}, r"^reuse\.roles: expected a mapping"),
+    ("natural", {"name": ["x"]}, r"^natural\.name: expected a string"),
+    # Fields the kind does not read are refused by name.
+    ("natural", {"switch": {"fraction": 0.5}}, r"^natural\.switch: not used by a natural recipe"),
+    ("natural", {"tau": 2.0}, r"^natural\.tau: not used by a natural recipe"),
+    ("natural", {"phases": []}, r"^natural\.phases: not used by a natural recipe"),
+    ("temperature", {"unimax_epochs": 2.0}, r"^temperature\.unimax_epochs: not used"),
+    ("custom", {"qa_fraction": 0.2}, r"^custom\.qa_fraction: not used by a custom recipe"),
+    ("upsample-end", {"tau": 2.0}, r"^upsample-end\.tau: only used with end_base: temperature"),
+])
+def test_recipe_fields_are_checked_by_name(name, change, match):
+    with pytest.raises(RecipeError, match=match):
+        recipe_from_dict(dict(shipped(name), **change), name)
+
+
+def test_recipe_fields_that_are_right_still_load():
+    assert recipe_from_dict(dict(shipped("upsample-end"), end_base="temperature", tau=2.0)).tau == 2.0
+    assert recipe_from_dict(dict(shipped("natural"), allow_redistribute=True, max_epochs="3e0")).max_epochs == 3.0
+    assert recipe_from_dict(dict(shipped("unimax"), unimax_epochs=None)).unimax_epochs is None
