@@ -23,13 +23,13 @@ shards), so a killed run never leaves a `.bin` that a rerun would trust.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from stages.shardio import AtomicFile
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -57,39 +57,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def _with(prefix: Path, suffix: str) -> Path:
     # Not Path.with_suffix: a prefix such as "tokens.v2" must keep its dot.
     return Path(f"{prefix}{suffix}")
-
-
-class AtomicFile:
-    """A binary file written under a temporary name, renamed to `path` on `commit()`."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".tmp-{self.path.name}.")
-        self.f = os.fdopen(fd, "wb")
-
-    def write(self, data) -> None:
-        self.f.write(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
-
-    def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self.f.closed:
-            self.f.close()
-        Path(self.tmp).unlink(missing_ok=True)
-
-    def __enter__(self) -> "AtomicFile":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class IndexedDatasetWriter:

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from stages import shardio
-from stages.megatron import AtomicFile, IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
+from stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
+from stages.shardio import AtomicFile
 
 PACKINGS = ("best-fit", "concat")
 MAX_SEQ_LEN = 65534  # segment ids are uint16 and a row can hold up to C one-token pieces
