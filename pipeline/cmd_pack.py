@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import pyarrow.parquet as pq
+
 from pipeline.errors import CurateError
 from stages import shardio
 from stages.base import Executor
 from stages.packing import GroupTask, PackConfig, pack_group
-from stages.tokenize import (STAGE, TokenizeTask, TokenizerConfig, resolve_model_path, sample_texts,
-                             tokenize_shard, tokenizer_info, train_tokenizer)
+from stages.tokenize import (STAGE, TokenizeTask, TokenizerConfig, assign_groups, resolve_model_path,
+                             sample_texts, tokenize_shard, tokenizer_info, train_tokenizer)
 
 ALL_GROUP = "all"
 TOKENIZER_TASK = "_tokenizer"  # marker tokens/_done/_tokenizer.json; group names never start with "_"
@@ -83,7 +85,6 @@ def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerCo
                                                        "input_fingerprint": digest, "config_hash": "given"})
         return out
     train_hash = shardio.stable_hash(asdict(cfg))
-    sample_fp = shardio.stable_hash([(p.name, p.stat().st_size) for p in parts])
     if out.exists() and marker:
         # Reuse the run's tokenizer unless training options were asked for that it was not trained
         # with: a tokenizer change re-encodes everything, so it never happens implicitly.
@@ -95,22 +96,20 @@ def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerCo
     except ValueError as e:
         raise CurateError(str(e)) from None
     shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": "trained",
-                                                   "input_fingerprint": sample_fp, "config_hash": train_hash,
+                                                   "config_hash": train_hash,
                                                    "config": asdict(cfg)})
     return out
 
 
 def _check_group_sql(part: Path, case_sql: str) -> None:
-    """Fail before any work when a group predicate does not run on the shards' columns."""
-    import duckdb
-
-    con = duckdb.connect()
+    """Fail before any work when a group predicate does not run on the shards' columns: the
+    same query tokenize_shard runs, on an empty table of the shard's schema."""
+    empty = pq.read_schema(part).empty_table()
+    empty = empty.drop_columns([c for c in ("n_tokens", "group") if c in empty.column_names])  # as tokenize_shard
     try:
-        con.execute(f"SELECT ({case_sql}) FROM read_parquet('{part}') LIMIT 0")
-    except duckdb.Error as e:
+        assign_groups(empty, case_sql)
+    except ValueError as e:
         raise CurateError(f"plan.json groups: a `where` predicate does not run on {part.parent.name} shards: {e}") from None
-    finally:
-        con.close()
 
 
 def _update_stages_json(run: Path) -> None:
@@ -222,7 +221,8 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
          f"({len(parts)} shards, {reused} reused, from stage {source_stage})")
 
     tokens_dir = run / "tokens"
-    in_fp = shardio.stable_hash([(m["input_fingerprint"], m["ids_digest"], m["config_hash"]) for m in markers])
+    # A shard's ids depend only on its input and the tokenize config (both in its marker).
+    in_fp = shardio.stable_hash([(m["input_fingerprint"], m["config_hash"]) for m in markers])
     pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest})
     extra = (("vocab_size", info.vocab_size), ("tokenizer", "tokens/tokenizer.model"))
     outs, ids = tuple(str(t.output) for t in tasks), tuple(str(t.ids) for t in tasks)

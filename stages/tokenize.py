@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages import shardio
-from stages.megatron import AtomicFile, token_dtype
+from stages.megatron import token_dtype
+from stages.shardio import AtomicFile
 
 STAGE = "tokenize"
 MODEL_TYPES = ("bpe", "unigram")
@@ -320,18 +321,18 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     out = table.append_column("n_tokens", pa.array(counts, pa.int64())).append_column("group", groups)
     bytes_out = shardio.write_parquet(task.output, out)
 
-    per_group: dict[str, dict[str, int]] = {}
-    names = groups.to_pylist()
-    for name, n in zip(names, counts.tolist()):
-        g = per_group.setdefault(name if name is not None else "", {"docs": 0, "tokens": 0})
-        g["docs"] += 1
-        g["tokens"] += n
+    agg = pa.table({"g": pc.fill_null(groups.cast(pa.string()), ""), "n": counts}).group_by("g").aggregate(
+        [("n", "count"), ("n", "sum")])
+    per_group = {g: {"docs": d, "tokens": t} for g, d, t in zip(
+        agg.column("g").to_pylist(), agg.column("n_count").to_pylist(), agg.column("n_sum").to_pylist())}
     n_docs = table.num_rows
     marker = {
         "stage": STAGE,
         "input_fingerprint": fingerprint,
         "config_hash": task.config_hash,
-        "outputs": [str(task.output), str(task.ids)],
+        "input": str(task.input),
+        # Relative to the stage folder, like every stage's markers.
+        "outputs": [task.output.name, task.ids.relative_to(task.stage_dir).as_posix()],
         "counts": {
             "in": n_docs,
             "kept": n_docs,
@@ -344,7 +345,6 @@ def tokenize_shard(task: TokenizeTask) -> dict:
         },
         # "" is the key of documents no group claims.
         "groups": per_group,
-        "ids_digest": shardio.file_digest(task.ids),
         "dtype": dtype.name,
         "bytes_in": Path(task.input).stat().st_size,
         "bytes_out": bytes_out + task.ids.stat().st_size,

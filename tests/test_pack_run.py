@@ -140,6 +140,15 @@ def test_clear_errors(packed, tmp_path):
         pack(bad, plan=None, tokenizer=str(tmp_path / "none.model"))
 
 
+def test_run_folder_with_a_quote_in_its_name(packed, tmp_path):
+    run, docs, _ = packed
+    odd = make_run(tmp_path / "o'brien", docs[:6], n_parts=1)
+    write_plan(odd, [{"name": "x", "where": "n_chars > 0"}])
+    pack(odd, tokenizer=str(run / "tokens" / "tokenizer.model"), workers=1, echo=lambda s: None)
+    index = json.loads((odd / "tokens" / "index.json").read_text())
+    assert index["groups"]["x"]["n_docs"] == 6
+
+
 def test_planner_and_packer_agree_on_groups(packed, tmp_path):
     """pack (one group) -> plan on exact n_tokens -> pack with the plan: same documents per group."""
     from pipeline.cmd_plan import plan

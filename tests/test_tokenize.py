@@ -124,6 +124,11 @@ def test_tokenize_shard_counts_groups_and_resumes(model, corpus_docs, tmp_path):
     assert marker["counts"]["in"] == marker["counts"]["kept"] == 60
     assert marker["groups"]["code"]["docs"] == domains.count("code")
     assert sum(g["tokens"] for g in marker["groups"].values()) == marker["counts"]["tokens"] == len(ids)
+    assert marker["groups"]["all_text"]["docs"] + marker["groups"]["code"]["docs"] + marker["counts"]["unassigned_docs"] == 60
+    # Outputs are named relative to the stage folder, like every stage's; `input` names the shard read.
+    assert marker["input"] == str(part)
+    assert marker["outputs"] == [task.output.name, "_ids/part-00000-000.bin"]
+    assert all((run / "tokenize" / o).exists() for o in marker["outputs"])
     # Rerun: the marker matches, nothing is rewritten.
     mtime = task.output.stat().st_mtime_ns
     assert tokenize_shard(task).get("skipped") is True
