@@ -191,6 +191,35 @@ def test_vocab_mismatch_fails_clearly(setup, tmp_path):
         train(d / "run", tmp_path / "small", config=_cfg(max_steps=1), out_dir=tmp_path / "o", quiet=True)
 
 
+def test_malformed_plans_are_refused_before_training(setup, tmp_path):
+    """read_plan validates the whole plan: a clear ValueError naming the problem, never a KeyError mid-run."""
+    from training.loop import read_plan
+
+    d, plan = setup
+
+    def bad(edit):
+        p = json.loads(json.dumps(plan))
+        edit(p)
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(p))
+        return path
+
+    assert read_plan(d / "run" / "plan.json") == plan  # synthetic plans are valid plans
+    with pytest.raises(ValueError, match="schedule"):
+        read_plan(bad(lambda p: p.pop("schedule")))
+    with pytest.raises(ValueError, match="phase 'phase1' must give weights and tokens"):
+        # A group with weight > 0 that plan["groups"] does not list would never be sampled.
+        read_plan(bad(lambda p: p["groups"].pop(0)))
+    with pytest.raises(ValueError, match="expected to start at"):
+        read_plan(bad(lambda p: p["phases"][1].update(start_token=p["phases"][1]["start_token"] + SEQ)))
+    path = bad(lambda p: p["phases"][0]["weights"].update(web=0.9))
+    with pytest.raises(ValueError, match=r"plan.json: .*weights add up to"):
+        train(d / "run", d / "base", plan_path=path, config=_cfg(max_steps=1), out_dir=tmp_path / "o", quiet=True)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_plan(tmp_path / "broken.json")
+
+
 def test_batch_geometry_and_config_errors(setup, tmp_path):
     d, _ = setup
     with pytest.raises(ValueError, match="multiple of the plan's seq_len"):

@@ -28,15 +28,21 @@ from training.optim import build_optimizer, lr_at_tokens, plan_schedule, set_lr
 
 
 def read_plan(path: Path) -> dict[str, Any]:
+    """Load and validate plan.json (`mixtures.schema.validate_plan`: schema, phases tile the plan,
+    every phase gives weights and tokens for exactly the plan's groups)."""
+    from mixtures.schema import validate_plan
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `curate plan` first or pass --plan")
-    plan = json.loads(path.read_text())
-    for key in ("seq_len", "total_tokens", "schedule", "phases", "groups"):
-        if key not in plan:
-            raise ValueError(f"{path}: plan.json has no {key!r} field")
-    if not plan["phases"]:
-        raise ValueError(f"{path}: plan.json has no phases")
+    try:
+        plan = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): re-run `curate plan`") from None
+    try:
+        validate_plan(plan)
+    except ValueError as e:  # PlanValidationError
+        raise ValueError(f"{path}: {e}") from None
     return plan
 
 

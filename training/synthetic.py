@@ -103,26 +103,39 @@ def write_tokens(run_dir: Path, groups: dict[str, Sequence[np.ndarray]], seq_len
 
 def write_plan(run_dir: Path, phases: Sequence[dict[str, float]], boundaries: Sequence[int], seq_len: int,
                schedule: dict, available: dict[str, int], max_epochs: float = 100.0) -> dict:
-    """A plan.json with `len(phases)` phases; `boundaries` are the token ends of each phase."""
-    from mixtures.schedule import lr_at
+    """A valid plan.json (`mixtures.schema.validate_plan`) with `len(phases)` phases ending at `boundaries`.
 
+    Every phase lists every group of `available` (weight 0 where the phase leaves it out); its
+    tokens are the largest-remainder split of the phase length, so they add up to it exactly.
+    """
+    from mixtures.allocate import largest_remainder
+    from mixtures.schedule import lr_at
+    from mixtures.schema import validate_plan
+
+    names = list(available)
+    unknown = sorted({g for p in phases for g in p} - set(names))
+    if unknown:
+        raise ValueError(f"groups {unknown} have weights but no entry in `available`")
     total = int(boundaries[-1])
     sched = {**schedule, "total_tokens": total}
     out_phases, start = [], 0
     for i, (weights, end) in enumerate(zip(phases, boundaries)):
-        toks = {g: int(w * (end - start)) for g, w in weights.items()}
+        w = {g: float(weights.get(g, 0.0)) for g in names}
+        toks = largest_remainder(int(end) - start, w, names)
+        blend = " ".join(f"{w[g]} tokens/{g}/tokens" for g in names if w[g] > 0)
         out_phases.append({"name": f"phase{i + 1}", "start_token": start, "end_token": int(end),
-                           "lr_start": lr_at(sched, start), "lr_end": lr_at(sched, end), "weights": dict(weights),
-                           "tokens": toks, "megatron_blend": " ".join(f"{w} tokens/{g}/tokens" for g, w in weights.items())})
+                           "lr_start": lr_at(sched, start), "lr_end": lr_at(sched, end), "weights": w,
+                           "tokens": toks, "megatron_blend": blend})
         start = int(end)
     groups = []
     for g, avail in available.items():
-        req = sum(p["tokens"].get(g, 0) for p in out_phases)
-        groups.append({"name": g, "where": f"source = '{g}'", "documents": 0, "available_tokens": avail,
+        req = sum(p["tokens"][g] for p in out_phases)
+        groups.append({"name": g, "where": f"source = '{g}'", "documents": 0, "available_tokens": int(avail),
                        "requested_tokens": req, "epochs": req / max(avail, 1), "max_epochs": max_epochs})
     plan = {"schema_version": 1, "recipe": "synthetic", "total_tokens": total, "seq_len": seq_len,
             "token_counts": "exact", "tokens_per_char": 0.25, "schedule": sched, "groups": groups,
             "phases": out_phases, "unassigned": {"documents": 0, "tokens": 0}}
+    validate_plan(plan)
     (Path(run_dir) / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan
 
