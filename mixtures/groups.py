@@ -22,6 +22,23 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 # code and non-Latin scripts differ, which is why the plan says when it used this default.
 DEFAULT_TOKENS_PER_CHAR = 0.25
 
+# Where the tokens-per-char ratio of an estimate came from; Availability.tokens_per_char_source
+# is one of these, "measured" followed by ": <what measured it>".
+#   measured: the run's tokenizer on a sample of its documents (pipeline/cmd_plan.py)
+#   given:    the user's --tokens-per-char / `tokens_per_char=` argument
+#   default:  DEFAULT_TOKENS_PER_CHAR, when there was nothing to measure with
+#   n/a:      token counts are exact; no ratio was used
+TOKENS_PER_CHAR_SOURCES = ("measured", "given", "default", "n/a")
+
+
+def tokens_per_char_kind(source: str) -> str:
+    """The source value of a `tokens_per_char_source` string: measured, given, default or n/a."""
+    kind = source.split(":", 1)[0].strip()
+    if kind not in TOKENS_PER_CHAR_SOURCES:
+        raise GroupError(f"tokens_per_char_source: got {source!r}; valid: "
+                         f"{', '.join(TOKENS_PER_CHAR_SOURCES)} (measured may add ': <how>')")
+    return kind
+
 
 class GroupError(ValueError):
     """A group definition is invalid."""
@@ -134,7 +151,9 @@ class Availability:
     tokens_per_char: float | None
     """Ratio used for estimates; None for exact counts."""
     tokens_per_char_source: str
-    """How the ratio was obtained: "measured: <model>", "default", or "n/a" (exact)."""
+    """How the ratio was obtained: "measured: <model> on <n> sampled docs", "given" (by the
+    user), "default" (DEFAULT_TOKENS_PER_CHAR) or "n/a" (exact counts); see
+    TOKENS_PER_CHAR_SOURCES."""
     unassigned_documents: int
     unassigned_tokens: int
 
@@ -143,7 +162,7 @@ class Availability:
 
 
 def group_stats(groups: Sequence[Group], rows: Sequence[Mapping[str, Any]], *,
-                tokens_per_char: float | None = None, tokens_per_char_source: str = "default") -> Availability:
+                tokens_per_char: float | None = None, tokens_per_char_source: str | None = None) -> Availability:
     """Turn catalog rows into availability.
 
     `rows`: one mapping per group, as `SELECT <group_case_sql> AS grp, count(*) AS documents,
@@ -151,6 +170,8 @@ def group_stats(groups: Sequence[Group], rows: Sequence[Mapping[str, Any]], *,
     for documents in no group; `tokens` absent or None when the docs carry no `n_tokens`).
     Exact counts are used when every row has `tokens`; otherwise tokens are estimated from
     characters with `tokens_per_char` (DEFAULT_TOKENS_PER_CHAR when None).
+    `tokens_per_char_source` says where a given ratio came from ("measured: ...", "given");
+    None means "given" when a ratio is passed.
     """
     known = {g.name for g in groups}
     by: dict[str | None, Mapping[str, Any]] = {}
@@ -162,6 +183,9 @@ def group_stats(groups: Sequence[Group], rows: Sequence[Mapping[str, Any]], *,
     exact = bool(rows) and all(r.get("tokens") is not None for r in rows)
     if not exact and tokens_per_char is None:
         tokens_per_char, tokens_per_char_source = DEFAULT_TOKENS_PER_CHAR, "default"
+    elif tokens_per_char_source is None:
+        tokens_per_char_source = "given" if tokens_per_char is not None else "default"
+    tokens_per_char_kind(tokens_per_char_source)
     if tokens_per_char is not None and not tokens_per_char > 0:
         raise GroupError(f"tokens_per_char: must be > 0, got {tokens_per_char!r}")
 

@@ -12,7 +12,7 @@ import math
 import numbers
 
 from mixtures.allocate import allocate_phases
-from mixtures.groups import Availability
+from mixtures.groups import Availability, tokens_per_char_kind
 from mixtures.recipes import Recipe, RecipeError
 from mixtures.schedule import lr_at
 from mixtures.weights import phases_for
@@ -95,10 +95,7 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         warnings.append(f"{availability.unassigned_documents} documents (~{availability.unassigned_tokens} "
                         "tokens) match no group and are left out of the plan")
     if availability.token_counts == "estimated":
-        how = ("a measured" if availability.tokens_per_char_source.startswith("measured")
-               else "the default")
-        warnings.append(f"available tokens are estimated from characters with {how} ratio of "
-                        f"{availability.tokens_per_char:.4f} tokens/char ({availability.tokens_per_char_source})")
+        warnings.append(_estimate_note(availability.tokens_per_char, availability.tokens_per_char_source))
     for m in moves:
         why = "it has no tokens" if avail[m.group] == 0 else f"{max_epochs:g}-epoch cap"
         warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
@@ -115,6 +112,21 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         "unassigned": {"documents": availability.unassigned_documents, "tokens": availability.unassigned_tokens},
         "warnings": warnings,
     }
+
+
+def _estimate_note(ratio: float, source: str) -> str:
+    """The warning for estimated counts, worded for where the ratio came from."""
+    kind = tokens_per_char_kind(source)
+    head = "available tokens are estimated from characters with "
+    if kind == "measured":
+        how = source.split(":", 1)[1].strip() if ":" in source else "the run's tokenizer"
+        return head + f"a measured ratio of {ratio:.4f} tokens/char ({how})"
+    if kind == "given":
+        return head + f"the given ratio of {ratio:.4f} tokens/char (--tokens-per-char)"
+    if kind == "default":
+        return head + (f"the default ratio of {ratio:.4f} tokens/char, as none could be measured (no "
+                       "RUN/tokens/tokenizer.model, or no text to sample); give --tokens-per-char to set one")
+    return head + f"a ratio of {ratio:.4f} tokens/char ({source})"
 
 
 def _row(cells: list[str], widths: list[int]) -> str:

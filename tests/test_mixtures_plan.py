@@ -313,3 +313,29 @@ def test_recipe_fields_that_are_right_still_load():
     assert recipe_from_dict(dict(shipped("upsample-end"), end_base="temperature", tau=2.0)).tau == 2.0
     assert recipe_from_dict(dict(shipped("natural"), allow_redistribute=True, max_epochs="3e0")).max_epochs == 3.0
     assert recipe_from_dict(dict(shipped("unimax"), unimax_epochs=None)).unimax_epochs is None
+
+
+def test_tokens_per_char_source_has_its_own_wording():
+    rec = load_recipe("natural")
+
+    def note(**kw):
+        plan = build_plan(rec, group_stats(rec.groups, rows(), **kw), 1_000_000, 1024)
+        (w,) = [w for w in plan["warnings"] if "estimated from characters" in w]
+        return plan["tokens_per_char_source"], w
+
+    src, w = note(tokens_per_char=0.3)
+    assert src == "given" and "given ratio of 0.3000" in w and "default" not in w
+    src, w = note(tokens_per_char=0.3, tokens_per_char_source="given")
+    assert src == "given" and "given ratio" in w
+    src, w = note()
+    assert src == "default" and "default ratio of 0.2500" in w and "given" not in w
+    src, w = note(tokens_per_char=0.28, tokens_per_char_source="measured: tok.model on 9 sampled docs")
+    assert src.startswith("measured") and "measured ratio of 0.2800" in w and "tok.model on 9 sampled docs" in w
+    with pytest.raises(GroupError, match="tokens_per_char_source.*valid: measured, given, default"):
+        group_stats(rec.groups, rows(), tokens_per_char=0.3, tokens_per_char_source="guessed")
+    exact = group_stats(rec.groups, [dict(r, tokens=r["chars"] // 3) for r in rows()], tokens_per_char=0.3)
+    assert exact.tokens_per_char_source == "n/a" and exact.tokens_per_char is None
+    plan = build_plan(rec, group_stats(rec.groups, rows(), tokens_per_char=0.3), 1_000_000, 1024)
+    validate_plan(plan)
+    with pytest.raises(PlanValidationError, match="tokens_per_char_source"):
+        validate_plan(dict(plan, tokens_per_char_source="default (given)"))

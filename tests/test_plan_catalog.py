@@ -209,3 +209,11 @@ def test_bad_step_or_budget_is_a_plan_error_not_a_traceback(tmp_path, capsys):
     result = plan(run, recipe, seq_len=256, batch_size=2, plot=False, echo=None)
     avail = sum(g["available_tokens"] for g in result["groups"])
     assert result["total_tokens"] == avail // 512 * 512 and result["total_tokens"] > 0
+
+
+def test_given_ratio_is_reported_as_given(tmp_path):
+    run = make_run(tmp_path)
+    result = plan(run, recipe_file(tmp_path), tokens=50_000, seq_len=256, tokens_per_char=0.3, plot=False, echo=None)
+    assert result["tokens_per_char"] == 0.3 and result["tokens_per_char_source"] == "given"
+    notes = [w for w in result["warnings"] if "estimated from characters" in w]
+    assert notes and all("given ratio of 0.3000" in w and "default" not in w for w in notes)
