@@ -98,11 +98,13 @@ def allocate_phases(
         # A phase that fits under every cap keeps its rounding; only one that does not is
         # water-filled.
         if all(want[g] <= left[g] for g in order):
-            alloc = want
+            alloc, capped = want, set()
         else:
-            alloc = _water_fill(name, n, weights, left, order, max_epochs, available)
+            alloc, capped = _water_fill(name, n, weights, left, order, max_epochs, available)
         for g in order:
-            if alloc[g] < want[g]:
+            # Only a group held at its cap is a move; an uncapped group that ends a token
+            # lower because the excess was re-rounded among the others is not.
+            if g in capped and alloc[g] < want[g]:
                 moves.append(Redistribution(name, g, want[g], alloc[g]))
             left[g] -= alloc[g]
         allocs.append(alloc)
@@ -110,9 +112,15 @@ def allocate_phases(
 
 
 def _water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[str, int],
-                order: list[str], max_epochs: float, available: Mapping[str, int]) -> dict[str, int]:
+                order: list[str], max_epochs: float, available: Mapping[str, int]) -> tuple[dict[str, int], set[str]]:
+    """Tokens per group for one phase of `n` tokens, and the groups fixed at their cap.
+
+    Groups whose share exceeds what they have `left` are fixed at it; the rest of the phase is
+    re-shared among the others by weight, until no share exceeds its group's room.
+    """
     active = [g for g in order if weights.get(g, 0.0) > 0]
     fixed: dict[str, int] = {}
+    capped: set[str] = set()
     while True:
         free = [g for g in active if g not in fixed]
         rest = n - sum(fixed.values())
@@ -131,7 +139,8 @@ def _water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[
             break
         for g in over:
             fixed[g] = max(0, left[g])
-    return {g: fixed.get(g, 0) for g in order}
+            capped.add(g)
+    return {g: fixed.get(g, 0) for g in order}, capped
 
 
 def _refusal(group: str, asked: int, available: int, max_epochs: float) -> str:

@@ -339,3 +339,19 @@ def test_tokens_per_char_source_has_its_own_wording():
     validate_plan(plan)
     with pytest.raises(PlanValidationError, match="tokens_per_char_source"):
         validate_plan(dict(plan, tokens_per_char_source="default (given)"))
+
+
+def test_redistribution_reports_only_groups_at_their_cap():
+    from mixtures.allocate import allocate_phases
+
+    # g1 asks for 60 of 85 tokens but holds 57 (1 epoch): it is capped and its excess goes to
+    # the others. g2's share is 0.37 tokens, rounded up to 1 before and down to 0 after the
+    # excess moves; that is rounding, not a cap, and must not be reported as one.
+    avail = {"g0": 41, "g1": 57, "g2": 48}
+    weights = {"g0": 0.2925593729895337, "g1": 0.7253573663832179, "g2": 0.0042952886027857184}
+    (alloc,), moves = allocate_phases([("p", 85, weights)], avail, 1.0, True)
+    assert alloc == {"g0": 28, "g1": 57, "g2": 0}
+    assert [(m.group, m.requested_tokens, m.granted_tokens) for m in moves] == [("g1", 60, 57)]
+    # A phase that fits under every cap keeps its rounding and reports nothing.
+    (alloc,), moves = allocate_phases([("p", 85, weights)], avail, 2.0, True)
+    assert alloc == largest_remainder(85, weights) and moves == []
