@@ -78,7 +78,7 @@ def main() -> None:
     seq, vocab = args.seq_len, 2048
     tokens_needed = seq * args.rows * (args.steps + 2)
     plan = synthetic_run(tmp / "run", seq_len=seq, vocab_size=vocab, docs_per_group=400, mean_len=200,
-                         boundaries=[tokens_needed // 2 // seq * seq, tokens_needed // seq * seq])
+                         boundaries=[seq * args.rows * ((args.steps + 2) // 2), tokens_needed])
     mc = ModelConfig(vocab_size=vocab, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
                      num_attention_heads=8, num_key_value_heads=4)
     model = LlamaModel(mc)

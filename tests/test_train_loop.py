@@ -232,6 +232,18 @@ def test_batch_geometry_and_config_errors(setup, tmp_path):
         load_train_config(None, {"lr": 1.0})
 
 
+def test_phase_boundary_inside_a_step_is_refused(setup, tmp_path):
+    """Boundaries at 8, 16 and 24 steps of 8 rows do not fall on steps of 24 rows: refused, naming both numbers."""
+    d, _ = setup
+    with pytest.raises(ValueError, match=r"phase 'phase1' ends at token 2,048, which is not a multiple of "
+                                         r"batch_tokens \(768\).*--batch-size 24"):
+        train(d / "run", d / "base", config=_cfg(batch_tokens=SEQ * 24), out_dir=tmp_path, quiet=True)
+    synthetic_run(tmp_path / "run", seq_len=SEQ, vocab_size=VOCAB, docs_per_group=40, phases=PHASES[:1],
+                  boundaries=[SEQ * 8 * 4 + SEQ])
+    with pytest.raises(ValueError, match=r"the plan ends at token 1,056.*batch_tokens \(256\)"):
+        train(tmp_path / "run", d / "base", config=_cfg(), out_dir=tmp_path / "o", quiet=True)
+
+
 def test_shipped_train_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     paths = sorted(root.glob("train*.yaml"))

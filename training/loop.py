@@ -80,6 +80,26 @@ def check_resume(ckpt: Path, state: dict[str, Any], plan: dict[str, Any], batch_
                          f"into a new --out (use --base {ckpt} to start from these weights)")
 
 
+def check_step_alignment(plan: dict[str, Any], batch_tokens: int) -> None:
+    """Every phase boundary (and the end) must fall on a step boundary of `batch_tokens`.
+
+    The LR is set once per step and a step's rows are drawn together, so a boundary inside a step
+    would run that step at the previous phase's LR, and a partial last step would drop its tokens.
+    """
+    per_step = plan.get("tokens_per_step")
+    for ph in plan["phases"]:
+        end = int(ph["end_token"])
+        if end % batch_tokens:
+            what = "the plan ends" if ph is plan["phases"][-1] else f"phase {ph['name']!r} ends"
+            seq = int(plan["seq_len"])
+            fix = (f"re-plan with `curate plan ... --seq-len {seq} --batch-size {max(batch_tokens // seq, 1)}` "
+                   f"(batch_tokens / seq_len) and a --tokens that is a multiple of {batch_tokens:,}")
+            if per_step and per_step != batch_tokens:
+                fix += f", or train with batch_tokens={per_step}, the step this plan was made for"
+            raise ValueError(f"{what} at token {end:,}, which is not a multiple of batch_tokens ({batch_tokens:,}); "
+                             f"{fix}")
+
+
 def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
     """Every token id in the packed files must have an embedding in the base model."""
     for g, rows in groups.items():
@@ -125,6 +145,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     if total_steps == 0:
         raise ValueError(f"the plan's {plan['total_tokens']:,} tokens are less than one step of batch_tokens "
                          f"({cfg.batch_tokens:,}): lower batch_tokens or plan more tokens")
+    check_step_alignment(plan, cfg.batch_tokens)
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     schedule = plan_schedule(plan)
