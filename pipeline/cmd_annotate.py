@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 from pathlib import Path
+
+import pyarrow as pa
+import yaml
 
 from pipeline.errors import CurateError
 from scorers.buckets import DEFAULT_QUANTILES
-from scorers.quality import FastTextParams
+from scorers.ft import FastTextParams
 
 
 def read_texts(paths: list[str]) -> list[str]:
@@ -50,7 +54,7 @@ def read_texts(paths: list[str]) -> list[str]:
 
 
 def _sample_sql(where: str, n: int, seed: int) -> str:
-    return f"SELECT text, n_chars FROM docs {where} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})"
+    return f"SELECT text FROM docs {where} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})"
 
 
 def train_quality(run_dir: str, name: str, positive_files: list[str] | None = None, positive_sql: str | None = None,
@@ -78,11 +82,13 @@ def train_quality(run_dir: str, name: str, positive_files: list[str] | None = No
         exclude = f"WHERE {key} NOT IN (SELECT {key} FROM ({positive_sql}))"
     else:
         positives = read_texts(positive_files or [])
-        con.register("_positives", __import__("pyarrow").table({"text": positives}))
+        con.register("_positives", pa.table({"text": positives}))
         exclude = "WHERE text NOT IN (SELECT text FROM _positives)"
     if len(positives) < 4:
         raise CurateError(f"only {len(positives)} positive documents; need at least 4")
-    n_neg = negatives or len(positives)
+    if negatives is not None and negatives < 4:
+        raise CurateError(f"--negatives {negatives}: need at least 4 (leave it out for as many as positives)")
+    n_neg = negatives if negatives is not None else len(positives)
     negs = [r[0] for r in con.execute(_sample_sql(exclude, n_neg, seed)).fetchall()]
     if len(negs) < 4:
         raise CurateError(f"only {len(negs)} negative documents in the corpus outside the positives; need at least 4")
@@ -97,36 +103,19 @@ def train_quality(run_dir: str, name: str, positive_files: list[str] | None = No
     return meta
 
 
-def domain_seeds(run_dir: str, labels: str = "rules", label_sql: str | None = None, max_per_label: int = 2000,
-                 seed: int = 0) -> list[tuple[str, str]]:
-    """(label, text) seeds: from `label_sql` (columns text, label), a JSONL file of {text, label},
-    or `rules` (documents the rule tagger labelled: `domain_score = 1` in a run with a domain stage,
-    else the default taxonomy applied here)."""
-    from pipeline.catalog import connect
-    from scorers.domain import RuleTagger, default_taxonomy
+def _run_taxonomy(run_dir: str) -> list:
+    """The taxonomy of the run's domain stage (RUN/config.yaml), else the default one."""
+    from scorers.domain import DomainRule, default_taxonomy
 
-    con = connect(run_dir)
-    if label_sql:
-        rows = con.execute(f"SELECT label, text FROM ({label_sql}) WHERE label IS NOT NULL").fetchall()
-    elif labels != "rules":
-        rows = []
-        for i, line in enumerate(Path(labels).read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                    rows.append((rec["label"], rec["text"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise CurateError(f"{labels}:{i}: expected a JSON object with `text` and `label`") from None
-    else:
-        cols = [r[0] for r in con.execute("DESCRIBE docs").fetchall()]
-        if "domain" in cols and "domain_score" in cols:
-            rows = con.execute("SELECT domain, text FROM docs WHERE domain_score >= 1.0").fetchall()
-        else:
-            tagger = RuleTagger([r.as_rule() for r in default_taxonomy()])
-            rows = [(tagger.tag_one(t, s, u), t) for t, s, u in con.execute("SELECT text, source, url FROM docs").fetchall()]
-            rows = [(lab, t) for lab, t in rows if lab is not None]
-    import random
+    cfg_path = Path(run_dir) / "config.yaml"
+    stages = (yaml.safe_load(cfg_path.read_text()) or {}).get("stages") or [] if cfg_path.is_file() else []
+    for st in stages:
+        if isinstance(st, dict) and st.get("kind") == "domain" and st.get("taxonomy"):
+            return [DomainRule(**r) for r in st["taxonomy"]]
+    return default_taxonomy()
 
+
+def _cap_per_label(rows, max_per_label: int, seed: int) -> list[tuple[str, str]]:
     by: dict[str, list[str]] = {}
     for lab, text in rows:
         if text:
@@ -137,6 +126,64 @@ def domain_seeds(run_dir: str, labels: str = "rules", label_sql: str | None = No
         random.Random(seed).shuffle(texts)
         out += [(lab, t) for t in texts[:max_per_label]]
     return out
+
+
+def _rule_seeds(con, run_dir: str, max_per_label: int, seed: int, batch: int = 2000) -> list[tuple[str, str]]:
+    """Documents a taxonomy rule labels, up to `max_per_label` each, in a seeded random order.
+
+    The rules are applied here rather than trusting `domain_score = 1`: a tagger's float32
+    probability can round to 1.0 too. In a run with a domain stage only documents it scored 1.0
+    are candidates and the rule must agree with its label; documents stream in batches, in the
+    order of a seeded hash of their id, until every domain has its seeds.
+    """
+    from scorers.domain import RuleTagger
+
+    taxonomy = _run_taxonomy(run_dir)
+    tagger = RuleTagger(taxonomy)
+    cols = [r[0] for r in con.execute("DESCRIBE docs").fetchall()]
+    tagged = "domain" in cols and "domain_score" in cols
+    where = "WHERE domain_score >= 1.0" if tagged else ""
+    stored = "domain" if tagged else "NULL"
+    cur = con.execute(f"SELECT text, source, url, {stored} FROM docs {where} "
+                      f"ORDER BY hash(id || ?), id", [f"seed{int(seed)}"])
+    by: dict[str, list[str]] = {r.name: [] for r in taxonomy}
+    while any(len(v) < max_per_label for v in by.values()):
+        rows = cur.fetchmany(batch)
+        if not rows:
+            break
+        for text, source, url, label in rows:
+            lab = tagger.tag_one(text, source, url) if text else None
+            if lab is not None and (not tagged or lab == label) and len(by[lab]) < max_per_label:
+                by[lab].append(text)
+    return [(lab, t) for lab in sorted(by) for t in by[lab]]
+
+
+def domain_seeds(run_dir: str, labels: str = "rules", label_sql: str | None = None, max_per_label: int = 2000,
+                 seed: int = 0) -> list[tuple[str, str]]:
+    """(label, text) seeds, at most `max_per_label` per label: from `label_sql` (columns text,
+    label), a JSONL file of {text, label}, or `rules` (documents the run's taxonomy rules label)."""
+    from pipeline.catalog import connect
+
+    if max_per_label < 1:
+        raise CurateError(f"--max-per-label {max_per_label}: must be at least 1")
+    con = connect(run_dir)
+    if label_sql:
+        # The cap is applied inside DuckDB: only the seeds' texts ever reach Python.
+        return _cap_per_label(con.execute(
+            f"SELECT label, text FROM ({label_sql}) WHERE label IS NOT NULL AND text IS NOT NULL AND text <> '' "
+            f"QUALIFY row_number() OVER (PARTITION BY label ORDER BY hash(text || ?), text) <= ?",
+            [f"seed{int(seed)}", int(max_per_label)]).fetchall(), max_per_label, seed)
+    if labels != "rules":
+        rows = []
+        for i, line in enumerate(Path(labels).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                    rows.append((rec["label"], rec["text"]))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise CurateError(f"{labels}:{i}: expected a JSON object with `text` and `label`") from None
+        return _cap_per_label(rows, max_per_label, seed)
+    return _rule_seeds(con, run_dir, max_per_label, seed)
 
 
 def train_domain(run_dir: str, name: str, labels: str = "rules", label_sql: str | None = None,

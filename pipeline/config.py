@@ -82,6 +82,16 @@ class RunConfig:
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
             raise ValueError(f"stages: stage name {dup!r} is used twice; give each a distinct `name`")
+        # Two stages adding the same column would fail only when the second one meets the first
+        # one's output, after the first has processed the whole corpus: refuse it here.
+        writers: dict[str, str] = {}
+        for spec in self.stage_specs:
+            for col in spec.config.columns() if hasattr(spec.config, "columns") else []:
+                if col in writers:
+                    raise ValueError(f"stages: stage {spec.name!r} writes column `{col}`, which stage "
+                                     f"{writers[col]!r} already writes; stages never rewrite a column "
+                                     f"(give one a different scorer name or turn the column off)")
+                writers[col] = spec.name
 
     def to_dict(self) -> dict:
         d = asdict(self)

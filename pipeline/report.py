@@ -69,7 +69,7 @@ def write_report(run_dir: str | Path) -> Path:
     if src:
         images.append(("Kept text per source", src))
     con.close()
-    from scorers.summary import plot_score_histograms
+    from pipeline.annotate_summary import plot_score_histograms
 
     plot_score_histograms(run_dir)  # RUN/plots/scores_<column>.png for every score column present
     # Plots other commands leave behind (mixture plan, score histograms, training curves).

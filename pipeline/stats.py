@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline.catalog import connect
 from pipeline.runner import read_stage_names
 
-from scorers.summary import annotate_summary
+from pipeline.annotate_summary import annotate_summary
 from stages.dedup.report import dedup_summary
 
 # Extra summaries contributed by stages, each `f(con) -> list[str]` (empty when the run lacks

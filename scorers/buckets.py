@@ -51,10 +51,3 @@ def assign_buckets(scores: Sequence[float], thresholds: Sequence[float]) -> np.n
     t = np.asarray(thresholds, dtype=np.float64)
     return (np.searchsorted(t, np.asarray(scores, dtype=np.float64), side="right") + 1).astype(np.int64)
 
-
-def weight_fractions(buckets: Sequence[int], weights: Sequence[float], n_buckets: int) -> list[float]:
-    """Share of the total weight in each bucket 1..n_buckets (for reports and tests)."""
-    b = np.asarray(buckets)
-    w = np.asarray(weights, dtype=np.float64)
-    total = w.sum() or 1.0
-    return [float(w[b == k].sum() / total) for k in range(1, n_buckets + 1)]

@@ -8,7 +8,6 @@ labelled by the rules or by a labelled file. Rules are tried in taxonomy order, 
 from __future__ import annotations
 
 import fnmatch
-import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scorers import ft
-from scorers.quality import FastTextParams, split_holdout
+from scorers.ft import FastTextParams, split_holdout
 
 # Lines that look like code: statements ending in ; { } ) :, keywords at line start, assignments.
 _CODE_LINE = re.compile(
@@ -56,11 +55,12 @@ class DomainRule:
     def __post_init__(self):
         if not re.fullmatch(r"[\w.\-]+", self.name or ""):
             raise ValueError(f"name: domain {self.name!r} must be letters, digits, '_', '-' or '.'")
-        for p in self.url + self.text:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"url: domain {self.name}: bad regular expression {p!r}: {e}") from None
+        for where, patterns in (("url", self.url), ("text", self.text)):
+            for p in patterns:
+                try:
+                    re.compile(p)
+                except re.error as e:
+                    raise ValueError(f"{where}: domain {self.name}: bad regular expression {p!r}: {e}") from None
         if self.code is not None and not 0.0 < self.code <= 1.0:
             raise ValueError(f"code: domain {self.name}: a fraction in (0, 1] or null, got {self.code}")
 
@@ -88,21 +88,16 @@ def default_taxonomy() -> list[DomainRule]:
 
 
 class RuleTagger:
-    """`rules`: dicts with `name` and any of `source` (globs), `url` (regexes, searched),
-    `text` (regexes searched in the first 5,000 characters) and `code` (minimum code_fraction).
+    """`rules`: DomainRule entries (or dicts of their fields) in taxonomy order.
     A rule matches when any of its conditions holds; metadata conditions of all rules are tried
     before content conditions."""
 
-    def __init__(self, rules: Sequence[dict[str, Any]]):
+    def __init__(self, rules: Sequence[DomainRule | dict[str, Any]]):
         self.rules = []
         for r in rules:
-            self.rules.append((
-                r["name"],
-                list(r.get("source") or []),
-                [re.compile(p) for p in r.get("url") or []],
-                [re.compile(p, re.MULTILINE) for p in r.get("text") or []],
-                r.get("code"),
-            ))
+            r = r if isinstance(r, DomainRule) else DomainRule(**r)
+            self.rules.append((r.name, list(r.source), [re.compile(p) for p in r.url],
+                               [re.compile(p, re.MULTILINE) for p in r.text], r.code))
 
     def tag_one(self, text: str, source: str | None, url: str | None) -> str | None:
         # Metadata first (it says where a document came from), then content, each in taxonomy order:
@@ -163,22 +158,17 @@ def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
     for (true, _), p in zip(held, pred):
         matrix[index[true], index[p]] += 1  # the model only knows the training labels
     accuracy = float(np.mean([p == true for (true, _), p in zip(held, pred)])) if held else float("nan")
-    tmp_model = model_path.with_name(f".tmp-{model_path.name}")
-    model.save_model(str(tmp_model))
-    tmp_model.replace(model_path)
     meta = {"kind": "domain", "labels": labels, "params": asdict(params), "seed": seed,
             "n_train": {lab: sum(1 for x, _ in train if x == lab) for lab in labels},
             "heldout": {"accuracy": accuracy, "n": len(held), "confusion": matrix.tolist()}, **(extra_meta or {})}
-    Path(model_path).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    ft.save_model(model, model_path, meta)
     return meta
 
 
 def predict_domains(model: Any, texts: Sequence[str], max_chars: int | None = None) -> tuple[list[str], list[float]]:
     """Top-1 label and its probability per text."""
-    labels, probs = ft.predict_labels(model, [ft.one_line(t, max_chars) for t in texts], k=1)
-    out_l = [ls[0].removeprefix("__label__") if len(ls) else "unknown" for ls in labels]
-    out_p = [min(1.0, float(ps[0])) if len(ps) else 0.0 for ps in probs]
-    return out_l, out_p
+    labels, probs = ft.top1(model, [ft.one_line(t, max_chars) for t in texts])
+    return [lab if lab is not None else "unknown" for lab in labels], probs
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "") -> Path:

@@ -11,13 +11,38 @@ fastText is imported lazily. Three facts about it shape this module:
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import tempfile
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+@dataclass
+class FastTextParams:
+    """Hyper-parameters of `fasttext.train_supervised` (DCLM's defaults, Li et al. 2024)."""
+
+    wordNgrams: int = 2
+    dim: int = 100
+    epoch: int = 5
+    lr: float = 0.1
+    minCount: int = 1
+    bucket: int = 200_000
+    """Hash buckets for word n-grams. fastText's default (2M) makes an 850 MB model at dim 100;
+    200k keeps it near 100 MB, plenty for the bigrams of a reference set of this size."""
+
+    def __post_init__(self):
+        for k in ("wordNgrams", "dim", "epoch", "minCount", "bucket"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+        if not 0 < self.lr <= 10:
+            raise ValueError(f"lr: must be in (0, 10], got {self.lr}")
+
 
 MODEL_LOADS: Counter[str] = Counter()
 _CACHE: dict[str, Any] = {}
@@ -64,6 +89,15 @@ def predict_labels(model: Any, texts: Sequence[str], k: int = 1) -> tuple[list[l
         return [], []
     labels, probs = model.predict(list(texts), k=k)
     return labels, probs
+
+
+def top1(model: Any, texts: Sequence[str]) -> tuple[list[str | None], list[float]]:
+    """Top label (without `__label__`; None when the model gives none) and its probability per
+    already single-line text. fastText's softmax can return a hair above 1, so it is clipped."""
+    labels, probs = predict_labels(model, texts, k=1)
+    out_l = [ls[0].removeprefix("__label__") if len(ls) else None for ls in labels]
+    out_p = [min(1.0, float(ps[0])) if len(ps) else 0.0 for ps in probs]
+    return out_l, out_p
 
 
 def label_probability(model: Any, texts: Sequence[str], label: str) -> np.ndarray:
@@ -117,3 +151,40 @@ def train_on_examples(examples: Sequence[tuple[str, str]], model_dir: Path, *, s
         train_file = Path(tmp) / "train.txt"
         write_training_file(train_file, examples)
         return train_supervised(train_file, seed=seed, threads=threads, **params)
+
+
+def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic shuffle, then (train, held-out)."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    n_hold = max(1, int(round(len(items) * fraction))) if len(items) > 1 else 0
+    return items[n_hold:], items[:n_hold]
+
+
+def _temp_next_to(path: Path) -> Path:
+    # A unique name in the target's directory: two trainings writing the same model never share
+    # a temporary file, and os.replace stays a rename on one file system.
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_model(model: Any, path: str | os.PathLike, meta: dict) -> None:
+    """Write `meta` to `path` with suffix .json, then the model to `path`, each atomically.
+
+    Metadata goes first: a crash in between leaves the old model (or none) beside new metadata,
+    never a new model beside stale bucket thresholds, and a reader that finds the model finds
+    its metadata.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in ((path.with_suffix(".json"),
+                           lambda t: t.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")),
+                          (path, lambda t: model.save_model(str(t)))):
+        tmp = _temp_next_to(target)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

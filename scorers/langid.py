@@ -49,14 +49,8 @@ class LangID:
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
         lines = [ft.one_line(t, self.max_chars) for t in texts]
-        labels, probs = ft.predict_labels(self.model, lines, k=1)
-        langs, scores = [], []
-        for line, ls, ps in zip(lines, labels, probs):
-            if not line.strip() or not ls:
-                # Nothing to read: no language rather than the model's guess for empty input.
-                langs.append("und")
-                scores.append(0.0)
-            else:
-                langs.append(ls[0].removeprefix("__label__"))
-                scores.append(min(1.0, float(ps[0])))
-        return langs, scores
+        labels, probs = ft.top1(self.model, lines)
+        # Nothing to read: no language rather than the model's guess for empty input.
+        empty = [not line.strip() or lab is None for line, lab in zip(lines, labels)]
+        return ([("und" if e else lab) for e, lab in zip(empty, labels)],
+                [(0.0 if e else p) for e, p in zip(empty, probs)])

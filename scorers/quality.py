@@ -12,37 +12,17 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from scorers import ft
+from scorers.ft import FastTextParams, split_holdout  # noqa: F401 (FastTextParams: re-exported)
 from scorers.buckets import DEFAULT_QUANTILES, assign_buckets, check_quantiles, weighted_thresholds
 
 POS, NEG = "pos", "neg"
-
-
-@dataclass
-class FastTextParams:
-    """Hyper-parameters of `fasttext.train_supervised` (DCLM's defaults)."""
-
-    wordNgrams: int = 2
-    dim: int = 100
-    epoch: int = 5
-    lr: float = 0.1
-    minCount: int = 1
-    bucket: int = 200_000
-    """Hash buckets for word n-grams. fastText's default (2M) makes an 850 MB model at dim 100;
-    200k keeps it near 100 MB, plenty for the bigrams of a reference set of this size."""
-
-    def __post_init__(self):
-        for k in ("wordNgrams", "dim", "epoch", "minCount", "bucket"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        if not 0 < self.lr <= 10:
-            raise ValueError(f"lr: must be in (0, 10], got {self.lr}")
 
 
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -78,14 +58,6 @@ def binary_metrics(scores: Sequence[float], labels: Sequence[int], threshold: fl
             "n_pos": int(y.sum()), "n_neg": int((~y).sum())}
 
 
-def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    """Deterministic shuffle, then (train, held-out)."""
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    n_hold = max(1, int(round(len(items) * fraction))) if len(items) > 1 else 0
-    return items[n_hold:], items[:n_hold]
-
-
 def meta_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -118,16 +90,13 @@ def train_quality(positives: Sequence[str], negatives: Sequence[str], model_path
     sample = list(bucket_texts) if bucket_texts is not None else list(negatives)
     sample_scores = ft.label_probability(model, [ft.one_line(t) for t in sample], f"__label__{POS}")
     thresholds = weighted_thresholds(sample_scores, [len(t) for t in sample], quantiles)
-    tmp_model = model_path.with_name(f".tmp-{model_path.name}")
-    model.save_model(str(tmp_model))
-    tmp_model.replace(model_path)
     meta = {
         "kind": "quality", "label": f"__label__{POS}", "params": asdict(params), "seed": seed,
         "n_train": {"pos": len(pos_train), "neg": len(neg_train)},
         "heldout": metrics, "bucket_quantiles": quantiles, "bucket_thresholds": thresholds,
         "bucket_sample_docs": len(sample), **(extra_meta or {}),
     }
-    Path(meta_path(model_path)).write_text(json.dumps(meta, indent=2) + "\n")
+    ft.save_model(model, model_path, meta)
     return meta
 
 

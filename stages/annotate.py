@@ -5,8 +5,9 @@ the stage that must have written it). Optional thresholds turn a scorer into a f
 drop is written to `rejected/` with its reason. Models load once per worker, in `setup()`.
 
 Model paths in a config (`model: models/quality_x.bin`) are relative to the run directory; the
-runner binds it with `config.bind_run_dir(run_dir)`, which also stamps the model file's size and
-mtime into the config so that retraining a model invalidates the stage's shard markers.
+runner binds it with `config.bind_run_dir(run_dir)`, which also stamps a content digest of the
+model and its metadata into the config so that retraining a model invalidates the stage's shard
+markers (and moving the run directory does not).
 """
 
 from __future__ import annotations
@@ -20,45 +21,34 @@ import numpy as np
 import pyarrow as pa
 
 from scorers.domain import DomainRule, default_taxonomy
-from stages.base import StageOutput, rejected_rows
-
-
-def _add_columns(table: pa.Table, stage: str, columns: dict[str, pa.Array]) -> pa.Table:
-    for col, values in columns.items():
-        if col in table.column_names:
-            raise ValueError(f"stage {stage}: column `{col}` already exists; an earlier stage wrote it "
-                             f"(stages never rewrite another stage's columns)")
-        table = table.append_column(col, values)
-    return table
-
-
-def _split(table: pa.Table, stage: str, reasons: list[str | None], counters: dict | None = None) -> StageOutput:
-    drop = [i for i, r in enumerate(reasons) if r is not None]
-    if not drop:
-        return StageOutput(kept=table, counters=counters or {})
-    keep = [i for i, r in enumerate(reasons) if r is None]
-    rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), stage, [reasons[i] for i in drop])
-    return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters or {})
+from stages.base import StageOutput, add_columns, split_by_reason
+from stages.shardio import file_digest
 
 
 class _ModelPath:
-    """Mixin for configs naming a model file relative to the run directory."""
+    """Mixin for configs naming a model file relative to the run directory.
+
+    The `model` field keeps the path as written (relative paths stay relative), so the config
+    hash survives moving the run directory; `model_stamp` is a content digest of the model and
+    its `.json` metadata (bucket thresholds), so retraining a model invalidates the stage's
+    shard markers and touching it does not.
+    """
 
     model: str | None
     model_stamp: str | None
 
     def bind_run_dir(self, run_dir: str | os.PathLike) -> None:
-        if self.model and not os.path.isabs(self.model):
-            self.model = str((Path(run_dir) / self.model).resolve())
-        self._stamp()
-
-    def _stamp(self) -> None:
-        if self.model and os.path.isfile(self.model):
-            st = os.stat(self.model)
-            self.model_stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        if not self.model:
+            return
+        path = Path(self.model)
+        self._resolved = path if path.is_absolute() else (Path(run_dir) / path).resolve()
+        if self._resolved.is_file():
+            meta = self._resolved.with_suffix(".json")
+            parts = [file_digest(self._resolved)] + ([file_digest(meta)] if meta.is_file() else [])
+            self.model_stamp = ":".join(parts)
 
     def model_file(self) -> Path:
-        path = Path(self.model or "")
+        path = getattr(self, "_resolved", None) or Path(self.model or "")
         if not path.is_file():
             raise FileNotFoundError(f"model {self.model!r} not found (a relative path is resolved against the "
                                     f"run directory; train one with `curate train-quality` / `train-domain`)")
@@ -85,6 +75,10 @@ class LangIDConfig:
         if self.allowed is not None and (not self.allowed or not all(isinstance(x, str) and x for x in self.allowed)):
             raise ValueError(f"allowed: a non-empty list of language codes, or null for all; got {self.allowed!r}")
 
+    def columns(self) -> list[str]:
+        """Columns the stage adds (the run config refuses two stages adding the same one)."""
+        return ["lang", "lang_score"]
+
 
 class LangIDStage:
     """Adds `lang` and `lang_score`; optionally drops `lang_not_allowed` / `lang_low_score`."""
@@ -104,7 +98,7 @@ class LangIDStage:
         if self.lid is None:
             self.setup()
         langs, scores = self.lid.predict(table.column("text").to_pylist())
-        out = _add_columns(table, self.name, {"lang": pa.array(langs, pa.string()),
+        out = add_columns(table, self.name, {"lang": pa.array(langs, pa.string()),
                                               "lang_score": pa.array(scores, pa.float32())})
         allowed = set(self.config.allowed) if self.config.allowed is not None else None
         reasons: list[str | None] = []
@@ -115,7 +109,7 @@ class LangIDStage:
                 reasons.append("lang_low_score")
             else:
                 reasons.append(None)
-        return _split(out, self.name, reasons)
+        return split_by_reason(out, self.name, reasons)
 
 
 # --------------------------------------------------------------------------------------- quality
@@ -136,7 +130,8 @@ class QualityConfig(_ModelPath):
     min_score: float | None = None
     """Drop documents scoring below this (reason `quality_low_score`); null keeps all."""
     model_stamp: str | None = None
-    """Size and mtime of the model file, set when the run directory is bound (part of the config hash)."""
+    """Content digest of the model file and its metadata, set when the run directory is bound
+    (part of the config hash)."""
 
     def __post_init__(self):
         if not self.model:
@@ -150,8 +145,10 @@ class QualityConfig(_ModelPath):
             raise ValueError(f"min_score: must be in [0, 1] or null, got {self.min_score}")
         if self.max_chars is not None and self.max_chars < 1:
             raise ValueError(f"max_chars: must be >= 1 or null, got {self.max_chars}")
-        if os.path.isabs(self.model):
-            self._stamp()
+
+    def columns(self) -> list[str]:
+        """Columns the stage adds (the run config refuses two stages adding the same one)."""
+        return [f"quality_{self.scorer}"] + (["quality_bucket"] if self.bucket else [])
 
 
 class QualityStage:
@@ -175,10 +172,10 @@ class QualityStage:
         cols = {f"quality_{self.config.scorer}": pa.array(scores.astype(np.float32), pa.float32())}
         if self.config.bucket:
             cols["quality_bucket"] = pa.array(self.scorer.buckets(scores).astype(np.int8), pa.int8())
-        out = _add_columns(table, self.name, cols)
+        out = add_columns(table, self.name, cols)
         lo = self.config.min_score
         reasons = [("quality_low_score" if lo is not None and s < lo else None) for s in scores]
-        return _split(out, self.name, reasons)
+        return split_by_reason(out, self.name, reasons)
 
 
 # ---------------------------------------------------------------------------------------- domain
@@ -200,7 +197,8 @@ class DomainConfig(_ModelPath):
     max_chars: int | None = 20000
     """Characters the tagger reads per document (null = all)."""
     model_stamp: str | None = None
-    """Size and mtime of the model file, set when the run directory is bound (part of the config hash)."""
+    """Content digest of the model file and its metadata, set when the run directory is bound
+    (part of the config hash)."""
 
     def __post_init__(self):
         # Entries arrive as DomainRule: the config loader (pipeline/typed.py) builds nested
@@ -214,11 +212,10 @@ class DomainConfig(_ModelPath):
             raise ValueError(f"model: mode {self.mode} needs a tagger model (curate train-domain)")
         if not 0.0 <= self.min_model_score <= 1.0:
             raise ValueError(f"min_model_score: must be in [0, 1], got {self.min_model_score}")
-        if self.model and os.path.isabs(self.model):
-            self._stamp()
 
-    def rule_dicts(self) -> list[dict]:
-        return [r.as_rule() for r in self.taxonomy]
+    def columns(self) -> list[str]:
+        """Columns the stage adds (the run config refuses two stages adding the same one)."""
+        return ["domain", "domain_score"]
 
 
 class DomainStage:
@@ -233,14 +230,15 @@ class DomainStage:
     def setup(self) -> None:
         from scorers.domain import RuleTagger
 
-        self.rules = RuleTagger(self.config.rule_dicts())
+        if self.config.mode != "model":
+            self.rules = RuleTagger(self.config.taxonomy)
         if self.config.mode != "rules":
             from scorers import ft
 
             self.model = ft.load_model(self.config.model_file())
 
     def process(self, table: pa.Table) -> StageOutput:
-        if self.rules is None:
+        if self.rules is None and self.model is None:
             self.setup()
         from scorers.domain import predict_domains
 
@@ -265,6 +263,6 @@ class DomainStage:
                     counters["by_model"] += 1
         counters["by_default"] = sum(d is None for d in domains)
         domains = [d if d is not None else cfg.default for d in domains]
-        out = _add_columns(table, self.name, {"domain": pa.array(domains, pa.string()),
+        out = add_columns(table, self.name, {"domain": pa.array(domains, pa.string()),
                                               "domain_score": pa.array(scores, pa.float32())})
         return StageOutput(kept=out, counters=counters)

@@ -91,6 +91,28 @@ class StageOutput:
     counters: dict[str, int] = field(default_factory=dict)
 
 
+def add_columns(table: pa.Table, stage: str, columns: dict[str, pa.Array]) -> pa.Table:
+    """`table` with `columns` appended; a column that already exists is an error naming `stage`
+    (stages never rewrite another stage's columns)."""
+    for col, values in columns.items():
+        if col in table.column_names:
+            raise ValueError(f"stage {stage}: column `{col}` already exists; an earlier stage wrote it "
+                             f"(stages never rewrite another stage's columns)")
+        table = table.append_column(col, values)
+    return table
+
+
+def split_by_reason(table: pa.Table, stage: str, reasons: Sequence[str | None],
+                    counters: dict[str, int] | None = None) -> StageOutput:
+    """Keep the rows whose reason is None; reject the others with their reason."""
+    drop = [i for i, r in enumerate(reasons) if r is not None]
+    if not drop:
+        return StageOutput(kept=table, counters=counters or {})
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), stage, [reasons[i] for i in drop])
+    return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters or {})
+
+
 @runtime_checkable
 class MapStage(Protocol):
     """A per-document stage. `name` is the stage's name in the run directory."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, HeuristicFilters
-from stages.base import StageOutput, rejected_rows
+from stages.base import StageOutput, split_by_reason
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
 
@@ -44,6 +44,14 @@ class FilterSpec:
             raise ValueError(f"non_english: {self.non_english!r}; valid: default, apply, skip")
         if not isinstance(self.params, dict):
             raise ValueError(f"params: expected a mapping of {self.filter} keyword arguments, got {self.params!r}")
+        if self.non_english_params is not None:
+            if not isinstance(self.non_english_params, dict):
+                raise ValueError(f"non_english_params: expected a mapping of {self.filter} keyword arguments or "
+                                 f"null, got {self.non_english_params!r}")
+            if self.non_english != "apply":
+                # Otherwise they would be silently ignored.
+                raise ValueError(f"non_english_params: only used with `non_english: apply` "
+                                 f"(this filter has non_english: {self.non_english})")
 
     def policy(self) -> dict[str, Any] | str:
         if self.non_english == "skip":
@@ -74,8 +82,8 @@ class HeuristicsConfig:
     def __post_init__(self):
         # Entries arrive as FilterSpec: the config loader (pipeline/typed.py) builds nested
         # dataclasses and names a bad entry's field, e.g. `stages[1].filters[0].fliter`.
-        if not all(isinstance(x, str) and x for x in self.english):
-            raise ValueError(f"english: expected a list of language codes, got {self.english!r}")
+        if not self.english or not all(isinstance(x, str) and x for x in self.english):
+            raise ValueError(f"english: expected a non-empty list of language codes, got {self.english!r}")
         if self.lid_max_chars < 1:
             raise ValueError(f"lid_max_chars: must be >= 1, got {self.lid_max_chars}")
 
@@ -95,8 +103,11 @@ class HeuristicsStage:
             english=self.config.english,
             exempt_sources=self.config.exempt_sources,
         )
-        # Build the English filters (and load spaCy) now rather than inside the first batch.
+        # Build the English filters (and load spaCy) and a non-English set now rather than inside
+        # the first batch: bad `params` / `non_english_params` fail before any document is read.
         self._impl.filters_for(self.config.english[0])
+        if "und" not in self.config.english:
+            self._impl.filters_for("und")
 
     def _langs(self, table: pa.Table, counters: dict[str, int]) -> list[str]:
         if "lang" in table.column_names:
@@ -116,18 +127,12 @@ class HeuristicsStage:
         sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * len(texts)
         langs = self._langs(table, counters)
         english = set(self.config.english)
-        keep, drop, reasons = [], [], []
-        for i, (text, source, lang) in enumerate(zip(texts, sources, langs)):
+        reasons: list[str | None] = []
+        for text, source, lang in zip(texts, sources, langs):
             if self._impl.exempt(source):
                 counters["exempt"] += 1
-                keep.append(i)
+                reasons.append(None)
                 continue
             counters["non_english"] += lang not in english
-            reason = self._impl.decide(text, lang)
-            if reason is None:
-                keep.append(i)
-            else:
-                drop.append(i)
-                reasons.append(reason)
-        rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), self.name, reasons)
-        return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters)
+            reasons.append(self._impl.decide(text, lang))
+        return split_by_reason(table, self.name, reasons, counters)

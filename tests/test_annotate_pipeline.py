@@ -47,7 +47,7 @@ def test_annotate_config_columns_and_conservation(annotated):
 
 
 def test_summary_and_histograms(annotated):
-    from scorers.summary import annotate_summary, joint_counts, plot_score_histograms
+    from pipeline.annotate_summary import annotate_summary, joint_counts, plot_score_histograms
 
     run_dir, _ = annotated
     con = connect(run_dir)
@@ -58,6 +58,32 @@ def test_summary_and_histograms(annotated):
     pngs = plot_score_histograms(run_dir, con)
     assert {p.name for p in pngs} == {"scores_lang_score.png", "scores_domain_score.png"}
     assert all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_domain_seeds_are_rule_labelled_and_capped(annotated):
+    from collections import Counter
+
+    from pipeline.cmd_annotate import domain_seeds
+    from scorers.domain import RuleTagger, default_taxonomy
+
+    run_dir, _ = annotated
+    con = connect(run_dir)
+    by_rule = dict(con.execute("SELECT domain, count(*) FROM docs WHERE domain_score >= 1.0 GROUP BY 1").fetchall())
+    seeds = domain_seeds(str(run_dir), max_per_label=3, seed=1)
+    counts = Counter(lab for lab, _ in seeds)
+    assert counts == {lab: min(3, n) for lab, n in by_rule.items()}
+    # Every seed is what the rules say about that document (not merely domain_score == 1).
+    tagger = RuleTagger(default_taxonomy())
+    meta = dict(((t, (s, u)) for t, s, u in con.execute("SELECT text, source, url FROM docs").fetchall()))
+    assert all(tagger.tag_one(t, *meta[t]) == lab for lab, t in seeds)
+    assert domain_seeds(str(run_dir), max_per_label=3, seed=1) == seeds
+    # SQL seeds are capped inside DuckDB, per label.
+    sql = domain_seeds(str(run_dir), label_sql="SELECT domain AS label, text FROM docs", max_per_label=2)
+    n_domains = con.execute("SELECT count(DISTINCT domain) FROM docs").fetchone()[0]
+    assert Counter(lab for lab, _ in sql) == {d: 2 for d, in con.execute(
+        "SELECT domain FROM docs GROUP BY 1 HAVING count(*) >= 2").fetchall()} | {
+        d: 1 for d, in con.execute("SELECT domain FROM docs GROUP BY 1 HAVING count(*) = 1").fetchall()}
+    assert len({lab for lab, _ in sql}) == n_domains
 
 
 def test_train_and_score_with_models(annotated, tmp_path):
@@ -89,7 +115,7 @@ def test_train_and_score_with_models(annotated, tmp_path):
                       "count(DISTINCT domain) FROM docs").fetchone()
     n_in = sum(1 for _ in open(corpus))
     assert row[0] == n_in and 0.0 <= row[1] <= row[2] <= 1.0 and 1 <= row[3] <= row[4] <= 5 and row[5] >= 2
-    from scorers.summary import annotate_summary, joint_counts
+    from pipeline.annotate_summary import annotate_summary, joint_counts
 
     cells = joint_counts(con)
     assert all(b is not None for _, b, _, _, _ in cells) and sum(c[3] for c in cells) == n_in

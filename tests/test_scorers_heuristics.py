@@ -126,3 +126,25 @@ def test_config_errors_name_the_field():
         build(HeuristicsConfig, {"filters": [{"filter": "nope"}]}, "stages[1]")
     with pytest.raises(ValueError, match="gopher_quality"):
         HeuristicsStage(HeuristicsConfig(filters=[FilterSpec("gopher_quality", params={"no_such": 1})])).setup()
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"english": []}, "stages[1].english"),
+    ({"filters": [{"filter": "gopher_quality", "non_english_params": {"min_doc_words": 5}}]},
+     "stages[1].filters[0].non_english_params"),
+    ({"filters": [{"filter": "gopher_quality", "non_english": "skip", "non_english_params": {}}]},
+     "stages[1].filters[0].non_english_params"),
+])
+def test_config_refuses_settings_that_would_be_ignored_or_crash(entry, field):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        build(HeuristicsConfig, entry, "stages[1]")
+    assert e.value.field == field
+
+
+def test_bad_non_english_params_fail_in_setup():
+    # Before the fix this passed setup and failed at the first non-English document.
+    spec = FilterSpec("gopher_quality", non_english="apply", non_english_params={"no_such": 1})
+    with pytest.raises(ValueError, match="gopher_quality"):
+        HeuristicsStage(HeuristicsConfig(filters=[spec])).setup()

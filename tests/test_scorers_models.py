@@ -7,11 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from scorers.buckets import assign_buckets, weight_fractions, weighted_thresholds
+from scorers.buckets import assign_buckets, weighted_thresholds
 from scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
 from scorers.quality import FastTextParams, QualityScorer, auc, train_quality
 from stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
 from test_scorers_corpus import changelogs, copyrights, doc_table, licences, man_sources, pydoc_chunks, stdlib_code
+
+def weight_fractions(buckets, weights, n_buckets: int) -> list[float]:
+    """Share of the total weight in each bucket 1..n_buckets."""
+    b = np.asarray(buckets)
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum() or 1.0
+    return [float(w[b == k].sum() / total) for k in range(1, n_buckets + 1)]
+
 
 SMALL = FastTextParams(bucket=50_000)  # DCLM defaults (wordNgrams 2, dim 100, epoch 5, lr 0.1), fewer buckets
 
@@ -123,3 +131,70 @@ def test_rule_tagger_defaults():
     code_hits = [tagger.tag_one(t, "somewhere", None) == "code" for t in stdlib_code(150)]
     prose_hits = [tagger.tag_one(t, "somewhere", None) == "code" for t in pydoc_chunks(150) + licences()]
     assert np.mean(code_hits) >= 0.9 and np.mean(prose_hits) <= 0.05
+
+
+def test_save_model_writes_metadata_and_model_without_leftovers(quality_model, tmp_path):
+    from scorers import ft
+
+    path, meta = quality_model
+    out = tmp_path / "m" / "quality_copy.bin"
+    ft.save_model(ft.load_model(path), out, {**meta, "copy": True})
+    assert json.loads(out.with_suffix(".json").read_text())["copy"] is True
+    assert QualityScorer(out).scores(["some text"]).shape == (1,)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["quality_copy.bin", "quality_copy.json"]
+
+
+def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_model, tmp_path):
+    import shutil
+
+    from stages.base import config_dict
+    from stages.shardio import stable_hash
+
+    path, _ = quality_model
+    runs = []
+    for name in ("a", "b"):  # the same models in two run directories (a moved run)
+        models = tmp_path / name / "models"
+        models.mkdir(parents=True)
+        shutil.copy(path, models / "quality_ref.bin")
+        shutil.copy(path.with_suffix(".json"), models / "quality_ref.json")
+        cfg = QualityConfig(model="models/quality_ref.bin")
+        cfg.bind_run_dir(tmp_path / name)
+        runs.append(cfg)
+    a, b = runs
+    assert a.model == "models/quality_ref.bin" and a.model_file() == (tmp_path / "a" / "models" / "quality_ref.bin")
+    assert a.model_stamp and stable_hash(config_dict(a)) == stable_hash(config_dict(b))
+    # New bucket thresholds in the metadata change the stamp (and so invalidate the stage's markers).
+    meta_b = tmp_path / "b" / "models" / "quality_ref.json"
+    meta_b.write_text(meta_b.read_text().replace('"bucket_thresholds"', '"bucket_thresholds_old": 0, "bucket_thresholds"'))
+    b.bind_run_dir(tmp_path / "b")
+    assert b.model_stamp != a.model_stamp
+
+
+def test_stages_writing_the_same_column_are_refused():
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    base = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
+    cases = [
+        [{"kind": "quality", "model": "models/quality_a.bin"}, {"kind": "quality", "name": "q2", "model": "models/quality_b.bin"}],
+        [{"kind": "langid"}, {"kind": "langid", "name": "lid2"}],
+        [{"kind": "quality", "model": "m1/quality_a.bin", "bucket": False},
+         {"kind": "quality", "name": "q2", "model": "m2/quality_a.bin", "bucket": False}],
+        [{"kind": "domain"}, {"kind": "domain", "name": "d2"}],
+    ]
+    for stages in cases:
+        with pytest.raises(ConfigError, match="stage '(q2|lid2|d2)' writes column") as e:
+            load_config(data={**base, "stages": stages})
+        assert e.value.field == "stages"
+    # Distinct columns pass: the second quality stage has its own scorer and no bucket.
+    load_config(data={**base, "stages": [{"kind": "quality", "model": "models/quality_a.bin"},
+                                         {"kind": "quality", "name": "q2", "model": "models/quality_b.bin", "bucket": False}]})
+
+
+def test_domain_rule_errors_name_the_bad_field():
+    with pytest.raises(ValueError, match="^text: domain x"):
+        DomainRule("x", url=["ok"], text=["("])
+    with pytest.raises(ValueError, match="^url: domain x"):
+        DomainRule("x", url=["("])
+    # DomainRule objects go to the tagger directly.
+    assert RuleTagger([DomainRule("legal", url=["common-licenses/"])]).tag_one("t", None, "file:///common-licenses/MIT") == "legal"

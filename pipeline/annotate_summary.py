@@ -82,15 +82,20 @@ def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int
     out_dir = Path(run_dir) / "plots"
     written = []
     for col in score_columns(con):
-        rows = con.execute(f"SELECT {col}, n_chars FROM docs WHERE {col} IS NOT NULL").fetchall()
-        if not rows:
+        # Columnar fetch: two NumPy arrays, not one Python tuple per document.
+        cols = con.execute(f"SELECT {col} AS s, n_chars AS w FROM docs WHERE {col} IS NOT NULL").fetchnumpy()
+        s = np.asarray(cols["s"], dtype=np.float64)
+        if not len(s):
             continue
-        s = np.array([r[0] for r in rows], dtype=np.float64)
-        w = np.array([r[1] for r in rows], dtype=np.float64)
+        w = np.asarray(cols["w"], dtype=np.float64)
         edges = np.linspace(0.0, 1.0, bins + 1)
+        # Bin here, draw bars: the figure holds `bins` values, whatever the corpus size.
+        docs, _ = np.histogram(np.clip(s, 0.0, 1.0), bins=edges)
+        chars, _ = np.histogram(np.clip(s, 0.0, 1.0), bins=edges, weights=w)
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.hist(s, bins=edges, weights=np.full(len(s), 1.0 / len(s)), alpha=0.6, label="documents")
-        ax.hist(s, bins=edges, weights=w / max(w.sum(), 1.0), alpha=0.6, label="characters")
+        width = np.diff(edges)
+        ax.bar(edges[:-1], docs / len(s), width=width, align="edge", alpha=0.6, label="documents")
+        ax.bar(edges[:-1], chars / max(w.sum(), 1.0), width=width, align="edge", alpha=0.6, label="characters")
         ax.set_xlabel(col)
         ax.set_ylabel("share")
         ax.set_title(f"{col}: {len(s):,} documents")
