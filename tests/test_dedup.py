@@ -114,6 +114,14 @@ def test_config_validation_names_the_field(kwargs, field):
         MinHashDedupConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs,field", [({"num_partitions": -1}, "num_partitions"), ({"num_partitions": 70000}, "num_partitions"),
+                                          ({"keeper_column": 3}, "keeper_column"), ({"batch_size": 0}, "batch_size")])
+def test_both_dedup_configs_check_shared_fields_alike(kwargs, field):
+    for config in (ExactDedupConfig, MinHashDedupConfig):
+        with pytest.raises(ValueError, match=field):
+            config(**kwargs)
+
+
 def test_normalization():
     assert normalize_text("  Hello,\tWORLD!\n") == "hello world"
     assert normalize_text("A-b", punctuation=False) == "a-b"

@@ -95,6 +95,20 @@ def resolve_keeper_column(setting: str, columns: Sequence[str]) -> str | None:
     return setting if setting in columns else None
 
 
+MAX_PARTITIONS = 65536
+
+
+def validate_shared(cfg: Any) -> None:
+    """The checks of the fields both dedup configs share (`keeper_column`, `num_partitions`,
+    `batch_size`), so that the two stages accept the same values."""
+    if not isinstance(cfg.keeper_column, str):
+        raise ValueError(f"keeper_column must be a column name, 'auto' or '', got {cfg.keeper_column!r}")
+    if not 0 <= cfg.num_partitions <= MAX_PARTITIONS:
+        raise ValueError(f"num_partitions must be 0 (auto) or 1..{MAX_PARTITIONS}, got {cfg.num_partitions}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+
+
 def keeper_values(batch: pa.RecordBatch | pa.Table, column: str | None) -> pa.Array:
     """The keeper column of `batch` as float64 (nulls when there is none)."""
     n = batch.num_rows

@@ -29,6 +29,7 @@ from stages.dedup.common import (
     read_inbox,
     resolve_keeper_column,
     run_step,
+    validate_shared,
     write_partitioned,
 )
 from stages.dedup.output import DECISION_SCHEMA, DedupRun
@@ -67,12 +68,7 @@ class ExactDedupConfig:
     finished; by default they are deleted once every output shard is written."""
 
     def __post_init__(self) -> None:
-        if self.num_partitions < 0 or self.num_partitions > 65536:
-            raise ValueError(f"num_partitions must be 0 (auto) or 1..65536, got {self.num_partitions}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not isinstance(self.keeper_column, str):
-            raise ValueError(f"keeper_column must be a column name, 'auto' or '', got {self.keeper_column!r}")
+        validate_shared(self)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from stages.dedup.common import (
     partition_of,
     read_inbox,
     resolve_keeper_column,
+    validate_shared,
     write_partitioned,
 )
 from stages.dedup.components import LABEL_SCHEMA, unique_pairs, write_edges
@@ -98,10 +99,11 @@ class MinHashDedupConfig:
     batch_size: int = 2048
     """Documents per signature batch."""
     keep_work: bool = False
-    """Keep the intermediate files (`<stage>/_work/`: hashes, signatures, edges) after the stage
-    has finished; by default they are deleted once every output shard is written."""
+    """Keep the intermediate files (`<stage>/_work/`: signatures, band keys, edges, components)
+    after the stage has finished; by default they are deleted once every output shard is written."""
 
     def __post_init__(self) -> None:
+        validate_shared(self)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if not 2 <= self.num_perm <= 4096:
@@ -120,10 +122,6 @@ class MinHashDedupConfig:
             raise ValueError("bands and rows must be set together (both > 0) or both left at 0")
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands * rows must be <= num_perm ({self.num_perm}), got {self.bands * self.rows}")
-        if self.num_partitions < 0:
-            raise ValueError(f"num_partitions must be 0 (auto) or positive, got {self.num_partitions}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def lsh_params(self) -> tuple[int, int]:
         """(bands, rows): given, or minimizing false positive + false negative probability."""
