@@ -355,3 +355,38 @@ def test_redistribution_reports_only_groups_at_their_cap():
     # A phase that fits under every cap keeps its rounding and reports nothing.
     (alloc,), moves = allocate_phases([("p", 85, weights)], avail, 2.0, True)
     assert alloc == largest_remainder(85, weights) and moves == []
+
+
+def test_schema_checks_group_totals_and_step_aligned_phases():
+    plan = plan_for("custom")
+    validate_plan(plan)
+
+    def shift_boundary(p, by):
+        a, b = p["phases"][0], p["phases"][1]
+        g = max(a["tokens"], key=a["tokens"].get)  # move tokens of one group across, sums stay right
+        a["end_token"] -= by
+        b["start_token"] -= by
+        a["tokens"][g] -= by
+        b["tokens"][g] += by
+
+    for mutate, match in [
+        (lambda p: p["groups"][0].update(requested_tokens=p["groups"][0]["requested_tokens"] + 1),
+         "requested_tokens=.* phase tokens add up to"),
+        (lambda p: shift_boundary(p, 1), "not on a whole step of 16384 tokens"),
+        (lambda p: shift_boundary(p, 2048), "not on a whole step of 16384 tokens"),
+        (lambda p: p.update(tokens_per_step=4096), "tokens_per_step=4096 is not seq_len x batch_size"),
+    ]:
+        broken = copy.deepcopy(plan)
+        mutate(broken)
+        with pytest.raises(PlanValidationError, match=match):
+            validate_plan(broken)
+    # A whole step's shift keeps the plan valid; without tokens_per_step a row is the step.
+    ok = copy.deepcopy(plan)
+    shift_boundary(ok, 16384)
+    validate_plan(ok)
+    rows_only = {k: v for k, v in copy.deepcopy(plan).items() if k not in ("tokens_per_step", "batch_size")}
+    shift_boundary(rows_only, 2048)
+    validate_plan(rows_only)
+    shift_boundary(rows_only, 1)
+    with pytest.raises(PlanValidationError, match="whole step of 2048 tokens"):
+        validate_plan(rows_only)
