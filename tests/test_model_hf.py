@@ -106,3 +106,23 @@ def test_document_mask_isolates_packed_documents():
     assert (packed[:, 11:] - alone_b).abs().max().item() < ATOL
     assert (unmasked[:, 11:] - alone_b).abs().max().item() > 1e-3  # the mask is what makes them equal
     assert document_mask(torch.ones(2, 5, dtype=torch.long)) is None  # single segment: causal fast path
+
+
+def test_single_segment_is_decided_on_the_cpu_and_causal_is_exact_then():
+    """The trainer passes segs=None for single-segment micro-batches (decided from numpy rows, no GPU
+    sync); plain causal attention then gives what the block-diagonal mask would."""
+    import numpy as np
+
+    from training.data import needs_mask
+
+    assert not needs_mask(np.ones((3, 8), dtype=np.int32))
+    assert not needs_mask(np.array([[1] * 8, [2] * 8, [0] * 8], dtype=np.int32))  # each row one segment
+    assert needs_mask(np.array([[1] * 8, [1] * 5 + [2] * 3], dtype=np.int32))
+    assert needs_mask(np.array([[1] * 6 + [0] * 2], dtype=np.int32))  # padding is its own segment
+    model = LlamaModel(ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2)).eval()
+    model.reset_parameters(seed=3)
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        masked, causal = model(ids, torch.ones(2, 12, dtype=torch.long)), model(ids)
+    assert (masked - causal).abs().max().item() < ATOL

@@ -97,11 +97,12 @@ def test_resume_against_a_changed_plan_is_refused(setup, tmp_path):
             train(d / "run", d / "base", plan_path=changed(edit), config=_cfg(max_steps=4, eval_every=0),
                   out_dir=out, quiet=True)
 
-    def fewer(p):  # two phases instead of three: the sampler state no longer fits
-        p["phases"] = p["phases"][:2]
-        p["total_tokens"] = p["schedule"]["total_tokens"] = p["phases"][-1]["end_token"]
+    # Two phases instead of three: the sampler state no longer fits.
+    from training.synthetic import write_plan
+
+    write_plan(tmp_path, PHASES[:2], BOUNDS[:2], SEQ, SCHEDULE, {g["name"]: g["available_tokens"] for g in plan["groups"]})
     with pytest.raises(ValueError, match="different plan.json"):
-        train(d / "run", d / "base", plan_path=changed(fewer), config=_cfg(max_steps=4, eval_every=0),
+        train(d / "run", d / "base", plan_path=tmp_path / "plan.json", config=_cfg(max_steps=4, eval_every=0),
               out_dir=out, quiet=True)
     # The unchanged plan still resumes.
     res = train(d / "run", d / "base", config=_cfg(max_steps=3, eval_every=0), out_dir=out, quiet=True)

@@ -36,6 +36,15 @@ class Batch:
     """Phase index of the batch's first row."""
 
 
+def needs_mask(segs: np.ndarray) -> bool:
+    """True unless every row of `segs` is a single segment (then plain causal attention is exact).
+
+    Decided on the CPU from the numpy rows, so the model's forward pass never has to inspect the
+    segment tensor (a GPU sync per micro-batch and a torch.compile graph break).
+    """
+    return bool(segs.size) and not bool((segs == segs[:, :1]).all())
+
+
 def load_groups(tokens_dir: Path, names: list[str]) -> dict[str, PackedRows]:
     """Open every group the plan names; a missing one is an error naming it."""
     tokens_dir = Path(tokens_dir)

@@ -21,7 +21,7 @@ from typing import Any
 from training import distributed
 from training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from training.config import TrainConfig
-from training.data import PlanSampler, load_groups, supply_table
+from training.data import PlanSampler, load_groups, needs_mask, supply_table
 from training.metrics import MetricsLog, Progress, Timer, peak_tflops
 from training.model import causal_lm_loss
 from training.optim import build_optimizer, lr_at_tokens, plan_schedule, set_lr
@@ -199,7 +199,8 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
                     t = torch.from_numpy(toks[i : i + micro]).to(d.device)
                     s = torch.from_numpy(segs[i : i + micro]).to(d.device)
                     valid = s[:, 1:] != 0
-                    logits = model(t[:, :-1], s[:, :-1] if cfg.doc_masking else None)
+                    masked = cfg.doc_masking and needs_mask(segs[i : i + micro, :-1])
+                    logits = model(t[:, :-1], s[:, :-1] if masked else None)
                     tot += float(causal_lm_loss(logits, t[:, 1:], valid))
                     n += int(valid.sum())
                 res[f"eval/loss/{g}"] = tot / max(n, 1)
@@ -218,12 +219,14 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     lo, hi = d.rank * rank_rows, (d.rank + 1) * rank_rows
 
     def fetch(picks, phase):
-        """Runs in the reader thread: memory-mapped rows -> (pinned, on CUDA) tensors."""
+        """Runs in the reader thread: memory-mapped rows -> (pinned, on CUDA) tensors, and per
+        micro-batch whether it needs the document mask (decided here so the GPU never syncs on it)."""
         b = sampler.read(picks, phase)
         t, s = torch.from_numpy(b.tokens), torch.from_numpy(b.segs)
+        masked = [cfg.doc_masking and needs_mask(b.segs[i : i + micro, :-1]) for i in range(0, len(b.segs), micro)]
         if d.device.type == "cuda":
             t, s = t.pin_memory(), s.pin_memory()
-        return b, t, s
+        return b, t, s, masked
 
     def draw():
         picks, phase = sampler.next_indices(batch_rows)
@@ -239,7 +242,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
         lr = lr_at_tokens(schedule, tokens)
         set_lr(optimizer, lr)
         t_wait = time.perf_counter()
-        batch, tok, seg = future.result()
+        batch, tok, seg, masked = future.result()
         sampler_state = next_state
         if step + 1 < total_steps:
             future, next_state = draw()
@@ -252,7 +255,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
             sl = slice(m * micro, (m + 1) * micro)
             sync = nullcontext() if (m == n_micro - 1 or d.world == 1 or fsdp) else wrapped.no_sync()
             with sync, autocast():
-                logits = forward(tok[sl, :-1], seg[sl, :-1] if cfg.doc_masking else None)
+                logits = forward(tok[sl, :-1], seg[sl, :-1] if masked[m] else None)
                 loss = causal_lm_loss(logits, tok[sl, 1:], valid[sl]) / n_valid
             (loss * d.world).backward()
             loss_acc += loss.detach()

@@ -189,7 +189,11 @@ class Body(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """Decoder-only LM; `forward(ids, segs)` returns logits (B, T, vocab)."""
+    """Decoder-only LM; `forward(ids, segs)` returns logits (B, T, vocab).
+
+    `segs` (B, T) segment numbers mask attention across packed documents; pass None for plain
+    causal attention (exact when every row is one document: see `document_mask`).
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -226,7 +230,8 @@ class LlamaModel(nn.Module):
         x = self.model.embed_tokens(ids)
         cos, sin = self.rope(ids.shape[1], ids.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        mask = document_mask(segs)
+        # No data-dependent check here (it would sync the GPU): segs=None means plain causal.
+        mask = None if segs is None else segment_mask(segs)
         for layer in self.model.layers:
             if self.activation_checkpointing and self.training:
                 from torch.utils.checkpoint import checkpoint
@@ -251,15 +256,23 @@ class LlamaModel(nn.Module):
 
 
 def document_mask(segs: torch.Tensor | None) -> torch.Tensor | None:
-    """Boolean (B, 1, T, T) mask: causal and within one segment; None when plain causal suffices.
+    """`segment_mask(segs)`, or None when plain causal suffices (every row is a single segment).
 
-    Plain causal is exact when every row is a single segment, so the fast kernels are used then.
+    Plain causal is exact then, and the fast kernels are used. Deciding reads the tensor's values
+    (a device sync on GPU, a graph break under torch.compile), so the forward pass never calls
+    this: the trainer decides per micro-batch on the CPU (`training.data.needs_mask`) and passes
+    segs=None for single-segment micro-batches.
+    """
+    if segs is None or bool((segs == segs[:, :1]).all()):
+        return None
+    return segment_mask(segs)
+
+
+def segment_mask(segs: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, 1, T, T) mask: causal and within one segment.
+
     Padding (segment 0) attends only to padding; its targets are ignored by the loss.
     """
-    if segs is None:
-        return None
-    if bool((segs == segs[:, :1]).all()):
-        return None
     t = segs.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=segs.device).tril()
     same = segs[:, None, :, None] == segs[:, None, None, :]
