@@ -253,7 +253,12 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
         n_micro = rank_rows // micro
         for m in range(n_micro):
             sl = slice(m * micro, (m + 1) * micro)
-            sync = nullcontext() if (m == n_micro - 1 or d.world == 1 or fsdp) else wrapped.no_sync()
+            last = m == n_micro - 1
+            # Reduce gradients across ranks once per step, on the last micro-batch: FSDP2 keeps the
+            # unsharded gradients until then, DDP skips its all-reduce inside no_sync().
+            if fsdp:
+                wrapped.set_requires_gradient_sync(last)
+            sync = nullcontext() if (last or d.world == 1 or fsdp) else wrapped.no_sync()
             with sync, autocast():
                 logits = forward(tok[sl, :-1], seg[sl, :-1] if masked[m] else None)
                 loss = causal_lm_loss(logits, tok[sl, 1:], valid[sl]) / n_valid
