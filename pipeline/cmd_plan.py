@@ -140,7 +140,7 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
 def _cmd(args: argparse.Namespace) -> int:
     plan(args.run_dir, args.recipe, args.tokens, args.seq_len, batch_size=args.batch_size,
          lr_start=args.lr_start, lr_end=args.lr_end, max_epochs=args.max_epochs,
-         allow_redistribute=True if args.allow_redistribute else None,
+         allow_redistribute=args.allow_redistribute,
          tokens_per_char=args.tokens_per_char, sample_docs=args.sample_docs, out=args.out,
          plot=not args.no_plot)
     return 0
@@ -162,8 +162,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-start", type=float, default=None, help="LR after warmup (overrides the recipe)")
     p.add_argument("--lr-end", type=float, default=None, help="final LR (overrides the recipe)")
     p.add_argument("--max-epochs", type=float, default=None, help="epoch cap per group (overrides the recipe)")
-    p.add_argument("--allow-redistribute", action="store_true",
-                   help="cap groups at max epochs and give their excess to other groups instead of refusing")
+    p.add_argument("--allow-redistribute", action=argparse.BooleanOptionalAction, default=None,
+                   help="cap groups at max epochs and give their excess to other groups instead of refusing "
+                        "(--no-allow-redistribute: refuse; default: the recipe's allow_redistribute)")
     p.add_argument("--tokens-per-char", type=float, default=None,
                    help="ratio for estimating tokens from characters (default: measured with "
                         "RUN/tokens/tokenizer.model, else 0.25)")

@@ -217,3 +217,25 @@ def test_given_ratio_is_reported_as_given(tmp_path):
     assert result["tokens_per_char"] == 0.3 and result["tokens_per_char_source"] == "given"
     notes = [w for w in result["warnings"] if "estimated from characters" in w]
     assert notes and all("given ratio of 0.3000" in w and "default" not in w for w in notes)
+
+
+def test_cli_can_turn_redistribution_off(tmp_path):
+    run = make_run(tmp_path, with_tokens=True)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+
+    def planned(recipe_redistributes: bool, *flags: str) -> bool:
+        recipe = recipe_file(tmp_path, allow_redistribute=recipe_redistributes)
+        args = parser.parse_args(["plan", str(run), "--recipe", str(recipe), "--tokens", "5e5", "--seq-len", "256",
+                                  "--no-plot", "--max-epochs", "1000", *flags])
+        assert args.func(args) == 0
+        return json.loads((run / "plan.json").read_text())["allow_redistribute"]
+
+    assert planned(True) is True and planned(False) is False  # no flag: the recipe's setting
+    assert planned(True, "--no-allow-redistribute") is False
+    assert planned(False, "--allow-redistribute") is True
+    recipe = recipe_file(tmp_path, allow_redistribute=True)
+    args = parser.parse_args(["plan", str(run), "--recipe", str(recipe), "--tokens", "5e6", "--seq-len", "256",
+                              "--no-plot", "--no-allow-redistribute"])
+    with pytest.raises(PlanError, match="group 'hq' is asked for"):
+        args.func(args)
