@@ -169,6 +169,20 @@ def token_at_lr_bisect(schedule: "Schedule | Mapping[str, Any]", lr: float, tol:
     return hi
 
 
+def check_boundary(fraction: float | None = None, lr: float | None = None, lr_ratio: float | None = None) -> None:
+    """Raise ValueError (naming the field) unless exactly one of the three is given and in range:
+    `fraction` in (0, 1), `lr` > 0, `lr_ratio` in (0, 1]. Whether an LR level is reached at all
+    depends on the schedule, which `boundary_token` checks."""
+    if sum(x is not None for x in (fraction, lr, lr_ratio)) != 1:
+        raise ValueError("a phase boundary needs exactly one of: fraction, lr, lr_ratio")
+    if fraction is not None and not 0 < fraction < 1:
+        raise ValueError(f"fraction: must be in (0, 1), got {fraction!r}")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"lr: must be > 0, got {lr!r}")
+    if lr_ratio is not None and not 0 < lr_ratio <= 1:
+        raise ValueError(f"lr_ratio: must be in (0, 1], got {lr_ratio!r}")
+
+
 def boundary_token(schedule: "Schedule | Mapping[str, Any]", *, fraction: float | None = None,
                    lr: float | None = None, lr_ratio: float | None = None, align: int = 1) -> int:
     """A phase boundary as an integer token, aligned to `align` tokens (a step or a row).
@@ -179,12 +193,8 @@ def boundary_token(schedule: "Schedule | Mapping[str, Any]", *, fraction: float 
     the switch to the QA blend happens at LR = lr_start / 5).
     """
     s = as_schedule(schedule)
-    given = [x is not None for x in (fraction, lr, lr_ratio)]
-    if sum(given) != 1:
-        raise ValueError("a phase boundary needs exactly one of: fraction, lr, lr_ratio")
+    check_boundary(fraction, lr, lr_ratio)
     if fraction is not None:
-        if not 0 < fraction < 1:
-            raise ValueError(f"boundary fraction: must be in (0, 1), got {fraction!r}")
         t = round(fraction * s.total_tokens / align) * align
     else:
         level = lr if lr is not None else lr_ratio * s.lr_start

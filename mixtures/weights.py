@@ -81,7 +81,7 @@ def _role_scaled(recipe: Recipe, base: Mapping[str, float], mult: Mapping[str, f
     raw = {}
     for g, w in base.items():
         role = recipe.role_of(g)
-        raw[g] = 0.0 if role in exclude_roles else w * mult.get(role, 1.0) if role else w
+        raw[g] = 0.0 if role in exclude_roles else w * mult.get(role, 1.0)
     return normalise(raw, what)
 
 

@@ -390,3 +390,32 @@ def test_schema_checks_group_totals_and_step_aligned_phases():
     shift_boundary(rows_only, 1)
     with pytest.raises(PlanValidationError, match="whole step of 2048 tokens"):
         validate_plan(rows_only)
+
+
+@pytest.mark.parametrize("schedule, match", [
+    ({"lr_start": -1e-4}, r"^natural\.schedule\.lr_start: must be > 0"),
+    ({"lr_start": 1e-4, "lr_end": 2e-4}, r"^natural\.schedule\.lr_end: must be in \[0, lr_start"),
+    ({"decay_fraction": 0.0}, r"^natural\.schedule\.decay_fraction: must be in \(0, 1\]"),
+    ({"warmup_init_lr": 1.0}, r"^natural\.schedule\.warmup_init_lr: must be in \[0, lr_start\]"),
+    ({"kind": "exp"}, r"^natural\.schedule\.kind: got 'exp'"),
+    ({"wsd_decay": "step"}, r"^natural\.schedule\.wsd_decay: got 'step'"),
+    ({"lr_end_ratio": 2.0}, r"^natural\.schedule\.lr_end_ratio: must be in \[0, 1\]"),
+])
+def test_bad_schedule_fails_when_the_recipe_loads(schedule, match):
+    with pytest.raises(RecipeError, match=match):
+        recipe_from_dict(dict(shipped("natural"), schedule=schedule), "natural")
+
+
+def test_boundary_rules_are_one_check_for_recipes_and_schedules():
+    from mixtures.recipes import Boundary
+    from mixtures.schedule import Schedule, boundary_token
+
+    s = Schedule("cosine", 3e-4, 3e-5, 1_000_000)
+    for kw, match in [({"lr_ratio": 1.5}, r"^lr_ratio: must be in \(0, 1\]"), ({"lr": -1e-4}, r"^lr: must be > 0"),
+                      ({"fraction": 1.0}, r"^fraction: must be in \(0, 1\)"), ({}, "exactly one")]:
+        with pytest.raises(ValueError, match=match):
+            Boundary(**kw)
+        with pytest.raises(ValueError, match=match):
+            boundary_token(s, **kw)
+    with pytest.raises(RecipeError, match=r"^reuse\.switch\.lr_ratio: must be in \(0, 1\]"):
+        recipe_from_dict(dict(shipped("reuse"), switch={"lr_ratio": 2.0}), "reuse")
