@@ -154,6 +154,9 @@ def test_lr_at_every_phase_boundary_equals_the_plan(setup, tmp_path):
     for k in ("train/loss", "train/lr", "train/tokens", "train/throughput(tok/s)", "train/mfu(%)",
               "time/data_loading(%)", "eval/loss/web", "eval/loss/qa", "data/realised/phase3/qa"):
         assert k in keys
+    evals = [r for r in lines if "time/eval(s)" in r]
+    assert [r["step"] for r in evals] == [8, 16, 24] and all(r["time/eval(s)"] > 0 for r in evals)
+    assert [r["step"] for r in lines if "time/checkpoint(s)" in r] == [24]
     mix = json.loads((tmp_path / "mixture.json").read_text())
     for real, ph in zip(mix, plan["phases"]):
         assert all(abs(real["realised"][g] - w) <= 0.01 for g, w in ph["weights"].items())

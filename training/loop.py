@@ -289,11 +289,22 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
             loss_acc.zero_()
         else:
             progress.update({})
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
-            eval_res = evaluate()
-            log.log(step, {**eval_res, "train/tokens": tokens})
-        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps:
-            checkpoint()
+        do_eval = cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps)
+        do_ckpt = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps
+        if do_eval or do_ckpt:
+            # Eval and checkpoint time stays out of the throughput/MFU window; the step's queued
+            # kernels finish first so they still count as training time.
+            if d.device.type == "cuda":
+                torch.cuda.synchronize()
+            t_side = time.perf_counter()
+            if do_eval:
+                eval_res = evaluate()
+                log.log(step, {**eval_res, "train/tokens": tokens, "time/eval(s)": time.perf_counter() - t_side})
+            if do_ckpt:
+                t_ckpt = time.perf_counter()
+                checkpoint()
+                log.log(step, {"time/checkpoint(s)": time.perf_counter() - t_ckpt})
+            timer.exclude(time.perf_counter() - t_side)
     progress.close()
     pool.shutdown()
     log_mixture(log, step, sampler.realised(sampler_state), say)

@@ -1,8 +1,9 @@
 """metrics.jsonl (one JSON object per line, namespaced keys with units), MFU and a progress bar.
 
 Keys: `train/loss`, `train/lr`, `train/tokens`, `train/throughput(tok/s)`, `train/mfu(%)`,
-`train/grad_norm`, `time/data_loading(%)`, `time/step(s)`, `eval/loss/<group>`,
-`data/realised/<phase>/<group>` and `data/planned/<phase>/<group>`. Every line carries `step`.
+`train/grad_norm`, `time/data_loading(%)`, `time/step(s)`, `time/eval(s)`, `time/checkpoint(s)`,
+`eval/loss/<group>`, `data/realised/<phase>/<group>` and `data/planned/<phase>/<group>`. Every line
+carries `step`. Throughput, MFU and step time leave eval and checkpoint time out.
 On resume the file is cut back to the checkpoint's step, so it never holds a step twice.
 """
 
@@ -91,17 +92,20 @@ class Progress:
 
 
 class Timer:
-    """Accumulates seconds spent waiting for data vs the whole step."""
+    """Seconds of training since the last lap (eval/checkpoint excluded) and of waiting for data."""
 
     def __init__(self) -> None:
         self.data = 0.0
-        self.total = 0.0
         self.tokens = 0
         self.steps = 0
         self._t0 = time.perf_counter()
 
     def reset(self) -> None:
         self.__init__()
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (spent on eval or a checkpoint) out of the current window."""
+        self._t0 += seconds
 
     def lap(self) -> float:
         now = time.perf_counter()
