@@ -248,6 +248,23 @@ def test_phase_boundary_inside_a_step_is_refused(setup, tmp_path):
         train(tmp_path / "run", d / "base", config=_cfg(), out_dir=tmp_path / "o", quiet=True)
 
 
+def test_leftovers_of_a_killed_export_are_removed_on_start(setup, tmp_path):
+    d, _ = setup
+    for name in (".tmp-model.abc123", ".old-model.4242", "checkpoints/.tmp-step-000002.xyz"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "model.safetensors").write_bytes(b"partial")
+    train(d / "run", d / "base", config=_cfg(max_steps=1, eval_every=0), out_dir=tmp_path, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*")) and (tmp_path / "model" / "config.json").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
+def test_device_cuda_without_cuda_is_a_clear_error(setup, tmp_path):
+    d, _ = setup
+    with pytest.raises(ValueError, match="device is 'cuda' but torch sees no CUDA device"):
+        train(d / "run", d / "base", config=_cfg(max_steps=1, device="cuda"), out_dir=tmp_path, quiet=True)
+
+
 def test_shipped_train_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     paths = sorted(root.glob("train*.yaml"))

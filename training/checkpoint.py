@@ -55,9 +55,14 @@ def checkpoint_dirs(out_dir: Path) -> list[tuple[int, Path]]:
 
 
 def remove_partial(out_dir: Path) -> None:
-    """Delete folders a killed save left behind (`.tmp-*`, `.old-*`); complete ones are untouched."""
-    root = Path(out_dir) / "checkpoints"
-    for p in list(root.glob(".tmp-*")) + list(root.glob(".old-*")) if root.is_dir() else []:
+    """Delete folders a killed save left behind: checkpoints' `.tmp-*` / `.old-*` and the final
+    export's `.tmp-model.*` / `.old-model.*`; complete checkpoints and `model/` are untouched."""
+    out_dir = Path(out_dir)
+    root = out_dir / "checkpoints"
+    leftovers = list(root.glob(".tmp-*")) + list(root.glob(".old-*")) if root.is_dir() else []
+    if out_dir.is_dir():
+        leftovers += list(out_dir.glob(".tmp-model.*")) + list(out_dir.glob(".old-model.*"))
+    for p in leftovers:
         shutil.rmtree(p, ignore_errors=True)
 
 

@@ -195,9 +195,6 @@ class PlanSampler:
                         "realised": {g: (c / n if n else 0.0) for g, c in taken.items()}})
         return out
 
-    def epochs(self) -> dict[str, float]:
-        return {g: self.cursor[g] / self.n_train[g] for g in self.groups if self.n_train[g]}
-
 
 def supply_table(plan: dict[str, Any], sampler: PlanSampler) -> str:
     """The table printed before training: tokens requested vs available per group."""

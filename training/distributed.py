@@ -34,20 +34,19 @@ def setup(device: str = "auto") -> Dist:
 
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device")
+        raise ValueError("device is 'cuda' but torch sees no CUDA device (a CPU-only torch build, or no GPU "
+                         "visible: check CUDA_VISIBLE_DEVICES); use device: auto or device: cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)  # before the process group, so NCCL binds this rank's GPU
     owns = False
     if world > 1 and not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         owns = True
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
     return Dist(rank, world, local_rank, dev, owns)
 
 

@@ -113,15 +113,13 @@ def load_model(folder: Path, dtype=None) -> LlamaModel:
     return model
 
 
-def save_model(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 << 30, extra_files: dict[str, bytes] | None = None) -> Path:
+def save_model(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 << 30) -> Path:
     """Write `model` as a Hugging Face Llama folder, atomically; shards above `max_shard_bytes`."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}."))
     try:
         write_model_files(model, tmp, max_shard_bytes)
-        for name, data in (extra_files or {}).items():
-            (tmp / name).write_bytes(data)
         replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
