@@ -123,3 +123,14 @@ def test_reads_the_packers_own_files(tmp_path):
     pieces = sorted(tuple(t[s == k]) for t, s in zip(toks, segs) for k in range(1, int(s.max()) + 1))
     whole = sorted(tuple(d) for d in docs if len(d) <= 65)
     assert set(whole) <= set(pieces), "every document that fits a row comes back whole as one segment"
+
+
+def test_a_dotted_prefix_keeps_its_dot(tmp_path):
+    """`tokens.v2` means tokens.v2.bin / tokens.v2.idx, not tokens.bin / tokens.idx."""
+    from training.synthetic import write_indexed
+
+    docs = markov_docs(7, 100, seed=5)
+    write_indexed(tmp_path / "tokens.v2", docs, np.uint16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.v2.bin", "tokens.v2.idx"]
+    ds = IndexedDataset(tmp_path / "tokens.v2")
+    assert len(ds) == 7 and all(np.array_equal(ds[i], docs[i]) for i in range(7))

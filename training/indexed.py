@@ -1,55 +1,40 @@
-"""Readers for the packer's token files (docs/internals.md, "Token shards"), all through memory maps.
+"""Readers for the packer's token files (docs/internals.md, "Token shards").
 
 `IndexedDataset` reads Megatron-LM's `MMIDIDX` format (`tokens.bin` + `tokens.idx`, one sequence per
-document); `PackedRows` reads the packed training rows (`rows.bin`, `segs.bin`, `meta.json`) that the
-trainer samples from. Nothing is loaded into memory up front, so groups larger than RAM work.
+document) through `stages/megatron.py`; `PackedRows` reads the packed training rows (`rows.bin`,
+`segs.bin`, `meta.json`) that the trainer samples from. Token data is memory-mapped, never loaded up
+front, so groups larger than RAM work.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 
-MAGIC = b"MMIDIDX\x00\x00"
-# Megatron-LM `DType` codes (megatron/core/datasets/indexed_dataset.py).
-DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16}
 DTYPE_NAMES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
 
 
 class IndexedDataset:
-    """A Megatron `MMIDIDX` dataset: `len(ds)` sequences, `ds[i]` a numpy view of sequence i."""
+    """A Megatron `MMIDIDX` dataset opened by prefix (`<prefix>.idx` / `<prefix>.bin`, a prefix such
+    as `tokens.v2` keeps its dot): `len(ds)` sequences, `ds[i]` a numpy view of sequence i.
+
+    The format is parsed by `stages.megatron.read_indexed_dataset`, the packer's own reader, so the
+    two never drift apart.
+    """
 
     def __init__(self, prefix: Path) -> None:
-        prefix = Path(prefix)
-        self.idx_path, self.bin_path = prefix.with_suffix(".idx"), prefix.with_suffix(".bin")
-        with open(self.idx_path, "rb") as f:
-            head = f.read(len(MAGIC) + 8 + 1 + 8 + 8)
-        if head[: len(MAGIC)] != MAGIC:
-            raise ValueError(f"{self.idx_path} is not a Megatron MMIDIDX index (bad magic)")
-        version, code, n_seq, n_doc = struct.unpack("<QBQQ", head[len(MAGIC):])
-        if version != 1:
-            raise ValueError(f"{self.idx_path}: index version {version} is not supported (valid: 1)")
-        if code not in DTYPE_CODES:
-            raise ValueError(f"{self.idx_path}: dtype code {code} is unknown (valid: {sorted(DTYPE_CODES)})")
-        self.dtype = np.dtype(DTYPE_CODES[code])
-        idx = np.memmap(self.idx_path, dtype=np.uint8, mode="r")
-        off = len(head)
-        self.lengths = np.frombuffer(idx, dtype=np.int32, count=n_seq, offset=off)
-        off += 4 * n_seq
-        self.pointers = np.frombuffer(idx, dtype=np.int64, count=n_seq, offset=off)
-        off += 8 * n_seq
-        self.doc_idx = np.frombuffer(idx, dtype=np.int64, count=n_doc, offset=off)
-        self.data = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
+        from stages.megatron import read_indexed_dataset
+
+        self._ds = read_indexed_dataset(Path(prefix))
+        self.dtype, self.lengths, self.pointers = self._ds.dtype, self._ds.lengths, self._ds.pointers
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self._ds)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        start = int(self.pointers[i]) // self.dtype.itemsize
-        return self.data[start : start + int(self.lengths[i])]
+        return self._ds[i]
 
     @property
     def n_tokens(self) -> int:

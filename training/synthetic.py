@@ -14,8 +14,6 @@ from typing import Sequence
 
 import numpy as np
 
-from training.indexed import MAGIC
-
 
 def markov_docs(n_docs: int, vocab_size: int, seed: int, mean_len: int = 60, first_id: int = 3) -> list[np.ndarray]:
     """Documents from a sparse random transition table (4 likely successors per token)."""
@@ -43,15 +41,19 @@ def random_docs(n_tokens: int, vocab_size: int, seed: int, mean_len: int = 1000,
 
 
 def write_indexed(prefix: Path, docs: Sequence[np.ndarray], dtype: np.dtype) -> None:
-    """A Megatron MMIDIDX dataset (version 1), one sequence per document."""
+    """A Megatron MMIDIDX dataset (version 1), one sequence per document; written here byte by byte
+    (not through stages/megatron.py) so the tests cross-check the packer's reader against it."""
+    from stages.megatron import MAGIC
+
     dtype = np.dtype(dtype)
     code = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4, np.dtype(np.int64): 5}[dtype]
     lengths = np.array([len(d) for d in docs], dtype=np.int32)
     pointers = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1] * dtype.itemsize]).astype(np.int64)
-    with open(Path(prefix).with_suffix(".bin"), "wb") as f:
+    # f"{prefix}.bin", not with_suffix: a prefix such as "tokens.v2" keeps its dot.
+    with open(f"{prefix}.bin", "wb") as f:
         for d in docs:
             f.write(np.asarray(d, dtype=dtype).tobytes())
-    with open(Path(prefix).with_suffix(".idx"), "wb") as f:
+    with open(f"{prefix}.idx", "wb") as f:
         f.write(MAGIC + struct.pack("<QBQQ", 1, code, len(docs), len(docs) + 1))
         f.write(lengths.tobytes() + pointers[: len(docs)].tobytes())
         f.write(np.arange(len(docs) + 1, dtype=np.int64).tobytes())
