@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from training.data import PlanSampler, load_groups
-from training.indexed import IndexedDataset, PackedRows
+from stages.megatron import read_indexed_dataset
+from training.indexed import PackedRows
 from training.synthetic import markov_docs, synthetic_run, write_tokens
 
 
@@ -30,7 +31,7 @@ def test_token_files_read_back(run, tmp_path):
     d, _ = run
     docs = markov_docs(5, 100, seed=9)
     write_tokens(tmp_path, {"g": docs}, seq_len=16, vocab_size=100)
-    ds = IndexedDataset(tmp_path / "tokens" / "g" / "tokens")
+    ds = read_indexed_dataset(tmp_path / "tokens" / "g" / "tokens")
     assert len(ds) == 5 and all(np.array_equal(ds[i][:-1], docs[i]) and ds[i][-1] == 2 for i in range(5))
     rows = PackedRows(tmp_path / "tokens" / "g")
     toks, segs = rows.get(np.arange(rows.n_rows))
@@ -105,15 +106,14 @@ def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
 
 def test_reads_the_packers_own_files(tmp_path):
     """Files written by stages/megatron.py and stages/packing.py read back through training/indexed.py."""
-    from stages.megatron import IndexedDatasetWriter, read_indexed_dataset
+    from stages.megatron import IndexedDatasetWriter
     from stages.packing import PackConfig, place, write_rows
 
     docs = [np.append(d, 2) for d in markov_docs(40, 100, seed=11, mean_len=12)]
     with IndexedDatasetWriter(tmp_path / "tokens", np.uint16) as w:
         w.add(np.concatenate(docs), [len(d) for d in docs])
-    ours = IndexedDataset(tmp_path / "tokens")
-    assert len(ours) == 40 and all(np.array_equal(ours[i], docs[i]) for i in range(40))
     ds = read_indexed_dataset(tmp_path / "tokens")
+    assert len(ds) == 40 and all(np.array_equal(ds[i], docs[i]) for i in range(40))
     cfg = PackConfig(seq_len=64, packing="best-fit")
     stats = write_rows(ds, place(ds.lengths, cfg), cfg, tmp_path, pad_id=0)
     meta = {"seq_len": 64, "dtype": "uint16", "vocab_size": 100, **stats}
@@ -132,5 +132,5 @@ def test_a_dotted_prefix_keeps_its_dot(tmp_path):
     docs = markov_docs(7, 100, seed=5)
     write_indexed(tmp_path / "tokens.v2", docs, np.uint16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.v2.bin", "tokens.v2.idx"]
-    ds = IndexedDataset(tmp_path / "tokens.v2")
+    ds = read_indexed_dataset(tmp_path / "tokens.v2")
     assert len(ds) == 7 and all(np.array_equal(ds[i], docs[i]) for i in range(7))

@@ -1,9 +1,9 @@
-"""Readers for the packer's token files (docs/internals.md, "Token shards").
+"""Reader for the packer's training rows (docs/internals.md, "Token shards").
 
-`IndexedDataset` reads Megatron-LM's `MMIDIDX` format (`tokens.bin` + `tokens.idx`, one sequence per
-document) through `stages/megatron.py`; `PackedRows` reads the packed training rows (`rows.bin`,
-`segs.bin`, `meta.json`) that the trainer samples from. Token data is memory-mapped, never loaded up
-front, so groups larger than RAM work.
+`PackedRows` reads the packed rows (`rows.bin`, `segs.bin`, `meta.json`) that the trainer samples
+from. Token data is memory-mapped, never loaded up front, so groups larger than RAM work. The
+trainer never reads the per-document `tokens.bin`/`.idx` (Megatron's format, for Megatron and NeMo
+users); `stages/megatron.py` writes and reads those.
 """
 
 from __future__ import annotations
@@ -14,31 +14,6 @@ from pathlib import Path
 import numpy as np
 
 DTYPE_NAMES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
-
-
-class IndexedDataset:
-    """A Megatron `MMIDIDX` dataset opened by prefix (`<prefix>.idx` / `<prefix>.bin`, a prefix such
-    as `tokens.v2` keeps its dot): `len(ds)` sequences, `ds[i]` a numpy view of sequence i.
-
-    The format is parsed by `stages.megatron.read_indexed_dataset`, the packer's own reader, so the
-    two never drift apart.
-    """
-
-    def __init__(self, prefix: Path) -> None:
-        from stages.megatron import read_indexed_dataset
-
-        self._ds = read_indexed_dataset(Path(prefix))
-        self.dtype, self.lengths, self.pointers = self._ds.dtype, self._ds.lengths, self._ds.pointers
-
-    def __len__(self) -> int:
-        return len(self._ds)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self._ds[i]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.lengths.sum())
 
 
 class PackedRows:

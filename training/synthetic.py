@@ -42,9 +42,8 @@ def random_docs(n_tokens: int, vocab_size: int, seed: int, mean_len: int = 1000,
 
 def write_indexed(prefix: Path, docs: Sequence[np.ndarray], dtype: np.dtype) -> None:
     """A Megatron MMIDIDX dataset (version 1), one sequence per document; written here byte by byte
-    (not through stages/megatron.py) so the tests cross-check the packer's reader against it."""
-    from stages.megatron import MAGIC
-
+    from Megatron's format (not through stages/megatron.py, which training/ may not import) so the
+    tests cross-check the packer's reader against an independent writer."""
     dtype = np.dtype(dtype)
     code = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4, np.dtype(np.int64): 5}[dtype]
     lengths = np.array([len(d) for d in docs], dtype=np.int32)
@@ -54,7 +53,7 @@ def write_indexed(prefix: Path, docs: Sequence[np.ndarray], dtype: np.dtype) -> 
         for d in docs:
             f.write(np.asarray(d, dtype=dtype).tobytes())
     with open(f"{prefix}.idx", "wb") as f:
-        f.write(MAGIC + struct.pack("<QBQQ", 1, code, len(docs), len(docs) + 1))
+        f.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, code, len(docs), len(docs) + 1))
         f.write(lengths.tobytes() + pointers[: len(docs)].tobytes())
         f.write(np.arange(len(docs) + 1, dtype=np.int64).tobytes())
 
