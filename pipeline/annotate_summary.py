@@ -11,17 +11,12 @@ FROM docs GROUP BY ALL ORDER BY characters DESC
 
 from __future__ import annotations
 
+from pipeline.catalog import columns
+
 from pathlib import Path
 from typing import Any
 
 ANNOTATIONS = ("domain", "quality_bucket", "lang")
-
-
-def _columns(con: Any, view: str = "docs") -> list[str]:
-    try:
-        return [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
-    except Exception:  # no such view: a run without documents
-        return []
 
 
 def joint_counts_sql(columns: list[str]) -> str:
@@ -32,7 +27,7 @@ def joint_counts_sql(columns: list[str]) -> str:
 
 
 def joint_counts(con: Any) -> list[tuple]:
-    cols = _columns(con)
+    cols = columns(con)
     if not any(c in cols for c in ANNOTATIONS):
         return []
     return con.execute(joint_counts_sql(cols)).fetchall()
@@ -46,7 +41,7 @@ def _share_lines(con: Any, column: str, total_chars: int, label: str) -> list[st
 
 def annotate_summary(con: Any, max_rows: int = 12) -> list[str]:
     """Lines for `curate stats`: shares per domain / quality bucket / language and the top joint cells."""
-    cols = _columns(con)
+    cols = columns(con)
     present = [c for c in ANNOTATIONS if c in cols]
     if not present:
         return []
@@ -62,7 +57,7 @@ def annotate_summary(con: Any, max_rows: int = 12) -> list[str]:
 
 
 def score_columns(con: Any) -> list[str]:
-    cols = _columns(con)
+    cols = columns(con)
     return [c for c in cols if c in ("lang_score", "domain_score") or (c.startswith("quality_") and c != "quality_bucket")]
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.errors import QueryError
-from pipeline.runner import read_stage_names
+from pipeline.errors import CurateError, QueryError
 from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
 
 RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
@@ -38,6 +37,13 @@ def _empty_view(schema: pa.Schema) -> str:
 
 def _parts(d: Path) -> list[Path]:
     return sorted(d.glob("*.parquet"))
+
+
+def read_stage_names(run_dir: Path) -> list[str]:
+    try:
+        return json.loads((Path(run_dir) / "stages.json").read_text())
+    except FileNotFoundError:
+        raise CurateError(f"{run_dir} is not a run directory (no stages.json); run `curate run CONFIG` first") from None
 
 
 def shards_table(run_dir: Path) -> pa.Table:
@@ -91,6 +97,14 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def columns(con: duckdb.DuckDBPyConnection, view: str = "docs") -> list[str]:
+    """Column names of a catalog view; [] when the view does not exist (a stage without shards)."""
+    try:
+        return [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
+    except duckdb.Error:
+        return []
 
 
 def arrow_result(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:

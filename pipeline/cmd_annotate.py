@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from pipeline.catalog import columns
 from pipeline.errors import CurateError
 from scorers.buckets import DEFAULT_QUANTILES
 from scorers.ft import FastTextParams
@@ -140,7 +141,7 @@ def _rule_seeds(con, run_dir: str, max_per_label: int, seed: int, batch: int = 2
 
     taxonomy = _run_taxonomy(run_dir)
     tagger = RuleTagger(taxonomy)
-    cols = [r[0] for r in con.execute("DESCRIBE docs").fetchall()]
+    cols = columns(con)
     tagged = "domain" in cols and "domain_score" in cols
     where = "WHERE domain_score >= 1.0" if tagged else ""
     stored = "domain" if tagged else "NULL"

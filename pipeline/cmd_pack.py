@@ -43,7 +43,7 @@ class PackResult:
 
 def _input_parts(run: Path) -> tuple[str, list[Path]]:
     """The latest stage before tokenize that has shards, and its shards."""
-    from pipeline.runner import read_stage_names
+    from pipeline.catalog import read_stage_names
 
     for name in reversed([n for n in read_stage_names(run) if n != STAGE]):
         parts = sorted((run / name).glob("*.parquet"))
@@ -113,7 +113,7 @@ def _check_group_sql(part: Path, case_sql: str) -> None:
 
 
 def _update_stages_json(run: Path) -> None:
-    from pipeline.runner import read_stage_names
+    from pipeline.catalog import read_stage_names
 
     names = [n for n in read_stage_names(run) if n != STAGE] + [STAGE]
     shardio.atomic_write_json(run / "stages.json", names)

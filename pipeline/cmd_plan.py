@@ -18,6 +18,7 @@ from mixtures.groups import Availability, Group, GroupError, group_case_sql, gro
 from mixtures.planner import build_plan, format_table
 from mixtures.recipes import Recipe, RecipeError, load_recipe
 from mixtures.schema import PlanValidationError, validate_plan
+from pipeline.catalog import columns
 from pipeline.errors import CurateError
 
 
@@ -33,7 +34,7 @@ def _fail_on_predicate(con: Any, groups: Sequence[Group], err: Exception) -> Non
         try:
             con.execute(f"SELECT 1 FROM docs WHERE ({g.where}) LIMIT 0").fetchall()
         except duckdb.Error as e:
-            cols = [r[0] for r in con.execute("DESCRIBE docs").fetchall()]
+            cols = columns(con)
             raise PlanError(f"group {g.name!r}: predicate {g.where!r} fails on the docs view: "
                             f"{str(e).splitlines()[0]}; docs columns: {', '.join(cols)}") from None
     raise PlanError(f"counting groups failed: {err}") from None
@@ -46,7 +47,7 @@ def group_rows(con: Any, groups: Sequence[Group]) -> tuple[list[dict], bool]:
     """
     import duckdb
 
-    cols = {r[0] for r in con.execute("DESCRIBE docs").fetchall()}
+    cols = set(columns(con))
     if "n_chars" not in cols:
         raise PlanError("the docs view has no n_chars column; is this a curate run directory?")
     exact = "n_tokens" in cols and con.execute("SELECT count(*) = count(n_tokens) FROM docs").fetchone()[0]

@@ -8,8 +8,7 @@ import html
 import io
 from pathlib import Path
 
-from pipeline.catalog import connect
-from pipeline.runner import read_stage_names
+from pipeline.catalog import connect, read_stage_names
 from pipeline.stats import summary_lines
 
 

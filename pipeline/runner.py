@@ -7,7 +7,6 @@ again gives the same output as an uninterrupted run (DESIGN.md, "The run directo
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -146,10 +145,3 @@ def _remove_orphans(stage_dir: Path, keep: set[str], side_dir: Path) -> None:
     for d in (stage_dir, side_dir, stage_dir / "_done"):
         for p in d.glob(".tmp-*"):
             p.unlink(missing_ok=True)
-
-
-def read_stage_names(run_dir: Path) -> list[str]:
-    try:
-        return json.loads((Path(run_dir) / "stages.json").read_text())
-    except FileNotFoundError:
-        raise CurateError(f"{run_dir} is not a run directory (no stages.json); run `curate run CONFIG` first") from None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.catalog import connect
-from pipeline.runner import read_stage_names
+from pipeline.catalog import columns, connect, read_stage_names
 
 from pipeline.annotate_summary import annotate_summary
-from stages.dedup.report import dedup_summary
+from pipeline.dedup_summary import dedup_summary
 
 # Extra summaries contributed by stages, each `f(con) -> list[str]` (empty when the run lacks
 # their columns), called in this order.
@@ -57,8 +56,4 @@ def summary_lines(run_dir: str | Path) -> list[str]:
 
 
 def _has(con, view: str, column: str) -> bool:
-    try:
-        cols = [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
-    except Exception:
-        return False
-    return column in cols
+    return column in columns(con, view)

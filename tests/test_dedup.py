@@ -288,6 +288,7 @@ def test_empty_and_tiny_documents(tmp_path):
 
 
 def test_report_reasons_are_the_stages_reasons():
-    from stages.dedup import exact, lsh, report
+    from pipeline import dedup_summary
+    from stages.dedup import exact, lsh
 
-    assert report.REASONS == (exact.REASON, lsh.REASON)
+    assert dedup_summary.REASONS == (exact.REASON, lsh.REASON)

@@ -147,7 +147,7 @@ def test_curate_run_dedup_config(ray_session, tmp_path):
     from pipeline.catalog import connect
     from pipeline.config import load_config
     from pipeline.runner import run_pipeline
-    from stages.dedup.report import dedup_summary
+    from pipeline.dedup_summary import dedup_summary
 
     recs = plant.plant(plant.base_documents(real_texts(), 300), dup_share=0.4, seed=3)
     recs += [dict(recs[i], id=f"exact-{i}") for i in range(0, 40, 4)]  # verbatim copies, new ids

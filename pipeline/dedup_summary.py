@@ -6,14 +6,9 @@ one per stage, `rejected`) and runs the queries documented in docs/dedup.md.
 
 from __future__ import annotations
 
+from pipeline.catalog import columns
+
 REASONS = ("exact_duplicate", "near_duplicate")  # the `reason` of exact.REASON and lsh.REASON
-
-
-def _columns(con, view: str) -> list[str]:
-    try:
-        return [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
-    except Exception:  # the view does not exist (stage without shards)
-        return []
 
 
 def _pct(a: int, b: int) -> str:
@@ -28,14 +23,14 @@ def dedup_summary(con) -> list[str]:
         "GROUP BY ALL ORDER BY reason, stage",
         list(REASONS),
     ).fetchall()
-    cluster_view = "docs" if "dup_cluster_size" in _columns(con, "docs") else None
+    cluster_view = "docs" if "dup_cluster_size" in columns(con, "docs") else None
     if not stages and cluster_view is None:
         return []
     lines = ["deduplication:"]
     first_in: dict[str, int] = {}
     dropped: dict[str, int] = {}
     for stage, reason, n in stages:
-        kept = con.execute(f'SELECT count(*) FROM "{stage}"').fetchone()[0] if _columns(con, stage) else 0
+        kept = con.execute(f'SELECT count(*) FROM "{stage}"').fetchone()[0] if columns(con, stage) else 0
         lines.append(f"  {stage:<16} {reason:<16} {n:>9,} of {n + kept:>9,} documents dropped ({_pct(n, n + kept)})")
         by_source = con.execute(
             f"""SELECT source, sum(d) AS dropped, sum(n) AS n_in FROM (
