@@ -73,7 +73,7 @@ def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int
     if con is None:
         from pipeline.catalog import connect
 
-        con = connect(run_dir)
+        con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
     out_dir = Path(run_dir) / "plots"
     written = []
     for col in score_columns(con):

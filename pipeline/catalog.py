@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.errors import CurateError, QueryError
+from stages import docshard
 from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
 
 RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
@@ -37,6 +38,32 @@ def _empty_view(schema: pa.Schema) -> str:
 
 def _parts(d: Path) -> list[Path]:
     return sorted(d.glob("*.parquet"))
+
+
+def _stage_sql(stage_dir: Path, files: list[Path], text: bool = True) -> str:
+    """The documents of a stage, in shard and row order. Delta shards (stages/docshard.py) get
+    `text` joined from their base shards, or no `text` column when `text` is false."""
+    src = f"read_parquet({_q(str(stage_dir))} || '/*.parquet', union_by_name=true"
+    if not docshard.is_delta(files[0]):
+        return f"SELECT * FROM {src})"
+    cols: list[str] = []
+    for f in files:  # an empty shard lacks the stage's own columns: take the union, in order
+        cols += [c for c in docshard.document_columns(f) if c not in cols]
+    if not text:
+        return f"SELECT {', '.join(_ident(c) for c in cols if c != docshard.TEXT)} FROM {src})"
+    base_dir = docshard.base_ref(files[0]).path.parent
+    select = ", ".join(f"b.{_ident(c)}" if c == docshard.TEXT else f"d.{_ident(c)}" for c in cols)
+    base = (f"SELECT {_ident(docshard.TEXT)}, parse_filename(filename, true) AS _stem, file_row_number AS _row "
+            f"FROM read_parquet({_q(str(base_dir))} || '/*.parquet', filename=true, file_row_number=true)")
+    # LEFT JOIN: a document is never dropped from the catalog, even if its base went missing
+    # (its text reads NULL, and `read_docs` names the missing file).
+    return (f"SELECT {select} FROM {src}, filename=true) d LEFT JOIN ({base}) b "
+            f"ON b._row = d.{_ident(docshard.ROW)} AND b._stem = parse_filename(d.filename, true) "
+            f"ORDER BY d.filename, d.{_ident(docshard.ROW)}")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def read_stage_names(run_dir: Path) -> list[str]:
@@ -65,8 +92,11 @@ def shards_table(run_dir: Path) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only catalog of the run (views above); its file access is confined to `run_dir`."""
+def connect(run_dir: str | Path, text: bool = True) -> duckdb.DuckDBPyConnection:
+    """A read-only catalog of the run (views above); its file access is confined to `run_dir`.
+
+    `text=False` leaves `text` out of the views of delta-shard stages: metadata queries (group
+    counts, stats) then skip the join that fetches it, ~0.15 s per 2M documents on 2 cores."""
     run_dir = Path(run_dir).resolve()
     names = read_stage_names(run_dir)
     extra = [p.parent.name for p in sorted(run_dir.glob("*/_done")) if p.parent.name not in names]
@@ -75,8 +105,7 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     for name in names + [n for n in extra if n not in RESERVED_VIEWS]:
         files = _parts(run_dir / name)
         if files:
-            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({_q(str(run_dir / name))} || '
-                        f"'/*.parquet', union_by_name=true)")
+            con.execute(f'CREATE VIEW "{name}" AS {_stage_sql(run_dir / name, files, text)}')
             if name in names:
                 latest = name
     con.execute(f'CREATE VIEW docs AS SELECT * FROM "{latest}"' if latest else

@@ -87,13 +87,20 @@ def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: i
     from pipeline.catalog import connect
 
     run_dir = Path(run_dir)
-    con = connect(run_dir)
+    con = connect(run_dir, text=False)  # counts need metadata only: skip the join that fetches text
     try:
-        rows, exact = group_rows(con, groups)
+        try:
+            rows, exact = group_rows(con, groups)
+        except PlanError:  # a predicate reads `text` (a bad one fails again, with its message)
+            con.close()
+            con = connect(run_dir)
+            rows, exact = group_rows(con, groups)
         source = "given"
         if not exact and tokens_per_char is None:
             model = run_dir / "tokens" / "tokenizer.model"
             if model.exists():
+                con.close()
+                con = connect(run_dir)
                 tokens_per_char = measure_tokens_per_char(con, model, sample_docs)
                 source = f"measured: {model} on {sample_docs} sampled docs"
             if tokens_per_char is None:

@@ -62,7 +62,7 @@ def _sources(con) -> str | None:
 
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
-    con = connect(run_dir)
+    con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
     images = [("Documents per stage", _funnel(con, read_stage_names(run_dir)))]
     src = _sources(con)
     if src:

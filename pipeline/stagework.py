@@ -6,11 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pipeline.config import StageSpec
-from stages import shardio
+from stages import docshard, shardio
 from stages.base import REJECTED_SCHEMA, config_dict
 
 # Rows per `process()` call: big enough to amortise per-call overhead (batched model prediction),
@@ -47,13 +44,14 @@ class MapStageWorker:
     def run(self, job: MapJob) -> dict:
         t0 = time.perf_counter()
         stem = Path(job.input).stem
-        kept = shardio.ParquetSink(Path(job.stage_dir) / f"{stem}.parquet")
+        # Kept documents go to a delta shard (stages/docshard.py): the stage's columns and the
+        # input's, without the text, which stays in the base shard.
+        base = docshard.base_ref(job.input, job.fingerprint)
+        kept = docshard.DeltaSink(Path(job.stage_dir) / f"{stem}.parquet", base, docshard.document_schema(job.input))
         rejected = shardio.ParquetSink(Path(job.rejected_dir) / f"{stem}.parquet", REJECTED_SCHEMA)
         counts: dict = {"in": 0, "kept": 0, "rejected": 0, "quarantined": 0, "rejected_by_reason": {}}
         try:
-            source = pq.ParquetFile(job.input)
-            for batch in source.iter_batches(batch_size=BATCH_ROWS):
-                table = pa.Table.from_batches([batch])
+            for table in docshard.iter_docs(job.input, BATCH_ROWS, with_row=True):
                 out = self.stage.process(table)
                 if out.kept.num_rows + out.rejected.num_rows != table.num_rows:
                     raise RuntimeError(f"stage {self.spec.name} returned {out.kept.num_rows} kept + "
@@ -67,8 +65,6 @@ class MapStageWorker:
                     counts["rejected_by_reason"][r] = counts["rejected_by_reason"].get(r, 0) + 1
                 for k, v in out.counters.items():
                     counts[k] = counts.get(k, 0) + int(v)
-            if kept.writer is None:
-                kept.schema = pq.read_schema(job.input)  # nothing kept: empty shard, input's schema
             bytes_out = kept.close()
             rejected.close()
         except BaseException:

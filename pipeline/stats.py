@@ -19,7 +19,7 @@ def _fmt(n) -> str:
 
 
 def summary_lines(run_dir: str | Path) -> list[str]:
-    con = connect(run_dir)
+    con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
     lines = [f"run {run_dir}"]
     order = {name: i for i, name in enumerate(read_stage_names(Path(run_dir)))}
     # Only document stages: `curate pack` also leaves markers (tokenizer, pack) without document counts.

@@ -77,10 +77,12 @@ def loads_of(path: str | os.PathLike) -> int:
 
 
 def one_line(text: str, max_chars: int | None = None) -> str:
-    """fastText input: a single line (newlines -> spaces), optionally truncated."""
+    """fastText input: a single line, optionally truncated. Only `\\n` is replaced: fastText ends
+    a line there (and its Python binding refuses it), while `\\r`, tabs and the other blanks are
+    word separators to its tokenizer like a space (`Dictionary::readWord`)."""
     if max_chars is not None and len(text) > max_chars:
         text = text[:max_chars]
-    return text.replace("\r", " ").replace("\n", " ")
+    return text.replace("\n", " ")
 
 
 def predict_labels(model: Any, texts: Sequence[str], k: int = 1) -> tuple[list[list[str]], list[np.ndarray]]:

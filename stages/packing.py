@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import shardio
+from stages import docshard, shardio
 from stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
 from stages.shardio import AtomicFile
 
@@ -270,7 +270,7 @@ def _group_sequences(task: GroupTask, part: str, ids_file: str):
     """Yield (tokens, lengths) of the group's documents in one shard, separators attached."""
     import pyarrow.compute as pc
 
-    table = shardio.read_parquet(Path(part), columns=["n_tokens", "group"])
+    table = docshard.read_docs(Path(part), columns=["n_tokens", "group"])
     n = table.column("n_tokens").to_numpy().astype(np.int64)
     sel = pc.fill_null(pc.equal(table.column("group"), task.group), False).to_numpy(zero_copy_only=False)
     if not sel.any():

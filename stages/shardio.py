@@ -93,10 +93,6 @@ def write_parquet(path: Path, table: pa.Table, row_group_size: int = 8192) -> in
     return path.stat().st_size
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
-
-
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     """Content hash of a file (blake2b, 128 bits)."""
     h = hashlib.blake2b(digest_size=16)

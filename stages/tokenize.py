@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import shardio
+from stages import docshard, shardio
 from stages.megatron import token_dtype
 from stages.shardio import AtomicFile
 
@@ -166,14 +166,12 @@ def training_pieces(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
 
 def sample_texts(parts: list[Path], max_chars: int) -> Iterator[str]:
     """Texts from every shard, an equal character budget each, in table order (deterministic)."""
-    import pyarrow.parquet as pq
-
     if not parts:
         return
     share = max(1, max_chars // len(parts))
     for part in parts:
         used = 0
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=1024, columns=["text"]):
+        for batch in docshard.iter_docs(part, 1024, columns=["text"]):
             for text in batch.column(0).to_pylist():
                 if text:
                     yield text
@@ -309,7 +307,7 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     if shardio.marker_matches(marker, fingerprint, task.config_hash) and task.output.exists() and task.ids.exists():
         return {**marker, "skipped": True}
 
-    table = shardio.read_parquet(Path(task.input))
+    table = docshard.read_docs(Path(task.input), with_row=True)
     own = [c for c in ("n_tokens", "group") if c in table.column_names]
     table = table.drop_columns(own)  # this stage owns these columns: recompute, never keep stale ones
     groups = assign_groups(table, task.group_sql)
@@ -319,7 +317,15 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     with AtomicFile(task.ids) as f:
         counts = encode_to_file(sp, texts, f, dtype, task.threads, task.batch_chars)
     out = table.append_column("n_tokens", pa.array(counts, pa.int64())).append_column("group", groups)
-    bytes_out = shardio.write_parquet(task.output, out)
+    doc_schema = docshard.document_schema(Path(task.input))
+    sink = docshard.DeltaSink(task.output, docshard.base_ref(Path(task.input), fingerprint),
+                              pa.schema([f for f in doc_schema if f.name not in own]))
+    try:
+        sink.write(out)
+        bytes_out = sink.close()
+    except BaseException:
+        sink.abort()
+        raise
 
     agg = pa.table({"g": pc.fill_null(groups.cast(pa.string()), ""), "n": counts}).group_by("g").aggregate(
         [("n", "count"), ("n", "sum")])

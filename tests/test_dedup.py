@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages import shardio
-from stages.base import DOC_SCHEMA, GlobalContext, LocalExecutor
+from stages.base import GlobalContext, LocalExecutor
 from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, minhash, plant
 from stages.dedup.common import normalize_text
 from stages.dedup.components import connected_components, write_edges

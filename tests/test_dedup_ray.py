@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.base import LocalExecutor
 from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, plant
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from stages import shardio
+from stages import docshard
 from stages.tokenize import (TokenizerConfig, TokenizeTask, load_tokenizer, resolve_model_path, tokenize_shard,
                              tokenizer_info, train_tokenizer, training_pieces)
 from test_pack_common import load_docs, make_run
@@ -111,7 +111,7 @@ def test_tokenize_shard_counts_groups_and_resumes(model, corpus_docs, tmp_path):
     sql = "CASE WHEN (domain = 'code') THEN 'code' WHEN (n_chars > 0) THEN 'all_text' ELSE NULL END"
     task = TokenizeTask(str(part), str(run / "tokenize"), model.path, sql, "h1", threads=2, batch_chars=20_000)
     marker = tokenize_shard(task)
-    table = shardio.read_parquet(task.output)
+    table = docshard.read_docs(task.output)
     sp = load_tokenizer(model.path)
     expect = [sp.encode(t) for t in table.column("text").to_pylist()]
     assert table.column("n_tokens").to_pylist() == [len(e) for e in expect]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from stages import docshard
 from stages.base import GlobalContext
 from stages.dedup.common import (
     group_starts,
@@ -83,11 +83,10 @@ class HashTask:
 
 def hash_part(task: HashTask) -> dict:
     cfg = task.cfg
-    pf = pq.ParquetFile(task.path)
-    qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
+    qcol = resolve_keeper_column(cfg.keeper_column, docshard.document_columns(task.path))
     cols = ["id", "text"] + ([qcol] if qcol else [])
     tables, row = [], task.offset
-    for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=cols):
+    for batch in docshard.iter_docs(task.path, cfg.batch_size, columns=cols):
         digests = [
             hashlib.blake2b(
                 normalize_text(t, cfg.lowercase, cfg.punctuation, cfg.whitespace, cfg.nfkc).encode("utf-8"),

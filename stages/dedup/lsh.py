@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages import shardio
+from stages import docshard, shardio
 from stages.dedup import minhash
 from stages.dedup.common import (
     group_starts,
@@ -176,15 +176,14 @@ def signature_part(task: PartTask) -> dict:
     a, b = minhash.permutations(cfg.num_perm, cfg.seed)
     bands, rows = c.bands, c.rows
     spec = cfg.spec()
-    pf = pq.ParquetFile(task.path)
-    qcol = resolve_keeper_column(cfg.keeper_column, pf.schema_arrow.names)
+    qcol = resolve_keeper_column(cfg.keeper_column, docshard.document_columns(task.path))
     schema = sig_schema(cfg.num_perm)
     sink = shardio.ParquetSink(c.sig_path(task.part), schema)
     keys, uids = [], []
     row, empty = c.offsets[task.part], 0
     # Signatures stream to disk batch by batch; only the band keys (8 B per band) stay.
     try:
-        for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=["id", "text"] + ([qcol] if qcol else [])):
+        for batch in docshard.iter_docs(task.path, cfg.batch_size, columns=["id", "text"] + ([qcol] if qcol else [])):
             sig, counts = minhash.signatures(batch.column("text").to_pylist(), spec, a, b)
             n = batch.num_rows
             uid = np.arange(row, row + n, dtype=np.int64)

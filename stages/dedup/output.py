@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from stages import shardio
+from stages import docshard, shardio
 from stages.base import Executor, GlobalContext, rejected_rows
 from stages.dedup.common import Step, inputs_fingerprint, part_offsets, read_inbox, reset_work_dir
 
@@ -52,7 +51,9 @@ def finish_part(task: FinishTask) -> dict:
     t0 = time.time()
     in_path = Path(task.in_path)
     name = in_path.stem
-    docs = pq.read_table(in_path)
+    # Only the metadata columns: the kept documents go to a delta shard and the text stays put.
+    doc_schema = docshard.document_schema(in_path)
+    docs = docshard.read_docs(in_path, [c for c in doc_schema.names if c != docshard.TEXT], with_row=True)
     n = docs.num_rows
     dec = read_inbox(Path(task.decisions_dir), task.part, task.n_src, DECISION_SCHEMA)
     rows = dec.column("row").to_numpy()
@@ -75,7 +76,13 @@ def finish_part(task: FinishTask) -> dict:
     dropped = docs.filter(pa.array(drop))
     n_drop = dropped.num_rows
     rej = rejected_rows(dropped, task.stage, [task.reason] * n_drop, list(keeper[drop]))
-    bytes_out = shardio.write_parquet(Path(task.stage_dir) / f"{name}.parquet", kept)
+    sink = docshard.DeltaSink(Path(task.stage_dir) / f"{name}.parquet", docshard.base_ref(in_path), doc_schema)
+    try:
+        sink.write(kept)
+        bytes_out = sink.close()
+    except BaseException:
+        sink.abort()
+        raise
     shardio.write_parquet(Path(task.rejected_dir) / f"{name}.parquet", rej)
     counts = {
         "in": n,
