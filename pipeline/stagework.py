@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from pipeline.config import StageSpec
 from stages import docshard, shardio
 from stages.base import REJECTED_SCHEMA, config_dict
@@ -39,10 +41,13 @@ class MapStageWorker:
     def __call__(self) -> "MapStageWorker":
         self.stage = self.spec.load()
         self.stage.setup()
+        # pyarrow imports pandas (when installed) on a process's first `pa.array` call, ~0.25 s
+        # on 2 cores: pay it here, once per actor like the model load, not in the first shard.
+        pa.array([0])
         return self
 
     def run(self, job: MapJob) -> dict:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stem = Path(job.input).stem
         # Kept documents go to a delta shard (stages/docshard.py): the stage's columns and the
         # input's, without the text, which stays in the base shard.
@@ -73,7 +78,8 @@ class MapStageWorker:
             raise
         marker = {"stage": self.spec.name, "input_fingerprint": job.fingerprint, "config_hash": job.config_hash,
                   "outputs": [f"{stem}.parquet"], "counts": counts, "bytes_in": Path(job.input).stat().st_size,
-                  "bytes_out": bytes_out, "seconds": round(time.perf_counter() - t0, 3), "input": job.input}
+                  "bytes_out": bytes_out, "seconds": round(time.perf_counter() - t0, 3),
+                  "cpu_seconds": round(time.process_time() - c0, 3), "input": job.input}
         return shardio.write_marker(Path(job.stage_dir), stem, marker)
 
 
