@@ -2,7 +2,8 @@
 
 `connect(run_dir)` returns an in-memory DuckDB connection with views:
   docs        the latest stage's output (last stage of `stages.json` that has shards)
-  <stage>     one view per stage (ingest, and every configured stage)
+  <stage>     one view per stage (ingest, and every configured stage), in shard and row order;
+              a delta-shard stage's view joins `text` back from the ingest shards
   rejected    every dropped document: id, stage, reason, keeper_id, source, n_chars
   quarantine  every unreadable input record: path, line, offset, reason, detail (+ stage)
   shards      one row per shard marker: stage, task, counts, bytes, seconds

@@ -24,6 +24,10 @@ curate query "$RUN" "SELECT domain, quality_bucket, count(*) AS docs, sum(n_char
 step "5. mixture plan: 'Reuse, Don't Retrain' recipe, switch at LR = start/5"
 # The recipe starts at the base model's minimum pretraining LR (3e-5 by default); the demo's base
 # is random, so it starts higher to show a falling loss within a minute.
+# `curate plan` estimates tokens with the run's tokenizer once one exists (step 6 trains it), so a
+# second demo would plan differently and its training could not resume the first one's: the
+# steps from here on start clean (the curated shards above are reused).
+rm -rf "$RUN/plan.json" "$RUN/plan.png" "$RUN/tokens" "$RUN/base" "$RUN/train"
 curate plan "$RUN" --recipe reuse --tokens $((STEPS * BATCH * SEQ)) --seq-len $SEQ --batch-size $BATCH --lr-start 3e-3
 step "6. tokenize (sentencepiece trained on the run) and pack per mixture group"
 curate pack "$RUN" --seq-len $SEQ --vocab-size 4000

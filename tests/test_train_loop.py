@@ -72,6 +72,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(setup, full):
     for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert (x == y).all(), k
     assert a[12] < a[1], "the loss falls on learnable data"
+    # Run again once finished: nothing is left to train, and it reports the last step's loss.
+    again = train(d / "run", d / "base", config=_cfg(max_steps=12), out_dir=part, quiet=True)
+    assert again["steps"] == 12 and again["loss"] == res["loss"] == b[12]
 
 
 def test_resume_against_a_changed_plan_is_refused(setup, tmp_path):

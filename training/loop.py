@@ -163,12 +163,13 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     wrapped = distributed.wrap(model, d, cfg.parallel)
     optimizer = build_optimizer(model, schedule.lr_start, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
                                 fused=d.device.type == "cuda" and not fsdp)
-    step, tokens = 0, 0
+    step, tokens, resumed_loss = 0, 0, float("nan")
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, fsdp=fsdp)
         check_resume(ckpt, state, plan, cfg.batch_tokens)
         sampler.load_state_dict(state["sampler"])
         step, tokens = int(state["step"]), int(state["tokens"])
+        resumed_loss = float(state.get("loss", "nan"))  # reported if no step is left to run
         say(f"resuming from {ckpt} at step {step} ({tokens:,} tokens)")
     else:
         sampler.check_epochs()
@@ -209,7 +210,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
 
     def checkpoint() -> None:
         trainer_state = {"tokens": tokens, "sampler": sampler_state, "batch_tokens": cfg.batch_tokens,
-                         "seq_len": seq_len, "plan": plan_fingerprint(plan)}
+                         "seq_len": seq_len, "plan": plan_fingerprint(plan), "loss": last_loss}
         save_checkpoint(out, step, model, optimizer, trainer_state, fsdp=fsdp, is_main=d.is_main,
                         keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_bytes)
         distributed.barrier(d)
@@ -236,7 +237,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     sampler_state = sampler.state_dict() if future is None else None
     timer, progress = Timer(), Progress(total_steps, step, d.is_main and not quiet)
     loss_acc = torch.zeros((), device=d.device)
-    last_phase, last_loss, eval_res = None, float("nan"), {}
+    last_phase, last_loss, eval_res = None, resumed_loss, {}
     model.train()
     while step < total_steps:
         lr = lr_at_tokens(schedule, tokens)
