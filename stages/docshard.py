@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -36,12 +37,12 @@ ROW = "_base_row"
 BASE_KEY, DIGEST_KEY, COLUMNS_KEY = b"curate.base", b"curate.base_digest", b"curate.columns"
 
 
+@dataclass(frozen=True)
 class BaseRef:
     """Where a shard's text lives: the base shard's path and content digest."""
 
-    def __init__(self, path: Path, digest: str):
-        self.path = Path(path)
-        self.digest = digest
+    path: Path
+    digest: str
 
 
 def _meta(path: Path) -> dict[bytes, bytes]:
@@ -82,8 +83,8 @@ def document_schema(path: str | Path) -> pa.Schema:
 
 
 def read_docs(path: str | Path, columns: list[str] | None = None, with_row: bool = False) -> pa.Table:
-    """The documents of a shard, full or delta: `columns` (default all) in document order, and
-    `_base_row` last when `with_row`."""
+    """The documents of a shard, full or delta: `columns` in the order given (default: all, in
+    document order), and `_base_row` last when `with_row`."""
     path = Path(path)
     want = _wanted(path, columns)
     if is_delta(path):
@@ -190,3 +191,14 @@ class DeltaSink:
 
     def abort(self) -> None:
         self.sink.abort()
+
+
+def write_delta(path: Path, base: BaseRef, input_schema: pa.Schema, table: pa.Table) -> int:
+    """Write one table of kept documents (with `_base_row`) as a delta shard; returns its bytes."""
+    sink = DeltaSink(path, base, input_schema)
+    try:
+        sink.write(table)
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise

@@ -318,14 +318,8 @@ def tokenize_shard(task: TokenizeTask) -> dict:
         counts = encode_to_file(sp, texts, f, dtype, task.threads, task.batch_chars)
     out = table.append_column("n_tokens", pa.array(counts, pa.int64())).append_column("group", groups)
     doc_schema = docshard.document_schema(Path(task.input))
-    sink = docshard.DeltaSink(task.output, docshard.base_ref(Path(task.input), fingerprint),
-                              pa.schema([f for f in doc_schema if f.name not in own]))
-    try:
-        sink.write(out)
-        bytes_out = sink.close()
-    except BaseException:
-        sink.abort()
-        raise
+    bytes_out = docshard.write_delta(task.output, docshard.base_ref(Path(task.input), fingerprint),
+                                     pa.schema([f for f in doc_schema if f.name not in own]), out)
 
     agg = pa.table({"g": pc.fill_null(groups.cast(pa.string()), ""), "n": counts}).group_by("g").aggregate(
         [("n", "count"), ("n", "sum")])

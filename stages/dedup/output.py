@@ -76,13 +76,8 @@ def finish_part(task: FinishTask) -> dict:
     dropped = docs.filter(pa.array(drop))
     n_drop = dropped.num_rows
     rej = rejected_rows(dropped, task.stage, [task.reason] * n_drop, list(keeper[drop]))
-    sink = docshard.DeltaSink(Path(task.stage_dir) / f"{name}.parquet", docshard.base_ref(in_path), doc_schema)
-    try:
-        sink.write(kept)
-        bytes_out = sink.close()
-    except BaseException:
-        sink.abort()
-        raise
+    bytes_out = docshard.write_delta(Path(task.stage_dir) / f"{name}.parquet", docshard.base_ref(in_path),
+                                     doc_schema, kept)
     shardio.write_parquet(Path(task.rejected_dir) / f"{name}.parquet", rej)
     counts = {
         "in": n,
