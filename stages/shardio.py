@@ -28,7 +28,11 @@ BULK_COLUMNS = ("text",)
 def parquet_options(schema: pa.Schema) -> dict:
     small = [n for n in schema.names if n not in BULK_COLUMNS]
     return dict(PARQUET_OPTS, use_dictionary=small, write_statistics=small)
-MARKER_VERSION = 1
+
+
+# 2: shards after ingest are delta shards (stages/docshard.py). A marker of another version never
+# matches, so a run directory from before is redone whole and no stage mixes the two layouts.
+MARKER_VERSION = 2
 
 
 class AtomicFile:
