@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -87,26 +88,26 @@ def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: i
     from pipeline.catalog import connect
 
     run_dir = Path(run_dir)
-    con = connect(run_dir, text=False)  # counts need metadata only: skip the join that fetches text
-    try:
+    # Counting needs the metadata only, so the views skip the join that fetches `text`; a
+    # predicate that reads `text` (or a bad one, which fails again with its message) gets the
+    # full views.
+    with closing(connect(run_dir, text=False)) as con:
         try:
             rows, exact = group_rows(con, groups)
-        except PlanError:  # a predicate reads `text` (a bad one fails again, with its message)
-            con.close()
-            con = connect(run_dir)
+        except PlanError:
+            rows = None
+    if rows is None:
+        with closing(connect(run_dir)) as con:
             rows, exact = group_rows(con, groups)
-        source = "given"
-        if not exact and tokens_per_char is None:
-            model = run_dir / "tokens" / "tokenizer.model"
-            if model.exists():
-                con.close()
-                con = connect(run_dir)
+    source = "given"
+    if not exact and tokens_per_char is None:
+        model = run_dir / "tokens" / "tokenizer.model"
+        if model.exists():
+            with closing(connect(run_dir)) as con:
                 tokens_per_char = measure_tokens_per_char(con, model, sample_docs)
-                source = f"measured: {model} on {sample_docs} sampled docs"
-            if tokens_per_char is None:
-                source = "default"
-    finally:
-        con.close()
+            source = f"measured: {model} on {sample_docs} sampled docs"
+        if tokens_per_char is None:
+            source = "default"
     return group_stats(groups, rows, tokens_per_char=tokens_per_char, tokens_per_char_source=source)
 
 

@@ -65,10 +65,11 @@ def base_ref(path: str | Path, digest: str | None = None) -> BaseRef:
 
 def document_columns(path: str | Path) -> list[str]:
     """The document columns of a shard, in order (`_base_row` excluded, `text` included)."""
-    meta = _meta(Path(path))
+    schema = pq.read_schema(path)
+    meta = schema.metadata or {}
     if COLUMNS_KEY in meta:
         return json.loads(meta[COLUMNS_KEY])
-    return [n for n in pq.read_schema(path).names if n != ROW]
+    return [n for n in schema.names if n != ROW]
 
 
 def document_schema(path: str | Path) -> pa.Schema:

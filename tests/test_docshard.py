@@ -89,6 +89,21 @@ def test_catalog_views_join_the_text_in_shard_order(chain):
         meta.close()
 
 
+def test_plan_counts_skip_the_text_unless_a_group_reads_it(chain):
+    from mixtures.groups import parse_groups
+    from pipeline.cmd_plan import PlanError, availability
+
+    docs = pa.concat_tables(docshard.read_docs(p) for p in sorted((chain / "b").glob("*.parquet")))
+    texts, col_b = docs.column("text").to_pylist(), docs.column("col_b").to_pylist()
+    for where, expect in (("col_b = 2", sum(v == 2 for v in col_b)),  # metadata only
+                          ("text LIKE '%doc 1 %'", sum("doc 1 " in t for t in texts))):  # reads the text
+        got = availability(chain, parse_groups([{"name": "g", "where": where}]), tokens_per_char=0.25)
+        assert got.by_name()["g"].documents == expect > 0
+        assert got.by_name()["g"].documents + got.unassigned_documents == len(docs)
+    with pytest.raises(PlanError, match="no_such_column"):
+        availability(chain, parse_groups([{"name": "g", "where": "no_such_column = 1"}]), tokens_per_char=0.25)
+
+
 def test_a_stage_that_keeps_nothing_or_breaks_the_contract(tmp_path):
     src = _ingest_shard(tmp_path / "ingest" / "part-00000.parquet", ["a", "b", "c"])
     empty = _stage(src, tmp_path / "s" / "part-00000.parquet", lambda t: False, "col")
