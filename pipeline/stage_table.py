@@ -14,4 +14,5 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "heuristics": ("stages.filters", "HeuristicsConfig", "HeuristicsStage"),
     "quality": ("stages.annotate", "QualityConfig", "QualityStage"),
     "domain": ("stages.annotate", "DomainConfig", "DomainStage"),
+    "decontaminate": ("stages.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
 }

@@ -69,7 +69,12 @@ class MapStageWorker:
                 for r in out.rejected.column("reason").to_pylist():
                     counts["rejected_by_reason"][r] = counts["rejected_by_reason"].get(r, 0) + 1
                 for k, v in out.counters.items():
-                    counts[k] = counts.get(k, 0) + int(v)
+                    if isinstance(v, dict):  # counts per key (e.g. decontamination matches), summed per key
+                        sub = counts.setdefault(k, {})
+                        for r, n in v.items():
+                            sub[r] = sub.get(r, 0) + int(n)
+                    else:
+                        counts[k] = counts.get(k, 0) + int(v)
             bytes_out = kept.close()
             rejected.close()
         except BaseException:
@@ -80,7 +85,7 @@ class MapStageWorker:
                   "outputs": [f"{stem}.parquet"], "counts": counts, "bytes_in": Path(job.input).stat().st_size,
                   "bytes_out": bytes_out, "seconds": round(time.perf_counter() - t0, 3),
                   "cpu_seconds": round(time.process_time() - c0, 3), "input": job.input}
-        return shardio.write_marker(Path(job.stage_dir), stem, marker)
+        return shardio.write_marker(Path(job.stage_dir), stem, marker, also=[rejected.path])
 
 
 def aggregate_stats(stage: str, markers: list[dict]) -> dict:

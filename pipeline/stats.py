@@ -7,11 +7,12 @@ from pathlib import Path
 from pipeline.catalog import columns, connect, read_stage_names
 
 from pipeline.annotate_summary import annotate_summary
+from pipeline.breadth_summary import breadth_summary
 from pipeline.dedup_summary import dedup_summary
 
 # Extra summaries contributed by stages, each `f(con) -> list[str]` (empty when the run lacks
 # their columns), called in this order.
-SECTION_FUNCS: list = [dedup_summary, annotate_summary]
+SECTION_FUNCS: list = [dedup_summary, annotate_summary, breadth_summary]
 
 
 def _fmt(n) -> str:

@@ -1,0 +1,169 @@
+"""`decontaminate`: n-gram overlap with eval sets, checked against a plain Python reference on
+real text (pydoc topics), in drop and flag mode, in-process and through the runner on Ray."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec, word_ngrams
+
+N = 13
+
+
+def _topics() -> list[tuple[str, str]]:
+    import pydoc_data.topics as t
+
+    return sorted(t.topics.items())
+
+
+def ref_ngrams(text: str, n: int = N) -> set[tuple[str, ...]]:
+    """An independent reference: NFKC, lower case, runs of letters and digits."""
+    words = re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory) -> Path:
+    """Two eval sets: `qa` quotes passages of some topics (case and punctuation changed, split
+    over question/answer/choices), `clean` has text found in no topic."""
+    topics = _topics()
+    d = tmp_path_factory.mktemp("evalsets")
+    qa = []
+    for k, (name, text) in enumerate(topics[::25]):
+        words = text.split()
+        if len(words) < 80:
+            continue
+        passage = " ".join(words[30:60])
+        rec = {"question": passage.upper().replace(" ", "  ,"), "answer": "yes", "choices": ["a", "b"]}
+        if k % 2:
+            rec = {"id": f"q{k}", "question": "What does it say?", "choices": [passage, "none of these"]}
+        qa.append(rec)
+    (d / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    clean = [{"text": " ".join(reversed(t.split()))[:2000]} for _, t in topics[:20]]
+    pa_table = pa.Table.from_pylist(clean)
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa_table, d / "clean.parquet")
+    return d
+
+
+def _docs() -> pa.Table:
+    topics = _topics()
+    return pa.table({"id": [n for n, _ in topics], "text": [t for _, t in topics],
+                     "source": ["pydoc"] * len(topics), "n_chars": [len(t) for _, t in topics]})
+
+
+def _expected(eval_dir: Path) -> dict[str, set[str]]:
+    """Documents sharing a 13-gram with any string of each set, by the reference."""
+    out = {}
+    for name, recs in (("qa", [json.loads(x) for x in (eval_dir / "qa.jsonl").read_text().splitlines()]),
+                       ("clean", pa.parquet.read_table(eval_dir / "clean.parquet").to_pylist())):
+        grams = set()
+        for r in recs:
+            for v in r.values():
+                for s in v if isinstance(v, list) else [v]:
+                    grams |= ref_ngrams(s)
+        out[name] = {i for i, t in _topics() if ref_ngrams(t) & grams}
+    return out
+
+
+def _stage(eval_dir: Path, **kw) -> DecontaminateStage:
+    cfg = DecontaminateConfig(sets=[EvalSetSpec("qa", str(eval_dir / "qa.jsonl")),
+                                    EvalSetSpec("clean", str(eval_dir / "clean.parquet"))], **kw)
+    stage = DecontaminateStage(cfg)
+    stage.setup()
+    return stage
+
+
+def test_ngrams_match_the_reference():
+    texts = [t for _, t in _topics()[:40]]
+    hashes, owner = word_ngrams(texts, N)
+    for i, t in enumerate(texts):  # one hash per window, windows never cross texts
+        words = re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", t).lower())
+        assert (owner == i).sum() == max(0, len(words) - N + 1)
+    a, _ = word_ngrams(["Hello, WORLD -- it's   fine"], 3)
+    b, _ = word_ngrams(["hello world it s fine"], 3)
+    assert a.tolist() == b.tolist() and len(a) == 3
+
+
+def test_drop_mode_finds_exactly_the_reference_documents(eval_dir):
+    expected = _expected(eval_dir)
+    assert expected["qa"] and not expected["clean"]
+    out = _stage(eval_dir).process(_docs())
+    dropped = dict(zip(out.rejected.column("id").to_pylist(), out.rejected.column("reason").to_pylist()))
+    assert set(dropped) == expected["qa"]
+    assert set(dropped.values()) == {"contaminated:qa"}
+    assert out.kept.num_rows + out.rejected.num_rows == len(_topics())
+    matches = [json.loads(k) for k in out.counters["decontaminate_matches"]]
+    assert {doc for _, _, doc in matches} == expected["qa"]
+    assert {s for s, _, _ in matches} == {"qa"}
+    # items are named by their `id`, else by file and line
+    assert any(item.startswith("q") for _, item, _ in matches)
+    assert any(item.startswith("qa.jsonl:") for _, item, _ in matches)
+
+
+def test_flag_mode_keeps_everything_and_lists_the_sets(eval_dir):
+    expected = _expected(eval_dir)
+    out = _stage(eval_dir, mode="flag").process(_docs())
+    assert out.rejected.num_rows == 0
+    flagged = {i for i, s in zip(out.kept.column("id").to_pylist(), out.kept.column("contaminated_sets").to_pylist()) if s}
+    assert flagged == expected["qa"]
+    assert out.counters["contaminated:qa"] == len(expected["qa"])
+
+
+def test_min_ngrams_and_n(eval_dir):
+    base = _expected(eval_dir)["qa"]
+    strict = _stage(eval_dir, min_ngrams=10_000).process(_docs())
+    assert strict.rejected.num_rows == 0
+    longer = _stage(eval_dir, n=25).process(_docs())  # passages are 30 words: still found
+    assert set(longer.rejected.column("id").to_pylist()) == base
+
+
+def test_config_errors_name_the_field(tmp_path):
+    base = {"name": "x", "out": str(tmp_path / "r"), "inputs": [{"path": "x.jsonl"}]}
+    for stage, field in [({"kind": "decontaminate"}, "stages[0].sets"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p", "feilds": ["q"]}]}, "stages[0].sets[0].feilds"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a b", "path": "p"}]}, "stages[0].sets[0].name"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "mode": "remove"}, "stages[0].mode"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "n": 0}, "stages[0].n")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(data={**base, "stages": [stage]})
+        assert e.value.field == field
+
+
+def test_missing_eval_file_is_a_clear_error(tmp_path):
+    stage = DecontaminateStage(DecontaminateConfig(sets=[EvalSetSpec("a", str(tmp_path / "none.jsonl"))]))
+    with pytest.raises(FileNotFoundError, match="eval set 'a'"):
+        stage.setup()
+
+
+def test_runner_drop_mode_stats_and_catalog(ray_session, eval_dir, tmp_path):
+    from pipeline.catalog import connect
+    from pipeline.runner import run_pipeline
+    from pipeline.breadth_summary import decontamination_report, breadth_summary
+
+    corpus = tmp_path / "topics.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "pydoc"}) + "\n" for i, t in _topics()))
+    data = {"name": "d", "out": str(tmp_path / "run"), "inputs": [{"path": str(corpus)}], "ingest": {"shard_docs": 300},
+            "stages": [{"kind": "decontaminate", "sets": [{"name": "qa", "path": str(eval_dir / "qa.jsonl")},
+                                                          {"name": "clean", "path": str(eval_dir / "clean.parquet")}]}]}
+    run_pipeline(load_config(data=data), workers=2, quiet=True)
+    expected = _expected(eval_dir)["qa"]
+    con = connect(tmp_path / "run", text=False)
+    got = {r[0] for r in con.execute("SELECT id FROM rejected WHERE reason = 'contaminated:qa'").fetchall()}
+    assert got == expected
+    report = decontamination_report(con)["decontaminate"]
+    assert set(report["qa"]["documents"]) == expected and report["qa"]["items_found"] >= 1
+    assert report["clean"]["items_found"] == 0
+    lines = breadth_summary(con)
+    assert any("qa" in ln and "items" in ln for ln in lines)
+    stats = json.loads((tmp_path / "run" / "decontaminate" / "stats.json").read_text())
+    assert stats["rejected_by_reason"] == {"contaminated:qa": len(expected)}
