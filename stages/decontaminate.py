@@ -44,31 +44,61 @@ def _odd_multipliers(n: int) -> np.ndarray:
     return rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    from stages.dedup.common import fmix64
+# Bytes that belong to a word: ASCII letters and digits, and every byte of a non-ASCII character
+# (texts with any are first reduced to letters, digits and spaces by a Unicode regex).
+_WORD_BYTE = np.zeros(256, bool)
+_WORD_BYTE[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]] = True
+_WORD_BYTE[0x80:] = True
 
-    return fmix64(h)
+
+def _words(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(words, text index of each word) of lower-cased `arr`. Word boundaries are found on the
+    UTF-8 bytes with a lookup table (a Unicode regex over every text ran at a third of the
+    speed); the words are then cut out of the same buffer as one string array."""
+    arr = pc.utf8_lower(arr).cast(pa.large_string())
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    isword = np.zeros(hi - lo + 1, bool)  # one non-word byte past the end closes the last word
+    isword[:-1] = _WORD_BYTE[data[lo:hi]]
+    text_start = np.zeros(len(isword), bool)
+    text_start[offsets[:-1] - lo] = True
+    prev = np.r_[False, isword[:-1]] & ~text_start
+    starts = np.flatnonzero(isword & ~prev)
+    after = np.r_[isword[1:], False] & ~np.r_[text_start[1:], True]
+    ends = np.flatnonzero(isword & ~after) + 1
+    # One string array over the buffer alternating gap, word, gap, ...: the words are every other element.
+    bounds = np.empty(2 * len(starts) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, hi - lo
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    pieces = pa.LargeStringArray.from_buffers(len(bounds) - 1, pa.py_buffer((bounds + lo).tobytes()), data_buf)
+    words = pieces.take(pa.array(np.arange(1, len(bounds) - 1, 2)))
+    owner = np.searchsorted(offsets[1:] - lo, starts, side="right")
+    return words, owner
 
 
 def word_ngrams(texts: pa.Array | list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, text index) of every n-gram of normalised words in `texts`, in text order.
 
     Words are hashed once per distinct word (xxh64 of the dictionary-encoded batch); an n-gram's
-    hash is fmix64(sum_j word[i+j] * odd_j) with wrapping uint64 arithmetic, vectorised over the
-    batch, and windows that would cross from one text into the next are left out."""
+    hash is sum_j word[i+j] * odd_j with wrapping uint64 arithmetic (the word hashes are already
+    uniform, so the sum needs no finaliser), vectorised over the batch, and windows that would
+    cross from one text into the next are left out."""
     import xxhash
 
     arr = pa.array(texts, pa.string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
-    norm = pc.utf8_lower(pc.utf8_normalize(arr, "NFKC"))
-    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"[^\p{L}\p{N}]+", " "))
-    lists = pc.split_pattern(spaced, " ")
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    words = pc.list_flatten(lists)
-    owner = pc.list_parent_indices(lists).to_numpy()
-    nonempty = pc.greater(pc.utf8_length(words), 0)
-    words = pc.filter(words, nonempty)
-    owner = owner[nonempty.to_numpy(zero_copy_only=False)]
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.fill_null("")
+    # NFKC folds ligatures, full-width forms and the like, and the regex keeps Unicode letters and
+    # digits only; ASCII texts (most of a corpus) need neither, so only the others pay for them.
+    non_ascii = pc.invert(pc.string_is_ascii(arr))
+    if pc.any(non_ascii).as_py():
+        other = pc.utf8_normalize(arr.filter(non_ascii), "NFKC")
+        other = pc.replace_substring_regex(other, r"[^\p{L}\p{N}]+", " ")
+        arr = pc.replace_with_mask(arr, non_ascii, other)
+    words, owner = _words(arr)
     if len(words) < n:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
     enc = pc.dictionary_encode(words)
@@ -81,7 +111,7 @@ def word_ngrams(texts: pa.Array | list[str], n: int) -> tuple[np.ndarray, np.nda
         for j, mult in enumerate(_odd_multipliers(n)):
             h += w[j:j + m] * mult
     valid = owner[:m] == owner[n - 1:]
-    return _fmix64(h[valid]), owner[:m][valid]
+    return h[valid], owner[:m][valid]
 
 
 # --------------------------------------------------------------------------------- eval sets
@@ -200,21 +230,37 @@ class EvalIndex:
         return self.hashes.nbytes + self.items.nbytes
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query positions, items) for every (query n-gram, eval item) pair that matches."""
+        """(query positions, items) for every (query n-gram, eval item) pair that matches.
+
+        The queries are sorted and the index searched into them: a batch has far more n-grams
+        than hits, and sorted needles keep the binary searches in cache (3x faster than
+        searching each query in the index)."""
         if not len(self.hashes) or not len(hashes):
             return np.empty(0, np.int64), np.empty(0, np.int32)
-        lo = np.searchsorted(self.hashes, hashes, side="left")
-        hit = lo < len(self.hashes)
-        hit[hit] = self.hashes[lo[hit]] == hashes[hit]
-        q = np.flatnonzero(hit)
-        if not len(q):
-            return q, np.empty(0, np.int32)
-        hi = np.searchsorted(self.hashes, hashes[q], side="right")
-        reps = hi - lo[q]
-        qpos = np.repeat(q, reps)
-        # positions lo[q] .. hi-1 for each hit, flattened
-        starts = np.repeat(lo[q] - np.r_[0, np.cumsum(reps)[:-1]], reps)
-        return qpos, self.items[starts + np.arange(len(qpos))]
+        order = np.argsort(hashes)
+        sq = hashes[order]
+        lo = np.searchsorted(sq, self.hashes, side="left")
+        reps = np.searchsorted(sq, self.hashes, side="right") - lo
+        hit = np.flatnonzero(reps)
+        if not len(hit):
+            return np.empty(0, np.int64), np.empty(0, np.int32)
+        lo, reps = lo[hit], reps[hit]
+        total = int(reps.sum())
+        first = np.repeat(lo - np.r_[0, np.cumsum(reps)[:-1]], reps)
+        return order[first + np.arange(total)], np.repeat(self.items[hit], reps)
+
+
+def _distinct_counts(a: np.ndarray, b: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (a, b) and how many distinct `h` each pair has."""
+    if not len(a):
+        return np.empty((0, 2), np.int64), np.empty(0, np.int64)
+    order = np.lexsort((h, b, a))
+    a, b, h = a[order], b[order], h[order]
+    new = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (h[1:] != h[:-1])]
+    a, b = a[new], b[new]
+    pair_start = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+    counts = np.diff(np.r_[pair_start, len(a)])
+    return np.stack([a[pair_start], b[pair_start]], axis=1), counts
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -277,26 +323,24 @@ class DecontaminateStage:
         cfg, index = self.config, self.index
         hashes, doc_of = word_ngrams(table.column("text"), cfg.n)
         qpos, items = index.lookup(hashes)
-        # distinct n-grams per (document, set) and per (document, item)
-        docs, sets = doc_of[qpos], index.item_set[items]
-        per_set: dict[tuple[int, int], set] = {}
-        per_item: dict[tuple[int, int], set] = {}
-        for d, s, it, h in zip(docs.tolist(), sets.tolist(), items.tolist(), hashes[qpos].tolist()):
-            per_set.setdefault((d, s), set()).add(h)
-            per_item.setdefault((d, it), set()).add(h)
+        docs, sets = doc_of[qpos], index.item_set[items].astype(np.int64)
+        # distinct n-grams per (document, set), and per (document, item) for the listing
+        d_s, n_s = _distinct_counts(docs, sets, hashes[qpos])
         hit_sets: dict[int, list[int]] = {}
-        for (d, s), hs in per_set.items():
-            if len(hs) >= cfg.min_ngrams:
+        for (d, s), k in zip(d_s.tolist(), n_s.tolist()):
+            if k >= cfg.min_ngrams:
                 hit_sets.setdefault(d, []).append(s)
+        d_i, n_i = _distinct_counts(docs, items.astype(np.int64), hashes[qpos])
+        per_item = dict(zip(map(tuple, d_i.tolist()), n_i.tolist()))
         ids = table.column("id").to_pylist()
         counters: dict[str, Any] = {"ngrams_checked": len(hashes), "matches_not_listed": 0}
         listed: dict[str, int] = {}
-        for (d, it), hs in sorted(per_item.items()):
+        for (d, it), k in sorted(per_item.items()):
             s = int(index.item_set[it])
             if s not in hit_sets.get(d, []):
                 continue
             if len(listed) < cfg.max_listed_matches:
-                listed[json.dumps([index.set_names[s], index.item_keys[it], ids[d]])] = len(hs)
+                listed[json.dumps([index.set_names[s], index.item_keys[it], ids[d]])] = k
             else:
                 counters["matches_not_listed"] += 1
         counters[MATCHES] = listed
