@@ -30,6 +30,17 @@ DOC_SCHEMA = pa.schema(
     ]
 )
 
+# What ingest writes: the required columns, then what the input held beyond them and where each
+# document came from. Later stages carry these columns like any other.
+INGEST_SCHEMA = pa.schema(
+    list(DOC_SCHEMA)
+    + [
+        pa.field("meta", pa.string()),  # JSON object of the input fields no column above took
+        pa.field("input_path", pa.string(), nullable=False),  # the input file (or URL) as listed
+        pa.field("input_line", pa.int64()),  # its 1-based line (JSONL) or row (Parquet); null: text file
+    ]
+)
+
 # One row per document a stage dropped. `keeper_id` is set for duplicates only.
 REJECTED_SCHEMA = pa.schema(
     [

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +20,13 @@ from typing import Literal
 import pyarrow as pa
 
 from stages import shardio
-from stages.base import DOC_SCHEMA, QUARANTINE_SCHEMA
+from stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
 from stages.records import Rejected, to_document
-from stages.readers import JSONL_SUFFIXES, ReadTask, compression_of, read_jsonl, read_parquet, read_text_files
+from stages.readers import (COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of, line_breaks, read_jsonl,
+                            read_parquet, read_text_files)
 
-STAGE_VERSION = 1
+# 2: `meta`, `input_path` and `input_line` columns; BOM, lone-CR and duplicate-key handling.
+STAGE_VERSION = 2
 
 
 @dataclass
@@ -50,7 +54,8 @@ class InputSpec:
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     """`auto` picks by suffix: .jsonl/.json/.ndjson (+ .gz/.zst) = jsonl, .parquet, else text"""
     source: str | None = None
-    """source name for records that have none (default: the file name up to its first dot; for a
+    """source name for records that have none (default: the file name up to its first dot; for
+    one shard of a family such as `train-00000-of-00004.parquet`, the dataset's folder; for a
     directory of text files, the directory's name)"""
     fields: FieldMap = field(default_factory=FieldMap)
     """input field names"""
@@ -95,21 +100,80 @@ def _format_of(path: str, fmt: str) -> str:
     return "text"
 
 
-def _expand(spec: InputSpec, index: int) -> list[str]:
+def _list_dir(root: str) -> tuple[list[str], list[str]]:
+    """(entries to read, hidden entries) under `root`. Every entry is one or the other: a FIFO, a
+    dangling symlink or a symlink to a directory is read as a file, and its reader quarantines it
+    with the reason. Hidden files and folders (a name starting with '.') are not read, and nothing
+    under a hidden folder is listed."""
+    entries, hidden = [], []
+    for folder, dirs, files in os.walk(root):
+        for d in list(dirs):
+            path = os.path.join(folder, d)
+            if d.startswith("."):
+                hidden.append(path)
+                dirs.remove(d)
+            elif os.path.islink(path):  # os.walk does not follow it; account for it as an entry
+                entries.append(path)
+        for f in files:
+            (hidden if f.startswith(".") else entries).append(os.path.join(folder, f))
+    return sorted(entries), sorted(hidden)
+
+
+def _expand(spec: InputSpec, index: int) -> tuple[list[str], list[str]]:
+    """(paths to read, hidden directory entries) of an input."""
     p = spec.path
     if "://" in p:
-        return [p]
+        return [p], []
+    hidden: list[str] = []
     if any(c in p for c in "*?["):
-        paths = sorted(x for x in glob.glob(p, recursive=True) if os.path.isfile(x))
+        # The pattern chooses the entries; a directory it matches is not a document.
+        paths = sorted(x for x in glob.glob(p, recursive=True) if not os.path.isdir(x))
     elif os.path.isdir(p):
-        paths = sorted(str(x) for x in Path(p).rglob("*") if x.is_file() and not x.name.startswith("."))
+        paths, hidden = _list_dir(p)
     elif os.path.isfile(p):
         paths = [p]
     else:
         raise ValueError(f"inputs[{index}].path: {p!r} does not exist (give a file, directory, glob or URL)")
-    if not paths:
+    if not paths and not hidden:
         raise ValueError(f"inputs[{index}].path: {p!r} matches no files")
-    return paths
+    return paths, hidden
+
+
+def _regular_size(path: str) -> int | None:
+    """Size of a local regular file; None for anything else (its reader says what it is)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+# One shard of a family: `train-00000-of-00004` (Hugging Face), `c4-train.00000-of-01024`,
+# optionally with a content hash (`-0a1b2c3d4e5f`), or a zero-padded number (`0000`, Hugging Face's
+# Parquet conversions; a name such as `2024` stays a name).
+_SHARD = re.compile(r"^(?:(?P<prefix>.*?)[-_.])?\d+-of-\d+(?:-[0-9a-f]{8,})?$|^0\d{3,}$")
+_SPLITS = {"train", "test", "validation", "valid", "dev", "eval"}
+# Folder names of Hugging Face's layout that name no dataset: `data/`, a split, `default/`.
+_LAYOUT_DIRS = _SPLITS | {"data", "default"}
+
+
+def default_source(path: str) -> str:
+    """Source of the records of `path` that name none: the file name up to its first dot. For one
+    shard of a family it is the family's name: the name before the shard number, or, where that
+    is a split name or absent, the nearest folder that is not part of Hugging Face's layout."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    stem = name
+    for suffix in (*COMPRESSED, *JSONL_SUFFIXES, ".parquet", ".txt"):
+        stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+    m = _SHARD.match(stem)
+    if not m:
+        return name.split(".")[0]
+    prefix = m.group("prefix")
+    if prefix and prefix.lower() not in _SPLITS:
+        return prefix
+    folders = path.split("://", 1)[-1].split("/")[:-1] if "://" in path else Path(path).absolute().parts[:-1]
+    return next((d for d in reversed(folders) if d and d.lower() not in _LAYOUT_DIRS and d != "/"),
+                prefix or name.split(".")[0])
 
 
 def _line_aligned_splits(path: str, chunk: int) -> list[tuple[int, int, int]]:
@@ -126,7 +190,7 @@ def _line_aligned_splits(path: str, chunk: int) -> list[tuple[int, int, int]]:
                 f.readline()  # finish the line that straddles the target
                 end = f.tell()
             f.seek(start)
-            n_lines = f.read(end - start).count(b"\n")
+            n_lines = line_breaks(f.read(end - start))  # counted as the reader counts them
             out.append((start, end, line))
             start, line = end, line + n_lines
     return out
@@ -139,31 +203,33 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
         # Plain text files are one document each, batched into tasks of about `chunk` bytes; their
         # default source is the input directory's name.
         text_source = spec.source or (Path(spec.path).name if os.path.isdir(spec.path) else "text")
+        paths, hidden = _expand(spec, i)
         text_batch: list[str] = []
         text_bytes = 0
 
         def flush_text() -> None:
-            nonlocal text_batch, text_bytes
-            if text_batch:
-                reads.append((ReadTask(text_batch[0], "text", files=tuple(text_batch)), spec, text_source))
-            text_batch, text_bytes = [], 0
+            nonlocal text_batch, text_bytes, hidden
+            if text_batch or hidden:
+                first = (text_batch or hidden)[0]
+                reads.append((ReadTask(first, "text", files=tuple(text_batch), hidden=tuple(hidden)), spec, text_source))
+            text_batch, text_bytes, hidden = [], 0, []
 
-        for path in _expand(spec, i):
+        for path in paths:
             fmt = _format_of(path, spec.format)
-            default_source = spec.source or Path(path).name.split(".")[0]
-            local = "://" not in path
+            source = spec.source or default_source(path)
+            size = _regular_size(path) if "://" not in path else None
             if fmt == "text":
                 text_batch.append(path)
-                text_bytes += os.path.getsize(path) if local else 0
+                text_bytes += size or 0
                 if text_bytes >= chunk or len(text_batch) >= 10_000:
                     flush_text()
-            elif fmt == "jsonl" and local and not compression_of(path) and os.path.getsize(path) > chunk:
+            elif fmt == "jsonl" and size is not None and not compression_of(path) and size > chunk:
                 for start, end, line in _line_aligned_splits(path, chunk):
-                    reads.append((ReadTask(path, "jsonl", start, end, line), spec, default_source))
-            elif fmt == "parquet" and local and os.path.getsize(path) > chunk:
-                reads.extend((r, spec, default_source) for r in _parquet_splits(path, chunk))
+                    reads.append((ReadTask(path, "jsonl", start, end, line), spec, source))
+            elif fmt == "parquet" and size is not None and size > chunk:
+                reads.extend((r, spec, source) for r in _parquet_splits(path, chunk))
             else:
-                reads.append((ReadTask(path, fmt), spec, default_source))
+                reads.append((ReadTask(path, fmt), spec, source))
         flush_text()
     return [IngestTask(f"part-{k:05d}", r, src, spec.fields) for k, (r, spec, src) in enumerate(reads)]
 
@@ -200,7 +266,8 @@ def task_fingerprint(task: IngestTask) -> str:
                 stats.append((f, st.st_size, st.st_mtime_ns))
         except OSError:
             stats.append((f, None, None))  # vanished or unreachable: the reader quarantines it
-    return shardio.stable_hash([stats, r.start, r.end, r.first_line, r.row_groups, task.source, asdict(task.fields)])
+    return shardio.stable_hash([stats, r.start, r.end, r.first_line, r.row_groups, r.hidden, task.source,
+                                asdict(task.fields)])
 
 
 def _remote_stamp(url: str) -> tuple:
@@ -233,10 +300,9 @@ class IngestJob:
 def _items(task: IngestTask):
     r, f = task.read, task.fields
     if r.format == "jsonl":
-        return read_jsonl(r)
+        return read_jsonl(r, f.text)
     if r.format == "parquet":
-        cols = [c for c in (f.text, f.id, f.url, f.date, f.source) if c]
-        return read_parquet(r, cols)
+        return read_parquet(r)
     return read_text_files(r)
 
 
@@ -248,14 +314,14 @@ def run_ingest(job: IngestJob) -> dict:
     counts = {"in": 0, "kept": 0, "rejected": 0, "quarantined": 0, "rejected_by_reason": {},
               "quarantined_by_reason": {}, "invalid_utf8_replaced": 0, "control_chars_removed": 0}
     quarantine: list[dict] = []
-    columns: dict[str, list] = {name: [] for name in DOC_SCHEMA.names}
+    columns: dict[str, list] = {name: [] for name in INGEST_SCHEMA.names}
     outputs: list[str] = []
     bytes_out = 0
 
     def flush() -> None:
         nonlocal bytes_out
         name = f"{task.task}-{len(outputs):03d}.parquet"
-        table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in DOC_SCHEMA}, schema=DOC_SCHEMA)
+        table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in INGEST_SCHEMA}, schema=INGEST_SCHEMA)
         bytes_out += shardio.write_parquet(out_dir / name, table)
         outputs.append(name)
         for values in columns.values():
@@ -270,6 +336,7 @@ def run_ingest(job: IngestJob) -> dict:
                 doc, replaced, removed = to_document(item.record, task.fields, task.source, cfg.max_chars)
                 counts["invalid_utf8_replaced"] += replaced
                 counts["control_chars_removed"] += removed
+                doc["input_path"], doc["input_line"] = item.path or task.read.path, item.line
                 for name, values in columns.items():
                     values.append(doc[name])
                 counts["kept"] += 1
@@ -285,8 +352,8 @@ def run_ingest(job: IngestJob) -> dict:
         by[reason] = by.get(reason, 0) + 1
     if columns["id"] or not outputs:
         flush()
-    shardio.write_parquet(Path(job.quarantine_dir) / f"{task.task}.parquet",
-                          pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
+    q_path = Path(job.quarantine_dir) / f"{task.task}.parquet"
+    shardio.write_parquet(q_path, pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
     # A previous run of this task may have rolled more parts than this one: remove the extras.
     for old in out_dir.glob(f"{task.task}-*.parquet"):
         if old.name not in outputs:
@@ -295,7 +362,7 @@ def run_ingest(job: IngestJob) -> dict:
               "outputs": outputs, "counts": counts, "bytes_out": bytes_out,
               "bytes_in": task_bytes(task),
               "seconds": round(time.perf_counter() - t0, 3), "input": task.read.path}
-    return shardio.write_marker(out_dir, task.task, marker)
+    return shardio.write_marker(out_dir, task.task, marker, also=[q_path])
 
 
 def task_bytes(task: IngestTask) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
+import stat
 import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator, NamedTuple
@@ -32,6 +35,9 @@ class Item(NamedTuple):
     path: str | None = None  # the file, when it differs from the task's path (text directories)
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 @dataclass(frozen=True)
 class ReadTask:
     """A bounded piece of input: a byte range of a JSONL file, row groups of a Parquet file,
@@ -44,6 +50,11 @@ class ReadTask:
     first_line: int = 1
     row_groups: tuple[int, ...] | None = None
     files: tuple[str, ...] = field(default_factory=tuple)  # text: the files, one document each
+    hidden: tuple[str, ...] = field(default_factory=tuple)  # text: hidden entries, listed and not read
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, socket, device or directory where a file was expected."""
 
 
 def open_binary(path: str) -> IO[bytes]:
@@ -51,7 +62,28 @@ def open_binary(path: str) -> IO[bytes]:
         import fsspec
 
         return fsspec.open(path, "rb").open()
-    return open(path, "rb")
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it (and any other
+    # non-regular file) before a read could block. Reads of a regular file ignore the flag.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory",
+                    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "special")
+            raise NotRegularFile(f"{path} is {kind}, not a regular file; it was not read")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_failure(path: str, e: Exception) -> tuple[str, str]:
+    """(reason, detail) for a file that could not be opened."""
+    if isinstance(e, NotRegularFile):
+        return "not_a_regular_file", str(e)
+    if isinstance(e, FileNotFoundError) and "://" not in path and os.path.islink(path):
+        return "dangling_symlink", f"{path} links to {os.readlink(path)!r}, which does not exist"
+    return "unreadable_file", str(e)
 
 
 def compression_of(path: str) -> str | None:
@@ -110,26 +142,127 @@ def _decompressed(raw: IO[bytes], kind: str) -> IO[bytes]:
     return _ZstdLines(raw)  # type: ignore[return-value]
 
 
-def _parse_line(raw: bytes, line: int, offset: int) -> Item:
-    try:
-        return Item(line, offset, orjson.loads(raw))
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses invalid UTF-8 and lone surrogate escapes; the stdlib parser on a decoded
-    # (replacement-char) string accepts both, and normalization then replaces surrogates.
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, count: int):
+        self.key, self.count = key, count
+
+
+def _unique_object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        key = next(k for k in keys if keys.count(k) > 1)
+        raise _DuplicateKey(key, keys.count(key))
+    return obj
+
+
+# orjson reads an integer beyond 64 bits as a float; any float this large sends the line to the
+# exact parser, which keeps such integers whole.
+_BIG = 2.0 ** 63
+_SPACED_KEY = re.compile(rb'"[ \t\r]+:')  # a key written with whitespace before its colon
+
+
+def _n_keys(value) -> int:
+    """Keys in `value` and every object nested in it; -1 if it holds a float of 64-bit size."""
+    n = 0
+    if type(value) is dict:
+        n, value = len(value), value.values()
+    for v in value:
+        t = type(v)
+        if t is dict or t is list:
+            k = _n_keys(v)
+            if k < 0:
+                return -1
+            n += k
+        elif t is float and not -_BIG < v < _BIG:
+            return -1
+    return n
+
+
+def _exact_as_parsed(raw: bytes, rec: dict, text) -> bool:
+    """Whether orjson's reading of `raw` is exact: no object in it repeats a key (orjson keeps the
+    last value silently) and no integer outgrew 64 bits.
+
+    Every key of compactly or `json.dumps`-written JSON shows in the bytes as `":`, and inside a
+    string a quote is always escaped (`\":`). So when the count of `":` equals the parsed count of
+    keys, no key was dropped, provided no key is written with whitespace before its colon (that
+    spelling is searched for). Only the bytes outside the longest string value hold keys: that
+    value takes at least as many bytes as its UTF-8 encoding, which bounds where the keys can be,
+    so a long text is not scanned. Anything else goes to the exact parser (`_parse_exact`)."""
+    n = _n_keys(rec)
+    if n < 0:
+        return False
+    size = len(raw)
+    if type(text) is str:
+        span = size - (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))) - 2
+    else:
+        span = size
+    regions = ((0, size),) if 2 * span >= size else ((0, span), (size - span, size))
+    colons = sum(raw.count(b'":', a, b) for a, b in regions)
+    if any(_SPACED_KEY.search(raw, a, b) for a, b in regions):
+        return False
+    if colons == n:
+        return True
+    # Escaped quotes followed by a colon inside strings; a key ending in a backslash (`\\":`)
+    # would be subtracted too, so its presence leaves the decision to the exact parser.
+    colons -= sum(raw.count(b'\\":', a, b) for a, b in regions)
+    return colons == n and not any(raw.find(b'\\\\":', a, b) >= 0 for a, b in regions)
+
+
+def _parse_exact(raw: bytes, line: int, offset: int) -> Item:
+    """The standard library's parser on the decoded line: it accepts invalid UTF-8 (replaced) and
+    lone surrogate escapes, which orjson refuses, keeps integers of any size, and refuses a key
+    that occurs twice in one object. A byte-order mark before the record is skipped."""
+    if raw.startswith(BOM):
+        raw, offset = raw[len(BOM):], offset + len(BOM)
     text, replaced = decode_utf8(raw)
     try:
-        return Item(line, offset, json.loads(text), replaced=replaced)
+        return Item(line, offset, json.loads(text, object_pairs_hook=_unique_object), replaced=replaced)
+    except _DuplicateKey as e:
+        return Item(line, offset, None, "duplicate_key",
+                    f"key {e.key!r} occurs {e.count} times in one object: {text[:120]!r}")
     except (json.JSONDecodeError, RecursionError) as e:
         return Item(line, offset, None, "invalid_json", f"{e}: {text[:120]!r}")
 
 
-def read_jsonl(task: ReadTask) -> Iterator[Item]:
+def _parse_line(raw: bytes, line: int, offset: int, text_key: str = "text") -> Item:
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _parse_exact(raw, line, offset)
+    if type(rec) is dict and not _exact_as_parsed(raw, rec, rec.get(text_key)):
+        return _parse_exact(raw, line, offset)
+    return Item(line, offset, rec)
+
+
+def _line_with_lone_cr(buf: bytes, line: int, offset: int, text_key: str) -> Iterator[Item]:
+    """A line holding a CR not followed by LF. Files from old Macs separate records with a lone
+    CR; a record that parses whole merely has CR whitespace inside it. Otherwise each piece is a
+    record of its own, on its own line (lines count CR, LF and CRLF breaks)."""
+    whole = _parse_line(buf, line, offset, text_key)
+    if whole.reason != "invalid_json":
+        yield whole
+        return
+    for piece in buf.splitlines(keepends=True):  # bytes split at \r, \n and \r\n only
+        if piece.strip():
+            yield _parse_line(piece, line, offset, text_key)
+        line, offset = line + 1, offset + len(piece)
+
+
+def line_breaks(data: bytes) -> int:
+    """Line breaks in `data`: LF, CRLF and a lone CR each end a line."""
+    n = data.count(b"\n")
+    if b"\r" in data:
+        n += data.count(b"\r") - data.count(b"\r\n")
+    return n
+
+
+def read_jsonl(task: ReadTask, text_key: str = "text") -> Iterator[Item]:
     kind = compression_of(task.path)
     try:
         raw = open_binary(task.path)
     except OSError as e:
-        yield Item(None, None, None, "unreadable_file", str(e))
+        yield Item(None, None, None, *open_failure(task.path, e))
         return
     with raw:
         stream = _decompressed(raw, kind) if kind else raw
@@ -148,29 +281,49 @@ def read_jsonl(task: ReadTask) -> Iterator[Item]:
                 return
             if not buf:
                 return
-            if buf.strip():  # blank lines separate nothing and are not records
-                yield _parse_line(buf, line, offset)
+            lines = 1
+            if not buf.strip():  # blank lines separate nothing and are not records
+                lines = line_breaks(buf) or 1
+            elif b"\r" in buf and (lone := buf.count(b"\r") - buf.count(b"\r\n")):
+                yield from _line_with_lone_cr(buf, line, offset, text_key)
+                lines += lone
+            else:
+                yield _parse_line(buf, line, offset, text_key)
             offset += len(buf)
-            line += 1
+            line += lines
 
 
-def read_parquet(task: ReadTask, columns: list[str]) -> Iterator[Item]:
+def read_parquet(task: ReadTask) -> Iterator[Item]:
+    """Every column of every row: the ingest stage maps some to document columns and keeps the
+    rest in `meta`."""
     import pyarrow.parquet as pq
 
     try:
-        f = pq.ParquetFile(open_binary(task.path))
+        source = open_binary(task.path)
+    except OSError as e:
+        yield Item(None, None, None, *open_failure(task.path, e))
+        return
+    try:
+        f = pq.ParquetFile(source)
         groups = task.row_groups if task.row_groups is not None else tuple(range(f.num_row_groups))
-        present = [c for c in columns if c in f.schema_arrow.names]
+        names = f.schema_arrow.names
         row0 = sum(f.metadata.row_group(i).num_rows for i in range(groups[0])) if groups else 0
     except Exception as e:
         yield Item(None, None, None, "unreadable_parquet", f"{type(e).__name__}: {e}")
         return
+    # A row of a file with two columns of one name would keep only the last as a record key.
+    twice = next((c for c in names if names.count(c) > 1), None)
     row = row0
     for g in groups:
+        n = f.metadata.row_group(g).num_rows
+        if twice is not None:
+            for i in range(n):
+                yield Item(row + i + 1, None, None, "duplicate_key", f"column {twice!r} occurs {names.count(twice)} times")
+            row += n
+            continue
         try:
-            rows = f.read_row_group(g, columns=present).to_pylist()
+            rows = f.read_row_group(g).to_pylist()
         except Exception as e:
-            n = f.metadata.row_group(g).num_rows
             for i in range(n):
                 yield Item(row + i + 1, None, None, "unreadable_parquet", f"row group {g}: {type(e).__name__}: {e}")
             row += n
@@ -181,16 +334,19 @@ def read_parquet(task: ReadTask, columns: list[str]) -> Iterator[Item]:
 
 
 def read_text_files(task: ReadTask) -> Iterator[Item]:
+    for path in task.hidden:
+        yield Item(None, None, None, "hidden_entry",
+                   "names starting with '.' in an input directory are not read (nor what is under them)", path=path)
     for path in task.files:
         try:
             with open_binary(path) as f:
                 raw = f.read()
         except OSError as e:
-            yield Item(None, None, None, "unreadable_file", str(e), path=path)
+            yield Item(None, None, None, *open_failure(path, e), path=path)
             continue
         # A NUL byte in the first 8 KiB is the usual sign of a binary file (git uses the same test).
         if b"\x00" in raw[:8192]:
             yield Item(None, None, None, "binary_file", f"{len(raw)} bytes", path=path)
             continue
-        text, replaced = decode_utf8(raw)
+        text, replaced = decode_utf8(raw[len(BOM):] if raw.startswith(BOM) else raw)
         yield Item(None, 0, {"text": text, "url": path}, replaced=replaced, path=path)

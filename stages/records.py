@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import xxhash
+import base64
+import json
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from typing import Any
+
+import orjson
+import xxhash
 
 from stages.normalize import normalize_text
 
@@ -56,8 +61,32 @@ def parse_date(v: Any) -> datetime | None:
     raise ValueError(f"{type(v).__name__} is not a date")
 
 
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(v)).decode("ascii")
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
+def meta_json(rec: dict, mapped: tuple) -> str | None:
+    """The fields of `rec` that no document column takes, as one JSON object (None if there are
+    none). Parquet values JSON has no type for are written as strings: decimals as their digits,
+    bytes in base64, dates in ISO 8601."""
+    extra = {k: v for k, v in rec.items() if k not in mapped}
+    if not extra:
+        return None
+    try:
+        return orjson.dumps(extra, default=_json_default).decode()
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate: the stdlib writes both
+        return json.dumps(extra, default=_json_default)
+
+
 def to_document(rec: Any, fields, default_source: str, max_chars: int) -> tuple[dict, int, int]:
-    """Returns (row, invalid code points replaced, control chars removed); raises Rejected."""
+    """Returns (row, invalid code points replaced, control chars removed); raises Rejected.
+    The row holds the document columns and `meta` (the record's other fields, `meta_json`)."""
     if not isinstance(rec, dict):
         raise Rejected("not_an_object", f"record is a JSON {type(rec).__name__}")
     if fields.text not in rec:
@@ -88,7 +117,9 @@ def to_document(rec: Any, fields, default_source: str, max_chars: int) -> tuple[
     elif isinstance(rid, bool) or not isinstance(rid, (str, int)):
         raise Rejected("bad_id", f"id is {type(rid).__name__}, expected a string or integer")
     else:
-        rid = str(rid)
+        rid = str(rid)  # integers of any size: the JSONL reader keeps those beyond 64 bits whole
         if not rid.strip():
             raise Rejected("bad_id", "id is empty")
-    return {"id": rid, "text": text, "source": source, "url": url, "date": when, "n_chars": len(text)}, replaced, removed
+    meta = meta_json(rec, (fields.text, fields.id, fields.url, fields.date, fields.source))
+    return ({"id": rid, "text": text, "source": source, "url": url, "date": when, "n_chars": len(text),
+             "meta": meta}, replaced, removed)

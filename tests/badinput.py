@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sysconfig
 from pathlib import Path
 
@@ -64,6 +65,24 @@ def build(root: Path) -> tuple[dict[str, int], int]:
     (root / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     good_docs = 20 + 2
 
+    # A byte-order mark before the first record, plain and compressed: the record is kept.
+    bom = b"\xef\xbb\xbf" + b"".join(json.dumps({"text": t}).encode() + b"\n" for t in good[:2])
+    (root / "bom.jsonl").write_bytes(bom)
+    (root / "bom-gz.jsonl.gz").write_bytes(gzip.compress(bom))
+    (root / "bom-zst.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(bom))
+    good_docs += 6
+    # Records separated by a lone CR (old Mac line ends), then CRLF ones: each is a record.
+    (root / "mac.jsonl").write_bytes(b"\r".join(json.dumps({"text": t}).encode() for t in good[2:5]) + b"\r"
+                                     + b"".join(json.dumps({"text": t}).encode() + b"\r\n" for t in good[5:7]))
+    good_docs += 5
+    # A key twice in one object (orjson would keep the last silently), at the top and nested; an
+    # integer id beyond 64 bits is kept, whole, as a string.
+    (root / "keys.jsonl").write_bytes(b'{"text": "first text", "text": "second text"}\n'
+                                      b'{"text": "nested", "meta": {"lang": "en", "lang": "fr"}}\n'
+                                      b'{"text": "a long id", "id": 340282366920938463463374607431768211457}\n')
+    bad("duplicate_key", 2)
+    good_docs += 1
+
     # Truncated gzip and zstd streams: the records before the cut are kept.
     body = b"".join(json.dumps({"text": t}).encode() + b"\n" for t in good[20:30])
     gz = gzip.compress(body)
@@ -95,5 +114,13 @@ def build(root: Path) -> tuple[dict[str, int], int]:
     bad("binary_file")
     (texts / "empty.txt").write_text("")
     bad("empty_text")
+    # Entries that are not regular files are quarantined, never opened for reading (a FIFO would
+    # block); hidden entries are listed and not read.
+    os.mkfifo(texts / "pipe.txt")
+    bad("not_a_regular_file")
+    (texts / "gone.txt").symlink_to(texts / "no-such-file.txt")
+    bad("dangling_symlink")
+    (texts / ".hidden.txt").write_text(good[0])
+    bad("hidden_entry")
     good_docs += 5
     return expect, good_docs

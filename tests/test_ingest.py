@@ -30,12 +30,21 @@ def test_bad_input_corpus_is_quarantined_with_reasons(tmp_path, ray_session):
     # Every good record is kept; the truncated gzip stream keeps the records before the cut.
     assert s["kept"] >= good
     rows = query(cfg.out, "SELECT path, line, reason FROM quarantine WHERE reason = 'invalid_json'").to_pylist()
-    assert rows[0]["path"].endswith("mixed.jsonl") and rows[0]["line"] == 21  # 20 good lines precede it
+    assert len(rows) == 1 and rows[0]["path"].endswith("mixed.jsonl") and rows[0]["line"] == 21  # 20 good lines precede it
+    # Every text-directory entry is a document or a quarantine record: none is skipped silently.
+    entries = {str(p) for p in (tmp_path / "in" / "texts").iterdir()}
+    seen = {r["p"] for r in query(cfg.out, "SELECT input_path AS p FROM docs UNION ALL SELECT path FROM quarantine").to_pylist()}
+    assert entries <= seen
+    assert query(cfg.out, "SELECT id FROM docs WHERE input_path LIKE '%keys.jsonl'").column("id").to_pylist() == \
+        ["340282366920938463463374607431768211457"]
+    dup = query(cfg.out, "SELECT line, detail FROM quarantine WHERE reason = 'duplicate_key' ORDER BY line").to_pylist()
+    assert [r["line"] for r in dup] == [1, 2] and "'text'" in dup[0]["detail"] and "'lang'" in dup[1]["detail"]
     binary = query(cfg.out, "SELECT path FROM quarantine WHERE reason = 'binary_file'").to_pylist()
     assert binary[0]["path"].endswith("image.bin")
     # Text files take their input directory's name as source; JSONL files their file name.
     sources = {r["source"]: r["n"] for r in query(cfg.out, "SELECT source, count(*) AS n FROM docs GROUP BY ALL").to_pylist()}
     assert (sources["in"], sources["good"], sources["cut"]) == (5, 5, 5)  # texts/*.txt, good.parquet, cut.jsonl.gz
+    assert (sources["bom"], sources["bom-gz"], sources["bom-zst"], sources["mac"]) == (2, 2, 2, 5)
 
     repaired = query(cfg.out, "SELECT id, text FROM docs WHERE id IN ('latin1', 'surrogate') ORDER BY id").to_pylist()
     assert [r["text"] for r in repaired] == ["caf\ufffd bytes that are not UTF-8", "lone \ufffd surrogate"]
