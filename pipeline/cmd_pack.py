@@ -18,11 +18,13 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pyarrow.parquet as pq
 
 from pipeline.errors import CurateError
+from pipeline.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
+from pipeline.eval_sets import write_index as write_eval_index
 from stages import shardio
 from stages.base import Executor
 from stages.packing import GroupTask, PackConfig, pack_group
@@ -157,8 +159,9 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
          packing: str = "best-fit", seq_len: int | None = None, vocab_size: int | None = None,
          seed: int = 0, add_bos: bool = False, workers: int | None = None, address: str | None = None,
          tokenizer_config: TokenizerConfig | None = None, executor: Executor | None = None,
-         echo: Callable[[str], None] = print) -> PackResult:
-    """Tokenize the run's latest stage and write `RUN/tokens/` (see docs/pack.md)."""
+         echo: Callable[[str], None] = print, eval_fraction: float = 0.005, eval_max_docs: int = 1000,
+         eval_where: Sequence[str] = (), eval_jsonl: Sequence[str] = ()) -> PackResult:
+    """Tokenize the run's latest stage and write `RUN/tokens/` and `RUN/eval/` (see docs/pack.md)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise CurateError(f"run directory {run} does not exist")
@@ -182,9 +185,11 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
         if vocab_size is not None:
             tcfg = TokenizerConfig(**{**asdict(tcfg), "vocab_size": vocab_size})
         pcfg = PackConfig(seq_len=seq_len or (plan_obj or {}).get("seq_len", 2048), packing=packing, seed=seed,
-                          add_bos=add_bos)
+                          add_bos=add_bos, eval_fraction=eval_fraction, eval_max_docs=eval_max_docs)
     except ValueError as e:
         raise CurateError(str(e)) from None
+    extra = parse_extra(eval_where, "where") + parse_extra(eval_jsonl, "jsonl")
+    check_names(extra, [g["name"] for g in groups])
     source_stage, parts = _input_parts(run)
     model = _tokenizer(run, parts, tokenizer, tcfg, vocab_size is not None or tokenizer_config is not None, echo)
     info = tokenizer_info(model)
@@ -196,11 +201,13 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
 
         with ray_session(address):
             return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage,
-                         RayExecutor(workers), cluster_cpus(), echo)
-    return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, executor.workers, echo)
+                         RayExecutor(workers), cluster_cpus(), echo, extra)
+    return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, executor.workers, echo,
+                 extra)
 
 
-def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, cpus, echo) -> PackResult:
+def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, cpus, echo,
+          eval_specs=()) -> PackResult:
     stage_dir = run / STAGE
     chash = shardio.stable_hash({"tokenizer": info.digest, "groups": case_sql, "version": 1})
     threads = max(1, cpus // max(1, min(len(parts), executor.workers)))
@@ -220,20 +227,26 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     echo(f"tokenize: {stats['in']:,} documents, {stats.get('tokens', 0):,} tokens "
          f"({len(parts)} shards, {reused} reused, from stage {source_stage})")
 
+    extra_sets, exclude = write_extra(run, list(eval_specs), [str(t.output) for t in tasks], pcfg.eval_max_docs)
     tokens_dir = run / "tokens"
     # A shard's ids depend only on its input and the tokenize config (both in its marker).
     in_fp = shardio.stable_hash([(m["input_fingerprint"], m["config_hash"]) for m in markers])
-    pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest})
+    pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest, "exclude": exclude})
     extra = (("vocab_size", info.vocab_size), ("tokenizer", "tokens/tokenizer.model"))
     outs, ids = tuple(str(t.output) for t in tasks), tuple(str(t.ids) for t in tasks)
     gtasks = [GroupTask(g["name"], str(tokens_dir / g["name"]), outs, ids,
                         info.dtype.name, info.bos_id, info.eos_id, info.pad_id, pcfg,
-                        shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra) for g in groups]
+                        shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra,
+                        eval_path=str(run / EVAL_DIR / f"{g['name']}.parquet") if pcfg.eval_fraction else "",
+                        exclude=exclude) for g in groups]
     t0 = time.perf_counter()
     metas = executor.map(pack_group, gtasks, desc="pack")
     _remove_stale_groups(tokens_dir, {g["name"] for g in groups})
     seconds["pack"] = round(time.perf_counter() - t0, 3)
     per_group = {m["group"]: {k: v for k, v in m.items() if k != "skipped"} for m in metas}
+    eval_index = {m["group"]: {"kind": "group", "n_docs": m["n_eval_docs"], "path": f"{EVAL_DIR}/{m['group']}.parquet"}
+                  for m in metas if pcfg.eval_fraction} | extra_sets
+    write_eval_index(run, eval_index)
     unassigned = {"documents": 0, "tokens": 0}
     for m in markers:
         u = m["groups"].get("", {})
@@ -253,6 +266,7 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
         "tokenizer": "tokens/tokenizer.model",
         "source_stage": source_stage,
         "unassigned": unassigned,
+        "eval": {name: e["n_docs"] for name, e in eval_index.items()},
         "seconds": seconds,
     }
     problems = check_plan(plan_obj, per_group) if plan_obj else []
@@ -288,6 +302,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, help="vocabulary of a trained tokenizer (default 32000)")
     p.add_argument("--seed", type=int, default=0, help="packing seed (default 0)")
     p.add_argument("--add-bos", action="store_true", help="put BOS before every document (EOS always follows)")
+    p.add_argument("--eval-fraction", type=float, default=0.005,
+                   help="share of each group held out as evaluation data, RUN/eval/<group>.parquet (default 0.005)")
+    p.add_argument("--eval-max-docs", type=int, default=1000, help="held-out documents per group at most (default 1000)")
+    p.add_argument("--eval-where", action="append", default=[], metavar="NAME=SQL",
+                   help="an evaluation set of the documents a catalog predicate selects, held out of training")
+    p.add_argument("--eval-jsonl", action="append", default=[], metavar="NAME=FILE",
+                   help="an evaluation set from a JSONL file of {\"text\": ...} lines")
     p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
     p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     p.set_defaults(func=_cli)
@@ -295,5 +316,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cli(a: argparse.Namespace) -> int:
     result = pack(a.run_dir, a.plan, a.tokenizer, a.packing, a.seq_len, a.vocab_size, a.seed, a.add_bos,
-                  a.workers, a.address)
+                  a.workers, a.address, eval_fraction=a.eval_fraction, eval_max_docs=a.eval_max_docs,
+                  eval_where=a.eval_where, eval_jsonl=a.eval_jsonl)
     return 1 if result.plan_problems else 0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import docshard, shardio
+from stages import docshard, holdout, shardio
 from stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
 from stages.shardio import AtomicFile
 
@@ -52,6 +52,10 @@ class PackConfig:
     """Put BOS before every document (EOS always follows every document)."""
     rows_per_chunk: int = 1024
     """Rows assembled in memory at a time while writing rows.bin (bounds memory use)."""
+    eval_fraction: float = 0.005
+    """Share of each group held out as evaluation data (by a hash of the id; stages/holdout.py); 0 = none."""
+    eval_max_docs: int = 1000
+    """At most this many held-out documents per group."""
 
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= MAX_SEQ_LEN:
@@ -62,6 +66,9 @@ class PackConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.rows_per_chunk < 1:
             raise ValueError(f"rows_per_chunk must be >= 1, got {self.rows_per_chunk}")
+        if not 0 <= self.eval_fraction < 1 or self.eval_max_docs < 0:
+            raise ValueError(f"eval_fraction must be in [0, 1) and eval_max_docs >= 0, "
+                             f"got {self.eval_fraction} and {self.eval_max_docs}")
 
 
 @dataclass
@@ -264,15 +271,22 @@ class GroupTask:
     config_hash: str
     meta: tuple[tuple[str, object], ...] = ()  # extra meta.json fields (vocab_size, tokenizer)
     max_batch_tokens: int = 1 << 23
+    eval_path: str = ""  # RUN/eval/<group>.parquet for the group's held-out documents; "" = hold none out
+    exclude: tuple[str, ...] = ()  # ids held out for evaluation sets defined over the catalog
 
 
-def _group_sequences(task: GroupTask, part: str, ids_file: str):
-    """Yield (tokens, lengths) of the group's documents in one shard, separators attached."""
+def _group_sequences(task: GroupTask, part: str, ids_file: str, skip: frozenset = frozenset()):
+    """Yield (tokens, lengths) of the group's documents in one shard, separators attached;
+    documents whose id is in `skip` (held out for evaluation) are left out."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = docshard.read_docs(Path(part), columns=["n_tokens", "group"])
+    table = docshard.read_docs(Path(part), columns=["n_tokens", "group"] + (["id"] if skip else []))
     n = table.column("n_tokens").to_numpy().astype(np.int64)
     sel = pc.fill_null(pc.equal(table.column("group"), task.group), False).to_numpy(zero_copy_only=False)
+    if skip:
+        held = pc.is_in(table.column("id"), value_set=pa.array(sorted(skip), pa.string()))
+        sel &= ~pc.fill_null(held, False).to_numpy(zero_copy_only=False)
     if not sel.any():
         return
     dtype = np.dtype(task.dtype)
@@ -306,12 +320,17 @@ def pack_group(task: GroupTask) -> dict:
     marker_dir = out_dir.parent
     marker = shardio.read_marker(marker_dir, task.group)
     files = [out_dir / f for f in ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin", "meta.json")]
+    files += [Path(task.eval_path)] if task.eval_path else []
     if shardio.marker_matches(marker, task.input_fingerprint, task.config_hash) and all(f.exists() for f in files):
         return {**marker["meta"], "skipped": True}
+    held = holdout.select_group(task.parts, task.group, task.cfg.eval_fraction,
+                                task.cfg.eval_max_docs) if task.eval_path else []
     with IndexedDatasetWriter(out_dir / "tokens", np.dtype(task.dtype)) as w:
         for part, ids_file in zip(task.parts, task.id_files):
-            for tokens, lengths in _group_sequences(task, part, ids_file):
+            for tokens, lengths in _group_sequences(task, part, ids_file, frozenset(held) | frozenset(task.exclude)):
                 w.add(tokens, lengths)
+    if task.eval_path:
+        holdout.write_eval_set(Path(task.eval_path), holdout.collect(task.parts, held, task.group))
     ds = read_indexed_dataset(out_dir / "tokens")
     placement = place(ds.lengths, task.cfg)
     stats = write_rows(ds, placement, task.cfg, out_dir, task.pad_id)
@@ -333,6 +352,7 @@ def pack_group(task: GroupTask) -> dict:
         "n_tokens": n_tokens,
         "n_doc_tokens": n_tokens,
         "n_text_tokens": n_tokens - n_docs * (1 + int(task.cfg.add_bos)),
+        "n_eval_docs": len(held),
         **stats,
         **dict(task.meta),
     }

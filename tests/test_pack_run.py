@@ -30,7 +30,9 @@ def packed(ray_session, system_corpus, tmp_path_factory):
     docs = load_docs(system_corpus)
     run = make_run(tmp_path_factory.mktemp("packrun") / "run", docs, n_parts=3)
     write_plan(run, GROUPS, seq_len=256)
-    result = pack(run, vocab_size=2000, workers=2, echo=lambda s: None)
+    # These tests account for every document of a group in its rows: no evaluation hold-out here
+    # (tests/test_holdout.py covers it).
+    result = pack(run, vocab_size=2000, workers=2, echo=lambda s: None, eval_fraction=0.0)
     return run, docs, result
 
 
@@ -81,11 +83,11 @@ def test_plan_checked_with_exact_counts(packed):
 def test_best_fit_truncates_fewer_than_concat_and_is_deterministic(packed):
     run, _, result = packed
     before = {g: digest(run, g, "rows.bin") for g in ("code", "prose")}
-    concat = pack(run, packing="concat", workers=2, echo=lambda s: None).index
+    concat = pack(run, packing="concat", workers=2, echo=lambda s: None, eval_fraction=0.0).index
     for g in ("code", "prose"):
         assert result.index["groups"][g]["truncated_docs"] < concat["groups"][g]["truncated_docs"]
         assert result.index["groups"][g]["n_tokens"] == concat["groups"][g]["n_tokens"]
-    again = pack(run, workers=2, echo=lambda s: None).index
+    again = pack(run, workers=2, echo=lambda s: None, eval_fraction=0.0).index
     assert {g: digest(run, g, "rows.bin") for g in ("code", "prose")} == before
     assert again["groups"] == result.index["groups"]
 
@@ -98,7 +100,7 @@ def test_resume_after_partial_loss(packed):
     (run / "tokens" / "_done" / "code.json").unlink()
     (run / "tokens" / "code" / "rows.bin").unlink()
     lines = []
-    pack(run, workers=2, echo=lines.append)
+    pack(run, workers=2, echo=lines.append, eval_fraction=0.0)
     assert "2 reused" in lines[0]
     assert {n: digest(run, "code", n) for n in before} == before
     assert tok.exists()
@@ -112,7 +114,8 @@ def test_cli_without_plan_uses_one_group_and_a_given_tokenizer(packed, tmp_path,
     shutil.copy(run / "tokens" / "tokenizer.model", hf / "tokenizer.model")
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["pack", str(other), "--tokenizer", str(hf), "--seq-len", "128", "--packing", "concat"])
+    args = parser.parse_args(["pack", str(other), "--tokenizer", str(hf), "--seq-len", "128", "--packing", "concat",
+                              "--eval-fraction", "0"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "all" in out and "padding" in out
@@ -144,7 +147,7 @@ def test_run_folder_with_a_quote_in_its_name(packed, tmp_path):
     run, docs, _ = packed
     odd = make_run(tmp_path / "o'brien", docs[:6], n_parts=1)
     write_plan(odd, [{"name": "x", "where": "n_chars > 0"}])
-    pack(odd, tokenizer=str(run / "tokens" / "tokenizer.model"), workers=1, echo=lambda s: None)
+    pack(odd, tokenizer=str(run / "tokens" / "tokenizer.model"), workers=1, echo=lambda s: None, eval_fraction=0.0)
     index = json.loads((odd / "tokens" / "index.json").read_text())
     assert index["groups"]["x"]["n_docs"] == 6
 
@@ -156,7 +159,7 @@ def test_planner_and_packer_agree_on_groups(packed, tmp_path):
     run, docs, _ = packed
     other = make_run(tmp_path / "run", docs[::3], n_parts=2)
     model = str(run / "tokens" / "tokenizer.model")
-    pack(other, tokenizer=model, seq_len=256, workers=2, echo=lambda s: None)
+    pack(other, tokenizer=model, seq_len=256, workers=2, echo=lambda s: None, eval_fraction=0.0)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "name: t\nkind: natural\ndescription: test\n"
@@ -167,7 +170,7 @@ def test_planner_and_packer_agree_on_groups(packed, tmp_path):
         "  - {name: rest, where: \"TRUE\"}\n")
     planned = plan(other, str(recipe), seq_len=256, plot=False, echo=None)
     assert planned["token_counts"] == "exact"
-    result = pack(other, workers=2, echo=lambda s: None)
+    result = pack(other, workers=2, echo=lambda s: None, eval_fraction=0.0)
     assert result.plan_problems == [] and result.index["plan_check"]["ok"]
     for g in planned["groups"]:
         packed_g = result.index["groups"][g["name"]]
