@@ -7,29 +7,40 @@
   rejected    every dropped document: id, stage, reason, keeper_id, source, n_chars
   quarantine  every unreadable input record: path, line, offset, reason, detail (+ stage)
   shards      one row per shard marker: stage, task, counts, bytes, seconds
-File access is then limited to the run directory and the configuration locked, so a query can
-read the run and nothing else. `query()` additionally runs only read statements.
+The connection reads the run through a read-only filesystem (pipeline/readonly_fs.py) and has no
+other file access: it can read the run and nothing else, and write no file (DuckDB's only
+writable place is its own spill directory, a fresh path outside the run, removed on close).
+`query()` additionally runs only read statements, judged on DuckDB's parse (`check_read_only`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import uuid
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from pipeline import readonly_fs
 from pipeline.errors import CurateError, QueryError
 from stages import docshard
 from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
 
 RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
-ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+ALLOWED = {duckdb.StatementType.SELECT}
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}
 
 
 def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _src(path: Path) -> str:
+    """A SQL string naming a run path on the read-only filesystem."""
+    return _q(readonly_fs.url(path))
 
 
 def _empty_view(schema: pa.Schema) -> str:
@@ -44,7 +55,7 @@ def _parts(d: Path) -> list[Path]:
 def _stage_sql(stage_dir: Path, files: list[Path], text: bool = True) -> str:
     """The documents of a stage, in shard and row order. Delta shards (stages/docshard.py) get
     `text` joined from their base shards, or no `text` column when `text` is false."""
-    src = f"read_parquet({_q(str(stage_dir))} || '/*.parquet', union_by_name=true"
+    src = f"read_parquet({_src(stage_dir)} || '/*.parquet', union_by_name=true"
     if not docshard.is_delta(files[0]):
         return f"SELECT * FROM {src})"
     cols: list[str] = []
@@ -52,10 +63,10 @@ def _stage_sql(stage_dir: Path, files: list[Path], text: bool = True) -> str:
         cols += [c for c in docshard.document_columns(f) if c not in cols]
     if not text:
         return f"SELECT {', '.join(_ident(c) for c in cols if c != docshard.TEXT)} FROM {src})"
-    base_dir = docshard.base_ref(files[0]).path.parent
+    base_dir = Path(os.path.normpath(docshard.base_ref(files[0]).path.parent))  # the access check wants no ..
     select = ", ".join(f"b.{_ident(c)}" if c == docshard.TEXT else f"d.{_ident(c)}" for c in cols)
     base = (f"SELECT {_ident(docshard.TEXT)}, parse_filename(filename, true) AS _stem, file_row_number AS _row "
-            f"FROM read_parquet({_q(str(base_dir))} || '/*.parquet', filename=true, file_row_number=true)")
+            f"FROM read_parquet({_src(base_dir)} || '/*.parquet', filename=true, file_row_number=true)")
     # LEFT JOIN: a document is never dropped from the catalog, even if its base went missing
     # (its text reads NULL, and `read_docs` names the missing file).
     return (f"SELECT {select} FROM {src}, filename=true) d LEFT JOIN ({base}) b "
@@ -103,6 +114,7 @@ def connect(run_dir: str | Path, text: bool = True) -> duckdb.DuckDBPyConnection
     names = read_stage_names(run_dir)
     extra = [p.parent.name for p in sorted(run_dir.glob("*/_done")) if p.parent.name not in names]
     con = duckdb.connect(":memory:")
+    con.register_filesystem(readonly_fs.ReadOnlyLocalFileSystem())
     latest = None
     for name in names + [n for n in extra if n not in RESERVED_VIEWS]:
         files = _parts(run_dir / name)
@@ -115,16 +127,18 @@ def connect(run_dir: str | Path, text: bool = True) -> duckdb.DuckDBPyConnection
     # rejected/<stage>/*.parquet and quarantine/<stage>/*.parquet; the folder names the stage.
     for view, schema in (("rejected", REJECTED_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
         if list((run_dir / view).glob("*/*.parquet")):
-            src = f"read_parquet({_q(str(run_dir / view))} || '/*/*.parquet', union_by_name=true, filename=true)"
+            src = f"read_parquet({_src(run_dir / view)} || '/*/*.parquet', union_by_name=true, filename=true)"
             stage = "" if "stage" in schema.names else f", regexp_extract(filename, '/{view}/([^/]+)/', 1) AS stage"
             con.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){stage} FROM {src}")
         else:
             con.execute(f"CREATE VIEW {view} AS {_empty_view(schema)}")
     con.register("_shards", shards_table(run_dir))
     con.execute("CREATE VIEW shards AS SELECT * FROM _shards")
-    tmp = run_dir / ".duckdb_tmp"
-    con.execute(f"SET temp_directory = {_q(str(tmp))}")
-    con.execute(f"SET allowed_directories = [{_q(str(run_dir) + '/')}]")
+    # DuckDB may write only where it spills: a path of its own that it creates when it needs it
+    # and removes on close (and which the local filesystem's access check always allows).
+    spill = Path(tempfile.gettempdir()) / f"curate-duckdb-{uuid.uuid4().hex}"
+    con.execute(f"SET temp_directory = {_q(str(spill))}")
+    con.execute(f"SET allowed_directories = [{_q(readonly_fs.url(run_dir) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -144,18 +158,63 @@ def arrow_result(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
 
+def views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The catalog's view names: `docs` first, then in the order they were made."""
+    rows = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
+                       "ORDER BY view_name <> 'docs', view_oid").fetchall()
+    return [r[0] for r in rows]
+
+
+def _explained(sql: str) -> duckdb.Statement | None:
+    """The statement an EXPLAIN explains, as DuckDB parses it.
+
+    DuckDB's Python API types `EXPLAIN [ANALYZE] <stmt>` as EXPLAIN and does not expose <stmt>.
+    It is the first tail of `sql`, starting at one of DuckDB's tokens after EXPLAIN, that DuckDB
+    parses as one whole statement: the tokens before it are EXPLAIN's own options (ANALYZE,
+    `(ANALYZE, FORMAT json)`), which do not parse as a statement followed by the rest. Where an
+    option could start a statement (`EXPLAIN ANALYZE CHECKPOINT` reads as an ANALYZE), that
+    statement is not a read, so the caller refuses it either way."""
+    starts = [pos for pos, kind in duckdb.tokenize(sql) if kind != duckdb.token_type.comment]
+    for pos in starts[1:]:
+        try:
+            tail = duckdb.extract_statements(sql[pos:])
+        except duckdb.Error:
+            continue
+        return tail[0] if len(tail) == 1 else None
+    return None
+
+
 def check_read_only(sql: str) -> None:
-    """Refuse anything but one read statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)."""
+    """Refuse anything but one read statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE), or an
+    EXPLAIN of one. The statement types are DuckDB's parse, never keywords: EXPLAIN ANALYZE runs
+    the statement it explains, so an EXPLAIN is judged by that statement."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as e:
         raise QueryError(f"could not parse the query: {e}") from None
     if len(statements) != 1:
         raise QueryError(f"give exactly one statement (got {len(statements)})")
-    kind = statements[0].type
+    kind, what = statements[0].type, f"a {statements[0].type.name} statement"
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = _explained(sql)
+        if inner is None:
+            raise QueryError("could not find the statement this EXPLAIN explains; EXPLAIN one read statement")
+        kind, what = inner.type, f"an EXPLAIN of a {inner.type.name} statement (EXPLAIN ANALYZE runs it)"
     if kind not in ALLOWED:
-        raise QueryError(f"only read statements run (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
-                         f"this is a {kind.name} statement")
+        raise QueryError(f"only read statements run (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, or EXPLAIN of one); "
+                         f"this is {what}")
+
+
+def error_message(con: duckdb.DuckDBPyConnection, e: duckdb.Error) -> str:
+    """One line for a failed catalog query. DuckDB's guess for a missing table is often one of
+    its own system tables, so a missing view gets the catalog's list instead."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback"):  # raised inside the read-only filesystem
+        return lines[-1]
+    first = lines[0] if lines else type(e).__name__
+    if isinstance(e, duckdb.CatalogException) and "does not exist" in first:
+        return f"{first} The catalog's views: {', '.join(views(con))}"
+    return first
 
 
 def query(run_dir: str | Path, sql: str) -> pa.Table:
@@ -165,6 +224,6 @@ def query(run_dir: str | Path, sql: str) -> pa.Table:
     try:
         return arrow_result(con, sql)
     except duckdb.Error as e:
-        raise QueryError(str(e).splitlines()[0]) from None
+        raise QueryError(error_message(con, e)) from None
     finally:
         con.close()

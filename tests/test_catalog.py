@@ -36,6 +36,11 @@ FORBIDDEN = [
     "EXPORT DATABASE 'dump'",
     "DROP VIEW docs",
     "SELECT 1; SELECT 2",
+    "EXPLAIN ANALYZE COPY docs TO 'out.csv'",
+    "explain analyse copy (select 1 as id) to 'out.csv'",
+    "EXPLAIN (ANALYZE) INSERT INTO docs VALUES (1)",
+    "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1",
+    "EXPLAIN COPY docs TO 'out.csv'",
 ]
 
 
