@@ -3,15 +3,18 @@
 Every output file is written under a temporary name in the same directory and renamed when
 complete (rename is atomic on POSIX), so a killed run never leaves a half-written shard that a
 rerun would trust. A marker (`_done/<task>.json`) is written last: a task whose marker is absent,
-or whose marker's fingerprint or config hash differ from the current ones, is run again.
+or whose marker's fingerprint or config hash differ from the current ones, is run again. The
+marker also records the size and digest of each file the task wrote, so a shard that was
+truncated, damaged or replaced after the fact is found (`damage`) and rebuilt, not trusted.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +33,72 @@ def parquet_options(schema: pa.Schema) -> dict:
     return dict(PARQUET_OPTS, use_dictionary=small, write_statistics=small)
 
 
-# 2: shards after ingest are delta shards (stages/docshard.py). A marker of another version never
-# matches, so a run directory from before is redone whole and no stage mixes the two layouts.
-MARKER_VERSION = 2
+# 2: shards after ingest are delta shards (stages/docshard.py). 3: markers record the size and
+# digest of every file they vouch for (`files`), and digests are xxh3. A marker of another version
+# never matches, so a run directory from before is redone whole (the runner says so).
+MARKER_VERSION = 3
+MARKER_VERSIONS = {1: "before delta shards", 2: "before shard digests"}
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full (or the quota is spent)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT from Python, or the same from Arrow (which keeps only the message)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and ("No space left on device" in text or "Disk quota exceeded" in text)
+
+
+def _raise_if_full(path: Path, exc: BaseException) -> None:
+    """Raise a DiskFullError naming `path` in place of `exc` when the disk is full."""
+    if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+        raise DiskFullError(errno.ENOSPC, f"no space left on device writing {path}") from None
+
+
+def _temp_for(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside `path`: (fd, name). Created with mode 0o666 so that the
+    kernel applies the process umask, as for any file the user creates (mkstemp's 0o600 would
+    hide shards from other users of shared storage). O_EXCL makes the name ours, also on NFS."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = str(path.parent / f".tmp-{path.name}.{secrets.token_hex(4)}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            _raise_if_full(path, e)
+            raise
+
+
+def _quietly(fn) -> None:
+    """Run a clean-up step whose own failure (the disk is still full) must not hide the first error."""
+    try:
+        fn()
+    except OSError:
+        pass
 
 
 class AtomicFile:
     """A binary file written under a unique temporary name in its directory, fsynced and renamed
-    to `path` on `commit()`; `abort()` (or an exception inside `with`) removes it."""
+    to `path` on `commit()`; `abort()` (or an exception inside `with`) removes it. A full disk
+    raises `DiskFullError` naming `path`, and the temporary file is gone."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".tmp-{self.path.name}.")
+        fd, self.tmp = _temp_for(self.path)
         self.f = os.fdopen(fd, "wb")
 
     def write(self, data) -> None:
-        self.f.write(data if isinstance(data, bytes) else memoryview(data).cast("B"))
+        try:
+            self.f.write(data if isinstance(data, bytes) else memoryview(data).cast("B"))
+        except OSError as e:
+            self.abort()
+            _raise_if_full(self.path, e)
+            raise
 
     def commit(self) -> None:
         try:
@@ -54,13 +106,15 @@ class AtomicFile:
             os.fsync(self.f.fileno())
             self.f.close()
             os.replace(self.tmp, self.path)
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            _raise_if_full(self.path, e)
             raise
 
     def abort(self) -> None:
+        # close() flushes Python's buffer, which fails again on a full disk: the unlink must still run.
         if not self.f.closed:
-            self.f.close()
+            _quietly(self.f.close)
         Path(self.tmp).unlink(missing_ok=True)
 
     def __enter__(self) -> "AtomicFile":
@@ -85,21 +139,25 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def write_parquet(path: Path, table: pa.Table, row_group_size: int = 8192) -> int:
     """Write `table` to `path` atomically (zstd). Returns the bytes written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    fd, tmp = _temp_for(path)
     os.close(fd)
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, **parquet_options(table.schema))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        _raise_if_full(path, e)
         raise
     return path.stat().st_size
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """Content hash of a file (blake2b, 128 bits)."""
-    h = hashlib.blake2b(digest_size=16)
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """Content hash of a file: xxh3, 128 bits. Not cryptographic: it detects damage and changed
+    inputs, not tampering, and hashes ~10x faster than blake2b, which matters because a rerun
+    checks every shard of the run."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
@@ -133,11 +191,52 @@ def marker_matches(marker: dict | None, input_fingerprint: str, config_hash: str
     )
 
 
-def write_marker(stage_dir: Path, task: str, marker: dict) -> dict:
-    """Write a task's marker (last, after its outputs); returns the marker as written."""
-    marker = {"version": MARKER_VERSION, "task": task, **marker}
+def old_marker_version(marker: dict | None) -> str | None:
+    """Why a marker of an earlier version is redone (e.g. "marker version 2, before shard digests"),
+    or None for a current (or missing) marker."""
+    if marker is None or marker.get("version") == MARKER_VERSION:
+        return None
+    v = marker.get("version")
+    return f"marker version {v}, {MARKER_VERSIONS[v]}" if v in MARKER_VERSIONS else f"marker version {v!r}"
+
+
+def write_marker(stage_dir: Path, task: str, marker: dict, also: list[Path] = ()) -> dict:
+    """Write a task's marker (last, after its outputs); returns the marker as written.
+
+    `files` records the size and digest of each of the marker's `outputs` (relative to
+    `stage_dir`) and of `also` (its side files: rejected, quarantine), read back now that they
+    are complete, so that `damage` can tell later whether they are still the files written.
+    """
+    stage_dir = Path(stage_dir)
+    paths = [stage_dir / o for o in marker.get("outputs", [])] + [Path(p) for p in also]
+    files = {os.path.relpath(p, stage_dir): {"bytes": p.stat().st_size, "xxh3": file_digest(p)} for p in paths}
+    marker = {"version": MARKER_VERSION, "task": task, **marker, "files": files}
     atomic_write_json(marker_path(stage_dir, task), marker)
     return marker
+
+
+def recorded_digest(stage_dir: Path, marker: dict, path: Path) -> str | None:
+    """The digest `marker` recorded for `path` (None if it records none)."""
+    entry = marker.get("files", {}).get(os.path.relpath(path, stage_dir))
+    return entry["xxh3"] if entry else None
+
+
+def damage(stage_dir: Path, marker: dict) -> str | None:
+    """None when every file `marker` vouches for is still the one written; else what is wrong
+    with the first one that is not (missing, another size, other bytes)."""
+    stage_dir = Path(stage_dir)
+    for rel, want in marker.get("files", {}).items():
+        p = stage_dir / rel
+        shown = os.path.normpath(Path(stage_dir.name) / rel)
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:
+            return f"{shown} is missing"
+        if size != want["bytes"]:
+            return f"{shown} is {size} bytes, its marker says {want['bytes']} (truncated or replaced)"
+        if file_digest(p) != want["xxh3"]:
+            return f"{shown} has other bytes than its marker records (damaged or replaced)"
+    return None
 
 
 class ParquetSink:
@@ -147,8 +246,7 @@ class ParquetSink:
 
     def __init__(self, path: Path, schema: pa.Schema | None = None, row_group_size: int = 8192):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".tmp-{self.path.name}.")
+        fd, self.tmp = _temp_for(self.path)
         os.close(fd)
         self.schema = schema
         self.writer: pq.ParquetWriter | None = None
@@ -156,27 +254,39 @@ class ParquetSink:
         self.row_group_size = row_group_size
 
     def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            if table.num_rows == 0 and self.schema is not None:
-                return
-            self.schema = table.schema
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, **parquet_options(self.schema))
-        elif table.schema != self.schema:
-            table = table.select(self.schema.names).cast(self.schema)
-        self.writer.write_table(table, row_group_size=self.row_group_size)
+        try:
+            if self.writer is None:
+                if table.num_rows == 0 and self.schema is not None:
+                    return
+                self.schema = table.schema
+                self.writer = pq.ParquetWriter(self.tmp, self.schema, **parquet_options(self.schema))
+            elif table.schema != self.schema:
+                table = table.select(self.schema.names).cast(self.schema)
+            self.writer.write_table(table, row_group_size=self.row_group_size)
+        except OSError as e:
+            self.abort()
+            _raise_if_full(self.path, e)
+            raise
         self.rows += table.num_rows
 
     def close(self) -> int:
-        if self.writer is None:
-            if self.schema is None:
-                raise ValueError(f"nothing written to {self.path} and no schema given")
-            pq.write_table(self.schema.empty_table(), self.tmp, **parquet_options(self.schema))
-        else:
-            self.writer.close()
-        os.replace(self.tmp, self.path)
+        try:
+            if self.writer is None:
+                if self.schema is None:
+                    raise ValueError(f"nothing written to {self.path} and no schema given")
+                pq.write_table(self.schema.empty_table(), self.tmp, **parquet_options(self.schema))
+            else:
+                self.writer.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.abort()
+            _raise_if_full(self.path, e)
+            raise
         return self.path.stat().st_size
 
     def abort(self) -> None:
+        # Closing the writer flushes its last row group, which fails again on a full disk.
         if self.writer is not None:
-            self.writer.close()
+            _quietly(self.writer.close)
+            self.writer = None
         Path(self.tmp).unlink(missing_ok=True)

@@ -99,17 +99,19 @@ def finish_part(task: FinishTask) -> dict:
         "bytes_out": bytes_out,
         "seconds": round(time.time() - t0, 3),
     }
-    shardio.write_marker(Path(task.stage_dir), name, marker)
+    shardio.write_marker(Path(task.stage_dir), name, marker, also=[Path(task.rejected_dir) / f"{name}.parquet"])
     return counts
 
 
 def part_done(stage_dir: Path, rejected_dir: Path, stem: str, fingerprint: str, config_hash: str) -> bool:
-    """A part is done when its marker matches and both its kept and rejected shards exist
-    (a deleted shard is rebuilt on the next run)."""
+    """A part is done when its marker matches and its kept and rejected shards are still the files
+    the marker records (a deleted, truncated or damaged shard is rebuilt on the next run)."""
+    marker = shardio.read_marker(Path(stage_dir), stem)
     return (
-        shardio.marker_matches(shardio.read_marker(Path(stage_dir), stem), fingerprint, config_hash)
+        shardio.marker_matches(marker, fingerprint, config_hash)
         and (Path(stage_dir) / f"{stem}.parquet").exists()
         and (Path(rejected_dir) / f"{stem}.parquet").exists()
+        and shardio.damage(Path(stage_dir), marker) is None
     )
 
 
