@@ -8,11 +8,14 @@ from pathlib import Path
 from mixtures.schedule import lr_at
 
 
-def _fmt_tokens(x: float) -> str:
+def format_tokens(x: float) -> str:
+    """A token count as a reader takes it in: 4 significant digits and a unit (535,552 -> "535.6K",
+    999,936 -> "999.9K", 1e9 -> "1B")."""
+    x = float(f"{x:.4g}")  # round first, so 999,960 becomes "1M", not "1000K"
     for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(x) >= div:
-            return f"{x / div:g}{unit}"
-    return f"{x:g}"
+            return f"{x / div:.4g}{unit}"
+    return f"{x:.4g}"
 
 
 def plot_plan(plan: dict, path: str | Path) -> Path:
@@ -44,7 +47,7 @@ def plot_plan(plan: dict, path: str | Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_xlabel("training tokens")
     ax.set_ylabel("sampling weight (stacked)")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _fmt_tokens(x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_tokens(x)))
 
     lr_ax = ax.twinx()
     n = 400
@@ -77,7 +80,7 @@ def plot_plan(plan: dict, path: str | Path) -> Path:
     ax.legend(handles[::-1] + h2, labels[::-1] + l2, loc="center left", bbox_to_anchor=(1.13, 0.5),
               fontsize=8.5, frameon=False)
     ax.set_title(f"mixture plan '{plan['recipe']}' ({plan['recipe_kind']}), "
-                 f"{_fmt_tokens(total)} tokens, {plan['schedule']['kind']} LR", pad=18)
+                 f"{format_tokens(total)} tokens, {plan['schedule']['kind']} LR", pad=18)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

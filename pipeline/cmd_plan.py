@@ -111,6 +111,21 @@ def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: i
     return group_stats(groups, rows, tokens_per_char=tokens_per_char, tokens_per_char_source=source)
 
 
+def whole_steps(tokens: float | None, seq_len: int, batch_size: int) -> tuple[float | None, str | None]:
+    """`tokens` rounded down to whole steps of seq_len x batch_size, and the note saying so (None if
+    nothing changed). The trainer runs whole steps only: a partial last step would be dropped."""
+    step = seq_len * batch_size
+    try:
+        n = int(tokens)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return tokens, None  # None, or not a number: build_plan defaults it or refuses it by name
+    if n != tokens or not isinstance(step, int) or step <= 0 or n < step or n % step == 0:
+        return tokens, None
+    down = n // step * step
+    return down, (f"tokens: {n:,} is not a whole number of steps of {step:,} tokens (seq_len {seq_len} x "
+                  f"batch size {batch_size}); planned {down:,} tokens ({down // step:,} steps) instead")
+
+
 def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: float | None = None,
          seq_len: int = 2048, *, batch_size: int = 1, lr_start: float | None = None,
          lr_end: float | None = None, max_epochs: float | None = None,
@@ -126,9 +141,12 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
     run_dir = Path(run_dir)
     try:
         rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        tokens, rounded = whole_steps(tokens, seq_len, batch_size)
         avail = availability(run_dir, rec.groups, sample_docs=sample_docs, tokens_per_char=tokens_per_char)
         result = build_plan(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
                             lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
+        if rounded:
+            result["warnings"].insert(0, rounded)
         validate_plan(result)
     except (RecipeError, GroupError, InfeasiblePlan, PlanValidationError) as e:
         raise PlanError(str(e)) from None

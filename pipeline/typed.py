@@ -73,7 +73,9 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
+            hint = ("; YAML reads unquoted off/on/yes/no as booleans and null/~ as None: quote it"
+                    if value is None or isinstance(value, bool) else "")
+            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}{hint}")
         return value
     return value
 

@@ -35,6 +35,7 @@ from stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_d
 from stages.shardio import AtomicFile
 
 PACKINGS = ("best-fit", "concat")
+DATA_FILES = ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin")  # besides meta.json; none for an empty group
 MAX_SEQ_LEN = 65534  # segment ids are uint16 and a row can hold up to C one-token pieces
 
 
@@ -319,23 +320,36 @@ def pack_group(task: GroupTask) -> dict:
     out_dir = Path(task.out_dir)
     marker_dir = out_dir.parent
     marker = shardio.read_marker(marker_dir, task.group)
-    files = [out_dir / f for f in ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin", "meta.json")]
+    # A group with no documents has meta.json only (see below).
+    names = DATA_FILES if (marker or {}).get("meta", {}).get("n_docs") else ()
+    files = [out_dir / f for f in names + ("meta.json",)]
     files += [Path(task.eval_path)] if task.eval_path else []
     if shardio.marker_matches(marker, task.input_fingerprint, task.config_hash) and all(f.exists() for f in files):
         return {**marker["meta"], "skipped": True}
     held = holdout.select_group(task.parts, task.group, task.cfg.eval_fraction,
                                 task.cfg.eval_max_docs) if task.eval_path else []
-    with IndexedDatasetWriter(out_dir / "tokens", np.dtype(task.dtype)) as w:
-        for part, ids_file in zip(task.parts, task.id_files):
-            for tokens, lengths in _group_sequences(task, part, ids_file, frozenset(held) | frozenset(task.exclude)):
+    skip = frozenset(held) | frozenset(task.exclude)
+    sequences = (s for part, ids in zip(task.parts, task.id_files) for s in _group_sequences(task, part, ids, skip))
+    first = next(sequences, None)
+    if first is None:
+        # No document to train on: write no dataset. An empty .bin cannot be memory-mapped (numpy,
+        # megatron-core); meta.json says n_rows 0, and the plan gives such a group no tokens.
+        for name in DATA_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stats = {"n_rows": 0, "n_pad": 0, "n_row_tokens": 0, "truncated_docs": 0, "padding_share": 0.0}
+        n_docs = n_tokens = 0
+    else:
+        with IndexedDatasetWriter(out_dir / "tokens", np.dtype(task.dtype)) as w:
+            w.add(*first)
+            for tokens, lengths in sequences:
                 w.add(tokens, lengths)
+        ds = read_indexed_dataset(out_dir / "tokens")
+        stats = write_rows(ds, place(ds.lengths, task.cfg), task.cfg, out_dir, task.pad_id)
+        n_docs = len(ds)
+        n_tokens = int(ds.lengths.sum(dtype=np.int64))
     if task.eval_path:
         holdout.write_eval_set(Path(task.eval_path), holdout.collect(task.parts, held, task.group))
-    ds = read_indexed_dataset(out_dir / "tokens")
-    placement = place(ds.lengths, task.cfg)
-    stats = write_rows(ds, placement, task.cfg, out_dir, task.pad_id)
-    n_docs = len(ds)
-    n_tokens = int(ds.lengths.sum(dtype=np.int64))
     meta = {
         "group": task.group,
         "seq_len": task.cfg.seq_len,

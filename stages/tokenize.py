@@ -62,8 +62,6 @@ class TokenizerConfig:
     """Share of characters covered by pieces; the rest are encoded as bytes."""
     num_threads: int = 0
     """Training threads; 0 = all CPUs."""
-    add_bos: bool = False
-    """Put BOS before every document in the token files (EOS always follows every document)."""
 
     def __post_init__(self) -> None:
         if not 300 <= self.vocab_size <= 1 << 22:

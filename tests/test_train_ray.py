@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 pytest.importorskip("ray.train", reason="needs ray[train] (pandas)")
 
 from training.config import TrainConfig  # noqa: E402
-from training.distributed import launch_ray  # noqa: E402
+from training.ray_train import launch_ray  # noqa: E402
 from training.hf_io import init_model  # noqa: E402
 from training.loop import train  # noqa: E402
 from training.metrics import read_metrics  # noqa: E402

@@ -87,7 +87,7 @@ def _train_cmd(args: argparse.Namespace) -> int:
                   plan_path=args.plan.resolve() if args.plan else None, config=cfg,
                   out_dir=args.out.resolve() if args.out else None)
     if args.ray:
-        from training.distributed import launch_ray
+        from training.ray_train import launch_ray
 
         launch_ray(kwargs, num_workers=args.ray, use_gpu=args.gpu, address=args.address)
         print(f"ray train finished: outputs in {kwargs['out_dir'] or kwargs['run_dir'] / 'train'}")

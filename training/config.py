@@ -9,14 +9,17 @@ from typing import Any
 DTYPES = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("ddp", "fsdp")
+DEFAULT_BATCH_TOKENS = 524288
+"""Step size for a plan that states none (plans written before `tokens_per_step` existed)."""
 
 
 @dataclass
 class TrainConfig:
     """How to train; every field can be set in a YAML file passed as `--config`."""
 
-    batch_tokens: int = 524288
-    """Global tokens per optimizer step (rows x seq_len, across all ranks); a multiple of seq_len."""
+    batch_tokens: int | None = None
+    """Global tokens per optimizer step (rows x seq_len, across all ranks); a multiple of seq_len.
+    None: the plan's `tokens_per_step` (`curate plan --batch-size`), else DEFAULT_BATCH_TOKENS."""
     micro_batch_rows: int = 8
     """Rows per forward/backward on one rank; gradient accumulation makes up the rest of the batch."""
     weight_decay: float = 0.1
@@ -63,9 +66,11 @@ class TrainConfig:
     """Largest safetensors shard in saved model folders."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_tokens", "micro_batch_rows"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if self.batch_tokens is not None and int(self.batch_tokens) <= 0:
+            raise ValueError(f"batch_tokens: must be a positive integer or null (the plan's step), "
+                             f"got {self.batch_tokens!r}")
+        if int(self.micro_batch_rows) <= 0:
+            raise ValueError(f"micro_batch_rows: must be a positive integer, got {self.micro_batch_rows!r}")
         for name in ("holdout_rows", "eval_every", "checkpoint_every", "log_every", "grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from training.indexed import PackedRows
+from training.plan import TrainPlan
 
 
 @dataclass
@@ -62,46 +63,49 @@ def load_groups(tokens_dir: Path, names: list[str]) -> dict[str, PackedRows]:
 
 
 class PlanSampler:
-    """Deterministic, resumable row sampler that follows `plan["phases"]`."""
+    """Deterministic, resumable row sampler that follows the plan's phases."""
 
-    def __init__(self, plan: dict[str, Any], groups: dict[str, PackedRows], seed: int = 0, holdout_rows: int = 8) -> None:
-        self.plan, self.groups, self.seed = plan, groups, int(seed)
-        self.seq_len = int(plan["seq_len"])
-        self.phases = plan["phases"]
-        self.names = [g["name"] for g in plan["groups"] if g["name"] in groups] or sorted(groups)
-        self.max_epochs = {g["name"]: float(g.get("max_epochs", math.inf)) for g in plan["groups"]}
+    def __init__(self, plan: TrainPlan | dict[str, Any], groups: dict[str, PackedRows], seed: int = 0,
+                 holdout_rows: int = 8) -> None:
+        self.plan, self.groups, self.seed = TrainPlan.of(plan), groups, int(seed)
+        self.seq_len = self.plan.seq_len
+        self.phases = self.plan.phases
+        self.names = [g.name for g in self.plan.groups if g.name in groups] or sorted(groups)
+        self.max_epochs = {g.name: float(g.max_epochs) for g in self.plan.groups}
         for g, r in groups.items():
             if r.seq_len != self.seq_len:
                 raise ValueError(f"group {g!r} was packed with seq_len {r.seq_len}, plan.json says {self.seq_len}: re-run `curate pack`")
         # The last rows of each group are held out for evaluation (at most a tenth of the group).
         self.n_holdout = {g: min(int(holdout_rows), r.n_rows // 10) for g, r in groups.items()}
         self.n_train = {g: r.n_rows - self.n_holdout[g] for g, r in groups.items()}
-        for i, ph in enumerate(self.phases):
-            for g, w in ph["weights"].items():
+        for ph in self.phases:
+            for g, w in ph.weights.items():
                 if w > 0 and self.n_train.get(g, 0) <= 0:
-                    raise ValueError(f"phase {ph.get('name', i)!r} gives group {g!r} weight {w} but it has no packed rows")
+                    raise ValueError(f"phase {ph.name!r} gives group {g!r} weight {w} but it has no packed rows "
+                                     f"(no document of the run fell into it when it was packed): re-plan, or check "
+                                     f"the group's predicate")
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
         self.rows_done = 0
         self.cursor = {g: 0 for g in groups}
-        self.taken = [{g: 0 for g in ph["weights"]} for ph in self.phases]
+        self.taken = [{g: 0 for g in ph.weights} for ph in self.phases]
 
     # -- plan geometry ---------------------------------------------------------------------
     @property
     def total_rows(self) -> int:
-        return int(self.phases[-1]["end_token"]) // self.seq_len
+        return self.phases[-1].end_token // self.seq_len
 
     def phase_at(self, token: int) -> int:
         for i, ph in enumerate(self.phases):
-            if ph["start_token"] <= token < ph["end_token"]:
+            if ph.start_token <= token < ph.end_token:
                 return i
-        raise IndexError(f"token {token} is past the plan's end ({self.phases[-1]['end_token']})")
+        raise IndexError(f"token {token} is past the plan's end ({self.phases[-1].end_token})")
 
     def planned_rows(self) -> dict[str, int]:
         """Upper bound on the rows each group will supply over the whole plan (for the epoch check)."""
         need = {g: 0 for g in self.groups}
         for ph in self.phases:
-            n = math.ceil((ph["end_token"] - ph["start_token"]) / self.seq_len)
-            for g, w in ph["weights"].items():
+            n = math.ceil((ph.end_token - ph.start_token) / self.seq_len)
+            for g, w in ph.weights.items():
                 if w > 0:
                     need[g] += math.ceil(w * n) + 1
         return need
@@ -125,7 +129,7 @@ class PlanSampler:
         return self._perm_cache[key]
 
     def _pick_group(self, p: int) -> str:
-        weights = self.phases[p]["weights"]
+        weights = self.phases[p].weights
         taken = self.taken[p]
         n = sum(taken.values())
         best, best_def = None, -math.inf
@@ -190,23 +194,22 @@ class PlanSampler:
         out = []
         for ph, taken in zip(self.phases, (state or self.state_dict())["taken"]):
             n = sum(taken.values())
-            out.append({"phase": ph.get("name"), "rows": n,
-                        "planned": {g: float(w) for g, w in ph["weights"].items()},
+            out.append({"phase": ph.name, "rows": n,
+                        "planned": {g: float(w) for g, w in ph.weights.items()},
                         "realised": {g: (c / n if n else 0.0) for g, c in taken.items()}})
         return out
 
 
-def supply_table(plan: dict[str, Any], sampler: PlanSampler) -> str:
+def supply_table(sampler: PlanSampler) -> str:
     """The table printed before training: tokens requested vs available per group."""
     need = sampler.planned_rows()
     head = f"{'group':<16}{'requested':>14}{'available':>14}{'packed rows':>13}{'epochs':>9}{'max':>7}"
     lines = [head, "-" * len(head)]
-    for g in plan["groups"]:
-        name = g["name"]
-        if name not in sampler.groups:
+    for g in sampler.plan.groups:
+        if g.name not in sampler.groups:
             continue
-        rows = sampler.n_train[name]
-        ep = need[name] / rows if rows else math.inf
-        lines.append(f"{name:<16}{g.get('requested_tokens', 0):>14,}{g.get('available_tokens', 0):>14,}"
-                     f"{rows:>13,}{ep:>9.2f}{g.get('max_epochs', math.inf):>7g}")
+        rows = sampler.n_train[g.name]
+        ep = need[g.name] / rows if rows else math.inf
+        lines.append(f"{g.name:<16}{g.requested_tokens:>14,}{g.available_tokens:>14,}"
+                     f"{rows:>13,}{ep:>9.2f}{g.max_epochs:>7g}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Process groups and model wrapping for torchrun (DDP or FSDP2) and a Ray Train launcher.
+"""Process groups and model wrapping for torchrun, Ray Train (`training/ray_train.py`) or a spawn helper.
 
 Every rank runs the same sampler, so all ranks agree on each global batch without communication;
 rank r trains on its contiguous slice. The loss is normalised by the global count of valid target
@@ -89,42 +89,3 @@ def wrap(model, d: Dist, parallel: str):
 
     ids = [d.device.index] if d.device.type == "cuda" else None
     return DDP(model, device_ids=ids)
-
-
-def _ray_worker(cfg: dict[str, Any]) -> None:
-    from training.config import TrainConfig
-    from training.loop import train
-
-    kwargs = dict(cfg)
-    kwargs["config"] = TrainConfig(**kwargs["config"])
-    result = train(**kwargs)
-    import ray.train
-
-    ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float))})
-
-
-def launch_ray(train_kwargs: dict[str, Any], num_workers: int, use_gpu: bool, address: str | None = None) -> Any:
-    """Run `training.loop.train(**train_kwargs)` on `num_workers` Ray Train workers (TorchTrainer).
-
-    Ray Train creates the process group (gloo on CPU, nccl on GPU) and sets the rank variables;
-    `setup()` then joins it instead of creating one. Paths in `train_kwargs` must be visible to
-    every worker (shared storage on a cluster).
-    """
-    try:
-        import ray
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-    except ImportError as e:
-        raise ImportError("Ray Train is needed for --ray: pip install 'ray[train]'") from e
-    if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"))
-    kwargs = dict(train_kwargs)
-    kwargs["config"] = kwargs["config"].to_dict()
-    out = str(kwargs.get("out_dir") or os.path.join(str(kwargs["run_dir"]), "train"))
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config=kwargs,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="curate-train", storage_path=os.path.abspath(os.path.join(out, "ray"))),
-    )
-    return trainer.fit()

@@ -39,14 +39,16 @@ class PackedRows:
 
     def _map(self, name: str, dtype: np.dtype, width: int) -> np.ndarray:
         path = self.dir / name
+        if self.n_rows == 0:
+            # A group no document fell into has meta.json only: nothing to map (and an empty
+            # file could not be mapped anyway).
+            return np.zeros((0, width), dtype=dtype)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing")
         expect = self.n_rows * width * np.dtype(dtype).itemsize
         if path.stat().st_size != expect:
             raise ValueError(f"{path} has {path.stat().st_size} bytes; meta.json implies {self.n_rows} x {width} x "
                              f"{np.dtype(dtype).itemsize} = {expect}")
-        if self.n_rows == 0:
-            return np.zeros((0, width), dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r", shape=(self.n_rows, width))
 
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

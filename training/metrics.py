@@ -5,6 +5,10 @@ Keys: `train/loss`, `train/lr`, `train/tokens`, `train/throughput(tok/s)`, `trai
 `eval/loss/<group>`, `data/realised/<phase>/<group>` and `data/planned/<phase>/<group>`. Every line
 carries `step`. Throughput, MFU and step time leave eval and checkpoint time out.
 On resume the file is cut back to the checkpoint's step, so it never holds a step twice.
+
+The same values, under the same names, go to TensorBoard event files in `tensorboard/` beside
+metrics.jsonl (`torch.utils.tensorboard.SummaryWriter`); on resume the writer purges events after
+the checkpoint's step, as metrics.jsonl is cut.
 """
 
 from __future__ import annotations
@@ -35,17 +39,23 @@ def peak_tflops(device) -> float | None:
 
 
 class MetricsLog:
-    """Appends metric lines to `metrics.jsonl` (only on the main rank)."""
+    """Appends metric lines to `metrics.jsonl` and scalars to TensorBoard (only on the main rank)."""
 
-    def __init__(self, path: Path, enabled: bool = True, resume_step: int | None = None) -> None:
+    def __init__(self, path: Path, enabled: bool = True, resume_step: int | None = None,
+                 tensorboard: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
-        if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if resume_step is None:
-                self.path.write_text("")
-            else:
-                self._truncate_after(resume_step)
+        self.tb = None
+        self._tb_step: dict[str, int] = {}
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            self._truncate_after(resume_step)
+        if tensorboard:
+            self.tb = _summary_writer(self.path.parent / "tensorboard", resume_step)
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
@@ -64,6 +74,31 @@ class MetricsLog:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                # One point per name and step: the eval line repeats train/tokens of the step line.
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and self._tb_step.get(k) != step:
+                    self.tb.add_scalar(k, v, global_step=step)
+                    self._tb_step[k] = step
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def _summary_writer(log_dir: Path, resume_step: int | None):
+    """A SummaryWriter on `log_dir`; a fresh run starts with no old event files (as metrics.jsonl
+    starts empty), a resumed one hides events after the checkpoint's step (`purge_step`)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # pragma: no cover - tensorboard is a declared dependency
+        raise ImportError("TensorBoard logging needs the tensorboard package: pip install 'tensorboard>=2.14'") from e
+    if resume_step is None and log_dir.is_dir():
+        for old in log_dir.glob("events.out.tfevents.*"):
+            old.unlink()
+    purge = resume_step + 1 if resume_step is not None else None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge, flush_secs=10)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def plan_schedule(plan: dict[str, Any]) -> Any:
-    """The plan's schedule as a `mixtures.schedule.Schedule` (total_tokens filled from the plan)."""
-    from mixtures.schedule import as_schedule
+def plan_schedule(plan: Any) -> Any:
+    """The schedule of a plan (a `training.plan.TrainPlan` or a plan.json dict) as a
+    `mixtures.schedule.Schedule`, total_tokens filled from the plan."""
+    from training.plan import TrainPlan
 
-    sched = dict(plan["schedule"])
-    sched.setdefault("total_tokens", int(plan["total_tokens"]))
-    return as_schedule(sched)
+    return TrainPlan.of(plan).lr_schedule()
 
 
 def lr_at_tokens(schedule: Any, tokens: int) -> float:

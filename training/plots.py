@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from training.metrics import read_metrics
+from training.plan import TrainPlan
 
 
-def plot_run(out_dir: Path, plan: dict[str, Any], schedule: Any) -> list[Path]:
+def plot_run(out_dir: Path, plan: TrainPlan) -> list[Path]:
     """Write `loss.png` and `lr.png` into `out_dir` from its metrics.jsonl; returns the paths."""
     import matplotlib
 
@@ -22,7 +21,8 @@ def plot_run(out_dir: Path, plan: dict[str, Any], schedule: Any) -> list[Path]:
     train = [r for r in rows if "train/loss" in r]
     evals = [r for r in rows if any(k.startswith("eval/loss/") for k in r)]
     groups = sorted({k.split("/", 2)[2] for r in evals for k in r if k.startswith("eval/loss/")})
-    bounds = [ph["end_token"] for ph in plan["phases"][:-1]]
+    schedule = plan.lr_schedule()
+    bounds = [ph.end_token for ph in plan.phases[:-1]]
     paths = []
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -33,8 +33,8 @@ def plot_run(out_dir: Path, plan: dict[str, Any], schedule: Any) -> list[Path]:
         ax.plot(*zip(*pts), marker="o", ms=3, label=f"held-out {g}")
     for b in bounds:
         ax.axvline(b, color="grey", ls="--", lw=0.8)
-    for ph in plan["phases"]:
-        ax.annotate(ph.get("name", ""), xy=(ph["start_token"], 1.0), xycoords=("data", "axes fraction"),
+    for ph in plan.phases:
+        ax.annotate(ph.name, xy=(ph.start_token, 1.0), xycoords=("data", "axes fraction"),
                     va="top", fontsize=8, color="grey")
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
@@ -46,7 +46,7 @@ def plot_run(out_dir: Path, plan: dict[str, Any], schedule: Any) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    total = int(plan["total_tokens"])
+    total = plan.total_tokens
     xs = [total * i / 400 for i in range(401)]
     ax.plot(xs, [lr_at_tokens(schedule, x) for x in xs], color="tab:blue", lw=1, label="plan")
     if train:

@@ -1,0 +1,47 @@
+"""`curate train --ray N`: the same `training.loop.train` on N Ray Train workers (TorchTrainer).
+
+Ray Train creates the process group (gloo on CPU, nccl on GPU) and sets the rank variables;
+`distributed.setup()` then joins it instead of creating one. Only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _worker(cfg: dict[str, Any]) -> None:
+    import ray.train
+
+    from training.config import TrainConfig
+    from training.loop import train
+
+    kwargs = dict(cfg)
+    kwargs["config"] = TrainConfig(**kwargs["config"])
+    result = train(**kwargs)
+    ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float))})
+
+
+def launch_ray(train_kwargs: dict[str, Any], num_workers: int, use_gpu: bool, address: str | None = None) -> Any:
+    """Run `training.loop.train(**train_kwargs)` on `num_workers` Ray Train workers.
+
+    Paths in `train_kwargs` must be visible to every worker (shared storage on a cluster).
+    """
+    try:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as e:
+        raise ImportError("Ray Train is needed for --ray: pip install 'ray[train]'") from e
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"))
+    kwargs = dict(train_kwargs)
+    kwargs["config"] = kwargs["config"].to_dict()
+    out = str(kwargs.get("out_dir") or os.path.join(str(kwargs["run_dir"]), "train"))
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config=kwargs,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="curate-train", storage_path=os.path.abspath(os.path.join(out, "ray"))),
+    )
+    return trainer.fit()
