@@ -1,8 +1,8 @@
 """The contracts every stage follows.
 
 A *map stage* turns one `pyarrow.Table` of documents into the documents it keeps and the
-ids it rejects, with a reason per rejection (STYLE.md: "a filter returns keep or drop with a
-reason"). It never imports ray: `pipeline/adapter.py` decides where it runs. Anything heavy
+ids it rejects, with a reason per rejection (a filter returns keep or drop with a
+reason). It never imports ray: `pipeline/adapter.py` decides where it runs. Anything heavy
 (a model) is loaded in `setup()`, which the adapter calls once per worker (actor), never per
 batch.
 
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar, runtime
 
 import pyarrow as pa
 
-# Required document columns (DESIGN.md, "The document table").
+# Required document columns (README's document columns; docs/internals.md).
 DOC_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),

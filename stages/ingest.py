@@ -106,7 +106,8 @@ def _list_dir(root: str) -> tuple[list[str], list[str]]:
     with the reason. Hidden files and folders (a name starting with '.') are not read, and nothing
     under a hidden folder is listed."""
     entries, hidden = [], []
-    for folder, dirs, files in os.walk(root):
+    # A folder that cannot be listed is an entry too: reading it fails with the reason.
+    for folder, dirs, files in os.walk(root, onerror=lambda e: entries.append(e.filename)):
         for d in list(dirs):
             path = os.path.join(folder, d)
             if d.startswith("."):

@@ -2,8 +2,8 @@
 record or the reason it could not be read, with its line (or row) and byte offset.
 
 Readers never raise on bad data: a truncated stream or an unreadable file becomes an Item with
-a reason, so the ingest stage can quarantine it and keep counting (DESIGN.md: documents in =
-kept + rejected + quarantined).
+a reason, so the ingest stage can quarantine it and keep counting (documents in = kept +
+rejected + quarantined). Nor do they block: a FIFO is refused without being read.
 """
 
 from __future__ import annotations
@@ -186,27 +186,26 @@ def _exact_as_parsed(raw: bytes, rec: dict, text) -> bool:
     Every key of compactly or `json.dumps`-written JSON shows in the bytes as `":`, and inside a
     string a quote is always escaped (`\":`). So when the count of `":` equals the parsed count of
     keys, no key was dropped, provided no key is written with whitespace before its colon (that
-    spelling is searched for). Only the bytes outside the longest string value hold keys: that
-    value takes at least as many bytes as its UTF-8 encoding, which bounds where the keys can be,
-    so a long text is not scanned. Anything else goes to the exact parser (`_parse_exact`)."""
+    spelling is searched for). Only the bytes outside the text value hold keys, and the text takes
+    at least one byte per character, which bounds where the keys can be: the first and last
+    `len(raw) - len(text)` bytes. So a long text is not scanned. Anything else goes to the exact
+    parser (`_parse_exact`)."""
     n = _n_keys(rec)
     if n < 0:
         return False
     size = len(raw)
-    if type(text) is str:
-        span = size - (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))) - 2
-    else:
-        span = size
-    regions = ((0, size),) if 2 * span >= size else ((0, span), (size - span, size))
-    colons = sum(raw.count(b'":', a, b) for a, b in regions)
-    if any(_SPACED_KEY.search(raw, a, b) for a, b in regions):
+    span = size - len(text) - 2 if type(text) is str else size
+    # Two regions, [0, head) and [tail, size); one region (the whole line) when they would meet.
+    head, tail = (span, size - span) if 2 * span < size else (size, size)
+    if _SPACED_KEY.search(raw, 0, head) or _SPACED_KEY.search(raw, tail):
         return False
+    colons = raw.count(b'":', 0, head) + raw.count(b'":', tail)
     if colons == n:
         return True
     # Escaped quotes followed by a colon inside strings; a key ending in a backslash (`\\":`)
     # would be subtracted too, so its presence leaves the decision to the exact parser.
-    colons -= sum(raw.count(b'\\":', a, b) for a, b in regions)
-    return colons == n and not any(raw.find(b'\\\\":', a, b) >= 0 for a, b in regions)
+    colons -= raw.count(b'\\":', 0, head) + raw.count(b'\\":', tail)
+    return colons == n and raw.find(b'\\\\":', 0, head) < 0 and raw.find(b'\\\\":', tail) < 0
 
 
 def _parse_exact(raw: bytes, line: int, offset: int) -> Item:
