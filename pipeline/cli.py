@@ -7,6 +7,7 @@ import sys
 
 from pipeline import cmd_annotate, cmd_core, cmd_pack, cmd_plan
 from pipeline.errors import CurateError
+from pipeline.lock import RunLock
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
 COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan, cmd_pack]
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and args.run_dir.is_dir():  # training/ never imports pipeline/: lock here
+            with RunLock(args.run_dir, "curate train"):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except CurateError as e:
         print(f"curate {args.command}: error: {e}", file=sys.stderr)

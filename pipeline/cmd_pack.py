@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import CurateError
 from pipeline.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
 from pipeline.eval_sets import write_index as write_eval_index
+from pipeline.lock import holds_run_lock
 from stages import shardio
 from stages.base import Executor
 from stages.packing import GroupTask, PackConfig, pack_group
@@ -155,6 +156,7 @@ def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
     return problems
 
 
+@holds_run_lock("curate pack")
 def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | None = None,
          packing: str = "best-fit", seq_len: int | None = None, vocab_size: int | None = None,
          seed: int = 0, add_bos: bool = False, workers: int | None = None, address: str | None = None,

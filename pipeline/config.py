@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,16 @@ class RunConfig:
     """stages after ingest, in order (resolved into `stage_specs`)"""
 
     def __post_init__(self) -> None:
+        if URL.match(self.out):
+            # Shards are committed by rename and markers sit beside them: that needs a POSIX file
+            # system every node mounts at the same path, which an object store is not.
+            raise ValueError(f"out: {self.out!r} is a URL; a run directory must be a path on a local or shared "
+                             f"POSIX file system (NFS, EFS, Lustre) that every Ray node mounts at the same path. "
+                             f"Inputs may be object-store URLs; the run directory may not")
         if not self.inputs:
             raise ValueError("inputs: give at least one input (a path, directory, glob or URL)")
+        for i, spec in enumerate(self.inputs):
+            _check_input_url(i, spec.path)
         self.stage_specs: list[StageSpec] = [_stage_spec(i, s) for i, s in enumerate(self.stages)]
         for spec in self.stage_specs:  # model paths in stage configs are relative to the run directory
             if hasattr(spec.config, "bind_run_dir"):
@@ -97,6 +106,28 @@ class RunConfig:
         d = asdict(self)
         d.pop("stage_specs", None)
         return d
+
+
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _check_input_url(i: int, path: str) -> None:
+    """An input URL's file system must exist and be one every Ray worker can reach."""
+    if not URL.match(path):
+        return
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    field = f"inputs[{i}].path"
+    protocol = path.split("://", 1)[0]
+    try:
+        fs_cls = fsspec.get_filesystem_class(protocol)
+    except (ValueError, ImportError) as e:  # unknown protocol, or its package is not installed
+        raise ConfigError(field, f"{path!r}: {e}") from None
+    if issubclass(fs_cls, MemoryFileSystem):
+        raise ConfigError(field, f"{path!r}: a {protocol}:// file system lives inside one process, so the Ray "
+                                 f"workers that read the inputs cannot see it; write the data to a file (or an "
+                                 f"object store) and give that path")
 
 
 def _stage_spec(i: int, entry: Any) -> StageSpec:

@@ -11,6 +11,10 @@ it adds no column, so the langid stage can still run later and own `lang`.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +48,7 @@ class FilterSpec:
             raise ValueError(f"non_english: {self.non_english!r}; valid: default, apply, skip")
         if not isinstance(self.params, dict):
             raise ValueError(f"params: expected a mapping of {self.filter} keyword arguments, got {self.params!r}")
+        _check_params(self.filter, self.params, "params")
         if self.non_english_params is not None:
             if not isinstance(self.non_english_params, dict):
                 raise ValueError(f"non_english_params: expected a mapping of {self.filter} keyword arguments or "
@@ -52,6 +57,7 @@ class FilterSpec:
                 # Otherwise they would be silently ignored.
                 raise ValueError(f"non_english_params: only used with `non_english: apply` "
                                  f"(this filter has non_english: {self.non_english})")
+            _check_params(self.filter, self.non_english_params, "non_english_params")
 
     def policy(self) -> dict[str, Any] | str:
         if self.non_english == "skip":
@@ -59,6 +65,51 @@ class FilterSpec:
         if self.non_english == "apply":
             return dict(self.non_english_params or {})
         return NON_ENGLISH_DEFAULTS[self.filter]
+
+
+# Set by the stage itself: `language` (the document's tokenizer) and `exclusion_writer` (dropped
+# documents go to rejected/).
+_OWN_PARAMS = ("self", "language", "exclusion_writer")
+_SIMPLE = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),),
+           list: (list,), tuple: (list, tuple)}
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+          list: "a list", tuple: "a list"}
+
+
+def _check_params(name: str, params: dict, field_name: str) -> None:
+    """Refuse at config load what the datatrove class would refuse only inside a worker, after
+    ingest: a parameter it does not take, or a value of the wrong kind (from its annotations)."""
+    module, cls = FILTER_CLASSES[name]
+    try:
+        filter_cls = getattr(importlib.import_module(module), cls)
+    except ImportError:
+        return  # the stage's setup names the package to install
+    sig = inspect.signature(filter_cls.__init__)
+    valid = [p.name for p in sig.parameters.values()
+             if p.name not in _OWN_PARAMS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    try:
+        hints = typing.get_type_hints(filter_cls.__init__)
+    except Exception:  # an annotation that does not resolve: check the names only
+        hints = {}
+    for key, value in params.items():
+        if key not in valid:
+            raise ValueError(f"{field_name}: {name} ({cls}) has no parameter {key!r}; valid: {', '.join(valid)}")
+        allowed, names = _allowed_types(hints.get(key))
+        if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            raise ValueError(f"{field_name}: {name} parameter {key!r} must be {names}, got {value!r}")
+
+
+def _allowed_types(tp: Any) -> tuple[tuple, str]:
+    """The Python types a YAML value may have for annotation `tp`, and their description;
+    ((), "") when the annotation is not one of the simple kinds."""
+    if tp is None:
+        return (), ""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    bases = [typing.get_origin(a) or a for a in args]
+    if not all(b in _SIMPLE for b in bases):
+        return (), ""
+    allowed = tuple(dict.fromkeys(t for b in bases for t in _SIMPLE[b]))
+    return allowed, " or ".join(dict.fromkeys(_NAMES[b] for b in bases))
 
 
 def _default_filters() -> list[FilterSpec]:
