@@ -67,6 +67,15 @@ class _Worker:
         return os.getpid()
 
 
+def actor_options(hint: dict | None) -> tuple[dict, int]:
+    """Ray actor options for a stage's resource hint, and how many such actors the cluster holds."""
+    gpus = float((hint or {}).get("num_gpus") or 0)
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if gpus <= 0 or have <= 0:
+        return {}, sys.maxsize
+    return {"num_gpus": gpus}, max(1, int(have // gpus))
+
+
 def _largest_first(items: Sequence, cost: Callable[[Any], float] | None) -> list[int]:
     """Submission order: the costliest items first (LPT scheduling), so no worker is left with a
     big shard while the others idle at the end. Results still come back in input order."""
@@ -93,11 +102,17 @@ class RayExecutor:
         return self._drain(launches, desc, _largest_first(items, cost))
 
     def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
-                   cost: Callable[[Any], float] | None = None) -> list:
-        """Run `make().method(item)` for each item on a pool of `workers` actors."""
+                   cost: Callable[[Any], float] | None = None, resources: dict | None = None) -> list:
+        """Run `make().method(item)` for each item on a pool of `workers` actors.
+
+        `resources` is a stage's hint, e.g. {"num_gpus": 1}: granted when the cluster has GPUs
+        (and then no more actors than the GPUs hold, since an actor that cannot be placed would
+        sit on its queued items forever), dropped when it has none, so the stage runs on CPUs.
+        """
         if not items:
             return []
-        actors = [_Worker.remote(make) for _ in range(min(self.workers, len(items)))]
+        options, fit = actor_options(resources)
+        actors = [_Worker.options(**options).remote(make) for _ in range(min(self.workers, len(items), fit))]
         try:
             results: list = [None] * len(items)
             free = list(actors)

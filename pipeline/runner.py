@@ -175,7 +175,8 @@ def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run
         intact = _intact(spec.name, stage_dir, matching, executor)
         jobs = [MapJob(str(p), str(stage_dir), str(rej_dir), fps[s], chash) for s, p in zip(stems, parts) if s not in intact]
         skipped = len(parts) - len(jobs)
-        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=lambda j: os.path.getsize(j.input))
+        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=lambda j: os.path.getsize(j.input),
+                            resources=stage.resources() if hasattr(stage, "resources") else None)
     markers = []
     for s in stems:
         m = shardio.read_marker(stage_dir, s)

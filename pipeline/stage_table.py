@@ -15,4 +15,5 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "quality": ("stages.annotate", "QualityConfig", "QualityStage"),
     "domain": ("stages.annotate", "DomainConfig", "DomainStage"),
     "decontaminate": ("stages.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
+    "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
 }
