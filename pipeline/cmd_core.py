@@ -20,12 +20,20 @@ def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
 
 
 def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
-        address: str | None = None) -> Path:
-    """Run a config; returns the run directory."""
+        address: str | None = None, limit: int | None = None) -> Path:
+    """Run a config; returns the run directory. `limit`: only the first N records of each input."""
+    import dataclasses
+
     from pipeline.config import load_config
+    from pipeline.errors import ConfigError
     from pipeline.runner import run_pipeline
 
     cfg = load_config(config, inputs=inputs, out=out, workers=workers, address=address)
+    if limit is not None:
+        try:
+            cfg.ingest = dataclasses.replace(cfg.ingest, limit=limit)
+        except ValueError as e:
+            raise ConfigError("--limit", str(e)) from None
     run_pipeline(cfg)
     return Path(cfg.out)
 
@@ -96,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="replace the config's run directory")
     p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
     p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--limit", type=int, metavar="N", help="quick trial: only the first N records of each input file")
     p.set_defaults(func=_cli_run)
 
     p = sub.add_parser("query", help="SQL over a run's catalog (views docs, <stage>, rejected, quarantine, shards)")
@@ -126,7 +135,7 @@ def _print_counts(counts: dict[str, int], out: str) -> int:
 
 
 def _cli_run(a: argparse.Namespace) -> int:
-    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address)
+    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address, a.limit)
     print()
     print(stats_text(str(run_dir)))
     print(f"report: {report(str(run_dir))}")

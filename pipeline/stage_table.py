@@ -15,5 +15,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "quality": ("stages.annotate", "QualityConfig", "QualityStage"),
     "domain": ("stages.annotate", "DomainConfig", "DomainStage"),
     "decontaminate": ("stages.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
+    "url_filter": ("stages.url_filter", "URLFilterConfig", "URLFilterStage"),
+    "sample": ("stages.sample", "SampleConfig", "SampleStage"),
     "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
 }

@@ -71,8 +71,13 @@ class IngestConfig:
     """at most this many documents per output part"""
     split_mb: float = 32.0
     """uncompressed JSONL and Parquet inputs larger than this are split into tasks of this size"""
+    limit: int | None = None
+    """a quick trial (`curate run --limit N`): read only the first N records of each input file
+    (of a directory of text files: its first N files); null reads everything"""
 
     def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit: must be at least 1 record (or null for all)")
         if self.max_chars < 1:
             raise ValueError("max_chars: must be a positive number of characters")
         if self.shard_docs < 1:
@@ -198,7 +203,7 @@ def _line_aligned_splits(path: str, chunk: int) -> list[tuple[int, int, int]]:
 
 
 def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
-    chunk = int(cfg.split_mb * 1e6)
+    chunk = int(cfg.split_mb * 1e6) if cfg.limit is None else 1 << 62  # with a limit, no split
     reads: list[tuple[ReadTask, InputSpec, str]] = []
     for i, spec in enumerate(inputs):
         # Plain text files are one document each, batched into tasks of about `chunk` bytes; their
@@ -217,6 +222,8 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
 
         for path in paths:
             fmt = _format_of(path, spec.format)
+            if fmt == "text" and cfg.limit is not None and len(text_batch) >= cfg.limit:
+                continue
             source = spec.source or default_source(path)
             size = _regular_size(path) if "://" not in path else None
             if fmt == "text":
@@ -329,6 +336,8 @@ def run_ingest(job: IngestJob) -> dict:
             values.clear()
 
     for item in _items(task):
+        if cfg.limit is not None and counts["in"] >= cfg.limit:
+            break
         counts["in"] += 1
         counts["invalid_utf8_replaced"] += item.replaced
         reason, detail = item.reason, item.detail
