@@ -106,3 +106,31 @@ def test_step_size_comes_from_the_plan(tmp_path, capsys):
     assert cli_main(args + ["--out", str(tmp_path / "out3"), "--set", f"batch_tokens={SEQ * 3}"]) == 0
     tokens = [r["train/tokens"] for r in read_metrics(tmp_path / "out3" / "metrics.jsonl") if "train/loss" in r]
     assert tokens == [SEQ * 3, SEQ * 6]
+
+
+def test_console_lines_reach_stdout_once_under_ray_trains_print_patch(capsys, monkeypatch):
+    """Ray Train workers replace `print` with one that logs each call and also echoes it when
+    stdout is wrapped (as it is there), so a printed line reached the driver twice: the trainer's
+    table looked printed by every rank. The trainer's console lines bypass `print`."""
+    import builtins
+    import logging
+    import sys
+
+    patch = pytest.importorskip("ray.train.v2._internal.logging.patch_print")
+    from training.build import console
+
+    root = logging.getLogger()
+    handler, level = logging.StreamHandler(sys.stdout), root.level  # as Ray Train forwards INFO records
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    monkeypatch.setattr(builtins, "print", patch.redirected_print)
+    try:
+        console("group  requested  available")
+        print("via print")
+    finally:
+        monkeypatch.undo()
+        root.removeHandler(handler)
+        root.setLevel(level)
+    out = capsys.readouterr().out.splitlines()
+    assert out.count("via print") == 2, out  # the patch as it behaves in a worker
+    assert out.count("group  requested  available") == 1

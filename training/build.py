@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -93,7 +94,15 @@ class Trainer:
     def say(self, msg: str) -> None:
         """Print on rank 0 only (every rank runs the same code, under torchrun or Ray Train)."""
         if self.dist.is_main and not self.quiet:
-            print(msg, flush=True)
+            console(msg)
+
+
+def console(msg: str) -> None:
+    """One line to stdout, not through `print`: Ray Train patches `print` in its workers to log
+    every call and also echo it, so a printed table reached the driver twice, and two copies of
+    rank 0's table read as one per rank."""
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
 
 
 def geometry(plan: TrainPlan, cfg: TrainConfig, world: int) -> Geometry:
