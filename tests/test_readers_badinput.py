@@ -122,6 +122,11 @@ def test_every_directory_entry_is_read_or_quarantined_with_its_reason(tmp_path):
     accounted = {d["input_path"] for d in docs} | {q["path"] for q in quarantined}
     entries = {str(p) for p in root.rglob("*") if not p.is_dir() or p.is_symlink() or p.name.startswith(".")}
     assert {e for e in entries if "/.cache/" not in e} == accounted
+    # A glob chooses its entries; those it matches are read or quarantined the same way.
+    docs, quarantined = _with_timeout(lambda: _ingest([InputSpec(str(root / "*.txt"))], tmp_path / "g"))
+    assert {Path(q["path"]).name: q["reason"] for q in quarantined} == {"pipe.txt": "not_a_regular_file",
+                                                                       "gone.txt": "dangling_symlink"}
+    assert len(docs) == 3
 
 
 def test_integer_id_beyond_64_bits_is_kept_whole(tmp_path):
