@@ -68,13 +68,13 @@ def _json_default(v: Any) -> Any:
         return base64.b64encode(bytes(v)).decode("ascii")
     if isinstance(v, (date, datetime)):
         return v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+    return str(v)  # durations and whatever else Parquet holds: never a reason to lose the record
 
 
 def meta_json(rec: dict, mapped: tuple) -> str | None:
     """The fields of `rec` that no document column takes, as one JSON object (None if there are
     none). Parquet values JSON has no type for are written as strings: decimals as their digits,
-    bytes in base64, dates in ISO 8601."""
+    bytes in base64, dates in ISO 8601, anything else as `str()` gives it."""
     extra = {k: v for k, v in rec.items() if k not in mapped}
     if not extra:
         return None

@@ -167,6 +167,25 @@ def test_parquet_columns_of_one_name_are_quarantined(tmp_path):
     assert "'text'" in items[0].detail
 
 
+def test_parquet_columns_json_has_no_type_for_reach_meta(tmp_path):
+    import datetime as dt
+    import decimal
+
+    texts = _texts(2)
+    pq.write_table(pa.table({
+        "text": texts,
+        "price": pa.array([decimal.Decimal("1.50"), decimal.Decimal("-2.25")], pa.decimal128(6, 2)),
+        "blob": pa.array([b"\x00\x01", b"ok"], pa.binary()),
+        "took": pa.array([dt.timedelta(seconds=3), None], pa.duration("s")),
+        "seen": pa.array([dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)] * 2, pa.timestamp("us", tz="UTC")),
+    }), tmp_path / "typed.parquet")
+    docs, quarantined = _ingest([InputSpec(str(tmp_path / "typed.parquet"))], tmp_path / "w")
+    assert not quarantined and [d["input_line"] for d in docs] == [1, 2]
+    meta = [json.loads(d["meta"]) for d in docs]
+    assert meta[0] == {"price": "1.50", "blob": "AAE=", "took": "0:00:03", "seen": "2024-05-01T12:00:00+00:00"}
+    assert meta[1]["took"] is None and meta[1]["price"] == "-2.25"
+
+
 def test_fast_duplicate_check_agrees_with_the_exact_parser():
     """orjson's result is kept only when the cheap check says the exact parser would agree."""
     lines = [json.dumps({"text": t, "id": i, "meta": {"n": i, "q": '"k": v'}}).encode() for i, t in enumerate(_texts(60))]
