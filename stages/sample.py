@@ -140,7 +140,8 @@ def apply_part(task: ApplyTask) -> dict:
     marker = {"stage": task.stage, "input_fingerprint": task.fingerprint, "config_hash": task.config_hash,
               "outputs": [f"{path.stem}.parquet"], "counts": counts, "bytes_in": path.stat().st_size,
               "bytes_out": bytes_out, "seconds": round(time.time() - t0, 3), "input": task.path}
-    return shardio.write_marker(Path(task.stage_dir), path.stem, marker)
+    return shardio.write_marker(Path(task.stage_dir), path.stem, marker,
+                                also=[Path(task.rejected_dir) / f"{path.stem}.parquet"])
 
 
 class SampleStage:
@@ -164,9 +165,10 @@ class SampleStage:
         tasks = []
         for i, p in enumerate(inputs):
             fp = shardio.stable_hash([shardio.file_digest(p), i, stamp])
-            done = shardio.marker_matches(shardio.read_marker(Path(ctx.stage_dir), p.stem), fp, ctx.config_hash)
-            if not (done and (Path(ctx.stage_dir) / f"{p.stem}.parquet").exists()
-                    and (Path(ctx.rejected_dir) / f"{p.stem}.parquet").exists()):
+            marker = shardio.read_marker(Path(ctx.stage_dir), p.stem)
+            # redone when stale, or when a file the marker vouches for is missing or damaged
+            if not (shardio.marker_matches(marker, fp, ctx.config_hash)
+                    and shardio.damage(Path(ctx.stage_dir), marker) is None):
                 tasks.append(ApplyTask(str(p), i, str(ctx.stage_dir), str(ctx.rejected_dir), self.name, cfg,
                                        cuts, fp, ctx.config_hash))
         Path(ctx.stage_dir).mkdir(parents=True, exist_ok=True)

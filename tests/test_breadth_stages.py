@@ -135,6 +135,10 @@ def test_sample_max_docs_per_group(ingested, tmp_path):
     stamps = [(tmp_path / "a" / "sample" / "_done" / f"{p.stem}.json").stat().st_mtime_ns for p in ingested]
     _sample(ingested, tmp_path / "a", max_docs=40, by="source")
     assert stamps == [(tmp_path / "a" / "sample" / "_done" / f"{p.stem}.json").stat().st_mtime_ns for p in ingested]
+    # a damaged shard is rebuilt, and the result is the same
+    (tmp_path / "a" / "rejected" / ingested[0].name).write_bytes(b"garbage")
+    again, _ = _sample(ingested, tmp_path / "a", max_docs=40, by="source")
+    assert again == kept
 
 
 def test_sample_config_errors():
