@@ -57,20 +57,28 @@ class NotRegularFile(OSError):
     """A path that names a FIFO, socket, device or directory where a file was expected."""
 
 
+def _not_regular(path: str, mode: int) -> NotRegularFile:
+    kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory",
+            stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "special")
+    return NotRegularFile(f"{path} is {kind}, not a regular file; it was not read")
+
+
 def open_binary(path: str) -> IO[bytes]:
     if "://" in path:
         import fsspec
 
         return fsspec.open(path, "rb").open()
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it (and any other
-    # non-regular file) before a read could block. Reads of a regular file ignore the flag.
+    # A FIFO is never opened: opening one for reading would wait for a writer, or release one.
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    # Should the path change into one between the two calls, O_NONBLOCK keeps the open from
+    # waiting and fstat refuses it before any read.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory",
-                    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "special")
-            raise NotRegularFile(f"{path} is {kind}, not a regular file; it was not read")
+            raise _not_regular(path, mode)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

@@ -129,6 +129,28 @@ def test_every_directory_entry_is_read_or_quarantined_with_its_reason(tmp_path):
     assert len(docs) == 3
 
 
+def test_a_fifo_is_never_opened(tmp_path):
+    """Opening a FIFO for reading would release a writer waiting on it (or wait for one)."""
+    (tmp_path / "in").mkdir()
+    fifo = tmp_path / "in" / "pipe.jsonl"
+    os.mkfifo(fifo)
+    (tmp_path / "in" / "a.txt").write_text(_texts(1)[0])
+    released = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the FIFO for reading
+        released.set()
+        os.close(fd)
+
+    threading.Thread(target=writer, daemon=True).start()
+    docs, quarantined = _with_timeout(lambda: _ingest([InputSpec(str(tmp_path / "in"))], tmp_path / "w"))
+    assert [q["reason"] for q in quarantined] == ["not_a_regular_file"] and len(docs) == 1
+    assert not released.wait(1.0), "ingest opened the FIFO"
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # now release the writer ourselves
+    assert released.wait(30)
+    os.close(fd)
+
+
 def test_integer_id_beyond_64_bits_is_kept_whole(tmp_path):
     big, neg = 2 ** 64 + 1, -(2 ** 70)
     src = tmp_path / "ids.jsonl"
