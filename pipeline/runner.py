@@ -53,7 +53,7 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
     run_dir = Path(cfg.out)
     log = (lambda m: None) if quiet else _log
     reports = []
-    with RunLock(run_dir, "curate run"), _disk_full_is_an_error():
+    with RunLock(run_dir, "curate run"), _disk_full_is_an_error(run_dir):
         shardio.atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         names = ["ingest"] + [s.name for s in cfg.stage_specs]
         shardio.atomic_write_json(run_dir / "stages.json", names)
@@ -74,6 +74,9 @@ class _disk_full_is_an_error:
     """A full disk, wherever it struck (a worker, the driver), becomes one CurateError line. The
     writers removed their temporaries and the finished shards stay, so the rerun resumes."""
 
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
     def __enter__(self) -> None:
         return None
 
@@ -82,6 +85,10 @@ class _disk_full_is_an_error:
         while e is not None and id(e) not in seen:  # Ray wraps a worker's error: follow `cause`
             seen.add(id(e))
             if shardio.is_disk_full(e) and not type(e).__name__.startswith("RayTaskError"):
+                # A worker killed with its pool when the error came back could not remove its
+                # temporary file; this run holds the lock, so no temporary here is another's.
+                for p in self.run_dir.rglob(".tmp-*"):
+                    p.unlink(missing_ok=True)
                 what = e.strerror if isinstance(e, shardio.DiskFullError) else f"no space left on device ({e})"
                 raise CurateError(f"{what}; free some space and run the same command again "
                                   f"(finished shards are kept)") from None

@@ -302,7 +302,8 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     started = time.time()
     fingerprint = shardio.file_digest(Path(task.input))
     marker = shardio.read_marker(Path(task.stage_dir), task.part)
-    if shardio.marker_matches(marker, fingerprint, task.config_hash) and task.output.exists() and task.ids.exists():
+    if (shardio.marker_matches(marker, fingerprint, task.config_hash) and task.output.exists() and task.ids.exists()
+            and shardio.damage(Path(task.stage_dir), marker) is None):
         return {**marker, "skipped": True}
 
     table = docshard.read_docs(Path(task.input), with_row=True)
