@@ -17,5 +17,6 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "decontaminate": ("stages.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
     "url_filter": ("stages.url_filter", "URLFilterConfig", "URLFilterStage"),
     "sample": ("stages.sample", "SampleConfig", "SampleStage"),
+    "pii": ("stages.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
 }

@@ -180,4 +180,80 @@ def test_breadth_config_end_to_end(ray_session, tmp_path):
     assert flagged >= 1
     lines = "\n".join(summary_lines(run_dir))
     assert "decontamination (decontaminate" in lines and "url filter (url_filter)" in lines
-    assert "sample (sample)" in lines
+    assert "sample (sample)" in lines and "pii (pii): replaced" in lines
+
+
+# ---------------------------------------------------------------------------------------- pii
+def _stdlib_texts() -> list[tuple[str, str]]:
+    """The standard library's top-level modules: real e-mail addresses (authors) and IPs."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in sorted(root.glob("*.py"))]
+
+
+def test_pii_matches_datatrove_and_counts_per_kind():
+    from datatrove.pipeline.formatters.pii import PIIFormatter
+
+    from stages.pii import PIIConfig, Redactor
+
+    texts = [t for _, t in _stdlib_texts()]
+    ours, theirs = Redactor(PIIConfig(credit_cards=False)), PIIFormatter()
+    emails = theirs.emails_replacer.regex
+    total = {"email": 0, "ip": 0}
+    for t in texts:
+        new, counts = ours.redact(t)
+        assert new == theirs.format(t)  # datatrove's formatter is the reference, replacements included
+        assert counts.get("email", 0) == len(emails.findall(t))
+        for k in total:
+            total[k] += counts.get(k, 0)
+    assert total["email"] > 0 and total["ip"] > 0
+    card, _ = Redactor(PIIConfig(patterns={"ticket": r"\bTICKET-\d+\b"})).redact(
+        "pay 4111 1111 1111 1111, not 4111 1111 1111 1112; see TICKET-42")
+    assert card == "pay <CREDIT_CARD>, not 4111 1111 1111 1112; see <TICKET>"
+
+
+def test_pii_then_a_delta_stage_catalog_and_resume(ray_session, tmp_path):
+    """pii writes a new text base; the next stage's delta shards point at it; reruns reuse both
+    and a changed pii config reruns both."""
+    from datatrove.pipeline.formatters.pii import PIIFormatter
+
+    from pipeline.catalog import connect
+    from pipeline.runner import run_pipeline
+    from pipeline.stats import summary_lines
+    from stages import docshard
+
+    corpus = tmp_path / "stdlib.jsonl"
+    corpus.write_text("".join(json.dumps({"id": n, "text": t, "source": "stdlib", "url": f"https://x.org/{n}"}) + "\n"
+                              for n, t in _stdlib_texts()))
+    stages = [{"kind": "pii"}, {"kind": "url_filter", "datatrove_lists": False, "block_domains": ["y.org"]}]
+    data = {"name": "p", "out": str(tmp_path / "run"), "inputs": [{"path": str(corpus)}], "ingest": {"shard_docs": 60},
+            "stages": stages}
+    first = run_pipeline(load_config(data=data), workers=2, quiet=True)
+    run = tmp_path / "run"
+    emails = PIIFormatter().emails_replacer.regex
+    fake = {"email@example.com", "firstname.lastname@example.org"}
+
+    def texts(view: str) -> dict[str, str]:
+        return dict(connect(run).execute(f"SELECT id, text FROM {view}").fetchall())
+
+    original, redacted = texts("ingest"), texts("docs")
+    assert set(original) == set(redacted)
+    assert any(emails.search(t) for t in original.values())
+    assert all(set(emails.findall(t)) <= fake for t in redacted.values())
+    con = connect(run, text=False)
+    n_chars = dict(con.execute("SELECT id, n_chars FROM docs").fetchall())
+    assert all(n_chars[i] == len(t) for i, t in redacted.items())
+    assert con.execute("SELECT sum(pii_replaced) FROM docs").fetchone()[0] > 0
+    for shard in sorted((run / "url_filter").glob("*.parquet")):
+        assert docshard.is_delta(shard) and docshard.base_ref(shard).path.parent.name == "pii"
+        pii_text = docshard.read_docs(run / "pii" / shard.name, ["text"]).column("text").to_pylist()
+        assert docshard.read_docs(shard, ["text"]).column("text").to_pylist() == pii_text
+    assert "pii (pii): replaced" in "\n".join(summary_lines(run))
+
+    again = run_pipeline(load_config(data=data), workers=2, quiet=True)
+    assert [r.skipped for r in again] == [r.shards for r in again] and texts("docs") == redacted
+    data["stages"] = [{"kind": "pii", "emails": False}] + stages[1:]
+    changed = run_pipeline(load_config(data=data), workers=2, quiet=True)
+    assert [r.skipped for r in changed[1:]] == [0, 0] and first[1].shards > 0
+    assert texts("docs") != redacted and any(emails.search(t) for t in texts("docs").values())
