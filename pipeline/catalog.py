@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -104,12 +105,13 @@ def shards_table(run_dir: Path) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def connect(run_dir: str | Path, text: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(run_dir: str | Path, text: bool = True, settings: dict | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only catalog of the run (views above); its file access is confined to `run_dir`.
 
     `text=False` leaves `text` out of the views of delta-shard stages: metadata queries (group
     counts, stats) then skip the join that fetches it (a group count over 2M documents: 0.11 s
-    instead of 0.5 s on 2 cores, bench/README.md)."""
+    instead of 0.5 s on 2 cores, bench/README.md). `settings` (e.g. memory_limit, threads) are set
+    before the configuration is locked, so the query cannot change them."""
     run_dir = Path(run_dir).resolve()
     names = read_stage_names(run_dir)
     extra = [p.parent.name for p in sorted(run_dir.glob("*/_done")) if p.parent.name not in names]
@@ -140,6 +142,8 @@ def connect(run_dir: str | Path, text: bool = True) -> duckdb.DuckDBPyConnection
     con.execute(f"SET temp_directory = {_q(str(spill))}")
     con.execute(f"SET allowed_directories = [{_q(readonly_fs.url(run_dir) + '/')}]")
     con.execute("SET enable_external_access = false")
+    for key, value in (settings or {}).items():
+        con.execute(f"SET {key} = {_q(str(value))}")
     con.execute("SET lock_configuration = true")
     return con
 
@@ -152,9 +156,12 @@ def columns(con: duckdb.DuckDBPyConnection, view: str = "docs") -> list[str]:
         return []
 
 
-def arrow_result(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `arrow` before)."""
+def arrow_result(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None = None) -> pa.Table:
+    """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `arrow` before), at most
+    `max_rows` rows (DuckDB stops producing past them)."""
     rel = con.sql(sql)
+    if max_rows is not None and rel is not None:
+        rel = rel.limit(max_rows)
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
 
@@ -217,13 +224,22 @@ def error_message(con: duckdb.DuckDBPyConnection, e: duckdb.Error) -> str:
     return first
 
 
-def query(run_dir: str | Path, sql: str) -> pa.Table:
-    """Run one read-only statement over the run's catalog; returns an Arrow table."""
+def query(run_dir: str | Path, sql: str, *, settings: dict | None = None, timeout_s: float | None = None,
+          max_rows: int | None = None) -> pa.Table:
+    """Run one read-only statement over the run's catalog; returns an Arrow table. Past
+    `timeout_s` the statement is interrupted (`curate serve` limits, with `settings` and `max_rows`)."""
     check_read_only(sql)
-    con = connect(run_dir)
+    con = connect(run_dir, settings=settings)
+    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     try:
-        return arrow_result(con, sql)
+        if timer:
+            timer.start()
+        return arrow_result(con, sql, max_rows)
     except duckdb.Error as e:
+        if timer and not timer.is_alive() and isinstance(e, duckdb.InterruptException):
+            raise QueryError(f"query cancelled: it ran past its time limit of {timeout_s:g} s") from None
         raise QueryError(error_message(con, e)) from None
     finally:
+        if timer:
+            timer.cancel()
         con.close()

@@ -8,9 +8,10 @@ import sys
 from pipeline import cmd_annotate, cmd_core, cmd_export, cmd_pack, cmd_plan
 from pipeline.errors import CurateError
 from pipeline.lock import RunLock
+from pipeline.serve import cmd as cmd_serve
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
-COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan, cmd_pack, cmd_export]
+COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_plan, cmd_pack, cmd_export, cmd_serve]
 
 
 def _training_cli():
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--server"] or any(a.startswith("--server=") for a in argv[:1]):  # against `curate serve`
+        from pipeline.serve.client import remote_main
+
+        return remote_main(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train" and args.run_dir.is_dir():  # training/ never imports pipeline/: lock here

@@ -1,0 +1,1 @@
+"""`curate serve`: runs, catalog and Ray jobs over authenticated HTTP (docs/serve.md)."""
