@@ -40,14 +40,14 @@ class ExtraSet:
     value: str
 
 
-def parse_extra(specs: Iterable[str], kind: str) -> list[ExtraSet]:
-    """`NAME=VALUE` strings of `--eval-where` / `--eval-jsonl`."""
+def parse_extra(specs: Iterable[str], kind: str, flag: str | None = None) -> list[ExtraSet]:
+    """`NAME=VALUE` strings of `--eval-where` / `--eval-jsonl` (or `flag`)."""
     out = []
     for spec in specs:
         name, sep, value = spec.partition("=")
         name = name.strip()
         if not sep or not value.strip() or not NAME_RE.match(name):
-            raise CurateError(f"--eval-{kind} {spec!r}: expected NAME=VALUE with a NAME of letters, digits, "
+            raise CurateError(f"{flag or '--eval-' + kind} {spec!r}: expected NAME=VALUE with a NAME of letters, digits, "
                               f"'_', '.', '-'")
         out.append(ExtraSet(name, kind, value.strip()))
     return out
