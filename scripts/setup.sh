@@ -24,3 +24,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --no-deps megatron-core || echo "setup: megatron-core unavailable; its test will skip"
   touch "$stamp"
 fi
+# Headless Chromium for the web page's browser test (tests/test_serve_browser.py skips without it):
+# installed only as root, where apt-get exists and chromium is missing.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+  echo "setup: installing chromium (apt-get)"
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null || echo "setup: chromium unavailable; the browser test will skip"
+fi

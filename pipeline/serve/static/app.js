@@ -1,8 +1,10 @@
 // The curate service's page: plain JS over the JSON API. The token lives in sessionStorage
-// (given in the login box, or once as #token=... in the URL, which is then cleared).
+// (given in the login box, or once as #token=... in the URL, which is then cleared). A link may
+// also name a run and a query: #run=NAME&sql=SELECT... opens the run and runs the query.
 "use strict";
 const $ = (id) => document.getElementById(id);
 let current = null;
+let link = {};
 
 function token() { return sessionStorage.getItem("curate-token") || ""; }
 
@@ -23,8 +25,11 @@ function showLogin(message) {
 }
 
 async function start() {
-  const m = location.hash.match(/token=([^&]+)/);
-  if (m) { sessionStorage.setItem("curate-token", decodeURIComponent(m[1])); history.replaceState(null, "", location.pathname); }
+  if (location.hash.length > 1) {
+    link = Object.fromEntries(new URLSearchParams(location.hash.slice(1)));
+    if (link.token) sessionStorage.setItem("curate-token", link.token);
+    history.replaceState(null, "", location.pathname);
+  }
   if (!token()) { showLogin(""); return; }
   const me = await (await api("/api/whoami")).json();
   $("who").textContent = me.name + " (" + me.scopes.join(", ") + ")";
@@ -35,7 +40,10 @@ async function start() {
     const li = document.createElement("li"); li.textContent = name; li.dataset.run = name;
     li.onclick = () => openRun(name); ul.appendChild(li);
   }
-  if (list.runs.length) openRun(list.runs[0]);
+  const first = list.runs.includes(link.run) ? link.run : list.runs[0];
+  if (!first) return;
+  await openRun(first);
+  if (link.sql) { $("sql").value = link.sql; await runQuery(); }
 }
 
 async function openRun(name) {
@@ -65,7 +73,7 @@ async function showFile(present, file, where, tag) {
 }
 
 async function runQuery(event) {
-  event.preventDefault();
+  if (event) event.preventDefault();
   $("sql-error").textContent = "";
   const table = $("sql-result"); table.tHead.textContent = ""; table.tBodies[0].textContent = "";
   try {
