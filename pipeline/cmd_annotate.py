@@ -10,6 +10,7 @@ import argparse
 import gzip
 import json
 import random
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,25 +55,31 @@ def read_texts(paths: list[str]) -> list[str]:
     return [t for t in texts if t and t.strip()]
 
 
-def _sample_sql(where: str, n: int, seed: int) -> str:
-    return f"SELECT text FROM docs {where} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})"
+def sample_texts(con, n: int, seed: int, where: str = "") -> list[str]:
+    """Up to `n` non-empty texts of `docs` that satisfy `where`, drawn after that filter.
+
+    DuckDB's `USING SAMPLE` samples the table before the WHERE, so it returned fewer than `n`
+    while more were eligible; and a REPEATABLE reservoir is repeatable only on one thread. The
+    draw is the order of a seeded hash of the id instead: the same for any thread count."""
+    cond = f"({where}) AND " if where else ""
+    return [r[0] for r in con.execute(
+        f"SELECT text FROM docs WHERE {cond}text IS NOT NULL AND text <> '' ORDER BY hash(id || ?), id LIMIT ?",
+        [f"seed{int(seed)}", int(n)]).fetchall()]
 
 
-def train_quality(run_dir: str, name: str, positive_files: list[str] | None = None, positive_sql: str | None = None,
-                  negatives: int | None = None, holdout: float = 0.1, seed: int = 0,
-                  params: FastTextParams | None = None, quantiles: list[float] | None = None,
-                  bucket_sample: int = 20000) -> dict:
-    """Train `RUN/models/quality_<name>.bin`: positives from files or SQL, negatives sampled from `docs`."""
-    from pipeline.catalog import connect
-    from scorers import quality
+def quality_examples(run_dir: str, positive_files: list[str] | None = None, positive_sql: str | None = None,
+                     negatives: int | None = None, seed: int = 0,
+                     bucket_sample: int = 20000) -> tuple[list[str], list[str], list[str]]:
+    """(positives, negatives, bucket sample) for `train_quality`: positives from files or SQL,
+    negatives drawn from the `docs` outside them, the bucket sample from all of `docs`."""
+    from pipeline.catalog import check_read_only, connect
 
     if bool(positive_files) == bool(positive_sql):
         raise CurateError("give the positives either as files (--positive-files) or as SQL (--positive-sql), not both")
-    if not name.replace("_", "").isalnum():
-        raise CurateError(f"--name {name!r}: letters, digits and '_' only (it names the score column)")
     con = connect(run_dir)
     if positive_sql:
         try:
+            check_read_only(positive_sql)
             rel = con.sql(positive_sql)
         except Exception as e:
             raise CurateError(f"--positive-sql failed: {e}") from None
@@ -80,26 +87,44 @@ def train_quality(run_dir: str, name: str, positive_files: list[str] | None = No
             raise CurateError(f"--positive-sql must return a `text` column; it returns {rel.columns}")
         key = "id" if "id" in rel.columns else "text"
         positives = [r[0] for r in con.execute(f"SELECT text FROM ({positive_sql})").fetchall() if r[0]]
-        exclude = f"WHERE {key} NOT IN (SELECT {key} FROM ({positive_sql}))"
+        exclude = f"{key} NOT IN (SELECT {key} FROM ({positive_sql}) WHERE {key} IS NOT NULL)"
     else:
         positives = read_texts(positive_files or [])
         con.register("_positives", pa.table({"text": positives}))
-        exclude = "WHERE text NOT IN (SELECT text FROM _positives)"
+        exclude = "text NOT IN (SELECT text FROM _positives)"
     if len(positives) < 4:
         raise CurateError(f"only {len(positives)} positive documents; need at least 4")
     if negatives is not None and negatives < 4:
         raise CurateError(f"--negatives {negatives}: need at least 4 (leave it out for as many as positives)")
-    n_neg = negatives if negatives is not None else len(positives)
-    negs = [r[0] for r in con.execute(_sample_sql(exclude, n_neg, seed)).fetchall()]
+    negs = sample_texts(con, negatives if negatives is not None else len(positives), seed, exclude)
     if len(negs) < 4:
         raise CurateError(f"only {len(negs)} negative documents in the corpus outside the positives; need at least 4")
-    bucket_texts = [r[0] for r in con.execute(_sample_sql("", bucket_sample, seed + 7)).fetchall()]
+    bucket_texts = sample_texts(con, bucket_sample, seed + 7)
+    con.close()
+    return positives, negs, bucket_texts
+
+
+def train_quality(run_dir: str, name: str, positive_files: list[str] | None = None, positive_sql: str | None = None,
+                  negatives: int | None = None, holdout: float = 0.1, seed: int = 0,
+                  params: FastTextParams | None = None, quantiles: list[float] | None = None,
+                  bucket_sample: int = 20000) -> dict:
+    """Train `RUN/models/quality_<name>.bin`: positives from files or SQL, negatives sampled from `docs`.
+    A flat model is saved with a `warnings` entry (the CLI prints it)."""
+    from scorers import quality
+
+    if not name.replace("_", "").isalnum():
+        raise CurateError(f"--name {name!r}: letters, digits and '_' only (it names the score column)")
+    positives, negs, bucket_texts = quality_examples(run_dir, positive_files, positive_sql, negatives, seed,
+                                                     bucket_sample)
     model_path = Path(run_dir) / "models" / f"quality_{name}.bin"
-    meta = quality.train_quality(
-        positives, negs, model_path, params=params, holdout=holdout, seed=seed, bucket_texts=bucket_texts,
-        quantiles=quantiles or DEFAULT_QUANTILES,
-        extra_meta={"name": name, "positives": positive_sql or [str(p) for p in positive_files or []],
-                    "n_positives": len(positives), "n_negatives": len(negs)})
+    try:
+        meta = quality.train_quality(
+            positives, negs, model_path, params=params, holdout=holdout, seed=seed, bucket_texts=bucket_texts,
+            quantiles=quantiles or DEFAULT_QUANTILES,
+            extra_meta={"name": name, "positives": positive_sql or [str(p) for p in positive_files or []],
+                        "n_positives": len(positives), "n_negatives": len(negs)})
+    except ValueError as e:
+        raise CurateError(f"train-quality: {e}") from None
     meta["model"] = str(model_path)
     return meta
 
@@ -229,6 +254,8 @@ def _cli_quality(a: argparse.Namespace) -> int:
           f"f1 {h['f1']:.3f} auc {h['auc']:.3f} ({h['n_pos']} pos, {h['n_neg']} neg)")
     print(f"bucket thresholds {[round(t, 4) for t in meta['bucket_thresholds']]} "
           f"(char quantiles {meta['bucket_quantiles']}); metrics in {Path(meta['model']).with_suffix('.json')}")
+    for w in meta.get("warnings", []):
+        print(f"curate train-quality: warning: {w}", file=sys.stderr)
     return 0
 
 

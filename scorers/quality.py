@@ -23,6 +23,9 @@ from scorers.ft import FastTextParams, split_holdout  # noqa: F401 (FastTextPara
 from scorers.buckets import DEFAULT_QUANTILES, assign_buckets, check_quantiles, weighted_thresholds
 
 POS, NEG = "pos", "neg"
+FLAT_SPREAD = 0.05
+"""A model whose middle 90% of corpus scores spans less than this is flat: every document sits
+near the class prior (0.5 for balanced classes), and the buckets cut noise."""
 
 
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -58,6 +61,37 @@ def binary_metrics(scores: Sequence[float], labels: Sequence[int], threshold: fl
             "n_pos": int(y.sum()), "n_neg": int((~y).sum())}
 
 
+def flat_warning(sample_scores: Sequence[float], thresholds: Sequence[float], heldout_auc: float) -> str | None:
+    """A sentence on what to change when the classifier barely moves its scores, else None."""
+    if not len(sample_scores):
+        return None
+    lo, hi = np.percentile(np.asarray(sample_scores, dtype=np.float64), [5, 95])
+    if hi - lo >= FLAT_SPREAD:
+        return None
+    return (f"the classifier is flat: 90% of the corpus sample scores between {lo:.3f} and {hi:.3f}, so its "
+            f"bucket thresholds {[round(float(t), 3) for t in thresholds]} sit together and the buckets mean "
+            f"little (held-out AUC {heldout_auc:.2f}). Train longer or faster (e.g. --epoch 25 --lr 0.5), "
+            f"give it more documents (more positives, more --negatives), or choose positives that differ "
+            f"more from the corpus.")
+
+
+NAN_TRIES = 10
+"""fastText 0.9.3 stops one-thread training with "Encountered NaN." at random on some inputs, even
+at a learning rate of 1e-9 (so not divergence), while every run that finishes gives the same
+model bit for bit: a NaN is retried, up to this many tries."""
+
+
+def _fit(train: list, model_dir: Path, seed: int, threads: int, params: FastTextParams):
+    for _ in range(NAN_TRIES):
+        try:
+            return ft.train_on_examples(train, model_dir, seed=seed, threads=threads, **asdict(params))
+        except RuntimeError as e:
+            if "NaN" not in str(e):
+                raise
+    raise ValueError(f"fastText training stopped with NaN on {NAN_TRIES} tries: lower the learning rate "
+                     f"(now {params.lr}) or change the seed")
+
+
 def meta_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -68,6 +102,7 @@ def train_quality(positives: Sequence[str], negatives: Sequence[str], model_path
                   quantiles: Sequence[float] = DEFAULT_QUANTILES, threads: int = 1,
                   extra_meta: dict | None = None) -> dict:
     """Train, evaluate on a held-out split, compute bucket thresholds, save model + metadata.
+    A flat model is saved too, with a `warnings` entry that says what to change.
 
     `bucket_texts`: a corpus sample for the length-weighted bucket thresholds (default: the
     negatives, which are a random corpus sample). Returns the metadata written next to the model.
@@ -83,18 +118,19 @@ def train_quality(positives: Sequence[str], negatives: Sequence[str], model_path
     train = pos_train + neg_train
     random.Random(seed).shuffle(train)
     model_path = Path(model_path)
-    model = ft.train_on_examples(train, model_path.parent, seed=seed, threads=threads, **asdict(params))
+    model = _fit(train, model_path.parent, seed, threads, params)
     held = pos_hold + neg_hold
     held_scores = ft.label_probability(model, [ft.one_line(t) for _, t in held], f"__label__{POS}")
     metrics = binary_metrics(held_scores, [lab == POS for lab, _ in held])
     sample = list(bucket_texts) if bucket_texts is not None else list(negatives)
     sample_scores = ft.label_probability(model, [ft.one_line(t) for t in sample], f"__label__{POS}")
     thresholds = weighted_thresholds(sample_scores, [len(t) for t in sample], quantiles)
+    flat = flat_warning(sample_scores, thresholds, metrics["auc"])
     meta = {
         "kind": "quality", "label": f"__label__{POS}", "params": asdict(params), "seed": seed,
         "n_train": {"pos": len(pos_train), "neg": len(neg_train)},
         "heldout": metrics, "bucket_quantiles": quantiles, "bucket_thresholds": thresholds,
-        "bucket_sample_docs": len(sample), **(extra_meta or {}),
+        "bucket_sample_docs": len(sample), "warnings": [flat] if flat else [], **(extra_meta or {}),
     }
     ft.save_model(model, model_path, meta)
     return meta
