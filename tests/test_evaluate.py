@@ -152,3 +152,45 @@ def test_trainer_hook_scores_the_live_model_like_curate_eval(models, tmp_path):
     assert model.training
     for g in ("code", "prose"):
         assert metrics[f"eval/{g}/bpb"] == pytest.approx(result["sets"][g]["bpb"], rel=1e-6)
+
+
+def hf_tokenizer_files(folder) -> None:
+    """What transformers needs beside tokenizer.model to load it as a Llama tokenizer."""
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
+
+
+def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    import shutil
+
+    import yaml
+
+    from training.lm_eval_tasks import OFFLINE, qa_task
+
+    _, _, trained, _, qa_path = models
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    folder = shutil.copytree(trained, tmp_path / "hf")
+    if not (folder / "tokenizer_config.json").exists():
+        hf_tokenizer_files(folder)
+    task = qa_task(qa_path, tmp_path / "tasks")
+    spec = yaml.safe_load(task.read_text())
+    assert spec["task"] == "curate_facts" and spec["dataset_path"] == "json"
+    assert spec["output_type"] == "multiple_choice" and spec["doc_to_text"] == "Question: {{question}}\nAnswer:"
+    items = read_qa(qa_path)
+    result = evaluate(folder, qa={"facts": items}, tasks=[str(task)], out_dir=tmp_path / "out")
+    ours, theirs = result["qa"]["facts"], result["lm_eval"]["curate_facts"]
+    assert 0 <= theirs["acc"] <= 1 and 0 <= theirs["acc_norm"] <= 1
+    # lm-eval tokenizes with transformers' reading of the same sentencepiece model and scores after
+    # BOS (add_bos_token): where both tokenize every prompt and choice alike, the log-likelihoods
+    # are the same, and so are the accuracies.
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(folder)
+    sp = load_scoring_model(folder).sp
+    strings = [f"Question: {it['question']}\nAnswer:" + s for it in items for s in ["", *(" " + c for c in it["choices"])]]
+    if all(hf(s, add_special_tokens=False)["input_ids"] == sp.encode(s) for s in strings):
+        assert theirs["acc"] == ours["acc"] and theirs["acc_norm"] == ours["acc_norm"]
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["lm_eval"]["curate_facts"]["acc"] == theirs["acc"]
