@@ -149,11 +149,11 @@ def test_cli_writes_plan_to_out(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "plans" / "p.json"
-    args = parser.parse_args(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "2e5",
+    args = parser.parse_args(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "2.048e5",
                               "--seq-len", "512", "--batch-size", "2", "--lr-start", "1e-4", "--out", str(out)])
     assert args.func(args) == 0
     p = json.loads(out.read_text())
-    assert p["total_tokens"] == 200_000 and p["tokens_per_step"] == 1024 and p["schedule"]["lr_start"] == 1e-4
+    assert p["total_tokens"] == 204_800 and p["tokens_per_step"] == 1024 and p["schedule"]["lr_start"] == 1e-4
     assert out.with_suffix(".png").exists()
     assert "whole plan" in capsys.readouterr().out
 

@@ -200,7 +200,7 @@ def test_vocab_mismatch_fails_clearly(setup, tmp_path):
 
 def test_malformed_plans_are_refused_before_training(setup, tmp_path):
     """read_plan validates the whole plan: a clear ValueError naming the problem, never a KeyError mid-run."""
-    from training.loop import read_plan
+    from training.plan import read_plan
 
     d, plan = setup
 

@@ -66,6 +66,8 @@ def test_tensorboard_gets_every_metric_under_the_same_name(run, tmp_path):
                  "data/realised/phase1/web"):
         assert name in scalars
     assert sorted(scalars["train/loss"]) == [1, 2, 3, 4]
+    train(run / "run", run / "base", config=_cfg(max_steps=1, tensorboard=False), out_dir=tmp_path / "off", quiet=True)
+    assert (tmp_path / "off" / "metrics.jsonl").exists() and not (tmp_path / "off" / "tensorboard").exists()
 
 
 def test_tensorboard_after_resume_holds_each_step_once(run, tmp_path):

@@ -176,7 +176,8 @@ def build(run_dir: Path, base: Path, plan: TrainPlan, cfg: TrainConfig, out: Pat
         sampler.check_epochs()
     state.sampler = sampler.state_dict()
     forward = torch.compile(wrapped) if cfg.compile else wrapped
-    log = MetricsLog(out / "metrics.jsonl", enabled=d.is_main, resume_step=state.step if ckpt else None)
+    log = MetricsLog(out / "metrics.jsonl", enabled=d.is_main, resume_step=state.step if ckpt else None,
+                     tensorboard=cfg.tensorboard)
     t = Trainer(cfg, d, plan, sampler, geo, model, wrapped, forward, optimizer, schedule, run_dir, out, log, quiet)
     if ckpt is not None:
         t.say(f"resuming from {ckpt} at step {state.step} ({state.tokens:,} tokens)")

@@ -62,6 +62,8 @@ class TrainConfig:
     """Stop after this many steps (default: the plan's total tokens / batch_tokens)."""
     plots: bool = True
     """Write loss and LR plots (PNG) into the output folder at the end."""
+    tensorboard: bool = True
+    """Also write the metrics as TensorBoard event files (`OUT/tensorboard/`)."""
     max_shard_bytes: int = 5 << 30
     """Largest safetensors shard in saved model folders."""
 

@@ -26,7 +26,7 @@ from training.data import needs_mask
 from training.metrics import Progress, Timer, peak_tflops
 from training.model import causal_lm_loss
 from training.optim import lr_at_tokens, set_lr
-from training.plan import load_plan, read_plan  # noqa: F401  (read_plan: kept importable from here)
+from training.plan import load_plan
 
 
 def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: TrainConfig | None = None,
@@ -141,7 +141,10 @@ def evaluate_and_checkpoint(t: Trainer, state: TrainState, timer: Timer) -> None
         torch.cuda.synchronize()
     t_side = time.perf_counter()
     if do_eval:
-        state.eval = evaluate(t)
+        from training.evaluate import RunEval
+
+        # Bits per byte on the run's evaluation sets (RUN/eval/, from `curate pack`), as `curate eval`.
+        state.eval = {**evaluate(t), **RunEval(t.run_dir)(t.model)}
         t.log.log(step, {**state.eval, "train/tokens": state.tokens, "time/eval(s)": time.perf_counter() - t_side})
     if do_ckpt:
         t_ckpt = time.perf_counter()
