@@ -12,6 +12,7 @@ FROM docs GROUP BY ALL ORDER BY characters DESC
 from __future__ import annotations
 
 from pipeline.catalog import columns
+from pipeline.texttable import aligned
 
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,12 @@ def annotate_summary(con: Any, max_rows: int = 12) -> list[str]:
     for c in present:
         lines += _share_lines(con, c, total_chars, c)
     rows = joint_counts(con)
-    lines.append(f"  joint counts ({', '.join(ANNOTATIONS)}), top {min(max_rows, len(rows))} of {len(rows)} cells:")
-    for d, b, lang, n, chars in rows[:max_rows]:
-        lines.append(f"    {str(d):<15} bucket {str(b):<5} {str(lang):<5} {n:>9,} docs {chars or 0:>14,} chars")
-    return lines
+    lines.append(f"  joint counts ({', '.join(present)}), top {min(max_rows, len(rows))} of {len(rows)} cells:")
+    # Only the columns some stage produced: a run without a quality stage has no bucket to show.
+    shown = [ANNOTATIONS.index(c) for c in present]
+    cells = [[f"bucket {r[i]}" if ANNOTATIONS[i] == "quality_bucket" else r[i] for i in shown]
+             + [f"{r[3]:,}", "docs", f"{r[4] or 0:,}", "chars"] for r in rows[:max_rows]]
+    return lines + aligned(cells, right={len(shown), len(shown) + 2}, indent="    ")
 
 
 def score_columns(con: Any) -> list[str]:

@@ -1,0 +1,74 @@
+"""`curate stats` tables line up whatever their cells hold, show only the annotations a run has,
+and `curate query` on a view that does not exist names the views that do."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cmd_core import stats_text
+from pipeline.config import load_config
+from pipeline.runner import run_pipeline
+
+LONG_STAGE = "heuristics_for_english_prose_only"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, system_corpus, ray_session):
+    """Heuristics (datatrove's reasons are long: `gopher_quality:gopher_below_alpha_threshold`)
+    under a long stage name, then rule-based domains: annotations, but no quality stage."""
+    out = tmp_path_factory.mktemp("stats") / "run"
+    run_pipeline(load_config(data={
+        "name": "st", "out": str(out), "inputs": [{"path": str(system_corpus)}], "ingest": {"max_chars": 50_000},
+        "stages": [{"kind": "heuristics", "name": LONG_STAGE, "filters": [{"filter": "gopher_quality"}],
+                    "exempt_sources": ["python-stdlib"]},  # so documents remain whatever the rules drop
+                   {"kind": "domain", "mode": "rules", "default": "web"}]}), quiet=True)
+    return out
+
+
+def _section(text: str, title: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    body = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        body.append(line)
+    return body
+
+
+def _number_ends(line: str) -> list[int]:
+    return [m.end() for m in re.finditer(r"\d[\d,.]*s?(?=\s|$)", line)]
+
+
+@pytest.mark.parametrize("title", ["stages:", "per source:", "dropped (rejected) per reason:", "quarantined per reason:"])
+def test_columns_line_up_with_long_names(run_dir, title):
+    text = stats_text(str(run_dir))
+    rows = _section(text, title)
+    assert rows, text
+    if title == "dropped (rejected) per reason:":
+        assert any(LONG_STAGE in r and len(r.split()[1]) > 32 for r in rows), rows  # the long names are there
+    # Every number ends in the same column on every row of the table, and cells never touch.
+    assert len({tuple(_number_ends(r)) for r in rows}) == 1, "\n".join(rows)
+    assert all("  " in r.strip() for r in rows)
+
+
+def test_no_bucket_without_a_quality_stage(run_dir):
+    text = stats_text(str(run_dir))
+    cells = _section(text, "annotations (share of characters):")
+    assert any(line.strip().startswith("domain") for line in cells)
+    joint = [line for line in cells if line.startswith("    ")]
+    assert joint and "bucket" not in text and "None" not in "\n".join(joint)
+    assert "joint counts (domain)" in text
+
+
+def test_query_on_an_unknown_view_lists_the_views(run_dir):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(run_dir), "SELECT * FROM doc"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    listed = r.stderr.split("views:")[-1]
+    for view in ("docs", "ingest", LONG_STAGE, "domain", "rejected", "quarantine", "shards"):
+        assert view in listed, r.stderr
