@@ -6,6 +6,10 @@ Sources, each record tagged with it: `python-stdlib` (standard library sources),
 (/usr/share/doc/*/copyright), `license` (/usr/share/common-licenses) and `man` (troff sources of
 English man pages). Sources are interleaved round-robin in sorted order, so a size cap keeps a
 mix of all of them and the same machine always gives the same corpus.
+
+`build_python_corpus` is the corpus the tests use: only text that comes with the Python
+interpreter (a fixed list of standard library modules, its LICENSE.txt and `pydoc_data.topics`),
+so it is the same on every machine with the same Python, whatever else is installed there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 import sysconfig
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,14 +62,14 @@ def _chunks(text: str) -> Iterator[str]:
         yield "\n\n".join(piece)
 
 
-def _files(source: str, paths: list[str]) -> Iterator[dict]:
+def _files(source: str, paths: list[str], dated: bool = True) -> Iterator[dict]:
     for path in paths:
         text = _read(path)
         if not text or not text.strip():
             continue
         for k, chunk in enumerate(_chunks(text)):
             url = f"file://{path}" + (f"#{k}" if k else "")
-            yield {"text": chunk, "source": source, "url": url, "date": _mtime(path)}
+            yield {"text": chunk, "source": source, "url": url, "date": _mtime(path) if dated else None}
 
 
 def _pydoc() -> Iterator[dict]:
@@ -77,6 +82,59 @@ def _pydoc() -> Iterator[dict]:
 def _stdlib_files() -> list[str]:
     root = sysconfig.get_paths()["stdlib"]
     return sorted(p for p in glob.glob(f"{root}/**/*.py", recursive=True) if "site-packages" not in p)
+
+
+# Modules of every CPython 3.10+ install, Debian's included (none from its optional python3-tk,
+# -distutils, -lib2to3, idle or test suite packages, which add files under the same folder): a
+# glob over that folder would make the corpus depend on which of those are installed. Short ones
+# (struct, keyword, signal) next to long ones give documents on both sides of a packing row.
+PYTHON_MODULES = (
+    "abc", "argparse", "ast", "base64", "bisect", "calendar", "codecs", "collections", "colorsys",
+    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "dis",
+    "email/message", "enum", "fnmatch", "fractions", "functools", "getopt", "gettext", "glob", "gzip",
+    "hashlib", "heapq", "hmac", "html", "http/client", "inspect", "ipaddress", "json", "keyword",
+    "linecache", "locale", "logging", "mimetypes", "numbers", "operator", "optparse", "os", "pathlib",
+    "pickle", "platform", "pprint", "queue", "random", "reprlib", "secrets", "selectors", "shlex",
+    "shutil", "signal", "socket", "statistics", "string", "struct", "subprocess", "tarfile", "tempfile",
+    "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "types", "typing",
+    "urllib/parse", "uuid", "warnings", "weakref", "zipfile",
+)
+
+
+def _python_module_files() -> list[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for name in sorted(PYTHON_MODULES):
+        # A module may be a package in another Python version (zipfile is one from 3.12).
+        for path in (root / f"{name}.py", root / name / "__init__.py"):
+            if path.is_file():
+                found.append(str(path))
+                break
+    return found
+
+
+def _licence_sections() -> Iterator[dict]:
+    """Python's LICENSE.txt, one document per underlined section: its history and each licence
+    agreement. Whole, the agreements' shared clauses make it one repetitive document that
+    repetition filters drop, leaving no legal text at all."""
+    path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    text = _read(str(path)) if path.is_file() else None
+    if not text:
+        return
+    starts = [m.start() for m in re.finditer(r"^[^\n]+\n[-=]{5,}$", text, re.MULTILINE)]
+    bounds = sorted({0, *starts}) + [len(text)]
+    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        if text[a:b].strip():
+            yield {"text": text[a:b].strip() + "\n", "source": "license", "url": f"file://{path}#{k}", "date": None}
+
+
+def python_sources() -> dict[str, Iterator[dict]]:
+    """Text that comes with the Python interpreter alone (no file dates: those vary by install)."""
+    return {
+        "python-stdlib": _files("python-stdlib", _python_module_files(), dated=False),
+        "pydoc": _pydoc(),
+        "license": _licence_sections(),
+    }
 
 
 def sources() -> dict[str, Iterator[dict]]:
@@ -92,6 +150,15 @@ def sources() -> dict[str, Iterator[dict]]:
 
 def build_system_corpus(out: str | Path, max_mb: float = 16.0) -> dict[str, int]:
     """Write the corpus to `out` (JSONL); returns documents per source."""
+    return _write(out, sources(), max_mb)
+
+
+def build_python_corpus(out: str | Path, max_mb: float = 16.0) -> dict[str, int]:
+    """Write the Python-only corpus (`python_sources`) to `out` (JSONL); returns documents per source."""
+    return _write(out, python_sources(), max_mb)
+
+
+def _write(out: str | Path, by_source: dict[str, Iterator[dict]], max_mb: float) -> dict[str, int]:
     if max_mb <= 0:
         raise CurateError(f"--max-mb must be positive, got {max_mb}")
     out = Path(out)
@@ -101,7 +168,7 @@ def build_system_corpus(out: str | Path, max_mb: float = 16.0) -> dict[str, int]
     written = 0
     tmp = out.with_name(f".tmp-{out.name}")
     with open(tmp, "w", encoding="utf-8") as f:
-        streams = list(sources().values())
+        streams = list(by_source.values())
         for rec in (r for group in itertools.zip_longest(*streams) for r in group if r is not None):
             line = json.dumps(rec, ensure_ascii=False) + "\n"
             size = len(line.encode("utf-8"))

@@ -1,4 +1,8 @@
-"""Shared fixtures: one local Ray per test session, one real-text corpus per session."""
+"""Shared fixtures: one local Ray per test session, one real-text corpus per session.
+
+Session and module fixtures are shared by many tests: a test that would change what one made
+works on a copy of it (as test_pack_run.py's `own_copy`), so no test depends on which others ran
+before it, nor on whether they passed."""
 
 from __future__ import annotations
 
@@ -22,9 +26,11 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def system_corpus(tmp_path_factory) -> Path:
-    """A ~3 MB raw JSONL corpus of real text found on this machine."""
-    from pipeline.corpus import build_system_corpus
+    """A ~3 MB raw JSONL corpus of real text that comes with Python (stdlib modules, its licence,
+    pydoc topics): the same whatever else is installed, unlike `curate corpus system`, which also
+    reads the machine's /usr/share/doc and man pages."""
+    from pipeline.corpus import build_python_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "system.jsonl"
-    build_system_corpus(out, max_mb=3.0)
+    build_python_corpus(out, max_mb=3.0)
     return out

@@ -129,7 +129,29 @@ def test_best_fit_keeps_short_documents_whole():
     # A long document: full rows of exactly `capacity`, then one remainder.
     assert np.all(pieces[lengths > 257] == 2)
     assert p.truncated_docs == int((lengths > 257).sum())
-    assert p.truncated_docs < concat_placement(lengths, 257, seed=0).truncated_docs
+
+
+@pytest.mark.parametrize("low,high", [(1, 100), (1, 800), (258, 2000), (200, 258)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_best_fit_never_truncates_more_than_concat(low, high, seed):
+    """Concat cuts every document longer than a row (as best-fit does) and also any that straddles
+    a row boundary, so best-fit never cuts more. They tie when no short document straddles one,
+    e.g. when every document is longer than a row: a corpus can give equal counts."""
+    lengths = np.random.default_rng(seed).integers(low, high, size=400)
+    best = best_fit_placement(lengths, 257, seed).truncated_docs
+    concat = concat_placement(lengths, 257, seed).truncated_docs
+    assert best == int((lengths > 257).sum()) <= concat
+    if low > 257:
+        assert best == concat == len(lengths)
+
+
+def test_best_fit_truncates_fewer_when_short_documents_straddle_rows():
+    """Documents of 2/3 of a row, all alike, so the shuffle cannot matter: concat puts every third
+    across a row boundary, best-fit keeps all of them whole."""
+    lengths = np.full(30, 2 * 86)
+    for seed in range(3):
+        assert best_fit_placement(lengths, 3 * 86, seed).truncated_docs == 0
+        assert concat_placement(lengths, 3 * 86, seed).truncated_docs == len(lengths) // 3
 
 
 def test_write_rows_segments_and_padding(tmp_path):
