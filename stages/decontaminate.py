@@ -4,13 +4,14 @@ Both sides are normalised the same way (`word_ngrams`): NFKC, lower case, words 
 Unicode letters and digits, then every window of `n` consecutive words (13 by default, as in
 GPT-3's and lm-eval-harness's decontamination) hashed to a 64-bit integer. An evaluation item is
 one record of a set; every string in it (question, answer, choices, ...) gives its own n-grams,
-so n-grams never straddle two fields. A text of fewer than `n` words has no n-gram: such items
-cannot be found, and are counted as `items_without_ngrams` in the report.
+so n-grams never straddle two fields. A text of fewer than `n` words has no n-gram: an item made
+only of such texts cannot be found (`EvalIndex.items_without_ngrams` counts them per set).
 
 The eval-side index (`EvalIndex`) is built once per worker in `setup()` from the set files: one
 sorted uint64 array of n-gram hashes and, beside it, the int32 number of the item each comes
-from: 12 bytes per (n-gram, item) pair, i.e. 12 MB per million eval n-grams. Document n-grams
-are looked up with one `searchsorted` per batch.
+from (12 bytes per (n-gram, item) pair), plus a bitmap over the hashes' top bits (2-4 bytes per
+n-gram): 14-16 MB per million eval n-grams. Document n-grams are tested against the bitmap, and
+the few that pass are looked up with `searchsorted`.
 
 Per match the stage counts `decontaminate_matches[json [set, item, doc id]] = matching n-grams`,
 summed into the stage's stats.json (`curate stats` prints it per set).
@@ -44,24 +45,49 @@ def _odd_multipliers(n: int) -> np.ndarray:
     return rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
-# Bytes that belong to a word: ASCII letters and digits, and every byte of a non-ASCII character
-# (texts with any are first reduced to letters, digits and spaces by a Unicode regex).
-_WORD_BYTE = np.zeros(256, bool)
-_WORD_BYTE[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]] = True
-_WORD_BYTE[0x80:] = True
+_ALNUM: np.ndarray | None = None
+
+
+def _alnum() -> np.ndarray:
+    """Per code point: is it a letter or a digit (`str.isalnum`)? Built once per process (0.3 s)."""
+    global _ALNUM
+    if _ALNUM is None:
+        _ALNUM = np.fromiter((chr(c).isalnum() for c in range(0x110000)), bool, count=0x110000)
+    return _ALNUM
+
+
+def _word_bytes(b: np.ndarray) -> np.ndarray:
+    """Per UTF-8 byte: does it belong to a letter or digit? ASCII by comparisons; each other
+    character's code point is decoded from its lead byte and looked up, and its continuation
+    bytes take the same answer (the work is proportional to the non-ASCII bytes)."""
+    folded = b | 0x20
+    isword = ((b >= 0x30) & (b <= 0x39)) | ((folded >= 0x61) & (folded <= 0x7A))
+    high = np.flatnonzero(b >= 0x80)
+    if len(high):
+        p = np.r_[b, np.zeros(3, np.uint8)]
+        is_lead = p[high] >= 0xC0
+        li = high[is_lead]
+        lead, c1, c2, c3 = (p[li + k].astype(np.uint32) & m for k, m in enumerate((0xFF, 0x3F, 0x3F, 0x3F)))
+        cp = np.where(lead < 0xE0, ((lead & 0x1F) << 6) | c1,
+                      np.where(lead < 0xF0, ((lead & 0x0F) << 12) | (c1 << 6) | c2,
+                               ((lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3))
+        char_is_word = _alnum()[np.minimum(cp, 0x10FFFF)]
+        isword[high] = char_is_word[np.maximum(np.cumsum(is_lead) - 1, 0)] if len(li) else False
+    return isword
 
 
 def _words(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """(words, text index of each word) of lower-cased `arr`. Word boundaries are found on the
-    UTF-8 bytes with a lookup table (a Unicode regex over every text ran at a third of the
-    speed); the words are then cut out of the same buffer as one string array."""
+    """(words, text index of each word) of lower-cased `arr`: runs of letters and digits. Word
+    boundaries are found on the UTF-8 bytes with lookup tables (a Unicode regex over every text
+    ran at a third of the speed); the words are then cut out of the same buffer as one string
+    array."""
     arr = pc.utf8_lower(arr).cast(pa.large_string())
     _, offsets_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(offsets_buf, np.int64)[arr.offset:arr.offset + len(arr) + 1]
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     lo, hi = int(offsets[0]), int(offsets[-1])
     isword = np.zeros(hi - lo + 1, bool)  # one non-word byte past the end closes the last word
-    isword[:-1] = _WORD_BYTE[data[lo:hi]]
+    isword[:-1] = _word_bytes(data[lo:hi])
     text_start = np.zeros(len(isword), bool)
     text_start[offsets[:-1] - lo] = True
     prev = np.r_[False, isword[:-1]] & ~text_start
@@ -91,13 +117,15 @@ def word_ngrams(texts: pa.Array | list[str], n: int) -> tuple[np.ndarray, np.nda
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.fill_null("")
-    # NFKC folds ligatures, full-width forms and the like, and the regex keeps Unicode letters and
-    # digits only; ASCII texts (most of a corpus) need neither, so only the others pay for them.
+    # NFKC folds ligatures, full-width forms and the like; ASCII texts (most of a corpus) are
+    # already in that form, so only the others pay for it.
     non_ascii = pc.invert(pc.string_is_ascii(arr))
     if pc.any(non_ascii).as_py():
-        other = pc.utf8_normalize(arr.filter(non_ascii), "NFKC")
-        other = pc.replace_substring_regex(other, r"[^\p{L}\p{N}]+", " ")
-        arr = pc.replace_with_mask(arr, non_ascii, other)
+        import unicodedata
+
+        other = [t if unicodedata.is_normalized("NFKC", t) else unicodedata.normalize("NFKC", t)
+                 for t in arr.filter(non_ascii).to_pylist()]
+        arr = pc.replace_with_mask(arr, non_ascii, pa.array(other, arr.type))
     words, owner = _words(arr)
     if len(words) < n:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
@@ -224,43 +252,50 @@ class EvalIndex:
         keep = np.r_[True, (h[1:] != h[:-1]) | (o[1:] != o[:-1])] if len(h) else np.empty(0, bool)
         self.hashes, self.items = h[keep], o[keep]
         self.item_set = np.asarray(item_set, np.int16)
+        # A bitmap over the hashes' top bits, ~16 bits per eval n-gram (2 bytes): nearly every
+        # document n-gram misses it, so only the few that hit are searched in the sorted array.
+        bits = int(min(32, max(16, np.ceil(np.log2(max(len(self.hashes), 1) * 16)))))
+        self.shift = np.uint64(64 - bits)
+        self.bitmap = np.zeros(1 << (bits - 3), np.uint8)
+        top = self.hashes >> self.shift
+        np.bitwise_or.at(self.bitmap, top >> np.uint64(3), (np.uint8(1) << (top & np.uint64(7)).astype(np.uint8)))
 
     @property
     def nbytes(self) -> int:
-        return self.hashes.nbytes + self.items.nbytes
+        return self.hashes.nbytes + self.items.nbytes + self.bitmap.nbytes
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query positions, items) for every (query n-gram, eval item) pair that matches.
-
-        The queries are sorted and the index searched into them: a batch has far more n-grams
-        than hits, and sorted needles keep the binary searches in cache (3x faster than
-        searching each query in the index)."""
+        """(query positions, items) for every (query n-gram, eval item) pair that matches."""
         if not len(self.hashes) or not len(hashes):
             return np.empty(0, np.int64), np.empty(0, np.int32)
-        order = np.argsort(hashes)
-        sq = hashes[order]
-        lo = np.searchsorted(sq, self.hashes, side="left")
-        reps = np.searchsorted(sq, self.hashes, side="right") - lo
+        top = hashes >> self.shift
+        maybe = (self.bitmap[top >> np.uint64(3)] >> (top & np.uint64(7)).astype(np.uint8)) & 1
+        q = np.flatnonzero(maybe)
+        lo = np.searchsorted(self.hashes, hashes[q], side="left")
+        reps = np.searchsorted(self.hashes, hashes[q], side="right") - lo
         hit = np.flatnonzero(reps)
         if not len(hit):
             return np.empty(0, np.int64), np.empty(0, np.int32)
-        lo, reps = lo[hit], reps[hit]
+        q, lo, reps = q[hit], lo[hit], reps[hit]
         total = int(reps.sum())
         first = np.repeat(lo - np.r_[0, np.cumsum(reps)[:-1]], reps)
-        return order[first + np.arange(total)], np.repeat(self.items[hit], reps)
+        return np.repeat(q, reps), self.items[first + np.arange(total)]
 
 
 def _distinct_counts(a: np.ndarray, b: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows (a, b) and how many distinct `h` each pair has."""
     if not len(a):
         return np.empty((0, 2), np.int64), np.empty(0, np.int64)
-    order = np.lexsort((h, b, a))
-    a, b, h = a[order], b[order], h[order]
-    new = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (h[1:] != h[:-1])]
-    a, b = a[new], b[new]
-    pair_start = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
-    counts = np.diff(np.r_[pair_start, len(a)])
-    return np.stack([a[pair_start], b[pair_start]], axis=1), counts
+    key = a * (int(b.max()) + 1) + b  # one sort key for the pair: a two-key sort, not three
+    order = np.lexsort((h, key))
+    key, h = key[order], h[order]
+    new = np.r_[True, (key[1:] != key[:-1]) | (h[1:] != h[:-1])]
+    key = key[new]
+    pair_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    counts = np.diff(np.r_[pair_start, len(key)])
+    pairs = key[pair_start]
+    width = int(b.max()) + 1
+    return np.stack([pairs // width, pairs % width], axis=1), counts
 
 
 # ------------------------------------------------------------------------------------ the stage

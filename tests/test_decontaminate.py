@@ -94,6 +94,21 @@ def test_ngrams_match_the_reference():
     assert a.tolist() == b.tolist() and len(a) == 3
 
 
+def test_non_ascii_words_match_the_reference():
+    """Every character HTML5 names (letters, digits, symbols, punctuation, astral code points)."""
+    from html.entities import html5
+
+    from stages.decontaminate import _words
+
+    pairs = sorted(html5.items())
+    texts = [" ".join(f"x{v}{k}{v}y" for k, v in pairs[i:i + 40]) for i in range(0, len(pairs), 40)]
+    norm = [unicodedata.normalize("NFKC", t).lower() for t in texts]  # Arrow and Python lower İ apart
+    words, owner = _words(pa.array(norm))
+    expected = [re.findall(r"[^\W_]+", t) for t in norm]
+    assert words.to_pylist() == [w for ws in expected for w in ws]
+    assert owner.tolist() == [i for i, ws in enumerate(expected) for _ in ws]
+
+
 def test_drop_mode_finds_exactly_the_reference_documents(eval_dir):
     expected = _expected(eval_dir)
     assert expected["qa"] and not expected["clean"]
