@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -122,14 +123,22 @@ def test_qa_sets_are_checked(tmp_path):
         read_qa(bad)
 
 
-def test_trainer_hook_scores_the_live_model_like_curate_eval(models, tmp_path):
-    d, sp, trained, _, qa_path = models
+@pytest.fixture(scope="module")
+def packed_run(models, tmp_path_factory):
+    """A run of prose and code packed with the models' tokenizer, a slice of each group held out."""
+    _, sp, _, _, _ = models
     docs = [{"text": t, "source": "pydoc"} for t in topic_texts()[-40:]] + \
         [{"text": t, "source": "python-stdlib"} for t in code_texts(40)]
-    run = make_run(tmp_path / "run", docs, n_parts=2)
+    run = make_run(tmp_path_factory.mktemp("evalrun") / "run", docs, n_parts=2)
     write_plan(run, [{"name": "code", "where": "domain = 'code'"}, {"name": "prose", "where": "domain <> 'code'"}],
                seq_len=128)
     pack(run, tokenizer=str(sp), executor=LocalExecutor(), echo=lambda s: None, eval_fraction=0.3, eval_max_docs=6)
+    return run
+
+
+def test_curate_eval_on_a_packed_run_and_the_live_model_hook_agree(models, packed_run, tmp_path):
+    _, _, trained, _, qa_path = models
+    run = packed_run
     out = tmp_path / "out"
     assert cli_main(["eval", str(trained), "--run", str(run), "--qa", str(qa_path), "--out", str(out),
                      "--block", "256", "--stride", "128", "--batch-tokens", "2048"]) == 0
@@ -154,6 +163,31 @@ def test_trainer_hook_scores_the_live_model_like_curate_eval(models, tmp_path):
         assert metrics[f"eval/{g}/bpb"] == pytest.approx(result["sets"][g]["bpb"], rel=1e-6)
 
 
+def test_trainer_logs_eval_bpb_per_set(models, packed_run, tmp_path):
+    from pipeline.cmd_plan import plan
+    from training.config import TrainConfig
+    from training.hf_io import load_model
+    from training.loop import train
+    from training.metrics import read_metrics
+
+    _, _, trained, _, _ = models
+    run = shutil.copytree(packed_run, tmp_path / "run")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: t\nkind: natural\ndescription: test\n"
+                      "schedule: {kind: cosine, lr_start: 1.0e-3, lr_end_ratio: 0.1, warmup_fraction: 0.1}\n"
+                      "max_epochs: 4.0\ngroups:\n"
+                      "  - {name: code, where: \"domain = 'code'\"}\n  - {name: prose, where: \"domain <> 'code'\"}\n")
+    plan(run, str(recipe), tokens=128 * 4 * 4, seq_len=128, batch_size=4, plot=False, echo=None)
+    cfg = TrainConfig(batch_tokens=128 * 4, micro_batch_rows=4, eval_every=2, checkpoint_every=0, log_every=1,
+                      plots=False, holdout_rows=1)
+    res = train(run, trained, config=cfg, out_dir=tmp_path / "out", quiet=True)
+    rows = [r for r in read_metrics(tmp_path / "out" / "metrics.jsonl") if "eval/code/bpb" in r]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["eval/prose/bpb"] > 0 for r in rows)
+    # The last figures are those of the exported model, scored as `curate eval` scores it.
+    final = RunEval(run)(load_model(tmp_path / "out" / "model"))
+    assert res["eval/code/bpb"] == pytest.approx(final["eval/code/bpb"], rel=1e-5)
+
+
 def hf_tokenizer_files(folder) -> None:
     """What transformers needs beside tokenizer.model to load it as a Llama tokenizer."""
     (folder / "tokenizer_config.json").write_text(json.dumps({
@@ -163,8 +197,6 @@ def hf_tokenizer_files(folder) -> None:
 
 def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
-    import shutil
-
     import yaml
 
     from training.lm_eval_tasks import OFFLINE, qa_task
