@@ -134,7 +134,11 @@ def connect(run_dir: str | Path, text: bool = True, settings: dict | None = None
             con.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){stage} FROM {src}")
         else:
             con.execute(f"CREATE VIEW {view} AS {_empty_view(schema)}")
-    con.register("_shards", shards_table(run_dir))
+    # A table, not a registered Arrow object: cursors of this connection (`curate serve` runs each
+    # query on one) see the database's tables, but not another connection's registrations.
+    con.register("_shards_arrow", shards_table(run_dir))
+    con.execute("CREATE TABLE _shards AS SELECT * FROM _shards_arrow")
+    con.unregister("_shards_arrow")
     con.execute("CREATE VIEW shards AS SELECT * FROM _shards")
     # DuckDB may write only where it spills: a path of its own that it creates when it needs it
     # and removes on close (and which the local filesystem's access check always allows).
@@ -225,11 +229,13 @@ def error_message(con: duckdb.DuckDBPyConnection, e: duckdb.Error) -> str:
 
 
 def query(run_dir: str | Path, sql: str, *, settings: dict | None = None, timeout_s: float | None = None,
-          max_rows: int | None = None) -> pa.Table:
+          max_rows: int | None = None, catalog: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Run one read-only statement over the run's catalog; returns an Arrow table. Past
-    `timeout_s` the statement is interrupted (`curate serve` limits, with `settings` and `max_rows`)."""
+    `timeout_s` the statement is interrupted (`curate serve` limits, with `settings` and `max_rows`).
+    `catalog`: a connection from `connect(run_dir)` kept open by the caller; the statement runs on
+    a cursor of it (a connection of its own, sharing the views), so one catalog serves many threads."""
     check_read_only(sql)
-    con = connect(run_dir, settings=settings)
+    con = catalog.cursor() if catalog is not None else connect(run_dir, settings=settings)
     timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     try:
         if timer:

@@ -103,6 +103,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     audit = Audit(cfg.audit_log or root / ".curate-serve" / "audit.jsonl")
     jobs = Jobs(cfg.ray_address, root, cfg.data_dirs, cfg.ray_token) if cfg.ray_address else None
     pool = ThreadPoolExecutor(cfg.query_workers, thread_name_prefix="curate-query")
+    catalogs = runs.Catalogs({"memory_limit": cfg.query_memory, "threads": cfg.query_threads})
     app = FastAPI(title="curate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.cfg = cfg
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)  # added first: inside the audit, so a 413 is logged
@@ -169,7 +170,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/api/runs/{run:path}/status")
     def run_status(run: str, request: Request, token: Token = Depends(need("read"))):
         run_path(request, token, run)
-        out = runs.status(root, run)
+        out = catalogs.status(root, run)
         out["jobs_running"] = jobs.running_on(run) if jobs else None
         return out
 
@@ -199,10 +200,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if not isinstance(sql, str) or fmt not in FORMATS:
             raise HTTPException(400, f"give `sql` (a string) and `format` (one of {', '.join(FORMATS)})")
         limit = min(int(body.get("max_rows", cfg.max_rows)), cfg.max_rows)
-        settings = {"memory_limit": cfg.query_memory, "threads": cfg.query_threads}
         try:
             table = await asyncio.get_running_loop().run_in_executor(pool, lambda: catalog.query(
-                path, sql, settings=settings, timeout_s=cfg.query_timeout_s, max_rows=limit + 1))
+                path, sql, timeout_s=cfg.query_timeout_s, max_rows=limit + 1, catalog=catalogs.get(path)))
         except QueryError as e:
             raise HTTPException(400, str(e)) from None
         truncated = table.num_rows > limit

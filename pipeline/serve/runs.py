@@ -7,7 +7,10 @@ every path the service opens is resolved (symlinks followed) and must stay under
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from pipeline.stagework import aggregate_stats
@@ -99,3 +102,57 @@ def status(root: Path, name: str) -> dict:
     files = {f: any(p.is_file() for p in [base / f, base / "train" / "model" / f]) for f in RUN_FILES}
     done = bool(stages) and all(s["shards_done"] >= s["shards_total"] > 0 for s in stages)
     return {"run": name, "stages": stages, "complete": done, "files": files}
+
+
+class Catalogs:
+    """One open catalog connection per run, reused while the run's folders stay unchanged; each
+    query runs on a cursor of it. Building a catalog (views over every shard, the marker table)
+    costs far more than a small query on it (bench/README.md)."""
+
+    def __init__(self, settings: dict, size: int = 16):
+        self.settings, self.size = settings, size
+        self._open: OrderedDict[Path, tuple] = OrderedDict()
+        self._status: dict[Path, tuple] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stamp(base: Path) -> tuple:
+        """Changes when a stage, marker, rejected or quarantine file comes or goes: each is
+        renamed into its folder, which changes that folder's mtime."""
+        stamp = [(base / "stages.json").stat().st_mtime_ns]
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                for sub in (entry.path, os.path.join(entry.path, "_done")):
+                    try:
+                        stamp.append((sub, os.stat(sub).st_mtime_ns))
+                    except FileNotFoundError:
+                        pass
+        return tuple(stamp)
+
+    def status(self, root: Path, name: str) -> dict:
+        """`status(root, name)`, computed again only when the run's folders change."""
+        base = run_dir(root, name)
+        stamp = self._stamp(base)
+        hit = self._status.get(base)
+        if hit and hit[0] == stamp:
+            return dict(hit[1])
+        out = status(root, name)
+        self._status[base] = (stamp, out)
+        return dict(out)
+
+    def get(self, base: Path):
+        from pipeline import catalog
+
+        stamp = self._stamp(base)
+        with self._lock:
+            hit = self._open.get(base)
+            if hit and hit[0] == stamp:
+                self._open.move_to_end(base)
+                return hit[1]
+        con = catalog.connect(base, settings=self.settings)  # outside the lock: other runs' queries go on
+        with self._lock:
+            self._open[base] = (stamp, con)
+            self._open.move_to_end(base)
+            while len(self._open) > self.size:
+                self._open.popitem(last=False)  # not closed: a query may still run on a cursor of it
+        return con
