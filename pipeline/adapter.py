@@ -5,7 +5,9 @@
 - `RayExecutor.map(fn, items)` runs a plain function as Ray tasks, at most `workers` in flight,
   with a progress bar; results come back in input order.
 - `RayExecutor.map_actors(make, method, items)` builds `workers` actors, each constructing its
-  worker object once (so a model loads once per actor, DESIGN.md), and feeds them items.
+  worker object once (so a model loads once per actor, docs/internals.md), and feeds them items.
+- Both implement `stages.base.Executor`: with `size`, small items travel several to a task
+  (each still writes its own output and marker); a stage's resource hint becomes actor options.
 
 Data does not travel through the object store: tasks receive paths and write their own shards.
 """
@@ -19,6 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 from tqdm.auto import tqdm
+
+from stages.base import TASK_BYTES, Resources, group_by_size
 
 
 @contextlib.contextmanager
@@ -51,8 +55,8 @@ def cluster_cpus() -> int:
 
 
 @ray.remote(num_cpus=1)
-def _call(fn: Callable, item: Any) -> Any:
-    return fn(item)
+def _call_many(fn: Callable, items: list) -> list:
+    return [fn(item) for item in items]
 
 
 @ray.remote(num_cpus=1)
@@ -60,29 +64,41 @@ class _Worker:
     def __init__(self, make: Callable[[], Any]):
         self.obj = make()
 
-    def call(self, method: str, item: Any) -> Any:
-        return getattr(self.obj, method)(item)
+    def call_many(self, method: str, items: list) -> list:
+        call = getattr(self.obj, method)
+        return [call(item) for item in items]
 
     def ping(self) -> int:
         return os.getpid()
 
 
-def actor_options(hint: dict | None) -> tuple[dict, int]:
-    """Ray actor options for a stage's resource hint, and how many such actors the cluster holds."""
-    gpus = float((hint or {}).get("num_gpus") or 0)
+def actor_options(hint: Resources | None) -> tuple[dict, int]:
+    """Ray actor options for a stage's resource hint, and how many such actors the cluster holds.
+    A GPU is asked for only when the cluster has one (the stage then runs on CPU workers)."""
+    hint = hint or {}
+    options: dict[str, Any] = {}
+    if hint.get("num_cpus") is not None:
+        options["num_cpus"] = float(hint["num_cpus"])
+    if hint.get("memory"):
+        options["memory"] = int(hint["memory"])
+    gpus = float(hint.get("num_gpus") or 0)
     have = float(ray.cluster_resources().get("GPU", 0))
     if gpus <= 0 or have <= 0:
-        return {}, sys.maxsize
-    return {"num_gpus": gpus}, max(1, int(have // gpus))
+        return options, sys.maxsize
+    return {**options, "num_gpus": gpus}, max(1, int(have // gpus))
 
 
-def _largest_first(items: Sequence, cost: Callable[[Any], float] | None) -> list[int]:
-    """Submission order: the costliest items first (LPT scheduling), so no worker is left with a
-    big shard while the others idle at the end. Results still come back in input order."""
-    order = list(range(len(items)))
+def _groups(items: Sequence, workers: int, cost: Callable[[Any], float] | None,
+            size: Callable[[Any], int] | None, task_bytes: int) -> list[list[int]]:
+    """Item indices per task, costliest task first (LPT scheduling, so no worker is left with a
+    big shard while the others idle at the end). With `size`, small items share a task."""
+    if size is not None and task_bytes > 0:
+        groups = group_by_size(items, size, workers, task_bytes)
+    else:
+        groups = [[i] for i in range(len(items))]
     if cost is not None:
-        order.sort(key=lambda i: -cost(items[i]))
-    return order
+        groups.sort(key=lambda g: -sum(cost(items[i]) for i in g))
+    return groups
 
 
 def _progress(total: int, desc: str):
@@ -92,17 +108,34 @@ def _progress(total: int, desc: str):
 
 
 class RayExecutor:
-    """`stages.base.Executor` on Ray."""
+    """`stages.base.Executor` on Ray. `task_bytes`: what a task of small items should read
+    (0: one item per task, as before grouping; bench/bench_small_shards.py compares)."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, task_bytes: int = TASK_BYTES):
         self.workers = max(1, workers or cluster_cpus())
+        self.task_bytes = task_bytes
 
-    def map(self, fn: Callable, items: Sequence, desc: str = "", cost: Callable[[Any], float] | None = None) -> list:
-        launches = [lambda item=item: _call.remote(fn, item) for item in items]
-        return self._drain(launches, desc, _largest_first(items, cost))
+    def map(self, fn: Callable, items: Sequence, desc: str = "", cost: Callable[[Any], float] | None = None,
+            size: Callable[[Any], int] | None = None) -> list:
+        groups = _groups(items, self.workers, cost, size, self.task_bytes)
+        results: list = [None] * len(items)
+        running: dict = {}
+        todo = list(groups)
+        with _progress(len(items), desc) as bar:
+            while todo or running:
+                while todo and len(running) < self.workers:
+                    g = todo.pop(0)
+                    running[_call_many.remote(fn, [items[i] for i in g])] = g
+                done, _ = ray.wait(list(running), num_returns=1)
+                g = running.pop(done[0])
+                for i, r in zip(g, ray.get(done[0])):
+                    results[i] = r
+                bar.update(len(g))
+        return results
 
     def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
-                   cost: Callable[[Any], float] | None = None, resources: dict | None = None) -> list:
+                   cost: Callable[[Any], float] | None = None, size: Callable[[Any], int] | None = None,
+                   resources: Resources | None = None) -> list:
         """Run `make().method(item)` for each item on a pool of `workers` actors.
 
         `resources` is a stage's hint, e.g. {"num_gpus": 1}: granted when the cluster has GPUs
@@ -111,39 +144,27 @@ class RayExecutor:
         """
         if not items:
             return []
+        groups = _groups(items, self.workers, cost, size, self.task_bytes)
         options, fit = actor_options(resources)
-        actors = [_Worker.options(**options).remote(make) for _ in range(min(self.workers, len(items), fit))]
+        actors = [_Worker.options(**options).remote(make) for _ in range(min(self.workers, len(groups), fit))]
         try:
             results: list = [None] * len(items)
             free = list(actors)
             running: dict = {}
-            todo = [(i, items[i]) for i in _largest_first(items, cost)]
+            todo = list(groups)
             with _progress(len(items), desc) as bar:
                 while todo or running:
                     while free and todo:
-                        i, item = todo.pop(0)
+                        g = todo.pop(0)
                         actor = free.pop()
-                        running[actor.call.remote(method, item)] = (i, actor)
+                        running[actor.call_many.remote(method, [items[i] for i in g])] = (g, actor)
                     done, _ = ray.wait(list(running), num_returns=1)
-                    i, actor = running.pop(done[0])
-                    results[i] = ray.get(done[0])
+                    g, actor = running.pop(done[0])
+                    for i, r in zip(g, ray.get(done[0])):
+                        results[i] = r
                     free.append(actor)
-                    bar.update(1)
+                    bar.update(len(g))
             return results
         finally:
             for a in actors:
                 ray.kill(a)
-
-    def _drain(self, launches: list[Callable[[], Any]], desc: str, order: list[int]) -> list:
-        results: list = [None] * len(launches)
-        running: dict = {}
-        todo = [(i, launches[i]) for i in order]
-        with _progress(len(launches), desc) as bar:
-            while todo or running:
-                while todo and len(running) < self.workers:
-                    i, launch = todo.pop(0)
-                    running[launch()] = i
-                done, _ = ray.wait(list(running), num_returns=1)
-                results[running.pop(done[0])] = ray.get(done[0])
-                bar.update(1)
-        return results

@@ -20,8 +20,9 @@ def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
 
 
 def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
-        address: str | None = None, limit: int | None = None) -> Path:
-    """Run a config; returns the run directory. `limit`: only the first N records of each input."""
+        address: str | None = None, limit: int | None = None, executor: str = "ray") -> Path:
+    """Run a config; returns the run directory. `limit`: only the first N records of each input;
+    `executor`: `ray` (default) or `local` (every stage in this process, same output)."""
     import dataclasses
 
     from pipeline.config import load_config
@@ -34,7 +35,7 @@ def run(config: str, inputs: list[str] | None = None, out: str | None = None, wo
             cfg.ingest = dataclasses.replace(cfg.ingest, limit=limit)
         except ValueError as e:
             raise ConfigError("--limit", str(e)) from None
-    run_pipeline(cfg)
+    run_pipeline(cfg, executor=executor)
     return Path(cfg.out)
 
 
@@ -105,6 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
     p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--limit", type=int, metavar="N", help="quick trial: only the first N records of each input file")
+    p.add_argument("--executor", choices=["ray", "local"], default="ray",
+                   help="where stages run: ray (default) or local (this process, no Ray; same output)")
     p.set_defaults(func=_cli_run)
 
     p = sub.add_parser("query", help="SQL over a run's catalog (views docs, <stage>, rejected, quarantine, shards)")
@@ -135,7 +138,7 @@ def _print_counts(counts: dict[str, int], out: str) -> int:
 
 
 def _cli_run(a: argparse.Namespace) -> int:
-    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address, a.limit)
+    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address, a.limit, a.executor)
     print()
     print(stats_text(str(run_dir)))
     print(f"report: {report(str(run_dir))}")

@@ -3,8 +3,8 @@
 Every shard's outputs are written atomically and its marker last; a shard whose marker matches
 its input fingerprint and config hash, and whose files are still the ones the marker records
 (size and digest), is skipped, so killing a run at any moment and running it again gives the
-same output as an uninterrupted run (DESIGN.md, "The run directory"). A shard damaged after it
-was written is rebuilt; a later stage reruns on it when its bytes differ from those it read.
+same output as an uninterrupted run (docs/internals.md, "Run directory (files)"). A shard
+damaged after it was written is rebuilt; a later stage reruns on it when its bytes differ from those it read.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.adapter import RayExecutor, ray_session
 from pipeline.config import RunConfig, StageSpec
 from pipeline.errors import CurateError
+from pipeline.executors import open_executor
 from pipeline.lock import RunLock
 from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
 from stages import ingest, shardio
-from stages.base import GlobalContext
+from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 
 
 @dataclass
@@ -44,8 +44,10 @@ def _note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False) -> list[StageReport]:
-    """Run every stage of `cfg`; returns one report per stage."""
+def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False,
+                 executor: Executor | str = "ray") -> list[StageReport]:
+    """Run every stage of `cfg` on `executor` (an `Executor`, or `ray` / `local` to open one for
+    the run: Ray at `cfg.ray.address` with `workers`, or this process); one report per stage."""
     try:  # a missing input is reported before the run directory exists
         tasks = ingest.plan_tasks(cfg.inputs, cfg.ingest)
     except (ValueError, OSError) as e:
@@ -58,8 +60,7 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
         names = ["ingest"] + [s.name for s in cfg.stage_specs]
         shardio.atomic_write_json(run_dir / "stages.json", names)
         _say_old_markers(run_dir, names)
-        with ray_session(cfg.ray.address):
-            executor = RayExecutor(workers or cfg.ray.workers)
+        with open_executor(executor, cfg.ray.address, workers or cfg.ray.workers) as executor:
             report, parts, digests = _run_ingest(cfg, tasks, run_dir, executor)
             reports.append(report)
             log(_line(report))
@@ -108,11 +109,12 @@ def _damage(item: tuple[str, dict]) -> str | None:
     return shardio.damage(Path(item[0]), item[1])
 
 
-def _intact(stage: str, stage_dir: Path, markers: dict[str, dict], executor: RayExecutor) -> set[str]:
+def _intact(stage: str, stage_dir: Path, markers: dict[str, dict], executor: Executor) -> set[str]:
     """The tasks among `markers` (which match their inputs) whose files are still the ones written;
     each other one is named in one line. The workers read the files, in parallel."""
     tasks = list(markers)
-    problems = executor.map(_damage, [(str(stage_dir), markers[t]) for t in tasks]) if tasks else []
+    problems = executor.map(_damage, [(str(stage_dir), markers[t]) for t in tasks],
+                            size=lambda item: item[1].get("bytes_out", 0)) if tasks else []
     for t, problem in zip(tasks, problems):
         if problem:
             _note(f"{stage}: {problem}; rerunning {t}")
@@ -132,7 +134,7 @@ def _line(r: StageReport) -> str:
 
 
 def _run_ingest(cfg: RunConfig, tasks: list, run_dir: Path,
-                executor: RayExecutor) -> tuple[StageReport, list[Path], dict[Path, str]]:
+                executor: Executor) -> tuple[StageReport, list[Path], dict[Path, str]]:
     t0 = time.perf_counter()
     out_dir, q_dir = run_dir / "ingest", run_dir / "quarantine" / "ingest"
     chash = ingest.config_hash(cfg.ingest)
@@ -143,7 +145,8 @@ def _run_ingest(cfg: RunConfig, tasks: list, run_dir: Path,
     markers = {t: matching[t] for t in intact}
     jobs = [ingest.IngestJob(t, cfg.ingest, str(out_dir), str(q_dir), fps[t.task], chash)
             for t in tasks if t.task not in intact]
-    for m in executor.map(ingest.run_ingest, jobs, desc="ingest", cost=lambda j: ingest.task_bytes(j.task)):
+    for m in executor.map(ingest.run_ingest, jobs, desc="ingest", cost=lambda j: ingest.task_bytes(j.task),
+                          size=lambda j: ingest.task_bytes(j.task)):
         markers[m["task"]] = m
     keep = {t.task for t in tasks}
     _remove_orphans(out_dir, keep, q_dir)
@@ -156,13 +159,13 @@ def _run_ingest(cfg: RunConfig, tasks: list, run_dir: Path,
 
 
 def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run_dir: Path,
-               executor: RayExecutor) -> tuple[StageReport, list[Path], dict[Path, str]]:
+               executor: Executor) -> tuple[StageReport, list[Path], dict[Path, str]]:
     t0 = time.perf_counter()
     stage_dir, rej_dir = run_dir / spec.name, run_dir / "rejected" / spec.name
     chash = stage_config_hash(spec)
     stage = spec.load()
     stems = [p.stem for p in parts]
-    if hasattr(stage, "run"):  # a global stage (deduplication)
+    if isinstance(stage, GlobalStage):  # needs every shard at once (deduplication, sampling)
         # A global stage fingerprints its inputs its own way and checks its shards itself (a
         # damaged one is rebuilt); a shard it left untouched is reused.
         def stamp(s: str) -> int | None:
@@ -176,14 +179,18 @@ def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run
         ctx = GlobalContext(stage_dir, stage_dir / "_work", rej_dir, executor, chash)
         stage.run(list(parts), ctx)
         skipped = sum(before[s] is not None and before[s] == stamp(s) for s in stems)
-    else:
+    elif isinstance(stage, MapStage):
         fps = {s: digests.get(p) or shardio.file_digest(p) for s, p in zip(stems, parts)}
         matching = {s: m for s in stems if shardio.marker_matches(m := shardio.read_marker(stage_dir, s), fps[s], chash)}
         intact = _intact(spec.name, stage_dir, matching, executor)
         jobs = [MapJob(str(p), str(stage_dir), str(rej_dir), fps[s], chash) for s, p in zip(stems, parts) if s not in intact]
         skipped = len(parts) - len(jobs)
-        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=lambda j: os.path.getsize(j.input),
-                            resources=stage.resources() if hasattr(stage, "resources") else None)
+        size = lambda j: os.path.getsize(j.input)  # noqa: E731
+        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=size, size=size,
+                            resources=resources_of(stage))
+    else:
+        raise CurateError(f"stage {spec.name}: {type(stage).__name__} is neither a map stage (setup, process) "
+                          f"nor a global stage (run)")
     markers = []
     for s in stems:
         m = shardio.read_marker(stage_dir, s)

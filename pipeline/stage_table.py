@@ -19,4 +19,5 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "sample": ("stages.sample", "SampleConfig", "SampleStage"),
     "pii": ("stages.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
+    "word_count": ("stages.word_count", "WordCountConfig", "WordCountStage"),
 }

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from stages.base import StageOutput, add_columns, split_by_reason
+from stages.base import Resources, StageOutput, add_columns, split_by_reason
 
 
 @dataclass
@@ -154,10 +154,11 @@ class LMScoreStage:
         self.name = name
         self.scorers = None
 
-    def resources(self) -> dict:
-        """Resource hint for the workers: a GPU each when the stage may use one."""
+    def resources(self) -> Resources:
+        """Resource hint for the workers (`stages.base.ResourceHinted`): a GPU each when the stage
+        may use one; the executor grants it only where the cluster has GPUs."""
         c = self.config
-        return {"num_gpus": c.num_gpus} if c.device != "cpu" and c.num_gpus > 0 else {}
+        return Resources(num_gpus=c.num_gpus) if c.device != "cpu" and c.num_gpus > 0 else Resources()
 
     def setup(self) -> None:
         from scorers.lm import LMScorer

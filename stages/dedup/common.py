@@ -4,7 +4,7 @@
 A global stage here is a chain of sub-steps. Each sub-step is a list of picklable tasks that the
 `Executor` runs in parallel; a task writes its files atomically, then a marker under
 `work_dir/<step>/_done/`. A rerun skips every task whose marker matches the step's fingerprint, so
-killing a run at any point and running it again gives the same result (DESIGN.md, "The run
+killing a run at any point and running it again gives the same result (docs/internals.md, "The run
 directory"). Data moves between sub-steps only through Parquet files partitioned by hash: task
 `s` of one step writes `to-<d>/from-<s>.parquet` for each destination `d` of the next, so no
 process ever holds more than one partition.
@@ -240,8 +240,10 @@ def _run_call(call: _Call) -> dict:
     return result
 
 
-def run_step(executor: Executor, step: Step, fn: Callable[[Any], dict], tasks: Sequence[Any], desc: str) -> list[dict]:
-    """Run `fn` on every task not already done (marker matches); results in task order."""
+def run_step(executor: Executor, step: Step, fn: Callable[[Any], dict], tasks: Sequence[Any], desc: str,
+             size: Callable[[Any], int] | None = None) -> list[dict]:
+    """Run `fn` on every task not already done (marker matches); results in task order. `size(task)`
+    (bytes it reads) lets the executor give several small tasks to one worker call."""
     names = [f"task-{i:05d}" for i in range(len(tasks))]
     results: list[dict | None] = []
     todo: list[_Call] = []
@@ -252,7 +254,8 @@ def run_step(executor: Executor, step: Step, fn: Callable[[Any], dict], tasks: S
         else:
             results.append(None)
             todo.append(_Call(fn, task, step, name))
-    done = iter(executor.map(_run_call, todo, desc=desc) if todo else [])
+    by_call = (lambda call: size(call.task)) if size is not None else None
+    done = iter(executor.map(_run_call, todo, desc=desc, size=by_call) if todo else [])
     return [r if r is not None else next(done) for r in results]
 
 
@@ -274,7 +277,7 @@ def _digest(path: str) -> list:
 
 def inputs_fingerprint(executor: Executor, inputs: Sequence[Path], config_hash: str) -> str:
     """One hash over every input's content: a global stage's output depends on all of them."""
-    digests = executor.map(_digest, [str(p) for p in inputs], desc="")
+    digests = executor.map(_digest, [str(p) for p in inputs], desc="", size=os.path.getsize)
     return shardio.stable_hash({"inputs": digests, "config": config_hash})
 
 

@@ -12,6 +12,7 @@ No process holds more than one partition of the digests.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +168,8 @@ class ExactDedup:
         hashes, decisions = str(run.work / "hashes"), str(run.work / "decisions")
         offs = tuple(int(o) for o in run.offsets)
         hashed = [HashTask(str(p), i, offs[i], hashes, run.n_parts, cfg) for i, p in enumerate(run.inputs)]
-        run_step(ctx.executor, run.step("hash"), hash_part, hashed, desc=f"{self.name}: hash")
+        run_step(ctx.executor, run.step("hash"), hash_part, hashed, desc=f"{self.name}: hash",
+                 size=lambda t: os.path.getsize(t.path))
         reduce = [ReduceTask(hashes, decisions, k, len(run.inputs), offs) for k in range(run.n_parts)]
         run_step(ctx.executor, run.step("reduce"), reduce_part, reduce, desc=f"{self.name}: reduce")
         run.finish(REASON, clusters=False, keep_work=cfg.keep_work)

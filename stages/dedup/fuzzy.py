@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from stages import shardio
 from stages.base import GlobalContext
 from stages.dedup import lsh
@@ -31,7 +33,9 @@ class MinHashDedup:
         per_partition = [lsh.PartTask(c, k) for k in range(n_parts)]
 
         def step(name: str, fn, tasks) -> list[dict]:
-            res = run_step(ex, run.step(name), fn, tasks, desc=f"{self.name}: {name}")
+            # Steps over the input parts read them: small parts share a task.
+            size = (lambda t: os.path.getsize(t.path)) if tasks is per_input else None
+            res = run_step(ex, run.step(name), fn, tasks, desc=f"{self.name}: {name}", size=size)
             self.last_run[name] = res
             return res
 

@@ -3,11 +3,12 @@
 For input part P, decisions arrive in `decisions/to-<P>/` (rows of P, by input row number).
 The task writes the kept documents to `stage_dir/P.parquet`, the dropped ones to
 `rejected_dir/P.parquet` with their reason and keeper, and then the stage marker, so documents
-in = kept + rejected for every part (DESIGN.md).
+in = kept + rejected for every part (docs/internals.md).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ def finish(executor: Executor, tasks: list[FinishTask], desc: str) -> list[dict]
         t for t in tasks
         if not part_done(Path(t.stage_dir), Path(t.rejected_dir), Path(t.in_path).stem, t.fingerprint, t.config_hash)
     ]
-    return executor.map(finish_part, todo, desc=desc) if todo else []
+    return executor.map(finish_part, todo, desc=desc, size=lambda t: os.path.getsize(t.in_path)) if todo else []
 
 
 @dataclass
