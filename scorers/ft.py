@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
+import secrets
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -165,10 +165,16 @@ def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
 
 def _temp_next_to(path: Path) -> Path:
     # A unique name in the target's directory: two trainings writing the same model never share
-    # a temporary file, and os.replace stays a rename on one file system.
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    # a temporary file, and os.replace stays a rename on one file system. Created as the run's
+    # shards are (stages.shardio, which scorers sit below): mode 0o666 so the umask applies, where
+    # mkstemp's 0o600 would hide the model from other users; O_EXCL makes the name ours.
+    while True:
+        tmp = path.parent / f".tmp-{path.name}.{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def save_model(model: Any, path: str | os.PathLike, meta: dict) -> None:

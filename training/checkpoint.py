@@ -12,11 +12,10 @@ from __future__ import annotations
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from training.hf_io import replace_dir, write_model_files
+from training.hf_io import replace_dir, temp_dir_beside, write_model_files
 
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 TRAINER_FILE = "trainer.pt"
@@ -90,7 +89,7 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, trainer_state: d
     if not is_main:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}."))
+    tmp = temp_dir_beside(dest)
     try:
         write_model_files(_StateView(model, model_sd), tmp, max_shard_bytes)
         torch.save({**trainer_state, "step": step, "optimizer": optim_sd, "rng": rng_state()}, tmp / TRAINER_FILE)

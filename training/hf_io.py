@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def save_model(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 << 30) 
     """Write `model` as a Hugging Face Llama folder, atomically; shards above `max_shard_bytes`."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}."))
+    tmp = temp_dir_beside(folder)
     try:
         write_model_files(model, tmp, max_shard_bytes)
         replace_dir(tmp, folder)
@@ -144,18 +145,36 @@ def write_model_files(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 
             size = 0
         shards[-1][k] = sd[k]
         size += nbytes
+    # safetensors creates its files mode 0o600 whatever the umask; the folder was made under the
+    # umask (temp_dir_beside), so its mode less the execute bits is what the umask gives a file.
+    file_mode = stat.S_IMODE(folder.stat().st_mode) & 0o666
     if len(shards) == 1:
         save_file(shards[0], str(folder / WEIGHTS), metadata={"format": "pt"})
+        os.chmod(folder / WEIGHTS, file_mode)
         return
     weight_map, total = {}, 0
     for i, shard in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(folder / name), metadata={"format": "pt"})
+        os.chmod(folder / name, file_mode)
         for k, v in shard.items():
             weight_map[k] = name
             total += v.numel() * v.element_size()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def temp_dir_beside(dest: Path) -> Path:
+    """A new, empty folder next to `dest`, to be renamed onto it when complete. Made with mode
+    0o777 so the umask applies as for any folder the user makes: mkdtemp's 0o700 would hide
+    checkpoints and exported models from other users of shared storage (a Megatron or eval job)."""
+    while True:
+        tmp = dest.parent / f".tmp-{dest.name}.{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(0o777)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:

@@ -220,13 +220,12 @@ def export_final(out: Path, step: int, tokens_dir: Path) -> None:
     """`OUT/model/`: the final checkpoint's Hugging Face files without the optimizer state, and the
     run's tokenizer in the Llama format (`training/hf_tokenizer.py`), so the folder is complete."""
     import shutil
-    import tempfile
 
-    from training.hf_io import read_config, replace_dir
+    from training.hf_io import read_config, replace_dir, temp_dir_beside
     from training.hf_tokenizer import export_tokenizer, run_tokenizer
 
     ckpt = out / "checkpoints" / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-model."))
+    tmp = temp_dir_beside(out / "model")
     for f in ckpt.iterdir():
         if f.name != "trainer.pt":
             shutil.copy2(f, tmp / f.name)
