@@ -245,7 +245,10 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     metas = executor.map(pack_group, gtasks, desc="pack")
     _remove_stale_groups(tokens_dir, {g["name"] for g in groups})
     seconds["pack"] = round(time.perf_counter() - t0, 3)
-    per_group = {m["group"]: {k: v for k, v in m.items() if k != "skipped"} for m in metas}
+    for m in metas:
+        if m.get("rebuilt"):
+            echo(f"pack: {m['rebuilt']}; rebuilt group {m['group']}")
+    per_group = {m["group"]: {k: v for k, v in m.items() if k not in ("skipped", "rebuilt")} for m in metas}
     eval_index = {m["group"]: {"kind": "group", "n_docs": m["n_eval_docs"], "path": f"{EVAL_DIR}/{m['group']}.parquet"}
                   for m in metas if pcfg.eval_fraction} | extra_sets
     write_eval_index(run, eval_index)

@@ -24,6 +24,7 @@ the row), so the trainer can mask attention and loss across documents.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,16 +317,17 @@ def _group_sequences(task: GroupTask, part: str, ids_file: str, skip: frozenset 
 
 
 def pack_group(task: GroupTask) -> dict:
-    """tokens.bin/.idx, rows.bin, segs.bin and meta.json of one group; skipped when its marker matches."""
+    """tokens.bin/.idx, rows.bin, segs.bin and meta.json of one group; skipped when its marker
+    matches and its files are still the ones it records. Otherwise rebuilt; the returned meta then
+    says why under `rebuilt` when the marker matched but a file did not."""
     out_dir = Path(task.out_dir)
     marker_dir = out_dir.parent
     marker = shardio.read_marker(marker_dir, task.group)
-    # A group with no documents has meta.json only (see below).
-    names = DATA_FILES if (marker or {}).get("meta", {}).get("n_docs") else ()
-    files = [out_dir / f for f in names + ("meta.json",)]
-    files += [Path(task.eval_path)] if task.eval_path else []
-    if shardio.marker_matches(marker, task.input_fingerprint, task.config_hash) and all(f.exists() for f in files):
-        return {**marker["meta"], "skipped": True}
+    rebuilt = None
+    if shardio.marker_matches(marker, task.input_fingerprint, task.config_hash):
+        rebuilt = _damage(task, marker)
+        if rebuilt is None:
+            return {**marker["meta"], "skipped": True}
     held = holdout.select_group(task.parts, task.group, task.cfg.eval_fraction,
                                 task.cfg.eval_max_docs) if task.eval_path else []
     skip = frozenset(held) | frozenset(task.exclude)
@@ -371,9 +373,28 @@ def pack_group(task: GroupTask) -> dict:
         **dict(task.meta),
     }
     shardio.atomic_write_json(out_dir / "meta.json", meta)
+    outputs = [f"{task.group}/{name}" for name in _files(n_docs)]
     shardio.write_marker(
         marker_dir,
         task.group,
-        {"stage": "pack", "input_fingerprint": task.input_fingerprint, "config_hash": task.config_hash, "meta": meta},
+        {"stage": "pack", "input_fingerprint": task.input_fingerprint, "config_hash": task.config_hash, "meta": meta,
+         "outputs": outputs},
+        also=[Path(task.eval_path)] if task.eval_path else [],
     )
-    return meta
+    return {**meta, "rebuilt": rebuilt} if rebuilt else meta
+
+
+def _files(n_docs: int) -> tuple[str, ...]:
+    # A group with no documents has meta.json only (see pack_group).
+    return (DATA_FILES if n_docs else ()) + ("meta.json",)
+
+
+def _damage(task: GroupTask, marker: dict) -> str | None:
+    """What is wrong with the files of a group whose marker matches (None: all as written)."""
+    marker_dir = Path(task.out_dir).parent
+    wanted = [f"{task.group}/{name}" for name in _files(marker.get("meta", {}).get("n_docs"))]
+    wanted += [os.path.relpath(task.eval_path, marker_dir)] if task.eval_path else []
+    unrecorded = [w for w in wanted if w not in marker.get("files", {})]
+    if unrecorded:  # a marker from before pack markers recorded their files: nothing vouches for them
+        return f"{marker_dir.name}/_done/{task.group}.json records no digest of {unrecorded[0]}"
+    return shardio.damage(marker_dir, marker)
