@@ -116,7 +116,7 @@ def connect(run_dir: str | Path, text: bool = True, settings: dict | None = None
     names = read_stage_names(run_dir)
     extra = [p.parent.name for p in sorted(run_dir.glob("*/_done")) if p.parent.name not in names]
     con = duckdb.connect(":memory:")
-    con.register_filesystem(readonly_fs.ReadOnlyLocalFileSystem())
+    con.register_filesystem(readonly_fs.ReadOnlyLocalFileSystem(root=run_dir))
     latest = None
     for name in names + [n for n in extra if n not in RESERVED_VIEWS]:
         files = _parts(run_dir / name)
@@ -225,6 +225,9 @@ def error_message(con: duckdb.DuckDBPyConnection, e: duckdb.Error) -> str:
     first = lines[0] if lines else type(e).__name__
     if isinstance(e, duckdb.CatalogException) and "does not exist" in first:
         return f"{first} The catalog's views: {', '.join(views(con))}"
+    if isinstance(e, duckdb.PermissionException) and "Cannot access" in first:
+        return (f"{first} The catalog reads only its run: query the views, or name a file of the run "
+                f"as '{readonly_fs.PREFIX}<absolute path>'")
     return first
 
 

@@ -85,15 +85,25 @@ class _PreadFile:
 
 class ReadOnlyLocalFileSystem(AbstractFileSystem):
     """Local files under `curate-run://`, for reading only. Listing and metadata come from
-    fsspec's local filesystem; every method that would change a file raises ReadOnlyError."""
+    fsspec's local filesystem; every method that would change a file raises ReadOnlyError.
+    With `root`, a path whose real location (symbolic links followed) is outside it is refused."""
 
     protocol = (PROTOCOL,)
     root_marker = "/"
     cachable = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, root: str | os.PathLike | None = None, **kwargs):
         super().__init__(**kwargs)
         self._local = LocalFileSystem()
+        self._root = os.path.realpath(root) if root is not None else None
+
+    def _real(self, path) -> str:
+        local = self._strip_protocol(path)
+        if self._root is not None:
+            real = os.path.realpath(local)
+            if real != self._root and not real.startswith(self._root + os.sep):
+                raise PermissionError(f"{local} leads outside {self._root} (to {real})")
+        return local
 
     @classmethod
     def _strip_protocol(cls, path):
@@ -102,18 +112,18 @@ class ReadOnlyLocalFileSystem(AbstractFileSystem):
         return LocalFileSystem._strip_protocol(path)
 
     def ls(self, path, detail=True, **kwargs):
-        return self._local.ls(self._strip_protocol(path), detail=detail, **kwargs)
+        return self._local.ls(self._real(path), detail=detail, **kwargs)
 
     def info(self, path, **kwargs):
-        return self._local.info(self._strip_protocol(path), **kwargs)
+        return self._local.info(self._real(path), **kwargs)
 
     def modified(self, path):
-        return self._local.modified(self._strip_protocol(path))
+        return self._local.modified(self._real(path))
 
     def _open(self, path, mode="rb", **kwargs):
         if mode != "rb":
             _refuse(path)
-        return _PreadFile(self._strip_protocol(path))
+        return _PreadFile(self._real(path))
 
     def mkdir(self, path, *args, **kwargs):
         _refuse(path)

@@ -4,6 +4,7 @@ statement it explains), and the catalog connection itself cannot write a file.""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,23 @@ def test_unknown_view_lists_the_views(run_dir):
         query(run_dir, "SELECT * FROM dcos")
     for view in ("docs", "ingest", "exact_dedup", "rejected", "quarantine", "shards"):
         assert view in str(e.value)
+
+
+def test_files_of_the_run_by_name_and_nothing_outside(run_dir, tmp_path):
+    """A run file can be named by its `curate-run://` path; a local path gets a hint, and a link
+    inside the run that leads outside it reads nothing."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, symlinks=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the run\n")
+    (run / "escape.txt").symlink_to(secret)
+    shard = _shard(run)
+    n = pq.read_metadata(shard).num_rows
+    assert query(run, f"SELECT count(*) AS n FROM read_parquet('{url(shard)}')").column("n")[0].as_py() == n
+    with pytest.raises(QueryError, match="curate-run://"):
+        query(run, f"SELECT count(*) FROM read_parquet('{shard}')")
+    try:
+        got = query(run, f"SELECT content FROM read_text('{url(run / 'escape.txt')}')").to_pylist()
+    except QueryError:
+        got = []
+    assert not any("outside the run" in str(r) for r in got)
