@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from stages.base import GlobalContext, LocalExecutor
-from stages.dedup import MinHashDedup, MinHashDedupConfig, minhash, plant
+from stages.dedup import MinHashDedup, MinHashDedupConfig, minhash
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the planted-duplicate generator
+import dedup_plant as plant  # noqa: E402
 
 BANDS, ROWS, NGRAM = 14, 9, 5  # same for both sides: 126 hashes
 

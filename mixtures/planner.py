@@ -139,8 +139,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def format_table(plan: dict) -> str:
-    """Requested vs available vs epochs, per phase and for the whole plan (STYLE.md: print the
-    mixture before training)."""
+    """Requested vs available vs epochs, per phase and for the whole plan (`curate plan`
+    prints it, so the mixture is seen before training)."""
     groups = plan["groups"]
     est = "estimated" if plan["token_counts"] == "estimated" else "exact"
     lines = [f"plan {plan['recipe']!r} ({plan['recipe_kind']}): {plan['total_tokens']:,} tokens, "

@@ -14,7 +14,7 @@ splitting uses datatrove's tokenizer for the document's language (spaCy for most
 its whitespace tokenizer where a language's tokenizer needs packages that are not installed.
 
 C4's filter also rewrites `doc.text` (it drops lines); only its keep/drop decision is used here,
-because a stage never rewrites the text column (DESIGN.md).
+because a stage never rewrites the text column (docs/internals.md, "Delta shards").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Document shards: the ingest stage writes full shards; every later stage writes delta shards.
 
-Stages after ingest only add columns and drop documents (DESIGN.md), so none of them needs to
+Stages after ingest only add columns and drop documents (docs/internals.md), so none of them needs to
 rewrite `text`, which is nearly all of a shard's bytes. A *delta* shard holds every document
 column except `text`, plus `_base_row`: the document's row in its *base* shard, the full shard
 of the same name that holds the text (the ingest shard). Dolma keeps its tagger "attributes"

@@ -15,7 +15,8 @@ import pytest
 
 from stages import shardio
 from stages.base import GlobalContext, LocalExecutor
-from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, minhash, plant
+import dedup_plant as plant
+from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, minhash
 from stages.dedup.common import normalize_text
 from stages.dedup.components import connected_components, write_edges
 

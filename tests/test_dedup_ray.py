@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, plant
+from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
+import dedup_plant as plant  # noqa: E402
 from test_dedup import outputs, real_texts, run_stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

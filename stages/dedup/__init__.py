@@ -5,7 +5,6 @@ through the `Executor`, so no process holds all hashes, signatures or edges.
 """
 
 from stages.dedup.exact import ExactDedup, ExactDedupConfig
-from stages.dedup.fuzzy import MinHashDedup
-from stages.dedup.lsh import MinHashDedupConfig
+from stages.dedup.fuzzy import MinHashDedup, MinHashDedupConfig
 
 __all__ = ["ExactDedup", "ExactDedupConfig", "MinHashDedup", "MinHashDedupConfig"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,11 +38,13 @@ from stages.dedup.common import (
     partition_of,
     read_inbox,
     resolve_keeper_column,
-    validate_shared,
     write_partitioned,
 )
 from stages.dedup.components import LABEL_SCHEMA, unique_pairs, write_edges
 from stages.dedup.output import DECISION_SCHEMA
+
+if TYPE_CHECKING:  # the config lives with its stage, which imports this module
+    from stages.dedup.fuzzy import MinHashDedupConfig
 
 REASON = "near_duplicate"
 ALL_PAIRS_MAX = 16  # with verification, buckets up to this size offer all pairs, larger ones a star
@@ -55,85 +58,6 @@ MEMBER_SCHEMA = pa.schema(
         pa.field("q", pa.float64()),
     ]
 )
-
-
-@dataclass
-class MinHashDedupConfig:
-    threshold: float = 0.8
-    """Jaccard similarity above which two documents count as near duplicates (0 < t < 1)."""
-    num_perm: int = 128
-    """Permutations (signature length)."""
-    bands: int = 0
-    """LSH bands; 0 = chosen with `rows` by datasketch's `_optimal_param(threshold, num_perm,
-    1 - false_negative_weight, false_negative_weight)`."""
-    rows: int = 0
-    """Rows per band; set together with `bands` (bands * rows <= num_perm)."""
-    false_negative_weight: float = 0.9
-    """Weight of missed pairs against false candidates when choosing bands x rows (datasketch's
-    default is 0.5). Verification removes false candidates, so missing pairs costs more."""
-    shingle: str = "word"
-    """"word": word n-grams of the normalized text; "char": character n-grams."""
-    ngram: int = 5
-    """n of the n-grams."""
-    hash: str = "xxh"
-    """Shingle hash: "xxh" (fast) or "sha1" (signatures equal datasketch's `MinHash`)."""
-    seed: int = 1
-    """Seed of the permutations (datasketch's `seed`)."""
-    lowercase: bool = True
-    """Lowercase before shingling."""
-    punctuation: bool = True
-    """Replace punctuation and symbols by spaces before shingling."""
-    nfkc: bool = False
-    """Apply Unicode NFKC normalization first."""
-    verify: bool = True
-    """Check each candidate pair's estimated Jaccard (from signatures) to drop false positives."""
-    verify_threshold: float = 0.0
-    """Estimated Jaccard a candidate pair needs when `verify`; 0 = `threshold`. (The estimate's
-    standard deviation at J = 0.8 with 128 permutations is ~0.035: pairs within a few hundredths
-    of the threshold go either way.)"""
-    keeper_column: str = "auto"
-    """As in exact dedup: highest value of this column wins; "auto" = first `quality_*` column;
-    "" or "id" = smallest id. Ties go to the smallest id."""
-    num_partitions: int = 0
-    """Hash partitions of each shuffle; 0 = max(4, number of input parts), at most 256."""
-    batch_size: int = 2048
-    """Documents per signature batch."""
-    keep_work: bool = False
-    """Keep the intermediate files (`<stage>/_work/`: signatures, band keys, edges, components)
-    after the stage has finished; by default they are deleted once every output shard is written."""
-
-    def __post_init__(self) -> None:
-        validate_shared(self)
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if not 2 <= self.num_perm <= 4096:
-            raise ValueError(f"num_perm must be in 2..4096, got {self.num_perm}")
-        if self.shingle not in ("word", "char"):
-            raise ValueError(f"shingle must be 'word' or 'char', got {self.shingle!r}")
-        if self.hash not in ("xxh", "sha1"):
-            raise ValueError(f"hash must be 'xxh' or 'sha1', got {self.hash!r}")
-        if self.ngram < 1:
-            raise ValueError(f"ngram must be >= 1, got {self.ngram}")
-        if not 0.0 <= self.verify_threshold < 1.0:
-            raise ValueError(f"verify_threshold must be in [0, 1) (0 = threshold), got {self.verify_threshold}")
-        if not 0.0 < self.false_negative_weight < 1.0:
-            raise ValueError(f"false_negative_weight must be in (0, 1), got {self.false_negative_weight}")
-        if (self.bands > 0) != (self.rows > 0):
-            raise ValueError("bands and rows must be set together (both > 0) or both left at 0")
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands * rows must be <= num_perm ({self.num_perm}), got {self.bands * self.rows}")
-
-    def lsh_params(self) -> tuple[int, int]:
-        """(bands, rows): given, or minimizing false positive + false negative probability."""
-        if self.bands:
-            return self.bands, self.rows
-        from datasketch.lsh import _optimal_param
-
-        fn = self.false_negative_weight
-        return _optimal_param(self.threshold, self.num_perm, 1.0 - fn, fn)
-
-    def spec(self) -> minhash.ShingleSpec:
-        return minhash.ShingleSpec(self.shingle, self.ngram, self.hash, self.lowercase, self.punctuation, self.nfkc)
 
 
 def sig_schema(num_perm: int) -> pa.Schema:

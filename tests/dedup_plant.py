@@ -1,5 +1,5 @@
 """Planted near-duplicates in real text, and exact Jaccard ground truth: how dedup is evaluated
-(tests and `bench/bench_dedup.py`).
+(the dedup tests and `bench/bench_dedup.py`; test data, so it lives with the tests).
 
 Base documents are pieces of real text. A share of them get copies altered the ways duplicates
 differ on the web (Lee et al. 2022): a small fraction of words replaced, deleted or inserted,
