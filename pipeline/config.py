@@ -25,7 +25,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.stage_table import STAGE_KINDS
-from pipeline.typed import build
+from records.typed import build
 from stages.ingest import IngestConfig, InputSpec
 
 

@@ -1,17 +1,9 @@
-"""The project's errors. A user-facing failure raises one of these with a message that says
-what is wrong and what would be valid; the CLI prints it without a traceback."""
+"""The project's errors: `CurateError` and `ConfigError` live in the bottom layer
+(`records/errors.py`) so every package raises the same ones; the catalog's `QueryError` is here."""
 
+from records.errors import ConfigError, CurateError
 
-class CurateError(Exception):
-    """Base of every error curate raises on purpose."""
-
-
-class ConfigError(CurateError):
-    """A config value is invalid. `field` is its dotted path, e.g. `stages[2].threshold`."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"config field `{field}`: {message}")
+__all__ = ["ConfigError", "CurateError", "QueryError"]
 
 
 class QueryError(CurateError):

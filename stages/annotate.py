@@ -201,7 +201,7 @@ class DomainConfig(_ModelPath):
     (part of the config hash)."""
 
     def __post_init__(self):
-        # Entries arrive as DomainRule: the config loader (pipeline/typed.py) builds nested
+        # Entries arrive as DomainRule: the config loader (records/typed.py) builds nested
         # dataclasses and names a bad entry's field, e.g. `stages[2].taxonomy[0].sorce`.
         names = [r.name for r in self.taxonomy]
         if len(set(names)) != len(names):

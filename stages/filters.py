@@ -131,7 +131,7 @@ class HeuristicsConfig:
     """Characters read by the built-in language ID when the input has no `lang` column."""
 
     def __post_init__(self):
-        # Entries arrive as FilterSpec: the config loader (pipeline/typed.py) builds nested
+        # Entries arrive as FilterSpec: the config loader (records/typed.py) builds nested
         # dataclasses and names a bad entry's field, e.g. `stages[1].filters[0].fliter`.
         if not self.english or not all(isinstance(x, str) and x for x in self.english):
             raise ValueError(f"english: expected a non-empty list of language codes, got {self.english!r}")

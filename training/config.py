@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from records.typed import build
 
 DTYPES = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -108,8 +110,4 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a train config is a mapping of field: value")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path or 'train config'}: unknown field {unknown[0]!r}; valid: {', '.join(sorted(known))}")
-    return TrainConfig(**data)
+    return build(TrainConfig, data, "")  # unknown fields and wrong types name the field

@@ -1,4 +1,5 @@
-"""Build typed dataclasses from plain dicts (parsed YAML), with errors that name the field.
+"""Build typed dataclasses from plain dicts (parsed YAML), with errors that name the field: the
+one builder of the run config (pipeline/config.py) and the train config (training/config.py).
 
 Supported annotations: int, float, str, bool, None-able (`X | None`), Literal[...], list[X],
 dict[str, X], and nested dataclasses. A dataclass's `__post_init__` may raise ValueError; the
@@ -13,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from pipeline.errors import ConfigError
+from records.errors import ConfigError
 
 
 def _type_name(tp: Any) -> str:
@@ -91,7 +92,8 @@ def build(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown field; valid fields of {cls.__name__}: {', '.join(sorted(fields))}")
+        raise ConfigError(where, f"unknown field {unknown[0]!r}; valid fields of {cls.__name__}: "
+                                 f"{', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = coerce(value, hints[name], f"{path}.{name}" if path else name)
@@ -101,6 +103,8 @@ def build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(f"{path}.{missing[0]}" if path else missing[0], "required field is missing")
     try:
         return cls(**kwargs)
+    except ConfigError:  # a nested build inside `__post_init__` already named its field
+        raise
     except ValueError as e:
         msg = str(e)
         # A __post_init__ message that starts with a field name ("threshold: ..." or "threshold

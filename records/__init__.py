@@ -1,0 +1,8 @@
+"""The bottom layer: records and errors every other package may import (stages, scorers,
+mixtures, training, pipeline), importing none of them.
+
+- `records.errors`: `CurateError` (a user-facing failure the CLI prints without a traceback) and
+  `ConfigError` (a config value is invalid; names the field).
+- `records.typed`: the one builder of typed config dataclasses from parsed YAML (`build`), with
+  errors that name the field.
+"""
