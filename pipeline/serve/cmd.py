@@ -34,7 +34,7 @@ def serve(root: str, tokens: str | None = None, ray: str | None = None, host: st
         print(f"curate serve: listening on {host} without TLS; put a TLS reverse proxy in front "
               "(docs/serve.md) or give --ssl-keyfile/--ssl-certfile", file=sys.stderr)
     uvicorn.run(create_app(cfg), host=host, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile,
-                log_level="warning", h11_max_incomplete_event_size=64 * 1024)
+                log_level="warning", h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=30)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -113,6 +113,7 @@ class Catalogs:
         self.settings, self.size = settings, size
         self._open: OrderedDict[Path, tuple] = OrderedDict()
         self._status: dict[Path, tuple] = {}
+        self._building: dict[Path, threading.Lock] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -149,10 +150,16 @@ class Catalogs:
             if hit and hit[0] == stamp:
                 self._open.move_to_end(base)
                 return hit[1]
-        con = catalog.connect(base, settings=self.settings)  # outside the lock: other runs' queries go on
-        with self._lock:
-            self._open[base] = (stamp, con)
-            self._open.move_to_end(base)
-            while len(self._open) > self.size:
-                self._open.popitem(last=False)  # not closed: a query may still run on a cursor of it
+            build_lock = self._building.setdefault(base, threading.Lock())
+        with build_lock:  # one build per run at a time; other runs' queries go on meanwhile
+            with self._lock:
+                hit = self._open.get(base)
+            if hit and hit[0] == stamp:
+                return hit[1]
+            con = catalog.connect(base, settings=self.settings)
+            with self._lock:
+                self._open[base] = (stamp, con)
+                self._open.move_to_end(base)
+                while len(self._open) > self.size:
+                    self._open.popitem(last=False)  # not closed: a query may still run on a cursor of it
         return con
