@@ -9,6 +9,7 @@ damaged after it was written is rebuilt; a later stage reruns on it when its byt
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -24,6 +25,8 @@ from pipeline.lock import RunLock
 from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
 from stages import ingest, shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
+
+TOKENIZE = "tokenize"  # written by `curate pack` (stages/tokenize.py's STAGE)
 
 
 @dataclass
@@ -68,7 +71,25 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
                 report, parts, digests = _run_stage(spec, parts, digests, run_dir, executor)
                 reports.append(report)
                 log(_line(report))
+        if _tokenize_is_current(run_dir, names[-1], digests):
+            shardio.atomic_write_json(run_dir / "stages.json", names + [TOKENIZE])
     return reports
+
+
+def _tokenize_is_current(run_dir: Path, last: str, digests: dict[Path, str]) -> bool:
+    """Whether `curate pack`'s tokenize shards were made from exactly the final stage's shards as
+    they stand: then the rerun keeps the stage in `stages.json` (and the catalog), else `curate
+    pack` redoes it."""
+    stage_dir = run_dir / TOKENIZE
+    try:
+        source = json.loads((stage_dir / "stats.json").read_text()).get("source_stage")
+    except (OSError, ValueError):
+        return False
+    markers = {p.stem for p in (stage_dir / "_done").glob("*.json")}
+    if source != last or markers != {p.stem for p in digests}:
+        return False
+    return all((m := shardio.read_marker(stage_dir, p.stem)) is not None and m.get("input_fingerprint") == d
+               for p, d in digests.items())
 
 
 class _disk_full_is_an_error:
