@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from pipeline.catalog import connect, read_stage_names
-from pipeline.stats import summary_lines
+from pipeline.stats import LOSS_WARN, retention, summary_lines
 
 
 def _png(fig) -> str:
@@ -46,17 +46,25 @@ def _funnel(con, order: list[str]) -> str:
     return _png(fig)
 
 
-def _sources(con) -> str | None:
+def _retention(ret: dict) -> str:
+    """Characters in vs kept per source, the top sources and one `other` bar (readable whatever
+    the number of sources), each labelled with its kept share."""
     import matplotlib.pyplot as plt
 
-    rows = con.execute("SELECT source, sum(n_chars) FROM docs GROUP BY source ORDER BY 2 DESC").fetchall()
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
-    ax.barh([r[0] for r in rows], [r[1] / 1e6 for r in rows], color="#55a868")
+    rows = ret["rows"]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(rows) + 1.5))
+    y = range(len(rows))
+    ax.barh(y, [r["chars_in"] / 1e6 for r in rows], color="#d9d9d9", label="in")
+    ax.barh(y, [r["chars_kept"] / 1e6 for r in rows], color="#55a868", label="kept")
+    for i, r in enumerate(rows):
+        share = 100 * r["chars_kept"] / r["chars_in"] if r["chars_in"] else 0
+        ax.text(r["chars_in"] / 1e6, i, f" {share:.0f}%", va="center", fontsize=8)
+    ax.set_yticks(list(y), [r["source"] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("million characters kept")
-    ax.set_title("kept text per source")
+    t = ret["total"]
+    ax.set_xlabel("million characters")
+    ax.set_title(f"text per source, in vs kept (overall {100 * t['chars_kept'] / max(t['chars_in'], 1):.1f}% kept)")
+    ax.legend(loc="lower right")
     return _png(fig)
 
 
@@ -64,9 +72,9 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
     images = [("Documents per stage", _funnel(con, read_stage_names(run_dir)))]
-    src = _sources(con)
-    if src:
-        images.append(("Kept text per source", src))
+    ret = retention(con, read_stage_names(run_dir))
+    if ret and ret["rows"]:
+        images.append(("Text per source: in vs kept", _retention(ret)))
     con.close()
     from pipeline.annotate_summary import plot_score_histograms
 
@@ -76,8 +84,17 @@ def write_report(run_dir: str | Path) -> Path:
         + sorted(run_dir.glob("train/*.png"))
     for p in extra:
         images.append((p.relative_to(run_dir).as_posix(), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
-    body = [f"<h1>curate run: {html.escape(run_dir.name)}</h1>",
-            "<pre>" + html.escape("\n".join(summary_lines(run_dir))) + "</pre>"]
+    body = [f"<h1>curate run: {html.escape(run_dir.name)}</h1>"]
+    if ret:
+        t = ret["total"]
+        body.append(f"<p><b>Kept {100 * t['chars_kept'] / max(t['chars_in'], 1):.1f}% of the characters</b> "
+                    f"({t['chars_kept']:,} of {t['chars_in']:,}) and {t['docs_kept']:,} of {t['docs_in']:,} documents.</p>")
+        for r in ret["losing"]:
+            share = 100 * r["chars_kept"] / r["chars_in"]
+            why = f", mostly {r['reasons'][0][0]}" if r["reasons"] else ""
+            body.append(f"<p style='color:#b00'>Warning: source {html.escape(str(r['source']))} kept {share:.1f}% of its "
+                        f"characters (loses more than {100 * LOSS_WARN:.0f}%{html.escape(why)}).</p>")
+    body += ["<pre>" + html.escape("\n".join(summary_lines(run_dir))) + "</pre>"]
     for title, uri in images:
         body.append(f"<h2>{html.escape(title)}</h2><img src='{uri}' style='max-width:100%'>")
     out = run_dir / "report.html"
