@@ -257,3 +257,31 @@ def test_pii_then_a_delta_stage_catalog_and_resume(ray_session, tmp_path):
     changed = run_pipeline(load_config(data=data), workers=2, quiet=True)
     assert [r.skipped for r in changed[1:]] == [0, 0] and first[1].shards > 0
     assert texts("docs") != redacted and any(emails.search(t) for t in texts("docs").values())
+
+
+def test_limit_reads_the_first_records_of_each_input(tmp_path):
+    """Without Ray: a JSONL file that would be split is read as one task up to the limit, and a
+    folder of text files gives its first N files."""
+    import json as json_pkg
+
+    from stages import ingest
+
+    paras = _paragraphs()
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json_pkg.dumps({"id": n, "text": t}) + "\n" for n, t in paras))
+    folder = tmp_path / "texts"  # a folder of text files, one document each
+    folder.mkdir()
+    for k, (_, t) in enumerate(paras[:12]):
+        (folder / f"{k:02d}.txt").write_text(t)
+    cfg = ingest.IngestConfig(split_mb=0.05, limit=7)
+    tasks = ingest.plan_tasks([ingest.InputSpec(str(big)), ingest.InputSpec(str(folder), format="text")], cfg)
+    assert len(ingest.plan_tasks([ingest.InputSpec(str(big))], ingest.IngestConfig(split_mb=0.05))) > 1
+    assert len(tasks) == 2 and len(tasks[1].read.files) == 7
+    ids = []
+    for t in tasks:
+        m = ingest.run_ingest(ingest.IngestJob(t, cfg, str(tmp_path / "ingest"), str(tmp_path / "q"), "fp", "h"))
+        ids += [i for o in m["outputs"] for i in pa.parquet.read_table(tmp_path / "ingest" / o)["id"].to_pylist()]
+    assert ids[:7] == [n for n, _ in paras[:7]] and len(ids) == 14
+    with pytest.raises(ConfigError) as e:
+        load_config(data={"name": "x", "out": "r", "inputs": [{"path": "x"}], "ingest": {"limit": 0}})
+    assert e.value.field == "ingest.limit"
