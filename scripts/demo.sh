@@ -35,6 +35,8 @@ step "7. continued pretraining of a tiny random Llama, phase by phase"
 curate init-model "$RUN/base" --size tiny --run "$RUN" --seq-len $SEQ
 curate train "$RUN" --base "$RUN/base" --config configs/train_tiny.yaml --max-steps "$STEPS" \
     --set batch_tokens=$((BATCH * SEQ)) --set micro_batch_rows=$BATCH --set eval_every=20
-step "8. summary"
+step "8. evaluate: bits per byte on each group's held-out documents, a small QA set"
+curate eval "$RUN/train/model" --run "$RUN" --qa configs/eval/python_qa.jsonl --block $SEQ --stride $((SEQ / 2))
+step "9. summary"
 curate stats "$RUN"
 curate report "$RUN"

@@ -188,25 +188,20 @@ def test_trainer_logs_eval_bpb_per_set(models, packed_run, tmp_path):
     assert res["eval/code/bpb"] == pytest.approx(final["eval/code/bpb"], rel=1e-5)
 
 
-def hf_tokenizer_files(folder) -> None:
-    """What transformers needs beside tokenizer.model to load it as a Llama tokenizer."""
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
-
-
 def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
     import yaml
 
     from training.lm_eval_tasks import OFFLINE, qa_task
 
-    _, _, trained, _, qa_path = models
+    _, sp_model, trained, _, qa_path = models
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
+    from training.hf_tokenizer import export_tokenizer
+
     folder = shutil.copytree(trained, tmp_path / "hf")
-    if not (folder / "tokenizer_config.json").exists():
-        hf_tokenizer_files(folder)
+    # The tiny model was trained with BOS before each text: the export says so, and lm-eval follows it.
+    export_tokenizer(sp_model, folder, add_bos=True, max_length=1024)
     task = qa_task(qa_path, tmp_path / "tasks")
     spec = yaml.safe_load(task.read_text())
     assert spec["task"] == "curate_facts" and spec["dataset_path"] == "json"
@@ -216,13 +211,22 @@ def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monke
     ours, theirs = result["qa"]["facts"], result["lm_eval"]["curate_facts"]
     assert 0 <= theirs["acc"] <= 1 and 0 <= theirs["acc_norm"] <= 1
     # lm-eval tokenizes with transformers' reading of the same sentencepiece model and scores after
-    # BOS (add_bos_token): where both tokenize every prompt and choice alike, the log-likelihoods
-    # are the same, and so are the accuracies.
+    # BOS (the exported add_bos_token); both tokenize every prompt and choice alike here (the export
+    # differs only on text that starts with whitespace), so the log-likelihoods and accuracies agree.
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(folder)
     sp = load_scoring_model(folder).sp
     strings = [f"Question: {it['question']}\nAnswer:" + s for it in items for s in ["", *(" " + c for c in it["choices"])]]
-    if all(hf(s, add_special_tokens=False)["input_ids"] == sp.encode(s) for s in strings):
-        assert theirs["acc"] == ours["acc"] and theirs["acc_norm"] == ours["acc_norm"]
+    assert all(hf(s, add_special_tokens=False)["input_ids"] == sp.encode(s) for s in strings)
+    assert theirs["acc"] == ours["acc"] and theirs["acc_norm"] == ours["acc_norm"]
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["lm_eval"]["curate_facts"]["acc"] == theirs["acc"]
+
+
+def test_shipped_qa_sets_load():
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.jsonl"))
+    assert shipped
+    for path in shipped:
+        assert all(it["choices"] for it in read_qa(path))
