@@ -133,11 +133,13 @@ def preselect_params() -> FastTextParams:
 def train_preselect(texts: Sequence[str], strength: Sequence[float], model_path: str | Path, *,
                     min_positives: int = 50, length_bins: int = 10, params: FastTextParams | None = None,
                     holdout: float = 0.1, seed: int = 0, bucket_texts: Sequence[str] | None = None,
-                    quantiles: Sequence[float] = DEFAULT_QUANTILES, extra_meta: dict | None = None) -> dict:
-    """Label `texts` by their predictive strength, train the fastText classifier, save it with its
-    held-out metrics and character-mass bucket thresholds (a `quality` stage model)."""
-    labels = select_labels(strength, [len(t) for t in texts], min_positives=min_positives,
-                           length_bins=length_bins, seed=seed)
+                    quantiles: Sequence[float] = DEFAULT_QUANTILES, extra_meta: dict | None = None,
+                    labels: Labels | None = None) -> dict:
+    """Label `texts` by their predictive strength (or take `labels` chosen already), train the
+    fastText classifier, save it with its held-out metrics and character-mass bucket thresholds
+    (a `quality` stage model)."""
+    labels = labels or select_labels(strength, [len(t) for t in texts], min_positives=min_positives,
+                                     length_bins=length_bins, seed=seed)
     if len(labels.positives) < 4:
         raise ValueError(f"only {len(labels.positives)} positive documents after length balancing "
                          f"({labels.info}); score more documents or lower --length-bins")

@@ -52,9 +52,10 @@ def tiny_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2
 
 
 def train_tiny(texts: list[str], sp_path: Path, out: Path, steps: int = 80, seq: int = 64, rows: int = 16,
-               seed: int = 0, lr: float = 3e-3, start: int = 1) -> Path:
+               seed: int = 0, lr: float = 3e-3, start: int = 1, base: Path | None = None) -> Path:
     """Train a tiny Llama on `texts` (each preceded by `start`, BOS by default) and save it with its
-    tokenizer as a Hugging Face folder `out`; a model with steps=0 is the same init, untrained."""
+    tokenizer as a Hugging Face folder `out`; a model with steps=0 is the same init, untrained.
+    `base`: continue training that saved model instead (continued pretraining)."""
     import numpy as np
     import sentencepiece as spm
     import torch
@@ -65,7 +66,12 @@ def train_tiny(texts: list[str], sp_path: Path, out: Path, steps: int = 80, seq:
     sp = spm.SentencePieceProcessor(model_file=str(sp_path))
     stream = np.array([t for ids in sp.encode(texts) for t in [start, *ids, sp.eos_id()]], dtype=np.int64)
     torch.manual_seed(seed)
-    model = tiny_model(sp.get_piece_size(), seed)
+    if base is None:
+        model = tiny_model(sp.get_piece_size(), seed)
+    else:
+        from training.hf_io import load_model
+
+        model = load_model(Path(base)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
