@@ -139,7 +139,20 @@ def train_supervised(train_file: Path, *, seed: int = 0, threads: int = 1, **par
     and the models here are small enough that it does not matter.
     """
     ft = import_fasttext()
-    return ft.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
+    for _ in range(NAN_TRIES):
+        try:
+            return ft.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
+        except RuntimeError as e:
+            if "NaN" not in str(e):
+                raise
+    raise ValueError(f"fastText training stopped with NaN on {NAN_TRIES} tries: lower the learning rate "
+                     f"(now {params.get('lr')}) or change the seed")
+
+
+NAN_TRIES = 10
+"""fastText 0.9.3 stops one-thread training with "Encountered NaN." at random on some inputs, even
+at a learning rate of 1e-9 (so not divergence), while every run that finishes gives the same
+model bit for bit: every training path retries a NaN, up to this many tries."""
 
 
 def train_on_examples(examples: Sequence[tuple[str, str]], model_dir: Path, *, seed: int = 0, threads: int = 1,

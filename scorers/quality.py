@@ -75,21 +75,8 @@ def flat_warning(sample_scores: Sequence[float], thresholds: Sequence[float], he
             f"more from the corpus.")
 
 
-NAN_TRIES = 10
-"""fastText 0.9.3 stops one-thread training with "Encountered NaN." at random on some inputs, even
-at a learning rate of 1e-9 (so not divergence), while every run that finishes gives the same
-model bit for bit: a NaN is retried, up to this many tries."""
-
-
 def _fit(train: list, model_dir: Path, seed: int, threads: int, params: FastTextParams):
-    for _ in range(NAN_TRIES):
-        try:
-            return ft.train_on_examples(train, model_dir, seed=seed, threads=threads, **asdict(params))
-        except RuntimeError as e:
-            if "NaN" not in str(e):
-                raise
-    raise ValueError(f"fastText training stopped with NaN on {NAN_TRIES} tries: lower the learning rate "
-                     f"(now {params.lr}) or change the seed")
+    return ft.train_on_examples(train, model_dir, seed=seed, threads=threads, **asdict(params))
 
 
 def meta_path(model_path: str | Path) -> Path:
