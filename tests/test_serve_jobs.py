@@ -59,6 +59,8 @@ def test_bad_jobs_are_refused_before_submission(service):
              ({"kind": "run", "run": "team-a/x", "config": {**service["config"], "inputs": [{"path": "/etc/passwd"}]}},
               "outside"),
              ({"kind": "run", "run": "team-a/x", "config": service["config"], "args": ["--address", "auto"]}, "--address"),
+             ({"kind": "run", "run": "team-a/x", "config": {**service["config"], "inputs": [{"path": "docs.jsonl"}]}},
+              "relative"),
              ({"kind": "run", "run": "../x", "config": service["config"]}, "bad run name"),
              ({"kind": "shell", "run": "team-a/x"}, None),
              ({"kind": "plan", "run": "team-a/none"}, "no run")]
@@ -99,6 +101,10 @@ def test_submitted_run_gives_the_cli_output(service):
     sql = "SELECT id, text, source, url FROM docs ORDER BY id"
     served = api(service, "POST", "/api/runs/team-a/tiny/query", json={"sql": sql}).json()["rows"]
     assert served == catalog.query(local, sql).to_pylist() and len(served) > 0
+    for args, words in ((["--out", "/tmp/plan.json"], "outside"), (["--no-such-option"], "unrecognized"),
+                        (["--seq-len", "many"], "invalid int")):
+        r = api(service, "POST", "/api/jobs", json={"kind": "plan", "run": "team-a/tiny", "args": args})
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
     # Jobs of another team's prefix stay out of sight.
     assert api(service, "GET", f"/api/jobs/{job_id}", "other").status_code == 403
     assert all(j["run"].startswith("team-a/") for j in api(service, "GET", "/api/jobs", "reader").json()["jobs"])

@@ -55,9 +55,9 @@ class ServeConfig:
     """a query running longer is interrupted"""
     query_memory: str = "1GB"
     """DuckDB memory_limit per query"""
-    query_threads: int = 2
-    """DuckDB threads per query"""
-    query_workers: int = 8
+    query_threads: int = 1
+    """DuckDB threads of a run's catalog (small queries gain nothing from more, many at once lose)"""
+    query_workers: int = 4
     """queries running at once (more wait in line without blocking other requests)"""
 
 
@@ -167,11 +167,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     def list_runs(token: Token = Depends(need("read"))):
         return {"runs": [n for n in runs.list_runs(root) if token.allows_run(n)]}
 
+    # async: a few stat calls when cached; a thread hop per call costs more under load (bench/README.md)
     @app.get("/api/runs/{run:path}/status")
-    def run_status(run: str, request: Request, token: Token = Depends(need("read"))):
+    async def run_status(run: str, request: Request, token: Token = Depends(need("read"))):
         run_path(request, token, run)
         out = catalogs.status(root, run)
-        out["jobs_running"] = jobs.running_on(run) if jobs else None
+        out["jobs_running"] = await asyncio.to_thread(jobs.running_on, run) if jobs else None
         return out
 
     @app.get("/api/runs/{run:path}/stats")

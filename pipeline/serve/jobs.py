@@ -46,6 +46,8 @@ def ray_token(token_file: str | None = None) -> str | None:
 
 def _under(allowed: list[Path], value: str, what: str) -> str:
     path = Path(value.split("=", 1)[1] if "=" in value and not value.startswith("/") else value)
+    if not path.is_absolute():  # the job runs in a working folder of Ray's, not the service's
+        raise BadJob(f"{what}: {value!r} is relative; give an absolute path under the runs root or a data folder")
     real = path.resolve()
     if not any(real.is_relative_to(a.resolve()) for a in allowed):
         raise BadJob(f"{what}: {value!r} is outside the runs root and the service's data folders")
