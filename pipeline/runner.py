@@ -23,6 +23,7 @@ from pipeline.errors import CurateError
 from pipeline.executors import open_executor
 from pipeline.lock import RunLock
 from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
+from records.counts import Counts
 from stages import ingest, shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 
@@ -217,10 +218,9 @@ def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run
         m = shardio.read_marker(stage_dir, s)
         if m is None:
             raise CurateError(f"stage {spec.name}: shard {s} finished without a marker")
-        c = m["counts"]
-        if c["in"] != c["kept"] + c["rejected"] + c.get("quarantined", 0):
-            raise CurateError(f"stage {spec.name}, shard {s}: {c['in']} in != {c['kept']} kept + "
-                              f"{c['rejected']} rejected + {c.get('quarantined', 0)} quarantined")
+        counts = Counts.from_dict(m["counts"])
+        if not counts.balanced():
+            raise CurateError(f"stage {spec.name}, shard {s}: {counts.imbalance()}")
         markers.append(m)
     _remove_orphans(stage_dir, set(stems), rej_dir)
     stats = aggregate_stats(spec.name, markers)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.config import StageSpec
+from records.counts import StageStats
 from stages import docshard, shardio
 from stages.base import REJECTED_SCHEMA, config_dict
 
@@ -89,20 +90,5 @@ class MapStageWorker:
 
 
 def aggregate_stats(stage: str, markers: list[dict]) -> dict:
-    """Sum the counts of a stage's shard markers."""
-    total: dict = {"stage": stage, "shards": len(markers), "seconds": 0.0, "bytes_in": 0, "bytes_out": 0}
-    for m in markers:
-        total["seconds"] += m.get("seconds", 0.0)
-        total["bytes_in"] += m.get("bytes_in", 0)
-        total["bytes_out"] += m.get("bytes_out", 0)
-        for k, v in m["counts"].items():
-            if isinstance(v, dict):
-                sub = total.setdefault(k, {})
-                for r, n in v.items():
-                    sub[r] = sub.get(r, 0) + n
-            else:
-                total[k] = total.get(k, 0) + v
-    for k in ("in", "kept", "rejected", "quarantined"):
-        total.setdefault(k, 0)
-    total["seconds"] = round(total["seconds"], 3)
-    return total
+    """Sum the counts of a stage's shard markers (the JSON of `records.counts.StageStats`)."""
+    return StageStats.of(stage, markers).to_dict()
