@@ -1,0 +1,40 @@
+"""The bottom layer's records: counts round-trip the marker JSON, stats sum it, config errors
+name the field in the run config and the train config alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from records.counts import Counts, StageStats
+from records.errors import ConfigError, CurateError
+from training.config import load_train_config
+
+
+def test_counts_round_trip_and_conservation():
+    d = {"in": 10, "kept": 6, "rejected": 3, "quarantined": 1, "rejected_by_reason": {"a": 2, "b": 1},
+         "decontaminate_matches": {"set:x": 4}, "pii_replaced": 7}
+    c = Counts.from_dict(d)
+    assert c.to_dict() == d and list(c.to_dict()) == list(d)
+    assert c.balanced()
+    bad = Counts.from_dict({**d, "kept": 5})
+    assert not bad.balanced() and "10 in != 5 kept" in bad.imbalance()
+
+
+def test_stage_stats_sum_every_key_per_key():
+    markers = [{"seconds": 1.0004, "bytes_in": 5, "bytes_out": 3,
+                "counts": {"in": 3, "kept": 2, "rejected": 1, "rejected_by_reason": {"a": 1}, "n": 2}},
+               {"seconds": 2.0, "bytes_in": 7, "bytes_out": 1,
+                "counts": {"in": 4, "kept": 4, "rejected": 0, "rejected_by_reason": {}, "n": 1, "m": {"k": 3}}}]
+    s = StageStats.of("x", markers).to_dict()
+    assert s == {"stage": "x", "shards": 2, "seconds": 3.0, "bytes_in": 12, "bytes_out": 4, "in": 7, "kept": 6,
+                 "rejected": 1, "rejected_by_reason": {"a": 1}, "n": 3, "m": {"k": 3}, "quarantined": 0}
+    assert StageStats.of("x", markers).counts.balanced()
+
+
+def test_one_builder_names_the_field_for_the_train_config_too():
+    with pytest.raises(ConfigError) as e:
+        load_train_config(None, {"eval_every": "often"})
+    assert e.value.field == "eval_every" and isinstance(e.value, CurateError) and isinstance(e.value, ValueError)
+    with pytest.raises(ConfigError) as e:
+        load_train_config(None, {"compile": "yes"})
+    assert e.value.field == "compile"
