@@ -21,3 +21,12 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
     "word_count": ("stages.word_count", "WordCountConfig", "WordCountStage"),
 }
+
+# `curate stats` sections: each a function `f(con) -> list[str]` over the catalog (empty when the
+# run lacks its stages' columns or counters) in a module of its own, called in this order. A stage
+# with something to report adds one file and one line here.
+STAGE_SUMMARIES: list[tuple[str, str]] = [
+    ("pipeline.dedup_summary", "dedup_summary"),
+    ("pipeline.annotate_summary", "annotate_summary"),
+    ("pipeline.breadth_summary", "breadth_summary"),
+]

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from pipeline.catalog import columns, connect, read_stage_names
-
-from pipeline.annotate_summary import annotate_summary
-from pipeline.breadth_summary import breadth_summary
-from pipeline.dedup_summary import dedup_summary
+from pipeline.stage_table import STAGE_SUMMARIES
 from pipeline.texttable import aligned
-
-# Extra summaries contributed by stages, each `f(con) -> list[str]` (empty when the run lacks
-# their columns), called in this order.
-SECTION_FUNCS: list = [dedup_summary, annotate_summary, breadth_summary]
 
 
 def _fmt(n) -> str:
@@ -51,8 +45,8 @@ def summary_lines(run_dir: str | Path) -> list[str]:
             lines.append(f"duplicate input ids: {_fmt(dup)} ids occur more than once "
                          "(query: SELECT id, count(*) FROM ingest GROUP BY id HAVING count(*) > 1)")
     lines += retention_lines(con, list(order))
-    for section in SECTION_FUNCS:
-        lines += section(con)
+    for module, func in STAGE_SUMMARIES:  # the stages' own sections (pipeline/stage_table.py)
+        lines += getattr(importlib.import_module(module), func)(con)
     con.close()
     return lines
 
