@@ -100,20 +100,22 @@ def _tokenizer_for(lang: str):
 class HeuristicFilters:
     """Runs the configured datatrove filters over documents; the first failing filter decides.
 
-    `specs`: (name, params, non_english) triples, where `non_english` is "apply", "skip" or a
-    dict of parameter overrides. `english`: language codes treated as English.
+    `specs`: (name, params, non_english[, lang_params]) tuples, where `non_english` is "apply",
+    "skip" or a dict of parameter overrides, and `lang_params` maps a language code to overrides
+    applied last for documents in that language. `english`: language codes treated as English.
+    `tokenizers`: a dict shared between instances (one spaCy pipeline per language per worker).
     """
 
-    def __init__(self, specs: Sequence[tuple[str, dict[str, Any], Any]], english: Sequence[str] = ("en",),
-                 exempt_sources: Sequence[str] = ()):
-        for name, _, _ in specs:
-            if name not in FILTER_CLASSES:
-                raise ValueError(f"unknown filter {name!r}; valid: {', '.join(FILTER_CLASSES)}")
-        self.specs = [(n, dict(p), ne) for n, p, ne in specs]
+    def __init__(self, specs: Sequence[tuple], english: Sequence[str] = ("en",),
+                 exempt_sources: Sequence[str] = (), tokenizers: dict[str, Any] | None = None):
+        for spec in specs:
+            if spec[0] not in FILTER_CLASSES:
+                raise ValueError(f"unknown filter {spec[0]!r}; valid: {', '.join(FILTER_CLASSES)}")
+        self.specs = [(s[0], dict(s[1]), s[2], dict(s[3]) if len(s) > 3 and s[3] else {}) for s in specs]
         self.english = set(english)
         self.exempt_sources = list(exempt_sources)
-        self._filters: dict[tuple[str, str], list[tuple[str, Any]]] = {}
-        self._tokenizers: dict[str, Any] = {}
+        self._filters: dict[str, list[tuple[str, Any]]] = {}
+        self._tokenizers: dict[str, Any] = {} if tokenizers is None else tokenizers
 
     def _tokenizer(self, key: str):
         tok = self._tokenizers.get(key)
@@ -123,27 +125,33 @@ class HeuristicFilters:
 
     def filters_for(self, lang: str) -> list[tuple[str, Any]]:
         """The (name, datatrove filter) list that applies to a document in `lang`."""
-        english = lang in self.english
-        key = ENGLISH_TOKENIZER if english else lang
-        cached = self._filters.get((key, "en" if english else "other"))
+        cached = self._filters.get(lang)
         if cached is not None:
             return cached
+        english = lang in self.english
+        key = ENGLISH_TOKENIZER if english else lang
         built = []
-        for name, params, non_english in self.specs:
+        for name, params, non_english, lang_params in self.specs:
             kwargs = dict(params)
             if not english:
                 if non_english == "skip":
                     continue
                 if isinstance(non_english, dict):
                     kwargs.update(non_english)
+            kwargs.update(lang_params.get(lang, {}))
             module, cls = FILTER_CLASSES[name]
             filter_cls = getattr(importlib.import_module(module), cls)
             try:
                 built.append((name, filter_cls(language=self._tokenizer(key), **kwargs)))
             except TypeError as e:
                 raise ValueError(f"filter {name}: bad params {kwargs}: {e}") from None
-        self._filters[(key, "en" if english else "other")] = built
+        self._filters[lang] = built
         return built
+
+    def words(self, text: str, lang: str) -> list[str]:
+        """The words datatrove's filters split `text` into (shared: a text the filters already
+        split is not split again)."""
+        return self._tokenizer(ENGLISH_TOKENIZER if lang in self.english else lang).word_tokenize(text)
 
     def exempt(self, source: str | None) -> bool:
         return bool(source) and any(fnmatch.fnmatchcase(source, pat) for pat in self.exempt_sources)
@@ -163,3 +171,49 @@ class HeuristicFilters:
             if not keep:
                 return f"{name}:{reason or 'dropped'}"
         return None
+
+
+# Signals: the quantities the filters threshold, as numbers (datatrove's own definitions, so a
+# threshold on a column decides as the filter would). Column name -> (Arrow type, meaning).
+SIGNALS: dict[str, tuple[str, str]] = {
+    "hs_words": ("int32", "words that are not punctuation only (Gopher's min/max_doc_words)"),
+    "hs_mean_word_len": ("float32", "mean length of those words (Gopher's min/max_avg_word_length)"),
+    "hs_alpha_ratio": ("float32", "share of tokens, punctuation tokens included, with a letter "
+                                  "(Gopher's max_non_alpha_words_ratio)"),
+    "hs_stop_words": ("int32", "distinct English stop words present (Gopher's min_stop_words)"),
+    "hs_dup_para_frac": ("float32", "share of paragraphs that repeat an earlier one (Gopher's dup_para_frac)"),
+    "hs_dup_line_frac": ("float32", "share of lines that repeat an earlier one (Gopher's dup_line_frac)"),
+    "hs_top2gram_frac": ("float32", "characters of the most frequent word 2-gram times its count, over the "
+                                    "text's characters (Gopher's top_n_grams for n=2)"),
+    "hs_line_punct_ratio": ("float32", "share of non-blank lines ending in terminal punctuation "
+                                       "(FineWeb's line_punct_thr)"),
+    "hs_short_line_ratio": ("float32", "share of non-blank lines of at most 30 characters (FineWeb's "
+                                       "short_line_thr)"),
+}
+
+
+def signals(text: str, words: list[str]) -> dict[str, float | int]:
+    """The SIGNALS of one document, from its words as the filters split them."""
+    import re
+
+    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates, find_top_duplicate, get_n_grams
+    from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
+
+    non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    paragraphs = re.split(r"\n{2,}", text.strip())
+    lines = re.split(r"\n+", text)
+    blank_free = [ln for ln in text.split("\n") if ln.strip()]
+    bigrams = get_n_grams(words, 2)
+    return {
+        "hs_words": len(non_symbol),
+        "hs_mean_word_len": sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else 0.0,
+        "hs_alpha_ratio": sum(any(c.isalpha() for c in w) for w in words) / len(words) if words else 0.0,
+        "hs_stop_words": len(set(STOP_WORDS).intersection(words)),
+        "hs_dup_para_frac": find_duplicates(paragraphs)[0] / len(paragraphs) if text.strip() else 0.0,
+        "hs_dup_line_frac": find_duplicates(lines)[0] / len(lines) if text.strip() else 0.0,
+        "hs_top2gram_frac": find_top_duplicate(bigrams) / len(text) if bigrams and text else 0.0,
+        "hs_line_punct_ratio": (sum(ln.endswith(tuple(TERMINAL_PUNCTUATION)) for ln in blank_free) / len(blank_free)
+                                if blank_free else 0.0),
+        "hs_short_line_ratio": sum(len(ln) <= 30 for ln in blank_free) / len(blank_free) if blank_free else 0.0,
+    }

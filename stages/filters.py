@@ -7,10 +7,17 @@ answers "what removed what". English-only rules apply to documents whose `lang` 
 The stage reads the `lang` column written by the `langid` stage (run it first, as
 configs/annotate.yaml does). Without that column it identifies languages itself, for gating only:
 it adds no column, so the langid stage can still run later and own `lang`.
+
+The decision is a policy over the filters: `rule_sets` pick the filters (and parameters) per
+domain, source glob and language, first match wins, the top-level `filters` being the `default`
+set; `lang_params` adapt a filter's thresholds per language. `signals: true` records the numbers
+the filters threshold (`hs_*` columns) and `mode: annotate` records the would-be reason instead
+of dropping, so a mixture can weight by columns (Dolma's taggers, then its mixer).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import types
@@ -20,7 +27,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, HeuristicFilters
+from scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
 from stages.base import StageOutput, split_by_reason
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
@@ -40,6 +47,9 @@ class FilterSpec:
     overrides, if any) or `skip`."""
     non_english_params: dict[str, Any] | None = None
     """Parameter overrides for non-English documents (with `non_english: apply`); null = none."""
+    lang_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-language overrides applied last for documents whose `lang` is the key, e.g.
+    `{es: {max_non_alpha_words_ratio: 0.7}}` (FineWeb-2's adapted thresholds)."""
 
     def __post_init__(self):
         if self.filter not in FILTER_CLASSES:
@@ -58,6 +68,16 @@ class FilterSpec:
                 raise ValueError(f"non_english_params: only used with `non_english: apply` "
                                  f"(this filter has non_english: {self.non_english})")
             _check_params(self.filter, self.non_english_params, "non_english_params")
+        if not isinstance(self.lang_params, dict):
+            raise ValueError(f"lang_params: expected a mapping of language code -> parameters, got {self.lang_params!r}")
+        for lang, overrides in self.lang_params.items():
+            if not isinstance(overrides, dict):
+                raise ValueError(f"lang_params.{lang}: expected a mapping of {self.filter} keyword arguments, "
+                                 f"got {overrides!r}")
+            _check_params(self.filter, overrides, f"lang_params.{lang}")
+
+    def spec(self) -> tuple:
+        return self.filter, self.params, self.policy(), self.lang_params
 
     def policy(self) -> dict[str, Any] | str:
         if self.non_english == "skip":
@@ -117,6 +137,45 @@ def _default_filters() -> list[FilterSpec]:
 
 
 @dataclass
+class RuleMatch:
+    """Which documents a rule set applies to: every listed key must match (empty = any)."""
+
+    domain: list[str] = field(default_factory=list)
+    """Values of the `domain` column (tag domains before this stage)."""
+    source: list[str] = field(default_factory=list)
+    """Glob patterns on the `source` column."""
+    lang: list[str] = field(default_factory=list)
+    """Values of the `lang` column."""
+
+    def __post_init__(self):
+        for key in ("domain", "source", "lang"):
+            v = getattr(self, key)
+            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+                raise ValueError(f"match.{key}: expected a list of strings, got {v!r}")
+
+    def matches(self, domain: str | None, source: str | None, lang: str) -> bool:
+        return ((not self.domain or domain in self.domain)
+                and (not self.source or (source is not None and any(fnmatch.fnmatchcase(source, g) for g in self.source)))
+                and (not self.lang or lang in self.lang))
+
+
+@dataclass
+class RuleSet:
+    """Filters for the documents that `match` selects; the first matching rule set wins."""
+
+    name: str
+    """Recorded in `heuristics_rule_set` (annotate mode); `default` is the top-level `filters`."""
+    match: RuleMatch = field(default_factory=RuleMatch)
+    """Which documents (domain / source glob / lang); an empty match takes every document."""
+    filters: list[FilterSpec] = field(default_factory=list)
+    """Filters in order for these documents; an empty list keeps them all (exempt)."""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or self.name == "default":
+            raise ValueError(f"name: a rule set needs a name other than 'default' (the top-level filters), got {self.name!r}")
+
+
+@dataclass
 class HeuristicsConfig:
     """Config of the `heuristics` stage."""
 
@@ -129,8 +188,27 @@ class HeuristicsConfig:
     heuristics would remove for its symbols); counted as `exempt`."""
     lid_max_chars: int = 2000
     """Characters read by the built-in language ID when the input has no `lang` column."""
+    rule_sets: list[RuleSet] = field(default_factory=list)
+    """Policies by domain / source / lang, tried in order; the first match decides which filters
+    apply. Documents no rule set matches get the `default` set: `filters` above."""
+    mode: Literal["drop", "annotate"] = "drop"
+    """`drop`: rejected documents go to `rejected/`. `annotate`: keep every document and record
+    the would-be reason in `heuristics_reason` (null = passes) and the rule set in
+    `heuristics_rule_set`, so a mixture can weight by columns instead."""
+    signals: bool = False
+    """Record the signals the filters threshold as `hs_*` columns (docs/annotate.md lists them)."""
+
+    def columns(self) -> list[str]:
+        """Columns the stage adds (the run config refuses two stages adding the same one)."""
+        return (list(SIGNALS) if self.signals else []) + \
+            (["heuristics_reason", "heuristics_rule_set"] if self.mode == "annotate" else [])
 
     def __post_init__(self):
+        if self.mode not in ("drop", "annotate"):
+            raise ValueError(f"mode: {self.mode!r}; valid: drop, annotate")
+        names = [r.name for r in self.rule_sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule_sets: names must be unique, got {names}")
         # Entries arrive as FilterSpec: the config loader (records/typed.py) builds nested
         # dataclasses and names a bad entry's field, e.g. `stages[1].filters[0].fliter`.
         if not self.english or not all(isinstance(x, str) and x for x in self.english):
@@ -149,16 +227,24 @@ class HeuristicsStage:
         self._lid = None
 
     def setup(self) -> None:
-        self._impl = HeuristicFilters(
-            [(f.filter, f.params, f.policy()) for f in self.config.filters],
-            english=self.config.english,
-            exempt_sources=self.config.exempt_sources,
-        )
+        tokenizers: dict[str, Any] = {}  # one spaCy pipeline per language, shared by the rule sets
+        cfg = self.config
+        self._sets = [(r.name, r.match, HeuristicFilters([f.spec() for f in r.filters], english=cfg.english,
+                                                         tokenizers=tokenizers)) for r in cfg.rule_sets]
+        self._impl = HeuristicFilters([f.spec() for f in cfg.filters], english=cfg.english,
+                                      exempt_sources=cfg.exempt_sources, tokenizers=tokenizers)
         # Build the English filters (and load spaCy) and a non-English set now rather than inside
         # the first batch: bad `params` / `non_english_params` fail before any document is read.
-        self._impl.filters_for(self.config.english[0])
-        if "und" not in self.config.english:
-            self._impl.filters_for("und")
+        for impl in [self._impl] + [s[2] for s in self._sets]:
+            impl.filters_for(cfg.english[0])
+            if "und" not in cfg.english:
+                impl.filters_for("und")
+
+    def _rule_set(self, domain: str | None, source: str | None, lang: str) -> tuple[str, HeuristicFilters]:
+        for name, match, impl in self._sets:
+            if match.matches(domain, source, lang):
+                return name, impl
+        return "default", self._impl
 
     def _langs(self, table: pa.Table, counters: dict[str, int]) -> list[str]:
         if "lang" in table.column_names:
@@ -173,17 +259,35 @@ class HeuristicsStage:
     def process(self, table: pa.Table) -> StageOutput:
         if self._impl is None:
             self.setup()
+        cfg = self.config
         counters: dict[str, int] = {"exempt": 0, "non_english": 0}
         texts = table.column("text").to_pylist()
-        sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * len(texts)
+        n = len(texts)
+        sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * n
+        domains = table.column("domain").to_pylist() if "domain" in table.column_names else [None] * n
         langs = self._langs(table, counters)
-        english = set(self.config.english)
+        english = set(cfg.english)
         reasons: list[str | None] = []
-        for text, source, lang in zip(texts, sources, langs):
+        sets: list[str] = []
+        sigs: list[dict] = []
+        for text, source, domain, lang in zip(texts, sources, domains, langs):
+            set_name, impl = self._rule_set(domain, source, lang)
+            sets.append(set_name)
+            counters[f"rule_set_{set_name}"] = counters.get(f"rule_set_{set_name}", 0) + 1
             if self._impl.exempt(source):
                 counters["exempt"] += 1
                 reasons.append(None)
-                continue
-            counters["non_english"] += lang not in english
-            reasons.append(self._impl.decide(text, lang))
+            else:
+                counters["non_english"] += lang not in english
+                reasons.append(impl.decide(text, lang))
+            if cfg.signals:  # after decide: the words the filters split are reused
+                sigs.append(signals(text, impl.words(text, lang)))
+        if cfg.signals:
+            for col, (typ, _) in SIGNALS.items():
+                table = table.append_column(col, pa.array([s[col] for s in sigs], getattr(pa, typ)()))
+        if cfg.mode == "annotate":
+            counters["would_drop"] = sum(r is not None for r in reasons)
+            table = table.append_column("heuristics_reason", pa.array(reasons, pa.string()))
+            table = table.append_column("heuristics_rule_set", pa.array(sets, pa.string()))
+            return StageOutput(kept=table, counters=counters)
         return split_by_reason(table, self.name, reasons, counters)
