@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cmd_annotate, cmd_core, cmd_eval, cmd_export, cmd_pack, cmd_plan, cmd_preselect
+from pipeline import (cmd_annotate, cmd_compare, cmd_core, cmd_eval, cmd_export, cmd_pack, cmd_plan, cmd_preselect,
+                      cmd_search)
 from pipeline.errors import CurateError
 from pipeline.lock import RunLock
 from pipeline.serve import cmd as cmd_serve
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
-COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_preselect, cmd_plan, cmd_pack, cmd_eval, cmd_export, cmd_serve]
+COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_preselect, cmd_plan, cmd_pack, cmd_eval, cmd_compare, cmd_search,
+                   cmd_export, cmd_serve]
 
 
 def _training_cli():
