@@ -117,7 +117,8 @@ def run_lm_eval(model: str | Path, tasks: list[str], device: str = "cpu", batch_
         manager = TaskManager(include_path=include or None, include_defaults=not set(names) <= local)
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
         out = evaluator.simple_evaluate(
-            model="hf", model_args={"pretrained": str(folder), "dtype": dtype, "add_bos_token": True},
+            # No add_bos_token: the folder's tokenizer_config.json says whether the model saw BOS.
+            model="hf", model_args={"pretrained": str(folder), "dtype": dtype},
             tasks=names, task_manager=manager, device=device, batch_size=batch_size, limit=limit,
             log_samples=False, bootstrap_iters=0)
     results = {}
