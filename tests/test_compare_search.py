@@ -44,17 +44,17 @@ def test_compare_killed_after_one_arm_resumes_with_the_same_table(setup, ray_ses
     fresh = tmp_path / "fresh"
     shutil.copytree(run, fresh)
     kw = dict(config=cfg, eval_max_docs=2, echo=lambda s: None)
-    full = compare(fresh, plans, base, seeds=1, **kw)
+    full = compare(fresh, plans, base, seeds=1, executor="local", **kw)  # in this process, uninterrupted
 
-    first = compare(run, plans, base, seeds=1, limit=1, **kw)  # stops after one arm, as a kill would
+    first = compare(run, plans, base, seeds=1, limit=1, executor="local", **kw)  # stops after one arm, as a kill would
     assert list(first["arms"]) == ["prose_heavy-s0"] and not first["complete"]
     marker = run / "compare" / "_done" / "prose_heavy-s0.json"
     before = marker.stat().st_mtime_ns
     said: list[str] = []
-    second = compare(run, plans, base, seeds=1, config=cfg, eval_max_docs=2, echo=said.append)
+    second = compare(run, plans, base, seeds=1, config=cfg, eval_max_docs=2, echo=said.append)  # on Ray
     assert any(s == "training 1 arm(s): code_heavy-s0" for s in said)
     assert marker.stat().st_mtime_ns == before  # the finished arm was not trained again
-    assert second["complete"] and second["summary"] == full["summary"]
+    assert second["complete"] and second["summary"] == full["summary"]  # Ray actors and in-process alike
     assert (run / "compare" / "compare.png").stat().st_size > 0
     metrics = second["summary"]["prose_heavy"]
     assert {"prose/bpb", "ref/bpb", "code/bpb"} <= set(metrics)
@@ -72,10 +72,11 @@ def test_compare_reruns_an_arm_whose_plan_changed(setup, ray_session, tmp_path):
     changed = tmp_path / "code_heavy.json"
     changed.write_text(json.dumps(proxy_plan(plan, {"prose": 0.3, "ref": 0.3, "code": 0.4}, SEQ * 4 * 5, "c")))
     said: list[str] = []
-    compare(own, [plans[0], changed], base, seeds=1, config=cfg, eval_max_docs=2, echo=said.append)
+    compare(own, [plans[0], changed], base, seeds=1, config=cfg, eval_max_docs=2, echo=said.append, executor="local")
     assert "training 1 arm(s): code_heavy-s0" in said
 
 
+@pytest.mark.slow
 def test_search_end_to_end_writes_a_recipe_the_planner_takes(setup, ray_session):
     root, run, base, plan, cfg = setup
     r = search(run, base, "code", keep=["prose"], proxies=6, proxy_tokens=SEQ * 4 * 4, epsilon=0.02, config=cfg,
