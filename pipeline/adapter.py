@@ -20,8 +20,8 @@ import sys
 from typing import Any, Callable, Iterator, Sequence
 
 import ray
-from tqdm.auto import tqdm
 
+from pipeline.progress import progress
 from stages.base import TASK_BYTES, Resources, group_by_size
 
 
@@ -102,9 +102,8 @@ def _groups(items: Sequence, workers: int, cost: Callable[[Any], float] | None,
 
 
 def _progress(total: int, desc: str):
-    # disable=None: drawn on a terminal, silent in logs and CI; TQDM_DISABLE=1 silences it anywhere.
-    off = not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
-    return tqdm(total=total, desc=desc, unit="shard", disable=True if off else None, file=sys.stderr, leave=False)
+    # Bars on a terminal, a periodic line in logs (ray job submit, CI); TQDM_DISABLE=1 silences both.
+    return progress(total, desc)
 
 
 class RayExecutor:
@@ -130,6 +129,7 @@ class RayExecutor:
                 g = running.pop(done[0])
                 for i, r in zip(g, ray.get(done[0])):
                     results[i] = r
+                    bar.result(r)
                 bar.update(len(g))
         return results
 
@@ -162,6 +162,7 @@ class RayExecutor:
                     g, actor = running.pop(done[0])
                     for i, r in zip(g, ray.get(done[0])):
                         results[i] = r
+                        bar.result(r)
                     free.append(actor)
                     bar.update(len(g))
             return results
