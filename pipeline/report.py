@@ -81,7 +81,7 @@ def write_report(run_dir: str | Path) -> Path:
     plot_score_histograms(run_dir)  # RUN/plots/scores_<column>.png for every score column present
     # Plots other commands leave behind (mixture plan, score histograms, training curves).
     extra = sorted(run_dir.glob("*.png")) + sorted(run_dir.glob("plots/*.png")) + sorted(run_dir.glob("models/*.png")) \
-        + sorted(run_dir.glob("train/*.png"))
+        + sorted(run_dir.glob("train/*.png")) + sorted(run_dir.glob("train/*/eval.png"))  # curate eval's, beside the model
     for p in extra:
         images.append((p.relative_to(run_dir).as_posix(), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
     body = [f"<h1>curate run: {html.escape(run_dir.name)}</h1>"]

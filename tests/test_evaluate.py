@@ -230,3 +230,12 @@ def test_shipped_qa_sets_load():
     assert shipped
     for path in shipped:
         assert all(it["choices"] for it in read_qa(path))
+
+
+def test_report_shows_the_eval_plot_of_the_run_model(models, packed_run, tmp_path):
+    from pipeline.report import write_report
+
+    _, _, trained, _, _ = models
+    run = shutil.copytree(packed_run, tmp_path / "run")
+    evaluate(trained, {"held": held_docs()[:2]}, out_dir=run / "train" / "model")  # curate eval's default --out
+    assert "train/model/eval.png" in write_report(run).read_text()
