@@ -101,7 +101,7 @@ PYTHON_MODULES = (
 )
 
 
-def _python_module_files() -> list[str]:
+def python_module_files() -> list[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     found = []
     for name in sorted(PYTHON_MODULES):
@@ -113,7 +113,7 @@ def _python_module_files() -> list[str]:
     return found
 
 
-def _licence_sections() -> Iterator[dict]:
+def licence_sections() -> Iterator[dict]:
     """Python's LICENSE.txt, one document per underlined section: its history and each licence
     agreement. Whole, the agreements' shared clauses make it one repetitive document that
     repetition filters drop, leaving no legal text at all."""
@@ -131,9 +131,9 @@ def _licence_sections() -> Iterator[dict]:
 def python_sources() -> dict[str, Iterator[dict]]:
     """Text that comes with the Python interpreter alone (no file dates: those vary by install)."""
     return {
-        "python-stdlib": _files("python-stdlib", _python_module_files(), dated=False),
+        "python-stdlib": _files("python-stdlib", python_module_files(), dated=False),
         "pydoc": _pydoc(),
-        "license": _licence_sections(),
+        "license": licence_sections(),
     }
 
 

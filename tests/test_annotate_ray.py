@@ -10,7 +10,7 @@ import pytest
 from scorers import ft
 from scorers.quality import FastTextParams, train_quality
 from stages.annotate import QualityConfig, QualityStage
-from test_scorers_corpus import doc_table, man_sources, pydoc_chunks
+from test_scorers_corpus import doc_table, pydoc_chunks, stdlib_code
 
 
 class ProbeWorker:
@@ -33,7 +33,7 @@ def _make(config):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("ray_q") / "quality_ray.bin"
-    train_quality(pydoc_chunks(120), man_sources(120), path, params=FastTextParams(bucket=20_000), seed=3)
+    train_quality(pydoc_chunks(120), stdlib_code(120), path, params=FastTextParams(bucket=20_000), seed=3)
     return path
 
 
@@ -42,7 +42,7 @@ def test_actors_load_once_and_match_local(ray_session, model):
     from pipeline.adapter import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    texts = pydoc_chunks(290)[120:] + man_sources(300)[120:]
+    texts = pydoc_chunks(290)[120:] + stdlib_code(300)[120:]
     tables = [doc_table(texts[i::8]) for i in range(8)]
     config = QualityConfig(model=str(model))
     results = RayExecutor(workers=2).map_actors(_make(config), "process", tables)

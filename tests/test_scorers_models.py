@@ -11,7 +11,7 @@ from scorers.buckets import assign_buckets, weighted_thresholds
 from scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
 from scorers.quality import FastTextParams, QualityScorer, auc, train_quality
 from stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
-from test_scorers_corpus import changelogs, copyrights, doc_table, licences, man_sources, pydoc_chunks, stdlib_code
+from test_scorers_corpus import codec_tables, doc_table, licences, pydoc_chunks, stdlib_code
 
 def weight_fractions(buckets, weights, n_buckets: int) -> list[float]:
     """Share of the total weight in each bucket 1..n_buckets."""
@@ -27,7 +27,7 @@ SMALL = FastTextParams(bucket=50_000)  # DCLM defaults (wordNgrams 2, dim 100, e
 @pytest.fixture(scope="module")
 def quality_model(tmp_path_factory):
     clean = pydoc_chunks(200)
-    junk = man_sources(200)
+    junk = stdlib_code(200)
     path = tmp_path_factory.mktemp("q") / "quality_ref.bin"
     meta = train_quality(clean, junk, path, params=SMALL, holdout=0.25, seed=1)
     return path, meta
@@ -42,7 +42,7 @@ def test_quality_separates_clean_from_junk(quality_model):
     # Unseen documents of each source (not in training at all) are still told apart.
     scorer = QualityScorer(path)
     fresh_clean = pydoc_chunks(400)[200:260]
-    fresh_junk = man_sources(400)[200:260]
+    fresh_junk = stdlib_code(400)[200:260]
     assert len(fresh_clean) == len(fresh_junk) == 60
     s = scorer.scores(fresh_clean + fresh_junk)
     assert auc(s, [1] * len(fresh_clean) + [0] * len(fresh_junk)) >= 0.9
@@ -71,7 +71,7 @@ def test_buckets_are_length_weighted():
 
 def test_quality_stage_columns_and_buckets(quality_model):
     path, meta = quality_model
-    texts = pydoc_chunks(300)[200:240] + man_sources(300)[200:240]
+    texts = pydoc_chunks(300)[200:240] + stdlib_code(300)[200:240]
     table = doc_table(texts)
     out = QualityStage(QualityConfig(model=str(path), min_score=0.5)).process(table)
     assert out.kept.num_rows + out.rejected.num_rows == table.num_rows
@@ -85,7 +85,7 @@ def test_quality_stage_columns_and_buckets(quality_model):
 
 
 SOURCES = {"code": lambda: stdlib_code(120), "docs": lambda: pydoc_chunks(120),
-           "legal": lambda: copyrights(80) + licences()[:40], "changelog": lambda: changelogs(120)}
+           "legal": lambda: licences(), "tables": lambda: codec_tables(120)}
 
 
 @pytest.fixture(scope="module")
