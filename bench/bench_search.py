@@ -3,7 +3,8 @@ alone (the parallel efficiency of the arm runner), on the real-text run the test
 topics and standard-library source in three groups, a tiny Llama base).
 
 Both sides go through `search.arms.run_arms` with fresh actors, so both pay the same start-up
-(actor, torch and trainer imports) per actor; efficiency = K x single / (wall x min(K, workers)).
+(actor, torch and trainer imports) per actor; efficiency = K x single / (wall x min(K, workers)); a warm single arm (in-process, imports
+done) shows what start-up costs.
 
     python bench/bench_search.py                  # K = 8 proxies of 16 steps
     python bench/bench_search.py --proxies 12 --steps 32
@@ -55,13 +56,21 @@ def main() -> None:
             t = time.perf_counter()
             run_arms(run, root / "many", arms[1:], base, cfg, echo=lambda s: None)
             wall = time.perf_counter() - t
+        # the arm's own work, without actor start-up and imports: in this process, once warmed
+        run_arms(run, root / "warmup", arms[:1], base, cfg, executor="local", echo=lambda s: None)
+        t = time.perf_counter()
+        run_arms(run, root / "warm", arms[:1], base, cfg, executor="local", echo=lambda s: None)
+        warm = time.perf_counter() - t
     k = a.proxies
     eff = k * single / (wall * min(k, workers))
     print(f"{k} proxies x {a.steps} steps of {SEQ * 4} tokens, tiny Llama, {workers} Ray CPUs")
-    print(f"one proxy alone:        {single:7.1f} s")
+    print(f"one proxy alone:        {single:7.1f} s   (of which start-up ~{single - warm:.1f} s: actor, torch, trainer imports)")
+    print(f"one proxy, warm process:{warm:7.1f} s")
     print(f"K x one proxy (serial): {k * single:7.1f} s")
     print(f"K proxies on Ray:       {wall:7.1f} s   speed-up {k * single / wall:.2f}x, "
           f"parallel efficiency {eff:.0%} of {min(k, workers)} workers")
+    print(f"against warm arms:      {k * warm / (wall * min(k, workers)):.0%} "
+          "(K x warm / (wall x workers); each actor pays the start-up once)")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,19 @@ def test_search_end_to_end_writes_a_recipe_the_planner_takes(setup, ray_session)
     search(run, base, "code", keep=["prose"], proxies=6, proxy_tokens=SEQ * 4 * 4, epsilon=0.02, config=cfg,
            candidates=2000, eval_max_docs=2, echo=said.append)
     assert not any(s.startswith("training") for s in said)
+
+
+def test_compare_cli_prints_the_table_and_refuses_a_missing_plan(setup, tmp_path, capsys):
+    from pipeline.cli import main
+
+    root, run, base, plan, cfg = setup
+    plans = _plans(root, plan)
+    own = tmp_path / "run"
+    shutil.copytree(run, own)
+    args = ["compare", str(own), "--plans", *map(str, plans), "--base", str(base), "--seeds", "1",
+            "--config", str(cfg), "--executor", "local", "--eval-max-docs", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "prose_heavy" in out and "code/bpb" in out and "±" in out
+    assert main([*args[:3], str(tmp_path / "nope.json"), *args[4:]]) == 2
+    assert "nope.json does not exist" in capsys.readouterr().err
