@@ -19,7 +19,8 @@ from pipeline.cmd_compare import read_plan, train_config_dict
 from pipeline.errors import CurateError
 
 
-def _fit_models(x: np.ndarray, table: dict[str, np.ndarray], model: str, target: str, seed: int) -> tuple[str, dict, dict]:
+def _fit_models(x: np.ndarray, table: dict[str, np.ndarray], model: str, target: str,
+                seed: int) -> tuple[str, dict, dict]:
     """Cross-validated fit quality of every model kind per metric; the kind used; fitted predictors."""
     from search.fit import MODELS, cross_validate, fit_all
 
@@ -61,7 +62,8 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
         raise CurateError(f"--proxy-tokens {tokens}: {e}") from None
     mix = lambda w: dict(zip(groups, map(float, w)))  # noqa: E731
     arms = [Arm("natural", proxy_plan(base_plan, mix(natural_capped), tokens, "natural"), seed)]
-    arms += [Arm(f"proxy{i:03d}", proxy_plan(base_plan, mix(w), tokens, f"proxy{i:03d}"), seed) for i, w in enumerate(sampled)]
+    arms += [Arm(f"proxy{i:03d}", proxy_plan(base_plan, mix(w), tokens, f"proxy{i:03d}"), seed)
+             for i, w in enumerate(sampled)]
     area = run / "search"
     train_cfg = train_config_dict(config, None)
     markers = run_arms(run, area, arms, Path(base), train_cfg, executor=executor, limit=limit,
@@ -70,7 +72,8 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
     result: dict[str, Any] = {"run": str(run), "base": str(base), "groups": groups, "proxy_tokens": tokens,
                               "natural": natural.tolist(), "caps": caps.tolist(), "target": target, "keep": list(keep),
                               "epsilon": epsilon, "seed": seed,
-                              "proxies": [{"arm": n, "weights": weights_of[n], "metrics": m["metrics"]} for n, m in markers.items()],
+                              "proxies": [{"arm": n, "weights": weights_of[n], "metrics": m["metrics"]}
+                                          for n, m in markers.items()],
                               "complete": len(markers) == len(arms)}
     if len(markers) < len(arms):
         atomic_write_bytes(area / "search.json", (json.dumps(result, indent=2) + "\n").encode())
@@ -120,7 +123,8 @@ def _validate(run, area, base_plan, base, train_cfg, found, natural, tokens, see
     s = seed + 1000
     arms = [Arm(f"validate-{n}-s{s}", proxy_plan(base_plan, w, tokens, f"validate-{n}"), s)
             for n, w in [("found", found), ("natural", natural)]]
-    markers = run_arms(run, area, arms, Path(base), train_cfg, executor=executor, eval_max_docs=eval_max_docs, echo=echo)
+    markers = run_arms(run, area, arms, Path(base), train_cfg, executor=executor, eval_max_docs=eval_max_docs,
+                       echo=echo)
     out = {}
     for a in arms:
         w = np.array([[a.plan["phases"][0]["weights"][g["name"]] for g in base_plan["groups"]]])
@@ -142,18 +146,20 @@ def summary(r: dict) -> str:
         lines.append(f"  predicted {key}: {v:.4f} (natural {r['natural_predicted'][key]:.4f}"
                      + (f", limit {f['keep_limits'][key]:.4f}" if key in f["keep_limits"] else "") + ")")
     for name, metrics in r.get("validation", {}).items():
-        lines.append(f"validation {name}: " + ", ".join(f"{k} predicted {v['predicted']:.4f} measured {v['measured']:.4f}"
-                                                      for k, v in metrics.items()))
+        lines.append(f"validation {name}: " + ", ".join(
+            f"{k} predicted {v['predicted']:.4f} measured {v['measured']:.4f}" for k, v in metrics.items()))
     return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="mixture search from proxy runs (RegMix): a recipe minimising a target set's loss")
+    p = sub.add_parser("search", help="mixture search from proxy runs (RegMix): a recipe minimising a target "
+                                      "set's loss")
     p.add_argument("run_dir", type=Path, help="run directory with tokens/, eval/ and plan.json")
     p.add_argument("--base", required=True, help="base model folder every proxy continues from")
     p.add_argument("--target", required=True, help="evaluation set whose bits per byte to minimise")
     p.add_argument("--keep", action="append", default=[], metavar="SET",
-                   help="evaluation set whose loss must stay within (1 + epsilon) of the natural mixture's (repeatable)")
+                   help="evaluation set whose loss must stay within (1 + epsilon) of the natural mixture's "
+                        "(repeatable)")
     p.add_argument("--proxies", type=int, help="sampled mixtures (default 4 x the number of groups)")
     p.add_argument("--proxy-tokens", type=float, default=65536, help="tokens per proxy run (default 65536)")
     p.add_argument("--epsilon", type=float, default=0.0, help="allowed relative rise of keep-set loss (default 0)")

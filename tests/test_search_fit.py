@@ -77,8 +77,9 @@ def test_found_weights_make_a_recipe_the_planner_takes(plan, tmp_path):
     from mixtures.recipes import load_recipe
     from search.mixture import plan_availability, write_recipe
 
-    path = write_recipe(tmp_path / "recipe.yaml", plan, {"web": 0.61234567, "code": 0.3, "qa": 0.08765433}, "search", "x")
+    found = {"web": 0.61234567, "code": 0.3, "qa": 0.08765433}
+    path = write_recipe(tmp_path / "recipe.yaml", plan, found, "search", "x")
     rec = load_recipe(path)
     out = build_plan(rec, plan_availability(plan), 64 * 100, 64)
-    want = recipe_dict(plan, {"web": 0.61234567, "code": 0.3, "qa": 0.08765433}, "s", "x")["phases"][0]["weights"]
+    want = recipe_dict(plan, found, "s", "x")["phases"][0]["weights"]
     assert abs(sum(want.values()) - 1) < 1e-12 and out["phases"][0]["weights"] == pytest.approx(want, abs=1e-12)
