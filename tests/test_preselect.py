@@ -163,11 +163,11 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
 
     run, ladder, target, (code_ho, prose_ho) = ladder_run
     # PreSelect's 5 epochs at lr 0.1 are made for ~10^5 labelled documents; on the ~200 here
-    # fastText barely leaves the prior, so this test trains longer and faster (as the domain
-    # tagger does). The CLI test below runs with PreSelect's own settings.
+    # fastText barely leaves the prior, so this test trains 40 epochs at lr 0.25 (at lr 0.5
+    # fastText's NaN came up on every retry). The CLI test below runs with PreSelect's settings.
     meta = train_preselect(str(run), [str(m) for m in ladder], target_set=[str(target)], sample=1000,
                            min_positives=20, length_bins=5, holdout=0.2, seed=1, block=512, stride=256,
-                           device="cpu", params=FastTextParams(epoch=25, lr=0.5, bucket=20_000))
+                           device="cpu", params=FastTextParams(epoch=40, lr=0.25, bucket=20_000))
     perf = meta["performance"]
     assert perf[0] < perf[1] < perf[2], perf  # minus bits per byte on held-out code: rises along the ladder
     lab = meta["labels"]
@@ -188,7 +188,7 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
     s = scorer.scores(held_code + held_prose)
     held_auc = auc(s, [1] * len(held_code) + [0] * len(held_prose))
     print(f"PreSelect held-out AUC, Python source vs pydoc prose: {held_auc:.3f} (training split {meta['heldout']['auc']:.3f})")
-    # Measured 0.86-0.97 over repeated runs (fastText on ~180 labelled documents varies from run
+    # Measured 0.85-0.97 over repeated runs (fastText on ~180 labelled documents varies from run
     # to run even with one thread and a fixed seed); a classifier that had not learnt code from
     # the ladder's ranking would sit near 0.5.
     assert held_auc >= 0.8
