@@ -18,6 +18,9 @@ import numpy as np
 from pipeline.cmd_compare import read_plan, train_config_dict
 from pipeline.errors import CurateError
 
+TRUST_SPEARMAN = 0.5
+"""Below this held-out rank correlation the summary warns that the fit cannot be trusted."""
+
 
 def _fit_models(x: np.ndarray, table: dict[str, np.ndarray], model: str, target: str,
                 seed: int) -> tuple[str, dict, dict]:
@@ -138,6 +141,10 @@ def summary(r: dict) -> str:
              "held-out fit (Spearman / mean abs error, per model):"]
     for key, q in r["fit"].items():
         lines.append(f"  {key}: " + ", ".join(f"{m} {v['spearman']:+.3f} / {v['mae']:.4f}" for m, v in q.items()))
+    weak = [key for key, q in r["fit"].items() if q[r["model"]]["spearman"] < TRUST_SPEARMAN]
+    if weak:
+        lines.append(f"warning: held-out Spearman below {TRUST_SPEARMAN} for {', '.join(weak)}: the fit ranks unseen "
+                     "mixtures poorly; train more or longer proxies before trusting the mixture found")
     f = r["found"]
     lines.append(f"found ({f['how']}, {f['feasible_candidates']:,} of {f['candidates']:,} candidates feasible):")
     for g, w in f["weights"].items():
