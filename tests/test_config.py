@@ -62,3 +62,13 @@ def test_every_shipped_config_loads(path):
 def test_cli_overrides():
     cfg = load_config(REPO / "configs" / "demo.yaml", inputs=["a.jsonl", "b.parquet"], out="runs/o", workers=3)
     assert [i.path for i in cfg.inputs] == ["a.jsonl", "b.parquet"] and cfg.out == "runs/o" and cfg.ray.workers == 3
+
+
+def test_demo_quality_repeats_the_demo_stages():
+    """Part 2 of the demo reuses part 1's shards only if its stages are the same, in order."""
+    import yaml
+
+    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    quality = yaml.safe_load((REPO / "configs" / "demo_quality.yaml").read_text())
+    assert quality["stages"][:-1] == demo["stages"] and quality["stages"][-1]["kind"] == "quality"
+    assert {k: v for k, v in quality.items() if k != "stages"} == {k: v for k, v in demo.items() if k != "stages"}
