@@ -72,3 +72,5 @@ def test_demo_quality_repeats_the_demo_stages():
     quality = yaml.safe_load((REPO / "configs" / "demo_quality.yaml").read_text())
     assert quality["stages"][:-1] == demo["stages"] and quality["stages"][-1]["kind"] == "quality"
     assert {k: v for k, v in quality.items() if k != "stages"} == {k: v for k, v in demo.items() if k != "stages"}
+    preselect = yaml.safe_load((REPO / "configs" / "demo_preselect.yaml").read_text())
+    assert preselect["stages"][:-1] == quality["stages"] and preselect["stages"][-1]["name"] == "preselect"
