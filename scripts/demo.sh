@@ -17,7 +17,8 @@ curate corpus system data/system.jsonl --max-mb "$MAX_MB"
 step "2. curate: ingest, language ID, heuristic filters, domains, exact + MinHash dedup"
 curate run configs/demo.yaml --out "$RUN"
 step "3. quality classifier (DCLM-style): pydoc reference topics vs the rest of the corpus"
-curate train-quality "$RUN" --name ref --positive-sql "SELECT id, text FROM docs WHERE source = 'pydoc'"
+# A few hundred documents: fastText's defaults (5 epochs, lr 0.1) leave the model flat here.
+curate train-quality "$RUN" --name ref --positive-sql "SELECT id, text FROM docs WHERE source = 'pydoc'" --epoch 25 --lr 0.5
 curate run configs/demo_quality.yaml --out "$RUN"
 step "4. catalog: what the run holds"
 curate query "$RUN" "SELECT domain, quality_bucket, count(*) AS docs, sum(n_chars) AS chars FROM docs GROUP BY ALL ORDER BY chars DESC LIMIT 12"
@@ -30,7 +31,8 @@ step "5. mixture plan: 'Reuse, Don't Retrain' recipe, switch at LR = start/5"
 rm -rf "$RUN/plan.json" "$RUN/plan.png" "$RUN/tokens" "$RUN/base" "$RUN/train"
 curate plan "$RUN" --recipe reuse --tokens $((STEPS * BATCH * SEQ)) --seq-len $SEQ --batch-size $BATCH --lr-start 3e-3
 step "6. tokenize (sentencepiece trained on the run) and pack per mixture group"
-curate pack "$RUN" --seq-len $SEQ --vocab-size 4000
+# 5% of each group held out (the default 0.5% leaves a demo-sized group one document or none).
+curate pack "$RUN" --seq-len $SEQ --vocab-size 4000 --eval-fraction 0.05
 step "7. continued pretraining of a tiny random Llama, phase by phase"
 curate init-model "$RUN/base" --size tiny --run "$RUN" --seq-len $SEQ
 curate train "$RUN" --base "$RUN/base" --config configs/train_tiny.yaml --max-steps "$STEPS" \
