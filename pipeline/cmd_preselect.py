@@ -50,12 +50,18 @@ def score_ladder(ladder: list[Path], texts: list[str], tokenizer: str | None, ru
     """Bits per byte of each text under each model: shape (texts, models)."""
     from scorers.lm import LMScorer, default_tokenizer, unload
 
+    import time
+
     cols = []
-    for folder in ladder:
+    for i, folder in enumerate(ladder, 1):
+        t0 = time.perf_counter()
         scorer = LMScorer(folder, tokenizer or default_tokenizer(folder, run_dir), device=device, block=block,
                           stride=stride, batch_tokens=batch_tokens, max_chars=max_chars, start=start)
         cols.append(scorer.bpb(texts)[0])
         unload(folder)
+        # Scoring is the long part (documents x models): one line per model shows it moving.
+        print(f"ladder model {i}/{len(ladder)} {folder}: {len(texts)} documents scored in "
+              f"{time.perf_counter() - t0:.1f}s, mean bpb {float(np.nanmean(cols[-1])):.3f}", flush=True)
     return np.stack(cols, axis=1)
 
 

@@ -26,7 +26,7 @@ MID=$(ls -d "$RUN"/train/checkpoints/step-* | head -n 1)
 TARGET="$RUN/eval/code.parquet"
 [ -f "$TARGET" ] || TARGET=$(ls "$RUN"/eval/*.parquet | head -n 1)
 curate train-preselect "$RUN" --ladder "$RUN/base" "$MID" "$RUN/train/model" --target-set "$TARGET" \
-    --tokenizer "$RUN/tokens/tokenizer.model" --start eos --block 256 --stride 128 --sample 800
+    --tokenizer "$RUN/tokens/tokenizer.model" --start eos --block 256 --stride 128 --sample 400 --max-chars 4000
 
 step "3. score the corpus with the PreSelect classifier"
 curate run configs/demo_preselect.yaml
