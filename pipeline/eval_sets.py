@@ -25,6 +25,7 @@ from typing import Iterable
 import pyarrow as pa
 
 from pipeline.errors import CurateError
+from records.jsonl import json_objects
 from stages import holdout, shardio
 
 EVAL_DIR = "eval"
@@ -63,23 +64,15 @@ def check_names(extra: list[ExtraSet], groups: Iterable[str]) -> None:
 
 def read_jsonl_set(path: Path) -> pa.Table:
     """A JSONL evaluation set; a line that is not an object with a string `text` is an error naming it."""
-    if not path.is_file():
-        raise CurateError(f"--eval-jsonl: {path} does not exist")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CurateError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(d, dict) or not isinstance(d.get("text"), str):
-                raise CurateError(f"{path}:{n}: an evaluation line is an object with a string \"text\"")
+    try:
+        for n, d in json_objects(path, "evaluation documents"):
+            if not isinstance(d.get("text"), str):
+                raise ValueError(f"{path}:{n}: an evaluation line is an object with a string \"text\"")
             rows.append({"id": str(d.get("id", f"{path.stem}:{n}")), "text": d["text"],
                          "source": d.get("source"), "domain": d.get("domain")})
-    if not rows:
-        raise CurateError(f"{path}: no evaluation documents")
+    except (ValueError, OSError) as e:
+        raise CurateError(f"--eval-jsonl: {e}") from None
     return holdout.eval_table(pa.Table.from_pylist(rows), None)
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from records.jsonl import json_objects
 from training.bpb import ScoringModel, load_scoring_model
 
 QA_PROMPT = "Question: {question}\nAnswer:"
@@ -76,29 +77,17 @@ def eval_set(sm: ScoringModel, docs: list[dict], cfg: EvalConfig) -> dict[str, A
 
 def read_qa(path: str | Path) -> list[dict]:
     """A QA set: JSONL of {"question", "answer", "choices"?}; the answer must be one of the choices."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"QA set {path} does not exist")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(d, dict) or not isinstance(d.get("question"), str) or not isinstance(d.get("answer"), str):
-                raise ValueError(f"{path}:{n}: a QA line is an object with string \"question\" and \"answer\"")
-            choices = d.get("choices")
-            if choices is not None:
-                if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                    raise ValueError(f"{path}:{n}: \"choices\" must be a list of at least two strings")
-                if d["answer"] not in choices:
-                    raise ValueError(f"{path}:{n}: the answer {d['answer']!r} is not one of the choices")
-            items.append({"question": d["question"], "answer": d["answer"], "choices": choices})
-    if not items:
-        raise ValueError(f"{path}: no QA items")
+    for n, d in json_objects(path, "QA items"):
+        if not isinstance(d.get("question"), str) or not isinstance(d.get("answer"), str):
+            raise ValueError(f"{path}:{n}: a QA line is an object with string \"question\" and \"answer\"")
+        choices = d.get("choices")
+        if choices is not None:
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise ValueError(f"{path}:{n}: \"choices\" must be a list of at least two strings")
+            if d["answer"] not in choices:
+                raise ValueError(f"{path}:{n}: the answer {d['answer']!r} is not one of the choices")
+        items.append({"question": d["question"], "answer": d["answer"], "choices": choices})
     return items
 
 
