@@ -32,7 +32,7 @@ N = 13
 
 
 def corpus_texts(mb: float, workdir: Path) -> list[str]:
-    from pipeline.corpus import build_system_corpus
+    from pipeline.commands.corpus import build_system_corpus
 
     path = workdir / "system.jsonl"
     build_system_corpus(path, max_mb=mb)

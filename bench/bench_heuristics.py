@@ -4,7 +4,7 @@
 
 Both sides run the same filters with the same parameters (the shipped prose set: Gopher
 repetition, Gopher quality with min_doc_words 50, FineWeb quality), in this one process, on the
-same documents (`pipeline.corpus.build_python_corpus` plus /usr/share/doc text where there is
+same documents (`pipeline.commands.corpus.build_python_corpus` plus /usr/share/doc text where there is
 some, read once into memory), English throughout:
 
 - peer: datatrove's classes as a datatrove pipeline calls them, one `Document` per document and
@@ -50,7 +50,7 @@ def main() -> None:
     import pyarrow as pa
     from datatrove.data import Document
 
-    from pipeline.corpus import build_python_corpus
+    from pipeline.commands.corpus import build_python_corpus
     from scorers.heuristics import FILTER_CLASSES
     from stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
 

@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
 
-    from pipeline.adapter import ray_session
-    from pipeline.config import load_config
-    from pipeline.corpus import build_system_corpus
-    from pipeline.runner import run_pipeline
+    from pipeline.running.adapter import ray_session
+    from pipeline.running.config import load_config
+    from pipeline.commands.corpus import build_system_corpus
+    from pipeline.running.runner import run_pipeline
 
     out = Path(args.out)
     src = out / "corpus.jsonl"

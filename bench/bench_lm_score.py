@@ -3,7 +3,7 @@ documents; and PreSelect end to end per 1,000 documents.
 
     python bench/bench_lm_score.py [--mb 2] [--docs 600] [--size small] [--workers 2] [--device cpu]
 
-1. builds a real-text corpus (`pipeline.corpus.build_system_corpus`), ingests it, trains a
+1. builds a real-text corpus (`pipeline.commands.corpus.build_system_corpus`), ingests it, trains a
    sentencepiece tokenizer on it and writes a random Llama of `--size` (weights do not change the
    speed) as a Hugging Face folder;
 2. raw peer: the documents tokenized beforehand, cut into the very same windows, batched to the
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     a = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from pipeline.adapter import ray_session
+    from pipeline.running.adapter import ray_session
 
     with ray_session():  # one local Ray for every pipeline run below
         run(a)
@@ -177,10 +177,10 @@ def run(a: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from pipeline.config import load_config
-    from pipeline.corpus import build_system_corpus
-    from pipeline.runner import run_pipeline
-    from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash
+    from pipeline.running.config import load_config
+    from pipeline.commands.corpus import build_system_corpus
+    from pipeline.running.runner import run_pipeline
+    from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
     from stages import shardio
     from stages.tokenize import TokenizerConfig, train_tokenizer
     from training.bpb import load_scoring_model
@@ -270,9 +270,9 @@ def preselect_timing(a, work: Path, corpus: Path, tok: Path) -> None:
     """`train_preselect` end to end on `--preselect-docs` documents with a ladder of 3 models."""
     import json
 
-    from pipeline.cmd_preselect import train_preselect
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.commands.preselect import train_preselect
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
 
     run_dir = work / "ps_run"
     run_pipeline(load_config(data={"name": "ps", "out": str(run_dir), "inputs": [{"path": str(corpus)}],

@@ -29,8 +29,8 @@ from mixtures.groups import group_stats, parse_groups
 from mixtures.planner import build_plan
 from mixtures.plot import plot_plan
 from mixtures.recipes import recipe_from_dict
-from pipeline.catalog import connect
-from pipeline.cmd_plan import group_rows
+from pipeline.catalog.db import connect
+from pipeline.commands.plan import group_rows
 from stages import docshard
 from stages.shardio import write_parquet
 

@@ -2,7 +2,7 @@
 
     python bench/bench_scoring.py [--mb 16] [--workers 2]
 
-1. builds a real-text corpus (`pipeline.corpus.build_system_corpus`) and ingests it,
+1. builds a real-text corpus (`pipeline.commands.corpus.build_system_corpus`) and ingests it,
 2. trains a quality model with DCLM's defaults (reference set: pydoc topics),
 3. raw peer: `model.predict(list_of_lines, k=2)` over the same texts, in memory, one core,
 4. pipeline, one core in-process: the runner's own worker (`MapStageWorker.run`: read Parquet,
@@ -37,11 +37,11 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    from pipeline.cmd_annotate import train_quality
-    from pipeline.config import load_config
-    from pipeline.corpus import build_system_corpus
-    from pipeline.runner import run_pipeline
-    from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash
+    from pipeline.commands.annotate import train_quality
+    from pipeline.running.config import load_config
+    from pipeline.commands.corpus import build_system_corpus
+    from pipeline.running.runner import run_pipeline
+    from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
     from scorers import ft
     from stages import shardio
 

@@ -31,7 +31,7 @@ def main() -> None:
 
     import numpy as np
 
-    from pipeline.adapter import cluster_cpus, ray_session
+    from pipeline.running.adapter import cluster_cpus, ray_session
     from search.arms import Arm, run_arms
     from search.mixture import epoch_caps, natural_weights, proxy_plan, sample_mixtures
     from tests.searchrun import SEQ, build_run, train_overrides

@@ -37,7 +37,7 @@ def curate(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def build(tmp: Path, name: str, mb: float, shard_docs: int) -> Path:
     corpus = tmp / f"{name}.jsonl"
-    from pipeline.corpus import build_python_corpus
+    from pipeline.commands.corpus import build_python_corpus
 
     build_python_corpus(corpus, max_mb=mb)
     config = tmp / f"{name}.json"

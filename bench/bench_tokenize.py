@@ -32,9 +32,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from pipeline.adapter import RayExecutor, ray_session
-    from pipeline.cmd_pack import pack
-    from pipeline.corpus import build_system_corpus
+    from pipeline.running.adapter import RayExecutor, ray_session
+    from pipeline.commands.pack import pack
+    from pipeline.commands.corpus import build_system_corpus
     from stages.tokenize import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
     from test_pack_common import load_docs, make_run
 

@@ -5,7 +5,7 @@ A group is a name and a predicate over the catalog's `docs` columns (`source`, `
 group whose predicate is true, which `group_case_sql` encodes as one SQL `CASE`. The planner's
 counts and the packer's assignment both use that expression, so they cannot disagree.
 
-This module never runs SQL: the catalog side (pipeline/cmd_plan.py) runs the expression and
+This module never runs SQL: the catalog side (pipeline/commands/plan.py) runs the expression and
 hands back rows, which `group_stats` turns into available tokens per group.
 """
 
@@ -24,7 +24,7 @@ DEFAULT_TOKENS_PER_CHAR = 0.25
 
 # Where the tokens-per-char ratio of an estimate came from; Availability.tokens_per_char_source
 # is one of these, "measured" followed by ": <what measured it>".
-#   measured: the run's tokenizer on a sample of its documents (pipeline/cmd_plan.py)
+#   measured: the run's tokenizer on a sample of its documents (pipeline/commands/plan.py)
 #   given:    the user's --tokens-per-char / `tokens_per_char=` argument
 #   default:  DEFAULT_TOKENS_PER_CHAR, when there was nothing to measure with
 #   n/a:      token counts are exact; no ratio was used

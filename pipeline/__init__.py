@@ -1,1 +1,1 @@
-"""curate: pipeline."""
+"""curate: the command line (cli.py) over commands/, running/, catalog/ and reporting/; the service in serve/."""

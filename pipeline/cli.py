@@ -1,14 +1,21 @@
-"""`curate` command line: a thin layer over the typed functions in the `cmd_*` modules."""
+"""`curate` command line: a thin layer over the typed functions in `pipeline/commands/`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipeline import (cmd_annotate, cmd_compare, cmd_core, cmd_eval, cmd_export, cmd_pack, cmd_plan, cmd_preselect,
-                      cmd_search)
+from pipeline.commands import annotate as cmd_annotate
+from pipeline.commands import compare as cmd_compare
+from pipeline.commands import core as cmd_core
+from pipeline.commands import evaluation as cmd_eval
+from pipeline.commands import export as cmd_export
+from pipeline.commands import pack as cmd_pack
+from pipeline.commands import plan as cmd_plan
+from pipeline.commands import preselect as cmd_preselect
+from pipeline.commands import search as cmd_search
 from pipeline.errors import CurateError
-from pipeline.lock import RunLock
+from pipeline.running.lock import RunLock
 from pipeline.serve import cmd as cmd_serve
 
 # Each module adds its subcommands; listed explicitly (no registry magic).

@@ -1,5 +1,5 @@
 """Build typed dataclasses from plain dicts (parsed YAML), with errors that name the field: the
-one builder of the run config (pipeline/config.py) and the train config (training/config.py).
+one builder of the run config (pipeline/running/config.py) and the train config (training/config.py).
 
 Supported annotations: int, float, str, bool, None-able (`X | None`), Literal[...], list[X],
 dict[str, X], and nested dataclasses. A dataclass's `__post_init__` may raise ValueError; the

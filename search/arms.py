@@ -91,7 +91,7 @@ def run_arm(run: str, area: str, arm: dict, base: str, train_config: dict, want:
     """Train one arm into AREA/<arm>/, evaluate its model on the run's sets, write its marker."""
     import torch
 
-    from pipeline.cmd_eval import eval_model
+    from pipeline.commands.evaluation import eval_model
     from stages.shardio import atomic_write_bytes
     from training.config import TrainConfig
     from training.loop import train
@@ -119,7 +119,7 @@ def run_arms(run: Path, area: Path, arms: Sequence[Arm], base: Path, train_confi
              echo: Callable[[str], None] = print) -> dict[str, dict]:
     """Run every arm without a matching marker (at most `limit` of them) and return the markers of
     all finished arms by name. `executor`: "ray", "local" or an open `stages.base.Executor`."""
-    from pipeline.executors import open_executor
+    from pipeline.running.executors import open_executor
 
     names = [a.name for a in arms]
     if len(set(names)) != len(names):

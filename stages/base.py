@@ -2,7 +2,7 @@
 
 A *map stage* turns one `pyarrow.Table` of documents into the documents it keeps and the
 ids it rejects, with a reason per rejection (a filter returns keep or drop with a
-reason). It never imports ray: `pipeline/adapter.py` decides where it runs. Anything heavy
+reason). It never imports ray: `pipeline/running/adapter.py` decides where it runs. Anything heavy
 (a model) is loaded in `setup()`, which the adapter calls once per worker (actor), never per
 batch.
 
@@ -172,7 +172,7 @@ def resources_of(stage: Any) -> Resources:
 
 class Executor(Protocol):
     """Runs work over items in parallel, results in input order: the seam between the stages and
-    where they run (`LocalExecutor` here, in this process; `RayExecutor` in pipeline/adapter.py).
+    where they run (`LocalExecutor` here, in this process; `RayExecutor` in pipeline/running/adapter.py).
 
     `fn`, `make` and the items must be picklable (module-level functions, dataclasses).
     `cost(item)` lets an executor start the costliest items first; `size(item)` (bytes the item

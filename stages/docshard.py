@@ -4,7 +4,7 @@ Stages after ingest only add columns and drop documents (docs/internals.md), so 
 rewrite `text`, which is nearly all of a shard's bytes. A *delta* shard holds every document
 column except `text`, plus `_base_row`: the document's row in its *base* shard, the full shard
 of the same name that holds the text (the ingest shard). Dolma keeps its tagger "attributes"
-beside the documents for the same reason. The catalog (pipeline/catalog.py) and `read_docs`
+beside the documents for the same reason. The catalog (pipeline/catalog/db.py) and `read_docs`
 join the text back, so every reader still sees the whole document table.
 
 Parquet key-value metadata of a delta shard:

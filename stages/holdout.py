@@ -8,7 +8,7 @@ it out). The group's packing task (`stages/packing.py`) leaves these documents o
 `tokens.bin` and the rows, and writes them to `RUN/eval/<group>.parquet`.
 
 Evaluation sets given by a SQL predicate over the catalog are held out the same way, from every
-group: their ids reach the packing tasks as an exclusion list (`pipeline/eval_sets.py`).
+group: their ids reach the packing tasks as an exclusion list (`pipeline/catalog/eval_sets.py`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Tokenization is lossless: byte fallback gives every byte an id, normalization is `identity` and
 whitespace is never collapsed, so `decode(encode(text)) == text` for any UTF-8 text (tested).
 `n_tokens` counts the text's tokens only; BOS/EOS are added when documents go into the token
-files (`pipeline/cmd_pack.py`): every document is followed by EOS, preceded by BOS only when
+files (`pipeline/commands/pack.py`): every document is followed by EOS, preceded by BOS only when
 `add_bos` is set (Llama checkpoints were trained with BOS at document starts).
 
 The stage's work function, `tokenize_shard`, runs once per input shard (on Ray via an Executor):

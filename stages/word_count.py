@@ -2,7 +2,7 @@
 drops documents outside `[min_words, max_words]` (reason `words_below_min` / `words_above_max`).
 
 It is also the smallest complete stage kind: a config dataclass, a class with `setup` and
-`process` (`stages.base.MapStage`), and one line in pipeline/stage_table.py.
+`process` (`stages.base.MapStage`), and one line in pipeline/running/stage_table.py.
 """
 
 from __future__ import annotations

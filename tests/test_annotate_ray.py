@@ -39,7 +39,7 @@ def model(tmp_path_factory):
 
 def test_actors_load_once_and_match_local(ray_session, model):
     import ray.cloudpickle
-    from pipeline.adapter import RayExecutor
+    from pipeline.running.adapter import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     texts = pydoc_chunks(290)[120:] + stdlib_code(300)[120:]

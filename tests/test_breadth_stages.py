@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
+from pipeline.running.config import load_config
 from pipeline.errors import ConfigError
 from stages.base import GlobalContext, LocalExecutor
 from stages.url_filter import URLFilterConfig, URLFilterStage
@@ -153,9 +153,9 @@ def test_sample_config_errors():
 # ------------------------------------------------------------------------ the shipped config
 def test_breadth_config_end_to_end(ray_session, tmp_path):
     """configs/breadth.yaml with its eval set taken from the corpus, `--limit`, stats lines."""
-    from pipeline import cmd_core
-    from pipeline.catalog import connect
-    from pipeline.stats import summary_lines
+    from pipeline.commands import core as cmd_core
+    from pipeline.catalog.db import connect
+    from pipeline.reporting.stats import summary_lines
 
     paras = _paragraphs()
     corpus = [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
@@ -218,9 +218,9 @@ def test_pii_then_a_delta_stage_catalog_and_resume(ray_session, tmp_path):
     and a changed pii config reruns both."""
     from datatrove.pipeline.formatters.pii import PIIFormatter
 
-    from pipeline.catalog import connect
-    from pipeline.runner import run_pipeline
-    from pipeline.stats import summary_lines
+    from pipeline.catalog.db import connect
+    from pipeline.running.runner import run_pipeline
+    from pipeline.reporting.stats import summary_lines
     from stages import docshard
 
     corpus = tmp_path / "stdlib.jsonl"

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from pipeline.catalog import connect, query
-from pipeline.config import load_config
+from pipeline.catalog.db import connect, query
+from pipeline.running.config import load_config
 from pipeline.errors import QueryError
-from pipeline.runner import run_pipeline
+from pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -40,9 +40,9 @@ def test_ray_cluster_yaml_is_a_launcher_config():
 
 
 def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
-    from pipeline.cmd_core import stats_text
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.commands.core import stats_text
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
 
     cfg = load_config(data={"name": "s", "out": str(tmp_path / "run"), "inputs": [{"path": str(system_corpus)}],
                             "ingest": {"max_chars": 50_000}})
@@ -50,7 +50,7 @@ def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
     text = stats_text(cfg.out)
     assert f"documents: {rep.stats['kept']:,}" in text
     assert "python-stdlib" in text and "too_long" in text  # the cap quarantines the long documents
-    from pipeline.cmd_core import report
+    from pipeline.commands.core import report
 
     page = report(cfg.out).read_text()
     assert page.count("<img") >= 2 and f"documents: {rep.stats['kept']:,}" in page

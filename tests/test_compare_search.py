@@ -11,8 +11,8 @@ import yaml
 
 pytest.importorskip("torch")
 
-from pipeline.cmd_compare import compare  # noqa: E402
-from pipeline.cmd_search import search  # noqa: E402
+from pipeline.commands.compare import compare  # noqa: E402
+from pipeline.commands.search import search  # noqa: E402
 from search.mixture import proxy_plan  # noqa: E402
 from tests.searchrun import SEQ, build_run, train_overrides  # noqa: E402
 from tests.tinylm import code_texts, topic_texts  # noqa: E402

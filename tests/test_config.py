@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.running.config import load_config
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

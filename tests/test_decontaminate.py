@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import load_config
+from pipeline.running.config import load_config
 from pipeline.errors import ConfigError
 from stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec, word_ngrams
 
@@ -161,9 +161,9 @@ def test_missing_eval_file_is_a_clear_error(tmp_path):
 
 
 def test_runner_drop_mode_stats_and_catalog(ray_session, eval_dir, tmp_path):
-    from pipeline.catalog import connect
-    from pipeline.runner import run_pipeline
-    from pipeline.breadth_summary import decontamination_report, breadth_summary
+    from pipeline.catalog.db import connect
+    from pipeline.running.runner import run_pipeline
+    from pipeline.reporting.breadth_summary import decontamination_report, breadth_summary
 
     corpus = tmp_path / "topics.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "pydoc"}) + "\n" for i, t in _topics()))

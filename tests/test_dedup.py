@@ -289,7 +289,7 @@ def test_empty_and_tiny_documents(tmp_path):
 
 
 def test_report_reasons_are_the_stages_reasons():
-    from pipeline import dedup_summary
+    from pipeline.reporting import dedup_summary
     from stages.dedup import exact, lsh
 
     assert dedup_summary.REASONS == (exact.REASON, lsh.REASON)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pipeline.cli import main as cli_main  # noqa: E402
-from pipeline.cmd_pack import pack  # noqa: E402
+from pipeline.commands.pack import pack  # noqa: E402
 from stages.base import LocalExecutor  # noqa: E402
 from test_pack_common import make_run, write_plan  # noqa: E402
 from tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
@@ -164,7 +164,7 @@ def test_curate_eval_on_a_packed_run_and_the_live_model_hook_agree(models, packe
 
 
 def test_trainer_logs_eval_bpb_per_set(models, packed_run, tmp_path):
-    from pipeline.cmd_plan import plan
+    from pipeline.commands.plan import plan
     from training.config import TrainConfig
     from training.hf_io import load_model
     from training.loop import train
@@ -233,7 +233,7 @@ def test_shipped_qa_sets_load():
 
 
 def test_report_shows_the_eval_plot_of_the_run_model(models, packed_run, tmp_path):
-    from pipeline.report import write_report
+    from pipeline.reporting.report import write_report
 
     _, _, trained, _, _ = models
     run = shutil.copytree(packed_run, tmp_path / "run")

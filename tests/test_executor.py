@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import connect
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog.db import connect
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from stages.base import LocalExecutor, group_by_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_in_process_and_ray_runs_are_identical(inputs, tmp_path, ray_session):
 
 
 def test_local_run_never_imports_ray(inputs, tmp_path):
-    code = (f"import sys; from pipeline import cmd_core; "
+    code = (f"import sys; from pipeline.commands import core as cmd_core; "
             f"cmd_core.run({str(REPO / 'configs' / 'demo.yaml')!r}, inputs=[{str(inputs / 'b.jsonl')!r}], "
             f"out={str(tmp_path / 'run')!r}, executor='local'); "
             f"assert 'ray' not in sys.modules, 'ray was imported'")
@@ -84,7 +84,7 @@ def test_small_items_share_tasks_in_order():
 
 
 def test_ray_grouped_map_keeps_input_order(ray_session):
-    from pipeline.adapter import RayExecutor
+    from pipeline.running.adapter import RayExecutor
 
     items = list(range(37))
     assert RayExecutor(2).map(abs, [-i for i in items], size=lambda i: 1, cost=lambda i: -i) == items

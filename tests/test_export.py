@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cmd_export import export
+from pipeline.commands.export import export
 from pipeline.errors import CurateError, QueryError
 
 # `datasets` reads local files here; it must never try the Hub (set before it is imported).
@@ -22,8 +22,8 @@ def run_dir(ray_session, tmp_path_factory) -> Path:
     """pydoc topic paragraphs, ingested and flagged against an eval set (a list column)."""
     import pydoc_data.topics as t
 
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
 
     root = tmp_path_factory.mktemp("export")
     paras = [(f"{n}#{k}", p) for n, text in sorted(t.topics.items()) for k, p in enumerate(text.split("\n\n"))
@@ -42,7 +42,7 @@ def run_dir(ray_session, tmp_path_factory) -> Path:
 
 
 def _count(run_dir: Path, where: str = "true") -> int:
-    from pipeline.catalog import query
+    from pipeline.catalog.db import query
 
     return query(run_dir, f"SELECT count(*) AS n FROM docs WHERE {where}").column("n")[0].as_py()
 

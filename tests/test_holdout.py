@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import catalog
-from pipeline.cmd_pack import pack
+from pipeline.catalog import db as catalog
+from pipeline.commands.pack import pack
 from pipeline.errors import CurateError
 from stages import holdout, shardio
 from stages.base import LocalExecutor

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import badinput
-from pipeline.catalog import query
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog.db import query
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
 from stages.normalize import normalize_text
 from stages.records import stable_id

@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.catalog import query
-from pipeline.config import load_config
+from pipeline.catalog.db import query
+from pipeline.running.config import load_config
 from pipeline.errors import CurateError
-from pipeline.runner import run_pipeline
+from pipeline.running.runner import run_pipeline
 from stages import shardio
 
 REPO = Path(__file__).resolve().parents[1]

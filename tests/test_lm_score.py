@@ -85,7 +85,7 @@ def _make(config):
 def test_on_ray_equals_an_in_process_forward_and_loads_once(ray_session, tiny):
     import ray.cloudpickle
 
-    from pipeline.adapter import RayExecutor
+    from pipeline.running.adapter import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     texts = docs(48)
@@ -147,7 +147,7 @@ def test_filter_and_buckets(tiny):
     ({"models": [{"path": "m"}], "device": "tpu"}, "stages[0].device"),
 ])
 def test_config_errors_name_the_field(fields, field):
-    from pipeline.config import load_config
+    from pipeline.running.config import load_config
 
     with pytest.raises(ConfigError) as e:
         load_config(data={"name": "x", "out": "runs/x", "inputs": [{"path": "x.jsonl"}],
@@ -156,7 +156,7 @@ def test_config_errors_name_the_field(fields, field):
 
 
 def test_gpu_hint_is_dropped_without_gpus(ray_session):
-    from pipeline.adapter import actor_options
+    from pipeline.running.adapter import actor_options
 
     stage = LMScoreStage(LMScoreConfig(models=[LMModelSpec(path="m")]))
     assert stage.resources() == {"num_gpus": 1.0}
@@ -169,9 +169,9 @@ def test_gpu_hint_is_dropped_without_gpus(ray_session):
 
 def test_shipped_config_runs(ray_session, tiny, tmp_path):
     """configs/lm_score.yaml on real text: columns in the catalog, the filter's drops in `rejected`."""
-    from pipeline.catalog import query
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.catalog.db import query
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
 
     demo = tmp_path / "demo"
     shutil.copytree(tiny, demo / "train" / "model")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cmd_pack import pack
+from pipeline.commands.pack import pack
 from stages.base import LocalExecutor
 from stages.packing import DATA_FILES
 from test_pack_common import make_run, write_plan

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cmd_pack import pack
+from pipeline.commands.pack import pack
 from stages import shardio
 from stages.base import LocalExecutor
 from test_pack_common import load_docs, make_run, write_plan

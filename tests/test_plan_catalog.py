@@ -13,7 +13,7 @@ import yaml
 
 from mixtures.groups import parse_groups
 from mixtures.schema import validate_plan
-from pipeline.cmd_plan import PlanError, plan, register
+from pipeline.commands.plan import PlanError, plan, register
 from stages.shardio import write_parquet
 
 GROUPS = [
@@ -78,7 +78,7 @@ def printed_available(out: str) -> dict[str, int]:
 
 def direct_counts(run: Path, groups: list[dict], column: str) -> dict[str, int]:
     """First-match sums written without CASE: in group i and in none of the groups before it."""
-    from pipeline.catalog import connect
+    from pipeline.catalog.db import connect
 
     con = connect(run)
     out = {}
@@ -161,8 +161,8 @@ def test_cli_writes_plan_to_out(tmp_path, capsys):
 def test_shipped_groups_on_a_real_run(tmp_path, ray_session, system_corpus, capsys):
     """The demo corpus through the real runner; shipped recipes' groups counted by the catalog."""
     from mixtures.recipes import load_recipe
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "demo.yaml", inputs=[str(system_corpus)], out=str(tmp_path / "demo"))

@@ -129,8 +129,8 @@ def ladder_run(ray_session, tmp_path_factory):
     """
     import json
 
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.running.config import load_config
+    from pipeline.running.runner import run_pipeline
     from tinylm import train_sp, train_tiny
 
     d = tmp_path_factory.mktemp("preselect")
@@ -154,8 +154,8 @@ def ladder_run(ray_session, tmp_path_factory):
 def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run, one_thread):
     import pyarrow.parquet as pq
 
-    from pipeline.catalog import query
-    from pipeline.cmd_preselect import train_preselect
+    from pipeline.catalog.db import query
+    from pipeline.commands.preselect import train_preselect
     from scorers.ft import FastTextParams
     from scorers.quality import QualityScorer, auc
     from stages.annotate import QualityConfig, QualityStage

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.progress import LogProgress, progress
+from pipeline.running.progress import LogProgress, progress
 
 
 class _Clock:

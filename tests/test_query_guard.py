@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import connect, query
-from pipeline.config import load_config
+from pipeline.catalog.db import connect, query
+from pipeline.running.config import load_config
 from pipeline.errors import QueryError
-from pipeline.readonly_fs import url
-from pipeline.runner import run_pipeline
+from pipeline.catalog.readonly_fs import url
+from pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")

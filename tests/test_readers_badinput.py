@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipeline.catalog import query
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog.db import query
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
 from stages.readers import ReadTask, _parse_exact, _parse_line, read_jsonl, read_parquet
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import columns, connect
-from pipeline.cmd_pack import pack
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog.db import columns, connect
+from pipeline.commands.pack import pack
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from stages.base import LocalExecutor
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.running.config import load_config
 from pipeline.errors import ConfigError, CurateError
-from pipeline.runner import run_pipeline
+from pipeline.running.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,8 +107,8 @@ def test_two_node_local_cluster_gives_the_same_output(system_corpus, tmp_path, r
     script = textwrap.dedent(f"""
         import ray
         from ray.cluster_utils import Cluster
-        from pipeline.config import load_config
-        from pipeline.runner import run_pipeline
+        from pipeline.running.config import load_config
+        from pipeline.running.runner import run_pipeline
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
         cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, include_dashboard=False, logging_level="ERROR")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.corpus import licence_sections, python_module_files
+from pipeline.commands.corpus import licence_sections, python_module_files
 from stages.base import DOC_SCHEMA
 
 # Languages with example sentences in spaCy (`spacy.lang.<code>.examples`), ISO 639-1 codes as
@@ -45,7 +45,7 @@ def chunks(texts: list[str], chars: int, min_chars: int) -> list[str]:
 
 
 def stdlib_code(n: int, chars: int = 3000) -> list[str]:
-    """Python source: the fixed module list of `pipeline.corpus`, cut at blank lines (~900 pieces)."""
+    """Python source: the fixed module list of `pipeline.commands.corpus`, cut at blank lines (~900 pieces)."""
     texts = [Path(p).read_text(encoding="utf-8", errors="replace") for p in python_module_files()]
     return [t[:20000] for t in chunks(texts, chars, 500)][:n]
 
@@ -131,7 +131,7 @@ def test_the_text_comes_from_python_and_its_dependencies_alone(tmp_path):
     import os
     import sys
 
-    from pipeline.corpus import build_python_corpus
+    from pipeline.commands.corpus import build_python_corpus
 
     opened: list[str] = []
     recording = [True]

@@ -171,7 +171,7 @@ def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_mod
 
 
 def test_stages_writing_the_same_column_are_refused():
-    from pipeline.config import load_config
+    from pipeline.running.config import load_config
     from pipeline.errors import ConfigError
 
     base = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import catalog
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog import db as catalog
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from pipeline.serve.app import PUBLIC_PATHS, ServeConfig, create_app
 from pipeline.serve.auth import add_token
 from test_query_guard import _explain_forms, _snapshot

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cmd_core import report
-from pipeline.cmd_plan import plan
+from pipeline.commands.core import report
+from pipeline.commands.plan import plan
 from pipeline.serve.app import ServeConfig
 from test_serve import Server, build_run, make_tokens
 

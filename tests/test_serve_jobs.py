@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from pipeline import catalog
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog import db as catalog
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 from pipeline.serve.app import ServeConfig
 from test_pack_common import load_docs
 from test_ray_job import head  # noqa: F401  (the module fixture: its own `ray start --head`, stopped after)

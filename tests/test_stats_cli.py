@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pipeline.cmd_core import stats_text
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.commands.core import stats_text
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 
 LONG_STAGE = "heuristics_for_english_prose_only"
 

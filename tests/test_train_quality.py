@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from pipeline.catalog import connect
-from pipeline.cmd_annotate import quality_examples, sample_texts
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.catalog.db import connect
+from pipeline.commands.annotate import quality_examples, sample_texts
+from pipeline.running.config import load_config
+from pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from pipeline import catalog
+from pipeline.catalog import db as catalog
 from pipeline.errors import QueryError
 from pipeline.serve import runs
 from pipeline.serve.auth import Token, TokenStore
@@ -177,7 +177,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.get("/api/runs/{run:path}/stats")
     def run_stats(run: str, request: Request, token: Token = Depends(need("read"))):
-        from pipeline.cmd_core import stats_text
+        from pipeline.commands.core import stats_text
 
         return {"run": run, "text": stats_text(str(run_path(request, token, run)))}
 

@@ -76,7 +76,7 @@ def _token(a: argparse.Namespace) -> str:
 
 def remote_main(argv: list[str]) -> int:
     """`curate --server URL [--token-file F] COMMAND ...`: the commands against a service."""
-    from pipeline.cmd_core import format_table
+    from pipeline.commands.core import format_table
 
     p = argparse.ArgumentParser(prog="curate --server URL")
     p.add_argument("--server", required=True)

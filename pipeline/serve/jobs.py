@@ -70,7 +70,7 @@ def command(root: Path, data_dirs: list[Path], kind: str, run: str, config: dict
             args: list[str]) -> tuple[list[str], dict | None]:
     """argv of the curate command for this job, validated as the CLI validates it; for `run`
     also the resolved config (the job reads it from a file the service writes)."""
-    from pipeline.config import load_config
+    from pipeline.running.config import load_config
 
     if kind not in KINDS:
         raise BadJob(f"kind must be one of {', '.join(KINDS)} (got {kind!r})")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from pipeline.catalog import columns
+from pipeline.catalog.db import columns
 from pipeline.errors import CurateError
 from scorers.buckets import DEFAULT_QUANTILES
 from scorers.ft import FastTextParams
@@ -72,7 +72,7 @@ def quality_examples(run_dir: str, positive_files: list[str] | None = None, posi
                      bucket_sample: int = 20000) -> tuple[list[str], list[str], list[str]]:
     """(positives, negatives, bucket sample) for `train_quality`: positives from files or SQL,
     negatives drawn from the `docs` outside them, the bucket sample from all of `docs`."""
-    from pipeline.catalog import check_read_only, connect
+    from pipeline.catalog.db import check_read_only, connect
 
     if bool(positive_files) == bool(positive_sql):
         raise CurateError("give the positives either as files (--positive-files) or as SQL (--positive-sql), not both")
@@ -188,7 +188,7 @@ def domain_seeds(run_dir: str, labels: str = "rules", label_sql: str | None = No
                  seed: int = 0) -> list[tuple[str, str]]:
     """(label, text) seeds, at most `max_per_label` per label: from `label_sql` (columns text,
     label), a JSONL file of {text, label}, or `rules` (documents the run's taxonomy rules label)."""
-    from pipeline.catalog import connect
+    from pipeline.catalog.db import connect
 
     if max_per_label < 1:
         raise CurateError(f"--max-per-label {max_per_label}: must be at least 1")

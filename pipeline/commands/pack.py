@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 import pyarrow.parquet as pq
 
 from pipeline.errors import CurateError
-from pipeline.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
-from pipeline.eval_sets import write_index as write_eval_index
-from pipeline.lock import holds_run_lock
+from pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
+from pipeline.catalog.eval_sets import write_index as write_eval_index
+from pipeline.running.lock import holds_run_lock
 from stages import shardio
 from stages.base import Executor
 from stages.packing import GroupTask, PackConfig, pack_group
@@ -46,7 +46,7 @@ class PackResult:
 
 def _input_parts(run: Path) -> tuple[str, list[Path]]:
     """The latest stage before tokenize that has shards, and its shards."""
-    from pipeline.catalog import read_stage_names
+    from pipeline.catalog.db import read_stage_names
 
     for name in reversed([n for n in read_stage_names(run) if n != STAGE]):
         parts = sorted((run / name).glob("*.parquet"))
@@ -116,7 +116,7 @@ def _check_group_sql(part: Path, case_sql: str) -> None:
 
 
 def _update_stages_json(run: Path) -> None:
-    from pipeline.catalog import read_stage_names
+    from pipeline.catalog.db import read_stage_names
 
     names = [n for n in read_stage_names(run) if n != STAGE] + [STAGE]
     shardio.atomic_write_json(run / "stages.json", names)
@@ -199,7 +199,7 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
         raise CurateError(f"add_bos: {model} has no BOS piece")
 
     if executor is None:
-        from pipeline.adapter import RayExecutor, cluster_cpus, ray_session
+        from pipeline.running.adapter import RayExecutor, cluster_cpus, ray_session
 
         with ray_session(address):
             return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage,
@@ -219,7 +219,7 @@ def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, exec
     markers = executor.map(tokenize_shard, tasks, desc=STAGE, cost=lambda t: Path(t.input).stat().st_size)
     seconds = {"tokenize": round(time.perf_counter() - t0, 3)}
     _remove_stale(stage_dir, {p.stem for p in parts})
-    from pipeline.stagework import aggregate_stats
+    from pipeline.running.stagework import aggregate_stats
 
     stats = aggregate_stats(STAGE, markers)
     stats["source_stage"] = source_stage

@@ -76,8 +76,8 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.catalog import check_read_only, connect
-    from pipeline.cmd_annotate import read_texts
+    from pipeline.catalog.db import check_read_only, connect
+    from pipeline.commands.annotate import read_texts
     from scorers import preselect
 
     if not name.replace("_", "").isalnum():
@@ -148,7 +148,7 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
 
 
 def _cli(a: argparse.Namespace) -> int:
-    from pipeline.cmd_annotate import _params
+    from pipeline.commands.annotate import _params
 
     meta = train_preselect(a.run_dir, a.ladder, a.perf, a.target_set, a.name, a.sample, a.sql, a.tokenizer, a.start,
                            a.lower_is_better, a.min_positives, a.length_bins, a.holdout, a.seed, a.bucket_sample,
@@ -166,7 +166,7 @@ def _cli(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pipeline.cmd_annotate import _ft_args
+    from pipeline.commands.annotate import _ft_args
 
     p = sub.add_parser("train-preselect", help="train a PreSelect classifier from a ladder of models (predictive strength)",
                        description="PreSelect (Shum et al. 2025): documents on which the ladder's bits per byte rank the "

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
-from pipeline.stage_table import STAGE_KINDS
+from pipeline.running.stage_table import STAGE_KINDS
 from records.typed import build
 from stages.ingest import IngestConfig, InputSpec
 

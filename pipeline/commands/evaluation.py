@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pipeline.errors import CurateError
-from pipeline.eval_sets import parse_extra, read_index, read_jsonl_set
+from pipeline.catalog.eval_sets import parse_extra, read_index, read_jsonl_set
 from stages import shardio
 
 

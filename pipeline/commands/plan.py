@@ -19,7 +19,7 @@ from mixtures.groups import Availability, Group, GroupError, group_case_sql, gro
 from mixtures.planner import build_plan, format_table
 from mixtures.recipes import Recipe, RecipeError, load_recipe
 from mixtures.schema import PlanValidationError, validate_plan
-from pipeline.catalog import columns
+from pipeline.catalog.db import columns
 from pipeline.errors import CurateError
 
 
@@ -85,7 +85,7 @@ def measure_tokens_per_char(con: Any, model_path: Path, sample_docs: int = 512) 
 def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: int = 512,
                  tokens_per_char: float | None = None) -> Availability:
     """Available tokens per group of the run's `docs` view (exact or estimated)."""
-    from pipeline.catalog import connect
+    from pipeline.catalog.db import connect
 
     run_dir = Path(run_dir)
     # Counting needs the metadata only, so the views skip the join that fetches `text`; a

@@ -1,6 +1,6 @@
 """Where a run's work happens: `open_executor("ray" | "local", ...)` yields a `stages.base.Executor`.
 
-`ray` attaches to (or starts) Ray through pipeline/adapter.py, the one module importing ray, only
+`ray` attaches to (or starts) Ray through pipeline/running/adapter.py, the one module importing ray, only
 when asked; `local` runs every stage in this process with the same output.
 """
 
@@ -23,7 +23,7 @@ def open_executor(kind: str | Executor, address: str | None = None, workers: int
     elif kind == "local":
         yield LocalExecutor(workers)
     elif kind == "ray":
-        from pipeline.adapter import RayExecutor, ray_session
+        from pipeline.running.adapter import RayExecutor, ray_session
 
         with ray_session(address):
             yield RayExecutor(workers)

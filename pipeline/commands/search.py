@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.cmd_compare import read_plan, train_config_dict
+from pipeline.commands.compare import read_plan, train_config_dict
 from pipeline.errors import CurateError
 
 TRUST_SPEARMAN = 0.5

@@ -26,7 +26,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
 # run lacks its stages' columns or counters) in a module of its own, called in this order. A stage
 # with something to report adds one file and one line here.
 STAGE_SUMMARIES: list[tuple[str, str]] = [
-    ("pipeline.dedup_summary", "dedup_summary"),
-    ("pipeline.annotate_summary", "annotate_summary"),
-    ("pipeline.breadth_summary", "breadth_summary"),
+    ("pipeline.reporting.dedup_summary", "dedup_summary"),
+    ("pipeline.reporting.annotate_summary", "annotate_summary"),
+    ("pipeline.reporting.breadth_summary", "breadth_summary"),
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.config import StageSpec
+from pipeline.running.config import StageSpec
 from records.counts import StageStats
 from stages import docshard, shardio
 from stages.base import REJECTED_SCHEMA, config_dict

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import RunConfig, StageSpec
+from pipeline.running.config import RunConfig, StageSpec
 from pipeline.errors import CurateError
-from pipeline.executors import open_executor
-from pipeline.lock import RunLock
-from pipeline.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
+from pipeline.running.executors import open_executor
+from pipeline.running.lock import RunLock
+from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
 from records.counts import Counts
 from stages import ingest, shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of

@@ -7,7 +7,7 @@
   rejected    every dropped document: id, stage, reason, keeper_id, source, n_chars
   quarantine  every unreadable input record: path, line, offset, reason, detail (+ stage)
   shards      one row per shard marker: stage, task, counts, bytes, seconds
-The connection reads the run through a read-only filesystem (pipeline/readonly_fs.py) and has no
+The connection reads the run through a read-only filesystem (pipeline/catalog/readonly_fs.py) and has no
 other file access: it can read the run and nothing else, and write no file (DuckDB's only
 writable place is its own spill directory, a fresh path outside the run, removed on close).
 `query()` additionally runs only read statements, judged on DuckDB's parse (`check_read_only`).
@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import readonly_fs
+from pipeline.catalog import readonly_fs
 from pipeline.errors import CurateError, QueryError
 from stages import docshard
 from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA

@@ -1,12 +1,12 @@
 """What deduplication did, from a run's catalog: lines for `curate stats`.
 
-`dedup_summary(con)` takes a DuckDB connection from `pipeline.catalog.connect` (views `docs`,
+`dedup_summary(con)` takes a DuckDB connection from `pipeline.catalog.db.connect` (views `docs`,
 one per stage, `rejected`) and runs the queries documented in docs/dedup.md.
 """
 
 from __future__ import annotations
 
-from pipeline.catalog import columns
+from pipeline.catalog.db import columns
 
 REASONS = ("exact_duplicate", "near_duplicate")  # the `reason` of exact.REASON and lsh.REASON
 

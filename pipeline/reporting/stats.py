@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from pipeline.catalog import columns, connect, read_stage_names
-from pipeline.stage_table import STAGE_SUMMARIES
-from pipeline.texttable import aligned
+from pipeline.catalog.db import columns, connect, read_stage_names
+from pipeline.running.stage_table import STAGE_SUMMARIES
+from pipeline.reporting.texttable import aligned
 
 
 def _fmt(n) -> str:
@@ -45,7 +45,7 @@ def summary_lines(run_dir: str | Path) -> list[str]:
             lines.append(f"duplicate input ids: {_fmt(dup)} ids occur more than once "
                          "(query: SELECT id, count(*) FROM ingest GROUP BY id HAVING count(*) > 1)")
     lines += retention_lines(con, list(order))
-    for module, func in STAGE_SUMMARIES:  # the stages' own sections (pipeline/stage_table.py)
+    for module, func in STAGE_SUMMARIES:  # the stages' own sections (pipeline/running/stage_table.py)
         lines += getattr(importlib.import_module(module), func)(con)
     con.close()
     return lines

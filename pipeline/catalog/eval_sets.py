@@ -78,7 +78,7 @@ def read_jsonl_set(path: Path) -> pa.Table:
 
 def where_ids(run: Path, predicate: str, max_docs: int) -> list[str]:
     """Ids the predicate selects in the catalog; the `max_docs` with the smallest id hashes."""
-    from pipeline import catalog
+    from pipeline.catalog import db as catalog
 
     try:
         ids = catalog.query(run, f"SELECT id FROM docs WHERE ({predicate})").column("id").to_pylist()

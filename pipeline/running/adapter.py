@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from pipeline.progress import progress
+from pipeline.running.progress import progress
 from stages.base import TASK_BYTES, Resources, group_by_size
 
 

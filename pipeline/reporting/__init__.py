@@ -1,0 +1,1 @@
+"""What a run tells its user: `curate stats` tables, per-stage summaries and the HTML report."""
