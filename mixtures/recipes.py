@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 from mixtures.groups import Group, GroupError, parse_groups
 from mixtures.schedule import Schedule, check_boundary
+from records.errors import ConfigError
+from records.typed import build
 
 RECIPE_KINDS = ("natural", "temperature", "unimax", "reuse", "upsample-end", "custom")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
@@ -23,6 +25,15 @@ _TRIAL_TOKENS = 1 << 40  # budget of the trial schedule ScheduleSpec validates i
 
 class RecipeError(ValueError):
     """A recipe is invalid; the message starts with the offending field's path."""
+
+
+def _groups(value: Any, path: str) -> list[Group]:
+    """`groups:` through `parse_groups` (names unique, predicates well-formed), errors naming the field."""
+    try:
+        return parse_groups(value, path)
+    except GroupError as e:
+        where, _, message = str(e).partition(": ")
+        raise ConfigError(where, message) from None
 
 
 # Recipe fields every kind reads, and those only some kinds read. A field the recipe's kind
@@ -120,7 +131,7 @@ class Recipe:
     """Recipe name, written to plan.json."""
     kind: str
     """Weight rule: natural, temperature, unimax, reuse, upsample-end or custom."""
-    groups: list[Group]
+    groups: list[Group] = field(metadata={"parse": _groups})
     """First-match ordered groups (`{name, where}` in YAML)."""
     description: str = ""
     """One line on what the recipe is for."""
@@ -212,6 +223,22 @@ class Recipe:
             if abs(total - 1.0) > 1e-6:
                 raise ValueError(f"phases[{i}].weights: weights of phase {p.name!r} sum to {total:.6g}, not 1")
 
+    @classmethod
+    def refused_field(cls, data: Mapping[str, Any]) -> tuple[str, str] | None:
+        """A field this recipe's kind does not read (see KIND_FIELDS), with why."""
+        kind = data.get("kind")
+        if kind not in KIND_FIELDS:
+            return None  # __post_init__ names the valid kinds
+        used = COMMON_FIELDS + KIND_FIELDS[kind]
+        for k in data:
+            if k not in used:
+                extra = ", ".join(KIND_FIELDS[kind]) or "none"
+                return k, (f"not used by a {kind} recipe; remove it or change `kind` "
+                           f"(fields of a {kind} recipe beyond the common ones: {extra})")
+        if kind == "upsample-end" and "tau" in data and data.get("end_base", "natural") != "temperature":
+            return "tau", "only used with end_base: temperature; remove it or set end_base"
+        return None
+
     def role_of(self, group: str) -> str | None:
         for role, members in self.roles.items():
             if group in members:
@@ -219,87 +246,13 @@ class Recipe:
         return None
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """`cls(**data)` with nested dataclasses, unknown keys refused, errors naming the field."""
-    if not isinstance(data, Mapping):
-        raise RecipeError(f"{path}: expected a mapping, got {data!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise RecipeError(f"{path}.{unknown[0]}: unknown field; valid: {', '.join(sorted(known))}")
-    if cls is Recipe:
-        _check_kind_fields(data, path)
-    kwargs = dict(data)
-    missing = [k for k, f in known.items() if k not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise RecipeError(f"{path}.{missing[0]}: required field is missing")
-    try:
-        if cls is Recipe:
-            kwargs["groups"] = parse_groups(kwargs.get("groups"), f"{path}.groups")
-            if "schedule" in kwargs:
-                kwargs["schedule"] = _build(ScheduleSpec, kwargs["schedule"] or {}, f"{path}.schedule")
-            if kwargs.get("switch") is not None:
-                kwargs["switch"] = _build(Boundary, kwargs["switch"], f"{path}.switch")
-            if not isinstance(kwargs.get("roles", {}), Mapping):
-                raise RecipeError(f"{path}.roles: expected a mapping of role -> list of group names, "
-                                  f"got {kwargs['roles']!r}")
-            if not isinstance(kwargs.get("phases") or [], list):
-                raise RecipeError(f"{path}.phases: expected a list of phases, got {kwargs['phases']!r}")
-            kwargs["phases"] = [_build(PhaseSpec, p, f"{path}.phases[{i}]") for i, p in enumerate(kwargs.get("phases") or [])]
-        if cls is PhaseSpec and kwargs.get("until") is not None:
-            kwargs["until"] = _build(Boundary, kwargs["until"], f"{path}.until")
-        for k, f in known.items():
-            if k not in kwargs:
-                continue
-            # YAML reads 3e-4 (no dot) as a string, which _number accepts; a list, a mapping or a
-            # boolean where a number belongs is refused here, naming the field.
-            if f.type == "float" or (f.type == "float | None" and kwargs[k] is not None):
-                kwargs[k] = _number(kwargs[k], f"{path}.{k}")
-            if f.type == "bool" and not isinstance(kwargs[k], bool):
-                raise RecipeError(f"{path}.{k}: expected true or false, got {kwargs[k]!r}")
-            if f.type == "str" and not isinstance(kwargs[k], str):
-                raise RecipeError(f"{path}.{k}: expected a string, got {kwargs[k]!r}")
-            if f.type == "dict[str, float]":
-                if not isinstance(kwargs[k], Mapping):
-                    raise RecipeError(f"{path}.{k}: expected a mapping of name -> number, got {kwargs[k]!r}")
-                kwargs[k] = {str(n): _number(v, f"{path}.{k}.{n}") for n, v in kwargs[k].items()}
-        return cls(**kwargs)
-    except GroupError as e:
-        raise RecipeError(str(e)) from None
-    except TypeError as e:
-        raise RecipeError(f"{path}: {e}") from None
-    except ValueError as e:
-        if isinstance(e, RecipeError):
-            raise
-        raise RecipeError(f"{path}.{e}" if ":" in str(e).split(" ")[0] else f"{path}: {e}") from None
-
-
-def _check_kind_fields(data: Mapping[str, Any], path: str) -> None:
-    kind = data.get("kind")
-    if kind not in KIND_FIELDS:
-        return  # Recipe.__post_init__ names the valid kinds
-    used = COMMON_FIELDS + KIND_FIELDS[kind]
-    for k in data:
-        if k not in used:
-            extra = ", ".join(KIND_FIELDS[kind]) or "none"
-            raise RecipeError(f"{path}.{k}: not used by a {kind} recipe; remove it or change `kind` "
-                              f"(fields of a {kind} recipe beyond the common ones: {extra})")
-    if kind == "upsample-end" and "tau" in data and data.get("end_base", "natural") != "temperature":
-        raise RecipeError(f"{path}.tau: only used with end_base: temperature; remove it or set end_base")
-
-
-def _number(v: Any, path: str) -> float:
-    try:
-        if isinstance(v, bool):
-            raise ValueError
-        return float(v)
-    except (TypeError, ValueError):
-        raise RecipeError(f"{path}: expected a number, got {v!r}") from None
-
-
 def recipe_from_dict(data: Mapping[str, Any], source: str = "recipe") -> Recipe:
-    return _build(Recipe, data, source)
+    """The recipe of a parsed YAML mapping (`records.typed.build`); RecipeError names the field
+    as `<source>.<field path>`."""
+    try:
+        return build(Recipe, dict(data) if isinstance(data, Mapping) else data, source)
+    except ConfigError as e:
+        raise RecipeError(f"{e.field}: {e.message}") from None
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

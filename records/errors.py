@@ -11,5 +11,5 @@ class ConfigError(CurateError, ValueError):
     `ValueError`, what a config dataclass raises for a bad value."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field, self.message = field, message
         super().__init__(f"config field `{field}`: {message}")

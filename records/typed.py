@@ -1,9 +1,17 @@
 """Build typed dataclasses from plain dicts (parsed YAML), with errors that name the field: the
-one builder of the run config (pipeline/running/config.py) and the train config (training/config.py).
+one builder of the run config (pipeline/running/config.py), the train config (training/config.py),
+mixture recipes (mixtures/recipes.py) and the plan record (records/plan.py).
 
 Supported annotations: int, float, str, bool, None-able (`X | None`), Literal[...], list[X],
-dict[str, X], and nested dataclasses. A dataclass's `__post_init__` may raise ValueError; the
-message is re-raised as ConfigError naming the field path.
+dict[str, X], and nested dataclasses. A float field takes a numeric string too (YAML reads `3e-4`
+as one). A dataclass's `__post_init__` may raise ValueError; a message that starts with a field
+(`threshold: ...`, `phases[0].weights: ...`) is re-raised as ConfigError naming that field's path.
+
+Two hooks, for configs whose valid fields depend on their other values:
+- `field(metadata={"parse": fn})`: the field's value is `fn(value, path)` (e.g. a list checked as a
+  whole); fn raises ConfigError naming the field.
+- a classmethod `refused_field(data) -> (field, message) | None` on the dataclass: a field the rest
+  of `data` makes meaningless (a recipe field its `kind` does not read) is refused before building.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        given = [a for a in args if a is not type(None)]
+        if len(given) == 1:  # `X | None`: X's own error names the nested field
+            return coerce(value, given[0], path)
         errors = []
         for a in args:
             if a is type(None):
@@ -55,6 +66,8 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
         return build(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
@@ -65,7 +78,9 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(path, f"expected an integer, got {value!r}")
         return int(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool):
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        if not isinstance(value, (int, float)):
             # YAML reads `1e9` as a string; accept numeric strings.
             try:
                 return float(value)
@@ -94,9 +109,14 @@ def build(cls: type, data: Any, path: str) -> Any:
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(where, f"unknown field {unknown[0]!r}; valid fields of {cls.__name__}: "
                                  f"{', '.join(sorted(fields))}")
+    refused = getattr(cls, "refused_field", None)
+    if refused is not None and (why := refused(data)) is not None:
+        raise ConfigError(f"{path}.{why[0]}" if path else why[0], why[1])
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = coerce(value, hints[name], f"{path}.{name}" if path else name)
+        where = f"{path}.{name}" if path else name
+        parse = fields[name].metadata.get("parse")
+        kwargs[name] = parse(value, where) if parse else coerce(value, hints[name], where)
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -108,9 +128,10 @@ def build(cls: type, data: Any, path: str) -> Any:
     except ValueError as e:
         msg = str(e)
         # A __post_init__ message that starts with a field name ("threshold: ..." or "threshold
-        # must be ...") points at that field.
-        m = re.match(r"`?([A-Za-z_]\w*)`?(:?)\s", msg)
-        if m and m.group(1) in fields:
-            where = f"{path}.{m.group(1)}" if path else m.group(1)
-            raise ConfigError(where, msg[m.end():].strip() if m.group(2) else msg) from None
+        # must be ...") points at that field, or inside it ("phases[0].weights: ...").
+        m = re.match(r"`?([A-Za-z_]\w*)((?:\[\d+\]|\.\w+)*)`?(:?)\s", msg)
+        if m and m.group(1) in fields and (m.group(3) or not m.group(2)):
+            name = m.group(1) + m.group(2)
+            where = f"{path}.{name}" if path else name
+            raise ConfigError(where, msg[m.end():].strip() if m.group(3) else msg) from None
         raise ConfigError(path or cls.__name__, msg) from None

@@ -3,6 +3,8 @@ name the field in the run config and the train config alike."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from records.counts import Counts, StageStats
@@ -38,3 +40,27 @@ def test_one_builder_names_the_field_for_the_train_config_too():
     with pytest.raises(ConfigError) as e:
         load_train_config(None, {"compile": "yes"})
     assert e.value.field == "compile"
+
+
+@dataclass
+class Inner:
+    x: float = 0.0
+
+
+@dataclass
+class Outer:
+    inner: Inner | None = None
+    rate: float = 1.0
+
+
+def test_one_builder_serves_recipes_nested_optional_fields_and_bools_for_numbers():
+    """records.typed builds recipes too: a nested error under an optional field names the nested
+    field, a bool is not a number, and a field the recipe's kind does not read is refused."""
+    from records.typed import build
+
+    with pytest.raises(ConfigError) as e:
+        build(Outer, {"inner": {"x": [1]}}, "cfg")
+    assert e.value.field == "cfg.inner.x" and e.value.message.startswith("expected a number")
+    with pytest.raises(ConfigError) as e:
+        build(Outer, {"rate": True}, "cfg")
+    assert e.value.field == "cfg.rate"
