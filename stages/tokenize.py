@@ -6,11 +6,11 @@ whitespace is never collapsed, so `decode(encode(text)) == text` for any UTF-8 t
 files (`pipeline/commands/pack.py`): every document is followed by EOS, preceded by BOS only when
 `add_bos` is set (Llama checkpoints were trained with BOS at document starts).
 
-The stage's work function, `tokenize_shard`, runs once per input shard (on Ray via an Executor):
-it assigns each document to its mixture group with DuckDB (the plan's first-match `CASE`),
+The stage's work function, `encode_shard`, runs once per input shard (stages/tokenize_stage.py
+is the stage kind the runner serves): it assigns each document to its mixture group with DuckDB (the plan's first-match `CASE`),
 encodes the texts, and writes `tokenize/<part>.parquet` (the document table + `n_tokens` +
 `group`), the shard's token ids (`tokenize/_ids/<part>.bin`, documents back to back in table
-order) and its marker, last. A shard whose marker matches is skipped.
+order) and its marker, last. The runner skips a shard whose marker matches and whose files are intact.
 """
 
 from __future__ import annotations
@@ -231,6 +231,7 @@ class TokenizeTask:
     config_hash: str
     threads: int = 1
     batch_chars: int = 4_000_000  # characters encoded per sentencepiece call (bounds memory)
+    stage: str = STAGE  # the stage's name in the run (its folder, the markers' `stage`)
 
     @property
     def part(self) -> str:
@@ -298,14 +299,19 @@ def encode_to_file(sp, texts: list[str], f: AtomicFile, dtype: np.dtype, threads
 
 
 def tokenize_shard(task: TokenizeTask) -> dict:
-    """Tokenize one shard (skipped when its marker matches); returns the shard's marker."""
-    started = time.time()
+    """One shard on its own, outside a run (tests, benchmarks): skipped, as the runner skips it,
+    when its marker matches and its files are intact; returns the shard's marker."""
     fingerprint = shardio.file_digest(Path(task.input))
     marker = shardio.read_marker(Path(task.stage_dir), task.part)
-    if (shardio.marker_matches(marker, fingerprint, task.config_hash) and task.output.exists() and task.ids.exists()
-            and shardio.damage(Path(task.stage_dir), marker) is None):
+    if shardio.marker_matches(marker, fingerprint, task.config_hash) and shardio.damage(Path(task.stage_dir), marker) is None:
         return {**marker, "skipped": True}
+    return encode_shard(task, fingerprint)
 
+
+def encode_shard(task: TokenizeTask, fingerprint: str) -> dict:
+    """Tokenize one shard whose content digest is `fingerprint`: its delta shard, its ids, and
+    its marker, written last; returns the marker."""
+    started = time.time()
     table = docshard.read_docs(Path(task.input), with_row=True)
     own = [c for c in ("n_tokens", "group") if c in table.column_names]
     table = table.drop_columns(own)  # this stage owns these columns: recompute, never keep stale ones
@@ -326,7 +332,7 @@ def tokenize_shard(task: TokenizeTask) -> dict:
         agg.column("g").to_pylist(), agg.column("n_count").to_pylist(), agg.column("n_sum").to_pylist())}
     n_docs = table.num_rows
     marker = {
-        "stage": STAGE,
+        "stage": task.stage,
         "input_fingerprint": fingerprint,
         "config_hash": task.config_hash,
         "input": str(task.input),

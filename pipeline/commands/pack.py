@@ -1,39 +1,35 @@
-"""`curate pack RUN_DIR`: tokenize the latest stage's documents and pack them per mixture group.
+"""`curate pack RUN_DIR`: run the tokenize stage if needed, then pack the tokens per mixture group.
 
 Steps, each resumable through markers:
-  1. tokenizer: `--tokenizer` (a .model or a Hugging Face folder with tokenizer.model), else the
-     run's earlier `tokens/tokenizer.model`, else a new one trained on a sample of the run;
-     saved as `RUN/tokens/tokenizer.model`.
-  2. `tokenize` stage on Ray, one task per shard: group assignment (the plan's first-match
-     CASE, DuckDB), exact `n_tokens`; `stages.json` gains "tokenize" so the catalog's `docs`
-     view has `n_tokens` and `group`.
-  3. per group, a Ray task: Megatron `.bin/.idx`, packed rows, segments, meta.json.
-  4. `tokens/index.json` and the plan re-checked with exact token counts.
+  1. the `tokenize` stage (stages/tokenize_stage.py) after the run's latest stage, through the
+     one runner (pipeline/running/runner.py): the tokenizer (`--tokenizer`, else the run's
+     `tokens/tokenizer.model`, else one trained on a sample of the run), then per shard the
+     group (the plan's first-match CASE, DuckDB) and exact `n_tokens`; `stages.json` gains
+     "tokenize" so the catalog's `docs` view has `n_tokens` and `group`. Shards already
+     tokenized from the same input with the same tokenizer and groups are reused.
+  2. per group, a task: Megatron `.bin/.idx`, packed rows, segments, meta.json, held-out eval.
+  3. `tokens/index.json` and the plan re-checked with exact token counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
-
-import pyarrow.parquet as pq
 
 from pipeline.errors import CurateError
 from pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
 from pipeline.catalog.eval_sets import write_index as write_eval_index
+from pipeline.running.config import StageSpec
 from pipeline.running.lock import holds_run_lock
+from pipeline.running.prepare import check_group_sql, plan_groups, read_plan, resolve_tokenizer
 from stages import shardio
 from stages.base import Executor
 from stages.packing import GroupTask, PackConfig, pack_group
-from stages.tokenize import (STAGE, TokenizeTask, TokenizerConfig, assign_groups, resolve_model_path,
-                             sample_texts, tokenize_shard, tokenizer_info, train_tokenizer)
-
-ALL_GROUP = "all"
-TOKENIZER_TASK = "_tokenizer"  # marker tokens/_done/_tokenizer.json; group names never start with "_"
+from stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
+from stages.tokenize_stage import TokenizeConfig
 
 
 @dataclass
@@ -53,81 +49,6 @@ def _input_parts(run: Path) -> tuple[str, list[Path]]:
         if parts:
             return name, parts
     raise CurateError(f"{run} has no stage with shards to tokenize; run `curate run CONFIG` first")
-
-
-def _groups(plan: dict | None) -> tuple[list[dict], str]:
-    """The plan's groups (first-match order) and the SQL giving each document its group."""
-    if plan is None:
-        return [{"name": ALL_GROUP, "where": "TRUE"}], f"'{ALL_GROUP}'"
-    from mixtures.groups import GroupError, group_case_sql, parse_groups
-
-    try:
-        groups = parse_groups([{"name": g.get("name"), "where": g.get("where")} for g in plan.get("groups", [])],
-                              "plan.json groups")
-    except GroupError as e:
-        raise CurateError(str(e)) from None
-    return [g for g in plan["groups"]], group_case_sql(groups)
-
-
-def _tokenizer(run: Path, parts: list[Path], given: str | None, cfg: TokenizerConfig, explicit: bool,
-               echo: Callable) -> Path:
-    """Resolve, reuse or train the tokenizer; returns RUN/tokens/tokenizer.model."""
-    out = run / "tokens" / "tokenizer.model"
-    tokens_dir = run / "tokens"
-    marker = shardio.read_marker(tokens_dir, TOKENIZER_TASK)
-    if given:
-        try:
-            src = resolve_model_path(given)
-            tokenizer_info(src)  # fail early on a file that is not a usable model
-        except (OSError, ValueError) as e:
-            raise CurateError(f"--tokenizer: {e}") from None
-        digest = shardio.file_digest(src)
-        if not out.exists() or shardio.file_digest(out) != digest:
-            shardio.atomic_write_bytes(out, src.read_bytes())
-        shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": str(src),
-                                                       "input_fingerprint": digest, "config_hash": "given"})
-        return out
-    train_hash = shardio.stable_hash(asdict(cfg))
-    if out.exists() and marker:
-        # Reuse the run's tokenizer unless training options were asked for that it was not trained
-        # with: a tokenizer change re-encodes everything, so it never happens implicitly.
-        if not explicit or marker.get("config_hash") == train_hash:
-            return out
-    echo(f"training a {cfg.model_type} tokenizer (vocab {cfg.vocab_size}) on up to {cfg.train_chars:,} characters")
-    try:
-        train_tokenizer(sample_texts(parts, cfg.train_chars), cfg, out)
-    except ValueError as e:
-        raise CurateError(str(e)) from None
-    shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": "trained",
-                                                   "config_hash": train_hash,
-                                                   "config": asdict(cfg)})
-    return out
-
-
-def _check_group_sql(part: Path, case_sql: str) -> None:
-    """Fail before any work when a group predicate does not run on the shards' columns: the
-    same query tokenize_shard runs, on an empty table of the shard's schema."""
-    empty = pq.read_schema(part).empty_table()
-    empty = empty.drop_columns([c for c in ("n_tokens", "group") if c in empty.column_names])  # as tokenize_shard
-    try:
-        assign_groups(empty, case_sql)
-    except ValueError as e:
-        raise CurateError(f"plan.json groups: a `where` predicate does not run on {part.parent.name} shards: {e}") from None
-
-
-def _update_stages_json(run: Path) -> None:
-    from pipeline.catalog.db import read_stage_names
-
-    names = [n for n in read_stage_names(run) if n != STAGE] + [STAGE]
-    shardio.atomic_write_json(run / "stages.json", names)
-
-
-def _remove_stale(stage_dir: Path, keep: set[str]) -> None:
-    """Shards of an earlier tokenize whose input shard no longer exists would haunt the catalog."""
-    for p in list(stage_dir.glob("*.parquet")) + list((stage_dir / "_ids").glob("*.bin")) + \
-            list((stage_dir / "_done").glob("*.json")):
-        if p.stem not in keep:
-            p.unlink()
 
 
 def _remove_stale_groups(tokens_dir: Path, keep: set[str]) -> None:
@@ -167,25 +88,12 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     run = Path(run_dir)
     if not run.is_dir():
         raise CurateError(f"run directory {run} does not exist")
-    plan_path = Path(plan) if plan else run / "plan.json"
-    if plan and not plan_path.is_file():
-        raise CurateError(f"--plan: {plan_path} does not exist")
+    plan_path, plan_obj = read_plan(run, plan)
+    groups, case_sql = plan_groups(plan_obj)
     try:
-        plan_obj = json.loads(plan_path.read_text()) if plan_path.is_file() else None
-    except json.JSONDecodeError as e:
-        raise CurateError(f"{plan_path} is not valid JSON: {e}") from None
-    if plan_obj is not None and "phases" in plan_obj:  # a full plan (not just groups): check it whole
-        from mixtures.schema import PlanValidationError, validate_plan
-
-        try:
-            validate_plan(plan_obj)
-        except PlanValidationError as e:
-            raise CurateError(f"{plan_path}: {e}") from None
-    groups, case_sql = _groups(plan_obj)
-    try:
-        tcfg = tokenizer_config or TokenizerConfig()
+        train = tokenizer_config
         if vocab_size is not None:
-            tcfg = TokenizerConfig(**{**asdict(tcfg), "vocab_size": vocab_size})
+            train = TokenizerConfig(**{**asdict(train or TokenizerConfig()), "vocab_size": vocab_size})
         pcfg = PackConfig(seq_len=seq_len or (plan_obj or {}).get("seq_len", 2048), packing=packing, seed=seed,
                           add_bos=add_bos, eval_fraction=eval_fraction, eval_max_docs=eval_max_docs)
     except ValueError as e:
@@ -193,49 +101,46 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     extra = parse_extra(eval_where, "where") + parse_extra(eval_jsonl, "jsonl")
     check_names(extra, [g["name"] for g in groups])
     source_stage, parts = _input_parts(run)
-    model = _tokenizer(run, parts, tokenizer, tcfg, vocab_size is not None or tokenizer_config is not None, echo)
-    info = tokenizer_info(model)
+    # The stage as `curate pack` runs it: plan and tokenizer as given here, a tokenizer retrained
+    # only when training options were given (`train`).
+    tcfg = TokenizeConfig(tokenizer=tokenizer, plan=str(plan_path) if plan_obj is not None else None, train=train)
+    info = tokenizer_info(resolve_tokenizer(run, parts, tcfg, echo))
+    check_group_sql(parts[0], case_sql)
     if pcfg.add_bos and info.bos_id < 0:
-        raise CurateError(f"add_bos: {model} has no BOS piece")
+        raise CurateError(f"add_bos: {info.path} has no BOS piece")
 
+    args = (run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, extra)
     if executor is None:
         from pipeline.running.adapter import RayExecutor, cluster_cpus, ray_session
 
         with ray_session(address):
-            return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage,
-                         RayExecutor(workers), cluster_cpus(), echo, extra)
-    return _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, executor.workers, echo,
-                 extra)
+            return _pack(*args, RayExecutor(workers), cluster_cpus())
+    return _pack(*args, executor, executor.workers)
 
 
-def _pack(run, plan_obj, groups, case_sql, pcfg, info, parts, source_stage, executor, cpus, echo,
-          eval_specs=()) -> PackResult:
-    stage_dir = run / STAGE
-    chash = shardio.stable_hash({"tokenizer": info.digest, "groups": case_sql, "version": 1})
+def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, eval_specs, executor,
+          cpus) -> PackResult:
+    from pipeline.running.runner import run_stages_after
+
+    # sentencepiece threads per worker: the CPUs shared out among the shards that run at once.
     threads = max(1, cpus // max(1, min(len(parts), executor.workers)))
-    _check_group_sql(parts[0], case_sql)
-    tasks = [TokenizeTask(str(p), str(stage_dir), info.path, case_sql, chash, threads) for p in parts]
-    t0 = time.perf_counter()
-    markers = executor.map(tokenize_shard, tasks, desc=STAGE, cost=lambda t: Path(t.input).stat().st_size)
-    seconds = {"tokenize": round(time.perf_counter() - t0, 3)}
-    _remove_stale(stage_dir, {p.stem for p in parts})
-    from pipeline.running.stagework import aggregate_stats
-
-    stats = aggregate_stats(STAGE, markers)
-    stats["source_stage"] = source_stage
-    shardio.atomic_write_json(stage_dir / "stats.json", stats)
-    _update_stages_json(run)
-    reused = sum(bool(m.get("skipped")) for m in markers)
+    spec = StageSpec(STAGE, STAGE, replace(tcfg, threads=threads))
+    (report,) = run_stages_after(run, source_stage, [spec], executor, echo)
+    stats = report.stats
+    seconds = {"tokenize": round(report.seconds, 3)}
     echo(f"tokenize: {stats['in']:,} documents, {stats.get('tokens', 0):,} tokens "
-         f"({len(parts)} shards, {reused} reused, from stage {source_stage})")
+         f"({report.shards} shards, {report.skipped} reused, from stage {source_stage})")
+    stage_dir = run / STAGE
+    markers = [shardio.read_marker(stage_dir, p.stem) for p in parts]
+    outs = tuple(str(stage_dir / f"{p.stem}.parquet") for p in parts)
+    ids = tuple(str(ids_path(stage_dir, p.stem)) for p in parts)
 
-    extra_sets, exclude = write_extra(run, list(eval_specs), [str(t.output) for t in tasks], pcfg.eval_max_docs)
+    extra_sets, exclude = write_extra(run, list(eval_specs), list(outs), pcfg.eval_max_docs)
     tokens_dir = run / "tokens"
     # A shard's ids depend only on its input and the tokenize config (both in its marker).
     in_fp = shardio.stable_hash([(m["input_fingerprint"], m["config_hash"]) for m in markers])
     pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest, "exclude": exclude})
     extra = (("vocab_size", info.vocab_size), ("tokenizer", "tokens/tokenizer.model"))
-    outs, ids = tuple(str(t.output) for t in tasks), tuple(str(t.ids) for t in tasks)
     gtasks = [GroupTask(g["name"], str(tokens_dir / g["name"]), outs, ids,
                         info.dtype.name, info.bos_id, info.eos_id, info.pad_id, pcfg,
                         shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra,

@@ -1,4 +1,8 @@
-"""Run a config: ingest, then each stage in order, shard by shard, resumably.
+"""Run a config: every stage in order (ingest first), shard by shard, resumably.
+
+One runner serves every stage kind (pipeline/running/stage_table.py): ingest (a `SourceStage`),
+map stages, stages that write whole shards themselves (tokenize) and global stages. Each gets the
+same markers, skipping, orphan cleanup, stats, conservation check and `stages.json`.
 
 Every shard's outputs are written atomically and its marker last; a shard whose marker matches
 its input fingerprint and config hash, and whose files are still the ones the marker records
@@ -9,12 +13,13 @@ damaged after it was written is rebuilt; a later stage reruns on it when its byt
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -22,12 +27,14 @@ from pipeline.running.config import RunConfig, StageSpec
 from pipeline.errors import CurateError
 from pipeline.running.executors import open_executor
 from pipeline.running.lock import RunLock
-from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash, aggregate_stats
+from pipeline.running.stage_table import STAGE_PREPARE
+from pipeline.running.stagework import (MapJob, MapStageWorker, SourceStage, aggregate_stats,
+                                        stage_config_hash)
 from records.counts import Counts
-from stages import ingest, shardio
+from stages import shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 
-TOKENIZE = "tokenize"  # written by `curate pack` (stages/tokenize.py's STAGE)
+TOKENIZE = "tokenize"  # the stage kind `curate pack` adds after a run's last stage
 
 
 @dataclass
@@ -52,45 +59,70 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
                  executor: Executor | str = "ray") -> list[StageReport]:
     """Run every stage of `cfg` on `executor` (an `Executor`, or `ray` / `local` to open one for
     the run: Ray at `cfg.ray.address` with `workers`, or this process); one report per stage."""
+    first = StageSpec("ingest", "ingest", cfg.ingest)
     try:  # a missing input is reported before the run directory exists
-        tasks = ingest.plan_tasks(cfg.inputs, cfg.ingest)
+        tasks = first.load().tasks(cfg.inputs)
     except (ValueError, OSError) as e:
         raise CurateError(str(e)) from None
+    for spec in cfg.stage_specs:
+        if spec.kind == first.kind:
+            raise CurateError(f"stage {spec.name}: ingest always runs first, configured by the config's "
+                              f"`ingest:` section; it cannot be listed under `stages:`")
+    specs = [first] + cfg.stage_specs
     run_dir = Path(cfg.out)
     log = (lambda m: None) if quiet else _log
-    reports = []
     with RunLock(run_dir, "curate run"), _disk_full_is_an_error(run_dir):
         shardio.atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-        names = ["ingest"] + [s.name for s in cfg.stage_specs]
+        names = [s.name for s in specs]
         shardio.atomic_write_json(run_dir / "stages.json", names)
         _say_old_markers(run_dir, names)
         with open_executor(executor, cfg.ray.address, workers or cfg.ray.workers) as executor:
-            report, parts, digests = _run_ingest(cfg, tasks, run_dir, executor)
-            reports.append(report)
-            log(_line(report))
-            for spec in cfg.stage_specs:
-                report, parts, digests = _run_stage(spec, parts, digests, run_dir, executor)
-                reports.append(report)
-                log(_line(report))
-        if _tokenize_is_current(run_dir, names[-1], digests):
+            reports, parts, digests = _run_stages(specs, tasks, {}, run_dir, executor, log)
+        if all(s.kind != TOKENIZE for s in specs) and _added_stage_is_current(run_dir / TOKENIZE, names[-1], parts,
+                                                                              digests):
             shardio.atomic_write_json(run_dir / "stages.json", names + [TOKENIZE])
     return reports
 
 
-def _tokenize_is_current(run_dir: Path, last: str, digests: dict[Path, str]) -> bool:
-    """Whether `curate pack`'s tokenize shards were made from exactly the final stage's shards as
-    they stand: then the rerun keeps the stage in `stages.json` (and the catalog), else `curate
-    pack` redoes it."""
-    stage_dir = run_dir / TOKENIZE
-    try:
-        source = json.loads((stage_dir / "stats.json").read_text()).get("source_stage")
-    except (OSError, ValueError):
+def run_stages_after(run_dir: Path, source: str, specs: list[StageSpec], executor: Executor,
+                     say: Callable[[str], None]) -> list[StageReport]:
+    """Run `specs` on the shards of the run's stage `source`, as `curate pack` runs tokenize after
+    a run's last stage; `stages.json` lists them after the run's other stages. The caller holds
+    the run lock."""
+    parts = sorted((run_dir / source).glob("*.parquet"))
+    with _disk_full_is_an_error(run_dir):
+        reports, _, _ = _run_stages(specs, parts, {}, run_dir, executor, say, quiet=True)
+    from pipeline.catalog.db import read_stage_names
+
+    added = [s.name for s in specs]
+    shardio.atomic_write_json(run_dir / "stages.json", [n for n in read_stage_names(run_dir) if n not in added] + added)
+    return reports
+
+
+def _run_stages(specs: list[StageSpec], inputs: list, digests: dict[Path, str], run_dir: Path, executor: Executor,
+                say: Callable[[str], None], quiet: bool = False) -> tuple[list[StageReport], list, dict[Path, str]]:
+    """Each stage on the previous one's shards (the first on `inputs`: input tasks or shards)."""
+    reports = []
+    for spec in specs:
+        report, inputs, digests = _run_stage(spec, inputs, digests, run_dir, executor, say)
+        reports.append(report)
+        if not quiet:
+            say(_line(report))
+    return reports, inputs, digests
+
+
+def _added_stage_is_current(stage_dir: Path, last: str, parts: list[Path], digests: dict[Path, str]) -> bool:
+    """Whether the stage `curate pack` added after the config's stages (tokenize) was made from
+    exactly the final stage's shards as they stand: then the rerun keeps it in `stages.json` (and
+    the catalog), else `curate pack` redoes it."""
+    if {p.stem for p in (stage_dir / "_done").glob("*.json")} != {p.stem for p in parts}:
         return False
-    markers = {p.stem for p in (stage_dir / "_done").glob("*.json")}
-    if source != last or markers != {p.stem for p in digests}:
-        return False
-    return all((m := shardio.read_marker(stage_dir, p.stem)) is not None and m.get("input_fingerprint") == d
-               for p, d in digests.items())
+    for p in parts:
+        m = shardio.read_marker(stage_dir, p.stem)
+        if (m is None or shardio.old_marker_version(m) or m.get("input_fingerprint") != digests.get(p)
+                or Path(m.get("input", "")).parent.name != last):
+            return False
+    return True
 
 
 class _disk_full_is_an_error:
@@ -155,38 +187,21 @@ def _line(r: StageReport) -> str:
             f"{s['quarantined']:>6} quarantined  ({r.shards} shards, {r.skipped} reused, {r.seconds:.1f}s)")
 
 
-def _run_ingest(cfg: RunConfig, tasks: list, run_dir: Path,
-                executor: Executor) -> tuple[StageReport, list[Path], dict[Path, str]]:
+def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir: Path, executor: Executor,
+               say: Callable[[str], None]) -> tuple[StageReport, list[Path], dict[Path, str]]:
+    """One stage over `inputs` (input tasks for a source stage, else the previous stage's shards,
+    whose recorded digests `digests` may hold); its report, output shards and their digests."""
     t0 = time.perf_counter()
-    out_dir, q_dir = run_dir / "ingest", run_dir / "quarantine" / "ingest"
-    chash = ingest.config_hash(cfg.ingest)
-    fps = {t.task: ingest.task_fingerprint(t) for t in tasks}
-    matching = {t.task: m for t in tasks
-                if shardio.marker_matches(m := shardio.read_marker(out_dir, t.task), fps[t.task], chash)}
-    intact = _intact("ingest", out_dir, matching, executor)
-    markers = {t: matching[t] for t in intact}
-    jobs = [ingest.IngestJob(t, cfg.ingest, str(out_dir), str(q_dir), fps[t.task], chash)
-            for t in tasks if t.task not in intact]
-    for m in executor.map(ingest.run_ingest, jobs, desc="ingest", cost=lambda j: ingest.task_bytes(j.task),
-                          size=lambda j: ingest.task_bytes(j.task)):
-        markers[m["task"]] = m
-    keep = {t.task for t in tasks}
-    _remove_orphans(out_dir, keep, q_dir)
-    ordered = [markers[t.task] for t in tasks]
-    parts = [out_dir / o for m in ordered for o in m["outputs"]]
-    stats = aggregate_stats("ingest", ordered)
-    shardio.atomic_write_json(out_dir / "stats.json", stats)
-    report = StageReport("ingest", len(tasks), len(tasks) - len(jobs), stats, time.perf_counter() - t0)
-    return report, parts, _digests(out_dir, ordered)
-
-
-def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run_dir: Path,
-               executor: Executor) -> tuple[StageReport, list[Path], dict[Path, str]]:
-    t0 = time.perf_counter()
-    stage_dir, rej_dir = run_dir / spec.name, run_dir / "rejected" / spec.name
-    chash = stage_config_hash(spec)
     stage = spec.load()
-    stems = [p.stem for p in parts]
+    if spec.kind in STAGE_PREPARE:  # driver-side work first (a tokenizer trained on the run)
+        module, fn = STAGE_PREPARE[spec.kind]
+        spec, chash = getattr(importlib.import_module(module), fn)(spec, run_dir, list(inputs), say)
+        stage = spec.load()
+    else:
+        chash = stage.config_hash() if isinstance(stage, SourceStage) else stage_config_hash(spec)
+    source = isinstance(stage, SourceStage)
+    stage_dir, side_dir = run_dir / spec.name, run_dir / (stage.side if source else "rejected") / spec.name
+    ids = [stage.task_id(t) for t in inputs] if source else [p.stem for p in inputs]
     if isinstance(stage, GlobalStage):  # needs every shard at once (deduplication, sampling)
         # A global stage fingerprints its inputs its own way and checks its shards itself (a
         # damaged one is rebuilt); a shard it left untouched is reused.
@@ -194,27 +209,35 @@ def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run
             p = shardio.marker_path(stage_dir, s)
             return p.stat().st_mtime_ns if p.exists() else None
 
-        before = {s: stamp(s) for s in stems}
-        current = {s: m for s in stems if shardio.old_marker_version(m := shardio.read_marker(stage_dir, s)) is None
+        before = {s: stamp(s) for s in ids}
+        current = {s: m for s in ids if shardio.old_marker_version(m := shardio.read_marker(stage_dir, s)) is None
                    and m is not None}
         _intact(spec.name, stage_dir, current, executor)  # only to say which shards it will rebuild
-        ctx = GlobalContext(stage_dir, stage_dir / "_work", rej_dir, executor, chash)
-        stage.run(list(parts), ctx)
-        skipped = sum(before[s] is not None and before[s] == stamp(s) for s in stems)
-    elif isinstance(stage, MapStage):
-        fps = {s: digests.get(p) or shardio.file_digest(p) for s, p in zip(stems, parts)}
-        matching = {s: m for s in stems if shardio.marker_matches(m := shardio.read_marker(stage_dir, s), fps[s], chash)}
+        ctx = GlobalContext(stage_dir, stage_dir / "_work", side_dir, executor, chash)
+        stage.run(list(inputs), ctx)
+        skipped = sum(before[s] is not None and before[s] == stamp(s) for s in ids)
+    elif source or isinstance(stage, MapStage):
+        if source:
+            fps = {i: stage.fingerprint(t) for i, t in zip(ids, inputs)}
+        else:
+            fps = {s: digests.get(p) or shardio.file_digest(p) for s, p in zip(ids, inputs)}
+        matching = {i: m for i in ids if shardio.marker_matches(m := shardio.read_marker(stage_dir, i), fps[i], chash)}
         intact = _intact(spec.name, stage_dir, matching, executor)
-        jobs = [MapJob(str(p), str(stage_dir), str(rej_dir), fps[s], chash) for s, p in zip(stems, parts) if s not in intact]
-        skipped = len(parts) - len(jobs)
-        size = lambda j: os.path.getsize(j.input)  # noqa: E731
-        executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=size, size=size,
-                            resources=resources_of(stage))
+        todo = [(i, x) for i, x in zip(ids, inputs) if i not in intact]
+        skipped = len(ids) - len(todo)
+        if source:
+            jobs = [stage.job(t, stage_dir, side_dir, fps[i], chash) for i, t in todo]
+            executor.map(stage.run_job, jobs, desc=spec.name, cost=stage.size, size=stage.size)
+        else:
+            jobs = [MapJob(str(p), str(stage_dir), str(side_dir), fps[s], chash) for s, p in todo]
+            size = lambda j: os.path.getsize(j.input)  # noqa: E731
+            executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=size, size=size,
+                                resources=resources_of(stage))
     else:
         raise CurateError(f"stage {spec.name}: {type(stage).__name__} is neither a map stage (setup, process) "
                           f"nor a global stage (run)")
     markers = []
-    for s in stems:
+    for s in ids:
         m = shardio.read_marker(stage_dir, s)
         if m is None:
             raise CurateError(f"stage {spec.name}: shard {s} finished without a marker")
@@ -222,25 +245,31 @@ def _run_stage(spec: StageSpec, parts: list[Path], digests: dict[Path, str], run
         if not counts.balanced():
             raise CurateError(f"stage {spec.name}, shard {s}: {counts.imbalance()}")
         markers.append(m)
-    _remove_orphans(stage_dir, set(stems), rej_dir)
+    _remove_orphans(stage_dir, set(ids), side_dir)
     stats = aggregate_stats(spec.name, markers)
     shardio.atomic_write_json(stage_dir / "stats.json", stats)
-    report = StageReport(spec.name, len(parts), skipped, stats, time.perf_counter() - t0)
-    return report, [stage_dir / f"{s}.parquet" for s in stems], _digests(stage_dir, markers)
+    report = StageReport(spec.name, len(ids), skipped, stats, time.perf_counter() - t0)
+    # A source task may roll several parts; every other stage writes one shard per input shard.
+    parts = ([stage_dir / o for m in markers for o in m["outputs"]] if source
+             else [stage_dir / f"{s}.parquet" for s in ids])
+    return report, parts, _digests(stage_dir, markers)
 
 
 def _remove_orphans(stage_dir: Path, keep: set[str], side_dir: Path) -> None:
-    """Drop shards and markers left by an earlier run whose inputs no longer exist."""
+    """Drop shards, side files (a tokenize shard's `_ids/`) and markers left by an earlier run
+    whose inputs no longer exist."""
     def task_of(stem: str) -> str:
         return stem if stem in keep else stem.rsplit("-", 1)[0]
 
-    for p in list(stage_dir.glob("*.parquet")) + list(side_dir.glob("*.parquet")):
-        if task_of(p.stem) not in keep:
-            p.unlink()
+    sides = [d for d in stage_dir.glob("_*") if d.is_dir() and d.name not in ("_done", "_work")]
+    for d in [stage_dir, side_dir, *sides]:
+        for p in d.glob("*"):
+            if p.suffix in (".parquet", ".bin") and not p.name.startswith(".tmp-") and task_of(p.stem) not in keep:
+                p.unlink()
     for p in (stage_dir / "_done").glob("*.json"):
         if p.stem not in keep:
             p.unlink()
     # Temporaries of a killed run: every shard of this stage is complete now, so none is in use.
-    for d in (stage_dir, side_dir, stage_dir / "_done"):
+    for d in (stage_dir, side_dir, stage_dir / "_done", *sides):
         for p in d.glob(".tmp-*"):
             p.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """Config stage `kind` -> (config dataclass, stage class), wired explicitly, one line per stage.
 
-The runner builds a stage as `stage_cls(config_cls(**fields), name)`; `ingest` always runs first
-and is configured by the config's `ingest:` section, so it is not listed here.
+The runner builds a stage as `stage_cls(config_cls(**fields), name)`. `ingest` always runs first,
+configured by the config's `ingest:` section (a `stages:` entry may not name it); `tokenize` may
+be listed in a config, and `curate pack` runs it when a run lacks it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "pii": ("stages.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("stages.lm_score", "LMScoreConfig", "LMScoreStage"),
     "word_count": ("stages.word_count", "WordCountConfig", "WordCountStage"),
+    "ingest": ("stages.ingest_stage", "IngestConfig", "IngestStage"),
+    "tokenize": ("stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
+}
+
+# Kinds with a driver-side step before their shards (pipeline/running/prepare.py): kind ->
+# (module, function) returning the spec the workers run with and the markers' config hash.
+STAGE_PREPARE: dict[str, tuple[str, str]] = {
+    "tokenize": ("pipeline.running.prepare", "prepare_tokenize"),
 }
 
 # `curate stats` sections: each a function `f(con) -> list[str]` over the catalog (empty when the

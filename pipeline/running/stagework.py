@@ -1,10 +1,18 @@
-"""Running one map-stage shard inside a worker, and summing shard markers into stage stats."""
+"""Running one map-stage shard inside a worker, and summing shard markers into stage stats.
+
+Besides `MapStage` and `GlobalStage` (stages/base.py), the runner serves two more shapes, told
+apart by the protocols here: a `SourceStage` reads the run's inputs rather than shards (ingest),
+and a `ShardWriter` is a map stage that writes each shard's files itself (tokenize: the delta
+shard and its token ids). Every shape gets the same markers, skipping, orphan cleanup, stats and
+conservation check from pipeline/running/runner.py.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -25,6 +33,30 @@ class MapJob:
     rejected_dir: str
     fingerprint: str
     config_hash: str
+
+
+@runtime_checkable
+class ShardWriter(Protocol):
+    """A map stage that writes a shard's outputs and marker itself, for a `MapJob`."""
+
+    def write_shard(self, job: MapJob) -> dict:
+        ...
+
+
+@runtime_checkable
+class SourceStage(Protocol):
+    """The first stage: its tasks come from the run's inputs, not from an earlier stage's shards
+    (stages/ingest_stage.py). `side` is the folder its set-aside rows go under (`quarantine`)."""
+
+    side: str
+
+    def tasks(self, inputs: list) -> list: ...
+    def config_hash(self) -> str: ...
+    def task_id(self, task: Any) -> str: ...
+    def fingerprint(self, task: Any) -> str: ...
+    def size(self, job: Any) -> int: ...
+    def job(self, task: Any, stage_dir: Path, side_dir: Path, fingerprint: str, config_hash: str) -> Any: ...
+    def run_job(self, job: Any) -> dict: ...
 
 
 def stage_config_hash(spec: StageSpec) -> str:
@@ -48,6 +80,8 @@ class MapStageWorker:
         return self
 
     def run(self, job: MapJob) -> dict:
+        if isinstance(self.stage, ShardWriter):
+            return self.stage.write_shard(job)
         t0, c0 = time.perf_counter(), time.process_time()
         stem = Path(job.input).stem
         # Kept documents go to a delta shard (stages/docshard.py): the stage's columns and the

@@ -1,0 +1,121 @@
+"""The `tokenize` stage kind: exact `n_tokens` and the mixture `group` of every document, and
+each shard's token ids, for `curate pack` to write per group (docs/pack.md).
+
+A run config may list it (last, usually); `curate pack` runs it through the same runner when the
+run's tokens are missing or stale. Before any shard, the driver resolves what every shard needs
+(`pipeline/running/prepare.py`): the tokenizer (given, the run's own, or trained on the run with
+`ensure_tokenizer`) and the SQL that names each document's group. The workers then run
+`TokenizeStage.write_shard` per shard: `stages/tokenize.py`'s `encode_shard` writes the delta
+shard, the ids file `_ids/<part>.bin` and the marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from stages import shardio
+from stages.base import StageOutput, add_columns
+from stages.tokenize import (STAGE, TokenizerConfig, TokenizeTask, assign_groups, encode_shard, load_tokenizer,
+                             resolve_model_path, sample_texts, tokenizer_info, train_tokenizer)
+
+TOKENIZER_TASK = "_tokenizer"  # marker tokens/_done/_tokenizer.json; group names never start with "_"
+
+
+@dataclass
+class TokenizeConfig:
+    """A `tokenize` stage in a run config, e.g. `{kind: tokenize, train: {vocab_size: 8000}}`."""
+
+    tokenizer: str | None = None
+    """A sentencepiece .model, or a Hugging Face folder holding tokenizer.model; default: the run's
+    tokens/tokenizer.model, trained on the run when it has none."""
+    plan: str | None = None
+    """plan.json whose groups (first match wins) give each document its `group`; default: the
+    run's plan.json when present, else one group `all`."""
+    train: TokenizerConfig | None = None
+    """How a tokenizer is trained on the run (vocab_size, model_type, ...). Given, the run's
+    tokenizer is retrained when it was trained otherwise; absent, it is reused (or trained with
+    the defaults when there is none)."""
+    threads: int = 1
+    """sentencepiece threads per worker; does not change the output."""
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class TokenizeWork:
+    """What the workers run with, resolved once in the driver: the model and the group SQL."""
+
+    model: str
+    group_sql: str  # SQL expression giving each document's group name (NULL: in no group)
+    threads: int = 1
+
+
+class TokenizeStage:
+    """A map stage writing whole shards itself (the delta shard and its token ids)."""
+
+    def __init__(self, config: TokenizeConfig | TokenizeWork, name: str = STAGE):
+        self.config = config
+        self.name = name
+
+    def _work(self) -> TokenizeWork:
+        if not isinstance(self.config, TokenizeWork):
+            raise RuntimeError(f"stage {self.name}: tokenize runs on a prepared config (model and groups resolved)")
+        return self.config
+
+    def setup(self) -> None:
+        load_tokenizer(self._work().model)  # once per worker; cached for its shards
+
+    def process(self, table: pa.Table) -> StageOutput:
+        """One batch in memory: `n_tokens` and `group` added (no ids file; `write_shard` writes one)."""
+        work = self._work()
+        sp = load_tokenizer(work.model)
+        counts = [len(ids) for ids in sp.encode(table.column("text").to_pylist(), num_threads=work.threads)]
+        groups = assign_groups(table, work.group_sql)
+        return StageOutput(add_columns(table, self.name, {"n_tokens": pa.array(counts, pa.int64()), "group": groups}))
+
+    def write_shard(self, job) -> dict:
+        """Tokenize the runner's shard job (input, stage_dir, fingerprint, config_hash); its marker."""
+        work = self._work()
+        task = TokenizeTask(job.input, job.stage_dir, work.model, work.group_sql, job.config_hash, work.threads,
+                            stage=self.name)
+        return encode_shard(task, job.fingerprint)
+
+
+def config_hash(model_digest: str, group_sql: str) -> str:
+    """What a tokenize marker must match besides its input: the tokenizer's bytes and the groups
+    (not the stage's name or threads, so `curate run` and `curate pack` share shards)."""
+    return shardio.stable_hash({"tokenizer": model_digest, "groups": group_sql, "version": 1})
+
+
+def ensure_tokenizer(run: Path, parts: list[Path], given: str | None, train: TokenizerConfig | None,
+                     say: Callable[[str], None]) -> Path:
+    """RUN/tokens/tokenizer.model: a copy of `given`, else the run's earlier model (unless `train`
+    asks for other settings than it was trained with: a tokenizer change re-encodes everything,
+    so it never happens implicitly), else a new one trained on an even sample of `parts`."""
+    tokens_dir = run / "tokens"
+    out = tokens_dir / "tokenizer.model"
+    if given:
+        src = resolve_model_path(given)
+        tokenizer_info(src)  # fail early on a file that is not a usable model
+        digest = shardio.file_digest(src)
+        if not out.exists() or shardio.file_digest(out) != digest:
+            shardio.atomic_write_bytes(out, src.read_bytes())
+        shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": str(src),
+                                                       "input_fingerprint": digest, "config_hash": "given"})
+        return out
+    cfg = train or TokenizerConfig()
+    train_hash = shardio.stable_hash(asdict(cfg))
+    marker = shardio.read_marker(tokens_dir, TOKENIZER_TASK)
+    if out.exists() and marker and (train is None or marker.get("config_hash") == train_hash):
+        return out
+    say(f"training a {cfg.model_type} tokenizer (vocab {cfg.vocab_size}) on up to {cfg.train_chars:,} characters")
+    train_tokenizer(sample_texts(parts, cfg.train_chars), cfg, out)
+    shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": "trained",
+                                                   "config_hash": train_hash, "config": asdict(cfg)})
+    return out
