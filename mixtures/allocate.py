@@ -11,8 +11,9 @@ repeated data almost as good as fresh data, with returns vanishing beyond ~16; 4
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping, Sequence
+
+from records.plan import Redistribution
 
 
 class InfeasiblePlan(ValueError):
@@ -42,16 +43,6 @@ def largest_remainder(total: int, weights: Mapping[str, float], order: Sequence[
     for g in rank[:left]:
         out[g] += 1
     return out
-
-
-@dataclass
-class Redistribution:
-    """Tokens moved off a capped group within one phase."""
-
-    phase: str
-    group: str
-    requested_tokens: int
-    granted_tokens: int
 
 
 def capacity(available: Mapping[str, int], max_epochs: float) -> dict[str, int]:

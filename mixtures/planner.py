@@ -1,4 +1,5 @@
-"""The planner: recipe + available tokens -> plan.json (a dict), its table and blend strings.
+"""The planner: recipe + available tokens -> plan.json (a `records.plan.Plan`, returned as its
+dict), its table and blend strings.
 
 Order of work: resolve the LR schedule for the budget; let the recipe's weight rule cut the
 budget into phases (boundaries aligned to whole training steps) with weights per group; turn
@@ -16,6 +17,7 @@ from mixtures.groups import Availability, tokens_per_char_kind
 from mixtures.recipes import Recipe, RecipeError
 from mixtures.schedule import lr_at
 from mixtures.weights import phases_for
+from records.plan import Plan, PlanGroup, PlanPhase, Unassigned
 
 SCHEMA_VERSION = 1
 
@@ -37,7 +39,7 @@ def _positive_int(value, what: str) -> int:
 def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
                batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
                max_epochs: float | None = None, allow_redistribute: bool | None = None) -> dict:
-    """The mixture plan as a plan.json dict.
+    """The mixture plan as a plan.json dict (`records.plan.Plan.to_dict`).
 
     `total_tokens`: the training budget, a whole number (a float such as 2e9 is accepted);
     None = every token available in the groups (one pass), rounded down to whole steps.
@@ -75,21 +77,21 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         n = p.end_token - p.start_token
         # Weights are the recipe's unless the epoch cap moved tokens; then what was granted.
         weights = {g: alloc[g] / n for g in avail} if p.name in moved else dict(p.weights)
-        out_phases.append({
-            "name": p.name, "start_token": p.start_token, "end_token": p.end_token,
-            "start_step": p.start_token // step, "end_step": -(-p.end_token // step),
-            "lr_start": lr_at(schedule, p.start_token), "lr_end": lr_at(schedule, p.end_token),
-            "boundary": p.boundary, "requested_weights": dict(p.weights), "weights": weights,
-            "tokens": dict(alloc), "megatron_blend": megatron_blend(weights),
-        })
+        out_phases.append(PlanPhase(
+            name=p.name, start_token=p.start_token, end_token=p.end_token,
+            start_step=p.start_token // step, end_step=-(-p.end_token // step),
+            lr_start=lr_at(schedule, p.start_token), lr_end=lr_at(schedule, p.end_token),
+            boundary=p.boundary, requested_weights=dict(p.weights), weights=weights,
+            tokens=dict(alloc), megatron_blend=megatron_blend(weights),
+        ))
     out_groups = []
     for g in availability.groups:
         asked = sum(a[g.name] for a in allocs)
-        out_groups.append({
-            "name": g.name, "where": g.where, "role": recipe.role_of(g.name), "documents": g.documents,
-            "chars": g.chars, "available_tokens": g.available_tokens, "requested_tokens": asked,
-            "epochs": asked / g.available_tokens if g.available_tokens else 0.0, "max_epochs": max_epochs,
-        })
+        out_groups.append(PlanGroup(
+            name=g.name, where=g.where, role=recipe.role_of(g.name), documents=g.documents,
+            chars=g.chars, available_tokens=g.available_tokens, requested_tokens=asked,
+            epochs=asked / g.available_tokens if g.available_tokens else 0.0, max_epochs=max_epochs,
+        ))
     warnings = []
     if availability.unassigned_documents:
         warnings.append(f"{availability.unassigned_documents} documents (~{availability.unassigned_tokens} "
@@ -100,18 +102,18 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         why = "it has no tokens" if avail[m.group] == 0 else f"{max_epochs:g}-epoch cap"
         warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
                         f"{m.requested_tokens} requested tokens ({why}); the rest went to the phase's other groups")
-    return {
-        "schema_version": SCHEMA_VERSION, "recipe": recipe.name, "recipe_kind": recipe.kind,
-        "total_tokens": total_tokens, "seq_len": seq_len, "batch_size": batch_size,
-        "tokens_per_step": step, "total_steps": -(-total_tokens // step),
-        "token_counts": availability.token_counts, "tokens_per_char": availability.tokens_per_char,
-        "tokens_per_char_source": availability.tokens_per_char_source,
-        "max_epochs": max_epochs, "allow_redistribute": redistribute,
-        "schedule": schedule.to_dict(), "groups": out_groups, "phases": out_phases,
-        "redistributed": [m.__dict__ for m in moves],
-        "unassigned": {"documents": availability.unassigned_documents, "tokens": availability.unassigned_tokens},
-        "warnings": warnings,
-    }
+    return Plan(
+        schema_version=SCHEMA_VERSION, recipe=recipe.name, recipe_kind=recipe.kind,
+        total_tokens=total_tokens, seq_len=seq_len, batch_size=batch_size,
+        tokens_per_step=step, total_steps=-(-total_tokens // step),
+        token_counts=availability.token_counts, tokens_per_char=availability.tokens_per_char,
+        tokens_per_char_source=availability.tokens_per_char_source,
+        max_epochs=max_epochs, allow_redistribute=redistribute,
+        schedule=schedule, groups=out_groups, phases=out_phases,
+        redistributed=list(moves),
+        unassigned=Unassigned(documents=availability.unassigned_documents, tokens=availability.unassigned_tokens),
+        warnings=warnings,
+    ).to_dict()
 
 
 def _estimate_note(ratio: float, source: str) -> str:

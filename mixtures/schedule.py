@@ -18,73 +18,10 @@ Shapes (all with an optional linear warmup from `warmup_init_lr` to `lr_start`):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
-KINDS = ("cosine", "linear", "wsd", "constant")
-WSD_DECAYS = ("linear", "cosine", "1-sqrt")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """An LR schedule over `total_tokens` training tokens."""
-
-    kind: str
-    """Shape after warmup: one of cosine, linear, wsd, constant."""
-    lr_start: float
-    """LR when warmup ends (the peak; with no warmup, the LR at token 0)."""
-    lr_end: float
-    """LR at the last token (ignored by `constant`)."""
-    total_tokens: int
-    """Training tokens the schedule spans."""
-    warmup_tokens: int = 0
-    """Tokens of linear warmup from `warmup_init_lr` to `lr_start`; 0 = no warmup."""
-    warmup_init_lr: float = 0.0
-    """LR at token 0 when there is a warmup."""
-    decay_fraction: float = 0.2
-    """wsd only: fraction of `total_tokens` (the final ones) spent decaying."""
-    wsd_decay: str = "linear"
-    """wsd only: shape of the decay: linear, cosine or 1-sqrt."""
-    tokens_per_step: int | None = None
-    """Tokens per optimizer step (batch x seq_len), for `lr_at(..., unit="step")`; optional."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: got {self.kind!r}; valid kinds: {', '.join(KINDS)}")
-        if not self.lr_start > 0:
-            raise ValueError(f"lr_start: must be > 0, got {self.lr_start!r}")
-        if not 0 <= self.lr_end <= self.lr_start:
-            raise ValueError(f"lr_end: must be in [0, lr_start={self.lr_start}], got {self.lr_end!r}")
-        if self.total_tokens <= 0:
-            raise ValueError(f"total_tokens: must be > 0, got {self.total_tokens!r}")
-        if not 0 <= self.warmup_tokens < self.total_tokens:
-            raise ValueError(f"warmup_tokens: must be in [0, total_tokens), got {self.warmup_tokens!r}")
-        if not 0 <= self.warmup_init_lr <= self.lr_start:
-            raise ValueError(f"warmup_init_lr: must be in [0, lr_start], got {self.warmup_init_lr!r}")
-        if not 0 < self.decay_fraction <= 1:
-            raise ValueError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction!r}")
-        if self.wsd_decay not in WSD_DECAYS:
-            raise ValueError(f"wsd_decay: got {self.wsd_decay!r}; valid: {', '.join(WSD_DECAYS)}")
-        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
-            raise ValueError(f"tokens_per_step: must be > 0 or null, got {self.tokens_per_step!r}")
-
-    @property
-    def decay_start(self) -> float:
-        """First token of the decaying part (after warmup; for wsd after the stable part)."""
-        if self.kind == "wsd":
-            return max(float(self.warmup_tokens), self.total_tokens * (1.0 - self.decay_fraction))
-        return float(self.warmup_tokens)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Schedule":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"schedule: unknown field {unknown[0]!r}; valid: {', '.join(sorted(known))}")
-        return cls(**dict(d))
+# The `schedule` block of plan.json is a record of the bottom layer (records/plan.py); its maths is here.
+from records.plan import KINDS, WSD_DECAYS, Schedule  # noqa: F401  (re-exported)
 
 
 def as_schedule(schedule: "Schedule | Mapping[str, Any]") -> Schedule:

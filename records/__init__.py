@@ -6,5 +6,6 @@ mixtures, training, pipeline), importing none of them.
 - `records.counts`: a shard's `Counts` (with the conservation check) and a stage's `StageStats`
   (`RUN/<stage>/stats.json`), typed over the JSON the markers and stats files hold.
 - `records.typed`: the one builder of typed config dataclasses from parsed YAML (`build`), with
-  errors that name the field.
+  errors that name the field (run and train configs, recipes, the plan record).
+- `records.plan`: plan.json as a typed record (`Plan`: phases, groups, the LR `Schedule`).
 """

@@ -1,24 +1,30 @@
 """Mixtures over a plan's groups: Dirichlet samples under the epoch caps, the one-phase proxy plan
-a mixture trains on, and the recipe a found mixture is written as (`curate plan --recipe` reads it)."""
+a mixture trains on, and the recipe a found mixture is written as (`curate plan --recipe` reads it).
+
+Each function takes the base plan as a `records.plan.Plan` or as its plan.json dict."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from records.plan import Plan
 
-def natural_weights(plan: dict) -> dict[str, float]:
+PlanLike = Plan | Mapping[str, Any]
+
+
+def natural_weights(plan: PlanLike) -> dict[str, float]:
     """Weights proportional to each group's available tokens."""
-    avail = {g["name"]: float(g["available_tokens"]) for g in plan["groups"]}
+    avail = {g.name: float(g.available_tokens) for g in Plan.of(plan).groups}
     total = sum(avail.values())
     return {g: a / total for g, a in avail.items()}
 
 
-def epoch_caps(plan: dict, tokens: int) -> np.ndarray:
+def epoch_caps(plan: PlanLike, tokens: int) -> np.ndarray:
     """Largest weight each group may get in a run of `tokens` tokens without exceeding max_epochs."""
-    return np.array([g["max_epochs"] * g["available_tokens"] / tokens for g in plan["groups"]], dtype=float)
+    return np.array([g.max_epochs * g.available_tokens / tokens for g in Plan.of(plan).groups], dtype=float)
 
 
 def clip_to_caps(w: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -68,42 +74,44 @@ def rounded(weights: Mapping[str, float], digits: int = 6) -> dict[str, float]:
     return r
 
 
-def recipe_dict(plan: dict, weights: Mapping[str, float], name: str, description: str) -> dict:
+def recipe_dict(plan: PlanLike, weights: Mapping[str, float], name: str, description: str) -> dict:
     """A one-phase custom recipe over the plan's groups with these weights and the plan's LR range."""
-    s = plan["schedule"]
+    plan = Plan.of(plan)
+    s = plan.schedule
     return {"name": name, "kind": "custom", "description": description,
-            "groups": [{"name": g["name"], "where": g["where"]} for g in plan["groups"]],
-            "schedule": {"kind": s["kind"], "lr_start": s["lr_start"], "lr_end": s["lr_end"]},
-            "max_epochs": float(plan.get("max_epochs") or max(g["max_epochs"] for g in plan["groups"])),
+            "groups": [{"name": g.name, "where": g.where} for g in plan.groups],
+            "schedule": {"kind": s.kind, "lr_start": s.lr_start, "lr_end": s.lr_end},
+            "max_epochs": float(plan.max_epochs or max(g.max_epochs for g in plan.groups)),
             "allow_redistribute": True,
             "phases": [{"name": "mix", "weights": rounded(weights)}]}
 
 
-def proxy_plan(plan: dict, weights: Mapping[str, float], tokens: int, name: str = "proxy") -> dict:
+def proxy_plan(plan: PlanLike, weights: Mapping[str, float], tokens: int, name: str = "proxy") -> dict:
     """plan.json for a proxy run: one phase with `weights`, `tokens` tokens (whole steps of the
     plan's step), the plan's groups, availability and LR range."""
     from mixtures.planner import build_plan
     from mixtures.recipes import recipe_from_dict
 
+    plan = Plan.of(plan)
     rec = recipe_from_dict(recipe_dict(plan, weights, name, "proxy mixture"), "proxy")
-    step = int(plan.get("tokens_per_step") or plan["seq_len"])
+    step = int(plan.tokens_per_step or plan.seq_len)
     tokens = max(step, int(tokens) // step * step)
-    return build_plan(rec, plan_availability(plan), tokens, plan["seq_len"], batch_size=step // plan["seq_len"])
+    return build_plan(rec, plan_availability(plan), tokens, plan.seq_len, batch_size=step // plan.seq_len)
 
 
-def plan_availability(plan: dict):
+def plan_availability(plan: PlanLike):
     """The planner's `Availability` as a plan.json recorded it (no catalog needed)."""
     from mixtures.groups import Availability, GroupStats
 
-    groups = [GroupStats(name=g["name"], where=g["where"], documents=g.get("documents") or 0, chars=g.get("chars") or 0,
-                         available_tokens=g["available_tokens"]) for g in plan["groups"]]
-    return Availability(groups=groups, token_counts=plan.get("token_counts", "exact"),
-                        tokens_per_char=plan.get("tokens_per_char"),
-                        tokens_per_char_source=plan.get("tokens_per_char_source", "n/a"),
+    plan = Plan.of(plan)
+    groups = [GroupStats(name=g.name, where=g.where, documents=g.documents or 0, chars=g.chars or 0,
+                         available_tokens=g.available_tokens) for g in plan.groups]
+    return Availability(groups=groups, token_counts=plan.token_counts, tokens_per_char=plan.tokens_per_char,
+                        tokens_per_char_source=plan.tokens_per_char_source or "n/a",
                         unassigned_documents=0, unassigned_tokens=0)
 
 
-def write_recipe(path: Path, plan: dict, weights: Mapping[str, float], name: str, description: str) -> Path:
+def write_recipe(path: Path, plan: PlanLike, weights: Mapping[str, float], name: str, description: str) -> Path:
     import yaml
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)

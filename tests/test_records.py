@@ -64,3 +64,59 @@ def test_one_builder_serves_recipes_nested_optional_fields_and_bools_for_numbers
     with pytest.raises(ConfigError) as e:
         build(Outer, {"rate": True}, "cfg")
     assert e.value.field == "cfg.rate"
+
+
+def _planned() -> dict:
+    from mixtures.groups import Availability, GroupStats
+    from mixtures.planner import build_plan
+    from mixtures.recipes import load_recipe
+
+    recipe = load_recipe("reuse")
+    groups = [GroupStats(name=g.name, where=g.where, documents=10 * (i + 1), chars=1000 * (i + 1),
+                         available_tokens=400_000 * (i + 1)) for i, g in enumerate(recipe.groups)]
+    avail = Availability(groups=groups, token_counts="estimated", tokens_per_char=0.25,
+                         tokens_per_char_source="default", unassigned_documents=0, unassigned_tokens=0)
+    return build_plan(recipe, avail, 1_000_000, 256, batch_size=2)
+
+
+def test_plan_record_round_trips_the_planners_plan_json():
+    """The planner writes plan.json through records.plan.Plan; reading it back gives the same JSON,
+    key order included, and a plan without the optional fields gains none on the way through."""
+    import json
+
+    from mixtures.schema import validate_plan
+    from records.plan import Plan
+
+    planned = _planned()
+    validate_plan(planned)
+    plan = Plan.from_dict(json.loads(json.dumps(planned)))
+    assert json.dumps(plan.to_dict()) == json.dumps(planned)
+    assert plan.schedule.total_tokens == plan.total_tokens and plan.phases[-1].end_token == plan.total_tokens
+    assert plan.used_groups() == sorted({g for p in planned["phases"] for g, w in p["weights"].items() if w > 0})
+    first_draft = json.loads(json.dumps(planned))
+    for key in ("recipe_kind", "batch_size", "tokens_per_step", "total_steps", "redistributed", "warnings"):
+        first_draft.pop(key)
+    for g in first_draft["groups"]:
+        g.pop("chars")
+    first_draft["phases"][0].pop("start_step")
+    first_draft["extra_field_the_schema_allows"] = 1
+    validate_plan(first_draft)
+    again = Plan.from_dict(first_draft).to_dict()
+    first_draft.pop("extra_field_the_schema_allows")
+    assert again == first_draft
+    validate_plan(again)
+
+
+def test_plan_record_errors_name_the_field():
+    from records.plan import Plan
+
+    planned = _planned()
+    planned["phases"][1]["end_token"] = "soon"
+    with pytest.raises(ConfigError) as e:
+        Plan.from_dict(planned)
+    assert e.value.field == "plan.phases[1].end_token"
+    planned = _planned()
+    planned["schedule"]["lr_end"] = planned["schedule"]["lr_start"] * 2
+    with pytest.raises(ConfigError) as e:
+        Plan.from_dict(planned)
+    assert e.value.field == "plan.schedule.lr_end"

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from records.plan import Plan
 from training import distributed
 from training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial
 from training.config import TrainConfig
 from training.data import PlanSampler, load_groups, needs_mask, supply_table
 from training.metrics import MetricsLog
 from training.optim import build_optimizer
-from training.plan import TrainPlan, check_resume, check_step_alignment, step_tokens
+from training.plan import check_resume, check_step_alignment, step_tokens
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Trainer:
 
     cfg: TrainConfig
     dist: distributed.Dist
-    plan: TrainPlan
+    plan: Plan
     sampler: PlanSampler
     geo: Geometry
     model: Any
@@ -105,7 +106,7 @@ def console(msg: str) -> None:
     sys.stdout.flush()
 
 
-def geometry(plan: TrainPlan, cfg: TrainConfig, world: int) -> Geometry:
+def geometry(plan: Plan, cfg: TrainConfig, world: int) -> Geometry:
     seq_len = plan.seq_len
     if cfg.batch_tokens % seq_len:
         raise ValueError(f"batch_tokens ({cfg.batch_tokens}) must be a multiple of the plan's seq_len ({seq_len})")
@@ -136,7 +137,7 @@ def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
                 f"`curate init-model DIR --vocab-size {rows.vocab_size}`")
 
 
-def build(run_dir: Path, base: Path, plan: TrainPlan, cfg: TrainConfig, out: Path, quiet: bool = False
+def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, quiet: bool = False
           ) -> tuple[Trainer, TrainState]:
     """Join the process group, open the token groups, build or restore model, optimizer and state."""
     import torch
@@ -162,7 +163,7 @@ def build(run_dir: Path, base: Path, plan: TrainPlan, cfg: TrainConfig, out: Pat
     model.activation_checkpointing = cfg.activation_checkpointing
     model.to(d.device)
     wrapped = distributed.wrap(model, d, cfg.parallel)
-    schedule = plan.lr_schedule()
+    schedule = plan.schedule
     fsdp = cfg.parallel == "fsdp" and d.world > 1
     optimizer = build_optimizer(model, schedule.lr_start, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
                                 fused=d.device.type == "cuda" and not fsdp)

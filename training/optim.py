@@ -12,11 +12,11 @@ from typing import Any
 
 
 def plan_schedule(plan: Any) -> Any:
-    """The schedule of a plan (a `training.plan.TrainPlan` or a plan.json dict) as a
-    `mixtures.schedule.Schedule`, total_tokens filled from the plan."""
-    from training.plan import TrainPlan
+    """The schedule of a plan (a `records.plan.Plan` or a plan.json dict) as a
+    `records.plan.Schedule`, total_tokens filled from the plan."""
+    from records.plan import Plan
 
-    return TrainPlan.of(plan).lr_schedule()
+    return Plan.of(plan).schedule
 
 
 def lr_at_tokens(schedule: Any, tokens: int) -> float:

@@ -1,86 +1,17 @@
-"""plan.json as the trainer reads it: typed records, the resume fingerprint, and the step checks.
+"""plan.json as the trainer reads it: loaded and validated, the resume check and the step checks.
 
 The file on disk is the planner's (docs/internals.md, "plan.json"); `read_plan` validates it whole
-(`mixtures.schema.validate_plan`) and `TrainPlan.from_dict` keeps the fields the trainer uses.
+(`mixtures.schema.validate_plan`) and `load_plan` gives the typed record, `records.plan.Plan`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-
-@dataclass(frozen=True)
-class PhasePlan:
-    name: str
-    start_token: int
-    end_token: int
-    weights: dict[str, float]
-    """Sampling weight of every group of the plan (0 where the phase leaves it out)."""
-
-
-@dataclass(frozen=True)
-class GroupPlan:
-    name: str
-    requested_tokens: int
-    available_tokens: int
-    max_epochs: float
-
-
-@dataclass(frozen=True)
-class TrainPlan:
-    seq_len: int
-    total_tokens: int
-    tokens_per_step: int | None
-    """The step the planner aligned phase boundaries to (seq_len x --batch-size); None in plans without one."""
-    schedule: dict[str, Any]
-    """The LR schedule block (`mixtures.schedule`), with total_tokens filled in."""
-    phases: tuple[PhasePlan, ...]
-    groups: tuple[GroupPlan, ...]
-
-    @classmethod
-    def from_dict(cls, plan: Mapping[str, Any]) -> "TrainPlan":
-        """Typed view of a validated plan.json dict (values kept as loaded, so fingerprints match)."""
-        schedule = dict(plan["schedule"])
-        schedule.setdefault("total_tokens", plan["total_tokens"])
-        phases = tuple(PhasePlan(p["name"], p["start_token"], p["end_token"], dict(p["weights"])) for p in plan["phases"])
-        groups = tuple(GroupPlan(g["name"], g.get("requested_tokens", 0), g.get("available_tokens", 0),
-                                 g.get("max_epochs", float("inf"))) for g in plan["groups"])
-        return cls(int(plan["seq_len"]), int(plan["total_tokens"]), plan.get("tokens_per_step"), schedule, phases, groups)
-
-    @classmethod
-    def of(cls, plan: "TrainPlan | Mapping[str, Any]") -> "TrainPlan":
-        return plan if isinstance(plan, TrainPlan) else cls.from_dict(plan)
-
-    def used_groups(self) -> list[str]:
-        """Groups some phase gives a positive weight (the token folders the trainer opens)."""
-        return sorted({g for ph in self.phases for g, w in ph.weights.items() if w > 0})
-
-    def lr_schedule(self) -> Any:
-        """The schedule as a `mixtures.schedule.Schedule`."""
-        from mixtures.schedule import as_schedule
-
-        return as_schedule(self.schedule)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a resume must not change: seq_len and hashes of the schedule, the phases and the groups.
-
-        The LR comes from the schedule at the tokens seen and the sampler state indexes the phases, so
-        resuming against a re-planned plan.json would jump the LR or fail mid-run; `check_resume`
-        compares fingerprints and refuses instead. Only the fields the trainer reads are hashed, so
-        re-writing an identical plan (or one whose reporting fields changed) still resumes.
-        """
-        def digest(obj: Any) -> str:
-            return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-        phases = [{"name": p.name, "start_token": p.start_token, "end_token": p.end_token, "weights": p.weights}
-                  for p in self.phases]
-        groups = [{"name": g.name, "max_epochs": g.max_epochs} for g in self.groups]
-        return {"seq_len": self.seq_len, "schedule": digest(self.schedule), "phases": digest(phases),
-                "groups": digest(groups)}
+from records.errors import ConfigError
+from records.plan import Plan
 
 
 def read_plan(path: Path) -> dict[str, Any]:
@@ -102,15 +33,20 @@ def read_plan(path: Path) -> dict[str, Any]:
     return plan
 
 
-def load_plan(path: Path) -> TrainPlan:
-    return TrainPlan.from_dict(read_plan(path))
+def load_plan(path: Path) -> Plan:
+    """The validated plan.json at `path` as a `Plan`."""
+    plan = read_plan(path)
+    try:
+        return Plan.from_dict(plan)
+    except ConfigError as e:  # a value the schema allows but the record does not (a schedule's lr_end > lr_start)
+        raise ValueError(f"{path}: plan field `{e.field}`: {e.message}; re-run `curate plan`") from None
 
 
-def plan_fingerprint(plan: "TrainPlan | Mapping[str, Any]") -> dict[str, Any]:
-    return TrainPlan.of(plan).fingerprint()
+def plan_fingerprint(plan: "Plan | Mapping[str, Any]") -> dict[str, Any]:
+    return Plan.of(plan).fingerprint()
 
 
-def check_resume(ckpt: Path, state: dict[str, Any], plan: TrainPlan, batch_tokens: int) -> None:
+def check_resume(ckpt: Path, state: dict[str, Any], plan: Plan, batch_tokens: int) -> None:
     """Refuse to resume `ckpt` with another batch_tokens or against a different plan."""
     if state["batch_tokens"] != batch_tokens or state["seq_len"] != plan.seq_len:
         raise ValueError(f"{ckpt} was trained with batch_tokens {state['batch_tokens']} / seq_len {state['seq_len']}; "
@@ -126,7 +62,7 @@ def check_resume(ckpt: Path, state: dict[str, Any], plan: TrainPlan, batch_token
                          f"into a new --out (use --base {ckpt} to start from these weights)")
 
 
-def step_tokens(plan: TrainPlan, batch_tokens: int | None) -> tuple[int, str]:
+def step_tokens(plan: Plan, batch_tokens: int | None) -> tuple[int, str]:
     """Tokens per optimizer step and where the number came from: the train config when it sets
     one, else the step the plan was made for (`curate plan --batch-size`), else the default."""
     from training.config import DEFAULT_BATCH_TOKENS
@@ -138,7 +74,7 @@ def step_tokens(plan: TrainPlan, batch_tokens: int | None) -> tuple[int, str]:
     return DEFAULT_BATCH_TOKENS, "the default batch_tokens"
 
 
-def check_step_alignment(plan: TrainPlan, batch_tokens: int) -> None:
+def check_step_alignment(plan: Plan, batch_tokens: int) -> None:
     """Every phase boundary (and the end) must fall on a step boundary of `batch_tokens`.
 
     The LR is set once per step and a step's rows are drawn together, so a boundary inside a step

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from records.plan import Plan
 from training.metrics import read_metrics
-from training.plan import TrainPlan
 
 
-def plot_run(out_dir: Path, plan: TrainPlan) -> list[Path]:
+def plot_run(out_dir: Path, plan: Plan) -> list[Path]:
     """Write `loss.png` and `lr.png` into `out_dir` from its metrics.jsonl; returns the paths."""
     import matplotlib
 
@@ -21,7 +21,7 @@ def plot_run(out_dir: Path, plan: TrainPlan) -> list[Path]:
     train = [r for r in rows if "train/loss" in r]
     evals = [r for r in rows if any(k.startswith("eval/loss/") for k in r)]
     groups = sorted({k.split("/", 2)[2] for r in evals for k in r if k.startswith("eval/loss/")})
-    schedule = plan.lr_schedule()
+    schedule = plan.schedule
     bounds = [ph.end_token for ph in plan.phases[:-1]]
     paths = []
 

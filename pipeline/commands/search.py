@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.commands.compare import read_plan, train_config_dict
 from pipeline.errors import CurateError
+from records.plan import Plan
 
 TRUST_SPEARMAN = 0.5
 """Below this held-out rank correlation the summary warns that the fit cannot be trusted."""
@@ -46,15 +47,15 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
     from stages.shardio import atomic_write_bytes
 
     run = Path(run)
-    base_plan = read_plan(plan or run / "plan.json")
-    groups = [g["name"] for g in base_plan["groups"]]
+    base_plan = Plan.from_dict(read_plan(plan or run / "plan.json"))
+    groups = [g.name for g in base_plan.groups]
     k = proxies or 4 * len(groups)
     if k < 3:
         raise CurateError(f"--proxies: at least 3 are needed to fit and check a regression, got {k}")
     if epsilon < 0:
         raise CurateError(f"--epsilon: must be >= 0, got {epsilon}")
     natural = np.array([natural_weights(base_plan)[g] for g in groups])
-    step = int(base_plan.get("tokens_per_step") or base_plan["seq_len"])
+    step = int(base_plan.tokens_per_step or base_plan.seq_len)
     tokens = max(step, int(proxy_tokens) // step * step)
     caps = epoch_caps(base_plan, tokens)
     try:
@@ -130,7 +131,7 @@ def _validate(run, area, base_plan, base, train_cfg, found, natural, tokens, see
                        echo=echo)
     out = {}
     for a in arms:
-        w = np.array([[a.plan["phases"][0]["weights"][g["name"]] for g in base_plan["groups"]]])
+        w = np.array([[a.plan["phases"][0]["weights"][g.name] for g in base_plan.groups]])
         out[a.name.split("-")[1]] = {key: {"predicted": float(predict[key](w)[0]),
                                            "measured": markers[a.name]["metrics"][key]} for key in keys}
     return out

@@ -1,0 +1,233 @@
+"""plan.json as a typed record: mixtures writes it, training and search read it.
+
+The file's format is docs/internals.md ("plan.json"), published as a JSON Schema in
+mixtures/plan.schema.json; `mixtures.schema.validate_plan` checks a plan dict against it and against
+what a schema cannot say. `Plan.from_dict` builds the record with `records.typed` (errors name the
+field, e.g. `plan.phases[1].end_token`) and keeps the fields below, ignoring others the schema allows;
+`Plan.to_dict` gives the JSON back, fields in the order the planner writes them, leaving out the
+optional fields a plan read from disk did not have (fields added after the first draft of the format).
+
+`Schedule` is the plan's `schedule` block; its maths (LR at a token, the token at an LR) is
+`mixtures.schedule`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, Mapping
+
+from records.typed import build
+
+KINDS = ("cosine", "linear", "wsd", "constant")
+WSD_DECAYS = ("linear", "cosine", "1-sqrt")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An LR schedule over `total_tokens` training tokens."""
+
+    kind: str
+    """Shape after warmup: one of cosine, linear, wsd, constant."""
+    lr_start: float
+    """LR when warmup ends (the peak; with no warmup, the LR at token 0)."""
+    lr_end: float
+    """LR at the last token (ignored by `constant`)."""
+    total_tokens: int
+    """Training tokens the schedule spans."""
+    warmup_tokens: int = 0
+    """Tokens of linear warmup from `warmup_init_lr` to `lr_start`; 0 = no warmup."""
+    warmup_init_lr: float = 0.0
+    """LR at token 0 when there is a warmup."""
+    decay_fraction: float = 0.2
+    """wsd only: fraction of `total_tokens` (the final ones) spent decaying."""
+    wsd_decay: str = "linear"
+    """wsd only: shape of the decay: linear, cosine or 1-sqrt."""
+    tokens_per_step: int | None = None
+    """Tokens per optimizer step (batch x seq_len), for `lr_at(..., unit="step")`; optional."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: got {self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        if not self.lr_start > 0:
+            raise ValueError(f"lr_start: must be > 0, got {self.lr_start!r}")
+        if not 0 <= self.lr_end <= self.lr_start:
+            raise ValueError(f"lr_end: must be in [0, lr_start={self.lr_start}], got {self.lr_end!r}")
+        if self.total_tokens <= 0:
+            raise ValueError(f"total_tokens: must be > 0, got {self.total_tokens!r}")
+        if not 0 <= self.warmup_tokens < self.total_tokens:
+            raise ValueError(f"warmup_tokens: must be in [0, total_tokens), got {self.warmup_tokens!r}")
+        if not 0 <= self.warmup_init_lr <= self.lr_start:
+            raise ValueError(f"warmup_init_lr: must be in [0, lr_start], got {self.warmup_init_lr!r}")
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction!r}")
+        if self.wsd_decay not in WSD_DECAYS:
+            raise ValueError(f"wsd_decay: got {self.wsd_decay!r}; valid: {', '.join(WSD_DECAYS)}")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ValueError(f"tokens_per_step: must be > 0 or null, got {self.tokens_per_step!r}")
+
+    @property
+    def decay_start(self) -> float:
+        """First token of the decaying part (after warmup; for wsd after the stable part)."""
+        if self.kind == "wsd":
+            return max(float(self.warmup_tokens), self.total_tokens * (1.0 - self.decay_fraction))
+        return float(self.warmup_tokens)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Schedule":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"schedule: unknown field {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+        return cls(**dict(d))
+
+
+def _optional() -> Any:
+    """An optional field of plan.json: absent on disk when None (a plan written before it existed)."""
+    return field(default=None, metadata={"omit_none": True})
+
+
+def _dump(obj: Any) -> Any:
+    if is_dataclass(obj):
+        if isinstance(obj, Schedule):
+            return obj.to_dict()
+        return {f.name: _dump(getattr(obj, f.name)) for f in fields(obj)
+                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}
+    if isinstance(obj, list):
+        return [_dump(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _dump(v) for k, v in obj.items()}
+    return obj
+
+
+def _known(cls: type, d: Any) -> Any:
+    """`d` without the keys `cls` has no field for (the schema allows extra keys)."""
+    if not isinstance(d, Mapping):
+        return d
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanGroup:
+    """One mixture group: its predicate, what the catalog holds and what the plan takes."""
+
+    name: str
+    where: str
+    """SQL predicate over the catalog's `docs` view; groups are first-match ordered."""
+    role: str | None = None
+    documents: int
+    chars: int | None = _optional()
+    available_tokens: int
+    requested_tokens: int
+    """Tokens all phases take from the group (the sum of its phase `tokens`)."""
+    epochs: float
+    max_epochs: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanPhase:
+    """A stretch of training `[start_token, end_token)` with one set of group weights."""
+
+    name: str
+    start_token: int
+    end_token: int
+    start_step: int | None = _optional()
+    end_step: int | None = _optional()
+    lr_start: float
+    lr_end: float
+    boundary: dict[str, float] | None = None
+    """How the recipe placed the phase's end (`{"lr_ratio": 0.2}`); None for the last phase."""
+    requested_weights: dict[str, float] | None = _optional()
+    """The recipe's weights, before the epoch cap moved any tokens."""
+    weights: dict[str, float]
+    """Sampling weight of every group of the plan (0 where the phase leaves it out)."""
+    tokens: dict[str, int]
+    megatron_blend: str
+
+
+@dataclass(frozen=True)
+class Redistribution:
+    """Tokens the epoch cap moved off a group within one phase (`mixtures.allocate` finds them)."""
+
+    phase: str
+    group: str
+    requested_tokens: int
+    granted_tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unassigned:
+    documents: int
+    tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """plan.json (schema_version 1)."""
+
+    schema_version: Literal[1] = 1
+    recipe: str
+    recipe_kind: str | None = _optional()
+    total_tokens: int
+    seq_len: int
+    batch_size: int | None = _optional()
+    tokens_per_step: int | None = _optional()
+    """The step the phase boundaries are aligned to (seq_len x batch_size); None in plans without one."""
+    total_steps: int | None = _optional()
+    token_counts: Literal["exact", "estimated"]
+    tokens_per_char: float | None
+    tokens_per_char_source: str | None = _optional()
+    max_epochs: float | None = _optional()
+    allow_redistribute: bool | None = _optional()
+    schedule: Schedule
+    groups: list[PlanGroup]
+    phases: list[PlanPhase]
+    redistributed: list[Redistribution] | None = _optional()
+    unassigned: Unassigned
+    warnings: list[str] | None = _optional()
+
+    @classmethod
+    def from_dict(cls, plan: Mapping[str, Any]) -> "Plan":
+        """The record of a plan.json dict; ConfigError names a missing or mistyped field."""
+        d = dict(_known(cls, plan))
+        if isinstance(d.get("schedule"), Mapping) and "total_tokens" in d:
+            d["schedule"] = {"total_tokens": d["total_tokens"], **d["schedule"]}
+        for key, item in (("groups", PlanGroup), ("phases", PlanPhase)):
+            if isinstance(d.get(key), list):
+                d[key] = [_known(item, x) for x in d[key]]
+        return build(cls, d, "plan")
+
+    @classmethod
+    def of(cls, plan: "Plan | Mapping[str, Any]") -> "Plan":
+        return plan if isinstance(plan, Plan) else cls.from_dict(plan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan.json dict."""
+        return _dump(self)
+
+    def used_groups(self) -> list[str]:
+        """Groups some phase gives a positive weight (the token folders the trainer opens)."""
+        return sorted({g for ph in self.phases for g, w in ph.weights.items() if w > 0})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a training resume must not change: seq_len and hashes of the schedule, the phases
+        and the groups.
+
+        The LR comes from the schedule at the tokens seen and the sampler state indexes the phases, so
+        resuming against a re-planned plan.json would jump the LR or fail mid-run; the trainer
+        compares fingerprints and refuses instead. Only the fields the trainer reads are hashed, so
+        re-writing an identical plan (or one whose reporting fields changed) still resumes.
+        """
+        def digest(obj: Any) -> str:
+            return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+        phases = [{"name": p.name, "start_token": p.start_token, "end_token": p.end_token, "weights": p.weights}
+                  for p in self.phases]
+        groups = [{"name": g.name, "max_epochs": g.max_epochs} for g in self.groups]
+        return {"seq_len": self.seq_len, "schedule": digest(self.schedule.to_dict()), "phases": digest(phases),
+                "groups": digest(groups)}
