@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages import docshard, shardio
+from stages.idhash import salted_keys
 
 SALT = "curate-eval:"
 # The columns an evaluation set carries; `domain` and `source` give per-domain/per-source figures.
@@ -30,11 +31,8 @@ EVAL_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", 
 
 
 def id_keys(ids: Iterable[str]) -> np.ndarray:
-    """A uniform 64-bit key per id (xxh3 of a salted id: stable across runs, machines and versions)."""
-    import xxhash
-
-    h = xxhash.xxh3_64_intdigest
-    return np.fromiter((h(SALT + i) for i in ids), dtype=np.uint64)
+    """A uniform 64-bit key per id (`idhash.salted_keys` with this module's salt)."""
+    return salted_keys(ids, SALT)
 
 
 def threshold(fraction: float) -> np.uint64:

@@ -1,7 +1,8 @@
 """Global stage `sample`: keep a deterministic share of the documents, and/or at most N per group.
 
-Each document gets u = xxh64(seed, id) / 2^64, uniform in [0, 1) and fixed by its id, so reruns,
-resumed runs and runs on more workers keep the same documents. A document is kept when
+Each document gets u in [0, 1) from a hash of its id salted with the seed (`stages/idhash.py`, the
+hash held-out evaluation documents are chosen by, with another salt), uniform and fixed by the id,
+so reruns, resumed runs and runs on more workers keep the same documents. A document is kept when
 u < `fraction` and, with `max_docs`, when it is among the `max_docs` documents of its group (the
 value of column `by`, e.g. source or domain) with the smallest u (ties broken by shard and row,
 so no group ever exceeds `max_docs`). A smaller fraction keeps a subset of what a larger one keeps.
@@ -25,8 +26,13 @@ import pyarrow as pa
 
 from stages import docshard, shardio
 from stages.base import GlobalContext, rejected_rows
+from stages.idhash import unit_draw
 
 REASON = "sampled_out"
+# 2: u from xxh3 (stages/idhash.py, shared with stages/holdout.py) instead of xxh64, so the documents
+# kept differ from version 1's; the version is part of each shard's fingerprint, so a run sampled by
+# version 1 redoes its sample stage whole.
+SAMPLE_VERSION = 2
 
 
 @dataclass
@@ -56,11 +62,7 @@ class SampleConfig:
 
 def draw(ids: list[str], seed: int) -> np.ndarray:
     """u in [0, 1) per id, fixed by (seed, id)."""
-    import xxhash
-
-    prefix = f"{seed}\x00"
-    h = np.fromiter((xxhash.xxh64_intdigest(prefix + i) for i in ids), np.uint64, count=len(ids))
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return unit_draw(ids, f"curate-sample:{seed}:")
 
 
 def _groups(table: pa.Table, by: str | None, path: str) -> list[str]:
@@ -164,7 +166,7 @@ class SampleStage:
         stamp = json.dumps(cuts, sort_keys=True)
         tasks = []
         for i, p in enumerate(inputs):
-            fp = shardio.stable_hash([shardio.file_digest(p), i, stamp])
+            fp = shardio.stable_hash([shardio.file_digest(p), i, stamp, SAMPLE_VERSION])
             marker = shardio.read_marker(Path(ctx.stage_dir), p.stem)
             # redone when stale, or when a file the marker vouches for is missing or damaged
             if not (shardio.marker_matches(marker, fp, ctx.config_hash)

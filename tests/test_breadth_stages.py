@@ -285,3 +285,25 @@ def test_limit_reads_the_first_records_of_each_input(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(data={"name": "x", "out": "r", "inputs": [{"path": "x"}], "ingest": {"limit": 0}})
     assert e.value.field == "ingest.limit"
+
+
+def test_sample_of_an_earlier_version_is_redone_whole_and_draws_with_the_holdout_hash(ingested, tmp_path,
+                                                                                        monkeypatch):
+    """The sample stage's draw is stages/idhash.py's salted hash (holdout's, with the sample's own
+    salt); its version is in every shard's fingerprint, so shards of an earlier version are redone."""
+    import numpy as np
+
+    from stages import idhash, sample
+
+    ids = [n for n, _ in _paragraphs()[:50]]
+    u = sample.draw(ids, 3)
+    assert np.array_equal(u, idhash.unit_draw(ids, "curate-sample:3:")) and ((0 <= u) & (u < 1)).all()
+    assert not np.array_equal(idhash.salted_keys(ids, "curate-sample:0:"), idhash.salted_keys(ids, "curate-eval:"))
+    monkeypatch.setattr(sample, "SAMPLE_VERSION", sample.SAMPLE_VERSION - 1)
+    _sample(ingested, tmp_path / "a", fraction=0.2)
+    done = [tmp_path / "a" / "sample" / "_done" / f"{p.stem}.json" for p in ingested]
+    stamps = [p.stat().st_mtime_ns for p in done]
+    monkeypatch.undo()
+    now, _ = _sample(ingested, tmp_path / "a", fraction=0.2)
+    assert all(p.stat().st_mtime_ns != s for p, s in zip(done, stamps))
+    assert now == _sample(ingested, tmp_path / "b", fraction=0.2)[0]
