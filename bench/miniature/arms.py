@@ -1,0 +1,148 @@
+"""The miniature's models: the base pretrained on the general pool, one recipe (and plan) per arm,
+the arms through `search.arms.run_arms`, and every model scored by curate's evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.miniature.config import MiniatureConfig
+from bench.miniature.timing import Heartbeat
+
+
+def train_overrides(cfg: MiniatureConfig) -> dict:
+    t = cfg.train
+    return {"batch_tokens": cfg.model.seq_len * t.batch_rows, "micro_batch_rows": t.batch_rows,
+            "holdout_rows": 0, "eval_every": 0, "checkpoint_every": t.checkpoint_every, "keep_checkpoints": 1,
+            "log_every": t.log_every, "device": t.device, "tensorboard": False}
+
+
+def eta0(cfg: MiniatureConfig) -> float:
+    """The recipe's start LR: the base model's final (minimum) pretraining LR."""
+    return cfg.train.base_lr * cfg.train.base_lr_end_ratio
+
+
+def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
+    """A recipe per arm over the same disjoint groups; the arms differ only in roles and schedule."""
+    t, lr0 = cfg.train, eta0(cfg)
+    names = [g["name"] for g in groups]
+    gen = [n for n in names if n.startswith("gen")]
+    pool = [n for n in names if n != "qa"]
+    cosine = {"kind": "cosine", "lr_start": lr0, "lr_end": lr0 * t.lr_end_ratio, "warmup_fraction": 0.0}
+    common = {"groups": groups, "max_epochs": t.max_epochs}
+
+    def reuse(name: str, target: list[str], schedule: dict) -> dict:
+        return {**common, "name": name, "kind": "reuse", "schedule": schedule,
+                # switch where the LR has decayed to eta0/5 (an absolute level, so the re-warmed
+                # arm switches at the same LR as the others)
+                "switch": {"lr": lr0 * t.switch_lr_ratio}, "qa_fraction": t.qa_fraction,
+                "role_weights": {"target": t.target_weight},
+                "roles": {"qa": ["qa"], "target": target, "general": [n for n in pool if n not in target]}}
+
+    out = {"base": {**common, "groups": [g for g in groups if g["name"] in gen], "name": "base", "kind": "natural",
+                    "schedule": {"kind": "cosine", "lr_start": t.base_lr, "lr_end": lr0,
+                                 "warmup_fraction": t.base_warmup_fraction}},
+           "a": {**common, "groups": [g for g in groups if g["name"] in gen], "name": "a-continue", "kind": "natural",
+                 "schedule": cosine},
+           "b": reuse("b-reuse", [n for n in pool if n.startswith("tgt")], cosine),
+           "c": reuse("c-classifier", [n for n in pool if "-sel" in n], cosine),
+           "d": reuse("d-random", [n for n in pool if "-rnd" in n], cosine),
+           # re-warming: from eta0 up to a higher LR, then the same decay (the stability gap)
+           "e": reuse("e-rewarm", [n for n in pool if n.startswith("tgt")],
+                      {**cosine, "lr_start": t.rewarm_lr or t.base_lr, "warmup_fraction": t.rewarm_warmup_fraction,
+                       "warmup_init_lr": lr0})}
+    return {k: v for k, v in out.items() if k == "base" or k in cfg.arms}
+
+
+def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: float) -> dict:
+    from mixtures.recipes import recipe_from_dict
+    from pipeline.commands.plan import plan
+
+    path = out / "plans" / f"{name}.json"
+    return plan(out / "run", recipe_from_dict(recipe, f"arm {name}"), tokens=tokens, seq_len=cfg.model.seq_len,
+                batch_size=cfg.train.batch_rows, out=path, plot=True, echo=None)
+
+
+def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo) -> dict:
+    """Pretrain the base on the general pool (resumes from its checkpoints when killed)."""
+    from training.cli import run_vocab_size
+    from training.config import load_train_config
+    from training.hf_io import init_model
+    from training.loop import train
+
+    run = out / "run"
+    init = out / "base" / "init"
+    if not (init / "config.json").is_file():
+        init_model(init, cfg.model.size, vocab_size=run_vocab_size(run), seed=0,
+                   max_position_embeddings=cfg.model.seq_len)
+    plan = make_plan(cfg, out, "base", recipe, cfg.train.base_tokens)
+    echo(f"[base] pretraining a {cfg.model.size} Llama on the general pool: {plan['total_tokens']:,} tokens")
+    tc = load_train_config(None, {**train_overrides(cfg), "seed": 0, "plots": True})
+    total = plan["total_tokens"] // (cfg.model.seq_len * cfg.train.batch_rows)
+
+    def progress() -> str:
+        curve = loss_curve(out / "base")
+        return f"[base] step {curve[-1][0]}/{total}, loss {curve[-1][1]:.3f}" if curve else ""
+
+    with Heartbeat(progress, echo):
+        res = train(run, init, plan_path=out / "plans" / "base.json", config=tc, out_dir=out / "base", quiet=True)
+    return {"model": str(out / "base" / "model"), "steps": res["steps"], "tokens": res["tokens"], "loss": res["loss"]}
+
+
+def eval_job(job: dict) -> dict:
+    """One model scored by `curate eval`'s function: BPB per held-out set (windows of the training
+    context) and the held-out QA answers; cached beside the model."""
+    from pipeline.commands.evaluation import eval_model
+    from search.arms import digest_model
+
+    model, dest = Path(job["model"]), Path(job["dest"])
+    key = {"model": digest_model(model), "qa": job["qa"], "block": job["block"]}
+    cache = dest / "miniature_eval.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())["metrics"]
+    ev = eval_model(model, run=job["run"], qa=[job["qa"]], out=dest, device=job["device"], block=job["block"],
+                    stride=job["block"] // 2, echo=lambda s: None)
+    m = {f"{k}/bpb": v["bpb"] for k, v in ev["sets"].items()}
+    for name, q in ev["qa"].items():
+        m["qa/answer_bpb"] = q["answer_bpb"]
+        if q.get("acc") is not None:
+            m["qa/acc"] = q["acc"]
+    dest.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "metrics": m}, indent=2))
+    return m
+
+
+def run_arms(cfg: MiniatureConfig, out: Path, plans: dict[str, dict], base: Path, executor: Any, echo) -> dict:
+    """Every arm x seed from the one base (resumable: markers in OUT/arms/_done), then scored."""
+    from pipeline.commands.compare import train_config_dict
+    from search.arms import Arm
+    from search.arms import run_arms as run_arm_units
+
+    arms = [Arm(f"{k}-s{s}", p, s) for k, p in plans.items() for s in range(cfg.seeds)]
+    tc = train_config_dict(None, None, train_overrides(cfg))
+    echo(f"[arms] {len(arms)} arm runs ({', '.join(plans)} x {cfg.seeds} seeds) of "
+         f"{next(iter(plans.values()))['total_tokens']:,} tokens each")
+    # The runner's own scoring (block 1024) is reduced to one document per set: the models are
+    # scored below with windows of their training context, as the base is.
+    run_arm_units(out / "run", out / "arms", arms, base, tc, executor=executor, eval_max_docs=1, echo=echo)
+    return {a.name: out / "arms" / a.name / "model" for a in arms}
+
+
+def score(cfg: MiniatureConfig, out: Path, models: dict[str, Path], qa_path: str, executor: Any, echo) -> dict:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+    jobs = [{"model": str(m), "dest": str(m.parent), "run": str(out / "run"), "qa": str(Path(qa_path).resolve()),
+             "block": cfg.model.seq_len, "device": device} for m in models.values()]
+    echo(f"[eval] scoring {len(jobs)} models: held-out target, general and QA answers")
+    results = executor.map(eval_job, jobs, desc="eval")
+    return dict(zip(models, results))
+
+
+def loss_curve(folder: Path) -> list[tuple[int, float]]:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]

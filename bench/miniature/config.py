@@ -1,0 +1,181 @@
+"""The miniature's config (`configs/miniature.yaml`): typed dataclasses, errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from records.typed import build
+
+ARMS = {
+    "a": "continue on the pretraining mix",
+    "b": "reuse recipe",
+    "c": "reuse, target picked by classifier",
+    "d": "reuse, same amount picked at random",
+    "e": "reuse, re-warmed LR",
+    "f": "mixture from curate search",
+}
+
+
+@dataclass
+class CorpusConfig:
+    builder: str | None = "debian-faq"
+    """`debian-faq`: build `dir`/target.jsonl, general.jsonl and qa.jsonl from this machine's
+    documentation (pipeline/commands/corpus_faq.py); null: `inputs` and `qa.path` exist already."""
+    dir: str = "data/miniature"
+    """Where the builder writes (skipped when its three files are there)."""
+    general_mb: float = 8.0
+    """Size cap of the general pool the builder writes."""
+    target_mb: float = 2.0
+    """Size cap of the target documents the builder writes."""
+
+    def __post_init__(self):
+        if self.builder not in (None, "debian-faq"):
+            raise ValueError(f"builder: got {self.builder!r}; valid: debian-faq or null")
+
+
+@dataclass
+class QAConfig:
+    path: str = "data/miniature/qa.jsonl"
+    """JSONL of `{"question", "answer", "choices"?, "id"?}`."""
+    held_out_fraction: float = 0.3
+    """Share of pairs held out for evaluation only, by a hash of the pair's id (or its question)."""
+    salt: str = "miniature"
+    """Salt of that hash: another salt, another split."""
+    source: str = "qa"
+    """`source` of the training pairs as documents (`Question: ...\\nAnswer: ...`)."""
+
+    def __post_init__(self):
+        if not 0 < self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction: must be in (0, 1), got {self.held_out_fraction}")
+
+
+@dataclass
+class SelectionConfig:
+    positive_sql: str | None = None
+    """Positives of the fastText classifier (`curate train-quality --positive-sql`); null: the
+    training QA pairs, as DCLM trains on instruction data."""
+    epoch: int = 25
+    """fastText epochs (a few hundred positives need more than the default 5)."""
+    lr: float = 0.5
+    """fastText learning rate."""
+    mass_ratio: float = 1.0
+    """Characters picked for arms (c) and (d), as a multiple of the target domain's characters."""
+    salt: str = "random"
+    """Salt of arm (d)'s random pick."""
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"
+    """A `curate init-model` size (tiny, 125m, 350m)."""
+    vocab_size: int = 4096
+    """sentencepiece vocabulary trained by `curate pack`."""
+    seq_len: int = 256
+    """Training context; evaluation windows are this long too."""
+
+
+@dataclass
+class TrainConfig:
+    base_tokens: float = 3.0e6
+    """Tokens of base pretraining on the general pool."""
+    cpt_tokens: float = 8.0e5
+    """Continued-pretraining tokens of every arm (equal across arms)."""
+    batch_rows: int = 8
+    """Rows of seq_len per optimizer step."""
+    base_lr: float = 3.0e-3
+    """Peak LR of base pretraining (cosine, after warmup)."""
+    base_lr_end_ratio: float = 0.1
+    """Base pretraining ends at base_lr x this: the recipe's start LR eta0 (Parmar et al.)."""
+    base_warmup_fraction: float = 0.02
+    """Warmup of base pretraining."""
+    lr_end_ratio: float = 0.01
+    """Continued pretraining decays (cosine) from eta0 to eta0 x this."""
+    switch_lr_ratio: float = 0.2
+    """Reuse recipe: the QA blend starts at LR = eta0 x this."""
+    qa_fraction: float = 0.1
+    """Reuse recipe: share of QA + target documents in the QA blend."""
+    target_weight: float = 2.0
+    """Reuse recipe: upweighting of the target role in the general blend."""
+    rewarm_lr: float | None = None
+    """Arm (e): the LR it warms up to; null: base_lr."""
+    rewarm_warmup_fraction: float = 0.1
+    """Arm (e): warmup share of its tokens."""
+    max_epochs: float = 8.0
+    """Most passes over any group in a plan."""
+    log_every: int = 5
+    """Loss-curve resolution (steps per metrics line)."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints: what a killed run loses."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+@dataclass
+class SearchConfig:
+    enabled: bool = False
+    """Arm (f): run `curate search` (its proxies cost about proxies x proxy_tokens of training)."""
+    proxies: int = 8
+    proxy_tokens: float = 2.0e5
+    epsilon: float = 0.01
+    """Allowed relative rise of general BPB (the keep set)."""
+
+
+@dataclass
+class MiniatureConfig:
+    out: str = "runs/miniature"
+    """Output folder: the run, the base model, the arms, the report."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    inputs: list[str] = field(default_factory=lambda: ["data/miniature/general.jsonl", "data/miniature/target.jsonl"])
+    """JSONL / Parquet corpora (files, folders or globs) read by `curate run`."""
+    target: str = "source IN ('debian-faq', 'debian-readme')"
+    """The target domain: a SQL predicate over the catalog's `docs`."""
+    qa: QAConfig = field(default_factory=QAConfig)
+    stages: list[dict] = field(default_factory=lambda: [{"kind": "exact_dedup"}])
+    """`curate run` stages before decontamination (which the miniature appends)."""
+    decontaminate_n: int = 13
+    """Words per n-gram of the decontamination against the held-out QA answers."""
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: int = 3
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    eval_fraction: float = 0.05
+    """Share of target and general documents held out for BPB (by a hash of the id)."""
+    eval_max_docs: int = 200
+    """At most this many documents per held-out set."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    workers: int | None = None
+    """Ray CPUs (null: all cores)."""
+    gpu: dict[str, Any] = field(default_factory=dict)
+    """Overrides applied with `--gpu` (any fields above, nested)."""
+
+    def __post_init__(self):
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or not self.arms:
+            raise ValueError(f"arms: unknown {bad}; valid: {', '.join(ARMS)}")
+        if "a" not in self.arms:
+            raise ValueError("arms: must include 'a' (every difference is taken against it)")
+        if self.seeds < 2:
+            raise ValueError(f"seeds: need at least 2 for a paired test, got {self.seeds}")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(path: str | Path | None, overrides: dict | None = None, gpu: bool = False) -> MiniatureConfig:
+    import yaml
+
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    data = merge(data, overrides or {})
+    if gpu:
+        data = merge(data, data.get("gpu") or {})
+    return build(MiniatureConfig, data, "")

@@ -1,0 +1,170 @@
+"""The miniature's figures: mean ± std per arm and metric, paired differences to arm (a) with a
+paired t-test over seeds, bar plots, loss curves and report.md."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from bench.miniature.config import ARMS
+
+METRICS = ("target/bpb", "qa/answer_bpb", "qa/acc", "general/bpb")
+
+
+def t_sf(t: float, df: int) -> float:
+    """P(T > t) for Student's t with df degrees of freedom: the regularised incomplete beta
+    I_x(df/2, 1/2)/2 with x = df/(df+t^2), by its continued fraction (Numerical Recipes 6.4)."""
+    x = df / (df + t * t)
+    a, b = df / 2, 0.5
+
+    def cf(a: float, b: float, x: float) -> float:
+        tiny, c, d = 1e-300, 1.0, 1 - (a + b) * x / (a + 1)
+        d = 1 / (d if abs(d) > tiny else tiny)
+        h = d
+        for m in range(1, 300):
+            for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                        -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+                d = 1 + num * d
+                d = 1 / (d if abs(d) > tiny else tiny)
+                c = 1 + num / c
+                c = c if abs(c) > tiny else tiny
+                h *= d * c
+        return h
+
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    front = math.exp(lbeta + a * math.log(x) + b * math.log(1 - x)) / a
+    ix = front * cf(a, b, x) if x < (a + 1) / (a + b + 2) else 1 - front * cf(b, a, 1 - x) * a / b
+    p = ix / 2
+    return p if t >= 0 else 1 - p
+
+
+def paired(xs: list[float], ys: list[float]) -> dict:
+    """Difference xs - ys paired by seed: mean, std, t and the two-sided p (scipy when installed)."""
+    d = [x - y for x, y in zip(xs, ys)]
+    n = len(d)
+    mean, sd = statistics.fmean(d), statistics.stdev(d) if n > 1 else 0.0
+    if n < 2 or sd == 0:
+        return {"diff": mean, "diff_std": sd, "t": None, "p": None, "n": n}
+    try:
+        from scipy.stats import ttest_rel
+
+        r = ttest_rel(xs, ys)
+        t, p = float(r.statistic), float(r.pvalue)
+    except ImportError:
+        t = mean / (sd / math.sqrt(n))
+        p = 2 * t_sf(abs(t), n - 1)
+    return {"diff": mean, "diff_std": sd, "t": t, "p": p, "n": n}
+
+
+def summarise(scores: dict[str, dict], arms: list[str], seeds: int) -> dict:
+    """{arm: {metric: {mean, std, values, vs_a?}}} from the per-model metrics `scores[<arm>-s<seed>]`."""
+    out: dict[str, dict] = {}
+    for arm in arms:
+        per = [scores.get(f"{arm}-s{s}") for s in range(seeds)]
+        if any(p is None for p in per):
+            continue
+        out[arm] = {}
+        for m in METRICS:
+            vals = [p[m] for p in per if m in p]
+            if len(vals) != seeds:
+                continue
+            out[arm][m] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals), "values": vals}
+    for arm in out:
+        if arm != "a" and "a" in out:
+            for m, s in out[arm].items():
+                if m in out["a"]:
+                    s["vs_a"] = paired(s["values"], out["a"][m]["values"])
+    return out
+
+
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(summary: dict, base: dict | None) -> str:
+    metrics = [m for m in METRICS if any(m in s for s in summary.values())]
+    head = ["arm"] + [f"{m} (mean ± std)" for m in metrics] + [f"Δ{m} vs a (p)" for m in metrics]
+    rows = []
+    if base:
+        rows.append(["base (before)"] + [_fmt(base.get(m)) for m in metrics] + ["" for _ in metrics])
+    for arm, s in summary.items():
+        cells = [f"{arm}: {ARMS[arm]}"]
+        cells += [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" if m in s else "-" for m in metrics]
+        for m in metrics:
+            v = s.get(m, {}).get("vs_a")
+            cells.append(f"{v['diff']:+.4f} (p={_fmt(v['p'], '.3f')})" if v else "")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def markdown_table(summary: dict, base: dict | None) -> str:
+    txt = table(summary, base).splitlines()
+    rows = [txt[0]] + txt[2:]
+    md = ["| " + " | ".join(c.strip() for c in r.split(" | ")) + " |" for r in rows]
+    return "\n".join([md[0], "|" + "---|" * md[0].count(" | ") + "---|"] + md[1:])
+
+
+def plot_bars(summary: dict, base: dict | None, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in METRICS if any(m in s for s in summary.values())]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
+    for ax, m in zip(list(axes) if len(metrics) > 1 else [axes], metrics):
+        arms = [a for a in summary if m in summary[a]]
+        ax.bar(arms, [summary[a][m]["mean"] for a in arms], yerr=[summary[a][m]["std"] for a in arms],
+               color=["#888" if a == "a" else "#3a7" for a in arms], capsize=3)
+        if base and m in base:
+            ax.axhline(base[m], color="#c33", lw=1, ls="--", label="base")
+            ax.legend(fontsize=7)
+        vals = [summary[a][m]["mean"] for a in arms] + ([base[m]] if base and m in base else [])
+        lo, hi = min(vals), max(vals)
+        pad = (hi - lo) * 0.5 or abs(hi) * 0.01 or 0.01
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(m)
+    fig.suptitle("arms (mean ± std over seeds); lower BPB is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], base_curve: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    if base_curve:
+        axes[0].plot([s for s, _ in base_curve], [v for _, v in base_curve], color="#333")
+    axes[0].set_title("base pretraining (general pool): train loss")
+    axes[0].set_xlabel("step")
+    for arm, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)
+        steps = [s for s, _ in runs[0][:n]]
+        mean = [statistics.fmean(r[i][1] for r in runs) for i in range(n)]
+        axes[1].plot(steps, mean, label=f"{arm}: {ARMS[arm]}")
+    axes[1].set_title("continued pretraining: train loss (mean over seeds)")
+    axes[1].set_xlabel("step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(path: Path, sections: list[tuple[str, str]]) -> Path:
+    body = ["# Recipe miniature", ""]
+    for title, text in sections:
+        body += [f"## {title}", "", text.rstrip(), ""]
+    path.write_text("\n".join(body))
+    return path
