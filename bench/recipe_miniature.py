@@ -127,8 +127,10 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
                      for k in r["decontamination"]["kept"])
     dropped = "\n".join(f"| {d['source']} | {int(d['docs']):,} |"
                         for d in r["decontamination"]["dropped"]) or "| - | 0 |"
-    groups = "\n".join(f"| {g['name']} | {r['packed']['groups'].get(g['name'], 0):,} | `{g['where']}` |"
+    counts = r["groups"]["counts"]
+    groups = "\n".join(f"| {g['name']} | {counts[g['name']]['n']:,} | {r['packed']['groups'].get(g['name'], 0):,} |"
                        for g in r["groups"]["groups"])
+    picks = "".join(f"\n- `{k}`: `{v}`" for k, v in r["groups"]["picks"].items())
     sections = [
         ("Table", "Mean ± std over seeds; Δ = arm − (a), paired by seed, two-sided paired t-test.\n\n"
                   + R.markdown_table(r["summary"], r["scores"].get("base"))
@@ -137,7 +139,9 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
         ("Data", f"Target domain: `{cfg['target']}`. QA: {r['qa']['pairs']} pairs, {r['qa']['train']} trained on, "
                  f"{r['qa']['held_out']} held out.\n\n| source (kept) | docs | chars |\n|---|---|---|\n{kept}\n\n"
                  f"Decontamination ({cfg['decontaminate_n']}-grams of held-out answers), dropped:\n\n"
-                 f"| source | docs |\n|---|---|\n{dropped}\n\n| group | tokens | where |\n|---|---|---|\n{groups}"),
+                 f"| source | docs |\n|---|---|\n{dropped}\n\nGroups (disjoint: qa; tgt = target domain, gen = the "
+                 f"rest; -sel = picked by the classifier, -rnd = picked at random):\n\n"
+                 f"| group | docs | tokens |\n|---|---|---|\n{groups}\n\nPicks:{picks or ' none'}"),
         ("Setup", f"Model `{cfg['model']['size']}`, vocabulary {cfg['model']['vocab_size']}, context "
                   f"{cfg['model']['seq_len']}; base: {r['base']['tokens']:,} tokens at peak LR "
                   f"{cfg['train']['base_lr']:g}; arms: {cfg['train']['cpt_tokens']:g} tokens each from "
