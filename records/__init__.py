@@ -8,4 +8,6 @@ mixtures, training, pipeline), importing none of them.
 - `records.typed`: the one builder of typed config dataclasses from parsed YAML (`build`), with
   errors that name the field (run and train configs, recipes, the plan record).
 - `records.plan`: plan.json as a typed record (`Plan`: phases, groups, the LR `Schedule`).
+- `records.marker`: a task's completion marker (`Marker`, `MARKER_VERSION`), as `stages/shardio.py`
+  reads it.
 """

@@ -21,6 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Markers are dicts at this module's seams; records.marker reads them (and holds the version).
+from records.marker import MARKER_VERSION, MARKER_VERSIONS, FileRecord, Marker  # noqa: F401
+
 # zstd level 1, and no dictionary or min/max statistics on the long, unique `text` column:
 # 2.5x faster to write than level 3 with dictionaries, for ~20% bigger shards (bench/README.md).
 # Every stage rewrites its shards, so write speed matters more than the last bytes.
@@ -33,11 +36,6 @@ def parquet_options(schema: pa.Schema) -> dict:
     return dict(PARQUET_OPTS, use_dictionary=small, write_statistics=small)
 
 
-# 2: shards after ingest are delta shards (stages/docshard.py). 3: markers record the size and
-# digest of every file they vouch for (`files`), and digests are xxh3. A marker of another version
-# never matches, so a run directory from before is redone whole (the runner says so).
-MARKER_VERSION = 3
-MARKER_VERSIONS = {1: "before delta shards", 2: "before shard digests"}
 
 
 class DiskFullError(OSError):
@@ -183,21 +181,13 @@ def read_marker(stage_dir: Path, task: str) -> dict | None:
 
 
 def marker_matches(marker: dict | None, input_fingerprint: str, config_hash: str) -> bool:
-    return (
-        marker is not None
-        and marker.get("version") == MARKER_VERSION
-        and marker.get("input_fingerprint") == input_fingerprint
-        and marker.get("config_hash") == config_hash
-    )
+    return marker is not None and Marker.from_dict(marker).matches(input_fingerprint, config_hash)
 
 
 def old_marker_version(marker: dict | None) -> str | None:
     """Why a marker of an earlier version is redone (e.g. "marker version 2, before shard digests"),
     or None for a current (or missing) marker."""
-    if marker is None or marker.get("version") == MARKER_VERSION:
-        return None
-    v = marker.get("version")
-    return f"marker version {v}, {MARKER_VERSIONS[v]}" if v in MARKER_VERSIONS else f"marker version {v!r}"
+    return None if marker is None else Marker.from_dict(marker).old_version()
 
 
 def write_marker(stage_dir: Path, task: str, marker: dict, also: list[Path] = ()) -> dict:
@@ -209,7 +199,7 @@ def write_marker(stage_dir: Path, task: str, marker: dict, also: list[Path] = ()
     """
     stage_dir = Path(stage_dir)
     paths = [stage_dir / o for o in marker.get("outputs", [])] + [Path(p) for p in also]
-    files = {os.path.relpath(p, stage_dir): {"bytes": p.stat().st_size, "xxh3": file_digest(p)} for p in paths}
+    files = {os.path.relpath(p, stage_dir): FileRecord(p.stat().st_size, file_digest(p)).to_dict() for p in paths}
     marker = {"version": MARKER_VERSION, "task": task, **marker, "files": files}
     atomic_write_json(marker_path(stage_dir, task), marker)
     return marker
@@ -217,24 +207,24 @@ def write_marker(stage_dir: Path, task: str, marker: dict, also: list[Path] = ()
 
 def recorded_digest(stage_dir: Path, marker: dict, path: Path) -> str | None:
     """The digest `marker` recorded for `path` (None if it records none)."""
-    entry = marker.get("files", {}).get(os.path.relpath(path, stage_dir))
-    return entry["xxh3"] if entry else None
+    entry = (Marker.from_dict(marker).files or {}).get(os.path.relpath(path, stage_dir))
+    return entry.xxh3 if entry else None
 
 
 def damage(stage_dir: Path, marker: dict) -> str | None:
     """None when every file `marker` vouches for is still the one written; else what is wrong
     with the first one that is not (missing, another size, other bytes)."""
     stage_dir = Path(stage_dir)
-    for rel, want in marker.get("files", {}).items():
+    for rel, want in (Marker.from_dict(marker).files or {}).items():
         p = stage_dir / rel
         shown = os.path.normpath(Path(stage_dir.name) / rel)
         try:
             size = p.stat().st_size
         except FileNotFoundError:
             return f"{shown} is missing"
-        if size != want["bytes"]:
-            return f"{shown} is {size} bytes, its marker says {want['bytes']} (truncated or replaced)"
-        if file_digest(p) != want["xxh3"]:
+        if size != want.bytes:
+            return f"{shown} is {size} bytes, its marker says {want.bytes} (truncated or replaced)"
+        if file_digest(p) != want.xxh3:
             return f"{shown} has other bytes than its marker records (damaged or replaced)"
     return None
 
