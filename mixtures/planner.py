@@ -140,37 +140,37 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  " + _row(header, widths)] + ["  " + _row(r, widths) for r in rows]
 
 
-def format_table(plan: dict) -> str:
+def format_table(plan: Plan | dict) -> str:
     """Requested vs available vs epochs, per phase and for the whole plan (`curate plan`
     prints it, so the mixture is seen before training)."""
-    groups = plan["groups"]
-    est = "estimated" if plan["token_counts"] == "estimated" else "exact"
-    lines = [f"plan {plan['recipe']!r} ({plan['recipe_kind']}): {plan['total_tokens']:,} tokens, "
-             f"seq_len {plan['seq_len']}, {plan['total_steps']:,} steps of {plan['tokens_per_step']:,} tokens; "
+    plan = Plan.of(plan)
+    groups = plan.groups
+    est = "estimated" if plan.token_counts == "estimated" else "exact"
+    lines = [f"plan {plan.recipe!r} ({plan.recipe_kind}): {plan.total_tokens:,} tokens, "
+             f"seq_len {plan.seq_len}, {plan.total_steps:,} steps of {plan.tokens_per_step:,} tokens; "
              f"available tokens {est}"]
-    s = plan["schedule"]
-    lines.append(f"schedule {s['kind']}: lr {s['lr_start']:.3g} -> {s['lr_end']:.3g}, warmup {s['warmup_tokens']:,} tokens")
+    s = plan.schedule
+    lines.append(f"schedule {s.kind}: lr {s.lr_start:.3g} -> {s.lr_end:.3g}, warmup {s.warmup_tokens:,} tokens")
     header = ["group", "role", "weight", "requested", "available", "epochs"]
-    for p in plan["phases"]:
-        ends = f", ends at {p['boundary']}" if p["boundary"] else ""
+    for p in plan.phases:
+        ends = f", ends at {p.boundary}" if p.boundary else ""
         lines.append("")
-        lines.append(f"phase {p['name']!r}: tokens {p['start_token']:,} .. {p['end_token']:,} "
-                     f"(steps {p['start_step']:,} .. {p['end_step']:,}), lr {p['lr_start']:.3g} -> {p['lr_end']:.3g}{ends}")
+        lines.append(f"phase {p.name!r}: tokens {p.start_token:,} .. {p.end_token:,} "
+                     f"(steps {p.start_step:,} .. {p.end_step:,}), lr {p.lr_start:.3g} -> {p.lr_end:.3g}{ends}")
         rows = []
         for g in groups:
-            n, av = p["tokens"][g["name"]], g["available_tokens"]
-            rows.append([g["name"], g["role"] or "-", f"{p['weights'][g['name']]:.4f}", f"{n:,}", f"{av:,}",
+            n, av = p.tokens[g.name], g.available_tokens
+            rows.append([g.name, g.role or "-", f"{p.weights[g.name]:.4f}", f"{n:,}", f"{av:,}",
                          f"{n / av:.3f}" if av else ("-" if n == 0 else "inf")])
         lines += _table(header, rows)
     lines.append("")
-    lines.append(f"whole plan (max_epochs {plan['max_epochs']:g}):")
-    rows = [[g["name"], g["role"] or "-", f"{g['requested_tokens'] / plan['total_tokens']:.4f}",
-             f"{g['requested_tokens']:,}", f"{g['available_tokens']:,}", f"{g['epochs']:.3f}"] for g in groups]
+    lines.append(f"whole plan (max_epochs {plan.max_epochs:g}):")
+    rows = [[g.name, g.role or "-", f"{g.requested_tokens / plan.total_tokens:.4f}",
+             f"{g.requested_tokens:,}", f"{g.available_tokens:,}", f"{g.epochs:.3f}"] for g in groups]
     lines += _table(header, rows)
-    u = plan["unassigned"]
-    lines.append(f"  unassigned: {u['documents']:,} documents, {u['tokens']:,} tokens")
-    for w in plan["warnings"]:
+    lines.append(f"  unassigned: {plan.unassigned.documents:,} documents, {plan.unassigned.tokens:,} tokens")
+    for w in plan.warnings or []:
         lines.append(f"note: {w}")
-    for p in plan["phases"]:
-        lines.append(f"blend {p['name']}: {p['megatron_blend']}")
+    for p in plan.phases:
+        lines.append(f"blend {p.name}: {p.megatron_blend}")
     return "\n".join(lines)
