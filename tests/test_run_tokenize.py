@@ -14,8 +14,10 @@ from pipeline.commands.pack import pack
 from pipeline.errors import CurateError
 from pipeline.running.config import load_config
 from pipeline.running.runner import run_pipeline
+from stages import docshard
 from stages.base import LocalExecutor
 from stages.tokenize import load_tokenizer
+from stages.tokenize_stage import TokenizeStage, TokenizeWork
 
 CONFIG = """
 name: tok
@@ -58,6 +60,11 @@ def test_a_config_listing_tokenize_tokenizes_the_run_and_resumes(corpus, tmp_pat
     assert first[-1].stats["tokens"] == sum(n for _, n, _, _ in rows)
     for p in sorted((run / "word_count").glob("*.parquet")):
         assert (run / "tokenize" / p.name).exists() and (run / "tokenize" / "_ids" / f"{p.stem}.bin").exists()
+    # The stage's in-memory `process` agrees with the shard the runner wrote.
+    stage = TokenizeStage(TokenizeWork(str(run / "tokens" / "tokenizer.model"), "'all'"))
+    out = stage.process(docshard.read_docs(p)).kept
+    written = docshard.read_docs(run / "tokenize" / p.name)
+    assert out.select(["id", "n_tokens", "group"]).equals(written.select(["id", "n_tokens", "group"]))
 
     again = _run(corpus, run)
     assert all(r.skipped == r.shards for r in again)
