@@ -13,6 +13,11 @@ some parameters overridden (Gopher quality without its English stop-word rule), 
 splitting uses datatrove's tokenizer for the document's language (spaCy for most), falling back to
 its whitespace tokenizer where a language's tokenizer needs packages that are not installed.
 
+Speed: each document's words are split once and shared by the filters (scorers/wordsplit.py
+gives spaCy's words per whitespace chunk, remembered), and the Gopher rules run as restated in
+scorers/heuristic_rules.py over quantities computed once per document; the first rule that drops
+a document ends its work. Decisions and reasons stay the datatrove classes' (tests compare).
+
 C4's filter also rewrites `doc.text` (it drops lines); only its keep/drop decision is used here,
 because a stage never rewrites the text column (docs/internals.md, "Delta shards").
 """
@@ -22,6 +27,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 from typing import Any, Sequence
+
+from scorers.heuristic_rules import SIGNALS, DocFeatures, fast_rule, signals  # noqa: F401 (SIGNALS, signals: the stage's)
 
 # config name -> (module, class) of the datatrove filter
 FILTER_CLASSES: dict[str, tuple[str, str]] = {
@@ -60,20 +67,22 @@ def _shared_tokenizer_class():
     """A datatrove `WordTokenizer` that remembers the last text it split.
 
     Gopher quality, Gopher repetition and FineWeb each split the same text into words; sharing
-    the last result (keyed by the text object's identity) tokenizes every document once.
+    the last result (keyed by the text object's identity) tokenizes every document once. `fast`
+    gives the same words as `base` by a faster route where one is proven (scorers/wordsplit.py).
     """
     wt = _datatrove_words()
 
     class SharedTokenizer(wt.WordTokenizer):
-        def __init__(self, base, language: str):
+        def __init__(self, base, language: str, fast=None):
             super().__init__(language)
             self.base = base
+            self.split = (fast or base).word_tokenize
             self._last_text: str | None = None
             self._last_words: list[str] = []
 
         def word_tokenize(self, text: str) -> list[str]:
             if text is not self._last_text:
-                self._last_words = self.base.word_tokenize(text)
+                self._last_words = self.split(text)
                 self._last_text = text
             return self._last_words
 
@@ -94,7 +103,9 @@ def _tokenizer_for(lang: str):
         base.word_tokenize("probe text")  # loads spaCy / optional packages now, not mid-batch
     except (ValueError, ImportError, OSError):
         base = wt.WhitespaceTokenizer()
-    return _shared_tokenizer_class()(base, lang)
+    from scorers.wordsplit import fast_word_splitter
+
+    return _shared_tokenizer_class()(base, lang, fast_word_splitter(base))
 
 
 class HeuristicFilters:
@@ -115,6 +126,7 @@ class HeuristicFilters:
         self.english = set(english)
         self.exempt_sources = list(exempt_sources)
         self._filters: dict[str, list[tuple[str, Any]]] = {}
+        self._rules: dict[str, list[tuple[str, Any, Any]]] = {}
         self._tokenizers: dict[str, Any] = {} if tokenizers is None else tokenizers
 
     def _tokenizer(self, key: str):
@@ -148,23 +160,27 @@ class HeuristicFilters:
         self._filters[lang] = built
         return built
 
-    def words(self, text: str, lang: str) -> list[str]:
-        """The words datatrove's filters split `text` into (shared: a text the filters already
-        split is not split again)."""
-        return self._tokenizer(ENGLISH_TOKENIZER if lang in self.english else lang).word_tokenize(text)
+    def features(self, text: str, lang: str) -> DocFeatures:
+        """The document as the rules see it: its words split as datatrove's filters split them
+        (once, shared by the filters and the signals)."""
+        return DocFeatures(text, self._tokenizer(ENGLISH_TOKENIZER if lang in self.english else lang).word_tokenize)
 
     def exempt(self, source: str | None) -> bool:
         return bool(source) and any(fnmatch.fnmatchcase(source, pat) for pat in self.exempt_sources)
 
-    def decide(self, text: str, lang: str) -> str | None:
+    def decide(self, feats: DocFeatures, lang: str) -> str | None:
         """None to keep the document, else the reason `<filter>:<datatrove reason>`."""
         from datatrove.data import Document
 
-        for name, filt in self.filters_for(lang):
-            # A fresh Document per filter: C4's filter rewrites doc.text, and that must not leak.
-            doc = Document(text=text, id="")
+        for name, filt, rule in self._rules_for(lang):
             try:
-                result = filt.filter(doc)
+                if rule is not None:
+                    reason = rule(filt, feats)
+                    if reason is not None:
+                        return f"{name}:{reason}"
+                    continue
+                # A fresh Document per filter: C4's filter rewrites doc.text, and that must not leak.
+                result = filt.filter(Document(text=feats.text, id=""))
             except Exception as e:  # a filter's arithmetic on a degenerate text (no words, ...)
                 return f"{name}:error_{type(e).__name__}"
             keep, reason = (result if isinstance(result, tuple) else (result, None))
@@ -172,48 +188,8 @@ class HeuristicFilters:
                 return f"{name}:{reason or 'dropped'}"
         return None
 
-
-# Signals: the quantities the filters threshold, as numbers (datatrove's own definitions, so a
-# threshold on a column decides as the filter would). Column name -> (Arrow type, meaning).
-SIGNALS: dict[str, tuple[str, str]] = {
-    "hs_words": ("int32", "words that are not punctuation only (Gopher's min/max_doc_words)"),
-    "hs_mean_word_len": ("float32", "mean length of those words (Gopher's min/max_avg_word_length)"),
-    "hs_alpha_ratio": ("float32", "share of tokens, punctuation tokens included, with a letter "
-                                  "(Gopher's max_non_alpha_words_ratio)"),
-    "hs_stop_words": ("int32", "distinct English stop words present (Gopher's min_stop_words)"),
-    "hs_dup_para_frac": ("float32", "share of paragraphs that repeat an earlier one (Gopher's dup_para_frac)"),
-    "hs_dup_line_frac": ("float32", "share of lines that repeat an earlier one (Gopher's dup_line_frac)"),
-    "hs_top2gram_frac": ("float32", "characters of the most frequent word 2-gram times its count, over the "
-                                    "text's characters (Gopher's top_n_grams for n=2)"),
-    "hs_line_punct_ratio": ("float32", "share of non-blank lines ending in terminal punctuation "
-                                       "(FineWeb's line_punct_thr)"),
-    "hs_short_line_ratio": ("float32", "share of non-blank lines of at most 30 characters (FineWeb's "
-                                       "short_line_thr)"),
-}
-
-
-def signals(text: str, words: list[str]) -> dict[str, float | int]:
-    """The SIGNALS of one document, from its words as the filters split them."""
-    import re
-
-    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates, find_top_duplicate, get_n_grams
-    from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
-
-    non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
-    paragraphs = re.split(r"\n{2,}", text.strip())
-    lines = re.split(r"\n+", text)
-    blank_free = [ln for ln in text.split("\n") if ln.strip()]
-    bigrams = get_n_grams(words, 2)
-    return {
-        "hs_words": len(non_symbol),
-        "hs_mean_word_len": sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else 0.0,
-        "hs_alpha_ratio": sum(any(c.isalpha() for c in w) for w in words) / len(words) if words else 0.0,
-        "hs_stop_words": len(set(STOP_WORDS).intersection(words)),
-        "hs_dup_para_frac": find_duplicates(paragraphs)[0] / len(paragraphs) if text.strip() else 0.0,
-        "hs_dup_line_frac": find_duplicates(lines)[0] / len(lines) if text.strip() else 0.0,
-        "hs_top2gram_frac": find_top_duplicate(bigrams) / len(text) if bigrams and text else 0.0,
-        "hs_line_punct_ratio": (sum(ln.endswith(tuple(TERMINAL_PUNCTUATION)) for ln in blank_free) / len(blank_free)
-                                if blank_free else 0.0),
-        "hs_short_line_ratio": sum(len(ln) <= 30 for ln in blank_free) / len(blank_free) if blank_free else 0.0,
-    }
+    def _rules_for(self, lang: str) -> list[tuple[str, Any, Any]]:
+        cached = self._rules.get(lang)
+        if cached is None:
+            cached = self._rules[lang] = [(name, filt, fast_rule(filt)) for name, filt in self.filters_for(lang)]
+        return cached

@@ -274,14 +274,15 @@ class HeuristicsStage:
             set_name, impl = self._rule_set(domain, source, lang)
             sets.append(set_name)
             counters[f"rule_set_{set_name}"] = counters.get(f"rule_set_{set_name}", 0) + 1
+            feats = impl.features(text, lang)
             if self._impl.exempt(source):
                 counters["exempt"] += 1
                 reasons.append(None)
             else:
                 counters["non_english"] += lang not in english
-                reasons.append(impl.decide(text, lang))
-            if cfg.signals:  # after decide: the words the filters split are reused
-                sigs.append(signals(text, impl.words(text, lang)))
+                reasons.append(impl.decide(feats, lang))
+            if cfg.signals:  # after decide: what the rules computed is reused
+                sigs.append(signals(feats))
         if cfg.signals:
             for col, (typ, _) in SIGNALS.items():
                 table = table.append_column(col, pa.array([s[col] for s in sigs], getattr(pa, typ)()))

@@ -1,0 +1,277 @@
+"""datatrove's Gopher rules and the `hs_*` signals, from quantities computed once per document.
+
+datatrove's `GopherRepetitionFilter.filter` and `GopherQualityFilter.filter` (datatrove 0.10)
+are restated here step for step, same order, same reasons, same float expressions, reading the
+thresholds from the datatrove filter object itself, so the decision is the filter's. What
+differs is how each quantity is computed:
+
+- duplicate lines / paragraphs: set sizes instead of a Python loop (`find_duplicates` counts every
+  repeat of an element and its characters: total minus the distinct ones);
+- top n-gram (`find_top_duplicate` over `" ".join` n-grams): a `Counter` over word tuples, which
+  is the same count because no word holds a space (checked, else datatrove's own functions run);
+  ties go to the n-gram seen first in both (Counter order, `max`);
+- duplicated n-grams (`find_all_duplicate`, a left-to-right scan over `"".join` n-grams that
+  jumps past a repeat): the n-gram strings are slices of the joined words, their first
+  occurrences come from one dict, and the scan visits only the n-grams seen before, since any
+  other is new where the scan reaches it; it stops once the threshold is passed (the count only
+  grows);
+- Gopher quality's per-character checks: `str.strip` over datatrove's punctuation set for
+  "has a non-punctuation character", a regex holding exactly the characters for which
+  `str.isalpha()` is true for "has a letter".
+
+tests/test_heuristics_fast.py compares each quantity with datatrove's function on real text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cached_property, lru_cache
+from itertools import accumulate, compress, repeat
+from typing import Any, Callable
+
+_PARAGRAPHS = re.compile(r"\n{2,}")  # GopherRepetitionFilter.paragraph_exp
+_LINES = re.compile("\n+")  # GopherRepetitionFilter._line_splitter
+
+
+@lru_cache(maxsize=1)
+def alpha_pattern() -> re.Pattern:
+    """A character class of exactly the code points whose `str.isalpha()` is true."""
+    ranges, start = [], None
+    for cp in range(0x110000):
+        if chr(cp).isalpha():
+            if start is None:
+                start = cp
+        elif start is not None:
+            ranges.append((start, cp - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, 0x10FFFF))
+    body = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[{body}]")
+
+
+@lru_cache(maxsize=1)
+def _punctuation() -> str:
+    from datatrove.utils.text import PUNCTUATION_SET
+
+    assert all(len(c) == 1 for c in PUNCTUATION_SET)
+    return "".join(sorted(PUNCTUATION_SET))
+
+
+class DocFeatures:
+    """One document's text and what the rules derive from it, each computed on first use."""
+
+    def __init__(self, text: str, split_words: Callable[[str], list[str]]):
+        self.text = text
+        self._split_words = split_words
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self._split_words(self.text)
+
+    @cached_property
+    def spaceless(self) -> bool:
+        """No word holds a space: `" ".join` then tells n-grams apart as tuples do."""
+        return not any(" " in w for w in self.words)
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        return _PARAGRAPHS.split(self.text.strip())
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return _LINES.split(self.text)
+
+    @cached_property
+    def non_symbol_words(self) -> list[str]:
+        # any(ch not in PUNCTUATION_SET for ch in w) <=> stripping those characters leaves some
+        return list(compress(self.words, map(str.strip, self.words, repeat(_punctuation()))))
+
+    @cached_property
+    def alpha_words(self) -> int:
+        return sum(1 for _ in filter(alpha_pattern().search, self.words))
+
+    @cached_property
+    def joined(self) -> tuple[str, list[int]]:
+        """The words concatenated and where each starts: `"".join(words[i:i+n])` is a slice."""
+        return "".join(self.words), list(accumulate(map(len, self.words), initial=0))
+
+
+def find_duplicates(items: list[str]) -> tuple[int, int]:
+    """datatrove's `find_duplicates`: (repeated elements, their characters)."""
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
+
+
+def top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
+    """datatrove's `find_top_duplicate(get_n_grams(words, n))`; None when there is no n-gram."""
+    words = feats.words
+    if len(words) < n:
+        return None
+    if not feats.spaceless:
+        from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
+
+        return find_top_duplicate(get_n_grams(words, n))
+    counts = Counter(zip(*(words[i:] for i in range(n))))
+    most = max(counts.values())
+    top = next(gram for gram, c in counts.items() if c == most)
+    return (sum(map(len, top)) + n - 1) * most
+
+
+def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
+    """Whether datatrove's `find_all_duplicate(words, n)` passes `limit` (a test monotone in
+    the count): the same left-to-right scan, visiting only n-grams that occurred earlier."""
+    import numpy as np
+
+    joined, starts = feats.joined
+    positions = len(starts) - n  # len(words) - n + 1
+    if positions <= 0:
+        return limit(0)
+    grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
+    first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
+    if len(first) == positions:
+        return limit(0)
+    firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)
+    seen_before = np.flatnonzero(firsts != np.arange(positions))
+    skipped = bytearray(positions)  # positions the scan jumped over
+    added: set[int] = set()  # n-grams (by first position) the scan added at a later occurrence
+    repeated, idx = 0, 0
+    for p, f in zip(seen_before.tolist(), firsts[seen_before].tolist()):
+        if p < idx:
+            continue
+        # A first occurrence the scan visited was new there, so it is in datatrove's set.
+        if not skipped[f] or f in added:
+            repeated += starts[p + n] - starts[p]
+            if limit(repeated):
+                return True
+            end = min(p + n, positions)
+            skipped[p + 1:end] = b"\x01" * (end - p - 1)
+            idx = p + n
+        else:
+            added.add(f)
+            idx = p + 1
+    return limit(repeated)
+
+
+def gopher_repetition(filt: Any, feats: DocFeatures) -> str | None:
+    """`GopherRepetitionFilter.filter`: None to keep, else its reason."""
+    text = feats.text
+    if not text:
+        return "empty"
+    paragraphs = feats.paragraphs
+    paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+    if filt.dup_para_frac and paragraphs_duplicates / len(paragraphs) > filt.dup_para_frac:
+        return "dup_para_frac"
+    if filt.dup_para_char_frac and char_duplicates / len(text) > filt.dup_para_char_frac:
+        return "dup_para_char_frac"
+    lines = feats.lines
+    line_duplicates, char_duplicates = find_duplicates(lines)
+    if filt.dup_line_frac and line_duplicates / len(lines) > filt.dup_line_frac:
+        return "dup_line_frac"
+    if filt.dup_line_char_frac and char_duplicates / len(text) > filt.dup_line_char_frac:
+        return "dup_line_char_frac"
+    for n, n_frac in filt.top_n_grams:
+        top_char_length = top_ngram_chars(feats, n)
+        if top_char_length is not None and top_char_length / len(text) > n_frac:
+            return f"top_{n}_gram"
+    for n, n_frac in filt.dup_n_grams:
+        if dup_ngram_exceeds(feats, n, lambda chars, f=n_frac: chars / len(text) > f):
+            return f"duplicated_{n}_n_grams"
+    return None
+
+
+def gopher_quality(filt: Any, feats: DocFeatures) -> str | None:
+    """`GopherQualityFilter.filter`: None to keep, else its reason."""
+    text, words = feats.text, feats.words
+    n_words = len(words)
+    non_symbol_words = feats.non_symbol_words
+    n_non_symbol_words = len(non_symbol_words)
+    if filt.min_doc_words and n_non_symbol_words < filt.min_doc_words:
+        return "gopher_short_doc"
+    if filt.max_doc_words and n_non_symbol_words > filt.max_doc_words:
+        return "gopher_long_doc"
+    # np.mean of word lengths: an exact integer sum over a count, divided once
+    avg_n_words = sum(map(len, non_symbol_words)) / n_non_symbol_words if n_non_symbol_words else float("nan")
+    if filt.min_avg_word_length and avg_n_words < filt.min_avg_word_length:
+        return "gopher_below_avg_threshold"
+    if filt.max_avg_word_length and avg_n_words > filt.max_avg_word_length:
+        return "gopher_above_avg_threshold"
+    if filt.max_symbol_word_ratio and text.count("#") / n_words > filt.max_symbol_word_ratio:
+        return "gopher_too_many_hashes"
+    if filt.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > filt.max_symbol_word_ratio:
+        return "gopher_too_many_ellipsis"
+    lines = text.splitlines()
+    if filt.max_bullet_lines_ratio and (sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines)
+                                        > filt.max_bullet_lines_ratio):
+        return "gopher_too_many_bullets"
+    if filt.max_ellipsis_lines_ratio and (sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)
+                                          > filt.max_ellipsis_lines_ratio):
+        return "gopher_too_many_end_ellipsis"
+    if filt.max_non_alpha_words_ratio and feats.alpha_words / n_words < filt.max_non_alpha_words_ratio:
+        return "gopher_below_alpha_threshold"
+    if filt.min_stop_words and len(filt.stop_words.intersection(words)) < filt.min_stop_words:
+        return "gopher_enough_stop_words"
+    return None
+
+
+def fast_rule(filt: Any) -> Callable[[Any, DocFeatures], str | None] | None:
+    """The restated rule for a datatrove filter object, or None to call its own `filter`."""
+    from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
+    from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
+
+    if type(filt) is GopherQualityFilter:
+        return gopher_quality
+    if type(filt) is GopherRepetitionFilter:
+        grams = list(filt.top_n_grams) + list(filt.dup_n_grams)
+        if all(type(n) is int and n >= 1 for n, _ in grams):  # other n: datatrove's own oddities
+            return gopher_repetition
+    return None
+
+
+# Signals: the quantities the filters threshold, as numbers (datatrove's own definitions, so a
+# threshold on a column decides as the filter would). Column name -> (Arrow type, meaning).
+SIGNALS: dict[str, tuple[str, str]] = {
+    "hs_words": ("int32", "words that are not punctuation only (Gopher's min/max_doc_words)"),
+    "hs_mean_word_len": ("float32", "mean length of those words (Gopher's min/max_avg_word_length)"),
+    "hs_alpha_ratio": ("float32", "share of tokens, punctuation tokens included, with a letter "
+                                  "(Gopher's max_non_alpha_words_ratio)"),
+    "hs_stop_words": ("int32", "distinct English stop words present (Gopher's min_stop_words)"),
+    "hs_dup_para_frac": ("float32", "share of paragraphs that repeat an earlier one (Gopher's dup_para_frac)"),
+    "hs_dup_line_frac": ("float32", "share of lines that repeat an earlier one (Gopher's dup_line_frac)"),
+    "hs_top2gram_frac": ("float32", "characters of the most frequent word 2-gram times its count, over the "
+                                    "text's characters (Gopher's top_n_grams for n=2)"),
+    "hs_line_punct_ratio": ("float32", "share of non-blank lines ending in terminal punctuation "
+                                       "(FineWeb's line_punct_thr)"),
+    "hs_short_line_ratio": ("float32", "share of non-blank lines of at most 30 characters (FineWeb's "
+                                       "short_line_thr)"),
+}
+
+
+@lru_cache(maxsize=1)
+def _signal_constants() -> tuple[frozenset, tuple]:
+    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+    from datatrove.utils.text import TERMINAL_PUNCTUATION
+
+    return frozenset(STOP_WORDS), tuple(TERMINAL_PUNCTUATION)
+
+
+def signals(feats: DocFeatures) -> dict[str, float | int]:
+    """The SIGNALS of one document, from the quantities its rules use (shared with `decide`)."""
+    stop_words, terminal = _signal_constants()
+    text, words, non_symbol = feats.text, feats.words, feats.non_symbol_words
+    stripped = text.strip()
+    blank_free = [ln for ln in text.split("\n") if ln.strip()]
+    top2 = top_ngram_chars(feats, 2)
+    return {
+        "hs_words": len(non_symbol),
+        "hs_mean_word_len": sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else 0.0,
+        "hs_alpha_ratio": feats.alpha_words / len(words) if words else 0.0,
+        "hs_stop_words": len(stop_words.intersection(words)),
+        "hs_dup_para_frac": find_duplicates(feats.paragraphs)[0] / len(feats.paragraphs) if stripped else 0.0,
+        "hs_dup_line_frac": find_duplicates(feats.lines)[0] / len(feats.lines) if stripped else 0.0,
+        "hs_top2gram_frac": top2 / len(text) if top2 is not None and text else 0.0,
+        "hs_line_punct_ratio": (sum(ln.endswith(terminal) for ln in blank_free) / len(blank_free)
+                                if blank_free else 0.0),
+        "hs_short_line_ratio": sum(len(ln) <= 30 for ln in blank_free) / len(blank_free) if blank_free else 0.0,
+    }

@@ -1,0 +1,166 @@
+"""datatrove's spaCy word split, computed per whitespace-delimited chunk with a memo.
+
+datatrove splits a document's words with a blank spaCy pipeline (`SpaCyTokenizer.word_tokenize`:
+token texts, stripped, empty ones dropped), which ran at ~0.6 MB/s per core: spaCy builds a `Doc`
+and a Python `Token` per word, and its own cache does not outlive the memory zone datatrove opens
+per document. This module gives the same words faster, by following what spaCy's `Tokenizer`
+does (spacy/tokenizer.pyx, `__call__`):
+
+1. `_tokenize_affixes` cuts the text into maximal runs of whitespace and of non-whitespace
+   (`str.isspace`, exactly what `str.split()` uses) and tokenizes each run from its string alone
+   (the result is cached by the run's hash): a chunk's tokens do not depend on its neighbours.
+   Whitespace runs become whitespace tokens (or a token's trailing-space flag), which
+   `strip_strings` removes.
+2. `_apply_special_cases` then runs a PhraseMatcher of the special cases over the whole `Doc`,
+   replaces a match only when its text is a special case, and lets a longer match shadow an
+   overlapping one. A match inside one chunk is found the same way when the chunk is tokenized
+   alone; a match across chunks is the one thing a per-chunk split would miss.
+
+So the words of a text are the concatenation of each chunk's words (spaCy run on the chunk alone,
+remembered), unless some special case could match across a chunk boundary: its tokens' texts
+concatenate to the special case's string, so a chunk must end with a non-empty proper prefix of
+a special case and the next chunk start with that case's next character. Documents where that
+happens anywhere (or with spaCy's `IS_ALPHA` quirk, which datatrove works around by rewriting the
+text) are split by datatrove itself. tests/test_heuristics_fast.py checks the identity on real text
+and on texts built from every special case cut at its token boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MEMO_MAX = 1 << 20  # chunks remembered per language before the memo starts afresh
+
+
+def fast_word_splitter(base: Any):
+    """A `SpacyChunkWords` for datatrove tokenizer `base` when the identity above holds for it
+    (a datatrove `SpaCyTokenizer`, or its whitespace fallback, over spaCy's rule-based
+    `Tokenizer`), else None."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, WhitespaceTokenizer
+    from spacy.tokenizer import Tokenizer
+
+    if type(base) is WhitespaceTokenizer:
+        base = base._spacy_xx
+    # Japanese is cut into byte chunks and Chinese / Vietnamese segment with other libraries.
+    if type(base) is not SpaCyTokenizer or base.language in ("ja", "zh", "vi") or base.config is not None:
+        return None
+    if type(base.tokenizer.tokenizer) is not Tokenizer:
+        return None
+    return SpacyChunkWords(base)
+
+
+class SpacyChunkWords:
+    """`word_tokenize(text)` equal to datatrove `SpaCyTokenizer.word_tokenize(text)` (see module
+    docstring for why), at dictionary-lookup cost per chunk once a chunk has been seen."""
+
+    def __init__(self, base: Any):
+        self.base = base
+        self.nlp = base.tokenizer
+        # A special case's PhraseMatcher pattern is its string split by the affix rules alone
+        # (`add_special_case`); a match can cross a chunk boundary only between two of those
+        # tokens. Its text before such a cut -> the characters that follow the cut.
+        from spacy.tokenizer import Tokenizer
+
+        tok = self.nlp.tokenizer
+        bare = Tokenizer(self.nlp.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
+                         infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)
+        self._next_after: dict[str, set[str]] = {}
+        with self.nlp.memory_zone():
+            for key in tok.rules:
+                pattern = [t.text for t in bare(key)]
+                for cut in range(1, len(pattern)):
+                    self._next_after.setdefault("".join(pattern[:cut]), set()).add(pattern[cut][0])
+        self._longest = max(map(len, self._next_after), default=0)
+        # chunk -> (words, chars that would continue a special case from its end, or None)
+        self._memo: dict[str, tuple[list[str], frozenset | None]] = {}
+        self.segments = 0  # chunk runs split together (a special case might cross them)
+
+    def _learn(self, chunks: list[str]) -> None:
+        tok = self.nlp.tokenizer
+        rules = tok.rules
+        with self.nlp.memory_zone():
+            for chunk in chunks:
+                # What `_tokenize` does first: a chunk that is no special case and has no prefix,
+                # suffix or infix (spaCy's own `find_*`) stays one token; the matcher cannot
+                # change it either, as a one-token pattern is a special case's whole string.
+                if (chunk not in rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
+                        and not tok.find_infix(chunk)):
+                    words = [chunk]
+                else:
+                    words = [t.text.strip() for t in tok(chunk)]
+                    words = [w for w in words if w]
+                nexts: set[str] = set()
+                for cut in range(1, min(len(chunk), self._longest) + 1):
+                    nexts.update(self._next_after.get(chunk[-cut:], ()))
+                self._memo[chunk] = (words, frozenset(nexts) if nexts else None)
+
+    def word_tokenize(self, text: str) -> list[str]:
+        if "IS_ALPHA" in text:
+            return self.base.word_tokenize(text)
+        try:
+            words = self._join(text)
+        except KeyError:  # chunks not seen yet: learn them all, then join again
+            self._learn_missing(text.split())
+            words = self._join(text)
+        if words is None:
+            chunks = text.split()
+            self._learn_missing(chunks)  # _join may have stopped before a new chunk
+            words = self._by_segments(text, chunks)
+        return words
+
+    def _learn_missing(self, chunks: list[str]) -> None:
+        memo = self._memo
+        missing = [c for c in dict.fromkeys(chunks) if c not in memo]
+        if len(memo) + len(missing) > _MEMO_MAX:
+            memo.clear()
+            missing = list(dict.fromkeys(chunks))
+        if missing:
+            self._learn(missing)
+
+    def _join(self, text: str) -> list[str] | None:
+        """The chunks' words in order (KeyError on a chunk not learnt yet); None where a
+        special case might cross a boundary. Chunks on different lines have a newline between
+        them, so only boundaries within a line are checked."""
+        memo = self._memo
+        words: list[str] = []
+        for line in text.split("\n"):
+            risky: frozenset | None = None
+            for chunk in line.split():
+                chunk_words, nexts = memo[chunk]
+                if risky is not None and chunk[0] in risky:
+                    return None
+                risky = nexts
+                words += chunk_words
+        return words
+
+    def _by_segments(self, text: str, chunks: list[str]) -> list[str]:
+        """Words of a text with boundaries a special case might cross: chunks joined by such a
+        boundary (and one plain space: any other whitespace leaves a whitespace token between
+        them, which no multi-token pattern holds) are split together by spaCy, as one segment.
+        A match never spans two segments, so each segment splits as it does within the text."""
+        memo = self._memo
+        words: list[str] = []
+        segment: list[tuple[int, int]] = []  # (start, end) of the chunks of the open segment
+        risky: frozenset | None = None
+        pos = 0
+        for chunk in chunks:
+            start = text.find(chunk, pos)  # only whitespace lies between pos and the chunk
+            pos = start + len(chunk)
+            if not (risky is not None and chunk[0] in risky and text[segment[-1][1]:start] == " "):
+                words += self._segment_words(text, segment)
+                segment = []
+            segment.append((start, pos))
+            risky = memo[chunk][1]
+        return words + self._segment_words(text, segment)
+
+    def _segment_words(self, text: str, segment: list[tuple[int, int]]) -> list[str]:
+        if not segment:
+            return []
+        piece = text[segment[0][0]:segment[-1][1]]
+        known = self._memo.get(piece)  # a chunk, or a segment seen before (it holds a space)
+        if known is None:
+            self.segments += 1
+            with self.nlp.memory_zone():
+                words = [t.text.strip() for t in self.nlp.tokenizer(piece)]
+            known = self._memo[piece] = ([w for w in words if w], None)
+        return known[0]
