@@ -28,8 +28,8 @@ from pipeline.errors import CurateError
 from pipeline.running.executors import open_executor
 from pipeline.running.lock import RunLock
 from pipeline.running.stage_table import STAGE_PREPARE
-from pipeline.running.stagework import (MapJob, MapStageWorker, SourceStage, aggregate_stats,
-                                        stage_config_hash)
+from pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
+                                        stage_config_hash, write_shard)
 from records.counts import Counts
 from stages import shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
@@ -231,8 +231,12 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
         else:
             jobs = [MapJob(str(p), str(stage_dir), str(side_dir), fps[s], chash) for s, p in todo]
             size = lambda j: os.path.getsize(j.input)  # noqa: E731
-            executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=size, size=size,
-                                resources=resources_of(stage))
+            if isinstance(stage, ShardWriter):
+                executor.map(write_shard, [(spec, j) for j in jobs], desc=spec.name,
+                             cost=lambda item: size(item[1]), size=lambda item: size(item[1]))
+            else:
+                executor.map_actors(MapStageWorker(spec), "run", jobs, desc=spec.name, cost=size, size=size,
+                                    resources=resources_of(stage))
     else:
         raise CurateError(f"stage {spec.name}: {type(stage).__name__} is neither a map stage (setup, process) "
                           f"nor a global stage (run)")

@@ -37,7 +37,8 @@ class MapJob:
 
 @runtime_checkable
 class ShardWriter(Protocol):
-    """A map stage that writes a shard's outputs and marker itself, for a `MapJob`."""
+    """A map stage that writes a shard's outputs and marker itself, for a `MapJob`; the runner
+    runs it as plain tasks (`write_shard`)."""
 
     def write_shard(self, job: MapJob) -> dict:
         ...
@@ -57,6 +58,13 @@ class SourceStage(Protocol):
     def size(self, job: Any) -> int: ...
     def job(self, task: Any, stage_dir: Path, side_dir: Path, fingerprint: str, config_hash: str) -> Any: ...
     def run_job(self, job: Any) -> dict: ...
+
+
+def write_shard(item: tuple[StageSpec, MapJob]) -> dict:
+    """A `ShardWriter`'s shard as a plain task: such a stage keeps what it loads in a per-process
+    cache (tokenize: its model), so warm task workers serve it without an actor's start-up."""
+    spec, job = item
+    return spec.load().write_shard(job)
 
 
 def stage_config_hash(spec: StageSpec) -> str:
@@ -80,8 +88,6 @@ class MapStageWorker:
         return self
 
     def run(self, job: MapJob) -> dict:
-        if isinstance(self.stage, ShardWriter):
-            return self.stage.write_shard(job)
         t0, c0 = time.perf_counter(), time.process_time()
         stem = Path(job.input).stem
         # Kept documents go to a delta shard (stages/docshard.py): the stage's columns and the
