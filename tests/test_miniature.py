@@ -1,0 +1,126 @@
+"""bench/recipe_miniature.py at a tiny scale on text that comes with Python: pydoc topics are the
+target domain, QA pairs are made from them (the answer: a topic's opening words; the other
+choices: the same words reordered), standard-library source is the general pool. Two arms, two
+seeds, a few steps each; the properties checked hold for any corpus: held-out answers
+decontaminated, one base for every arm, a row per arm, paired differences, the report's files,
+and a rerun that trains nothing."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _corpus(tmp: Path) -> tuple[Path, Path]:
+    from pydoc_data import topics
+
+    from pipeline.commands.corpus import build_python_corpus
+
+    corpus = tmp / "python.jsonl"
+    build_python_corpus(corpus, max_mb=0.5)
+    qa = tmp / "qa.jsonl"
+    with open(qa, "w") as f:
+        for name in sorted(topics.topics)[:40]:
+            words = topics.topics[name].split()
+            if len(words) >= 30:
+                answer = " ".join(words[:30])
+                # the distractors: the same words in other orders (never seen in training either)
+                choices = [answer, " ".join(words[:30][::-1]), " ".join(words[1:30:2] + words[0:30:2])]
+                f.write(json.dumps({"id": name, "question": f"What does the language reference say about {name}?",
+                                    "answer": answer, "choices": choices}) + "\n")
+    return corpus, qa
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory, ray_session):
+    from bench.miniature.config import load
+    from bench.recipe_miniature import run_miniature
+
+    tmp = tmp_path_factory.mktemp("miniature")
+    corpus, qa = _corpus(tmp)
+    cfg = load(None, {
+        "out": str(tmp / "out"), "corpus": {"builder": None}, "inputs": [str(corpus)],
+        "target": "source = 'pydoc'", "qa": {"path": str(qa), "held_out_fraction": 0.3},
+        "model": {"size": "tiny", "vocab_size": 512, "seq_len": 64},
+        "train": {"base_tokens": 64 * 8 * 12, "cpt_tokens": 64 * 8 * 6, "batch_rows": 8, "log_every": 1,
+                  "checkpoint_every": 3, "device": "cpu"},
+        "seeds": 2, "arms": ["a", "b"], "eval_fraction": 0.2, "eval_max_docs": 6, "workers": 2})
+    lines: list[str] = []
+    first = run_miniature(cfg, echo=lines.append)
+    rerun_lines: list[str] = []
+    second = run_miniature(cfg, echo=rerun_lines.append)
+    return cfg, first, second, lines, rerun_lines
+
+
+def test_held_out_answers_are_decontaminated(miniature):
+    from pipeline.catalog.db import query
+
+    cfg, r, _, _, _ = miniature
+    qa = r["qa"]
+    assert qa["train"] + qa["held_out"] == qa["pairs"] and qa["held_out"] > 0
+    held = [json.loads(line) for line in Path(qa["held_out_path"]).read_text().splitlines()]
+    urls = {json.loads(line)["url"] for p in cfg.inputs for line in Path(p).read_text().splitlines()}
+    in_corpus = [it for it in held if f"pydoc:{it['id']}" in urls]
+    # each held-out answer opens its pydoc topic, so that topic's document was dropped
+    assert in_corpus and r["decontamination"]["dropped_docs"] >= len(in_corpus)
+    run = Path(cfg.out) / "run"
+    for item in in_corpus:
+        n = query(run, "SELECT count(*) AS n FROM docs WHERE url = 'pydoc:' || ?".replace("?", repr(item["id"])))
+        assert n["n"][0].as_py() == 0, item["id"]
+    reasons = {d["reason"] for d in r["decontamination"]["dropped"]}
+    assert reasons == {"contaminated:qa_held_out"}
+
+
+def test_one_base_for_every_arm(miniature):
+    cfg, r, _, _, _ = miniature
+    out = Path(cfg.out)
+    assert (out / "base" / "model" / "config.json").is_file()
+    digests = {json.loads((out / "arms" / f"{a}-s{s}" / "arm.json").read_text())["base_digest"]
+               for a in cfg.arms for s in range(cfg.seeds)}
+    assert len(digests) == 1
+    tokens = {json.loads(p.read_text())["tokens"] for p in (out / "arms" / "_done").glob("*.json")}
+    assert len(tokens) == 1  # equal continued-pretraining tokens in every arm
+
+
+def test_table_rows_and_paired_differences(miniature):
+    cfg, r, _, _, _ = miniature
+    s = r["summary"]
+    assert list(s) == ["a", "b"]
+    for arm in s:
+        for m in ("target/bpb", "general/bpb", "qa/answer_bpb", "qa/acc"):
+            assert len(s[arm][m]["values"]) == cfg.seeds
+            assert s[arm][m]["mean"] == pytest.approx(statistics.fmean(s[arm][m]["values"]))
+    assert "vs_a" not in s["a"]["target/bpb"]
+    for m, v in s["b"].items():
+        d = [x - y for x, y in zip(v["values"], s["a"][m]["values"])]
+        assert v["vs_a"]["diff"] == pytest.approx(statistics.fmean(d))
+        assert v["vs_a"]["p"] is None or 0 <= v["vs_a"]["p"] <= 1
+    out = Path(cfg.out)
+    for name in ("report.md", "bars.png", "curves.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    assert "b: reuse recipe" in (out / "report.md").read_text()
+
+
+def test_rerun_skips_finished_work(miniature):
+    cfg, first, second, _, rerun = miniature
+    text = "\n".join(rerun)
+    for step in ("qa", "curate", "groups", "pack", "base"):
+        assert f"[{step}] done before, skipped" in text
+    assert f"{len(cfg.arms) * cfg.seeds} arm(s) already finished" in text
+    assert "training " not in text
+    assert second["summary"] == first["summary"]
+
+
+def test_paired_t_by_hand_matches_scipy():
+    from bench.miniature.report import t_sf
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for t, df in ((0.3, 1), (2.0, 2), (4.3, 2), (-1.5, 3), (8.0, 5)):
+        assert t_sf(t, df) == pytest.approx(float(scipy_stats.t.sf(t, df)), rel=1e-9, abs=1e-12)
