@@ -96,7 +96,8 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
                           lambda: D.pack_all(cfg, out, groups, ex, say), say)
         mark("groups and pack")
         recipes = A.recipes(cfg, groups["groups"])
-        base = D.cached(out, "base", [packed, recipes["base"], cfg_key["train"]],
+        # only what the base depends on: changing the arms' settings keeps it
+        base = D.cached(out, "base", [packed, recipes["base"], A.train_overrides(cfg), cfg.train.base_tokens],
                         lambda: A.pretrain_base(cfg, out, recipes["base"], say), say)
         mark("base pretraining")
         plans = {k: D.cached(out, f"plan_{k}", [packed, r, cfg.train.cpt_tokens],
