@@ -65,48 +65,118 @@ class SpacyChunkWords:
         bare = Tokenizer(self.nlp.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
                          infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)
         self._next_after: dict[str, set[str]] = {}
+        # first token of a multi-token pattern -> the patterns (the matcher's, and more)
+        self._patterns: dict[str, list[tuple[str, ...]]] = {}
         with self.nlp.memory_zone():
             for key in tok.rules:
                 pattern = [t.text for t in bare(key)]
+                if len(pattern) > 1:
+                    self._patterns.setdefault(pattern[0], []).append(tuple(pattern))
                 for cut in range(1, len(pattern)):
                     self._next_after.setdefault("".join(pattern[:cut]), set()).add(pattern[cut][0])
         self._longest = max(map(len, self._next_after), default=0)
+        from spacy.attrs import ORTH
+
+        self._rules = {key: [t[ORTH] for t in subs] for key, subs in tok.rules.items()}  # special case -> words
         # chunk -> (words, chars that would continue a special case from its end, or None)
         self._memo: dict[str, tuple[list[str], frozenset | None]] = {}
         self.segments = 0  # chunk runs split together (a special case might cross them)
 
     def _learn(self, chunks: list[str]) -> None:
-        tok = self.nlp.tokenizer
-        rules = tok.rules
         with self.nlp.memory_zone():
             for chunk in chunks:
-                # What `_tokenize` does first: a chunk that is no special case and has no prefix,
-                # suffix or infix (spaCy's own `find_*`) stays one token; the matcher cannot
-                # change it either, as a one-token pattern is a special case's whole string.
-                if (chunk not in rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
-                        and not tok.find_infix(chunk)):
-                    words = [chunk]
-                else:
-                    words = [t.text.strip() for t in tok(chunk)]
-                    words = [w for w in words if w]
+                words = self._affix_split(chunk)
+                if len(words) > 1 and self._may_match(words):
+                    words = [t.text.strip() for t in self.nlp.tokenizer(chunk)]
+                words = [w for w in words if w]
                 nexts: set[str] = set()
                 for cut in range(1, min(len(chunk), self._longest) + 1):
                     nexts.update(self._next_after.get(chunk[-cut:], ()))
                 self._memo[chunk] = (words, frozenset(nexts) if nexts else None)
 
+    def _affix_split(self, string: str) -> list[str]:
+        """spaCy's `_tokenize` of one chunk (`_split_affixes`, then `_attach_tokens`), step for
+        step with the tokenizer's own `find_*` and special cases, without building a `Doc`: the
+        tokens the PhraseMatcher then reads (`_learn` leaves to spaCy a chunk where it may match)."""
+        tok, rules = self.nlp.tokenizer, self._rules
+        if string in rules:
+            return list(rules[string])
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        last_size = 0
+        while string and len(string) != last_size:
+            if tok.token_match and tok.token_match(string):
+                break
+            if string in rules:
+                break
+            last_size = len(string)
+            pre_len = tok.find_prefix(string)
+            if pre_len != 0:
+                prefix, minus_pre = string[:pre_len], string[pre_len:]
+                if minus_pre and minus_pre in rules:
+                    string = minus_pre
+                    prefixes.append(prefix)
+                    break
+            suf_len = tok.find_suffix(string[pre_len:])
+            if suf_len != 0:
+                suffix, minus_suf = string[-suf_len:], string[:-suf_len]
+                if minus_suf and minus_suf in rules:
+                    string = minus_suf
+                    suffixes.append(suffix)
+                    break
+            if pre_len and suf_len and (pre_len + suf_len) <= len(string):
+                string = string[pre_len:-suf_len]
+                prefixes.append(prefix)
+                suffixes.append(suffix)
+            elif pre_len:
+                string = minus_pre
+                prefixes.append(prefix)
+            elif suf_len:
+                string = minus_suf
+                suffixes.append(suffix)
+        tokens = prefixes
+        if string:
+            if string in rules:
+                tokens += rules[string]
+            elif (tok.token_match and tok.token_match(string)) or (tok.url_match and tok.url_match(string)):
+                tokens.append(string)
+            else:
+                matches = tok.find_infix(string)
+                if not matches:
+                    tokens.append(string)
+                else:
+                    start = start_before_infixes = 0
+                    for match in matches:
+                        infix_start, infix_end = match.start(), match.end()
+                        if infix_start == start_before_infixes:
+                            continue
+                        if infix_start != start:
+                            tokens.append(string[start:infix_start])
+                        if infix_start != infix_end:
+                            tokens.append(string[infix_start:infix_end])
+                        start = infix_end
+                    if string[start:]:
+                        tokens.append(string[start:])
+        tokens += reversed(suffixes)
+        return tokens
+
+    def _may_match(self, tokens: list[str]) -> bool:
+        """Whether some special case's pattern occurs in `tokens` (the PhraseMatcher's test)."""
+        patterns = self._patterns
+        for i, token in enumerate(tokens):
+            for pattern in patterns.get(token, ()):
+                if tuple(tokens[i:i + len(pattern)]) == pattern:
+                    return True
+        return False
+
     def word_tokenize(self, text: str) -> list[str]:
         if "IS_ALPHA" in text:
             return self.base.word_tokenize(text)
         try:
-            words = self._join(text)
+            return self._join(text)
         except KeyError:  # chunks not seen yet: learn them all, then join again
             self._learn_missing(text.split())
-            words = self._join(text)
-        if words is None:
-            chunks = text.split()
-            self._learn_missing(chunks)  # _join may have stopped before a new chunk
-            words = self._by_segments(text, chunks)
-        return words
+            return self._join(text)
 
     def _learn_missing(self, chunks: list[str]) -> None:
         memo = self._memo
@@ -117,23 +187,26 @@ class SpacyChunkWords:
         if missing:
             self._learn(missing)
 
-    def _join(self, text: str) -> list[str] | None:
-        """The chunks' words in order (KeyError on a chunk not learnt yet); None where a
-        special case might cross a boundary. Chunks on different lines have a newline between
-        them, so only boundaries within a line are checked."""
+    def _join(self, text: str) -> list[str]:
+        """The chunks' words in order (KeyError on a chunk not learnt yet). Chunks on different
+        lines have a newline between them, so only boundaries within a line can be crossed by a
+        special case; a line where one might be is split by segments."""
         memo = self._memo
         words: list[str] = []
         for line in text.split("\n"):
             risky: frozenset | None = None
+            line_start = len(words)
             for chunk in line.split():
                 chunk_words, nexts = memo[chunk]
                 if risky is not None and chunk[0] in risky:
-                    return None
+                    del words[line_start:]
+                    words += self._by_segments(line)
+                    break
                 risky = nexts
                 words += chunk_words
         return words
 
-    def _by_segments(self, text: str, chunks: list[str]) -> list[str]:
+    def _by_segments(self, text: str) -> list[str]:
         """Words of a text with boundaries a special case might cross: chunks joined by such a
         boundary (and one plain space: any other whitespace leaves a whitespace token between
         them, which no multi-token pattern holds) are split together by spaCy, as one segment.
@@ -143,7 +216,7 @@ class SpacyChunkWords:
         segment: list[tuple[int, int]] = []  # (start, end) of the chunks of the open segment
         risky: frozenset | None = None
         pos = 0
-        for chunk in chunks:
+        for chunk in text.split():
             start = text.find(chunk, pos)  # only whitespace lies between pos and the chunk
             pos = start + len(chunk)
             if not (risky is not None and chunk[0] in risky and text[segment[-1][1]:start] == " "):
@@ -163,4 +236,4 @@ class SpacyChunkWords:
             with self.nlp.memory_zone():
                 words = [t.text.strip() for t in self.nlp.tokenizer(piece)]
             known = self._memo[piece] = ([w for w in words if w], None)
-        return known[0]
+        return list(known[0])
