@@ -7,9 +7,9 @@ differs is how each quantity is computed:
 
 - duplicate lines / paragraphs: set sizes instead of a Python loop (`find_duplicates` counts every
   repeat of an element and its characters: total minus the distinct ones);
-- top n-gram (`find_top_duplicate` over `" ".join` n-grams): a `Counter` over word tuples, which
-  is the same count because no word holds a space (checked, else datatrove's own functions run);
-  ties go to the n-gram seen first in both (Counter order, `max`);
+- top n-gram (`find_top_duplicate` over `" ".join` n-grams): n-grams counted as word tuples
+  (numbered with numpy, n from n-1), the same count because no word holds a space (checked, else
+  datatrove's own functions run); ties go to the n-gram seen first in both (Counter order, `max`);
 - duplicated n-grams (`find_all_duplicate`, a left-to-right scan over `"".join` n-grams that
   jumps past a repeat): the n-gram strings are slices of the joined words, their first
   occurrences come from one dict, and the scan visits only the n-grams seen before, since any
@@ -25,9 +25,8 @@ tests/test_heuristics_fast.py compares each quantity with datatrove's function o
 from __future__ import annotations
 
 import re
-from collections import Counter
 from functools import cached_property, lru_cache
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, compress, count, repeat
 from typing import Any, Callable
 
 _PARAGRAPHS = re.compile(r"\n{2,}")  # GopherRepetitionFilter.paragraph_exp
@@ -65,6 +64,7 @@ class DocFeatures:
     def __init__(self, text: str, split_words: Callable[[str], list[str]]):
         self.text = text
         self._split_words = split_words
+        self._grams: dict[int, Any] = {}
 
     @cached_property
     def words(self) -> list[str]:
@@ -74,6 +74,27 @@ class DocFeatures:
     def spaceless(self) -> bool:
         """No word holds a space: `" ".join` then tells n-grams apart as tuples do."""
         return not any(" " in w for w in self.words)
+
+    @cached_property
+    def _word_ids(self):
+        import numpy as np
+
+        numbers: dict[str, int] = {}
+        return np.fromiter(map(numbers.setdefault, self.words, count()), dtype=np.int64, count=len(self.words))
+
+    def gram_ids(self, n: int):
+        """A number per word n-gram (position i: words[i:i+n]), equal iff the n-grams are equal."""
+        import numpy as np
+
+        ids = self._grams.get(n)
+        if ids is None:
+            if n == 1:
+                ids = self._word_ids
+            else:  # (n-1)-gram number and last word, as one int64 (both < len(words) <= 3e9)
+                words = self._word_ids
+                ids = np.unique(self.gram_ids(n - 1)[:-1] * len(words) + words[n - 1:], return_inverse=True)[1]
+            self._grams[n] = ids
+        return ids
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -113,10 +134,14 @@ def top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
         from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
 
         return find_top_duplicate(get_n_grams(words, n))
-    counts = Counter(zip(*(words[i:] for i in range(n))))
-    most = max(counts.values())
-    top = next(gram for gram, c in counts.items() if c == most)
-    return (sum(map(len, top)) + n - 1) * most
+    import numpy as np
+
+    ids = feats.gram_ids(n)
+    per_gram = np.bincount(ids)
+    most = int(per_gram.max())
+    first = int(np.argmax(per_gram[ids] == most))  # the top n-gram that occurs first
+    starts = feats.joined[1]
+    return (starts[first + n] - starts[first] + n - 1) * most
 
 
 def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
