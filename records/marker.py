@@ -22,6 +22,11 @@ from records.counts import Counts
 MARKER_VERSION = 3
 MARKER_VERSIONS = {1: "before delta shards", 2: "before shard digests"}
 
+# A stage's own code version travels in its markers' config hash (`stamped_hash`): "v2:<hash>".
+# Version 1, every stage until its output changes for the same input and config, keeps the bare
+# hash, so markers written before stages had versions read as version 1.
+_STAMP = "v"
+
 _OWN = ("version", "task", "input_fingerprint", "config_hash", "outputs", "counts", "files")
 
 
@@ -81,6 +86,11 @@ class Marker:
         return (self.version == MARKER_VERSION and self.input_fingerprint == input_fingerprint
                 and self.config_hash == config_hash)
 
+    @property
+    def stage_version(self) -> int | None:
+        """The code version of the stage that wrote this marker (from its config hash)."""
+        return None if self.config_hash is None else unstamp(self.config_hash)[0]
+
     def old_version(self) -> str | None:
         """Why a marker of another version is redone (e.g. "marker version 2, before shard
         digests"), or None for a current one."""
@@ -89,3 +99,17 @@ class Marker:
         v = self.version
         known = isinstance(v, int) and v in MARKER_VERSIONS
         return f"marker version {v}, {MARKER_VERSIONS[v]}" if known else f"marker version {v!r}"
+
+
+def stamped_hash(config_hash: str, stage_version: int) -> str:
+    """The config hash a stage's markers record: `config_hash`, preceded by the stage's code
+    version when past 1, so a changed version never matches and the runner can say which it was."""
+    return config_hash if stage_version == 1 else f"{_STAMP}{stage_version}:{config_hash}"
+
+
+def unstamp(config_hash: str) -> tuple[int, str]:
+    """(stage version, config hash without it) of a hash made by `stamped_hash`."""
+    head, sep, rest = config_hash.partition(":")
+    if sep and head.startswith(_STAMP) and head[len(_STAMP):].isdigit():
+        return int(head[len(_STAMP):]), rest
+    return 1, config_hash

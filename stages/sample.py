@@ -149,6 +149,8 @@ def apply_part(task: ApplyTask) -> dict:
 class SampleStage:
     """Keeps a deterministic sample of the documents (a global stage: `max_docs` sees every shard)."""
 
+    version = SAMPLE_VERSION  # in its markers' config hash: the runner says when it changed
+
     def __init__(self, config: SampleConfig, name: str = "sample"):
         self.config = config
         self.name = name

@@ -121,3 +121,41 @@ def test_two_node_local_cluster_gives_the_same_output(system_corpus, tmp_path, r
     env.pop("RAY_ADDRESS", None)
     subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True, timeout=280)
     assert _contents(tmp_path / "cluster") == _contents(ref_dir)
+
+
+def test_changed_stage_version_redoes_the_stage_whole_with_a_message(system_corpus, tmp_path, monkeypatch, capsys):
+    from pipeline.catalog.db import connect
+    from stages import sample
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_text("\n".join(system_corpus.read_text().splitlines()[:240]) + "\n")
+
+    def run(out: Path, fraction: float = 0.5) -> list:
+        cfg = {**_config(inputs, out), "stages": [{"kind": "sample", "fraction": fraction}]}
+        return run_pipeline(load_config(data=cfg), quiet=True, executor="local")
+
+    def kept(out: Path) -> list:
+        con = connect(out)
+        ids = [r[0] for r in con.execute("SELECT id FROM docs ORDER BY id").fetchall()]
+        con.close()
+        return ids
+
+    draw = sample.draw
+    with monkeypatch.context() as m:  # the stage as its version 1 was: the same config, other draws
+        m.setattr(sample.SampleStage, "version", 1)
+        m.setattr(sample, "draw", lambda ids, seed: draw(ids, seed + 1))
+        run(tmp_path / "run")
+    old = kept(tmp_path / "run")
+    capsys.readouterr()
+    ingest, redone = run(tmp_path / "run")
+    err = capsys.readouterr().err
+    assert redone.shards > 1 and redone.skipped == 0 and ingest.skipped == ingest.shards
+    assert err.count("stage version changed") == 1
+    assert f"sample: stage version changed (1 -> {sample.SAMPLE_VERSION}): redoing all {redone.shards} shards" in err
+    run(tmp_path / "clean")
+    assert kept(tmp_path / "run") == kept(tmp_path / "clean") != old
+    # A plain rerun says nothing; another config is named as the reason.
+    assert all(r.skipped == r.shards for r in run(tmp_path / "run")) and capsys.readouterr().err == ""
+    run(tmp_path / "run", fraction=0.6)
+    assert "sample: its config changed since its shards were made" in capsys.readouterr().err

@@ -29,8 +29,9 @@ from pipeline.running.executors import open_executor
 from pipeline.running.lock import RunLock
 from pipeline.running.stage_table import STAGE_PREPARE
 from pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
-                                        stage_config_hash, write_shard)
+                                        stage_config_hash, stage_version, write_shard)
 from records.counts import Counts
+from records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
 from stages import shardio
 from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 
@@ -159,6 +160,23 @@ def _say_old_markers(run_dir: Path, names: list[str]) -> None:
             return
 
 
+def _say_why_redone(stage: str, markers: list[dict | None], chash: str) -> None:
+    """Say once why shards are redone when their markers were made by another version of the
+    stage's code or with another config (a changed input is a plain rerun, not worth a line)."""
+    version, config = unstamp(chash)
+    was = [unstamp(m.config_hash) for m in map(Marker.from_dict, markers)
+           if m.version == MARKER_VERSION and m.config_hash not in (None, chash)]
+    other_code = [v for v, _ in was if v != version]
+    other_config = [c for _, c in was if c != config]
+    which = lambda k: f"all {k}" if k == len(markers) else f"{k} of {len(markers)}"  # noqa: E731
+    if other_code:
+        olds = "/".join(map(str, sorted(set(other_code))))
+        _note(f"{stage}: stage version changed ({olds} -> {version}): redoing {which(len(other_code))} shards")
+    elif other_config:
+        _note(f"{stage}: its config changed since its shards were made (config hash {other_config[0][:8]} -> "
+              f"{config[:8]}): redoing {which(len(other_config))} shards")
+
+
 def _damage(item: tuple[str, dict]) -> str | None:
     return shardio.damage(Path(item[0]), item[1])
 
@@ -199,9 +217,11 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
         stage = spec.load()
     else:
         chash = stage.config_hash() if isinstance(stage, SourceStage) else stage_config_hash(spec)
+    chash = stamped_hash(chash, stage_version(stage))
     source = isinstance(stage, SourceStage)
     stage_dir, side_dir = run_dir / spec.name, run_dir / (stage.side if source else "rejected") / spec.name
     ids = [stage.task_id(t) for t in inputs] if source else [p.stem for p in inputs]
+    _say_why_redone(spec.name, [shardio.read_marker(stage_dir, i) for i in ids], chash)
     if isinstance(stage, GlobalStage):  # needs every shard at once (deduplication, sampling)
         # A global stage fingerprints its inputs its own way and checks its shards itself (a
         # damaged one is rebuilt); a shard it left untouched is reused.

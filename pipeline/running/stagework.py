@@ -67,6 +67,12 @@ def write_shard(item: tuple[StageSpec, MapJob]) -> dict:
     return spec.load().write_shard(job)
 
 
+def stage_version(stage: Any) -> int:
+    """A stage's code version (its `version` attribute, 1 when it has none): raised when the same
+    input and config give other output, so its markers no longer match (records.marker.stamped_hash)."""
+    return getattr(stage, "version", 1)
+
+
 def stage_config_hash(spec: StageSpec) -> str:
     """What a stage's markers must match besides their input: its kind, name and config."""
     return shardio.stable_hash({"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config)})
