@@ -19,11 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from records.jsonl import json_objects
 from training.bpb import ScoringModel, load_scoring_model
+from training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa  # noqa: F401 (read_qa: part of this module's API)
 
-QA_PROMPT = "Question: {question}\nAnswer:"
-TARGET_DELIMITER = " "
 BREAKDOWNS = ("domain", "source")
 
 
@@ -73,22 +71,6 @@ def eval_set(sm: ScoringModel, docs: list[dict], cfg: EvalConfig) -> dict[str, A
                 by.setdefault(str(v), []).append(r)
             out[f"by_{key}"] = {v: totals(rs) for v, rs in sorted(by.items())}
     return out
-
-
-def read_qa(path: str | Path) -> list[dict]:
-    """A QA set: JSONL of {"question", "answer", "choices"?}; the answer must be one of the choices."""
-    items = []
-    for n, d in json_objects(path, "QA items"):
-        if not isinstance(d.get("question"), str) or not isinstance(d.get("answer"), str):
-            raise ValueError(f"{path}:{n}: a QA line is an object with string \"question\" and \"answer\"")
-        choices = d.get("choices")
-        if choices is not None:
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise ValueError(f"{path}:{n}: \"choices\" must be a list of at least two strings")
-            if d["answer"] not in choices:
-                raise ValueError(f"{path}:{n}: the answer {d['answer']!r} is not one of the choices")
-        items.append({"question": d["question"], "answer": d["answer"], "choices": choices})
-    return items
 
 
 def eval_qa(sm: ScoringModel, items: list[dict], cfg: EvalConfig) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `qa_task()` writes a QA set (`{"question", "answer", "choices"?}` JSONL) as an lm-eval task over
 a local JSON file (`dataset_path: json`), with the prompt and target delimiter that
-`training/evaluate.py` scores with, so `curate eval --qa` and lm-eval measure the same thing.
+`training/evaluate.py` scores with (`training/qa.py`), so `curate eval --qa` and lm-eval measure the same thing.
 `run_lm_eval()` runs task names or YAML files through lm-eval's `hf` model on a Hugging Face
 folder (a curate checkpoint or export, which must carry its tokenizer) with the Hub and datasets
 offline: a task whose data is not local fails instead of downloading.
@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import QA_PROMPT, TARGET_DELIMITER, read_qa
+from training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

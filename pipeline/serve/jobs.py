@@ -56,7 +56,7 @@ def _under(allowed: list[Path], value: str, what: str) -> str:
 
 def _parse_cli(argv: list[str]) -> argparse.Namespace:
     """The CLI's own parser over argv; its usage errors become BadJob (argparse would exit)."""
-    from pipeline.cli import build_parser
+    from pipeline.commands.parser import build_parser
 
     err = io.StringIO()
     try:

@@ -1,0 +1,42 @@
+"""The `curate` argument parser, built from the command modules.
+
+`curate serve` validates a job's argv with the same parser (pipeline/serve/jobs.py), so it lives
+here rather than in pipeline/cli.py: the service imports it without importing the front door,
+which imports the service. A job never runs `serve`, so that command is added by the front door.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+from pipeline.commands import annotate as cmd_annotate
+from pipeline.commands import compare as cmd_compare
+from pipeline.commands import core as cmd_core
+from pipeline.commands import evaluation as cmd_eval
+from pipeline.commands import export as cmd_export
+from pipeline.commands import pack as cmd_pack
+from pipeline.commands import plan as cmd_plan
+from pipeline.commands import preselect as cmd_preselect
+from pipeline.commands import search as cmd_search
+
+# Each module adds its subcommands; listed explicitly (no registry magic).
+COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_preselect, cmd_plan, cmd_pack, cmd_eval, cmd_compare, cmd_search,
+                   cmd_export]
+
+
+def _training_cli():
+    """`train` and `init-model` live in training/ (which sits above pipeline/ and never imports it);
+    the CLI reaches up to it with this one lazy import so `curate` stays a single command."""
+    from training import cli
+
+    return cli
+
+
+def build_parser(more: list[ModuleType] = ()) -> argparse.ArgumentParser:
+    """The parser of every command module, then of `more` (each with a `register(sub)`)."""
+    parser = argparse.ArgumentParser(prog="curate", description="Data curation and mixture pipeline for continued pretraining.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES + list(more) + [_training_cli()]:
+        module.register(sub)
+    return parser
