@@ -2,7 +2,9 @@
 drops documents outside `[min_words, max_words]` (reason `words_below_min` / `words_above_max`).
 
 It is also the smallest complete stage kind: a config dataclass, a class with `setup` and
-`process` (`stages.base.MapStage`), and one line in pipeline/running/stage_table.py.
+`process` (`stages.base.MapStage`), and one line in pipeline/running/stage_table.py. `curate
+stats` lists every stage's counts and reasons by itself; `summary` is this stage's own section
+(optional, one more line in the same table).
 """
 
 from __future__ import annotations
@@ -48,3 +50,17 @@ class WordCountStage:
         reasons = ["words_below_min" if n < lo else "words_above_max" if hi is not None and n > hi else None
                    for n in words]
         return split_by_reason(out, self.name, reasons)
+
+
+def summary(con) -> list[str]:
+    """`curate stats`: words per kept document, over the catalog's `docs` view (DuckDB); no lines
+    for a run without the `n_words` column."""
+    view = con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'docs'").fetchall()
+    if ("n_words",) not in view:
+        return []
+    n, lo, mid, hi, total = con.execute("SELECT count(n_words), min(n_words), median(n_words), max(n_words), "
+                                        "sum(n_words) FROM docs").fetchone()
+    if not n:
+        return []
+    return [f"words per kept document (n_words): min {lo:,}, median {mid:,.0f}, max {hi:,}; "
+            f"{int(total):,} words in {n:,} documents"]

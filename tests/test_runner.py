@@ -159,3 +159,24 @@ def test_changed_stage_version_redoes_the_stage_whole_with_a_message(system_corp
     assert all(r.skipped == r.shards for r in run(tmp_path / "run")) and capsys.readouterr().err == ""
     run(tmp_path / "run", fraction=0.6)
     assert "sample: its config changed since its shards were made" in capsys.readouterr().err
+
+
+def test_word_count_stage_kind_runs_from_a_config_with_its_stats_section(system_corpus, tmp_path):
+    # The smallest stage kind (one file, one line in pipeline/running/stage_table.py), end to end.
+    from pipeline.catalog.db import connect
+    from pipeline.reporting.stats import summary_lines
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_text("\n".join(system_corpus.read_text().splitlines()[:120]) + "\n")
+    cfg = {**_config(inputs, tmp_path / "run"), "stages": [{"kind": "word_count", "min_words": 20}]}
+    ingest, words = run_pipeline(load_config(data=cfg), quiet=True, executor="local")
+    assert words.stats["in"] == ingest.stats["kept"] == words.stats["kept"] + words.stats["rejected"]
+    con = connect(tmp_path / "run")
+    rows = con.execute("SELECT text, n_words FROM docs").fetchall()
+    low = con.execute("SELECT count(*) FROM rejected WHERE reason = 'words_below_min'").fetchone()[0]
+    con.close()
+    assert rows and all(n == len(text.split()) >= 20 for text, n in rows) and low == words.stats["rejected"]
+    lines = [x for x in summary_lines(tmp_path / "run") if x.startswith("words per kept document")]
+    assert len(lines) == 1 and f"in {len(rows):,} documents" in lines[0]
+    assert f"{sum(n for _, n in rows):,} words" in lines[0]

@@ -31,11 +31,13 @@ STAGE_PREPARE: dict[str, tuple[str, str]] = {
     "tokenize": ("pipeline.running.prepare", "prepare_tokenize"),
 }
 
-# `curate stats` sections: each a function `f(con) -> list[str]` over the catalog (empty when the
-# run lacks its stages' columns or counters) in a module of its own, called in this order. A stage
-# with something to report adds one file and one line here.
+# `curate stats` sections beyond the counts and reasons every stage gets: each a function
+# `f(con) -> list[str]` over the catalog (empty when the run lacks its stages' columns or
+# counters), in the stage's file or a module of its own, called in this order. A stage with
+# something to report adds its function and one line here.
 STAGE_SUMMARIES: list[tuple[str, str]] = [
     ("pipeline.reporting.dedup_summary", "dedup_summary"),
     ("pipeline.reporting.annotate_summary", "annotate_summary"),
     ("pipeline.reporting.breadth_summary", "breadth_summary"),
+    ("stages.word_count", "summary"),
 ]
