@@ -36,16 +36,14 @@ _LINES = re.compile("\n+")  # GopherRepetitionFilter._line_splitter
 @lru_cache(maxsize=1)
 def alpha_pattern() -> re.Pattern:
     """A character class of exactly the code points whose `str.isalpha()` is true."""
-    ranges, start = [], None
-    for cp in range(0x110000):
-        if chr(cp).isalpha():
-            if start is None:
-                start = cp
-        elif start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-    if start is not None:
-        ranges.append((start, 0x10FFFF))
+    # isalpha() implies \w and neither a decimal digit nor "_": the regex narrows, isalpha decides
+    letters = [ord(c) for c in re.findall(r"[^\W\d_]", "".join(map(chr, range(0x110000)))) if c.isalpha()]
+    ranges: list[tuple[int, int]] = []
+    for cp in letters:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
     body = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
     return re.compile(f"[{body}]")
 
@@ -73,7 +71,7 @@ class DocFeatures:
     @cached_property
     def spaceless(self) -> bool:
         """No word holds a space: `" ".join` then tells n-grams apart as tuples do."""
-        return not any(" " in w for w in self.words)
+        return " " not in self.joined[0]
 
     @cached_property
     def _word_ids(self):
@@ -95,6 +93,18 @@ class DocFeatures:
                 ids = np.unique(self.gram_ids(n - 1)[:-1] * len(words) + words[n - 1:], return_inverse=True)[1]
             self._grams[n] = ids
         return ids
+
+    @cached_property
+    def char_hashes(self):
+        """(word starts, prefix sums of code point * B**i mod P, B**-i mod P): the hash of
+        joined[a:b] is (prefix[b] - prefix[a]) * B**-a mod P."""
+        import numpy as np
+
+        joined, starts = self.joined
+        points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        prefix = np.zeros(len(points) + 1, dtype=np.int64)
+        np.cumsum(points * _powers(_B, len(points)) % _P, out=prefix[1:])  # < 2**31 per term
+        return np.asarray(starts, dtype=np.int64), prefix % _P, _powers(pow(_B, _P - 2, _P), len(points) + 1)
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -144,6 +154,39 @@ def top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
     return (starts[first + n] - starts[first] + n - 1) * most
 
 
+_P, _B = (1 << 31) - 1, 1_000_003  # a polynomial string hash modulo a prime (only ever compared)
+
+
+def _powers(base: int, size: int):
+    import numpy as np
+
+    out = np.empty(size, dtype=np.int64)
+    if size:
+        out[0], done, mult = 1, 1, base
+        while done < size:  # out[done + i] = out[i] * base**done
+            take = min(done, size - done)
+            out[done:done + take] = out[:take] * mult % _P
+            mult, done = mult * mult % _P, done + take
+    return out
+
+
+def _first_positions(feats: DocFeatures, n: int, positions: int):
+    """Each n-gram's first position, from numbered word n-grams, where that is the same as
+    comparing `"".join` strings; None where it may not be (then the strings are compared).
+    Equal word tuples give equal strings; two different tuples can give one string ("ab c",
+    "a bc"), so each distinct tuple's string length and hash must differ from every other's."""
+    import numpy as np
+
+    ids = feats.gram_ids(n)
+    _, first, group = np.unique(ids, return_index=True, return_inverse=True)
+    starts, prefix, inverse_powers = feats.char_hashes
+    a, b = starts[first], starts[first + n]
+    hashes = (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P
+    if np.unique((b - a) * _P + hashes).size != first.size:
+        return None
+    return first[group]
+
+
 def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
     """Whether datatrove's `find_all_duplicate(words, n)` passes `limit` (a test monotone in
     the count): the same left-to-right scan, visiting only n-grams that occurred earlier."""
@@ -153,11 +196,11 @@ def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) 
     positions = len(starts) - n  # len(words) - n + 1
     if positions <= 0:
         return limit(0)
-    grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
-    first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
-    if len(first) == positions:
-        return limit(0)
-    firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)
+    firsts = _first_positions(feats, n, positions)
+    if firsts is None:
+        grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
+        first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
+        firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)
     seen_before = np.flatnonzero(firsts != np.arange(positions))
     skipped = bytearray(positions)  # positions the scan jumped over
     added: set[int] = set()  # n-grams (by first position) the scan added at a later occurrence
@@ -278,7 +321,8 @@ def _signal_constants() -> tuple[frozenset, tuple]:
     from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
     from datatrove.utils.text import TERMINAL_PUNCTUATION
 
-    return frozenset(STOP_WORDS), tuple(TERMINAL_PUNCTUATION)
+    assert all(len(c) == 1 for c in TERMINAL_PUNCTUATION)  # so endswith(any) is the last character's
+    return frozenset(STOP_WORDS), frozenset(TERMINAL_PUNCTUATION)
 
 
 def signals(feats: DocFeatures) -> dict[str, float | int]:
@@ -296,7 +340,7 @@ def signals(feats: DocFeatures) -> dict[str, float | int]:
         "hs_dup_para_frac": find_duplicates(feats.paragraphs)[0] / len(feats.paragraphs) if stripped else 0.0,
         "hs_dup_line_frac": find_duplicates(feats.lines)[0] / len(feats.lines) if stripped else 0.0,
         "hs_top2gram_frac": top2 / len(text) if top2 is not None and text else 0.0,
-        "hs_line_punct_ratio": (sum(ln.endswith(terminal) for ln in blank_free) / len(blank_free)
+        "hs_line_punct_ratio": (sum(ln[-1] in terminal for ln in blank_free) / len(blank_free)
                                 if blank_free else 0.0),
         "hs_short_line_ratio": sum(len(ln) <= 30 for ln in blank_free) / len(blank_free) if blank_free else 0.0,
     }

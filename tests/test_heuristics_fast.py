@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from scorers.heuristic_rules import (DocFeatures, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates,
+from scorers.heuristic_rules import (DocFeatures, _first_positions, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates,
                                      signals, top_ngram_chars)
 from test_scorers_corpus import codec_tables, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
@@ -92,7 +92,7 @@ def test_repetition_quantities_equal_datatrove(texts):
     from datatrove.pipeline.filters import gopher_repetition_filter as g
 
     # "".join n-grams that are equal strings from different words, and a repeat inside a repeat
-    built = ["ab c d ab cd ab c d e ab c d e", " ".join(["a b a b a"] * 6), "x y z " * 30]
+    built = ["ab c d ab cd ab c d e ab c d e", "ab c x a bc y ab c z a bc", " ".join(["a b a b a"] * 6), "x y z " * 30]
     for text in texts + built:
         feats = _features(text)
         words = feats.words
@@ -106,6 +106,10 @@ def test_repetition_quantities_equal_datatrove(texts):
             assert dup_ngram_exceeds(feats, n, lambda c, w=want: c > w) is False
             if want:
                 assert dup_ngram_exceeds(feats, n, lambda c, w=want: c > w - 1) is True
+    # "ab c" and "a bc" are one string: numbered word n-grams would miss that, and are not used
+    feats = _features(built[1])
+    assert _first_positions(feats, 2, len(feats.words) - 1) is None
+    assert _first_positions(feats, 3, len(feats.words) - 2) is not None
 
 
 PARAMS = {
