@@ -221,7 +221,8 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
     source = isinstance(stage, SourceStage)
     stage_dir, side_dir = run_dir / spec.name, run_dir / (stage.side if source else "rejected") / spec.name
     ids = [stage.task_id(t) for t in inputs] if source else [p.stem for p in inputs]
-    _say_why_redone(spec.name, [shardio.read_marker(stage_dir, i) for i in ids], chash)
+    recorded = {i: shardio.read_marker(stage_dir, i) for i in ids}
+    _say_why_redone(spec.name, list(recorded.values()), chash)
     if isinstance(stage, GlobalStage):  # needs every shard at once (deduplication, sampling)
         # A global stage fingerprints its inputs its own way and checks its shards itself (a
         # damaged one is rebuilt); a shard it left untouched is reused.
@@ -230,8 +231,7 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
             return p.stat().st_mtime_ns if p.exists() else None
 
         before = {s: stamp(s) for s in ids}
-        current = {s: m for s in ids if shardio.old_marker_version(m := shardio.read_marker(stage_dir, s)) is None
-                   and m is not None}
+        current = {s: m for s, m in recorded.items() if m is not None and shardio.old_marker_version(m) is None}
         _intact(spec.name, stage_dir, current, executor)  # only to say which shards it will rebuild
         ctx = GlobalContext(stage_dir, stage_dir / "_work", side_dir, executor, chash)
         stage.run(list(inputs), ctx)
@@ -241,7 +241,7 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
             fps = {i: stage.fingerprint(t) for i, t in zip(ids, inputs)}
         else:
             fps = {s: digests.get(p) or shardio.file_digest(p) for s, p in zip(ids, inputs)}
-        matching = {i: m for i in ids if shardio.marker_matches(m := shardio.read_marker(stage_dir, i), fps[i], chash)}
+        matching = {i: m for i, m in recorded.items() if shardio.marker_matches(m, fps[i], chash)}
         intact = _intact(spec.name, stage_dir, matching, executor)
         todo = [(i, x) for i, x in zip(ids, inputs) if i not in intact]
         skipped = len(ids) - len(todo)
