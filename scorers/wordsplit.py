@@ -64,7 +64,7 @@ class SpacyChunkWords:
         tok = self.nlp.tokenizer
         bare = Tokenizer(self.nlp.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
                          infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)
-        self._next_after: dict[str, set[str]] = {}
+        self._next_after: dict[str, Any] = {}
         # first token of a multi-token pattern -> the patterns (the matcher's, and more)
         self._patterns: dict[str, list[tuple[str, ...]]] = {}
         with self.nlp.memory_zone():
@@ -74,6 +74,7 @@ class SpacyChunkWords:
                     self._patterns.setdefault(pattern[0], []).append(tuple(pattern))
                 for cut in range(1, len(pattern)):
                     self._next_after.setdefault("".join(pattern[:cut]), set()).add(pattern[cut][0])
+        self._next_after = {u: frozenset(chars) for u, chars in self._next_after.items()}
         self._longest = max(map(len, self._next_after), default=0)
         from spacy.attrs import ORTH
 
@@ -83,16 +84,19 @@ class SpacyChunkWords:
         self.segments = 0  # chunk runs split together (a special case might cross them)
 
     def _learn(self, chunks: list[str]) -> None:
+        next_after = self._next_after
         with self.nlp.memory_zone():
             for chunk in chunks:
                 words = self._affix_split(chunk)
                 if len(words) > 1 and self._may_match(words):
                     words = [t.text.strip() for t in self.nlp.tokenizer(chunk)]
                 words = [w for w in words if w]
-                nexts: set[str] = set()
+                nexts: frozenset | None = None
                 for cut in range(1, min(len(chunk), self._longest) + 1):
-                    nexts.update(self._next_after.get(chunk[-cut:], ()))
-                self._memo[chunk] = (words, frozenset(nexts) if nexts else None)
+                    after = next_after.get(chunk[-cut:])
+                    if after is not None:
+                        nexts = after if nexts is None else nexts | after
+                self._memo[chunk] = (words, nexts)
 
     def _affix_split(self, string: str) -> list[str]:
         """spaCy's `_tokenize` of one chunk (`_split_affixes`, then `_attach_tokens`), step for
