@@ -60,7 +60,8 @@ from bench.miniature.timing import CpuMeter  # noqa: E402
 
 SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups by default) before the arm "
                   "itself; at this scale that is more training than all other arms together, beyond the "
-                  "time budget (set search.enabled only with a larger budget)")
+                  "time budget (run `curate search OUT/run --base OUT/base/model --target target --keep "
+                  "general` by hand with a larger budget)")
 
 
 def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> dict:

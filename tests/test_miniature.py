@@ -124,3 +124,17 @@ def test_paired_t_by_hand_matches_scipy():
     scipy_stats = pytest.importorskip("scipy.stats")
     for t, df in ((0.3, 1), (2.0, 2), (4.3, 2), (-1.5, 3), (8.0, 5)):
         assert t_sf(t, df) == pytest.approx(float(scipy_stats.t.sf(t, df)), rel=1e-9, abs=1e-12)
+
+
+def test_shipped_config_loads_and_names_bad_fields():
+    from bench.miniature.config import load
+    from records.errors import ConfigError
+
+    cfg = load(ROOT / "configs" / "miniature.yaml")
+    assert cfg.seeds == 3 and cfg.arms[0] == "a"
+    gpu = load(ROOT / "configs" / "miniature.yaml", gpu=True)
+    assert gpu.model.size != cfg.model.size and gpu.train.cpt_tokens > cfg.train.cpt_tokens
+    with pytest.raises(ConfigError, match="train.cpt_tokenz"):
+        load(None, {"train": {"cpt_tokenz": 1}})
+    with pytest.raises(ConfigError, match="arms"):
+        load(None, {"arms": ["b"]})

@@ -114,16 +114,6 @@ class TrainConfig:
 
 
 @dataclass
-class SearchConfig:
-    enabled: bool = False
-    """Arm (f): run `curate search` (its proxies cost about proxies x proxy_tokens of training)."""
-    proxies: int = 8
-    proxy_tokens: float = 2.0e5
-    epsilon: float = 0.01
-    """Allowed relative rise of general BPB (the keep set)."""
-
-
-@dataclass
 class MiniatureConfig:
     out: str = "runs/miniature"
     """Output folder: the run, the base model, the arms, the report."""
@@ -146,7 +136,6 @@ class MiniatureConfig:
     """Share of target and general documents held out for BPB (by a hash of the id)."""
     eval_max_docs: int = 200
     """At most this many documents per held-out set."""
-    search: SearchConfig = field(default_factory=SearchConfig)
     workers: int | None = None
     """Ray CPUs (null: all cores)."""
     gpu: dict[str, Any] = field(default_factory=dict)
