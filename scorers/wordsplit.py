@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_MEMO_MAX = 1 << 20  # chunks remembered per language before the memo starts afresh
+_MEMO_MAX = 1 << 18  # chunks remembered per language before the memo starts afresh (~60 MB)
 
 
 def fast_word_splitter(base: Any):

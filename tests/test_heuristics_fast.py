@@ -181,3 +181,12 @@ def test_signals_equal_datatrove_definitions(texts):
     for text in texts:
         feats = _features(text)
         assert signals(feats) == _reference_signals(text, _tokenizer("en").word_tokenize(text))
+
+
+def test_a_full_memo_starts_afresh_and_splits_the_same(texts, monkeypatch):
+    import scorers.wordsplit as ws
+
+    monkeypatch.setattr(ws, "_MEMO_MAX", 200)
+    base, fast = _tokenizer("en"), ws.fast_word_splitter(_tokenizer("en"))
+    assert [fast.word_tokenize(t) for t in texts[:20]] == [base.word_tokenize(t) for t in texts[:20]]
+    assert len(fast._memo) <= 200 + max(len(set(t.split())) for t in texts[:20])
