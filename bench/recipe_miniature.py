@@ -147,7 +147,8 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
         ("Setup", f"Model `{cfg['model']['size']}`, vocabulary {cfg['model']['vocab_size']}, context "
                   f"{cfg['model']['seq_len']}; base: {r['base']['tokens']:,} tokens at peak LR "
                   f"{cfg['train']['base_lr']:g}; arms: {cfg['train']['cpt_tokens']:g} tokens each from "
-                  f"eta0 = {r['eta0']:g}; {cfg['seeds']} seeds.\n\n| step | wall s | CPU s |\n|---|---|---|\n"
+                  f"eta0 = {r['eta0']:g}; {cfg['seeds']} seeds.\n\nTime of this invocation (steps an earlier one "
+                  "finished are skipped and show about 0):\n\n| step | wall s | CPU s |\n|---|---|---|\n"
                   + "".join(f"| {m['step']} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |\n" for m in r["timing"])
                   + f"| total | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |\n\nCPU: this process and every process "
                   f"it started (Ray's workers included), sampled each second. Load average at the end: "
