@@ -104,7 +104,11 @@ def run_arm(run: str, area: str, arm: dict, base: str, train_config: dict, want:
     cfg = TrainConfig(**{**train_config, "seed": arm["seed"], "plots": False})
     res = train(Path(run), Path(base), plan_path=plan_path, config=cfg, out_dir=out, quiet=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ev = eval_model(out / "model", run=run, out=out, device=device, max_docs=eval_max_docs, echo=lambda s: None)
+    # Scored in windows of the context the arm was trained on: a longer window would score tokens
+    # at positions the model never saw, and that skews BPB between plans.
+    block = int(arm["plan"]["seq_len"])
+    ev = eval_model(out / "model", run=run, out=out, device=device, max_docs=eval_max_docs, block=block,
+                    stride=max(1, block // 2), echo=lambda s: None)
     metrics = {}
     for name, s in ev["sets"].items():
         metrics[f"{name}/bpb"] = s["bpb"]

@@ -60,6 +60,12 @@ def test_compare_killed_after_one_arm_resumes_with_the_same_table(setup, ray_ses
     assert {"prose/bpb", "ref/bpb", "code/bpb"} <= set(metrics)
     # more code in the mix, lower loss on held-out code than the prose-heavy mix
     assert second["summary"]["code_heavy"]["code/bpb"]["mean"] < metrics["code/bpb"]["mean"]
+    # an arm is scored in windows of the context it was trained on (the plan's seq_len), not in
+    # eval's default 1024-token windows, which reach positions the model never saw
+    from pipeline.commands.evaluation import eval_model
+    again = eval_model(run / "compare" / "prose_heavy-s0" / "model", run=str(run), out=tmp_path / "ev",
+                       block=SEQ, stride=SEQ // 2, max_docs=2, echo=lambda s: None)
+    assert again["sets"]["code"]["bpb"] == pytest.approx(metrics["code/bpb"]["mean"])
 
 
 def test_compare_reruns_an_arm_whose_plan_changed(setup, ray_session, tmp_path):
