@@ -86,11 +86,6 @@ class Marker:
         return (self.version == MARKER_VERSION and self.input_fingerprint == input_fingerprint
                 and self.config_hash == config_hash)
 
-    @property
-    def stage_version(self) -> int | None:
-        """The code version of the stage that wrote this marker (from its config hash)."""
-        return None if self.config_hash is None else unstamp(self.config_hash)[0]
-
     def old_version(self) -> str | None:
         """Why a marker of another version is redone (e.g. "marker version 2, before shard
         digests"), or None for a current one."""
