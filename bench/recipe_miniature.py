@@ -57,6 +57,7 @@ from bench.miniature import data as D  # noqa: E402
 from bench.miniature import report as R  # noqa: E402
 from bench.miniature.config import MiniatureConfig, load  # noqa: E402
 from bench.miniature.timing import CpuMeter  # noqa: E402
+from pipeline.errors import CurateError  # noqa: E402
 
 SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups by default) before the arm "
                   "itself; at this scale that is more training than all other arms together, beyond the "
@@ -157,21 +158,28 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
     return R.write_report(out / "report.md", sections)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/miniature.yaml")
     ap.add_argument("--gpu", action="store_true", help="apply the config's `gpu:` overrides (bigger model, more tokens)")
     ap.add_argument("--out", help="replace the config's output folder")
     ap.add_argument("--executor", default="ray", choices=["ray", "local"])
-    a = ap.parse_args()
-    cfg = load(a.config, {"out": a.out} if a.out else None, gpu=a.gpu)
-    r = run_miniature(cfg, a.executor)
+    a = ap.parse_args(argv)
+    try:
+        if not Path(a.config).is_file():
+            raise CurateError(f"--config: {a.config} does not exist")
+        cfg = load(a.config, {"out": a.out} if a.out else None, gpu=a.gpu)
+        r = run_miniature(cfg, a.executor)
+    except CurateError as e:
+        print(f"recipe_miniature: error: {e}", file=sys.stderr)
+        return 2
     print()
     print(R.table(r["summary"], r["scores"].get("base")))
     for k, v in r["skipped"].items():
         print(f"({k}) {v}")
     print(f"\nwall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s; report: {Path(cfg.out) / 'report.md'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

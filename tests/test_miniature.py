@@ -138,3 +138,14 @@ def test_shipped_config_loads_and_names_bad_fields():
         load(None, {"train": {"cpt_tokenz": 1}})
     with pytest.raises(ConfigError, match="arms"):
         load(None, {"arms": ["b"]})
+
+
+def test_bad_config_is_one_error_line(tmp_path, capsys):
+    from bench.recipe_miniature import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seedz: 3\n")
+    for argv, says in ((["--config", str(bad)], "seedz"), (["--config", str(tmp_path / "none.yaml")], "none.yaml")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("recipe_miniature: error:") and says in err[0]
