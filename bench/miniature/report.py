@@ -82,29 +82,34 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def table(summary: dict, base: dict | None) -> str:
+def cells(summary: dict, base: dict | None) -> list[list[str]]:
+    """The table's header and rows, for the printed table and report.md alike."""
     metrics = [m for m in METRICS if any(m in s for s in summary.values())]
     head = ["arm"] + [f"{m} (mean ± std)" for m in metrics] + [f"Δ{m} vs a (p)" for m in metrics]
-    rows = []
+    rows = [head]
     if base:
         rows.append(["base (before)"] + [_fmt(base.get(m)) for m in metrics] + ["" for _ in metrics])
     for arm, s in summary.items():
-        cells = [f"{arm}: {ARMS[arm]}"]
-        cells += [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" if m in s else "-" for m in metrics]
+        row = [f"{arm}: {ARMS[arm]}"]
+        row += [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" if m in s else "-" for m in metrics]
         for m in metrics:
             v = s.get(m, {}).get("vs_a")
-            cells.append(f"{v['diff']:+.4f} (p={_fmt(v['p'], '.3f')})" if v else "")
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows])
+            row.append(f"{v['diff']:+.4f} (p={_fmt(v['p'], '.3f')})" if v else "")
+        rows.append(row)
+    return rows
+
+
+def table(summary: dict, base: dict | None) -> str:
+    from pipeline.reporting.texttable import aligned
+
+    lines = aligned(cells(summary, base), indent="", gap=" | ")
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
 def markdown_table(summary: dict, base: dict | None) -> str:
-    txt = table(summary, base).splitlines()
-    rows = [txt[0]] + txt[2:]
-    md = ["| " + " | ".join(c.strip() for c in r.split(" | ")) + " |" for r in rows]
-    return "\n".join([md[0], "|" + "---|" * md[0].count(" | ") + "---|"] + md[1:])
+    head, *rows = cells(summary, base)
+    md = ["| " + " | ".join(r) + " |" for r in [head, *rows]]
+    return "\n".join([md[0], "|" + "---|" * len(head), *md[1:]])
 
 
 def plot_bars(summary: dict, base: dict | None, path: Path) -> Path:
