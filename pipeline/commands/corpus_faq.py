@@ -17,7 +17,6 @@ from what exists; without the FAQ there are no QA pairs, which is an error.
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import textwrap
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.commands.corpus import _files, _pydoc, _write
+from pipeline.commands.corpus import _files, _pydoc, _read, _write
 from pipeline.errors import CurateError
 
 # The FAQ's plain-text rendering: debian-faq installs it under /usr/share/doc/debian/FAQ (its
@@ -84,14 +83,6 @@ def _faq_docs(items: list[dict], path: str) -> Iterator[dict]:
                "url": f"file://{path}#{it['number']}", "date": None}
 
 
-def _read_text(path: str) -> str | None:
-    try:
-        raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
-    except (OSError, EOFError):
-        return None
-    return raw.decode("utf-8", errors="replace")
-
-
 def general_sources(notes: list[str]) -> dict[str, Iterator[dict]]:
     kernel = sorted(p for p in glob.glob("/usr/share/doc/linux-doc-*/Documentation/**/*", recursive=True)
                     if re.search(r"\.(rst|txt)(\.gz)?$", p))
@@ -117,7 +108,7 @@ def build_faq_corpus(out_dir: str | Path, general_mb: float = 8.0, target_mb: fl
     if faq is None:
         raise CurateError("the Debian FAQ is not on this machine (looked for "
                           f"{', '.join(FAQ_GLOBS)}): apt-get install debian-faq, or give your own QA file")
-    text = _read_text(faq)
+    text = _read(faq)
     items = parse_faq(text or "")
     if not items:
         raise CurateError(f"{faq}: no numbered questions found (is it the FAQ's text rendering?)")
