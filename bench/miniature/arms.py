@@ -123,8 +123,8 @@ def run_arms(cfg: MiniatureConfig, out: Path, plans: dict[str, dict], base: Path
     tc = train_config_dict(None, None, train_overrides(cfg))
     echo(f"[arms] {len(arms)} arm runs ({', '.join(plans)} x {cfg.seeds} seeds) of "
          f"{next(iter(plans.values()))['total_tokens']:,} tokens each")
-    # The runner's own scoring (block 1024) is reduced to one document per set: the models are
-    # scored below with windows of their training context, as the base is.
+    # The runner's own scoring is reduced to one document per set: every model, the base too, is
+    # scored in `score` below, which adds the held-out QA answers the runner does not score.
     run_arm_units(out / "run", out / "arms", arms, base, tc, executor=executor, eval_max_docs=1, echo=echo)
     return {a.name: out / "arms" / a.name / "model" for a in arms}
 
