@@ -125,8 +125,7 @@ class HeuristicFilters:
         self.specs = [(s[0], dict(s[1]), s[2], dict(s[3]) if len(s) > 3 and s[3] else {}) for s in specs]
         self.english = set(english)
         self.exempt_sources = list(exempt_sources)
-        self._filters: dict[str, list[tuple[str, Any]]] = {}
-        self._rules: dict[str, list[tuple[str, Any, Any]]] = {}
+        self._filters: dict[str, list[tuple[str, Any, Any]]] = {}
         self._tokenizers: dict[str, Any] = {} if tokenizers is None else tokenizers
 
     def _tokenizer(self, key: str):
@@ -135,8 +134,8 @@ class HeuristicFilters:
             tok = self._tokenizers[key] = _tokenizer_for(key)
         return tok
 
-    def filters_for(self, lang: str) -> list[tuple[str, Any]]:
-        """The (name, datatrove filter) list that applies to a document in `lang`."""
+    def filters_for(self, lang: str) -> list[tuple[str, Any, Any]]:
+        """The (name, datatrove filter, restated rule or None) list that applies to a document in `lang`."""
         cached = self._filters.get(lang)
         if cached is not None:
             return cached
@@ -154,9 +153,10 @@ class HeuristicFilters:
             module, cls = FILTER_CLASSES[name]
             filter_cls = getattr(importlib.import_module(module), cls)
             try:
-                built.append((name, filter_cls(language=self._tokenizer(key), **kwargs)))
+                filt = filter_cls(language=self._tokenizer(key), **kwargs)
             except TypeError as e:
                 raise ValueError(f"filter {name}: bad params {kwargs}: {e}") from None
+            built.append((name, filt, fast_rule(filt)))
         self._filters[lang] = built
         return built
 
@@ -172,7 +172,7 @@ class HeuristicFilters:
         """None to keep the document, else the reason `<filter>:<datatrove reason>`."""
         from datatrove.data import Document
 
-        for name, filt, rule in self._rules_for(lang):
+        for name, filt, rule in self.filters_for(lang):
             try:
                 if rule is not None:
                     reason = rule(filt, feats)
@@ -187,9 +187,3 @@ class HeuristicFilters:
             if not keep:
                 return f"{name}:{reason or 'dropped'}"
         return None
-
-    def _rules_for(self, lang: str) -> list[tuple[str, Any, Any]]:
-        cached = self._rules.get(lang)
-        if cached is None:
-            cached = self._rules[lang] = [(name, filt, fast_rule(filt)) for name, filt in self.filters_for(lang)]
-        return cached
