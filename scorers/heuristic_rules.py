@@ -170,7 +170,7 @@ def _powers(base: int, size: int):
     return out
 
 
-def _first_positions(feats: DocFeatures, n: int, positions: int):
+def _first_positions(feats: DocFeatures, n: int):
     """Each n-gram's first position, from numbered word n-grams, where that is the same as
     comparing `"".join` strings; None where it may not be (then the strings are compared).
     Equal word tuples give equal strings; two different tuples can give one string ("ab c",
@@ -196,7 +196,7 @@ def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) 
     positions = len(starts) - n  # len(words) - n + 1
     if positions <= 0:
         return limit(0)
-    firsts = _first_positions(feats, n, positions)
+    firsts = _first_positions(feats, n)
     if firsts is None:
         grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
         first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
