@@ -15,7 +15,8 @@ from typing import Any
 CORE = ("in", "kept", "rejected", "quarantined")
 
 
-def _add(into: dict, key: str, value: Any) -> None:
+def add_count(into: dict, key: str, value: Any) -> None:
+    """Add a counter to `into[key]`: an int, or counts per key (e.g. `rejected_by_reason`) summed per key."""
     if isinstance(value, dict):
         sub = into.setdefault(key, {})
         for k, n in value.items():
@@ -71,7 +72,7 @@ class StageStats:
             s.bytes_in += m.get("bytes_in", 0)
             s.bytes_out += m.get("bytes_out", 0)
             for k, v in m["counts"].items():
-                _add(s.totals, k, v)
+                add_count(s.totals, k, v)
         for k in CORE:
             s.totals.setdefault(k, 0)
         return s

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from pipeline.running.config import StageSpec
-from records.counts import StageStats
+from records.counts import StageStats, add_count
 from stages import docshard, shardio
 from stages.base import REJECTED_SCHEMA, config_dict
 
@@ -115,13 +115,8 @@ class MapStageWorker:
                 counts["rejected"] += out.rejected.num_rows
                 for r in out.rejected.column("reason").to_pylist():
                     counts["rejected_by_reason"][r] = counts["rejected_by_reason"].get(r, 0) + 1
-                for k, v in out.counters.items():
-                    if isinstance(v, dict):  # counts per key (e.g. decontamination matches), summed per key
-                        sub = counts.setdefault(k, {})
-                        for r, n in v.items():
-                            sub[r] = sub.get(r, 0) + int(n)
-                    else:
-                        counts[k] = counts.get(k, 0) + int(v)
+                for k, v in out.counters.items():  # int(): a stage may count in numpy integers
+                    add_count(counts, k, {r: int(n) for r, n in v.items()} if isinstance(v, dict) else int(v))
             bytes_out = kept.close()
             rejected.close()
         except BaseException:
