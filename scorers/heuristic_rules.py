@@ -63,6 +63,7 @@ class DocFeatures:
         self.text = text
         self._split_words = split_words
         self._grams: dict[int, Any] = {}
+        self._top: dict[int, int | None] = {}  # n -> top_ngram_chars (the rule and the signals share it)
 
     @cached_property
     def words(self) -> list[str]:
@@ -115,6 +116,14 @@ class DocFeatures:
         return _LINES.split(self.text)
 
     @cached_property
+    def paragraph_duplicates(self) -> tuple[int, int]:
+        return find_duplicates(self.paragraphs)
+
+    @cached_property
+    def line_duplicates(self) -> tuple[int, int]:
+        return find_duplicates(self.lines)
+
+    @cached_property
     def non_symbol_words(self) -> list[str]:
         # any(ch not in PUNCTUATION_SET for ch in w) <=> stripping those characters leaves some
         return list(compress(self.words, map(str.strip, self.words, repeat(_punctuation()))))
@@ -137,6 +146,12 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
 
 def top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
     """datatrove's `find_top_duplicate(get_n_grams(words, n))`; None when there is no n-gram."""
+    if n not in feats._top:
+        feats._top[n] = _top_ngram_chars(feats, n)
+    return feats._top[n]
+
+
+def _top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
     words = feats.words
     if len(words) < n:
         return None
@@ -228,13 +243,13 @@ def gopher_repetition(filt: Any, feats: DocFeatures) -> str | None:
     if not text:
         return "empty"
     paragraphs = feats.paragraphs
-    paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+    paragraphs_duplicates, char_duplicates = feats.paragraph_duplicates
     if filt.dup_para_frac and paragraphs_duplicates / len(paragraphs) > filt.dup_para_frac:
         return "dup_para_frac"
     if filt.dup_para_char_frac and char_duplicates / len(text) > filt.dup_para_char_frac:
         return "dup_para_char_frac"
     lines = feats.lines
-    line_duplicates, char_duplicates = find_duplicates(lines)
+    line_duplicates, char_duplicates = feats.line_duplicates
     if filt.dup_line_frac and line_duplicates / len(lines) > filt.dup_line_frac:
         return "dup_line_frac"
     if filt.dup_line_char_frac and char_duplicates / len(text) > filt.dup_line_char_frac:
@@ -337,8 +352,8 @@ def signals(feats: DocFeatures) -> dict[str, float | int]:
         "hs_mean_word_len": sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else 0.0,
         "hs_alpha_ratio": feats.alpha_words / len(words) if words else 0.0,
         "hs_stop_words": len(stop_words.intersection(words)),
-        "hs_dup_para_frac": find_duplicates(feats.paragraphs)[0] / len(feats.paragraphs) if stripped else 0.0,
-        "hs_dup_line_frac": find_duplicates(feats.lines)[0] / len(feats.lines) if stripped else 0.0,
+        "hs_dup_para_frac": feats.paragraph_duplicates[0] / len(feats.paragraphs) if stripped else 0.0,
+        "hs_dup_line_frac": feats.line_duplicates[0] / len(feats.lines) if stripped else 0.0,
         "hs_top2gram_frac": top2 / len(text) if top2 is not None and text else 0.0,
         "hs_line_punct_ratio": (sum(ln[-1] in terminal for ln in blank_free) / len(blank_free)
                                 if blank_free else 0.0),
