@@ -32,7 +32,7 @@ N = 13
 
 
 def corpus_texts(mb: float, workdir: Path) -> list[str]:
-    from pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.commands.corpus import build_system_corpus
 
     path = workdir / "system.jsonl"
     build_system_corpus(path, max_mb=mb)
@@ -60,7 +60,7 @@ def timed(fn):
 
 
 def run_curate(texts: list[str], items: list[str], workdir: Path) -> tuple[int, float, float]:
-    from stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
+    from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
 
     path = workdir / "eval.jsonl"
     path.write_text("".join(json.dumps({"question": t}) + "\n" for t in items))

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.base import GlobalContext, LocalExecutor
-from stages.dedup import MinHashDedup, MinHashDedupConfig, minhash
+from curate.stages.base import GlobalContext, LocalExecutor
+from curate.stages.dedup import MinHashDedup, MinHashDedupConfig, minhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the planted-duplicate generator
 import dedup_plant as plant  # noqa: E402
@@ -36,7 +36,7 @@ BANDS, ROWS, NGRAM = 14, 9, 5  # same for both sides: 126 hashes
 
 
 def corpus_texts(mb: float, workdir: Path) -> list[str]:
-    from pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.commands.corpus import build_system_corpus
 
     path = workdir / "system.jsonl"
     if not path.exists():
@@ -181,7 +181,7 @@ def bench_fuzzy(bases: list[str], skip_datatrove: bool, ray_workers: int) -> Non
             sec, clusters = run_datatrove(recs, Path(d))
             rows.append(("datatrove 4-step MinHash", sec, clusters))
     if ray_workers:
-        from pipeline.running.adapter import RayExecutor, ray_session
+        from curate.pipeline.running.adapter import RayExecutor, ray_session
 
         with ray_session(num_cpus=ray_workers), tempfile.TemporaryDirectory() as d:
             sec, clusters = run_ours(recs, Path(d), cfg, RayExecutor(ray_workers))

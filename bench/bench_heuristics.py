@@ -45,7 +45,7 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 
 
 def _corpus(kind: str, mb: float) -> list[dict]:
-    from pipeline.commands.corpus import build_python_corpus, build_system_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus, build_system_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.jsonl"
@@ -69,9 +69,9 @@ def main() -> None:
     from datatrove.data import Document
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
-    from scorers.heuristics import FILTER_CLASSES
-    from scorers.wordsplit import fast_word_splitter
-    from stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
+    from curate.scorers.heuristics import FILTER_CLASSES
+    from curate.scorers.wordsplit import fast_word_splitter
+    from curate.stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
 
     rows = _corpus(a.corpus, a.mb)
     texts = [r["text"] for r in rows]

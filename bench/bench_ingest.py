@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 def plain_single_process(src: Path, out: Path) -> int:
     """The peer: pyarrow's JSON reader, the same normalization, one zstd Parquet file."""
-    from stages.normalize import normalize_text
+    from curate.stages.normalize import normalize_text
 
     table = pjson.read_json(src, read_options=pjson.ReadOptions(block_size=64 << 20))
     texts = [normalize_text(t)[0] for t in table.column("text").to_pylist()]
@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
 
-    from pipeline.running.adapter import ray_session
-    from pipeline.running.config import load_config
-    from pipeline.commands.corpus import build_system_corpus
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.adapter import ray_session
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.running.runner import run_pipeline
 
     out = Path(args.out)
     src = out / "corpus.jsonl"

@@ -41,8 +41,8 @@ def write_model(folder: Path, tokenizer: Path, size: str, seed: int) -> Path:
 
     import sentencepiece as spm
 
-    from training.hf_io import save_model
-    from training.model import LlamaModel, ModelConfig
+    from curate.training.hf_io import save_model
+    from curate.training.model import LlamaModel, ModelConfig
 
     vocab = spm.SentencePieceProcessor(model_file=str(tokenizer)).get_piece_size()
     model = LlamaModel(ModelConfig(vocab_size=vocab, max_position_embeddings=1024, **SIZES[size]))
@@ -83,7 +83,7 @@ def raw_forward(sm, windows: list, batch_tokens: int) -> int:
 
 
 def prepared_windows(sm, texts: list[str], block: int, stride: int) -> list:
-    from training.bpb import windows
+    from curate.training.bpb import windows
 
     wins = [w for i, ids in enumerate(sm.encode(texts)) for w in windows(i, [sm.start_id, *ids], 1, block, stride)]
     return sorted(wins, key=lambda w: len(w.ids))
@@ -93,7 +93,7 @@ def _raw_process(folder: str, texts: list[str], block: int, stride: int, batch_t
     import torch
 
     torch.set_num_threads(1)
-    from training.bpb import load_scoring_model
+    from curate.training.bpb import load_scoring_model
 
     sm = load_scoring_model(folder)
     wins = prepared_windows(sm, texts, block, stride)
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     a = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from pipeline.running.adapter import ray_session
+    from curate.pipeline.running.adapter import ray_session
 
     with ray_session():  # one local Ray for every pipeline run below
         run(a)
@@ -177,13 +177,13 @@ def run(a: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from pipeline.running.config import load_config
-    from pipeline.commands.corpus import build_system_corpus
-    from pipeline.running.runner import run_pipeline
-    from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
-    from stages import shardio
-    from stages.tokenize import TokenizerConfig, train_tokenizer
-    from training.bpb import load_scoring_model
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
+    from curate.stages import shardio
+    from curate.stages.tokenize import TokenizerConfig, train_tokenizer
+    from curate.training.bpb import load_scoring_model
 
     torch.set_num_threads(a.threads)
     work = Path(a.keep or tempfile.mkdtemp(prefix="bench_lm_"))
@@ -270,9 +270,9 @@ def preselect_timing(a, work: Path, corpus: Path, tok: Path) -> None:
     """`train_preselect` end to end on `--preselect-docs` documents with a ladder of 3 models."""
     import json
 
-    from pipeline.commands.preselect import train_preselect
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.commands.preselect import train_preselect
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     run_dir = work / "ps_run"
     run_pipeline(load_config(data={"name": "ps", "out": str(run_dir), "inputs": [{"path": str(corpus)}],

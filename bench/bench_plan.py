@@ -25,14 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mixtures.groups import group_stats, parse_groups
-from mixtures.planner import build_plan
-from mixtures.plot import plot_plan
-from mixtures.recipes import recipe_from_dict
-from pipeline.catalog.db import connect
-from pipeline.commands.plan import group_rows
-from stages import docshard
-from stages.shardio import write_parquet
+from curate.mixtures.groups import group_stats, parse_groups
+from curate.mixtures.planner import build_plan
+from curate.mixtures.plot import plot_plan
+from curate.mixtures.recipes import recipe_from_dict
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.commands.plan import group_rows
+from curate.stages import docshard
+from curate.stages.shardio import write_parquet
 
 GROUPS = [
     {"name": "web-hq", "where": "source = 'web' AND quality_bucket >= 4"},

@@ -37,13 +37,13 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    from pipeline.commands.annotate import train_quality
-    from pipeline.running.config import load_config
-    from pipeline.commands.corpus import build_system_corpus
-    from pipeline.running.runner import run_pipeline
-    from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
-    from scorers import ft
-    from stages import shardio
+    from curate.pipeline.commands.annotate import train_quality
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
+    from curate.scorers import ft
+    from curate.stages import shardio
 
     work = Path(a.keep or tempfile.mkdtemp(prefix="bench_scoring_"))
     corpus = work / "system.jsonl"
@@ -109,7 +109,7 @@ def main() -> None:
 
 
 def _raw_worker(model_path: str, paths: list[str], out) -> None:
-    from scorers import ft
+    from curate.scorers import ft
 
     model = ft.load_model(model_path)
     lines = [[ft.one_line(t) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()] for p in paths]

@@ -31,12 +31,12 @@ def main() -> None:
 
     import numpy as np
 
-    from pipeline.running.adapter import cluster_cpus, ray_session
-    from search.arms import Arm, run_arms
-    from search.mixture import epoch_caps, natural_weights, proxy_plan, sample_mixtures
+    from curate.pipeline.running.adapter import cluster_cpus, ray_session
+    from curate.search.arms import Arm, run_arms
+    from curate.search.mixture import epoch_caps, natural_weights, proxy_plan, sample_mixtures
     from tests.searchrun import SEQ, build_run, train_overrides
     from tests.tinylm import code_texts, topic_texts
-    from training.config import TrainConfig
+    from curate.training.config import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -32,12 +32,12 @@ def free_port() -> int:
 
 
 def curate(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, **kw)
+    return subprocess.run([sys.executable, "-m", "curate.pipeline.cli", *args], check=True, **kw)
 
 
 def build(tmp: Path, name: str, mb: float, shard_docs: int) -> Path:
     corpus = tmp / f"{name}.jsonl"
-    from pipeline.commands.corpus import build_python_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus
 
     build_python_corpus(corpus, max_mb=mb)
     config = tmp / f"{name}.json"
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--with-job", action="store_true", help="a curation run works on this machine meanwhile")
     ap.add_argument("--mb", type=float, default=3.0, help="size of the served run's corpus")
     a = ap.parse_args()
-    from pipeline.serve.auth import add_token
+    from curate.pipeline.serve.auth import add_token
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -109,7 +109,7 @@ def main() -> None:
            stdout=subprocess.DEVNULL)
     token = add_token(tmp / "tokens.json", "bench", ["read"], [""])
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(tmp / "runs"),
+    server = subprocess.Popen([sys.executable, "-m", "curate.pipeline.cli", "serve", "--root", str(tmp / "runs"),
                                "--tokens", str(tmp / "tokens.json"), "--port", str(port),
                                "--audit-log", str(tmp / "audit.jsonl")], env=env)
     job = None
@@ -124,7 +124,7 @@ def main() -> None:
                 time.sleep(0.1)
         if a.with_job:
             config = build(tmp, "job", 16.0, 200)
-            job = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--out",
+            job = subprocess.Popen([sys.executable, "-m", "curate.pipeline.cli", "run", str(config), "--out",
                                     str(tmp / "job-run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(5)  # past Ray's start, into the stages
         headers = {"Authorization": f"Bearer {token}"}

@@ -21,10 +21,10 @@ STAGES = [{"kind": "word_count"}, {"kind": "exact_dedup"}, {"kind": "minhash_ded
 
 
 def run_once(corpus: Path, out: Path, shard_docs: int, workers: int, task_bytes: int) -> tuple[dict, float, list]:
-    from pipeline.running.adapter import RayExecutor
-    from pipeline.catalog.db import connect
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.adapter import RayExecutor
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     cfg = load_config(data={"name": "small", "out": str(out), "inputs": [{"path": str(corpus)}],
                             "ingest": {"shard_docs": shard_docs}, "stages": STAGES})
@@ -45,9 +45,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
 
-    from pipeline.running.adapter import RayExecutor, ray_session
-    from pipeline.commands.corpus import build_system_corpus
-    from stages.base import TASK_BYTES
+    from curate.pipeline.running.adapter import RayExecutor, ray_session
+    from curate.pipeline.commands.corpus import build_system_corpus
+    from curate.stages.base import TASK_BYTES
 
     with tempfile.TemporaryDirectory() as d, ray_session():
         corpus = Path(d) / "system.jsonl"

@@ -32,10 +32,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from pipeline.running.adapter import RayExecutor, ray_session
-    from pipeline.commands.pack import pack
-    from pipeline.commands.corpus import build_system_corpus
-    from stages.tokenize import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
+    from curate.pipeline.running.adapter import RayExecutor, ray_session
+    from curate.pipeline.commands.pack import pack
+    from curate.pipeline.commands.corpus import build_system_corpus
+    from curate.stages.tokenize import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
     from test_pack_common import load_docs, make_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))

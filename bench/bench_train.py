@@ -23,10 +23,10 @@ def reference_loop(run_dir: Path, base: Path, plan: dict, cfg, steps: int) -> tu
     """Returns (tokens/s, last loss) of a bare loop over the trainer's exact batches."""
     import torch
 
-    from training.data import PlanSampler, load_groups
-    from training.hf_io import load_model
-    from training.model import causal_lm_loss
-    from training.optim import build_optimizer, lr_at_tokens, plan_schedule, set_lr
+    from curate.training.data import PlanSampler, load_groups
+    from curate.training.hf_io import load_model
+    from curate.training.model import causal_lm_loss
+    from curate.training.optim import build_optimizer, lr_at_tokens, plan_schedule, set_lr
 
     torch.manual_seed(cfg.seed)
     names = sorted({g for ph in plan["phases"] for g in ph["weights"]})
@@ -67,12 +67,12 @@ def main() -> None:
 
     import torch
 
-    from training.config import TrainConfig
-    from training.hf_io import save_model
-    from training.loop import train
-    from training.metrics import read_metrics
-    from training.model import LlamaModel, ModelConfig
-    from training.synthetic import synthetic_run
+    from curate.training.config import TrainConfig
+    from curate.training.hf_io import save_model
+    from curate.training.loop import train
+    from curate.training.metrics import read_metrics
+    from curate.training.model import LlamaModel, ModelConfig
+    from curate.training.synthetic import synthetic_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     seq, vocab = args.seq_len, 2048

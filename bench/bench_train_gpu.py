@@ -25,8 +25,8 @@ MICRO = {"125m": 16, "350m": 8, "tiny": 2}
 
 
 def prepare(tmp: Path, steps: int, batch_tokens: int, doc_masking: bool, sizes: list[str]) -> None:
-    from training.hf_io import init_model
-    from training.synthetic import random_docs, write_plan, write_tokens
+    from curate.training.hf_io import init_model
+    from curate.training.synthetic import random_docs, write_plan, write_tokens
 
     n_tok = batch_tokens * (steps + 2)
     docs = {"web": random_docs(n_tok // 2 + SEQ * 8, VOCAB, 1, mean_len=1500),
@@ -41,9 +41,9 @@ def prepare(tmp: Path, steps: int, batch_tokens: int, doc_masking: bool, sizes: 
 
 
 def one(tmp: Path, size: str, compile_: bool, steps: int, batch_tokens: int, doc_masking: bool, smoke: bool) -> dict:
-    from training.config import TrainConfig
-    from training.loop import train
-    from training.metrics import read_metrics
+    from curate.training.config import TrainConfig
+    from curate.training.loop import train
+    from curate.training.metrics import read_metrics
 
     out = tmp / f"out-{size}-{'compile' if compile_ else 'eager'}"
     cfg = TrainConfig(batch_tokens=batch_tokens, micro_batch_rows=MICRO[size], dtype="fp32" if smoke else "bf16",

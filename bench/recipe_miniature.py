@@ -57,7 +57,7 @@ from bench.miniature import data as D  # noqa: E402
 from bench.miniature import report as R  # noqa: E402
 from bench.miniature.config import MiniatureConfig, load  # noqa: E402
 from bench.miniature.timing import CpuMeter  # noqa: E402
-from pipeline.errors import CurateError  # noqa: E402
+from curate.pipeline.errors import CurateError  # noqa: E402
 
 SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups by default) before the arm "
                   "itself; at this scale that is more training than all other arms together, beyond the "
@@ -66,7 +66,7 @@ SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups b
 
 
 def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> dict:
-    from pipeline.running.executors import open_executor
+    from curate.pipeline.running.executors import open_executor
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

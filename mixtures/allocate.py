@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from records.plan import Redistribution
+from curate.records.plan import Redistribution
 
 
 class InfeasiblePlan(ValueError):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 import numbers
 
-from mixtures.allocate import allocate_phases
-from mixtures.groups import Availability, tokens_per_char_kind
-from mixtures.recipes import Recipe, RecipeError
-from mixtures.schedule import lr_at
-from mixtures.weights import phases_for
-from records.plan import Plan, PlanGroup, PlanPhase, Unassigned
+from curate.mixtures.allocate import allocate_phases
+from curate.mixtures.groups import Availability, tokens_per_char_kind
+from curate.mixtures.recipes import Recipe, RecipeError
+from curate.mixtures.schedule import lr_at
+from curate.mixtures.weights import phases_for
+from curate.records.plan import Plan, PlanGroup, PlanPhase, Unassigned
 
 SCHEMA_VERSION = 1
 

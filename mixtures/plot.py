@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mixtures.schedule import lr_at
+from curate.mixtures.schedule import lr_at
 
 
 def format_tokens(x: float) -> str:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mixtures.groups import Group, GroupError, parse_groups
-from mixtures.schedule import Schedule, check_boundary
-from records.errors import ConfigError
-from records.typed import build
+from curate.mixtures.groups import Group, GroupError, parse_groups
+from curate.mixtures.schedule import Schedule, check_boundary
+from curate.records.errors import ConfigError
+from curate.records.typed import build
 
 RECIPE_KINDS = ("natural", "temperature", "unimax", "reuse", "upsample-end", "custom")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"

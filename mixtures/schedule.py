@@ -21,7 +21,7 @@ import math
 from typing import Any, Callable, Mapping
 
 # The `schedule` block of plan.json is a record of the bottom layer (records/plan.py); its maths is here.
-from records.plan import Schedule
+from curate.records.plan import Schedule
 
 
 def as_schedule(schedule: "Schedule | Mapping[str, Any]") -> Schedule:

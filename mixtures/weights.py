@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from mixtures.allocate import InfeasiblePlan, capacity
-from mixtures.recipes import Boundary, Recipe, RecipeError
-from mixtures.schedule import Schedule, boundary_token
+from curate.mixtures.allocate import InfeasiblePlan, capacity
+from curate.mixtures.recipes import Boundary, Recipe, RecipeError
+from curate.mixtures.schedule import Schedule, boundary_token
 
 
 @dataclass

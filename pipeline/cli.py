@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.commands import parser
-from pipeline.errors import CurateError
-from pipeline.running.lock import RunLock
-from pipeline.serve import cmd as cmd_serve
+from curate.pipeline.commands import parser
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.lock import RunLock
+from curate.pipeline.serve import cmd as cmd_serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--server"] or any(a.startswith("--server=") for a in argv[:1]):  # against `curate serve`
-        from pipeline.serve.client import remote_main
+        from curate.pipeline.serve.client import remote_main
 
         return remote_main(argv)
     args = build_parser().parse_args(argv)

@@ -1,7 +1,7 @@
 """The project's errors: `CurateError` and `ConfigError` live in the bottom layer
 (`records/errors.py`) so every package raises the same ones; the catalog's `QueryError` is here."""
 
-from records.errors import ConfigError, CurateError
+from curate.records.errors import ConfigError, CurateError
 
 __all__ = ["ConfigError", "CurateError", "QueryError"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from records.counts import Counts
+from curate.records.counts import Counts
 
 # 2: shards after ingest are delta shards (stages/docshard.py). 3: markers record the size and
 # digest of every file they vouch for (`files`), and digests are xxh3. A marker of another version

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Mapping
 
-from records.typed import build
+from curate.records.typed import build
 
 KINDS = ("cosine", "linear", "wsd", "constant")
 WSD_DECAYS = ("linear", "cosine", "1-sqrt")

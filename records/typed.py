@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from records.errors import ConfigError
+from curate.records.errors import ConfigError
 
 
 def _type_name(tp: Any) -> str:

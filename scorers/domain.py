@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scorers import ft
-from scorers.ft import FastTextParams, split_holdout
+from curate.scorers import ft
+from curate.scorers.ft import FastTextParams, split_holdout
 
 # Lines that look like code: statements ending in ; { } ) :, keywords at line start, assignments.
 _CODE_LINE = re.compile(

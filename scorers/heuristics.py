@@ -28,7 +28,7 @@ import fnmatch
 import importlib
 from typing import Any, Sequence
 
-from scorers.heuristic_rules import SIGNALS, DocFeatures, fast_rule, signals  # noqa: F401 (SIGNALS, signals: the stage's)
+from curate.scorers.heuristic_rules import SIGNALS, DocFeatures, fast_rule, signals  # noqa: F401 (SIGNALS, signals: the stage's)
 
 # config name -> (module, class) of the datatrove filter
 FILTER_CLASSES: dict[str, tuple[str, str]] = {
@@ -103,7 +103,7 @@ def _tokenizer_for(lang: str):
         base.word_tokenize("probe text")  # loads spaCy / optional packages now, not mid-batch
     except (ValueError, ImportError, OSError):
         base = wt.WhitespaceTokenizer()
-    from scorers.wordsplit import fast_word_splitter
+    from curate.scorers.wordsplit import fast_word_splitter
 
     return _shared_tokenizer_class()(base, lang, fast_word_splitter(base))
 

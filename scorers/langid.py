@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Sequence
 
-from scorers import ft
+from curate.scorers import ft
 
 LID_FILE = "lid.176.ftz"
 

@@ -73,7 +73,7 @@ def load_scorer_model(path: str | os.PathLike, tokenizer: str | os.PathLike | No
         model = _CACHE.get(key)
         if model is None:
             try:
-                from training.bpb import load_scoring_model
+                from curate.training.bpb import load_scoring_model
             except ImportError as e:  # pragma: no cover - depends on the environment
                 raise ImportError(f"LM scoring needs torch and sentencepiece ({e}): pip install torch sentencepiece") from e
             model = load_scoring_model(path, device=device, tokenizer=tokenizer, start=start)

@@ -37,9 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
-from scorers.buckets import DEFAULT_QUANTILES
-from scorers.quality import auc, train_quality
-from scorers.ft import FastTextParams
+from curate.scorers.buckets import DEFAULT_QUANTILES
+from curate.scorers.quality import auc, train_quality
+from curate.scorers.ft import FastTextParams
 
 
 def predictive_strength(bpb: np.ndarray, perf: Sequence[float]) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from scorers import ft
-from scorers.ft import FastTextParams, split_holdout  # noqa: F401 (FastTextParams: re-exported)
-from scorers.buckets import DEFAULT_QUANTILES, assign_buckets, check_quantiles, weighted_thresholds
+from curate.scorers import ft
+from curate.scorers.ft import FastTextParams, split_holdout  # noqa: F401 (FastTextParams: re-exported)
+from curate.scorers.buckets import DEFAULT_QUANTILES, assign_buckets, check_quantiles, weighted_thresholds
 
 POS, NEG = "pos", "neg"
 FLAT_SPREAD = 0.05

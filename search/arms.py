@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 DONE = "_done"
 
@@ -91,10 +91,10 @@ def run_arm(run: str, area: str, arm: dict, base: str, train_config: dict, want:
     """Train one arm into AREA/<arm>/, evaluate its model on the run's sets, write its marker."""
     import torch
 
-    from pipeline.commands.evaluation import eval_model
-    from stages.shardio import atomic_write_bytes
-    from training.config import TrainConfig
-    from training.loop import train
+    from curate.pipeline.commands.evaluation import eval_model
+    from curate.stages.shardio import atomic_write_bytes
+    from curate.training.config import TrainConfig
+    from curate.training.loop import train
 
     out = Path(area) / arm["name"]
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def run_arms(run: Path, area: Path, arms: Sequence[Arm], base: Path, train_confi
              echo: Callable[[str], None] = print) -> dict[str, dict]:
     """Run every arm without a matching marker (at most `limit` of them) and return the markers of
     all finished arms by name. `executor`: "ray", "local" or an open `stages.base.Executor`."""
-    from pipeline.running.executors import open_executor
+    from curate.pipeline.running.executors import open_executor
 
     names = [a.name for a in arms]
     if len(set(names)) != len(names):

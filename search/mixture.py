@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from records.plan import Plan
+from curate.records.plan import Plan
 
 PlanLike = Plan | Mapping[str, Any]
 
@@ -89,8 +89,8 @@ def recipe_dict(plan: PlanLike, weights: Mapping[str, float], name: str, descrip
 def proxy_plan(plan: PlanLike, weights: Mapping[str, float], tokens: int, name: str = "proxy") -> dict:
     """plan.json for a proxy run: one phase with `weights`, `tokens` tokens (whole steps of the
     plan's step), the plan's groups, availability and LR range."""
-    from mixtures.planner import build_plan
-    from mixtures.recipes import recipe_from_dict
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import recipe_from_dict
 
     plan = Plan.of(plan)
     rec = recipe_from_dict(recipe_dict(plan, weights, name, "proxy mixture"), "proxy")
@@ -101,7 +101,7 @@ def proxy_plan(plan: PlanLike, weights: Mapping[str, float], tokens: int, name: 
 
 def plan_availability(plan: PlanLike):
     """The planner's `Availability` as a plan.json recorded it (no catalog needed)."""
-    from mixtures.groups import Availability, GroupStats
+    from curate.mixtures.groups import Availability, GroupStats
 
     plan = Plan.of(plan)
     groups = [GroupStats(name=g.name, where=g.where, documents=g.documents or 0, chars=g.chars or 0,

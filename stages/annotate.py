@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from scorers.domain import DomainRule, default_taxonomy
-from stages.base import StageOutput, add_columns, split_by_reason
-from stages.shardio import file_digest
+from curate.scorers.domain import DomainRule, default_taxonomy
+from curate.stages.base import StageOutput, add_columns, split_by_reason
+from curate.stages.shardio import file_digest
 
 
 class _ModelPath:
@@ -89,7 +89,7 @@ class LangIDStage:
         self.lid = None
 
     def setup(self) -> None:
-        from scorers.langid import LangID
+        from curate.scorers.langid import LangID
 
         self.lid = LangID(max_chars=self.config.max_chars)
         _ = self.lid.model
@@ -160,7 +160,7 @@ class QualityStage:
         self.scorer = None
 
     def setup(self) -> None:
-        from scorers.quality import QualityScorer
+        from curate.scorers.quality import QualityScorer
 
         self.scorer = QualityScorer(self.config.model_file(), max_chars=self.config.max_chars)
         self.scorer.load()
@@ -228,19 +228,19 @@ class DomainStage:
         self.model = None
 
     def setup(self) -> None:
-        from scorers.domain import RuleTagger
+        from curate.scorers.domain import RuleTagger
 
         if self.config.mode != "model":
             self.rules = RuleTagger(self.config.taxonomy)
         if self.config.mode != "rules":
-            from scorers import ft
+            from curate.scorers import ft
 
             self.model = ft.load_model(self.config.model_file())
 
     def process(self, table: pa.Table) -> StageOutput:
         if self.rules is None and self.model is None:
             self.setup()
-        from scorers.domain import predict_domains
+        from curate.scorers.domain import predict_domains
 
         cfg = self.config
         n = table.num_rows

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.base import StageOutput, add_columns, split_by_reason
-from stages.shardio import file_digest, stable_hash
+from curate.stages.base import StageOutput, add_columns, split_by_reason
+from curate.stages.shardio import file_digest, stable_hash
 
 MATCHES = "decontaminate_matches"
 COLUMN = "contaminated_sets"

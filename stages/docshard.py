@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stages import shardio
+from curate.stages import shardio
 
 TEXT = "text"
 ROW = "_base_row"

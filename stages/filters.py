@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
-from stages.base import StageOutput, split_by_reason
+from curate.scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
+from curate.stages.base import StageOutput, split_by_reason
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
 
@@ -250,7 +250,7 @@ class HeuristicsStage:
         if "lang" in table.column_names:
             return [x if x is not None else "und" for x in table.column("lang").to_pylist()]
         if self._lid is None:
-            from scorers.langid import LangID
+            from curate.scorers.langid import LangID
 
             self._lid = LangID(max_chars=self.config.lid_max_chars)
         counters["lang_identified_here"] = table.num_rows

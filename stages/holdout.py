@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import docshard, shardio
-from stages.idhash import salted_keys
+from curate.stages import docshard, shardio
+from curate.stages.idhash import salted_keys
 
 SALT = "curate-eval:"
 # The columns an evaluation set carries; `domain` and `source` give per-domain/per-source figures.

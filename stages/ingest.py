@@ -19,10 +19,10 @@ from typing import Literal
 
 import pyarrow as pa
 
-from stages import shardio
-from stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
-from stages.records import Rejected, to_document
-from stages.readers import (COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of, line_breaks, read_jsonl,
+from curate.stages import shardio
+from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
+from curate.stages.records import Rejected, to_document
+from curate.stages.readers import (COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of, line_breaks, read_jsonl,
                             read_parquet, read_text_files)
 
 # 2: `meta`, `input_path` and `input_line` columns; BOM, lone-CR and duplicate-key handling.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import ingest
-from stages.ingest import IngestConfig, IngestJob, IngestTask, InputSpec
+from curate.stages import ingest
+from curate.stages.ingest import IngestConfig, IngestJob, IngestTask, InputSpec
 
 
 class IngestStage:

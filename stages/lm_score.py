@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from stages.base import Resources, StageOutput, add_columns, split_by_reason
+from curate.stages.base import Resources, StageOutput, add_columns, split_by_reason
 
 
 @dataclass
@@ -118,7 +118,7 @@ class LMScoreConfig:
 
     def bind_run_dir(self, run_dir: str | os.PathLike) -> None:
         """Resolve model and tokenizer paths against the run directory and stamp their contents."""
-        from scorers.lm import default_tokenizer, model_stamp
+        from curate.scorers.lm import default_tokenizer, model_stamp
 
         run = Path(run_dir)
         stamps = []
@@ -161,7 +161,7 @@ class LMScoreStage:
         return Resources(num_gpus=c.num_gpus) if c.device != "cpu" and c.num_gpus > 0 else Resources()
 
     def setup(self) -> None:
-        from scorers.lm import LMScorer
+        from curate.scorers.lm import LMScorer
 
         c = self.config
         self.scorers = [LMScorer(path, tok, device=c.device, block=c.block, stride=c.stride, batch_tokens=c.batch_tokens,
@@ -183,7 +183,7 @@ class LMScoreStage:
             if m.name == c.filter_model:
                 by = bpb
         if c.bucket_thresholds:
-            from scorers.buckets import assign_buckets
+            from curate.scorers.buckets import assign_buckets
 
             cols["lm_bucket"] = pa.array(assign_buckets(by, c.bucket_thresholds).astype(np.int8), pa.int8())
         out = add_columns(table, self.name, cols)

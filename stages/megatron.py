@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.shardio import AtomicFile
+from curate.stages.shardio import AtomicFile
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import docshard, holdout, shardio
-from stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
-from stages.shardio import AtomicFile
+from curate.stages import docshard, holdout, shardio
+from curate.stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
+from curate.stages.shardio import AtomicFile
 
 PACKINGS = ("best-fit", "concat")
 DATA_FILES = ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin")  # besides meta.json; none for an empty group

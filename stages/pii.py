@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import docshard, shardio
-from stages.base import GlobalContext, add_columns, empty_rejected
+from curate.stages import docshard, shardio
+from curate.stages.base import GlobalContext, add_columns, empty_rejected
 
 COUNTS = "pii_replaced"
 # datatrove's defaults (PIIFormatter), repeated so the config shows what they are

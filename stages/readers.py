@@ -19,7 +19,7 @@ from typing import IO, Any, Iterator, NamedTuple
 
 import orjson
 
-from stages.normalize import decode_utf8
+from curate.stages.normalize import decode_utf8
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}

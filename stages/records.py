@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import xxhash
 
-from stages.normalize import normalize_text
+from curate.stages.normalize import normalize_text
 
 
 class Rejected(Exception):

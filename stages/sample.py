@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stages import docshard, shardio
-from stages.base import GlobalContext, rejected_rows
-from stages.idhash import unit_draw
+from curate.stages import docshard, shardio
+from curate.stages.base import GlobalContext, rejected_rows
+from curate.stages.idhash import unit_draw
 
 REASON = "sampled_out"
 # 2: u from xxh3 (stages/idhash.py, shared with stages/holdout.py) instead of xxh64, so the documents

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Markers are dicts at this module's seams; records.marker reads them (and holds the version).
-from records.marker import MARKER_VERSION, FileRecord, Marker
+from curate.records.marker import MARKER_VERSION, FileRecord, Marker
 
 # zstd level 1, and no dictionary or min/max statistics on the long, unique `text` column:
 # 2.5x faster to write than level 3 with dictionaries, for ~20% bigger shards (bench/README.md).

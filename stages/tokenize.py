@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import docshard, shardio
-from stages.megatron import token_dtype
-from stages.shardio import AtomicFile
+from curate.stages import docshard, shardio
+from curate.stages.megatron import token_dtype
+from curate.stages.shardio import AtomicFile
 
 STAGE = "tokenize"
 MODEL_TYPES = ("bpe", "unigram")

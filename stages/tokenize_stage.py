@@ -17,9 +17,9 @@ from typing import Callable
 
 import pyarrow as pa
 
-from stages import shardio
-from stages.base import StageOutput, add_columns
-from stages.tokenize import (STAGE, TokenizerConfig, TokenizeTask, assign_groups, encode_shard, load_tokenizer,
+from curate.stages import shardio
+from curate.stages.base import StageOutput, add_columns
+from curate.stages.tokenize import (STAGE, TokenizerConfig, TokenizeTask, assign_groups, encode_shard, load_tokenizer,
                              resolve_model_path, sample_texts, tokenizer_info, train_tokenizer)
 
 TOKENIZER_TASK = "_tokenizer"  # marker tokens/_done/_tokenizer.json; group names never start with "_"

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
-from stages.base import StageOutput, split_by_reason
+from curate.stages.base import StageOutput, split_by_reason
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from stages.base import StageOutput, add_columns, split_by_reason
+from curate.stages.base import StageOutput, add_columns, split_by_reason
 
 
 @dataclass

@@ -18,7 +18,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 @pytest.fixture(scope="session")
 def ray_session():
     """A small local Ray shared by every test that needs one (never ray.init in a test)."""
-    from pipeline.running.adapter import ray_session as session
+    from curate.pipeline.running.adapter import ray_session as session
 
     with session(num_cpus=2):
         yield
@@ -29,7 +29,7 @@ def system_corpus(tmp_path_factory) -> Path:
     """A ~3 MB raw JSONL corpus of real text that comes with Python (stdlib modules, its licence,
     pydoc topics): the same whatever else is installed, unlike `curate corpus system`, which also
     reads the machine's /usr/share/doc and man pages."""
-    from pipeline.commands.corpus import build_python_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "system.jsonl"
     build_python_corpus(out, max_mb=3.0)

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from stages.dedup.minhash import ShingleSpec, shingles
+from curate.stages.dedup.minhash import ShingleSpec, shingles
 
 BOILERPLATE = [
     "Copyright (c) the authors. All rights reserved.",
@@ -141,8 +141,8 @@ def write_parts(recs: list[dict], out_dir, n_parts: int) -> list:
 
     import pyarrow as pa
 
-    from stages import shardio
-    from stages.base import DOC_SCHEMA
+    from curate.stages import shardio
+    from curate.stages.base import DOC_SCHEMA
 
     out_dir = Path(out_dir)
     paths = []

@@ -17,8 +17,8 @@ def build_run(root: Path, groups: dict[str, list[str]], held_out: int = 4, max_e
     import sentencepiece as spm
 
     from tests.tinylm import train_sp
-    from training.hf_io import init_model
-    from training.synthetic import write_plan, write_tokens
+    from curate.training.hf_io import init_model
+    from curate.training.synthetic import write_plan, write_tokens
 
     run = root / "run"
     sp_path = train_sp([t for ts in groups.values() for t in ts], root / "sp.model", VOCAB)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.db import connect
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
 from test_scorers_corpus import codec_tables
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "annotate.yaml"
@@ -17,7 +17,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "annotate.yaml"
 
 @pytest.fixture(scope="module")
 def annotated(ray_session, tmp_path_factory):
-    from pipeline.commands.corpus import build_python_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus
 
     root = tmp_path_factory.mktemp("annotate")
     corpus = root / "python.jsonl"
@@ -54,7 +54,7 @@ def test_annotate_config_columns_and_conservation(annotated):
 
 
 def test_summary_and_histograms(annotated):
-    from pipeline.reporting.annotate_summary import annotate_summary, joint_counts, plot_score_histograms
+    from curate.pipeline.reporting.annotate_summary import annotate_summary, joint_counts, plot_score_histograms
 
     run_dir, _ = annotated
     con = connect(run_dir)
@@ -70,8 +70,8 @@ def test_summary_and_histograms(annotated):
 def test_domain_seeds_are_rule_labelled_and_capped(annotated):
     from collections import Counter
 
-    from pipeline.commands.annotate import domain_seeds
-    from scorers.domain import RuleTagger, default_taxonomy
+    from curate.pipeline.commands.annotate import domain_seeds
+    from curate.scorers.domain import RuleTagger, default_taxonomy
 
     run_dir, _ = annotated
     con = connect(run_dir)
@@ -94,12 +94,12 @@ def test_domain_seeds_are_rule_labelled_and_capped(annotated):
 
 
 def test_train_and_score_with_models(annotated, tmp_path):
-    from pipeline.commands.annotate import train_domain, train_quality
-    from scorers.quality import FastTextParams
+    from curate.pipeline.commands.annotate import train_domain, train_quality
+    from curate.scorers.quality import FastTextParams
 
     run_dir, corpus = annotated
     small = FastTextParams(bucket=20_000)
-    from pipeline.cli import main
+    from curate.pipeline.cli import main
 
     # Positives: every pydoc topic as ingested (the heuristics keep few: their code samples fail
     # Gopher's alphabetic-word rule); negatives are drawn from the kept documents outside them,
@@ -135,7 +135,7 @@ def test_train_and_score_with_models(annotated, tmp_path):
                       "count(DISTINCT domain) FROM docs").fetchone()
     n_in = sum(1 for _ in open(corpus))
     assert row[0] == n_in and 0.0 <= row[1] <= row[2] <= 1.0 and 1 <= row[3] <= row[4] <= 5 and row[5] >= 2
-    from pipeline.reporting.annotate_summary import annotate_summary, joint_counts
+    from curate.pipeline.reporting.annotate_summary import annotate_summary, joint_counts
 
     cells = joint_counts(con)
     assert all(b is not None for _, b, _, _, _ in cells) and sum(c[3] for c in cells) == n_in

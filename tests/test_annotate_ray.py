@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from scorers import ft
-from scorers.quality import FastTextParams, train_quality
-from stages.annotate import QualityConfig, QualityStage
+from curate.scorers import ft
+from curate.scorers.quality import FastTextParams, train_quality
+from curate.stages.annotate import QualityConfig, QualityStage
 from test_scorers_corpus import doc_table, pydoc_chunks, stdlib_code
 
 
@@ -39,7 +39,7 @@ def model(tmp_path_factory):
 
 def test_actors_load_once_and_match_local(ray_session, model):
     import ray.cloudpickle
-    from pipeline.running.adapter import RayExecutor
+    from curate.pipeline.running.adapter import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     texts = pydoc_chunks(290)[120:] + stdlib_code(300)[120:]

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
-from training.bpb import load_scoring_model, windows  # noqa: E402
+from curate.training.bpb import load_scoring_model, windows  # noqa: E402
 
 # fp32 on CPU. Batched rows with right padding run the same matmuls in a different shape, so sums of
 # a few hundred token losses (each ~1e1 bits) agree to ~1e-4 bits; 1e-6 relative allows for that and

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.running.config import load_config
-from pipeline.errors import ConfigError
-from stages.base import GlobalContext, LocalExecutor
-from stages.url_filter import URLFilterConfig, URLFilterStage
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import ConfigError
+from curate.stages.base import GlobalContext, LocalExecutor
+from curate.stages.url_filter import URLFilterConfig, URLFilterStage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def _paragraphs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> list[Path]:
     """pydoc topic paragraphs as ingest shards of 250 documents, two sources."""
-    from stages import ingest
+    from curate.stages import ingest
 
     root = tmp_path_factory.mktemp("sample")
     corpus = root / "topics.jsonl"
@@ -94,8 +94,8 @@ def ingested(tmp_path_factory) -> list[Path]:
 
 
 def _sample(parts: list[Path], out: Path, **cfg) -> tuple[list[str], list[dict]]:
-    from stages import docshard
-    from stages.sample import SampleConfig, SampleStage
+    from curate.stages import docshard
+    from curate.stages.sample import SampleConfig, SampleStage
 
     stage = SampleStage(SampleConfig(**cfg))
     ctx = GlobalContext(out / "sample", out / "work", out / "rejected", LocalExecutor(), json.dumps(cfg))
@@ -153,9 +153,9 @@ def test_sample_config_errors():
 # ------------------------------------------------------------------------ the shipped config
 def test_breadth_config_end_to_end(ray_session, tmp_path):
     """configs/breadth.yaml with its eval set taken from the corpus, `--limit`, stats lines."""
-    from pipeline.commands import core as cmd_core
-    from pipeline.catalog.db import connect
-    from pipeline.reporting.stats import summary_lines
+    from curate.pipeline.commands import core as cmd_core
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.reporting.stats import summary_lines
 
     paras = _paragraphs()
     corpus = [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
@@ -195,7 +195,7 @@ def _stdlib_texts() -> list[tuple[str, str]]:
 def test_pii_matches_datatrove_and_counts_per_kind():
     from datatrove.pipeline.formatters.pii import PIIFormatter
 
-    from stages.pii import PIIConfig, Redactor
+    from curate.stages.pii import PIIConfig, Redactor
 
     texts = [t for _, t in _stdlib_texts()]
     ours, theirs = Redactor(PIIConfig(credit_cards=False)), PIIFormatter()
@@ -218,10 +218,10 @@ def test_pii_then_a_delta_stage_catalog_and_resume(ray_session, tmp_path):
     and a changed pii config reruns both."""
     from datatrove.pipeline.formatters.pii import PIIFormatter
 
-    from pipeline.catalog.db import connect
-    from pipeline.running.runner import run_pipeline
-    from pipeline.reporting.stats import summary_lines
-    from stages import docshard
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.running.runner import run_pipeline
+    from curate.pipeline.reporting.stats import summary_lines
+    from curate.stages import docshard
 
     corpus = tmp_path / "stdlib.jsonl"
     corpus.write_text("".join(json.dumps({"id": n, "text": t, "source": "stdlib", "url": f"https://x.org/{n}"}) + "\n"
@@ -264,7 +264,7 @@ def test_limit_reads_the_first_records_of_each_input(tmp_path):
     folder of text files gives its first N files."""
     import json as json_pkg
 
-    from stages import ingest
+    from curate.stages import ingest
 
     paras = _paragraphs()
     big = tmp_path / "big.jsonl"
@@ -293,7 +293,7 @@ def test_sample_of_an_earlier_version_is_redone_whole_and_draws_with_the_holdout
     salt); its version is in every shard's fingerprint, so shards of an earlier version are redone."""
     import numpy as np
 
-    from stages import idhash, sample
+    from curate.stages import idhash, sample
 
     ids = [n for n, _ in _paragraphs()[:50]]
     u = sample.draw(ids, 3)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from pipeline.catalog.db import connect, query
-from pipeline.running.config import load_config
-from pipeline.errors import QueryError
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.catalog.db import connect, query
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import QueryError
+from curate.pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_views_and_read_statements(run_dir):
 def test_cli_formats(run_dir, tmp_path, fmt):
     out = tmp_path / f"out.{fmt}"
     sql = "SELECT source, count(*) AS n FROM docs GROUP BY source ORDER BY source"
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(run_dir), sql, "--format", fmt, "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "query", str(run_dir), sql, "--format", fmt, "-o", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     expected = {row["source"]: row["n"] for row in query(run_dir, sql).to_pylist()}
@@ -92,6 +92,6 @@ def test_cli_formats(run_dir, tmp_path, fmt):
 
 
 def test_cli_refusal_is_a_clear_error(run_dir):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(run_dir), "DELETE FROM docs"],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "query", str(run_dir), "DELETE FROM docs"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "only read statements" in r.stderr and "Traceback" not in r.stderr

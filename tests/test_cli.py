@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import build_parser
+from curate.pipeline.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def test_core_commands_exist():
 
 @pytest.mark.parametrize("cmd", _subcommands())
 def test_every_subcommand_has_help(cmd):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", cmd, "--help"], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", cmd, "--help"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "usage: curate " + cmd in r.stdout
     assert len(r.stdout.splitlines()) > 3
@@ -40,9 +40,9 @@ def test_ray_cluster_yaml_is_a_launcher_config():
 
 
 def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
-    from pipeline.commands.core import stats_text
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.commands.core import stats_text
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     cfg = load_config(data={"name": "s", "out": str(tmp_path / "run"), "inputs": [{"path": str(system_corpus)}],
                             "ingest": {"max_chars": 50_000}})
@@ -50,15 +50,15 @@ def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
     text = stats_text(cfg.out)
     assert f"documents: {rep.stats['kept']:,}" in text
     assert "python-stdlib" in text and "too_long" in text  # the cap quarantines the long documents
-    from pipeline.commands.core import report
+    from curate.pipeline.commands.core import report
 
     page = report(cfg.out).read_text()
     assert page.count("<img") >= 2 and f"documents: {rep.stats['kept']:,}" in page
 
 
 def test_bad_command_input_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(tmp_path / "missing.yaml")],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", str(tmp_path / "missing.yaml")],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "stats", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "stats", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "not a run directory" in r.stderr

@@ -11,9 +11,9 @@ import yaml
 
 pytest.importorskip("torch")
 
-from pipeline.commands.compare import compare  # noqa: E402
-from pipeline.commands.search import search  # noqa: E402
-from search.mixture import proxy_plan  # noqa: E402
+from curate.pipeline.commands.compare import compare  # noqa: E402
+from curate.pipeline.commands.search import search  # noqa: E402
+from curate.search.mixture import proxy_plan  # noqa: E402
 from tests.searchrun import SEQ, build_run, train_overrides  # noqa: E402
 from tests.tinylm import code_texts, topic_texts  # noqa: E402
 
@@ -62,7 +62,7 @@ def test_compare_killed_after_one_arm_resumes_with_the_same_table(setup, ray_ses
     assert second["summary"]["code_heavy"]["code/bpb"]["mean"] < metrics["code/bpb"]["mean"]
     # an arm is scored in windows of the context it was trained on (the plan's seq_len), not in
     # eval's default 1024-token windows, which reach positions the model never saw
-    from pipeline.commands.evaluation import eval_model
+    from curate.pipeline.commands.evaluation import eval_model
     again = eval_model(run / "compare" / "prose_heavy-s0" / "model", run=str(run), out=tmp_path / "ev",
                        block=SEQ, stride=SEQ // 2, max_docs=2, echo=lambda s: None)
     assert again["sets"]["code"]["bpb"] == pytest.approx(metrics["code/bpb"]["mean"])
@@ -98,9 +98,9 @@ def test_search_end_to_end_writes_a_recipe_the_planner_takes(setup, ray_session)
     assert set(r["validation"]) == {"found", "natural"}
     assert (out / "search.png").stat().st_size > 0
 
-    from mixtures.planner import build_plan
-    from mixtures.recipes import load_recipe
-    from search.mixture import plan_availability
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import load_recipe
+    from curate.search.mixture import plan_availability
 
     p = build_plan(load_recipe(out / "recipe.yaml"), plan_availability(plan), SEQ * 4 * 8, SEQ, batch_size=4)
     assert p["phases"][0]["weights"] == pytest.approx(f["weights"], abs=1e-5)
@@ -112,7 +112,7 @@ def test_search_end_to_end_writes_a_recipe_the_planner_takes(setup, ray_session)
 
 
 def test_compare_cli_prints_the_table_and_refuses_a_missing_plan(setup, tmp_path, capsys):
-    from pipeline.cli import main
+    from curate.pipeline.cli import main
 
     root, run, base, plan, cfg = setup
     plans = _plans(root, plan)

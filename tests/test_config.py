@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.running.config import load_config
-from pipeline.errors import ConfigError
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}

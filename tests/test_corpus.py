@@ -8,7 +8,7 @@ import json
 import sysconfig
 from pathlib import Path
 
-from pipeline.commands.corpus import PYTHON_MODULES, build_python_corpus, build_system_corpus
+from curate.pipeline.commands.corpus import PYTHON_MODULES, build_python_corpus, build_system_corpus
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

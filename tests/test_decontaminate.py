@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.running.config import load_config
-from pipeline.errors import ConfigError
-from stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec, word_ngrams
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import ConfigError
+from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec, word_ngrams
 
 N = 13
 
@@ -98,7 +98,7 @@ def test_non_ascii_words_match_the_reference():
     """Every character HTML5 names (letters, digits, symbols, punctuation, astral code points)."""
     from html.entities import html5
 
-    from stages.decontaminate import _words
+    from curate.stages.decontaminate import _words
 
     pairs = sorted(html5.items())
     texts = [" ".join(f"x{v}{k}{v}y" for k, v in pairs[i:i + 40]) for i in range(0, len(pairs), 40)]
@@ -161,9 +161,9 @@ def test_missing_eval_file_is_a_clear_error(tmp_path):
 
 
 def test_runner_drop_mode_stats_and_catalog(ray_session, eval_dir, tmp_path):
-    from pipeline.catalog.db import connect
-    from pipeline.running.runner import run_pipeline
-    from pipeline.reporting.breadth_summary import decontamination_report, breadth_summary
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.running.runner import run_pipeline
+    from curate.pipeline.reporting.breadth_summary import decontamination_report, breadth_summary
 
     corpus = tmp_path / "topics.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "pydoc"}) + "\n" for i, t in _topics()))

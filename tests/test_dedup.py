@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages import shardio
-from stages.base import GlobalContext, LocalExecutor
+from curate.stages import shardio
+from curate.stages.base import GlobalContext, LocalExecutor
 import dedup_plant as plant
-from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, minhash
-from stages.dedup.common import normalize_text
-from stages.dedup.components import connected_components, write_edges
+from curate.stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig, minhash
+from curate.stages.dedup.common import normalize_text
+from curate.stages.dedup.components import connected_components, write_edges
 
 
 def real_texts() -> list[str]:
@@ -289,7 +289,7 @@ def test_empty_and_tiny_documents(tmp_path):
 
 
 def test_report_reasons_are_the_stages_reasons():
-    from pipeline.reporting import dedup_summary
-    from stages.dedup import exact, lsh
+    from curate.pipeline.reporting import dedup_summary
+    from curate.stages.dedup import exact, lsh
 
     assert dedup_summary.REASONS == (exact.REASON, lsh.REASON)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig
+from curate.stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dedup_plant as plant  # noqa: E402
@@ -75,7 +75,7 @@ def reference(inputs, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_same_keepers_and_clusters_with_1_and_2_workers(ray_session, inputs, reference, tmp_path):
-    from pipeline.running.adapter import RayExecutor
+    from curate.pipeline.running.adapter import RayExecutor
 
     _, want = reference
     assert want["fuzzy"]["rejected"], "the input should contain near duplicates"
@@ -90,9 +90,9 @@ def test_same_result_on_two_node_cluster(inputs, reference, tmp_path):
     _, want = reference
     body = """
     from pathlib import Path
-    from pipeline.running.adapter import RayExecutor
-    from stages.base import GlobalContext
-    from stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig
+    from curate.pipeline.running.adapter import RayExecutor
+    from curate.stages.base import GlobalContext
+    from curate.stages.dedup import ExactDedup, ExactDedupConfig, MinHashDedup, MinHashDedupConfig
     assert sum(n["Alive"] for n in ray.nodes()) == 2
     root, parts = Path(ARGS["root"]), sorted(Path(p) for p in ARGS["inputs"])
     for stage in (ExactDedup(ExactDedupConfig(), "exact"), MinHashDedup(MinHashDedupConfig(), "fuzzy")):
@@ -116,14 +116,14 @@ def test_same_result_on_two_node_cluster(inputs, reference, tmp_path):
 
 
 def test_kill_mid_run_and_resume(ray_session, reference, tmp_path):
-    from pipeline.running.adapter import RayExecutor
+    from curate.pipeline.running.adapter import RayExecutor
 
     ref_root, want = reference
     exact = sorted((ref_root / "exact").glob("*.parquet"))
     code = textwrap.dedent(f"""
         from pathlib import Path
-        from stages.base import GlobalContext, LocalExecutor
-        from stages.dedup import MinHashDedup, MinHashDedupConfig
+        from curate.stages.base import GlobalContext, LocalExecutor
+        from curate.stages.dedup import MinHashDedup, MinHashDedupConfig
         root = Path({str(tmp_path)!r}); d = root / "fuzzy"
         parts = [Path(p) for p in {[str(p) for p in exact]!r}]
         MinHashDedup(MinHashDedupConfig(), "fuzzy").run(
@@ -144,10 +144,10 @@ def test_kill_mid_run_and_resume(ray_session, reference, tmp_path):
 
 
 def test_curate_run_dedup_config(ray_session, tmp_path):
-    from pipeline.catalog.db import connect
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
-    from pipeline.reporting.dedup_summary import dedup_summary
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
+    from curate.pipeline.reporting.dedup_summary import dedup_summary
 
     recs = plant.plant(plant.base_documents(real_texts(), 300), dup_share=0.4, seed=3)
     recs += [dict(recs[i], id=f"exact-{i}") for i in range(0, 40, 4)]  # verbatim copies, new ids

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from records.typed import build
-from stages.filters import HeuristicsConfig, HeuristicsStage
+from curate.records.typed import build
+from curate.stages.filters import HeuristicsConfig, HeuristicsStage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
-from stages import docshard, shardio
-from stages.base import DOC_SCHEMA
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
+from curate.stages import docshard, shardio
+from curate.stages.base import DOC_SCHEMA
 
 
 def _ingest_shard(path: Path, texts: list[str], source: str = "s") -> Path:
@@ -90,8 +90,8 @@ def test_catalog_views_join_the_text_in_shard_order(chain):
 
 
 def test_plan_counts_skip_the_text_unless_a_group_reads_it(chain):
-    from mixtures.groups import parse_groups
-    from pipeline.commands.plan import PlanError, availability
+    from curate.mixtures.groups import parse_groups
+    from curate.pipeline.commands.plan import PlanError, availability
 
     docs = pa.concat_tables(docshard.read_docs(p) for p in sorted((chain / "b").glob("*.parquet")))
     texts, col_b = docs.column("text").to_pylist(), docs.column("col_b").to_pylist()

@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipeline.cli import main as cli_main  # noqa: E402
-from pipeline.commands.pack import pack  # noqa: E402
-from stages.base import LocalExecutor  # noqa: E402
+from curate.pipeline.cli import main as cli_main  # noqa: E402
+from curate.pipeline.commands.pack import pack  # noqa: E402
+from curate.stages.base import LocalExecutor  # noqa: E402
 from test_pack_common import make_run, write_plan  # noqa: E402
 from tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
-from training.bpb import load_scoring_model  # noqa: E402
-from training.evaluate import EvalConfig, RunEval, evaluate, read_qa  # noqa: E402
+from curate.training.bpb import load_scoring_model  # noqa: E402
+from curate.training.evaluate import EvalConfig, RunEval, evaluate, read_qa  # noqa: E402
 
 HELD = 15  # the last topics never reach training
 
@@ -153,7 +153,7 @@ def test_curate_eval_on_a_packed_run_and_the_live_model_hook_agree(models, packe
         # Long documents: the 256-token sliding window is close to a full forward.
         assert result["sets"][g]["bpb"] == pytest.approx(plain_bpb(trained, texts, start="eos"), rel=0.03)
     # The trainer's hook, on the live model with the same window, gives the same figures.
-    from training.hf_io import load_model
+    from curate.training.hf_io import load_model
 
     model = load_model(trained).train()
     hook = RunEval(run, EvalConfig(block=256, stride=128, batch_tokens=2048))
@@ -164,11 +164,11 @@ def test_curate_eval_on_a_packed_run_and_the_live_model_hook_agree(models, packe
 
 
 def test_trainer_logs_eval_bpb_per_set(models, packed_run, tmp_path):
-    from pipeline.commands.plan import plan
-    from training.config import TrainConfig
-    from training.hf_io import load_model
-    from training.loop import train
-    from training.metrics import read_metrics
+    from curate.pipeline.commands.plan import plan
+    from curate.training.config import TrainConfig
+    from curate.training.hf_io import load_model
+    from curate.training.loop import train
+    from curate.training.metrics import read_metrics
 
     _, _, trained, _, _ = models
     run = shutil.copytree(packed_run, tmp_path / "run")
@@ -192,12 +192,12 @@ def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monke
     pytest.importorskip("lm_eval")
     import yaml
 
-    from training.lm_eval_tasks import OFFLINE, qa_task
+    from curate.training.lm_eval_tasks import OFFLINE, qa_task
 
     _, sp_model, trained, _, qa_path = models
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
-    from training.hf_tokenizer import export_tokenizer
+    from curate.training.hf_tokenizer import export_tokenizer
 
     folder = shutil.copytree(trained, tmp_path / "hf")
     # The tiny model was trained with BOS before each text: the export says so, and lm-eval follows it.
@@ -233,7 +233,7 @@ def test_shipped_qa_sets_load():
 
 
 def test_report_shows_the_eval_plot_of_the_run_model(models, packed_run, tmp_path):
-    from pipeline.reporting.report import write_report
+    from curate.pipeline.reporting.report import write_report
 
     _, _, trained, _, _ = models
     run = shutil.copytree(packed_run, tmp_path / "run")

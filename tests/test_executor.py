@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.db import connect
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from stages.base import LocalExecutor, group_by_size
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.stages.base import LocalExecutor, group_by_size
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [{"kind": "word_count", "min_words": 3}, {"kind": "exact_dedup"},
@@ -84,7 +84,7 @@ def test_small_items_share_tasks_in_order():
 
 
 def test_ray_grouped_map_keeps_input_order(ray_session):
-    from pipeline.running.adapter import RayExecutor
+    from curate.pipeline.running.adapter import RayExecutor
 
     items = list(range(37))
     assert RayExecutor(2).map(abs, [-i for i in items], size=lambda i: 1, cost=lambda i: -i) == items

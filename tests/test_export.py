@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands.export import export
-from pipeline.errors import CurateError, QueryError
+from curate.pipeline.commands.export import export
+from curate.pipeline.errors import CurateError, QueryError
 
 # `datasets` reads local files here; it must never try the Hub (set before it is imported).
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,8 +22,8 @@ def run_dir(ray_session, tmp_path_factory) -> Path:
     """pydoc topic paragraphs, ingested and flagged against an eval set (a list column)."""
     import pydoc_data.topics as t
 
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     root = tmp_path_factory.mktemp("export")
     paras = [(f"{n}#{k}", p) for n, text in sorted(t.topics.items()) for k, p in enumerate(text.split("\n\n"))
@@ -42,7 +42,7 @@ def run_dir(ray_session, tmp_path_factory) -> Path:
 
 
 def _count(run_dir: Path, where: str = "true") -> int:
-    from pipeline.catalog.db import query
+    from curate.pipeline.catalog.db import query
 
     return query(run_dir, f"SELECT count(*) AS n FROM docs WHERE {where}").column("n")[0].as_py()
 
@@ -104,7 +104,7 @@ def test_where_goes_through_the_read_only_guard(run_dir, tmp_path):
 
 
 def test_cli(run_dir, tmp_path, capsys):
-    from pipeline.cli import main
+    from curate.pipeline.cli import main
 
     assert main(["export", str(run_dir), "--format", "jsonl", "--out", str(tmp_path / "c")]) == 0
     assert "documents" in capsys.readouterr().out

@@ -12,10 +12,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from records.errors import ConfigError
-from records.typed import build
-from scorers.heuristics import SIGNALS
-from stages.filters import HeuristicsConfig, HeuristicsStage
+from curate.records.errors import ConfigError
+from curate.records.typed import build
+from curate.scorers.heuristics import SIGNALS
+from curate.stages.filters import HeuristicsConfig, HeuristicsStage
 
 # Reference text keeps its manuals: the prose rules made for web pages drop much of it for symbols.
 PROSE = [{"filter": "gopher_repetition"}, {"filter": "gopher_quality"}, {"filter": "fineweb_quality"}]
@@ -59,7 +59,7 @@ def _datatrove_chain(text: str, chain: list[dict]) -> str | None:
     """datatrove's own classes, one after the other, as a datatrove pipeline would run them."""
     from datatrove.data import Document
 
-    from scorers.heuristics import FILTER_CLASSES
+    from curate.scorers.heuristics import FILTER_CLASSES
 
     for spec in chain:
         module, cls = FILTER_CLASSES[spec["filter"]]

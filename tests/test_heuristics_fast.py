@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from scorers.heuristic_rules import (DocFeatures, _first_positions, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates,
+from curate.scorers.heuristic_rules import (DocFeatures, _first_positions, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates,
                                      signals, top_ngram_chars)
 from test_scorers_corpus import codec_tables, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
@@ -28,7 +28,7 @@ def _tokenizer(lang: str):
 
 
 def _splitter(lang: str):
-    from scorers.wordsplit import fast_word_splitter
+    from curate.scorers.wordsplit import fast_word_splitter
 
     split = fast_word_splitter(_tokenizer(lang))
     assert split is not None, f"{lang}: datatrove's spaCy tokenizer expected"
@@ -45,7 +45,7 @@ def test_word_split_equals_datatrove_on_real_text(texts, lang):
 def test_whitespace_fallback_gets_the_fast_split_too(texts):
     from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
-    from scorers.wordsplit import fast_word_splitter
+    from curate.scorers.wordsplit import fast_word_splitter
 
     base = WhitespaceTokenizer()
     fast = fast_word_splitter(base)
@@ -127,7 +127,7 @@ PARAMS = {
 def test_restated_rules_decide_as_datatrove(texts, name):
     from datatrove.data import Document
 
-    from scorers.heuristics import FILTER_CLASSES, _tokenizer_for
+    from curate.scorers.heuristics import FILTER_CLASSES, _tokenizer_for
 
     module, cls = FILTER_CLASSES[name]
     filter_cls = getattr(__import__(module, fromlist=[cls]), cls)
@@ -184,7 +184,7 @@ def test_signals_equal_datatrove_definitions(texts):
 
 
 def test_a_full_memo_starts_afresh_and_splits_the_same(texts, monkeypatch):
-    import scorers.wordsplit as ws
+    import curate.scorers.wordsplit as ws
 
     monkeypatch.setattr(ws, "_MEMO_MAX", 200)
     base, fast = _tokenizer("en"), ws.fast_word_splitter(_tokenizer("en"))

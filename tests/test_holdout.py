@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.commands.pack import pack
-from pipeline.errors import CurateError
-from stages import holdout, shardio
-from stages.base import LocalExecutor
-from stages.megatron import read_indexed_dataset
-from stages.packing import read_rows
-from stages.tokenize import load_tokenizer
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.commands.pack import pack
+from curate.pipeline.errors import CurateError
+from curate.stages import holdout, shardio
+from curate.stages.base import LocalExecutor
+from curate.stages.megatron import read_indexed_dataset
+from curate.stages.packing import read_rows
+from curate.stages.tokenize import load_tokenizer
 from test_pack_common import make_run, write_plan
 from tinylm import code_texts, topic_texts
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.catalog.db import query
-from pipeline.running.config import load_config
-from pipeline.errors import CurateError
-from pipeline.running.runner import run_pipeline
-from stages import shardio
+from curate.pipeline.catalog.db import query
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.runner import run_pipeline
+from curate.stages import shardio
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [{"kind": "langid"}, {"kind": "exact_dedup"}]
@@ -96,7 +96,7 @@ def test_damaged_shards_are_rebuilt_and_the_run_equals_a_clean_one(corpus, clean
     shutil.copyfile(dedup_parts[1], dedup_parts[2])
     rejected = max((out / "rejected" / "exact_dedup").glob("*.parquet"), key=lambda p: p.stat().st_size)
     _flip(rejected, rejected.stat().st_size // 2)
-    from stages.dedup.output import part_done
+    from curate.stages.dedup.output import part_done
 
     m = shardio.read_marker(out / "exact_dedup", rejected.stem)
     assert not part_done(out / "exact_dedup", out / "rejected" / "exact_dedup", rejected.stem,
@@ -195,7 +195,7 @@ def test_a_full_disk_is_one_error_line_and_the_rerun_completes(corpus, clean, sm
     cfg.write_text(json.dumps(_cfg(corpus, out)))
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run(f"umask 027 && exec {sys.executable} -m pipeline.cli run {cfg} --workers 2",
+        return subprocess.run(f"umask 027 && exec {sys.executable} -m curate.pipeline.cli run {cfg} --workers 2",
                               shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
 
     r = run()
@@ -221,7 +221,7 @@ def _modes(root: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_follow_the_umask(tmp_path, umask):
-    from stages.megatron import IndexedDatasetWriter
+    from curate.stages.megatron import IndexedDatasetWriter
     import numpy as np
 
     old = os.umask(umask)
@@ -243,8 +243,8 @@ def test_written_files_follow_the_umask(tmp_path, umask):
 
 
 def test_a_damaged_token_file_is_rebuilt_by_the_tokenize_stage(clean, tmp_path):
-    from stages.docshard import read_docs
-    from stages.tokenize import TokenizeTask, TokenizerConfig, tokenize_shard, train_tokenizer
+    from curate.stages.docshard import read_docs
+    from curate.stages.tokenize import TokenizeTask, TokenizerConfig, tokenize_shard, train_tokenizer
 
     part = sorted((clean / "exact_dedup").glob("part-*.parquet"))[0]
     model = tmp_path / "tok.model"

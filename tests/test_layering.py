@@ -61,13 +61,17 @@ def _imports(tree: ast.AST, package: str) -> list[str]:
     return names
 
 
-def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(edges between the repository's modules, every top-level package each module imports)."""
+def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:
+    """(edges between the repository's modules, every top-level package each module imports, and
+    imports of a folder by its bare name instead of the installed `curate.<folder>`).
+    Modules are named by their folder (`pipeline.cli` for `curate.pipeline.cli`)."""
     mods = _modules()
-    edges, tops = {}, {}
+    edges, tops, bare = {}, {}, {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         imported = _imports(ast.parse(path.read_text(), str(path)), package)
+        bare[name] = {n for n in imported if n.split(".")[0] in PACKAGES}
+        imported = [n.removeprefix("curate.") for n in imported]  # the installed name -> the folder
         tops[name] = {n.split(".")[0] for n in imported}
         edges[name] = set()
         for n in imported:
@@ -75,7 +79,7 @@ def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
                 n = n.rpartition(".")[0]
             if n and n != name:
                 edges[name].add(n)
-    return edges, tops
+    return edges, tops, bare
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -119,7 +123,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    edges, _ = _graph()
+    edges, _, _ = _graph()
     assert len(edges) > 100 and edges["pipeline.running.runner"] >= {"stages.shardio", "records.marker"}
     assert _cycles(edges) == []
 
@@ -133,7 +137,24 @@ def test_the_cycle_finder_finds_a_cycle_through_a_lazy_import():
 
 
 def test_layer_rules_hold():
-    _, tops = _graph()
+    _, tops, _ = _graph()
     broken = [f"{module} imports {bad}" for prefix, never in NEVER for module, imported in sorted(tops.items())
               if module == prefix or module.startswith(prefix + ".") for bad in sorted(imported & set(never))]
     assert broken == []
+
+
+def test_every_import_uses_the_installed_name():
+    # The installed package is `curate` (pyproject's package-dir): `import pipeline` would work only
+    # from the repository root, and would load a second copy of each module beside `curate.pipeline`.
+    _, _, bare = _graph()
+    assert {m: sorted(b) for m, b in bare.items() if b} == {}
+
+
+def test_the_installed_package_lists_every_folder():
+    # pyproject.toml names each package under `curate` explicitly (package-dir maps the root to it):
+    # a new folder missing from that list would be absent from a wheel.
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"curate." + ".".join(p.parent.relative_to(REPO).parts) for package in PACKAGES
+               for p in (REPO / package).rglob("__init__.py")}
+    assert folders <= listed and "curate" in listed

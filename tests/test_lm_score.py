@@ -17,9 +17,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipeline.errors import ConfigError  # noqa: E402
-from scorers import lm  # noqa: E402
-from stages.lm_score import LMModelSpec, LMScoreConfig, LMScoreStage  # noqa: E402
+from curate.pipeline.errors import ConfigError  # noqa: E402
+from curate.scorers import lm  # noqa: E402
+from curate.stages.lm_score import LMModelSpec, LMScoreConfig, LMScoreStage  # noqa: E402
 from test_scorers_corpus import doc_table  # noqa: E402
 from tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
 
@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
 def _plain(folder: Path):
     import sentencepiece as spm
 
-    from training.hf_io import load_model
+    from curate.training.hf_io import load_model
 
     return spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")), load_model(folder).eval()
 
@@ -85,7 +85,7 @@ def _make(config):
 def test_on_ray_equals_an_in_process_forward_and_loads_once(ray_session, tiny):
     import ray.cloudpickle
 
-    from pipeline.running.adapter import RayExecutor
+    from curate.pipeline.running.adapter import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     texts = docs(48)
@@ -108,7 +108,7 @@ def test_on_ray_equals_an_in_process_forward_and_loads_once(ray_session, tiny):
 def test_long_documents_use_the_sliding_window(tiny):
     """A document longer than the block is scored window by window: every token once, close to the
     whole-context score, and exactly the scoring core's value (the stage adds nothing to it)."""
-    from training.bpb import load_scoring_model
+    from curate.training.bpb import load_scoring_model
 
     long = "\n\n".join(topic_texts()[:6])[:6000]
     stage = LMScoreStage(LMScoreConfig(models=[LMModelSpec(path=str(tiny))], block=128, stride=64, device="cpu"))
@@ -147,7 +147,7 @@ def test_filter_and_buckets(tiny):
     ({"models": [{"path": "m"}], "device": "tpu"}, "stages[0].device"),
 ])
 def test_config_errors_name_the_field(fields, field):
-    from pipeline.running.config import load_config
+    from curate.pipeline.running.config import load_config
 
     with pytest.raises(ConfigError) as e:
         load_config(data={"name": "x", "out": "runs/x", "inputs": [{"path": "x.jsonl"}],
@@ -156,7 +156,7 @@ def test_config_errors_name_the_field(fields, field):
 
 
 def test_gpu_hint_is_dropped_without_gpus(ray_session):
-    from pipeline.running.adapter import actor_options
+    from curate.pipeline.running.adapter import actor_options
 
     stage = LMScoreStage(LMScoreConfig(models=[LMModelSpec(path="m")]))
     assert stage.resources() == {"num_gpus": 1.0}
@@ -169,9 +169,9 @@ def test_gpu_hint_is_dropped_without_gpus(ray_session):
 
 def test_shipped_config_runs(ray_session, tiny, tmp_path):
     """configs/lm_score.yaml on real text: columns in the catalog, the filter's drops in `rejected`."""
-    from pipeline.catalog.db import query
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.catalog.db import query
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     demo = tmp_path / "demo"
     shutil.copytree(tiny, demo / "train" / "model")

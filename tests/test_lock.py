@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.running.lock import LOCK_NAME, RunLock, RunLocked
+from curate.pipeline.running.lock import LOCK_NAME, RunLock, RunLocked
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLD = """
 import sys
-from pipeline.running.lock import RunLock, RunLocked
+from curate.pipeline.running.lock import RunLock, RunLocked
 try:
     lock = RunLock(sys.argv[1], "holder").acquire()
 except RunLocked as e:
@@ -55,7 +55,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
     holder = _holder(out)
     try:
         assert _wait_held(holder) == "acquired"
-        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(cfg)], cwd=REPO, capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", str(cfg)], cwd=REPO, capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         (line,) = r.stderr.strip().splitlines()
@@ -63,11 +63,11 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
         assert f"host {socket.gethostname()}" in line and f"pid {holder.pid}" in line and "since 20" in line
         assert not (out / "config.yaml").exists()  # the refused run wrote nothing
         # pack and train refuse too
-        from pipeline.commands.pack import pack
+        from curate.pipeline.commands.pack import pack
 
         with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
             pack(out)
-        from pipeline.cli import main
+        from curate.pipeline.cli import main
 
         capsys.readouterr()
         assert main(["train", str(out), "--base", str(tmp_path)]) == 2
@@ -76,8 +76,8 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The holder died without releasing: the next run takes over and says from whom.
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     capsys.readouterr()
     (report,) = run_pipeline(load_config(str(cfg)), quiet=True)
@@ -125,7 +125,7 @@ def test_another_hosts_lock_is_kept_while_its_heartbeat_is_fresh_and_taken_over_
 
 
 def test_a_reused_pid_or_a_restarted_host_does_not_keep_a_lock(tmp_path):
-    from pipeline.running.lock import _identity
+    from curate.pipeline.running.lock import _identity
 
     me = _identity()
     # pid 1 is alive, but it is not the process that took the lock (another start time)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 def _corpus(tmp: Path) -> tuple[Path, Path]:
     from pydoc_data import topics
 
-    from pipeline.commands.corpus import build_python_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus
 
     corpus = tmp / "python.jsonl"
     build_python_corpus(corpus, max_mb=0.5)
@@ -60,7 +60,7 @@ def miniature(tmp_path_factory, ray_session):
 
 
 def test_held_out_answers_are_decontaminated(miniature):
-    from pipeline.catalog.db import query
+    from curate.pipeline.catalog.db import query
 
     cfg, r, _, _, _ = miniature
     qa = r["qa"]
@@ -128,7 +128,7 @@ def test_paired_t_by_hand_matches_scipy():
 
 def test_shipped_config_loads_and_names_bad_fields():
     from bench.miniature.config import load
-    from records.errors import ConfigError
+    from curate.records.errors import ConfigError
 
     cfg = load(ROOT / "configs" / "miniature.yaml")
     assert cfg.seeds == 3 and cfg.arms[0] == "a"

@@ -10,12 +10,12 @@ import random
 import pytest
 import yaml
 
-from mixtures.allocate import InfeasiblePlan, largest_remainder
-from mixtures.groups import GroupError, group_stats
-from mixtures.planner import build_plan, megatron_blend
-from mixtures.recipes import load_recipe, recipe_from_dict, shipped_recipes
-from mixtures.schedule import lr_at
-from mixtures.schema import PlanValidationError, validate_plan
+from curate.mixtures.allocate import InfeasiblePlan, largest_remainder
+from curate.mixtures.groups import GroupError, group_stats
+from curate.mixtures.planner import build_plan, megatron_blend
+from curate.mixtures.recipes import load_recipe, recipe_from_dict, shipped_recipes
+from curate.mixtures.schedule import lr_at
+from curate.mixtures.schema import PlanValidationError, validate_plan
 
 CHARS = {"docs": 4_000_000, "code": 40_000_000, "changelog": 20_000_000, "legal": 8_000_000, "web": 60_000_000}
 
@@ -248,7 +248,7 @@ def test_tokens_per_char_source_has_its_own_wording():
 
 
 def test_redistribution_reports_only_groups_at_their_cap():
-    from mixtures.allocate import allocate_phases
+    from curate.mixtures.allocate import allocate_phases
 
     # g1 asks for 60 of 85 tokens but holds 57 (1 epoch): it is capped and its excess goes to
     # the others. g2's share is 0.37 tokens, rounded up to 1 before and down to 0 after the

@@ -8,8 +8,8 @@ import duckdb
 import pytest
 import yaml
 
-from mixtures.groups import Group, GroupError, group_case_sql, parse_groups
-from mixtures.recipes import RecipeError, load_recipe, recipe_from_dict
+from curate.mixtures.groups import Group, GroupError, group_case_sql, parse_groups
+from curate.mixtures.recipes import RecipeError, load_recipe, recipe_from_dict
 
 
 def test_group_case_is_first_match_in_duckdb():
@@ -121,8 +121,8 @@ def test_bad_schedule_fails_when_the_recipe_loads(schedule, match):
 
 
 def test_boundary_rules_are_one_check_for_recipes_and_schedules():
-    from mixtures.recipes import Boundary
-    from mixtures.schedule import Schedule, boundary_token
+    from curate.mixtures.recipes import Boundary
+    from curate.mixtures.schedule import Schedule, boundary_token
 
     s = Schedule("cosine", 3e-4, 3e-5, 1_000_000)
     for kw, match in [({"lr_ratio": 1.5}, r"^lr_ratio: must be in \(0, 1\]"), ({"lr": -1e-4}, r"^lr: must be > 0"),

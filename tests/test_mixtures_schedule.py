@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mixtures.schedule import Schedule, boundary_token, lr_at, token_at_lr, token_at_lr_bisect
+from curate.mixtures.schedule import Schedule, boundary_token, lr_at, token_at_lr, token_at_lr_bisect
 
 T = 1_000_000
 

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from training.hf_io import init_model, load_model, save_model  # noqa: E402
-from training.model import LlamaModel, ModelConfig, document_mask  # noqa: E402
+from curate.training.hf_io import init_model, load_model, save_model  # noqa: E402
+from curate.training.model import LlamaModel, ModelConfig, document_mask  # noqa: E402
 
 # fp32 on CPU; the two implementations differ only in op order, so 1e-5 absolute on logits of
 # magnitude ~1 is far below any real mismatch (a wrong RoPE or GQA mapping gives errors ~1e-1).
@@ -113,7 +113,7 @@ def test_single_segment_is_decided_on_the_cpu_and_causal_is_exact_then():
     sync); plain causal attention then gives what the block-diagonal mask would."""
     import numpy as np
 
-    from training.data import needs_mask
+    from curate.training.data import needs_mask
 
     assert not needs_mask(np.ones((3, 8), dtype=np.int32))
     assert not needs_mask(np.array([[1] * 8, [2] * 8, [0] * 8], dtype=np.int32))  # each row one segment

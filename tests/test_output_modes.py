@@ -19,7 +19,7 @@ def _dir_modes(root: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def fasttext_model(tmp_path_factory):
-    from scorers import ft
+    from curate.scorers import ft
 
     examples = [("good", t) for t in pydoc_chunks(30)] + [("bad", t) for t in stdlib_code(30)]
     return ft.train_on_examples(examples, tmp_path_factory.mktemp("ft"), **ft.FastTextParams(bucket=20_000).__dict__)
@@ -29,10 +29,10 @@ def fasttext_model(tmp_path_factory):
 def test_models_checkpoints_and_exports_follow_the_umask(tmp_path, umask, fasttext_model):
     import torch
 
-    from scorers import ft
-    from training.checkpoint import save_checkpoint
-    from training.hf_io import init_model, load_model
-    from training.loop import export_final
+    from curate.scorers import ft
+    from curate.training.checkpoint import save_checkpoint
+    from curate.training.hf_io import init_model, load_model
+    from curate.training.loop import export_final
 
     old = os.umask(umask)
     try:

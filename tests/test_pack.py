@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from stages.megatron import IndexedDatasetWriter, read_indexed_dataset, token_dtype
-from stages.packing import (PackConfig, best_fit_bins, best_fit_placement, concat_placement, place, read_rows,
+from curate.stages.megatron import IndexedDatasetWriter, read_indexed_dataset, token_dtype
+from curate.stages.packing import (PackConfig, best_fit_bins, best_fit_placement, concat_placement, place, read_rows,
                             write_rows)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from stages import shardio
-from stages.base import DOC_SCHEMA
+from curate.stages import shardio
+from curate.stages.base import DOC_SCHEMA
 
 
 def load_docs(corpus: Path, limit: int | None = None) -> list[dict]:

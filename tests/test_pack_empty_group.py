@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.commands.pack import pack
-from stages.base import LocalExecutor
-from stages.packing import DATA_FILES
+from curate.pipeline.commands.pack import pack
+from curate.stages.base import LocalExecutor
+from curate.stages.packing import DATA_FILES
 from test_pack_common import make_run, write_plan
 
 SEQ = 64
@@ -58,11 +58,11 @@ def test_a_rerun_reuses_the_empty_group(packed):
 
 def test_the_trainer_opens_the_run_and_names_an_empty_group_with_weight(packed, tmp_path):
     pytest.importorskip("torch")
-    from training.config import TrainConfig
-    from training.hf_io import init_model
-    from training.indexed import PackedRows
-    from training.loop import train
-    from training.synthetic import write_plan as write_full_plan
+    from curate.training.config import TrainConfig
+    from curate.training.hf_io import init_model
+    from curate.training.indexed import PackedRows
+    from curate.training.loop import train
+    from curate.training.synthetic import write_plan as write_full_plan
 
     assert PackedRows(packed / "tokens" / "none").n_rows == 0
     code = json.loads((packed / "tokens" / "code" / "meta.json").read_text())["n_tokens"]

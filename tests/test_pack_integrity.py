@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands.pack import pack
-from stages import shardio
-from stages.base import LocalExecutor
+from curate.pipeline.commands.pack import pack
+from curate.stages import shardio
+from curate.stages.base import LocalExecutor
 from test_pack_common import load_docs, make_run, write_plan
 
 GROUPS = [

@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.commands.pack import pack, register
-from pipeline.errors import CurateError
-from stages import shardio
-from stages.megatron import read_indexed_dataset
-from stages.packing import read_rows
-from stages.tokenize import load_tokenizer
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.commands.pack import pack, register
+from curate.pipeline.errors import CurateError
+from curate.stages import shardio
+from curate.stages.megatron import read_indexed_dataset
+from curate.stages.packing import read_rows
+from curate.stages.tokenize import load_tokenizer
 from test_pack_common import load_docs, make_run, write_plan
 
 GROUPS = [
@@ -167,7 +167,7 @@ def test_run_folder_with_a_quote_in_its_name(packed, tmp_path):
 
 def test_planner_and_packer_agree_on_groups(packed, tmp_path):
     """pack (one group) -> plan on exact n_tokens -> pack with the plan: same documents per group."""
-    from pipeline.commands.plan import plan
+    from curate.pipeline.commands.plan import plan
 
     run, docs, _ = packed
     other = make_run(tmp_path / "run", docs[::3], n_parts=2)

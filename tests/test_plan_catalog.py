@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from mixtures.groups import parse_groups
-from mixtures.schema import validate_plan
-from pipeline.commands.plan import PlanError, plan, register
-from stages.shardio import write_parquet
+from curate.mixtures.groups import parse_groups
+from curate.mixtures.schema import validate_plan
+from curate.pipeline.commands.plan import PlanError, plan, register
+from curate.stages.shardio import write_parquet
 
 GROUPS = [
     {"name": "hq", "where": "quality_bucket >= 4"},
@@ -78,7 +78,7 @@ def printed_available(out: str) -> dict[str, int]:
 
 def direct_counts(run: Path, groups: list[dict], column: str) -> dict[str, int]:
     """First-match sums written without CASE: in group i and in none of the groups before it."""
-    from pipeline.catalog.db import connect
+    from curate.pipeline.catalog.db import connect
 
     con = connect(run)
     out = {}
@@ -160,9 +160,9 @@ def test_cli_writes_plan_to_out(tmp_path, capsys):
 
 def test_shipped_groups_on_a_real_run(tmp_path, ray_session, system_corpus, capsys):
     """The demo corpus through the real runner; shipped recipes' groups counted by the catalog."""
-    from mixtures.recipes import load_recipe
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.mixtures.recipes import load_recipe
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "demo.yaml", inputs=[str(system_corpus)], out=str(tmp_path / "demo"))
@@ -180,7 +180,7 @@ def test_shipped_groups_on_a_real_run(tmp_path, ray_session, system_corpus, caps
 
 
 def test_curate_cli_refuses_infeasible_plan_with_exit_2(tmp_path, capsys):
-    from pipeline.cli import main
+    from curate.pipeline.cli import main
 
     run = make_run(tmp_path, with_tokens=True)
     rc = main(["plan", str(run), "--recipe", str(recipe_file(tmp_path)), "--tokens", "5e6", "--seq-len", "256"])
@@ -193,7 +193,7 @@ def test_curate_cli_refuses_infeasible_plan_with_exit_2(tmp_path, capsys):
 
 
 def test_bad_step_or_budget_is_a_plan_error_not_a_traceback(tmp_path, capsys):
-    from pipeline.cli import main
+    from curate.pipeline.cli import main
 
     run = make_run(tmp_path, with_tokens=True)
     recipe = recipe_file(tmp_path)

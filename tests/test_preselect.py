@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from scorers.preselect import predictive_strength, select_labels
+from curate.scorers.preselect import predictive_strength, select_labels
 
 
 PERF = [0.2, 0.5, 0.9]  # model 2 is the best on the target, model 0 the worst
@@ -129,8 +129,8 @@ def ladder_run(ray_session, tmp_path_factory):
     """
     import json
 
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
     from tinylm import train_sp, train_tiny
 
     d = tmp_path_factory.mktemp("preselect")
@@ -154,11 +154,11 @@ def ladder_run(ray_session, tmp_path_factory):
 def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run, one_thread):
     import pyarrow.parquet as pq
 
-    from pipeline.catalog.db import query
-    from pipeline.commands.preselect import train_preselect
-    from scorers.ft import FastTextParams
-    from scorers.quality import QualityScorer, auc
-    from stages.annotate import QualityConfig, QualityStage
+    from curate.pipeline.catalog.db import query
+    from curate.pipeline.commands.preselect import train_preselect
+    from curate.scorers.ft import FastTextParams
+    from curate.scorers.quality import QualityScorer, auc
+    from curate.stages.annotate import QualityConfig, QualityStage
     from test_scorers_corpus import doc_table
 
     run, ladder, target, (code_ho, prose_ho) = ladder_run
@@ -203,8 +203,8 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
 def test_cli_with_given_performance(ladder_run, one_thread, capsys):
     import json
 
-    from pipeline.cli import main
-    from scorers import ft
+    from curate.pipeline.cli import main
+    from curate.scorers import ft
 
     run, ladder, _, _ = ladder_run
     argv = ["train-preselect", str(run), "--ladder", *map(str, ladder), "--name", "given", "--sample", "60",

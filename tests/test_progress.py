@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.running.progress import LogProgress, progress
+from curate.pipeline.running.progress import LogProgress, progress
 
 
 class _Clock:

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog.db import connect, query
-from pipeline.running.config import load_config
-from pipeline.errors import QueryError
-from pipeline.catalog.readonly_fs import url
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.catalog.db import connect, query
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import QueryError
+from curate.pipeline.catalog.readonly_fs import url
+from curate.pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_the_issue_command_leaves_the_shard_alone(run_dir):
     shard = _shard(run_dir)
     before = shard.read_bytes()
     sql = f"EXPLAIN ANALYZE COPY (SELECT 'x' AS id) TO '{shard}' (FORMAT parquet)"
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(run_dir), sql], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "query", str(run_dir), sql], capture_output=True, text=True)
     assert r.returncode == 2 and "only read statements" in r.stderr and "Traceback" not in r.stderr
     assert shard.read_bytes() == before
 

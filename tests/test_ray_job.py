@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
 from test_pack_common import load_docs
 
 REPO = Path(__file__).resolve().parents[1]

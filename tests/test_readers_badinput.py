@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipeline.catalog.db import query
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
-from stages.readers import ReadTask, _parse_exact, _parse_line, read_jsonl, read_parquet
+from curate.pipeline.catalog.db import query
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
+from curate.stages.readers import ReadTask, _parse_exact, _parse_line, read_jsonl, read_parquet
 
 BOM = b"\xef\xbb\xbf"
 

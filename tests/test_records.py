@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from records.counts import Counts, StageStats
-from records.errors import ConfigError, CurateError
-from training.config import load_train_config
+from curate.records.counts import Counts, StageStats
+from curate.records.errors import ConfigError, CurateError
+from curate.training.config import load_train_config
 
 
 def test_counts_round_trip_and_conservation():
@@ -56,7 +56,7 @@ class Outer:
 def test_one_builder_serves_recipes_nested_optional_fields_and_bools_for_numbers():
     """records.typed builds recipes too: a nested error under an optional field names the nested
     field, a bool is not a number, and a field the recipe's kind does not read is refused."""
-    from records.typed import build
+    from curate.records.typed import build
 
     with pytest.raises(ConfigError) as e:
         build(Outer, {"inner": {"x": [1]}}, "cfg")
@@ -67,9 +67,9 @@ def test_one_builder_serves_recipes_nested_optional_fields_and_bools_for_numbers
 
 
 def _planned() -> dict:
-    from mixtures.groups import Availability, GroupStats
-    from mixtures.planner import build_plan
-    from mixtures.recipes import load_recipe
+    from curate.mixtures.groups import Availability, GroupStats
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import load_recipe
 
     recipe = load_recipe("reuse")
     groups = [GroupStats(name=g.name, where=g.where, documents=10 * (i + 1), chars=1000 * (i + 1),
@@ -84,8 +84,8 @@ def test_plan_record_round_trips_the_planners_plan_json():
     key order included, and a plan without the optional fields gains none on the way through."""
     import json
 
-    from mixtures.schema import validate_plan
-    from records.plan import Plan
+    from curate.mixtures.schema import validate_plan
+    from curate.records.plan import Plan
 
     planned = _planned()
     validate_plan(planned)
@@ -108,7 +108,7 @@ def test_plan_record_round_trips_the_planners_plan_json():
 
 
 def test_plan_record_errors_name_the_field():
-    from records.plan import Plan
+    from curate.records.plan import Plan
 
     planned = _planned()
     planned["phases"][1]["end_token"] = "soon"
@@ -128,8 +128,8 @@ def test_marker_record_round_trips_what_write_marker_writes_and_reads_damaged_ma
     never a crash."""
     import json
 
-    from records.marker import Marker
-    from stages import shardio
+    from curate.records.marker import Marker
+    from curate.stages import shardio
 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "part-0.parquet").write_bytes(b"shard bytes")

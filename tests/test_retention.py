@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.catalog.db import connect, read_stage_names
-from pipeline.running.config import load_config
-from pipeline.reporting.report import write_report
-from pipeline.running.runner import run_pipeline
-from pipeline.reporting.stats import retention, summary_lines
+from curate.pipeline.catalog.db import connect, read_stage_names
+from curate.pipeline.running.config import load_config
+from curate.pipeline.reporting.report import write_report
+from curate.pipeline.running.runner import run_pipeline
+from curate.pipeline.reporting.stats import retention, summary_lines
 
 KEYS = ("docs_in", "chars_in", "docs_kept", "chars_kept")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.db import columns, connect
-from pipeline.commands.pack import pack
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from stages.base import LocalExecutor
+from curate.pipeline.catalog.db import columns, connect
+from curate.pipeline.commands.pack import pack
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.stages.base import LocalExecutor
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.running.config import load_config
-from pipeline.errors import ConfigError, CurateError
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.running.config import load_config
+from curate.pipeline.errors import ConfigError, CurateError
+from curate.pipeline.running.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def _data(tmp_path: Path) -> Path:
 def _cli(tmp_path: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(path), *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", str(path), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -53,7 +53,7 @@ def test_an_object_store_run_directory_is_refused_at_start(tmp_path):
         load_config(data=cfg, out="s3://bucket/runs/x")
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     # From tmp_path, so a run that took the URL for a relative path would leave ./s3: there.
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "c.json", "--out", "s3://bucket/runs/x"],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", "c.json", "--out", "s3://bucket/runs/x"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "is a URL" in r.stderr

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.db import connect
-from pipeline.commands.pack import pack
-from pipeline.errors import CurateError
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from stages import docshard
-from stages.base import LocalExecutor
-from stages.tokenize import load_tokenizer
-from stages.tokenize_stage import TokenizeStage, TokenizeWork
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.commands.pack import pack
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.stages import docshard
+from curate.stages.base import LocalExecutor
+from curate.stages.tokenize import load_tokenizer
+from curate.stages.tokenize_stage import TokenizeStage, TokenizeWork
 
 CONFIG = """
 name: tok

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(system_corpus, tmp_pa
     for attempt in range(3):
         run_dir = tmp_path / f"killed{attempt}"
         cfg_path.write_text(json.dumps({**base, "out": str(run_dir)}))
-        cmd = [sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--workers", "1"]
+        cmd = [sys.executable, "-m", "curate.pipeline.cli", "run", str(cfg_path), "--workers", "1"]
         if _kill_midway(cmd, run_dir, ref.shards):
             killed_once = True
             break
@@ -107,8 +107,8 @@ def test_two_node_local_cluster_gives_the_same_output(system_corpus, tmp_path, r
     script = textwrap.dedent(f"""
         import ray
         from ray.cluster_utils import Cluster
-        from pipeline.running.config import load_config
-        from pipeline.running.runner import run_pipeline
+        from curate.pipeline.running.config import load_config
+        from curate.pipeline.running.runner import run_pipeline
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
         cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, include_dashboard=False, logging_level="ERROR")
@@ -124,8 +124,8 @@ def test_two_node_local_cluster_gives_the_same_output(system_corpus, tmp_path, r
 
 
 def test_changed_stage_version_redoes_the_stage_whole_with_a_message(system_corpus, tmp_path, monkeypatch, capsys):
-    from pipeline.catalog.db import connect
-    from stages import sample
+    from curate.pipeline.catalog.db import connect
+    from curate.stages import sample
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -163,8 +163,8 @@ def test_changed_stage_version_redoes_the_stage_whole_with_a_message(system_corp
 
 def test_word_count_stage_kind_runs_from_a_config_with_its_stats_section(system_corpus, tmp_path):
     # The smallest stage kind (one file, one line in pipeline/running/stage_table.py), end to end.
-    from pipeline.catalog.db import connect
-    from pipeline.reporting.stats import summary_lines
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.reporting.stats import summary_lines
 
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.commands.corpus import licence_sections, python_module_files
-from stages.base import DOC_SCHEMA
+from curate.pipeline.commands.corpus import licence_sections, python_module_files
+from curate.stages.base import DOC_SCHEMA
 
 # Languages with example sentences in spaCy (`spacy.lang.<code>.examples`), ISO 639-1 codes as
 # fastText's language ID model names them.
@@ -131,7 +131,7 @@ def test_the_text_comes_from_python_and_its_dependencies_alone(tmp_path):
     import os
     import sys
 
-    from pipeline.commands.corpus import build_python_corpus
+    from curate.pipeline.commands.corpus import build_python_corpus
 
     opened: list[str] = []
     recording = [True]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from records.typed import build
-from stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
+from curate.records.typed import build
+from curate.stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
 from test_scorers_corpus import codec_tables, doc_table, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
 
@@ -117,7 +117,7 @@ def test_params_pass_through_and_exempt_sources():
 
 
 def test_config_errors_name_the_field():
-    from records.errors import ConfigError
+    from curate.records.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"filters\[0\]\.filter"):
         build(HeuristicsConfig, {"filters": [{"filter": "nope"}]}, "stages[1]")
@@ -133,7 +133,7 @@ def test_config_errors_name_the_field():
      "stages[1].filters[0].non_english_params"),
 ])
 def test_config_refuses_settings_that_would_be_ignored_or_crash(entry, field):
-    from records.errors import ConfigError
+    from curate.records.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         build(HeuristicsConfig, entry, "stages[1]")

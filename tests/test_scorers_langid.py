@@ -6,8 +6,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from scorers.langid import LangID, lid_model_path
-from stages.annotate import LangIDConfig, LangIDStage
+from curate.scorers.langid import LangID, lid_model_path
+from curate.stages.annotate import LangIDConfig, LangIDStage
 from test_scorers_corpus import doc_table, licences, multilingual, pydoc_topics
 
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from scorers.buckets import assign_buckets, weighted_thresholds
-from scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
-from scorers.quality import FastTextParams, QualityScorer, auc, train_quality
-from stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
+from curate.scorers.buckets import assign_buckets, weighted_thresholds
+from curate.scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
+from curate.scorers.quality import FastTextParams, QualityScorer, auc, train_quality
+from curate.stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
 from test_scorers_corpus import codec_tables, doc_table, licences, pydoc_chunks, stdlib_code
 
 def weight_fractions(buckets, weights, n_buckets: int) -> list[float]:
@@ -113,7 +113,7 @@ def test_domain_stage_rules_then_model(domain_model):
     out = DomainStage(cfg).process(table)
     rows = out.kept.to_pylist()
     assert [r["domain"] for r in rows[:10]] == ["code"] * 10 and all(r["domain_score"] == 1.0 for r in rows[:10])
-    from scorers import ft
+    from curate.scorers import ft
 
     labels, probs = predict_domains(ft.load_model(path), docs, cfg.max_chars)
     assert [r["domain"] for r in rows[10:]] == labels
@@ -134,7 +134,7 @@ def test_rule_tagger_defaults():
 
 
 def test_save_model_writes_metadata_and_model_without_leftovers(quality_model, tmp_path):
-    from scorers import ft
+    from curate.scorers import ft
 
     path, meta = quality_model
     out = tmp_path / "m" / "quality_copy.bin"
@@ -147,8 +147,8 @@ def test_save_model_writes_metadata_and_model_without_leftovers(quality_model, t
 def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_model, tmp_path):
     import shutil
 
-    from stages.base import config_dict
-    from stages.shardio import stable_hash
+    from curate.stages.base import config_dict
+    from curate.stages.shardio import stable_hash
 
     path, _ = quality_model
     runs = []
@@ -171,8 +171,8 @@ def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_mod
 
 
 def test_stages_writing_the_same_column_are_refused():
-    from pipeline.running.config import load_config
-    from pipeline.errors import ConfigError
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.errors import ConfigError
 
     base = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
     cases = [

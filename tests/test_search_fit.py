@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.fit import constrained_search, cross_validate, fit_all
-from search.mixture import clip_to_caps, epoch_caps, natural_weights, proxy_plan, recipe_dict, sample_mixtures
-from training.synthetic import write_plan
+from curate.search.fit import constrained_search, cross_validate, fit_all
+from curate.search.mixture import clip_to_caps, epoch_caps, natural_weights, proxy_plan, recipe_dict, sample_mixtures
+from curate.training.synthetic import write_plan
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_regression_recovers_a_known_weight_to_loss_relation():
     # the fit ranks unseen mixtures as the true relation does
     test = rng.dirichlet([1, 1, 1], 200)
     truth = 2.0 - 1.2 * test[:, 0] + 0.8 * test[:, 1] ** 2
-    from search.fit import spearman
+    from curate.search.fit import spearman
 
     assert spearman(fit_all("lightgbm", x, y).predict(test), truth) > 0.85
     # noise alone gives a fit that says so
@@ -73,9 +73,9 @@ def test_constrained_search_never_violates_the_keep_limit(seed):
 
 
 def test_found_weights_make_a_recipe_the_planner_takes(plan, tmp_path):
-    from mixtures.planner import build_plan
-    from mixtures.recipes import load_recipe
-    from search.mixture import plan_availability, write_recipe
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import load_recipe
+    from curate.search.mixture import plan_availability, write_recipe
 
     found = {"web": 0.61234567, "code": 0.3, "qa": 0.08765433}
     path = write_recipe(tmp_path / "recipe.yaml", plan, found, "search", "x")

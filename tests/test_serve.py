@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from pipeline.serve.app import PUBLIC_PATHS, ServeConfig, create_app
-from pipeline.serve.auth import add_token
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.pipeline.serve.app import PUBLIC_PATHS, ServeConfig, create_app
+from curate.pipeline.serve.auth import add_token
 from test_query_guard import _explain_forms, _snapshot
 
 TOKENS = {"admin": (["admin"], []), "reader": (["read"], ["team-a/"]), "submitter": (["submit"], ["team-a/"]),
@@ -261,7 +261,7 @@ def test_cli_serve_creates_a_token_once_and_the_remote_cli_uses_it(served, tmp_p
     shutil.copytree(served["run"], root / "demo")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(root), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "curate.pipeline.cli", "serve", "--root", str(root), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
@@ -276,12 +276,12 @@ def test_cli_serve_creates_a_token_once_and_the_remote_cli_uses_it(served, tmp_p
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        remote = subprocess.run([sys.executable, "-m", "pipeline.cli", "--server", url, "query", "demo",
+        remote = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "--server", url, "query", "demo",
                                  "SELECT count(*) AS n FROM docs", "--format", "json"],
                                 env={**env, "CURATE_TOKEN": token}, capture_output=True, text=True, timeout=120)
         local = catalog.query(root / "demo", "SELECT count(*) AS n FROM docs").to_pylist()
         assert json.loads(remote.stdout) == local, remote.stderr
-        added = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(root), "token", "add",
+        added = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "serve", "--root", str(root), "token", "add",
                                 "team", "--scopes", "read", "--prefix", "team-a/"], capture_output=True, text=True, env=env)
         new = added.stdout.strip().splitlines()[-1]
         assert httpx.get(url + "/api/runs", headers={"Authorization": f"Bearer {new}"}).json() == {"runs": []}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands.core import report
-from pipeline.commands.plan import plan
-from pipeline.serve.app import ServeConfig
+from curate.pipeline.commands.core import report
+from curate.pipeline.commands.plan import plan
+from curate.pipeline.serve.app import ServeConfig
 from test_serve import Server, build_run, make_tokens
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

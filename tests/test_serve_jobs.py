@@ -10,10 +10,10 @@ import time
 import httpx
 import pytest
 
-from pipeline.catalog import db as catalog
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
-from pipeline.serve.app import ServeConfig
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+from curate.pipeline.serve.app import ServeConfig
 from test_pack_common import load_docs
 from test_ray_job import head  # noqa: F401  (the module fixture: its own `ray start --head`, stopped after)
 from test_serve import Server, make_tokens

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pipeline.commands.core import stats_text
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.commands.core import stats_text
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
 
 LONG_STAGE = "heuristics_for_english_prose_only"
 
@@ -66,7 +66,7 @@ def test_no_bucket_without_a_quality_stage(run_dir):
 
 
 def test_query_on_an_unknown_view_lists_the_views(run_dir):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(run_dir), "SELECT * FROM doc"],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "query", str(run_dir), "SELECT * FROM doc"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     listed = r.stderr.split("views:")[-1]

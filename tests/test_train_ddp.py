@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.config import TrainConfig  # noqa: E402
-from training.hf_io import init_model, load_model  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
-from training.synthetic import synthetic_run  # noqa: E402
+from curate.training.config import TrainConfig  # noqa: E402
+from curate.training.hf_io import init_model, load_model  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.metrics import read_metrics  # noqa: E402
+from curate.training.synthetic import synthetic_run  # noqa: E402
 
 CFG = dict(batch_tokens=32 * 8, micro_batch_rows=2, log_every=1, eval_every=0, checkpoint_every=0,
            plots=False, max_steps=6, holdout_rows=4)

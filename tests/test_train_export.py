@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("google.protobuf", reason="transformers converts sentencepiece models with protobuf")
 
-from stages.tokenize import TokenizerConfig, load_tokenizer, train_tokenizer  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.hf_io import init_model  # noqa: E402
-from training.hf_tokenizer import export_tokenizer  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.synthetic import write_plan, write_tokens  # noqa: E402
+from curate.stages.tokenize import TokenizerConfig, load_tokenizer, train_tokenizer  # noqa: E402
+from curate.training.config import TrainConfig  # noqa: E402
+from curate.training.hf_io import init_model  # noqa: E402
+from curate.training.hf_tokenizer import export_tokenizer  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.synthetic import write_plan, write_tokens  # noqa: E402
 
 SEQ = 64
 

@@ -9,12 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-from training.config import TrainConfig  # noqa: E402
-from training.hf_io import init_model  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
-from training.model import LlamaModel, ModelConfig  # noqa: E402
-from training.synthetic import synthetic_run  # noqa: E402
+from curate.training.config import TrainConfig  # noqa: E402
+from curate.training.hf_io import init_model  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.metrics import read_metrics  # noqa: E402
+from curate.training.model import LlamaModel, ModelConfig  # noqa: E402
+from curate.training.synthetic import synthetic_run  # noqa: E402
 
 
 @pytest.mark.parametrize("compile_", [False, True])

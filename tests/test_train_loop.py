@@ -15,13 +15,13 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training.cli import main as cli_main  # noqa: E402
-from training.config import TrainConfig, load_train_config  # noqa: E402
-from training.hf_io import init_model, load_model  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
-from training.optim import lr_at_tokens, plan_schedule  # noqa: E402
-from training.synthetic import synthetic_run  # noqa: E402
+from curate.training.cli import main as cli_main  # noqa: E402
+from curate.training.config import TrainConfig, load_train_config  # noqa: E402
+from curate.training.hf_io import init_model, load_model  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.metrics import read_metrics  # noqa: E402
+from curate.training.optim import lr_at_tokens, plan_schedule  # noqa: E402
+from curate.training.synthetic import synthetic_run  # noqa: E402
 
 SEQ, VOCAB = 32, 128
 # 3 phases of 8, 8 and 8 steps of 8 rows; the last phase starts in the LR decay.
@@ -101,7 +101,7 @@ def test_resume_against_a_changed_plan_is_refused(setup, tmp_path):
                   out_dir=out, quiet=True)
 
     # Two phases instead of three: the sampler state no longer fits.
-    from training.synthetic import write_plan
+    from curate.training.synthetic import write_plan
 
     write_plan(tmp_path, PHASES[:2], BOUNDS[:2], SEQ, SCHEDULE, {g["name"]: g["available_tokens"] for g in plan["groups"]})
     with pytest.raises(ValueError, match="different plan.json"):
@@ -119,7 +119,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(setup, full, tmp_path
     fields = dict(batch_tokens=SEQ * 8, micro_batch_rows=4, log_every=1, eval_every=6, checkpoint_every=2,
                   keep_checkpoints=5, plots=False, holdout_rows=4, max_steps=12)
     cfg.write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
-    cmd = [sys.executable, "-m", "training.cli", "train", str(d / "run"), "--base", str(d / "base"),
+    cmd = [sys.executable, "-m", "curate.training.cli", "train", str(d / "run"), "--base", str(d / "base"),
            "--config", str(cfg), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TQDM_DISABLE": "1"})
@@ -128,7 +128,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(setup, full, tmp_path
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from training.checkpoint import latest_checkpoint
+    from curate.training.checkpoint import latest_checkpoint
 
     killed_at = latest_checkpoint(out)
     assert killed_at is not None and killed_at.name < "step-000012", "the kill landed mid-run"
@@ -170,7 +170,7 @@ def test_lr_at_every_phase_boundary_equals_the_plan(setup, tmp_path):
 
 def test_cli_init_model_and_train(setup, tmp_path, capsys):
     d, _ = setup
-    from pipeline.cli import main as curate_main  # `curate` dispatches to training.cli
+    from curate.pipeline.cli import main as curate_main  # `curate` dispatches to training.cli
 
     assert curate_main(["init-model", str(tmp_path / "base"), "--run", str(d / "run")]) == 0
     assert load_model(tmp_path / "base").config.vocab_size == VOCAB
@@ -200,7 +200,7 @@ def test_vocab_mismatch_fails_clearly(setup, tmp_path):
 
 def test_malformed_plans_are_refused_before_training(setup, tmp_path):
     """read_plan validates the whole plan: a clear ValueError naming the problem, never a KeyError mid-run."""
-    from training.plan import read_plan
+    from curate.training.plan import read_plan
 
     d, plan = setup
 
@@ -280,10 +280,10 @@ def test_shipped_train_configs_load():
 def test_follows_a_plan_from_the_real_planner(tmp_path, recipe_name):
     """A plan.json written by mixtures.planner (WSD / multi-phase recipes) drives the trainer: the LR
     each phase starts with is the plan's, and each phase's realised mix is within one row per group."""
-    from mixtures.groups import group_stats
-    from mixtures.planner import build_plan
-    from mixtures.recipes import load_recipe
-    from training.synthetic import markov_docs, write_tokens
+    from curate.mixtures.groups import group_stats
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import load_recipe
+    from curate.training.synthetic import markov_docs, write_tokens
 
     recipe = load_recipe(recipe_name)
     names = [g.name for g in recipe.groups]

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training.cli import main as cli_main  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.hf_io import init_model  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
-from training.synthetic import markov_docs, synthetic_run, write_tokens  # noqa: E402
+from curate.training.cli import main as cli_main  # noqa: E402
+from curate.training.config import TrainConfig  # noqa: E402
+from curate.training.hf_io import init_model  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.metrics import read_metrics  # noqa: E402
+from curate.training.synthetic import markov_docs, synthetic_run, write_tokens  # noqa: E402
 
 SEQ, VOCAB = 32, 96
 
@@ -85,9 +85,9 @@ def test_tensorboard_after_resume_holds_each_step_once(run, tmp_path):
 def test_step_size_comes_from_the_plan(tmp_path, capsys):
     """After `curate plan --batch-size B`, `curate train` needs no --set batch_tokens: the plan's
     tokens_per_step is the step; a value set in the config still wins."""
-    from mixtures.groups import group_stats
-    from mixtures.planner import build_plan
-    from mixtures.recipes import load_recipe
+    from curate.mixtures.groups import group_stats
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import load_recipe
 
     recipe = load_recipe("natural")
     names = [g.name for g in recipe.groups]
@@ -119,7 +119,7 @@ def test_console_lines_reach_stdout_once_under_ray_trains_print_patch(capsys, mo
     import sys
 
     patch = pytest.importorskip("ray.train.v2._internal.logging.patch_print")
-    from training.build import console
+    from curate.training.build import console
 
     root = logging.getLogger()
     handler, level = logging.StreamHandler(sys.stdout), root.level  # as Ray Train forwards INFO records

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from pipeline.catalog.db import connect
-from pipeline.commands.annotate import quality_examples, sample_texts
-from pipeline.running.config import load_config
-from pipeline.running.runner import run_pipeline
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.commands.annotate import quality_examples, sample_texts
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_negative_sample_is_filtered_then_drawn_deterministically(run_dir, split
 
 
 def _train_cli(run_dir, name: str, sql: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "train-quality", str(run_dir), "--name", name,
+    return subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "train-quality", str(run_dir), "--name", name,
                            "--positive-sql", sql, "--bucket", "20000", *args], capture_output=True, text=True)
 
 

@@ -7,12 +7,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("ray.train", reason="needs ray[train] (pandas)")
 
-from training.config import TrainConfig  # noqa: E402
-from training.ray_train import launch_ray  # noqa: E402
-from training.hf_io import init_model  # noqa: E402
-from training.loop import train  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
-from training.synthetic import synthetic_run  # noqa: E402
+from curate.training.config import TrainConfig  # noqa: E402
+from curate.training.ray_train import launch_ray  # noqa: E402
+from curate.training.hf_io import init_model  # noqa: E402
+from curate.training.loop import train  # noqa: E402
+from curate.training.metrics import read_metrics  # noqa: E402
+from curate.training.synthetic import synthetic_run  # noqa: E402
 
 
 def test_ray_train_two_workers_match_one_process(tmp_path, ray_session):

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from training.data import PlanSampler, load_groups
-from stages.megatron import read_indexed_dataset
-from training.indexed import PackedRows
-from training.synthetic import markov_docs, synthetic_run, write_tokens
+from curate.training.data import PlanSampler, load_groups
+from curate.stages.megatron import read_indexed_dataset
+from curate.training.indexed import PackedRows
+from curate.training.synthetic import markov_docs, synthetic_run, write_tokens
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,8 @@ def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
 
 def test_reads_the_packers_own_files(tmp_path):
     """Files written by stages/megatron.py and stages/packing.py read back through training/indexed.py."""
-    from stages.megatron import IndexedDatasetWriter
-    from stages.packing import PackConfig, place, write_rows
+    from curate.stages.megatron import IndexedDatasetWriter
+    from curate.stages.packing import PackConfig, place, write_rows
 
     docs = [np.append(d, 2) for d in markov_docs(40, 100, seed=11, mean_len=12)]
     with IndexedDatasetWriter(tmp_path / "tokens", np.uint16) as w:
@@ -127,7 +127,7 @@ def test_reads_the_packers_own_files(tmp_path):
 
 def test_a_dotted_prefix_keeps_its_dot(tmp_path):
     """`tokens.v2` means tokens.v2.bin / tokens.v2.idx, not tokens.bin / tokens.idx."""
-    from training.synthetic import write_indexed
+    from curate.training.synthetic import write_indexed
 
     docs = markov_docs(7, 100, seed=5)
     write_indexed(tmp_path / "tokens.v2", docs, np.uint16)

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from mixtures.plot import format_tokens
-from pipeline.commands.plan import plan
-from pipeline.errors import ConfigError
+from curate.mixtures.plot import format_tokens
+from curate.pipeline.commands.plan import plan
+from curate.pipeline.errors import ConfigError
 from test_plan_catalog import make_run, recipe_file
 
 
@@ -50,7 +50,7 @@ def test_format_tokens_examples():
 
 @pytest.mark.parametrize("word", ["off", "no", "yes", "null"])
 def test_a_yaml_word_read_as_bool_or_null_gets_a_hint_to_quote_it(tmp_path, word):
-    from pipeline.running.config import load_config
+    from curate.pipeline.running.config import load_config
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"name: {word}\ninputs:\n  - path: {tmp_path}\n")

@@ -34,14 +34,14 @@ def code_texts(n: int = 40) -> list[str]:
 
 
 def train_sp(texts: list[str], path: Path, vocab_size: int = 512) -> Path:
-    from stages.tokenize import TokenizerConfig, train_tokenizer
+    from curate.stages.tokenize import TokenizerConfig, train_tokenizer
 
     train_tokenizer(texts, TokenizerConfig(vocab_size=vocab_size, train_chars=2_000_000), path)
     return path
 
 
 def tiny_model(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2):
-    from training.model import LlamaModel, ModelConfig
+    from curate.training.model import LlamaModel, ModelConfig
 
     cfg = ModelConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 3,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
@@ -61,7 +61,7 @@ def train_tiny(texts: list[str], sp_path: Path, out: Path, steps: int = 80, seq:
     import torch
     import torch.nn.functional as F
 
-    from training.hf_io import save_model
+    from curate.training.hf_io import save_model
 
     sp = spm.SentencePieceProcessor(model_file=str(sp_path))
     stream = np.array([t for ids in sp.encode(texts) for t in [start, *ids, sp.eos_id()]], dtype=np.int64)
@@ -69,7 +69,7 @@ def train_tiny(texts: list[str], sp_path: Path, out: Path, steps: int = 80, seq:
     if base is None:
         model = tiny_model(sp.get_piece_size(), seed)
     else:
-        from training.hf_io import load_model
+        from curate.training.hf_io import load_model
 
         model = load_model(Path(base)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

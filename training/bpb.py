@@ -213,7 +213,7 @@ def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: 
     `device`: cpu, cuda, cuda:N (bf16 autocast on CUDA; weights stay fp32). `start`: the token a
     text is scored after (bos, or eos for a model trained on curate's packing without add_bos).
     """
-    from training.hf_io import load_model
+    from curate.training.hf_io import load_model
 
     folder = Path(path)
     if device.startswith("cuda"):

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from records.plan import Plan
-from training import distributed
-from training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial
-from training.config import TrainConfig
-from training.data import PlanSampler, load_groups, needs_mask, supply_table
-from training.metrics import MetricsLog
-from training.optim import build_optimizer
-from training.plan import check_resume, check_step_alignment, step_tokens
+from curate.records.plan import Plan
+from curate.training import distributed
+from curate.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial
+from curate.training.config import TrainConfig
+from curate.training.data import PlanSampler, load_groups, needs_mask, supply_table
+from curate.training.metrics import MetricsLog
+from curate.training.optim import build_optimizer
+from curate.training.plan import check_resume, check_step_alignment, step_tokens
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
     """Join the process group, open the token groups, build or restore model, optimizer and state."""
     import torch
 
-    from training.hf_io import load_model, read_config
+    from curate.training.hf_io import load_model, read_config
 
     batch_tokens, source = step_tokens(plan, cfg.batch_tokens)
     cfg = replace(cfg, batch_tokens=batch_tokens)  # from here on, the step size in force

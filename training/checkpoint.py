@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from training.hf_io import replace_dir, temp_dir_beside, write_model_files
+from curate.training.hf_io import replace_dir, temp_dir_beside, write_model_files
 
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 TRAINER_FILE = "trainer.pt"

@@ -77,7 +77,7 @@ def run_vocab_size(run_dir: Path) -> int:
 
 
 def _train_cmd(args: argparse.Namespace) -> int:
-    from training.config import load_train_config
+    from curate.training.config import load_train_config
 
     overrides = _parse_sets(args.set)
     if args.max_steps is not None:
@@ -87,12 +87,12 @@ def _train_cmd(args: argparse.Namespace) -> int:
                   plan_path=args.plan.resolve() if args.plan else None, config=cfg,
                   out_dir=args.out.resolve() if args.out else None)
     if args.ray:
-        from training.ray_train import launch_ray
+        from curate.training.ray_train import launch_ray
 
         launch_ray(kwargs, num_workers=args.ray, use_gpu=args.gpu, address=args.address)
         print(f"ray train finished: outputs in {kwargs['out_dir'] or kwargs['run_dir'] / 'train'}")
         return 0
-    from training.loop import train
+    from curate.training.loop import train
 
     result = train(**kwargs)
     print(json.dumps(result, indent=2))
@@ -100,7 +100,7 @@ def _train_cmd(args: argparse.Namespace) -> int:
 
 
 def _init_cmd(args: argparse.Namespace) -> int:
-    from training.hf_io import init_model
+    from curate.training.hf_io import init_model
 
     vocab = args.vocab_size or (run_vocab_size(args.run) if args.run else 32000)
     path = init_model(args.out_dir, args.size, vocab_size=vocab, seed=args.seed,
@@ -110,7 +110,7 @@ def _init_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m training.cli ...`) for use before `curate` wires the commands in."""
+    """Standalone entry (`python -m curate.training.cli ...`) for use before `curate` wires the commands in."""
     parser = argparse.ArgumentParser(prog="curate")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from training.indexed import PackedRows
-from records.plan import Plan
+from curate.training.indexed import PackedRows
+from curate.records.plan import Plan
 
 
 @dataclass

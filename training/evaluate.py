@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.bpb import ScoringModel, load_scoring_model
-from training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa  # noqa: F401 (read_qa: part of this module's API)
+from curate.training.bpb import ScoringModel, load_scoring_model
+from curate.training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa  # noqa: F401 (read_qa: part of this module's API)
 
 BREAKDOWNS = ("domain", "source")
 
@@ -112,7 +112,7 @@ def evaluate(model: str | Path, sets: dict[str, list[dict]] | None = None, qa: d
         result["qa"][name] = eval_qa(sm, items, cfg)
     del sm
     if tasks:
-        from training.lm_eval_tasks import run_lm_eval
+        from curate.training.lm_eval_tasks import run_lm_eval
 
         result["lm_eval"] = run_lm_eval(model, tasks, device=device)
     if out_dir is not None:

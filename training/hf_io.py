@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from training.model import SIZES, LlamaModel, ModelConfig
+from curate.training.model import SIZES, LlamaModel, ModelConfig
 
 CONFIG_KEYS = {f.name for f in fields(ModelConfig)} - {"extra"}
 WEIGHTS = "model.safetensors"

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa
+from curate.training.qa import QA_PROMPT, TARGET_DELIMITER, read_qa
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

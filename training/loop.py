@@ -18,15 +18,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from training import distributed
-from training.build import Prefetcher, StepBatch, Trainer, TrainState, build
-from training.checkpoint import save_checkpoint
-from training.config import TrainConfig
-from training.data import needs_mask
-from training.metrics import Progress, Timer, peak_tflops
-from training.model import causal_lm_loss
-from training.optim import lr_at_tokens, set_lr
-from training.plan import load_plan
+from curate.training import distributed
+from curate.training.build import Prefetcher, StepBatch, Trainer, TrainState, build
+from curate.training.checkpoint import save_checkpoint
+from curate.training.config import TrainConfig
+from curate.training.data import needs_mask
+from curate.training.metrics import Progress, Timer, peak_tflops
+from curate.training.model import causal_lm_loss
+from curate.training.optim import lr_at_tokens, set_lr
+from curate.training.plan import load_plan
 
 
 def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: TrainConfig | None = None,
@@ -141,7 +141,7 @@ def evaluate_and_checkpoint(t: Trainer, state: TrainState, timer: Timer) -> None
         torch.cuda.synchronize()
     t_side = time.perf_counter()
     if do_eval:
-        from training.evaluate import RunEval
+        from curate.training.evaluate import RunEval
 
         # Bits per byte on the run's evaluation sets (RUN/eval/, from `curate pack`), as `curate eval`.
         state.eval = {**evaluate(t), **RunEval(t.run_dir)(t.model)}
@@ -208,7 +208,7 @@ def finish(t: Trainer, state: TrainState) -> dict[str, Any]:
         if state.step > 0:
             export_final(t.out, state.step, t.run_dir / "tokens")
         if t.cfg.plots:
-            from training.plots import plot_run
+            from curate.training.plots import plot_run
 
             plot_run(t.out, t.plan)
     t.log.close()
@@ -221,8 +221,8 @@ def export_final(out: Path, step: int, tokens_dir: Path) -> None:
     run's tokenizer in the Llama format (`training/hf_tokenizer.py`), so the folder is complete."""
     import shutil
 
-    from training.hf_io import read_config, replace_dir, temp_dir_beside
-    from training.hf_tokenizer import export_tokenizer, run_tokenizer
+    from curate.training.hf_io import read_config, replace_dir, temp_dir_beside
+    from curate.training.hf_tokenizer import export_tokenizer, run_tokenizer
 
     ckpt = out / "checkpoints" / f"step-{step:06d}"
     tmp = temp_dir_beside(out / "model")

@@ -14,13 +14,13 @@ from typing import Any
 def plan_schedule(plan: Any) -> Any:
     """The schedule of a plan (a `records.plan.Plan` or a plan.json dict) as a
     `records.plan.Schedule`, total_tokens filled from the plan."""
-    from records.plan import Plan
+    from curate.records.plan import Plan
 
     return Plan.of(plan).schedule
 
 
 def lr_at_tokens(schedule: Any, tokens: int) -> float:
-    from mixtures.schedule import lr_at
+    from curate.mixtures.schedule import lr_at
 
     return float(lr_at(schedule, tokens))
 

@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from records.errors import ConfigError
-from records.plan import Plan
+from curate.records.errors import ConfigError
+from curate.records.plan import Plan
 
 
 def read_plan(path: Path) -> dict[str, Any]:
     """Load and validate plan.json (`mixtures.schema.validate_plan`: schema, phases tile the plan,
     every phase gives weights and tokens for exactly the plan's groups)."""
-    from mixtures.schema import validate_plan
+    from curate.mixtures.schema import validate_plan
 
     path = Path(path)
     if not path.exists():
@@ -65,7 +65,7 @@ def check_resume(ckpt: Path, state: dict[str, Any], plan: Plan, batch_tokens: in
 def step_tokens(plan: Plan, batch_tokens: int | None) -> tuple[int, str]:
     """Tokens per optimizer step and where the number came from: the train config when it sets
     one, else the step the plan was made for (`curate plan --batch-size`), else the default."""
-    from training.config import DEFAULT_BATCH_TOKENS
+    from curate.training.config import DEFAULT_BATCH_TOKENS
 
     if batch_tokens is not None:
         return int(batch_tokens), "batch_tokens"

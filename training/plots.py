@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from records.plan import Plan
-from training.metrics import read_metrics
+from curate.records.plan import Plan
+from curate.training.metrics import read_metrics
 
 
 def plot_run(out_dir: Path, plan: Plan) -> list[Path]:
@@ -14,7 +14,7 @@ def plot_run(out_dir: Path, plan: Plan) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.optim import lr_at_tokens
+    from curate.training.optim import lr_at_tokens
 
     out_dir = Path(out_dir)
     rows = read_metrics(out_dir / "metrics.jsonl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from records.jsonl import json_objects
+from curate.records.jsonl import json_objects
 
 QA_PROMPT = "Question: {question}\nAnswer:"
 TARGET_DELIMITER = " "  # lm-evaluation-harness's default

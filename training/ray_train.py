@@ -13,8 +13,8 @@ from typing import Any
 def _worker(cfg: dict[str, Any]) -> None:
     import ray.train
 
-    from training.config import TrainConfig
-    from training.loop import train
+    from curate.training.config import TrainConfig
+    from curate.training.loop import train
 
     kwargs = dict(cfg)
     kwargs["config"] = TrainConfig(**kwargs["config"])

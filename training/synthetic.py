@@ -109,9 +109,9 @@ def write_plan(run_dir: Path, phases: Sequence[dict[str, float]], boundaries: Se
     Every phase lists every group of `available` (weight 0 where the phase leaves it out); its
     tokens are the largest-remainder split of the phase length, so they add up to it exactly.
     """
-    from mixtures.allocate import largest_remainder
-    from mixtures.schedule import lr_at
-    from mixtures.schema import validate_plan
+    from curate.mixtures.allocate import largest_remainder
+    from curate.mixtures.schedule import lr_at
+    from curate.mixtures.schema import validate_plan
 
     names = list(available)
     unknown = sorted({g for p in phases for g in p} - set(names))

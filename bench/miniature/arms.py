@@ -56,8 +56,8 @@ def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
 
 
 def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: float) -> dict:
-    from mixtures.recipes import recipe_from_dict
-    from pipeline.commands.plan import plan
+    from curate.mixtures.recipes import recipe_from_dict
+    from curate.pipeline.commands.plan import plan
 
     path = out / "plans" / f"{name}.json"
     return plan(out / "run", recipe_from_dict(recipe, f"arm {name}"), tokens=tokens, seq_len=cfg.model.seq_len,
@@ -66,10 +66,10 @@ def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: 
 
 def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo) -> dict:
     """Pretrain the base on the general pool (resumes from its checkpoints when killed)."""
-    from training.cli import run_vocab_size
-    from training.config import load_train_config
-    from training.hf_io import init_model
-    from training.loop import train
+    from curate.training.cli import run_vocab_size
+    from curate.training.config import load_train_config
+    from curate.training.hf_io import init_model
+    from curate.training.loop import train
 
     run = out / "run"
     init = out / "base" / "init"
@@ -93,8 +93,8 @@ def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo) -> dict:
 def eval_job(job: dict) -> dict:
     """One model scored by `curate eval`'s function: BPB per held-out set (windows of the training
     context) and the held-out QA answers; cached beside the model."""
-    from pipeline.commands.evaluation import eval_model
-    from search.arms import digest_model
+    from curate.pipeline.commands.evaluation import eval_model
+    from curate.search.arms import digest_model
 
     model, dest = Path(job["model"]), Path(job["dest"])
     key = {"model": digest_model(model), "qa": job["qa"], "block": job["block"]}
@@ -115,9 +115,9 @@ def eval_job(job: dict) -> dict:
 
 def run_arms(cfg: MiniatureConfig, out: Path, plans: dict[str, dict], base: Path, executor: Any, echo) -> dict:
     """Every arm x seed from the one base (resumable: markers in OUT/arms/_done), then scored."""
-    from pipeline.commands.compare import train_config_dict
-    from search.arms import Arm
-    from search.arms import run_arms as run_arm_units
+    from curate.pipeline.commands.compare import train_config_dict
+    from curate.search.arms import Arm
+    from curate.search.arms import run_arms as run_arm_units
 
     arms = [Arm(f"{k}-s{s}", p, s) for k, p in plans.items() for s in range(cfg.seeds)]
     tc = train_config_dict(None, None, train_overrides(cfg))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from records.typed import build
+from curate.records.typed import build
 
 ARMS = {
     "a": "continue on the pretraining mix",

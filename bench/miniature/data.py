@@ -11,7 +11,7 @@ from typing import Any, Callable
 import yaml
 
 from bench.miniature.config import MiniatureConfig
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 SEL = "sel"  # the selection classifier's name: column quality_sel
 
@@ -40,7 +40,7 @@ def build_corpus(cfg: MiniatureConfig, echo) -> dict:
         if missing:
             raise CurateError(f"qa.path: {missing[0]} does not exist (corpus.builder is null)")
         return {"builder": None}
-    from pipeline.commands.corpus_faq import build_faq_corpus
+    from curate.pipeline.commands.corpus_faq import build_faq_corpus
 
     echo(f"[corpus] building {c.dir} from this machine's documentation")
     r = build_faq_corpus(c.dir, c.general_mb, c.target_mb)
@@ -56,7 +56,7 @@ def _hash_unit(text: str) -> float:
 def split_qa(cfg: MiniatureConfig, out: Path) -> dict:
     """Pairs whose salted id hash falls below `held_out_fraction` are held out (evaluation only);
     the rest become training documents of source `qa.source`."""
-    from training.evaluate import read_qa
+    from curate.training.evaluate import read_qa
 
     items = read_qa(cfg.qa.path)
     raw = [json.loads(line) for line in Path(cfg.qa.path).read_text().splitlines() if line.strip()]
@@ -100,8 +100,8 @@ def run_config(cfg: MiniatureConfig, out: Path, qa: dict, with_selector: bool) -
 
 
 def curate(cfg: MiniatureConfig, out: Path, qa: dict, with_selector: bool, executor: Any) -> dict:
-    from pipeline.running.config import load_config
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
 
     rc = load_config(str(run_config(cfg, out, qa, with_selector)))
     run_pipeline(rc, executor=executor)
@@ -109,7 +109,7 @@ def curate(cfg: MiniatureConfig, out: Path, qa: dict, with_selector: bool, execu
 
 
 def decontamination(run: Path) -> dict:
-    from pipeline.catalog.db import query
+    from curate.pipeline.catalog.db import query
 
     t = query(run, "SELECT reason, source, count(*) AS docs, sum(n_chars) AS chars FROM rejected "
                    "WHERE stage = 'decontaminate' GROUP BY ALL ORDER BY docs DESC").to_pylist()
@@ -119,8 +119,8 @@ def decontamination(run: Path) -> dict:
 
 
 def train_selector(cfg: MiniatureConfig, out: Path) -> dict:
-    from pipeline.commands.annotate import train_quality
-    from scorers.ft import FastTextParams
+    from curate.pipeline.commands.annotate import train_quality
+    from curate.scorers.ft import FastTextParams
 
     sql = cfg.selection.positive_sql or f"SELECT id, text FROM docs WHERE source = '{cfg.qa.source}'"
     meta = train_quality(str(out / "run"), SEL, positive_sql=sql,
@@ -133,7 +133,7 @@ def cells(cfg: MiniatureConfig, run: Path, echo) -> dict:
     """Disjoint groups: `qa`, and the rest split by target domain (tgt/gen), classifier pick (sel)
     and random pick (rnd). Each predicate stands alone, so any arm's plan can name any subset of
     them, and one pack serves every arm."""
-    from pipeline.catalog.db import query
+    from curate.pipeline.catalog.db import query
 
     q = f"source = '{cfg.qa.source}'"
     t = f"coalesce(({cfg.target}), false)"
@@ -192,9 +192,9 @@ def eval_where(cfg: MiniatureConfig, pool: str, t: str) -> list[str]:
 
 
 def pack_all(cfg: MiniatureConfig, out: Path, groups: dict, executor: Any, echo) -> dict:
-    from mixtures.recipes import recipe_from_dict
-    from pipeline.commands.pack import pack
-    from pipeline.commands.plan import plan
+    from curate.mixtures.recipes import recipe_from_dict
+    from curate.pipeline.commands.pack import pack
+    from curate.pipeline.commands.plan import plan
 
     run = out / "run"
     recipe = recipe_from_dict({"name": "miniature-pack", "kind": "natural", "groups": groups["groups"],

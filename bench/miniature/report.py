@@ -100,7 +100,7 @@ def cells(summary: dict, base: dict | None) -> list[list[str]]:
 
 
 def table(summary: dict, base: dict | None) -> str:
-    from pipeline.reporting.texttable import aligned
+    from curate.pipeline.reporting.texttable import aligned
 
     lines = aligned(cells(summary, base), indent="", gap=" | ")
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])

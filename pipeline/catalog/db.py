@@ -25,10 +25,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.catalog import readonly_fs
-from pipeline.errors import CurateError, QueryError
-from stages import docshard
-from stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
+from curate.pipeline.catalog import readonly_fs
+from curate.pipeline.errors import CurateError, QueryError
+from curate.stages import docshard
+from curate.stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
 
 RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
 ALLOWED = {duckdb.StatementType.SELECT}

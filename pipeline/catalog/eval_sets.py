@@ -24,9 +24,9 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from pipeline.errors import CurateError
-from records.jsonl import json_objects
-from stages import holdout, shardio
+from curate.pipeline.errors import CurateError
+from curate.records.jsonl import json_objects
+from curate.stages import holdout, shardio
 
 EVAL_DIR = "eval"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -78,7 +78,7 @@ def read_jsonl_set(path: Path) -> pa.Table:
 
 def where_ids(run: Path, predicate: str, max_docs: int) -> list[str]:
     """Ids the predicate selects in the catalog; the `max_docs` with the smallest id hashes."""
-    from pipeline.catalog import db as catalog
+    from curate.pipeline.catalog import db as catalog
 
     try:
         ids = catalog.query(run, f"SELECT id FROM docs WHERE ({predicate})").column("id").to_pylist()

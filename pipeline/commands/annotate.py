@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from pipeline.catalog.db import columns
-from pipeline.errors import CurateError
-from scorers.buckets import DEFAULT_QUANTILES
-from scorers.ft import FastTextParams
+from curate.pipeline.catalog.db import columns
+from curate.pipeline.errors import CurateError
+from curate.scorers.buckets import DEFAULT_QUANTILES
+from curate.scorers.ft import FastTextParams
 
 
 def read_texts(paths: list[str]) -> list[str]:
@@ -72,7 +72,7 @@ def quality_examples(run_dir: str, positive_files: list[str] | None = None, posi
                      bucket_sample: int = 20000) -> tuple[list[str], list[str], list[str]]:
     """(positives, negatives, bucket sample) for `train_quality`: positives from files or SQL,
     negatives drawn from the `docs` outside them, the bucket sample from all of `docs`."""
-    from pipeline.catalog.db import check_read_only, connect
+    from curate.pipeline.catalog.db import check_read_only, connect
 
     if bool(positive_files) == bool(positive_sql):
         raise CurateError("give the positives either as files (--positive-files) or as SQL (--positive-sql), not both")
@@ -110,7 +110,7 @@ def train_quality(run_dir: str, name: str, positive_files: list[str] | None = No
                   bucket_sample: int = 20000) -> dict:
     """Train `RUN/models/quality_<name>.bin`: positives from files or SQL, negatives sampled from `docs`.
     A flat model is saved with a `warnings` entry (the CLI prints it)."""
-    from scorers import quality
+    from curate.scorers import quality
 
     if not name.replace("_", "").isalnum():
         raise CurateError(f"--name {name!r}: letters, digits and '_' only (it names the score column)")
@@ -131,7 +131,7 @@ def train_quality(run_dir: str, name: str, positive_files: list[str] | None = No
 
 def _run_taxonomy(run_dir: str) -> list:
     """The taxonomy of the run's domain stage (RUN/config.yaml), else the default one."""
-    from scorers.domain import DomainRule, default_taxonomy
+    from curate.scorers.domain import DomainRule, default_taxonomy
 
     cfg_path = Path(run_dir) / "config.yaml"
     stages = (yaml.safe_load(cfg_path.read_text()) or {}).get("stages") or [] if cfg_path.is_file() else []
@@ -162,7 +162,7 @@ def _rule_seeds(con, run_dir: str, max_per_label: int, seed: int, batch: int = 2
     are candidates and the rule must agree with its label; documents stream in batches, in the
     order of a seeded hash of their id, until every domain has its seeds.
     """
-    from scorers.domain import RuleTagger
+    from curate.scorers.domain import RuleTagger
 
     taxonomy = _run_taxonomy(run_dir)
     tagger = RuleTagger(taxonomy)
@@ -188,7 +188,7 @@ def domain_seeds(run_dir: str, labels: str = "rules", label_sql: str | None = No
                  seed: int = 0) -> list[tuple[str, str]]:
     """(label, text) seeds, at most `max_per_label` per label: from `label_sql` (columns text,
     label), a JSONL file of {text, label}, or `rules` (documents the run's taxonomy rules label)."""
-    from pipeline.catalog.db import connect
+    from curate.pipeline.catalog.db import connect
 
     if max_per_label < 1:
         raise CurateError(f"--max-per-label {max_per_label}: must be at least 1")
@@ -216,7 +216,7 @@ def train_domain(run_dir: str, name: str, labels: str = "rules", label_sql: str 
                  max_per_label: int = 2000, holdout: float = 0.2, seed: int = 0,
                  params: FastTextParams | None = None) -> dict:
     """Train `RUN/models/domain_<name>.bin`; held-out accuracy and `RUN/plots/domain_<name>_confusion.png`."""
-    from scorers.domain import plot_confusion, train_domain as fit
+    from curate.scorers.domain import plot_confusion, train_domain as fit
 
     seeds = domain_seeds(run_dir, labels, label_sql, max_per_label, seed)
     model_path = Path(run_dir) / "models" / f"domain_{name}.bin"

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 
 def train_config_dict(config: str | Path | None, max_steps: int | None, overrides: dict | None = None) -> dict:
     import dataclasses
 
-    from training.config import load_train_config
+    from curate.training.config import load_train_config
 
     try:
         cfg = load_train_config(Path(config) if config else None, {**(overrides or {}), "max_steps": max_steps})
@@ -28,7 +28,7 @@ def train_config_dict(config: str | Path | None, max_steps: int | None, override
 
 
 def read_plan(path: str | Path) -> dict:
-    from mixtures.schema import PlanValidationError, validate_plan
+    from curate.mixtures.schema import PlanValidationError, validate_plan
 
     p = Path(path)
     if not p.is_file():
@@ -46,9 +46,9 @@ def compare(run: str | Path, plans: Sequence[str | Path], base: str | Path, seed
             limit: int | None = None, eval_max_docs: int | None = None,
             echo: Callable[[str], None] = print) -> dict:
     """Run the arms (plan x seed), then write RUN/compare/compare.json and compare.png; return the summary."""
-    from search.arms import Arm, run_arms
-    from search.report import format_table, plot_compare, summarise
-    from stages.shardio import atomic_write_bytes
+    from curate.search.arms import Arm, run_arms
+    from curate.search.report import format_table, plot_compare, summarise
+    from curate.stages.shardio import atomic_write_bytes
 
     run = Path(run)
     if seeds < 1:

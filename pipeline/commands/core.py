@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 
 def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
-    from pipeline.commands.corpus import build_system_corpus
+    from curate.pipeline.commands.corpus import build_system_corpus
 
     return build_system_corpus(out, max_mb)
 
@@ -25,9 +25,9 @@ def run(config: str, inputs: list[str] | None = None, out: str | None = None, wo
     `executor`: `ray` (default) or `local` (every stage in this process, same output)."""
     import dataclasses
 
-    from pipeline.running.config import load_config
-    from pipeline.errors import ConfigError
-    from pipeline.running.runner import run_pipeline
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.errors import ConfigError
+    from curate.pipeline.running.runner import run_pipeline
 
     cfg = load_config(config, inputs=inputs, out=out, workers=workers, address=address)
     if limit is not None:
@@ -58,7 +58,7 @@ def _cell(v, width: int) -> str:
 
 
 def query(run_dir: str, sql: str, fmt: str = "table", output: str | None = None) -> pa.Table:
-    from pipeline.catalog import db as catalog
+    from curate.pipeline.catalog import db as catalog
 
     table = catalog.query(run_dir, sql)
     if fmt == "table":
@@ -147,12 +147,12 @@ def _cli_run(a: argparse.Namespace) -> int:
 
 def report(run_dir: str) -> Path:
     """Write `RUN_DIR/report.html` (counts and plots); returns its path."""
-    from pipeline.reporting.report import write_report
+    from curate.pipeline.reporting.report import write_report
 
     return write_report(run_dir)
 
 
 def stats_text(run_dir: str) -> str:
-    from pipeline.reporting.stats import summary_lines
+    from curate.pipeline.reporting.stats import summary_lines
 
     return "\n".join(summary_lines(run_dir))

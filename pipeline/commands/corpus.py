@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 # Changelogs run to megabytes; cut them at blank lines into pieces of about this size so a
 # document is an entry or a few, not a whole history.

@@ -24,8 +24,8 @@ import textwrap
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.commands.corpus import _files, _pydoc, _read, _write
-from pipeline.errors import CurateError
+from curate.pipeline.commands.corpus import _files, _pydoc, _read, _write
+from curate.pipeline.errors import CurateError
 
 # The FAQ's plain-text rendering: debian-faq installs it under /usr/share/doc/debian/FAQ (its
 # own /usr/share/doc/debian-faq holds only the changelog and copyright).

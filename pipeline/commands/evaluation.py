@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.errors import CurateError
-from pipeline.catalog.eval_sets import parse_extra, read_index, read_jsonl_set
-from stages import shardio
+from curate.pipeline.errors import CurateError
+from curate.pipeline.catalog.eval_sets import parse_extra, read_index, read_jsonl_set
+from curate.stages import shardio
 
 
 def run_sets(run: Path) -> dict[str, list[dict]]:
@@ -54,7 +54,7 @@ def eval_model(model: str | Path, run: str | Path | None = None, qa: Sequence[st
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate MODEL on the run's held-out sets, extra JSONL sets, QA sets and lm-eval tasks;
     writes eval.json and eval.png into `out` (default: the model folder)."""
-    from training.evaluate import EvalConfig, evaluate, read_qa
+    from curate.training.evaluate import EvalConfig, evaluate, read_qa
 
     model = Path(model)
     if not (model / "config.json").is_file():

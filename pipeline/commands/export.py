@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 DOLMA_TOP = ("id", "text", "source")
 BATCH_ROWS = 2048
@@ -36,7 +36,7 @@ def export(run_dir: str, fmt: str = "parquet", out: str = "export", where: str |
            shard_mb: float = 256.0, added: str | None = None) -> dict:
     """Write the run's kept documents (`docs`, optionally filtered by `where`) to `out`; returns
     the manifest that is also written to `out/export.json`."""
-    from pipeline.catalog import db as catalog
+    from curate.pipeline.catalog import db as catalog
 
     if fmt not in ("parquet", "jsonl"):
         raise CurateError(f"--format must be parquet or jsonl, not {fmt!r}")

@@ -19,17 +19,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from pipeline.errors import CurateError
-from pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
-from pipeline.catalog.eval_sets import write_index as write_eval_index
-from pipeline.running.config import StageSpec
-from pipeline.running.lock import holds_run_lock
-from pipeline.running.prepare import check_group_sql, plan_groups, read_plan, resolve_tokenizer
-from stages import shardio
-from stages.base import Executor
-from stages.packing import GroupTask, PackConfig, pack_group
-from stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
-from stages.tokenize_stage import TokenizeConfig
+from curate.pipeline.errors import CurateError
+from curate.pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
+from curate.pipeline.catalog.eval_sets import write_index as write_eval_index
+from curate.pipeline.running.config import StageSpec
+from curate.pipeline.running.lock import holds_run_lock
+from curate.pipeline.running.prepare import check_group_sql, plan_groups, read_plan, resolve_tokenizer
+from curate.stages import shardio
+from curate.stages.base import Executor
+from curate.stages.packing import GroupTask, PackConfig, pack_group
+from curate.stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
+from curate.stages.tokenize_stage import TokenizeConfig
 
 
 @dataclass
@@ -42,7 +42,7 @@ class PackResult:
 
 def _input_parts(run: Path) -> tuple[str, list[Path]]:
     """The latest stage before tokenize that has shards, and its shards."""
-    from pipeline.catalog.db import read_stage_names
+    from curate.pipeline.catalog.db import read_stage_names
 
     for name in reversed([n for n in read_stage_names(run) if n != STAGE]):
         parts = sorted((run / name).glob("*.parquet"))
@@ -111,7 +111,7 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
 
     args = (run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, extra)
     if executor is None:
-        from pipeline.running.adapter import RayExecutor, cluster_cpus, ray_session
+        from curate.pipeline.running.adapter import RayExecutor, cluster_cpus, ray_session
 
         with ray_session(address):
             return _pack(*args, RayExecutor(workers), cluster_cpus())
@@ -120,7 +120,7 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
 
 def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, eval_specs, executor,
           cpus) -> PackResult:
-    from pipeline.running.runner import run_stages_after
+    from curate.pipeline.running.runner import run_stages_after
 
     # sentencepiece threads per worker: the CPUs shared out among the shards that run at once.
     threads = max(1, cpus // max(1, min(len(parts), executor.workers)))

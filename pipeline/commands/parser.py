@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from pipeline.commands import annotate as cmd_annotate
-from pipeline.commands import compare as cmd_compare
-from pipeline.commands import core as cmd_core
-from pipeline.commands import evaluation as cmd_eval
-from pipeline.commands import export as cmd_export
-from pipeline.commands import pack as cmd_pack
-from pipeline.commands import plan as cmd_plan
-from pipeline.commands import preselect as cmd_preselect
-from pipeline.commands import search as cmd_search
+from curate.pipeline.commands import annotate as cmd_annotate
+from curate.pipeline.commands import compare as cmd_compare
+from curate.pipeline.commands import core as cmd_core
+from curate.pipeline.commands import evaluation as cmd_eval
+from curate.pipeline.commands import export as cmd_export
+from curate.pipeline.commands import pack as cmd_pack
+from curate.pipeline.commands import plan as cmd_plan
+from curate.pipeline.commands import preselect as cmd_preselect
+from curate.pipeline.commands import search as cmd_search
 
 # Each module adds its subcommands; listed explicitly (no registry magic).
 COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_preselect, cmd_plan, cmd_pack, cmd_eval, cmd_compare, cmd_search,
@@ -28,7 +28,7 @@ COMMAND_MODULES = [cmd_core, cmd_annotate, cmd_preselect, cmd_plan, cmd_pack, cm
 def _training_cli():
     """`train` and `init-model` live in training/ (which sits above pipeline/ and never imports it);
     the CLI reaches up to it with this one lazy import so `curate` stays a single command."""
-    from training import cli
+    from curate.training import cli
 
     return cli
 

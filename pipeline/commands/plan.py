@@ -14,13 +14,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mixtures.allocate import InfeasiblePlan
-from mixtures.groups import Availability, Group, GroupError, group_case_sql, group_stats
-from mixtures.planner import build_plan, format_table
-from mixtures.recipes import Recipe, RecipeError, load_recipe
-from mixtures.schema import PlanValidationError, validate_plan
-from pipeline.catalog.db import columns
-from pipeline.errors import CurateError
+from curate.mixtures.allocate import InfeasiblePlan
+from curate.mixtures.groups import Availability, Group, GroupError, group_case_sql, group_stats
+from curate.mixtures.planner import build_plan, format_table
+from curate.mixtures.recipes import Recipe, RecipeError, load_recipe
+from curate.mixtures.schema import PlanValidationError, validate_plan
+from curate.pipeline.catalog.db import columns
+from curate.pipeline.errors import CurateError
 
 
 class PlanError(CurateError):
@@ -85,7 +85,7 @@ def measure_tokens_per_char(con: Any, model_path: Path, sample_docs: int = 512) 
 def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: int = 512,
                  tokens_per_char: float | None = None) -> Availability:
     """Available tokens per group of the run's `docs` view (exact or estimated)."""
-    from pipeline.catalog.db import connect
+    from curate.pipeline.catalog.db import connect
 
     run_dir = Path(run_dir)
     # Counting needs the metadata only, so the views skip the join that fetches `text`; a
@@ -151,11 +151,11 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
     except (RecipeError, GroupError, InfeasiblePlan, PlanValidationError) as e:
         raise PlanError(str(e)) from None
     out = Path(out) if out is not None else run_dir / "plan.json"
-    from stages.shardio import atomic_write_bytes
+    from curate.stages.shardio import atomic_write_bytes
 
     atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     if plot:
-        from mixtures.plot import plot_plan
+        from curate.mixtures.plot import plot_plan
 
         plot_plan(result, out.with_suffix(".png"))
     if echo is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 
 def _sample(con, source: str, n: int, seed: int) -> list[tuple[str, str]]:
@@ -34,7 +34,7 @@ def _sample(con, source: str, n: int, seed: int) -> list[tuple[str, str]]:
 def ladder_performance(ladder: list[Path], target_texts: list[str], tokenizer: str | None, run_dir: str,
                        block: int, stride: int, batch_tokens: int, device: str, start: str) -> list[float]:
     """Minus each model's bits per byte on the target set (higher = better)."""
-    from scorers.lm import LMScorer, corpus_bpb, default_tokenizer, unload
+    from curate.scorers.lm import LMScorer, corpus_bpb, default_tokenizer, unload
 
     perf = []
     for folder in ladder:
@@ -48,7 +48,7 @@ def ladder_performance(ladder: list[Path], target_texts: list[str], tokenizer: s
 def score_ladder(ladder: list[Path], texts: list[str], tokenizer: str | None, run_dir: str, block: int,
                  stride: int, batch_tokens: int, device: str, start: str, max_chars: int | None) -> np.ndarray:
     """Bits per byte of each text under each model: shape (texts, models)."""
-    from scorers.lm import LMScorer, default_tokenizer, unload
+    from curate.scorers.lm import LMScorer, default_tokenizer, unload
 
     import time
 
@@ -76,9 +76,9 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.catalog.db import check_read_only, connect
-    from pipeline.commands.annotate import read_texts
-    from scorers import preselect
+    from curate.pipeline.catalog.db import check_read_only, connect
+    from curate.pipeline.commands.annotate import read_texts
+    from curate.scorers import preselect
 
     if not name.replace("_", "").isalnum():
         raise CurateError(f"--name {name!r}: letters, digits and '_' only (it names the score column)")
@@ -148,7 +148,7 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
 
 
 def _cli(a: argparse.Namespace) -> int:
-    from pipeline.commands.annotate import _params
+    from curate.pipeline.commands.annotate import _params
 
     meta = train_preselect(a.run_dir, a.ladder, a.perf, a.target_set, a.name, a.sample, a.sql, a.tokenizer, a.start,
                            a.lower_is_better, a.min_positives, a.length_bins, a.holdout, a.seed, a.bucket_sample,
@@ -166,7 +166,7 @@ def _cli(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pipeline.commands.annotate import _ft_args
+    from curate.pipeline.commands.annotate import _ft_args
 
     p = sub.add_parser("train-preselect", help="train a PreSelect classifier from a ladder of models (predictive strength)",
                        description="PreSelect (Shum et al. 2025): documents on which the ladder's bits per byte rank the "

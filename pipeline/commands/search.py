@@ -15,9 +15,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.commands.compare import read_plan, train_config_dict
-from pipeline.errors import CurateError
-from records.plan import Plan
+from curate.pipeline.commands.compare import read_plan, train_config_dict
+from curate.pipeline.errors import CurateError
+from curate.records.plan import Plan
 
 TRUST_SPEARMAN = 0.5
 """Below this held-out rank correlation the summary warns that the fit cannot be trusted."""
@@ -26,7 +26,7 @@ TRUST_SPEARMAN = 0.5
 def _fit_models(x: np.ndarray, table: dict[str, np.ndarray], model: str, target: str,
                 seed: int) -> tuple[str, dict, dict]:
     """Cross-validated fit quality of every model kind per metric; the kind used; fitted predictors."""
-    from search.fit import MODELS, cross_validate, fit_all
+    from curate.search.fit import MODELS, cross_validate, fit_all
 
     quality = {k: {m: dataclasses.asdict(cross_validate(m, x, y, seed=seed)) for m in MODELS} for k, y in table.items()}
     if model == "auto":  # the kind whose held-out ranking of the target is better (ties: LightGBM, as RegMix)
@@ -40,11 +40,11 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
            config: str | Path | None = None, model: str = "auto", candidates: int = 20000, top_k: int = 100,
            validate: bool = False, executor: Any = "ray", limit: int | None = None,
            eval_max_docs: int | None = None, echo: Callable[[str], None] = print) -> dict:
-    from search.arms import Arm, run_arms
-    from search.fit import constrained_search
-    from search.mixture import clip_to_caps, epoch_caps, natural_weights, proxy_plan, sample_mixtures, write_recipe
-    from search.report import plot_search
-    from stages.shardio import atomic_write_bytes
+    from curate.search.arms import Arm, run_arms
+    from curate.search.fit import constrained_search
+    from curate.search.mixture import clip_to_caps, epoch_caps, natural_weights, proxy_plan, sample_mixtures, write_recipe
+    from curate.search.report import plot_search
+    from curate.stages.shardio import atomic_write_bytes
 
     run = Path(run)
     base_plan = Plan.from_dict(read_plan(plan or run / "plan.json"))
@@ -121,8 +121,8 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
 def _validate(run, area, base_plan, base, train_cfg, found, natural, tokens, seed, predict, keys, executor,
               eval_max_docs, echo) -> dict:
     """Train the found and the natural mixture once more with a new seed; predicted vs measured."""
-    from search.arms import Arm, run_arms
-    from search.mixture import proxy_plan
+    from curate.search.arms import Arm, run_arms
+    from curate.search.mixture import proxy_plan
 
     s = seed + 1000
     arms = [Arm(f"validate-{n}-s{s}", proxy_plan(base_plan, w, tokens, f"validate-{n}"), s)

@@ -11,8 +11,8 @@ FROM docs GROUP BY ALL ORDER BY characters DESC
 
 from __future__ import annotations
 
-from pipeline.catalog.db import columns
-from pipeline.reporting.texttable import aligned
+from curate.pipeline.catalog.db import columns
+from curate.pipeline.reporting.texttable import aligned
 
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int
     import numpy as np
 
     if con is None:
-        from pipeline.catalog.db import connect
+        from curate.pipeline.catalog.db import connect
 
         con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
     out_dir = Path(run_dir) / "plots"

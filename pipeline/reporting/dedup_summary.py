@@ -6,7 +6,7 @@ one per stage, `rejected`) and runs the queries documented in docs/dedup.md.
 
 from __future__ import annotations
 
-from pipeline.catalog.db import columns
+from curate.pipeline.catalog.db import columns
 
 REASONS = ("exact_duplicate", "near_duplicate")  # the `reason` of exact.REASON and lsh.REASON
 

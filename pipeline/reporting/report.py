@@ -8,8 +8,8 @@ import html
 import io
 from pathlib import Path
 
-from pipeline.catalog.db import connect, read_stage_names
-from pipeline.reporting.stats import LOSS_WARN, retention, summary_lines
+from curate.pipeline.catalog.db import connect, read_stage_names
+from curate.pipeline.reporting.stats import LOSS_WARN, retention, summary_lines
 
 
 def _png(fig) -> str:
@@ -76,7 +76,7 @@ def write_report(run_dir: str | Path) -> Path:
     if ret and ret["rows"]:
         images.append(("Text per source: in vs kept", _retention(ret)))
     con.close()
-    from pipeline.reporting.annotate_summary import plot_score_histograms
+    from curate.pipeline.reporting.annotate_summary import plot_score_histograms
 
     plot_score_histograms(run_dir)  # RUN/plots/scores_<column>.png for every score column present
     # Plots other commands leave behind (mixture plan, score histograms, training curves).

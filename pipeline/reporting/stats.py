@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from pipeline.catalog.db import columns, connect, read_stage_names
-from pipeline.running.stage_table import STAGE_SUMMARIES
-from pipeline.reporting.texttable import aligned
+from curate.pipeline.catalog.db import columns, connect, read_stage_names
+from curate.pipeline.running.stage_table import STAGE_SUMMARIES
+from curate.pipeline.reporting.texttable import aligned
 
 
 def _fmt(n) -> str:

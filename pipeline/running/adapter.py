@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from pipeline.running.progress import progress
-from stages.base import TASK_BYTES, Resources, group_by_size
+from curate.pipeline.running.progress import progress
+from curate.stages.base import TASK_BYTES, Resources, group_by_size
 
 
 @contextlib.contextmanager

@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ConfigError
-from pipeline.running.stage_table import STAGE_KINDS
-from records.typed import build
-from stages.ingest import IngestConfig, InputSpec
+from curate.pipeline.errors import ConfigError
+from curate.pipeline.running.stage_table import STAGE_KINDS
+from curate.records.typed import build
+from curate.stages.ingest import IngestConfig, InputSpec
 
 
 # Names a stage can't take: catalog views and run-directory folders.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from pipeline.errors import CurateError
-from stages.base import Executor, LocalExecutor
+from curate.pipeline.errors import CurateError
+from curate.stages.base import Executor, LocalExecutor
 
 EXECUTORS = ("ray", "local")
 
@@ -23,7 +23,7 @@ def open_executor(kind: str | Executor, address: str | None = None, workers: int
     elif kind == "local":
         yield LocalExecutor(workers)
     elif kind == "ray":
-        from pipeline.running.adapter import RayExecutor, ray_session
+        from curate.pipeline.running.adapter import RayExecutor, ray_session
 
         with ray_session(address):
             yield RayExecutor(workers)

@@ -34,7 +34,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 LOCK_NAME = ".curate.lock"
 HEARTBEAT_S = 30.0

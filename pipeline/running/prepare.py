@@ -13,10 +13,10 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from pipeline.errors import CurateError
-from pipeline.running.config import StageSpec
-from stages.tokenize import assign_groups, tokenizer_info
-from stages.tokenize_stage import TokenizeConfig, TokenizeWork, config_hash, ensure_tokenizer
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.config import StageSpec
+from curate.stages.tokenize import assign_groups, tokenizer_info
+from curate.stages.tokenize_stage import TokenizeConfig, TokenizeWork, config_hash, ensure_tokenizer
 
 ALL_GROUP = "all"
 
@@ -34,7 +34,7 @@ def read_plan(run: Path, plan: str | Path | None) -> tuple[Path, dict | None]:
     except json.JSONDecodeError as e:
         raise CurateError(f"{path} is not valid JSON: {e}") from None
     if "phases" in obj:
-        from mixtures.schema import PlanValidationError, validate_plan
+        from curate.mixtures.schema import PlanValidationError, validate_plan
 
         try:
             validate_plan(obj)
@@ -48,7 +48,7 @@ def plan_groups(plan: dict | None) -> tuple[list[dict], str]:
     a plan, one group `all` of every document."""
     if plan is None:
         return [{"name": ALL_GROUP, "where": "TRUE"}], f"'{ALL_GROUP}'"
-    from mixtures.groups import GroupError, group_case_sql, parse_groups
+    from curate.mixtures.groups import GroupError, group_case_sql, parse_groups
 
     try:
         groups = parse_groups([{"name": g.get("name"), "where": g.get("where")} for g in plan.get("groups", [])],

@@ -23,17 +23,17 @@ from typing import Callable
 
 import yaml
 
-from pipeline.running.config import RunConfig, StageSpec
-from pipeline.errors import CurateError
-from pipeline.running.executors import open_executor
-from pipeline.running.lock import RunLock
-from pipeline.running.stage_table import STAGE_PREPARE
-from pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
+from curate.pipeline.running.config import RunConfig, StageSpec
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.executors import open_executor
+from curate.pipeline.running.lock import RunLock
+from curate.pipeline.running.stage_table import STAGE_PREPARE
+from curate.pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
                                         stage_config_hash, stage_version, write_shard)
-from records.counts import Counts
-from records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
-from stages import shardio
-from stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
+from curate.records.counts import Counts
+from curate.records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
+from curate.stages import shardio
+from curate.stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 
 TOKENIZE = "tokenize"  # the stage kind `curate pack` adds after a run's last stage
 
@@ -93,7 +93,7 @@ def run_stages_after(run_dir: Path, source: str, specs: list[StageSpec], executo
     parts = sorted((run_dir / source).glob("*.parquet"))
     with _disk_full_is_an_error(run_dir):
         reports, _, _ = _run_stages(specs, parts, {}, run_dir, executor, say, quiet=True)
-    from pipeline.catalog.db import read_stage_names
+    from curate.pipeline.catalog.db import read_stage_names
 
     added = [s.name for s in specs]
     shardio.atomic_write_json(run_dir / "stages.json", [n for n in read_stage_names(run_dir) if n not in added] + added)

@@ -16,10 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from pipeline.running.config import StageSpec
-from records.counts import StageStats, add_count
-from stages import docshard, shardio
-from stages.base import REJECTED_SCHEMA, config_dict
+from curate.pipeline.running.config import StageSpec
+from curate.records.counts import StageStats, add_count
+from curate.stages import docshard, shardio
+from curate.stages.base import REJECTED_SCHEMA, config_dict
 
 # Rows per `process()` call: big enough to amortise per-call overhead (batched model prediction),
 # small enough that a batch of long documents stays well under a worker's memory.

@@ -18,11 +18,11 @@ from pathlib import Path
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from pipeline.catalog import db as catalog
-from pipeline.errors import QueryError
-from pipeline.serve import runs
-from pipeline.serve.auth import Token, TokenStore
-from pipeline.serve.jobs import BadJob, Jobs
+from curate.pipeline.catalog import db as catalog
+from curate.pipeline.errors import QueryError
+from curate.pipeline.serve import runs
+from curate.pipeline.serve.auth import Token, TokenStore
+from curate.pipeline.serve.jobs import BadJob, Jobs
 
 STATIC = Path(__file__).parent / "static"
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; frame-src blob:; style-src 'self' 'unsafe-inline'"
@@ -177,7 +177,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.get("/api/runs/{run:path}/stats")
     def run_stats(run: str, request: Request, token: Token = Depends(need("read"))):
-        from pipeline.commands.core import stats_text
+        from curate.pipeline.commands.core import stats_text
 
         return {"run": run, "text": stats_text(str(run_path(request, token, run)))}
 

@@ -17,7 +17,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 SCOPES = ("read", "submit", "admin")
 TOKEN_PREFIX = "curate_"

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 
 class Client:
@@ -76,7 +76,7 @@ def _token(a: argparse.Namespace) -> str:
 
 def remote_main(argv: list[str]) -> int:
     """`curate --server URL [--token-file F] COMMAND ...`: the commands against a service."""
-    from pipeline.commands.core import format_table
+    from curate.pipeline.commands.core import format_table
 
     p = argparse.ArgumentParser(prog="curate --server URL")
     p.add_argument("--server", required=True)

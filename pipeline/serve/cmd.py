@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.errors import CurateError
+from curate.pipeline.errors import CurateError
 
 
 def serve(root: str, tokens: str | None = None, ray: str | None = None, host: str = "127.0.0.1", port: int = 8080,
@@ -14,9 +14,9 @@ def serve(root: str, tokens: str | None = None, ray: str | None = None, host: st
           ssl_keyfile: str | None = None, ssl_certfile: str | None = None, **limits) -> None:
     import uvicorn
 
-    from pipeline.serve.app import ServeConfig, create_app
-    from pipeline.serve.auth import ensure_tokens_file
-    from pipeline.serve.jobs import ray_token
+    from curate.pipeline.serve.app import ServeConfig, create_app
+    from curate.pipeline.serve.auth import ensure_tokens_file
+    from curate.pipeline.serve.jobs import ray_token
 
     root_path = Path(root).resolve()
     if not root_path.is_dir():
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(a: argparse.Namespace) -> int:
-    from pipeline.serve.auth import add_token
+    from curate.pipeline.serve.auth import add_token
 
     if a.action:
         if len(a.action) != 3 or a.action[:2] != ["token", "add"]:

@@ -17,8 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-from pipeline.errors import CurateError
-from pipeline.serve import runs
+from curate.pipeline.errors import CurateError
+from curate.pipeline.serve import runs
 
 KINDS = ("run", "plan", "pack", "train", "eval")
 # Options whose values are paths (or NAME=PATH): they must lie under the runs root (or a data dir).
@@ -56,7 +56,7 @@ def _under(allowed: list[Path], value: str, what: str) -> str:
 
 def _parse_cli(argv: list[str]) -> argparse.Namespace:
     """The CLI's own parser over argv; its usage errors become BadJob (argparse would exit)."""
-    from pipeline.commands.parser import build_parser
+    from curate.pipeline.commands.parser import build_parser
 
     err = io.StringIO()
     try:
@@ -70,7 +70,7 @@ def command(root: Path, data_dirs: list[Path], kind: str, run: str, config: dict
             args: list[str]) -> tuple[list[str], dict | None]:
     """argv of the curate command for this job, validated as the CLI validates it; for `run`
     also the resolved config (the job reads it from a file the service writes)."""
-    from pipeline.running.config import load_config
+    from curate.pipeline.running.config import load_config
 
     if kind not in KINDS:
         raise BadJob(f"kind must be one of {', '.join(KINDS)} (got {kind!r})")
@@ -101,8 +101,8 @@ def command(root: Path, data_dirs: list[Path], kind: str, run: str, config: dict
             if v is not None:
                 _under(allowed, str(v), f"--{opt.replace('_', '-')}")
     if kind == "train":
-        from training.config import load_train_config
-        from training.cli import _parse_sets
+        from curate.training.config import load_train_config
+        from curate.training.cli import _parse_sets
 
         try:
             load_train_config(ns.config, _parse_sets(ns.set))
@@ -139,7 +139,7 @@ class Jobs:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cfg, indent=1))
             argv[argv.index("CONFIG")] = str(path)
-        entrypoint = shlex.join([sys.executable, "-m", "pipeline.cli", *argv])
+        entrypoint = shlex.join([sys.executable, "-m", "curate.pipeline.cli", *argv])
         self.client.submit_job(entrypoint=entrypoint, submission_id=job_id,
                                metadata={"curate_run": run, "curate_kind": kind, "curate_by": who})
         self._cache = (0.0, [])

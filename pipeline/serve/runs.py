@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from pipeline.running.stagework import aggregate_stats
+from curate.pipeline.running.stagework import aggregate_stats
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 RUN_NAME = re.compile(rf"{_SEGMENT}(/{_SEGMENT})?")
@@ -142,7 +142,7 @@ class Catalogs:
         return dict(out)
 
     def get(self, base: Path):
-        from pipeline.catalog import db as catalog
+        from curate.pipeline.catalog import db as catalog
 
         stamp = self._stamp(base)
         with self._lock:

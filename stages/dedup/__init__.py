@@ -4,7 +4,7 @@ Both run as chains of resumable map/reduce sub-steps over hash-partitioned Parqu
 through the `Executor`, so no process holds all hashes, signatures or edges.
 """
 
-from stages.dedup.exact import ExactDedup, ExactDedupConfig
-from stages.dedup.fuzzy import MinHashDedup, MinHashDedupConfig
+from curate.stages.dedup.exact import ExactDedup, ExactDedupConfig
+from curate.stages.dedup.fuzzy import MinHashDedup, MinHashDedupConfig
 
 __all__ = ["ExactDedup", "ExactDedupConfig", "MinHashDedup", "MinHashDedupConfig"]

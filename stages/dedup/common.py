@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stages import shardio
-from stages.base import Executor
+from curate.stages import shardio
+from curate.stages.base import Executor
 
 # --------------------------------------------------------------------------------------------
 # Text normalization

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stages import shardio
-from stages.base import Executor
-from stages.dedup.common import (
+from curate.stages import shardio
+from curate.stages.base import Executor
+from curate.stages.dedup.common import (
     Step,
     fmix64,
     group_starts,

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stages import docshard
-from stages.base import GlobalContext
-from stages.dedup.common import (
+from curate.stages import docshard
+from curate.stages.base import GlobalContext
+from curate.stages.dedup.common import (
     group_starts,
     keeper_order,
     keeper_values,
@@ -33,7 +33,7 @@ from stages.dedup.common import (
     validate_shared,
     write_partitioned,
 )
-from stages.dedup.output import DECISION_SCHEMA, DedupRun
+from curate.stages.dedup.output import DECISION_SCHEMA, DedupRun
 
 REASON = "exact_duplicate"
 HASH_SCHEMA = pa.schema(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from stages import shardio
-from stages.base import GlobalContext
-from stages.dedup import lsh, minhash
-from stages.dedup.common import run_step, validate_shared
-from stages.dedup.components import connected_components
-from stages.dedup.output import DedupRun
+from curate.stages import shardio
+from curate.stages.base import GlobalContext
+from curate.stages.dedup import lsh, minhash
+from curate.stages.dedup.common import run_step, validate_shared
+from curate.stages.dedup.components import connected_components
+from curate.stages.dedup.output import DedupRun
 
 
 @dataclass

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages import docshard, shardio
-from stages.dedup import minhash
-from stages.dedup.common import (
+from curate.stages import docshard, shardio
+from curate.stages.dedup import minhash
+from curate.stages.dedup.common import (
     group_starts,
     keeper_order,
     keeper_values,
@@ -40,11 +40,11 @@ from stages.dedup.common import (
     resolve_keeper_column,
     write_partitioned,
 )
-from stages.dedup.components import LABEL_SCHEMA, unique_pairs, write_edges
-from stages.dedup.output import DECISION_SCHEMA
+from curate.stages.dedup.components import LABEL_SCHEMA, unique_pairs, write_edges
+from curate.stages.dedup.output import DECISION_SCHEMA
 
 if TYPE_CHECKING:  # the config lives with its stage, which imports this module
-    from stages.dedup.fuzzy import MinHashDedupConfig
+    from curate.stages.dedup.fuzzy import MinHashDedupConfig
 
 REASON = "near_duplicate"
 ALL_PAIRS_MAX = 16  # with verification, buckets up to this size offer all pairs, larger ones a star

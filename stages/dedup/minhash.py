@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.dedup.common import fmix64, normalize_text
+from curate.stages.dedup.common import fmix64, normalize_text
 
 EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for a signature of no shingles
 _CHUNK = 2048  # shingles per permutation block: 2048 x 128 x 4 B = 1 MB, stays in cache

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import docshard, shardio
-from stages.base import Executor, GlobalContext, rejected_rows
-from stages.dedup.common import Step, inputs_fingerprint, part_offsets, read_inbox, reset_work_dir
+from curate.stages import docshard, shardio
+from curate.stages.base import Executor, GlobalContext, rejected_rows
+from curate.stages.dedup.common import Step, inputs_fingerprint, part_offsets, read_inbox, reset_work_dir
 
 DECISION_SCHEMA = pa.schema(
     [
