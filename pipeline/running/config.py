@@ -27,6 +27,7 @@ from curate.pipeline.errors import ConfigError
 from curate.pipeline.running.stage_table import STAGE_KINDS
 from curate.records.typed import build
 from curate.stages.ingest import IngestConfig, InputSpec
+from curate.stages.user import NoFields, user_stage_class
 
 
 # Names a stage can't take: catalog views and run-directory folders.
@@ -53,6 +54,8 @@ class StageSpec:
 
     def load(self):
         """Construct the stage (in the process that runs it)."""
+        if ":" in self.kind:  # a user's own stage class, `module:Class` (stages/user.py)
+            return user_stage_class(self.kind)(self.config, self.name)
         module, _, stage_cls = STAGE_KINDS[self.kind]
         return getattr(importlib.import_module(module), stage_cls)(self.config, self.name)
 
@@ -136,16 +139,35 @@ def _stage_spec(i: int, entry: Any) -> StageSpec:
         raise ConfigError(path, f"each stage needs a `kind`; valid kinds: {', '.join(sorted(STAGE_KINDS))}")
     entry = dict(entry)
     kind = entry.pop("kind")
+    if isinstance(kind, str) and ":" in kind:
+        return _user_stage_spec(path, kind, entry)
     if kind not in STAGE_KINDS:
         raise ConfigError(f"{path}.kind", f"unknown stage kind {kind!r}; valid kinds: {', '.join(sorted(STAGE_KINDS)) or '(none)'}")
-    name = entry.pop("name", kind)
+    name = _stage_name(path, entry.pop("name", kind))
+    module, cfg_cls, _ = STAGE_KINDS[kind]
+    cfg = build(getattr(importlib.import_module(module), cfg_cls), entry, path)
+    return StageSpec(kind, name, cfg)
+
+
+def _stage_name(path: str, name: Any) -> str:
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"{path}.name", f"{name!r} is not a valid stage name (letters, digits, '_' and '-')")
     if name in RESERVED_NAMES:
         raise ConfigError(f"{path}.name", f"{name!r} is reserved (catalog views and run folders: {', '.join(RESERVED_NAMES)})")
-    module, cfg_cls, _ = STAGE_KINDS[kind]
-    cfg = build(getattr(importlib.import_module(module), cfg_cls), entry, path)
-    return StageSpec(kind, name, cfg)
+    return name
+
+
+def _user_stage_spec(path: str, kind: str, entry: dict) -> StageSpec:
+    """A stage kind given as `module:Class`: its fields build `Class.Config` (stages/user.py)."""
+    try:
+        cls = user_stage_class(kind)
+    except ValueError as e:
+        raise ConfigError(f"{path}.kind", str(e)) from None
+    name = _stage_name(path, entry.pop("name", cls.__name__.lower()))
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is None and entry:
+        raise ConfigError(path, f"{kind} declares no `Config` dataclass, so it takes no fields; got {', '.join(sorted(entry))}")
+    return StageSpec(kind, name, build(config_cls or NoFields, entry, path))
 
 
 def load_config(path: str | Path | None = None, data: dict | None = None, *, inputs: list[str] | None = None,

@@ -23,7 +23,9 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "word_count": ("curate.stages.word_count", "WordCountConfig", "WordCountStage"),
     "ingest": ("curate.stages.ingest_stage", "IngestConfig", "IngestStage"),
     "tokenize": ("curate.stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
+    "filter": ("curate.stages.user", "FilterConfig", "FilterStage"),
 }
+# A config may also name its own stage class as `kind: "module:Class"` (stages/user.py).
 
 # Kinds with a driver-side step before their shards (pipeline/running/prepare.py): kind ->
 # (module, function) returning the spec the workers run with and the markers' config hash.

@@ -20,6 +20,7 @@ from curate.pipeline.running.config import StageSpec
 from curate.records.counts import StageStats, add_count
 from curate.stages import docshard, shardio
 from curate.stages.base import REJECTED_SCHEMA, config_dict
+from curate.stages.user import source_digest, user_stage_class
 
 # Rows per `process()` call: big enough to amortise per-call overhead (batched model prediction),
 # small enough that a batch of long documents stays well under a worker's memory.
@@ -74,8 +75,12 @@ def stage_version(stage: Any) -> int:
 
 
 def stage_config_hash(spec: StageSpec) -> str:
-    """What a stage's markers must match besides their input: its kind, name and config."""
-    return shardio.stable_hash({"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config)})
+    """What a stage's markers must match besides their input: its kind, name and config (and, for a
+    user's `module:Class` stage, its source file's digest: editing the class reruns the stage)."""
+    key = {"kind": spec.kind, "name": spec.name, "config": config_dict(spec.config)}
+    if ":" in spec.kind:
+        key["code"] = source_digest(user_stage_class(spec.kind))
+    return shardio.stable_hash(key)
 
 
 class MapStageWorker:
