@@ -7,6 +7,7 @@ for this entry point), so `curate --help` never imports torch.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -111,8 +112,9 @@ def _init_cmd(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (`python -m curate.training.cli ...`) for use before `curate` wires the commands in."""
-    parser = argparse.ArgumentParser(prog="curate")
-    register(parser.add_subparsers(dest="command", required=True))
+    parser = argparse.ArgumentParser(prog="curate", allow_abbrev=False)  # as pipeline/commands/parser.py
+    register(parser.add_subparsers(dest="command", required=True,
+                                   parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False)))
     args = parser.parse_args(argv)
     return args.func(args)
 

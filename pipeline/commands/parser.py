@@ -33,9 +33,19 @@ def _training_cli():
     return cli
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations: `--addr` is not `--address`. A prefix match
+    would let a job submitted to `curate serve` set an option the service sets (`--out`, `--ray`)
+    by a spelling no list of refused options names. Subparsers inherit the class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(more: list[ModuleType] = ()) -> argparse.ArgumentParser:
     """The parser of every command module, then of `more` (each with a `register(sub)`)."""
-    parser = argparse.ArgumentParser(prog="curate", description="Data curation and mixture pipeline for continued pretraining.")
+    parser = Parser(prog="curate", description="Data curation and mixture pipeline for continued pretraining.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES + list(more) + [_training_cli()]:
         module.register(sub)

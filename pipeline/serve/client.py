@@ -78,7 +78,9 @@ def remote_main(argv: list[str]) -> int:
     """`curate --server URL [--token-file F] COMMAND ...`: the commands against a service."""
     from curate.pipeline.commands.core import format_table
 
-    p = argparse.ArgumentParser(prog="curate --server URL")
+    from curate.pipeline.commands.parser import Parser
+
+    p = Parser(prog="curate --server URL")
     p.add_argument("--server", required=True)
     p.add_argument("--token-file")
     sub = p.add_subparsers(dest="command", required=True)
