@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
 from curate.training.bpb import load_scoring_model, windows  # noqa: E402

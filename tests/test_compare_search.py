@@ -9,8 +9,6 @@ import shutil
 import pytest
 import yaml
 
-pytest.importorskip("torch")
-
 from curate.pipeline.commands.compare import compare  # noqa: E402
 from curate.pipeline.commands.search import search  # noqa: E402
 from curate.search.mixture import proxy_plan  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from curate.pipeline.running.config import load_config
 from curate.pipeline.errors import ConfigError
@@ -58,7 +59,11 @@ def test_run_configs_are_found():
 @pytest.mark.parametrize("path", RUN_CONFIGS)
 def test_every_shipped_config_loads(path):
     cfg = load_config(REPO / "configs" / path)
-    assert cfg.inputs and cfg.out
+    raw = yaml.safe_load((REPO / "configs" / path).read_text())
+    # Nothing listed is lost or reordered, and every stage resolves to a class of its kind.
+    assert [i.path for i in cfg.inputs] == [i["path"] for i in raw["inputs"]]
+    assert [s.kind for s in cfg.stage_specs] == [s["kind"] for s in raw.get("stages") or []]
+    assert all(callable(getattr(s.load(), "process", None) or getattr(s.load(), "run", None)) for s in cfg.stage_specs)
 
 
 def test_cli_overrides():

@@ -10,7 +10,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from curate.pipeline.cli import main as cli_main  # noqa: E402
 from curate.pipeline.commands.pack import pack  # noqa: E402
@@ -189,7 +189,6 @@ def test_trainer_logs_eval_bpb_per_set(models, packed_run, tmp_path):
 
 
 def test_lm_eval_runs_the_qa_set_as_a_local_task_offline(models, tmp_path, monkeypatch):
-    pytest.importorskip("lm_eval")
     import yaml
 
     from curate.training.lm_eval_tasks import OFFLINE, qa_task

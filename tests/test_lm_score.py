@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from curate.pipeline.errors import ConfigError  # noqa: E402
 from curate.scorers import lm  # noqa: E402

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from curate.training.hf_io import init_model, load_model, save_model  # noqa: E402
 from curate.training.model import LlamaModel, ModelConfig, document_mask  # noqa: E402

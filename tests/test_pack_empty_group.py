@@ -57,7 +57,6 @@ def test_a_rerun_reuses_the_empty_group(packed):
 
 
 def test_the_trainer_opens_the_run_and_names_an_empty_group_with_weight(packed, tmp_path):
-    pytest.importorskip("torch")
     from curate.training.config import TrainConfig
     from curate.training.hf_io import init_model
     from curate.training.indexed import PackedRows

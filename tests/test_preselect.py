@@ -181,7 +181,7 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
     pos = [source[i] for i, lab_ in zip(scores["id"], scores["label"]) if lab_ == 1]
     print(f"positives: {pos.count('python')} Python source, {pos.count('pydoc')} pydoc prose")
     assert pos.count("python") >= 0.8 * len(pos)
-    assert meta["heldout"]["n_pos"] >= 10 and 0.0 <= meta["heldout"]["auc"] <= 1.0
+    assert meta["heldout"]["n_pos"] >= 10 and meta["heldout"]["auc"] > 0.5  # better than chance on its held-out split
     # On documents neither the ladder, the sample nor the classifier saw, code ranks above prose.
     held_code, held_prose = code_ho[:100], prose_ho[:100]
     scorer = QualityScorer(run / "models" / "quality_preselect.bin")

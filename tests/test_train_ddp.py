@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from curate.training.config import TrainConfig  # noqa: E402
 from curate.training.hf_io import init_model, load_model  # noqa: E402

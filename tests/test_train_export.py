@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("google.protobuf", reason="transformers converts sentencepiece models with protobuf")
+import torch
+import transformers
 
 from curate.stages.tokenize import TokenizerConfig, load_tokenizer, train_tokenizer  # noqa: E402
 from curate.training.config import TrainConfig  # noqa: E402

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-
 from curate.training.cli import main as cli_main  # noqa: E402
 from curate.training.config import TrainConfig, load_train_config  # noqa: E402
 from curate.training.hf_io import init_model, load_model  # noqa: E402

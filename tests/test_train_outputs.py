@@ -7,8 +7,6 @@ import math
 
 import pytest
 
-pytest.importorskip("torch")
-
 from curate.training.cli import main as cli_main  # noqa: E402
 from curate.training.config import TrainConfig  # noqa: E402
 from curate.training.hf_io import init_model  # noqa: E402

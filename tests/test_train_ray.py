@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("ray.train", reason="needs ray[train] (pandas)")
-
 from curate.training.config import TrainConfig  # noqa: E402
 from curate.training.ray_train import launch_ray  # noqa: E402
 from curate.training.hf_io import init_model  # noqa: E402
