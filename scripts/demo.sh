@@ -91,13 +91,23 @@ target = [n for n in sets if roles[n] == "target"]
 general = [n for n in sets if roles[n] in ("general", "high_quality")]
 def bpb(ev, names):  # the sets' bits over their bytes: one figure for several sets
     return sum(ev["sets"][n]["bits"] for n in names) / sum(ev["sets"][n]["bytes"] for n in names)
-rows = [(f"{role} ({'+'.join(names)})", bpb(base, names), bpb(cont, names))
+docs = lambda names: sum(base["sets"][n].get("docs", 0) for n in names)
+rows = [(f"{role} ({'+'.join(names)})", bpb(base, names), bpb(cont, names), docs(names))
         for role, names in (("target", target), ("general", general)) if names]
-rows += [(f"  {n} ({roles[n]})", bpb(base, [n]), bpb(cont, [n])) for n in sets]
-rows += [(f"QA answers ({n})", q["answer_bpb"], cont["qa"][n]["answer_bpb"]) for n, q in base["qa"].items()]
-print(f"{'bits per byte, held-out':<36} {'base':>7} {'continued':>10} {'change':>8}")
-for label, b, c in rows:
-    print(f"{label:<36} {b:7.3f} {c:10.3f} {100 * (c - b) / b:+7.1f}%")
+rows += [(f"  {n} ({roles[n]})", bpb(base, [n]), bpb(cont, [n]), docs([n])) for n in sets]
+rows += [(f"QA answers ({n})", q["answer_bpb"], cont["qa"][n]["answer_bpb"], q["items"]) for n, q in base["qa"].items()]
+# A demo-sized held-out set is a handful of documents: its change is one draw, not a finding.
+# Rows under SMALL documents (or QA items) are marked; the recipe miniature compares mixtures
+# over seeds with paired tests (bench/recipe_miniature.py). A figure that is not a number is not printed.
+SMALL = 30
+print(f"{'bits per byte, held-out':<36} {'base':>7} {'continued':>10} {'change':>8} {'n':>5}")
+for label, b, c, n in rows:
+    if b is None or c is None or b != b or c != c or not b:
+        continue
+    mark = "  indicative only" if n < SMALL else ""
+    print(f"{label:<36} {b:7.3f} {c:10.3f} {100 * (c - b) / b:+7.1f}% {n:5d}{mark}")
+print(f"n: held-out documents (QA: items). Rows under {SMALL} are one small draw: for a comparison that decides")
+print("anything, run the recipe miniature (python bench/recipe_miniature.py --config configs/miniature.yaml).")
 PY
 step "11. summary"
 curate stats "$RUN"
