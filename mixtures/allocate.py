@@ -45,15 +45,23 @@ def largest_remainder(total: int, weights: Mapping[str, float], order: Sequence[
     return out
 
 
-def capacity(available: Mapping[str, int], max_epochs: float) -> dict[str, int]:
+Epochs = float | Mapping[str, float]
+"""One epoch cap for every group, or one per group (the reuse recipe's qa groups have their own)."""
+
+
+def cap_of(max_epochs: Epochs, group: str) -> float:
+    return max_epochs[group] if isinstance(max_epochs, Mapping) else max_epochs
+
+
+def capacity(available: Mapping[str, int], max_epochs: Epochs) -> dict[str, int]:
     """Most tokens each group may contribute over the whole plan."""
-    return {g: int(math.floor(n * max_epochs)) for g, n in available.items()}
+    return {g: int(math.floor(n * cap_of(max_epochs, g))) for g, n in available.items()}
 
 
 def allocate_phases(
     phases: Sequence[tuple],
     available: Mapping[str, int],
-    max_epochs: float,
+    max_epochs: Epochs,
     allow_redistribute: bool,
 ) -> tuple[list[dict[str, int]], list[Redistribution]]:
     """Integer tokens per phase and group, honouring the epoch cap.
@@ -80,7 +88,7 @@ def allocate_phases(
         for g in order:
             asked = sum(a[g] for a in wants)
             if asked > cap[g]:
-                raise InfeasiblePlan(_refusal(g, asked, available[g], max_epochs))
+                raise InfeasiblePlan(_refusal(g, asked, available[g], cap_of(max_epochs, g)))
         return wants, []
 
     left = dict(cap)
@@ -91,7 +99,7 @@ def allocate_phases(
         if all(want[g] <= left[g] for g in order):
             alloc, capped = want, set()
         else:
-            alloc, capped = _water_fill(name, n, weights, left, order, max_epochs, available)
+            alloc, capped = water_fill(name, n, weights, left, order, max_epochs, available)
         for g in order:
             # Only a group held at its cap is a move; an uncapped group that ends a token
             # lower because the excess was re-rounded among the others is not.
@@ -102,8 +110,8 @@ def allocate_phases(
     return allocs, moves
 
 
-def _water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[str, int],
-                order: list[str], max_epochs: float, available: Mapping[str, int]) -> tuple[dict[str, int], set[str]]:
+def water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[str, int],
+                order: list[str], max_epochs: Epochs, available: Mapping[str, int]) -> tuple[dict[str, int], set[str]]:
     """Tokens per group for one phase of `n` tokens, and the groups fixed at their cap.
 
     Groups whose share exceeds what they have `left` are fixed at it; the rest of the phase is
@@ -119,7 +127,7 @@ def _water_fill(phase: str, n: int, weights: Mapping[str, float], left: Mapping[
             if rest > 0:
                 worst = max(active, key=lambda g: weights.get(g, 0.0)) if active else order[0]
                 raise InfeasiblePlan(
-                    f"phase {phase!r}: every group it draws on is at its {max_epochs:g}-epoch cap and "
+                    f"phase {phase!r}: every group it draws on is at its {cap_of(max_epochs, worst):g}-epoch cap and "
                     f"{rest} tokens are still unplaced (e.g. group {worst!r} has "
                     f"{available[worst]} tokens available); add data, lower --tokens or raise max_epochs")
             break

@@ -16,7 +16,7 @@ from curate.mixtures.allocate import allocate_phases
 from curate.mixtures.groups import Availability, tokens_per_char_kind
 from curate.mixtures.recipes import Recipe, RecipeError
 from curate.mixtures.schedule import lr_at
-from curate.mixtures.weights import phases_for
+from curate.mixtures.weights import phases_for, qa_epoch_cap, qa_groups
 from curate.records.plan import Plan, PlanGroup, PlanPhase, Unassigned
 
 SCHEMA_VERSION = 1
@@ -67,9 +67,11 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         raise RecipeError(f"schedule.{e}") from None
 
     avail = {g.name: g.available_tokens for g in availability.groups}
-    phases = phases_for(recipe, schedule, avail, step)
+    phases = phases_for(recipe, schedule, avail, step, max_epochs)
+    caps = group_caps(recipe, avail, max_epochs)
     allocs, moves = allocate_phases([(p.name, p.end_token - p.start_token, p.weights, p.tokens) for p in phases],
-                                    avail, max_epochs, redistribute)
+                                    avail, caps, redistribute)
+    rule_moves = [m for p in phases for m in p.moves]  # the rule's own notes say why
 
     out_phases = []
     moved = {m.phase for m in moves}
@@ -84,25 +86,18 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
             boundary=p.boundary, requested_weights=dict(p.weights), weights=weights,
             tokens=dict(alloc), megatron_blend=megatron_blend(weights),
         ))
-    out_groups = []
-    for g in availability.groups:
-        asked = sum(a[g.name] for a in allocs)
-        out_groups.append(PlanGroup(
-            name=g.name, where=g.where, role=recipe.role_of(g.name), documents=g.documents,
-            chars=g.chars, available_tokens=g.available_tokens, requested_tokens=asked,
-            epochs=asked / g.available_tokens if g.available_tokens else 0.0, max_epochs=max_epochs,
-        ))
-    warnings = []
+    out_groups = [_plan_group(g, recipe, sum(a[g.name] for a in allocs), caps[g.name]) for g in availability.groups]
+    warnings = recipe.notes() + [n for p in phases for n in p.notes]
     if availability.unassigned_documents:
         warnings.append(f"{availability.unassigned_documents} documents (~{availability.unassigned_tokens} "
                         "tokens) match no group and are left out of the plan")
     if availability.token_counts == "estimated":
         warnings.append(_estimate_note(availability.tokens_per_char, availability.tokens_per_char_source))
     for m in moves:
-        why = "it has no tokens" if avail[m.group] == 0 else f"{max_epochs:g}-epoch cap"
+        why = "it has no tokens" if avail[m.group] == 0 else f"{caps[m.group]:g}-epoch cap"
         warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
                         f"{m.requested_tokens} requested tokens ({why}); the rest went to the phase's other groups")
-    return Plan(
+    plan = Plan(
         schema_version=SCHEMA_VERSION, recipe=recipe.name, recipe_kind=recipe.kind,
         total_tokens=total_tokens, seq_len=seq_len, batch_size=batch_size,
         tokens_per_step=step, total_steps=-(-total_tokens // step),
@@ -110,10 +105,61 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         tokens_per_char_source=availability.tokens_per_char_source,
         max_epochs=max_epochs, allow_redistribute=redistribute,
         schedule=schedule, groups=out_groups, phases=out_phases,
-        redistributed=list(moves),
+        redistributed=rule_moves + list(moves),
         unassigned=Unassigned(documents=availability.unassigned_documents, tokens=availability.unassigned_tokens),
         warnings=warnings,
     ).to_dict()
+    return with_roles(plan, recipe)
+
+
+def _plan_group(g, recipe: Recipe, asked: int, cap: float) -> PlanGroup:
+    return PlanGroup(name=g.name, where=g.where, role=recipe.role_of(g.name), documents=g.documents,
+                     chars=g.chars, available_tokens=g.available_tokens, requested_tokens=asked,
+                     epochs=asked / g.available_tokens if g.available_tokens else 0.0, max_epochs=cap)
+
+
+def group_caps(recipe: Recipe, available: dict[str, int], max_epochs: float) -> dict[str, float]:
+    """The epoch cap of every group: max_epochs, but the reuse recipe's qa groups have their own."""
+    qa = set(qa_groups(recipe, available)) if recipe.kind == "reuse" else set()
+    return {g: qa_epoch_cap(recipe, max_epochs) if g in qa else max_epochs for g in available}
+
+
+def with_roles(plan: dict, recipe: Recipe) -> dict:
+    """`plan` with each phase's `roles` (share and tokens per role; groups without one under
+    "-") and the `summary` line that names the QA data's tokens and epochs, so a reader sees at
+    once whether a QA blend holds QA."""
+    role = {g["name"]: g["role"] or "-" for g in plan["groups"]}
+    for p in plan["phases"]:
+        n = p["end_token"] - p["start_token"]
+        roles: dict[str, dict] = {}
+        for g, t in p["tokens"].items():
+            r = roles.setdefault(role[g], {"share": 0.0, "tokens": 0, "groups": []})
+            r["tokens"] += t
+            r["groups"].append(g)
+        for r in roles.values():
+            r["share"] = r["tokens"] / n
+        p["roles"] = roles
+    plan["summary"] = summary_line(plan, recipe)
+    return plan
+
+
+def summary_line(plan: dict, recipe: Recipe) -> str:
+    """One line per plan: the last phase's role shares, and the QA tokens and epochs."""
+    last = plan["phases"][-1]
+    shares = ", ".join(f"{r} {v['share']:.1%}" for r, v in last["roles"].items() if v["tokens"])
+    line = f"phase {last['name']!r}: {shares}"
+    qa = [g for g in plan["groups"] if g["role"] == "qa"]
+    if not qa:
+        return line
+    tokens = {p["name"]: sum(p["tokens"][g["name"]] for g in qa) for p in plan["phases"]}
+    avail = sum(g["available_tokens"] for g in qa)
+    total = sum(tokens.values())
+    where = ", ".join(f"{t:,} in {name!r}" for name, t in tokens.items() if t) or "none in any phase"
+    line += (f"; QA: {total:,} tokens ({where}), {total / avail if avail else 0:.2f} epochs of its "
+             f"{avail:,} available")
+    if recipe.kind == "reuse":
+        line += f" (qa_share {recipe.qa_share:g}, cap {qa_epoch_cap(recipe, plan['max_epochs']):g} epochs)"
+    return line
 
 
 def _estimate_note(ratio: float, source: str) -> str:
@@ -143,7 +189,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def format_table(plan: Plan | dict) -> str:
     """Requested vs available vs epochs, per phase and for the whole plan (`curate plan`
     prints it, so the mixture is seen before training)."""
-    plan = Plan.of(plan)
+    raw, plan = plan, Plan.of(plan)
     groups = plan.groups
     est = "estimated" if plan.token_counts == "estimated" else "exact"
     lines = [f"plan {plan.recipe!r} ({plan.recipe_kind}): {plan.total_tokens:,} tokens, "
@@ -151,8 +197,11 @@ def format_table(plan: Plan | dict) -> str:
              f"available tokens {est}"]
     s = plan.schedule
     lines.append(f"schedule {s.kind}: lr {s.lr_start:.3g} -> {s.lr_end:.3g}, warmup {s.warmup_tokens:,} tokens")
+    if isinstance(raw, dict) and raw.get("summary"):
+        lines.append(f"summary: {raw['summary']}")
     header = ["group", "role", "weight", "requested", "available", "epochs"]
-    for p in plan.phases:
+    raw_phases = raw.get("phases", []) if isinstance(raw, dict) else []
+    for i, p in enumerate(plan.phases):
         ends = f", ends at {p.boundary}" if p.boundary else ""
         lines.append("")
         lines.append(f"phase {p.name!r}: tokens {p.start_token:,} .. {p.end_token:,} "
@@ -163,6 +212,10 @@ def format_table(plan: Plan | dict) -> str:
             rows.append([g.name, g.role or "-", f"{p.weights[g.name]:.4f}", f"{n:,}", f"{av:,}",
                          f"{n / av:.3f}" if av else ("-" if n == 0 else "inf")])
         lines += _table(header, rows)
+        roles = raw_phases[i].get("roles") if i < len(raw_phases) else None
+        if roles:
+            lines.append("  roles: " + ", ".join(f"{r} {v['share']:.2%} ({v['tokens']:,} tokens)"
+                                                 for r, v in roles.items()))
     lines.append("")
     lines.append(f"whole plan (max_epochs {plan.max_epochs:g}):")
     rows = [[g.name, g.role or "-", f"{g.requested_tokens / plan.total_tokens:.4f}",

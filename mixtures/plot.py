@@ -18,6 +18,11 @@ def format_tokens(x: float) -> str:
     return f"{x:.4g}"
 
 
+def role_lines(roles: dict) -> str:
+    """One line per role: `qa 12.0% (6.9K)`."""
+    return "\n".join(f"{r} {v['share']:.1%} ({format_tokens(v['tokens'])})" for r, v in roles.items())
+
+
 def plot_plan(plan: dict, path: str | Path) -> Path:
     """Write the plan's picture to `path` (PNG) and return the path."""
     try:
@@ -74,6 +79,11 @@ def plot_plan(plan: dict, path: str | Path) -> Path:
     for p in plan["phases"]:
         mid = (p["start_token"] + p["end_token"]) / 2
         ax.text(mid, 1.01, p["name"], ha="center", va="bottom", fontsize=9, transform=ax.get_xaxis_transform())
+        if p.get("roles"):
+            # Each role's share and tokens in the phase, so a QA blend without QA shows at once.
+            ax.text(mid, 0.97, role_lines(p["roles"]), ha="center", va="top", fontsize=7.5,
+                    transform=ax.get_xaxis_transform(),
+                    bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.6", alpha=0.85))
 
     handles, labels = ax.get_legend_handles_labels()
     h2, l2 = lr_ax.get_legend_handles_labels()

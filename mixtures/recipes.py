@@ -21,6 +21,9 @@ from curate.records.typed import build
 RECIPE_KINDS = ("natural", "temperature", "unimax", "reuse", "upsample-end", "custom")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 _TRIAL_TOKENS = 1 << 40  # budget of the trial schedule ScheduleSpec validates itself with
+QA_SHARE = 0.12
+"""The reuse recipe's default QA share of its QA blend: Parmar et al. 2024 (arXiv:2407.07263),
+the blend-weight figure of their QA blend, where QA data is about 12% of the phase's tokens."""
 
 
 class RecipeError(ValueError):
@@ -44,7 +47,7 @@ KIND_FIELDS = {
     "natural": (),
     "temperature": ("tau",),
     "unimax": ("unimax_epochs",),
-    "reuse": ("role_weights", "switch", "qa_fraction"),
+    "reuse": ("role_weights", "switch", "qa_share", "qa_max_epochs", "qa_blend_role_weights", "qa_fraction"),
     "upsample-end": ("end_role_weights", "end_base", "switch", "tau"),
     "custom": ("phases",),
 }
@@ -149,12 +152,23 @@ class Recipe:
     unimax_epochs: float | None = None
     """unimax: per-group epoch cap N of the uniform budget; null = max_epochs."""
     role_weights: dict[str, float] = field(default_factory=dict)
-    """reuse/upsample-end: multiplier on each role's natural share in the general blend
-    (roles not listed: 1.0)."""
+    """reuse: multiplier on each role's natural share in the general blend (roles not listed:
+    1.0); the qa role never enters the general blend."""
     switch: Boundary | None = None
     """reuse/upsample-end: where the final phase starts."""
-    qa_fraction: float = 0.1
-    """reuse: share of phase-2 tokens given to the qa and target groups."""
+    qa_share: float | None = None
+    """reuse: share of the QA blend's tokens given to the qa role's groups, whatever the size of
+    the other roles (null: QA_SHARE, the paper's ~0.12). Split among qa groups by size."""
+    qa_max_epochs: float | None = None
+    """reuse: most passes over each qa group (null: max_epochs); where qa_share would need more,
+    the QA share is lowered to what the cap allows and the plan says so. 1.5 and 3.5 are the
+    paper's QA-epoch variants."""
+    qa_blend_role_weights: dict[str, float] | None = None
+    """reuse: multiplier per role on the natural share of the QA blend's non-QA part (the
+    1 - qa_share rest); null: role_weights, so the rest is the general blend."""
+    qa_fraction: float | None = None
+    """reuse, old name: read as qa_share (the qa role's share alone; it no longer includes the
+    target role, whose weight is role_weights'), with a note in the plan."""
     end_role_weights: dict[str, float] = field(default_factory=dict)
     """upsample-end: multiplier on each role's share in the final phase."""
     end_base: str = "natural"
@@ -171,8 +185,9 @@ class Recipe:
             raise ValueError(f"tau: must be > 0, got {self.tau}")
         if self.unimax_epochs is not None and not self.unimax_epochs > 0:
             raise ValueError(f"unimax_epochs: must be > 0 or null, got {self.unimax_epochs}")
-        if not 0 < self.qa_fraction < 1:
-            raise ValueError(f"qa_fraction: must be in (0, 1), got {self.qa_fraction}")
+        self._resolve_qa_share()
+        if self.qa_max_epochs is not None and not self.qa_max_epochs > 0:
+            raise ValueError(f"qa_max_epochs: must be > 0 or null, got {self.qa_max_epochs}")
         if self.end_base not in ("natural", "temperature"):
             raise ValueError(f"end_base: got {self.end_base!r}; valid: natural, temperature")
         names = [g.name for g in self.groups]
@@ -186,8 +201,8 @@ class Recipe:
                 if g in seen:
                     raise ValueError(f"roles: group {g!r} has two roles, {seen[g]!r} and {role!r}")
                 seen[g] = role
-        for key in ("role_weights", "end_role_weights"):
-            for role, w in getattr(self, key).items():
+        for key in ("role_weights", "end_role_weights", "qa_blend_role_weights"):
+            for role, w in (getattr(self, key) or {}).items():
                 if role not in self.roles:
                     known = ", ".join(self.roles) or "none"
                     raise ValueError(f"{key}: role {role!r} is not one of the recipe's roles ({known}); "
@@ -202,6 +217,27 @@ class Recipe:
             raise ValueError("end_role_weights: name at least one role that has groups, e.g. {target: 4.0}")
         if self.kind == "custom":
             self._check_phases(names)
+
+    def _resolve_qa_share(self) -> None:
+        """qa_share from itself, the old qa_fraction, or the default; in (0, 1)."""
+        if self.qa_fraction is not None:
+            if self.qa_share is not None:
+                raise ValueError("qa_fraction: the old name of qa_share; give only qa_share")
+            self.qa_share, key = self.qa_fraction, "qa_fraction"
+        else:
+            key = "qa_share"
+            if self.qa_share is None:
+                self.qa_share = QA_SHARE
+        if not 0 < self.qa_share < 1:
+            raise ValueError(f"{key}: must be in (0, 1), got {self.qa_share}")
+
+    def notes(self) -> list[str]:
+        """What the plan should tell the reader about how this recipe was read."""
+        if self.qa_fraction is None:
+            return []
+        return [f"recipe field qa_fraction ({self.qa_fraction:g}) is read as qa_share: the qa role's share of "
+                "the QA blend, no longer shared with the target role (whose weight is role_weights); rename it "
+                "qa_share"]
 
     def _check_phases(self, names: list[str]) -> None:
         if not self.phases:
