@@ -90,28 +90,48 @@ class TokenizerInfo:
     eos_id: int
     pad_id: int  # the model's pad piece, else EOS (padding is masked by segment 0 anyway)
     digest: str
+    add_bos: bool = False  # whether the tokenizer itself puts BOS before a text (Llama-3 does, Qwen does not)
 
     @property
     def dtype(self) -> np.dtype:
         return token_dtype(self.vocab_size)
 
 
+SP_FILE = "tokenizer.model"
+HF_FILE = "tokenizer.json"
+# The files a Hugging Face folder's tokenizer may consist of: copied together, byte for byte,
+# into the run (RUN/tokens/tokenizer/) and into every checkpoint, so AutoTokenizer loads any of them.
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                      "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja")
+
+
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A `.model` file, or a folder holding `tokenizer.model` (a Hugging Face Llama folder)."""
+    """The tokenizer at `path`: a sentencepiece `.model`, a `tokenizer.json`, or a folder holding
+    either (a Hugging Face model folder). A folder with both is read through tokenizer.json, as
+    `transformers.AutoTokenizer` reads it (the fast tokenizer); returned as the folder then."""
     p = Path(path)
     if p.is_dir():
-        p = p / "tokenizer.model"
-        if not p.is_file():
-            raise FileNotFoundError(f"{path} is a folder without tokenizer.model (a sentencepiece model is needed)")
-    elif not p.is_file():
-        raise FileNotFoundError(f"tokenizer {path} does not exist (give a .model file or a folder with tokenizer.model)")
-    return p
+        if (p / HF_FILE).is_file():
+            return p
+        if not (p / SP_FILE).is_file():
+            raise FileNotFoundError(f"{path} is a folder with neither {HF_FILE} (a Hugging Face tokenizer) nor "
+                                    f"{SP_FILE} (a sentencepiece model)")
+        return p / SP_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"tokenizer {path} does not exist (give a sentencepiece .model, a tokenizer.json, "
+                                f"or a folder holding one)")
+    return p.parent if p.name == HF_FILE else p
+
+
+def is_hf(path: str | os.PathLike) -> bool:
+    """Whether a resolved tokenizer path (`resolve_model_path`) is a Hugging Face tokenizer folder."""
+    return Path(path).is_dir()
 
 
 def load_tokenizer(path: str | os.PathLike):
-    """A `SentencePieceProcessor` for a `.model` file or a folder with `tokenizer.model`."""
+    """A `SentencePieceProcessor`, or an `HFTokenizer` (the same method names) for a tokenizer.json."""
     p = resolve_model_path(path)
-    st = p.stat()
+    st = (p / HF_FILE if is_hf(p) else p).stat()
     return _load(str(p), st.st_size, st.st_mtime_ns)
 
 
@@ -119,6 +139,10 @@ def load_tokenizer(path: str | os.PathLike):
 def _load(p: str, size: int, mtime_ns: int):
     # Cached per process (keyed by size and mtime, so a replaced model is reloaded): a worker
     # tokenizing many shards loads the model once.
+    if is_hf(p):
+        from curate.stages.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer(Path(p))
     sp = _spm().SentencePieceProcessor()
     try:
         sp.Load(str(p))
@@ -127,13 +151,22 @@ def _load(p: str, size: int, mtime_ns: int):
     return sp
 
 
+def tokenizer_digest(p: Path) -> str:
+    """Digest of a resolved tokenizer: the .model's bytes, or every tokenizer file of a folder."""
+    if not is_hf(p):
+        return shardio.file_digest(p)
+    return shardio.stable_hash({n: shardio.file_digest(p / n) for n in HF_TOKENIZER_FILES if (p / n).is_file()})
+
+
 def tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
     p = resolve_model_path(path)
-    sp = load_tokenizer(p)
-    if sp.eos_id() < 0:
-        raise ValueError(f"{p} has no EOS piece; documents are separated by EOS, so one is required")
-    pad = sp.pad_id() if sp.pad_id() >= 0 else sp.eos_id()
-    return TokenizerInfo(str(p), sp.get_piece_size(), sp.bos_id(), sp.eos_id(), pad, shardio.file_digest(p))
+    tok = load_tokenizer(p)
+    where = p / "tokenizer_config.json" if is_hf(p) else p
+    if tok.eos_id() < 0:
+        raise ValueError(f"{where} has no EOS token (eos_token); documents are separated by EOS, so one is required")
+    pad = tok.pad_id() if tok.pad_id() >= 0 else tok.eos_id()
+    add_bos = bool(getattr(tok, "add_bos", False))
+    return TokenizerInfo(str(p), tok.get_piece_size(), tok.bos_id(), tok.eos_id(), pad, tokenizer_digest(p), add_bos)
 
 
 def training_pieces(texts: Iterable[str], max_bytes: int) -> Iterator[str]:

@@ -11,6 +11,7 @@ shard, the ids file `_ids/<part>.bin` and the marker.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,10 +20,12 @@ import pyarrow as pa
 
 from curate.stages import shardio
 from curate.stages.base import StageOutput, add_columns
-from curate.stages.tokenize import (STAGE, TokenizerConfig, TokenizeTask, assign_groups, encode_shard, load_tokenizer,
-                             resolve_model_path, sample_texts, tokenizer_info, train_tokenizer)
+from curate.stages.tokenize import (HF_FILE, HF_TOKENIZER_FILES, SP_FILE, STAGE, TokenizerConfig, TokenizeTask,
+                                    assign_groups, encode_shard, is_hf, load_tokenizer, resolve_model_path,
+                                    sample_texts, tokenizer_digest, tokenizer_info, train_tokenizer)
 
 TOKENIZER_TASK = "_tokenizer"  # marker tokens/_done/_tokenizer.json; group names never start with "_"
+HF_DIR = "tokenizer"  # RUN/tokens/tokenizer/: a Hugging Face tokenizer's files
 
 
 @dataclass
@@ -30,8 +33,9 @@ class TokenizeConfig:
     """A `tokenize` stage in a run config, e.g. `{kind: tokenize, train: {vocab_size: 8000}}`."""
 
     tokenizer: str | None = None
-    """A sentencepiece .model, or a Hugging Face folder holding tokenizer.model; default: the run's
-    tokens/tokenizer.model, trained on the run when it has none."""
+    """A sentencepiece .model, a tokenizer.json, or a Hugging Face folder holding either (tokenizer.json
+    wins, as in transformers); default: the run's tokenizer (tokens/tokenizer/ or tokens/tokenizer.model),
+    a sentencepiece model trained on the run when it has none."""
     plan: str | None = None
     """plan.json whose groups (first match wins) give each document its `group`; default: the
     run's plan.json when present, else one group `all`."""
@@ -40,7 +44,8 @@ class TokenizeConfig:
     tokenizer is retrained when it was trained otherwise; absent, it is reused (or trained with
     the defaults when there is none)."""
     threads: int = 1
-    """sentencepiece threads per worker; does not change the output."""
+    """sentencepiece threads per worker (a tokenizer.json uses the tokenizers thread pool); does not
+    change the output."""
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -93,22 +98,54 @@ def config_hash(model_digest: str, group_sql: str) -> str:
     return shardio.stable_hash({"tokenizer": model_digest, "groups": group_sql, "version": 1})
 
 
+def run_tokenizer_path(run: Path) -> Path | None:
+    """The run's tokenizer: RUN/tokens/tokenizer/ (a Hugging Face tokenizer's files) or
+    RUN/tokens/tokenizer.model (sentencepiece); None before the run has one."""
+    hf = run / "tokens" / HF_DIR
+    if (hf / HF_FILE).is_file():
+        return hf
+    sp = run / "tokens" / SP_FILE
+    return sp if sp.is_file() else None
+
+
+def _install_given(tokens_dir: Path, given: str) -> Path:
+    """Copy the given tokenizer into the run, byte for byte: a .model to tokens/tokenizer.model, a
+    Hugging Face folder's tokenizer files to tokens/tokenizer/; the other kind is removed, so the
+    run has one tokenizer."""
+    src = resolve_model_path(given)
+    tokenizer_info(src)  # fail early on a file that is not a usable tokenizer
+    hf_out, sp_out = tokens_dir / HF_DIR, tokens_dir / SP_FILE
+    if is_hf(src):
+        names = [n for n in HF_TOKENIZER_FILES if (src / n).is_file()]
+        if not hf_out.is_dir() or tokenizer_digest(hf_out) != tokenizer_digest(src):
+            shutil.rmtree(hf_out, ignore_errors=True)
+            for n in names:
+                shardio.atomic_write_bytes(hf_out / n, (src / n).read_bytes())
+        sp_out.unlink(missing_ok=True)
+        out = hf_out
+    else:
+        if not sp_out.exists() or shardio.file_digest(sp_out) != shardio.file_digest(src):
+            shardio.atomic_write_bytes(sp_out, src.read_bytes())
+        shutil.rmtree(hf_out, ignore_errors=True)
+        out = sp_out
+    shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": str(src),
+                                                   "input_fingerprint": tokenizer_digest(out), "config_hash": "given"})
+    return out
+
+
 def ensure_tokenizer(run: Path, parts: list[Path], given: str | None, train: TokenizerConfig | None,
                      say: Callable[[str], None]) -> Path:
-    """RUN/tokens/tokenizer.model: a copy of `given`, else the run's earlier model (unless `train`
-    asks for other settings than it was trained with: a tokenizer change re-encodes everything,
-    so it never happens implicitly), else a new one trained on an even sample of `parts`."""
+    """The run's tokenizer: a copy of `given` (RUN/tokens/tokenizer.model, or RUN/tokens/tokenizer/
+    for a Hugging Face folder), else the run's earlier one (unless `train` asks for other settings
+    than it was trained with: a tokenizer change re-encodes everything, so it never happens
+    implicitly), else a new sentencepiece model trained on an even sample of `parts`."""
     tokens_dir = run / "tokens"
-    out = tokens_dir / "tokenizer.model"
+    out = tokens_dir / SP_FILE
     if given:
-        src = resolve_model_path(given)
-        tokenizer_info(src)  # fail early on a file that is not a usable model
-        digest = shardio.file_digest(src)
-        if not out.exists() or shardio.file_digest(out) != digest:
-            shardio.atomic_write_bytes(out, src.read_bytes())
-        shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": str(src),
-                                                       "input_fingerprint": digest, "config_hash": "given"})
-        return out
+        return _install_given(tokens_dir, given)
+    earlier = run_tokenizer_path(run)
+    if train is None and earlier is not None and is_hf(earlier):
+        return earlier
     cfg = train or TokenizerConfig()
     train_hash = shardio.stable_hash(asdict(cfg))
     marker = shardio.read_marker(tokens_dir, TOKENIZER_TASK)
@@ -116,6 +153,7 @@ def ensure_tokenizer(run: Path, parts: list[Path], given: str | None, train: Tok
         return out
     say(f"training a {cfg.model_type} tokenizer (vocab {cfg.vocab_size}) on up to {cfg.train_chars:,} characters")
     train_tokenizer(sample_texts(parts, cfg.train_chars), cfg, out)
+    shutil.rmtree(tokens_dir / HF_DIR, ignore_errors=True)  # the run's tokenizer is now the trained one
     shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": "trained",
                                                    "config_hash": train_hash, "config": asdict(cfg)})
     return out

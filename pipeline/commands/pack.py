@@ -3,7 +3,7 @@
 Steps, each resumable through markers:
   1. the `tokenize` stage (stages/tokenize_stage.py) after the run's latest stage, through the
      one runner (pipeline/running/runner.py): the tokenizer (`--tokenizer`, else the run's
-     `tokens/tokenizer.model`, else one trained on a sample of the run), then per shard the
+     `tokens/tokenizer/` or `tokens/tokenizer.model`, else one trained on a sample of the run), then per shard the
      group (the plan's first-match CASE, DuckDB) and exact `n_tokens`; `stages.json` gains
      "tokenize" so the catalog's `docs` view has `n_tokens` and `group`. Shards already
      tokenized from the same input with the same tokenizer and groups are reused.
@@ -80,7 +80,7 @@ def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
 @holds_run_lock("curate pack")
 def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | None = None,
          packing: str = "best-fit", seq_len: int | None = None, vocab_size: int | None = None,
-         seed: int = 0, add_bos: bool = False, workers: int | None = None, address: str | None = None,
+         seed: int = 0, add_bos: bool | None = None, workers: int | None = None, address: str | None = None,
          tokenizer_config: TokenizerConfig | None = None, executor: Executor | None = None,
          echo: Callable[[str], None] = print, eval_fraction: float = 0.005, eval_max_docs: int = 1000,
          eval_where: Sequence[str] = (), eval_jsonl: Sequence[str] = ()) -> PackResult:
@@ -95,7 +95,7 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
         if vocab_size is not None:
             train = TokenizerConfig(**{**asdict(train or TokenizerConfig()), "vocab_size": vocab_size})
         pcfg = PackConfig(seq_len=seq_len or (plan_obj or {}).get("seq_len", 2048), packing=packing, seed=seed,
-                          add_bos=add_bos, eval_fraction=eval_fraction, eval_max_docs=eval_max_docs)
+                          add_bos=bool(add_bos), eval_fraction=eval_fraction, eval_max_docs=eval_max_docs)
     except ValueError as e:
         raise CurateError(str(e)) from None
     extra = parse_extra(eval_where, "where") + parse_extra(eval_jsonl, "jsonl")
@@ -106,8 +106,11 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     tcfg = TokenizeConfig(tokenizer=tokenizer, plan=str(plan_path) if plan_obj is not None else None, train=train)
     info = tokenizer_info(resolve_tokenizer(run, parts, tcfg, echo))
     check_group_sql(parts[0], case_sql)
+    # BOS as the tokenizer itself puts it (Llama-3 adds it, Qwen and curate's own do not) unless asked.
+    pcfg = replace(pcfg, add_bos=info.add_bos if add_bos is None else add_bos)
     if pcfg.add_bos and info.bos_id < 0:
         raise CurateError(f"add_bos: {info.path} has no BOS piece")
+    _check_base_config(tokenizer, info, pcfg.add_bos)
 
     args = (run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, extra)
     if executor is None:
@@ -116,6 +119,20 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
         with ray_session(address):
             return _pack(*args, RayExecutor(workers), cluster_cpus())
     return _pack(*args, executor, executor.workers)
+
+
+def _check_base_config(tokenizer: str | None, info, add_bos: bool) -> None:
+    """A tokenizer given as a model folder (config.json beside it) must fit that model, checked
+    before any document is tokenized."""
+    from curate.stages.hf_tokenizer import check_model_config
+
+    config = Path(tokenizer) / "config.json" if tokenizer and Path(tokenizer).is_dir() else None
+    if config is None or not config.is_file():
+        return
+    try:
+        check_model_config(config, info.vocab_size, info.bos_id, info.eos_id, add_bos, tokenizer)
+    except ValueError as e:
+        raise CurateError(f"--tokenizer: {e}") from None
 
 
 def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, eval_specs, executor,
@@ -140,7 +157,8 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
     # A shard's ids depend only on its input and the tokenize config (both in its marker).
     in_fp = shardio.stable_hash([(m["input_fingerprint"], m["config_hash"]) for m in markers])
     pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest, "exclude": exclude})
-    extra = (("vocab_size", info.vocab_size), ("tokenizer", "tokens/tokenizer.model"))
+    tok_rel = Path(info.path).relative_to(run).as_posix()
+    extra = (("vocab_size", info.vocab_size), ("tokenizer", tok_rel))
     gtasks = [GroupTask(g["name"], str(tokens_dir / g["name"]), outs, ids,
                         info.dtype.name, info.bos_id, info.eos_id, info.pad_id, pcfg,
                         shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra,
@@ -173,7 +191,7 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
         "bos_id": info.bos_id,
         "eos_id": info.eos_id,
         "pad_id": info.pad_id,
-        "tokenizer": "tokens/tokenizer.model",
+        "tokenizer": tok_rel,
         "source_stage": source_stage,
         "unassigned": unassigned,
         "eval": {name: e["n_docs"] for name, e in eval_index.items()},
@@ -201,17 +219,20 @@ def summary(index: dict) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pack", help="tokenize the run (sentencepiece) and pack token rows per mixture group")
+    p = sub.add_parser("pack", help="tokenize the run and pack token rows per mixture group")
     p.add_argument("run_dir")
     p.add_argument("--plan", help="plan.json with the groups (default: RUN_DIR/plan.json; without one, one group `all`)")
-    p.add_argument("--tokenizer", help="sentencepiece .model, or a Hugging Face folder with tokenizer.model "
-                                       "(default: train one on the run)")
+    p.add_argument("--tokenizer", help="a Hugging Face model folder (tokenizer.json or tokenizer.model), a "
+                                       "tokenizer.json, or a sentencepiece .model (default: the run's, else train "
+                                       "one on the run)")
     p.add_argument("--packing", choices=["best-fit", "concat"], default="best-fit",
                    help="best-fit keeps documents whole (default); concat concatenates and chunks")
     p.add_argument("--seq-len", type=int, help="training context length (default: the plan's, else 2048)")
     p.add_argument("--vocab-size", type=int, help="vocabulary of a trained tokenizer (default 32000)")
     p.add_argument("--seed", type=int, default=0, help="packing seed (default 0)")
-    p.add_argument("--add-bos", action="store_true", help="put BOS before every document (EOS always follows)")
+    p.add_argument("--add-bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="put BOS before every document (EOS always follows); default: as the tokenizer "
+                        "does (Llama-3 yes, Qwen and curate's own sentencepiece no)")
     p.add_argument("--eval-fraction", type=float, default=0.005,
                    help="share of each group held out as evaluation data, RUN/eval/<group>.parquet (default 0.005)")
     p.add_argument("--eval-max-docs", type=int, default=1000, help="held-out documents per group at most (default 1000)")

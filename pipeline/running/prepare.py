@@ -70,7 +70,7 @@ def check_group_sql(part: Path, case_sql: str) -> None:
 
 
 def resolve_tokenizer(run: Path, parts: list[Path], cfg: TokenizeConfig, say: Callable[[str], None]) -> Path:
-    """RUN/tokens/tokenizer.model as `cfg` asks (stages/tokenize_stage.py's `ensure_tokenizer`)."""
+    """The run's tokenizer (tokens/tokenizer/ or tokens/tokenizer.model) as `cfg` asks (stages/tokenize_stage.py's `ensure_tokenizer`)."""
     try:
         return ensure_tokenizer(run, parts, cfg.tokenizer, cfg.train, say)
     except (OSError, ValueError) as e:
