@@ -19,14 +19,18 @@ from typing import Literal
 
 import pyarrow as pa
 
-from curate.stages import shardio
+from curate.stages import hf_input, objstore, shardio
 from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
 from curate.stages.records import Rejected, to_document
 from curate.stages.readers import (COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of, line_breaks, read_jsonl,
-                            read_parquet, read_text_files)
+                                   read_html_files, read_parquet, read_text_files)
+from curate.stages.warc import read_warc
 
 # 2: `meta`, `input_path` and `input_line` columns; BOM, lone-CR and duplicate-key handling.
-STAGE_VERSION = 2
+# 3: HTML, WARC and Arrow inputs; a binary file named .jsonl is one `binary_file` record.
+STAGE_VERSION = 3
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+WARC_SUFFIXES = (".warc",)
 
 
 @dataclass
@@ -47,12 +51,22 @@ class FieldMap:
 
 @dataclass
 class InputSpec:
-    """One input: a file, a directory (read recursively), a glob, or an fsspec/pyarrow URL."""
+    """One input: a file, a directory (read recursively), a glob, an object-storage URL
+    (`s3://bucket/prefix/`, stages/objstore.py), or a Hugging Face dataset (`hf:owner/name`)."""
 
     path: str
-    """local path (relative to the working directory), directory, glob, or URL"""
-    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
-    """`auto` picks by suffix: .jsonl/.json/.ndjson (+ .gz/.zst) = jsonl, .parquet, else text"""
+    """local path (relative to the working directory), directory, glob, URL, or `hf:owner/name`
+    (a dataset in the local Hugging Face cache; read offline)"""
+    format: Literal["auto", "jsonl", "parquet", "text", "html", "warc", "hf"] = "auto"
+    """`auto` picks by suffix: .jsonl/.json/.ndjson = jsonl, .parquet, .html/.htm = html,
+    .warc = warc, .arrow (+ .gz/.zst each), else text; a `save_to_disk` folder and an `hf:` path
+    are read as `hf`. `hf`: a save_to_disk folder or a folder of a dataset's data files"""
+    extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    """html and warc: the main-content extractor (stages/html.py)"""
+    split: str | None = None
+    """hf: the split to read (default: every split)"""
+    config: str | None = None
+    """hf: the dataset config (subset) to read, by its folder name (default: all)"""
     source: str | None = None
     """source name for records that have none (default: the file name up to its first dot; for
     one shard of a family such as `train-00000-of-00004.parquet`, the dataset's folder; for a
@@ -71,6 +85,9 @@ class IngestConfig:
     """at most this many documents per output part"""
     split_mb: float = 32.0
     """uncompressed JSONL and Parquet inputs larger than this are split into tasks of this size"""
+    max_page_mb: float = 16.0
+    """HTML pages (files or WARC payloads) larger than this are quarantined as `page_too_large`
+    unread: a page this big is a data dump or a trap, not prose"""
     limit: int | None = None
     """a quick trial (`curate run --limit N`): read only the first N records of each input file
     (of a directory of text files: its first N files); null reads everything"""
@@ -84,6 +101,8 @@ class IngestConfig:
             raise ValueError("shard_docs: must be at least 1")
         if self.split_mb <= 0:
             raise ValueError("split_mb: must be a positive size in MB")
+        if self.max_page_mb <= 0:
+            raise ValueError("max_page_mb: must be a positive size in MB")
 
 
 @dataclass(frozen=True)
@@ -92,16 +111,20 @@ class IngestTask:
     read: ReadTask
     source: str
     fields: FieldMap
+    input: int = 0  # index of its input in the config's `inputs:`
 
 
 def _format_of(path: str, fmt: str) -> str:
-    if fmt != "auto":
+    """The reader of one file: `fmt` itself, or for `auto` and `hf` the one its suffix names."""
+    if fmt not in ("auto", "hf"):
         return fmt
     base = path[: -len(s)] if (s := next((x for x in (".gz", ".zst", ".zstd") if path.endswith(x)), "")) else path
+    base = base.lower()
     if base.endswith(JSONL_SUFFIXES):
         return "jsonl"
-    if base.endswith(".parquet"):
-        return "parquet"
+    for suffixes, kind in ((".parquet", "parquet"), (".arrow", "arrow"), (HTML_SUFFIXES, "html"), (WARC_SUFFIXES, "warc")):
+        if base.endswith(suffixes):
+            return kind
     return "text"
 
 
@@ -125,24 +148,45 @@ def _list_dir(root: str) -> tuple[list[str], list[str]]:
     return sorted(entries), sorted(hidden)
 
 
-def _expand(spec: InputSpec, index: int) -> tuple[list[str], list[str]]:
-    """(paths to read, hidden directory entries) of an input."""
+def _dataset(spec: InputSpec, where: str) -> tuple[list[str], str | None]:
+    """(data files, source for records that name none) of an `hf` input: `hf:owner/name` in the
+    local cache, a save_to_disk folder (source: its name), or a folder of data files (each
+    file's default source: the dataset's folder, `default_source`)."""
     p = spec.path
-    if "://" in p:
-        return [p], []
+    if p.startswith(hf_input.HF_PREFIX):
+        name = p[len(hf_input.HF_PREFIX):].strip("/")
+        root = hf_input.resolve_cached(name, "main", where)
+        return hf_input.dataset_files(root, spec.split, spec.config, where), name.rsplit("/", 1)[-1]
+    if not os.path.isdir(p):
+        raise ValueError(f"{where}.path: {p!r} is no folder: format hf reads a save_to_disk folder, a folder of a "
+                         f"dataset's data files, or hf:owner/name")
+    saved = hf_input.is_saved_dataset(p)
+    return hf_input.dataset_files(p, spec.split, spec.config, where), Path(p).name if saved else None
+
+
+def _expand(spec: InputSpec, index: int) -> tuple[list[tuple[str, str]], list[str], str | None]:
+    """((path, format) of each file to read, hidden directory entries, source for the records of
+    every file that name none: None where each file's `default_source` names it) of an input."""
+    p, where = spec.path, f"inputs[{index}]"
+    if (spec.format == "hf" or p.startswith(hf_input.HF_PREFIX)
+            or (spec.format == "auto" and os.path.isdir(p) and hf_input.is_saved_dataset(p))):
+        files, source = _dataset(spec, where)
+        return [(f, _format_of(f, "hf")) for f in files], [], source
     hidden: list[str] = []
-    if any(c in p for c in "*?["):
+    if objstore.is_url(p):
+        paths = objstore.expand_url(p, f"{where}.path")
+    elif any(c in p for c in "*?["):
         # The pattern chooses the entries; a directory it matches is not a document.
         paths = sorted(x for x in glob.glob(p, recursive=True) if not os.path.isdir(x))
     elif os.path.isdir(p):
         paths, hidden = _list_dir(p)
-    elif os.path.isfile(p):
+    elif os.path.lexists(p):  # a file, or a FIFO or dangling link that its reader quarantines
         paths = [p]
     else:
-        raise ValueError(f"inputs[{index}].path: {p!r} does not exist (give a file, directory, glob or URL)")
+        raise ValueError(f"{where}.path: {p!r} does not exist (give a file, directory, glob, URL or hf:owner/name)")
     if not paths and not hidden:
-        raise ValueError(f"inputs[{index}].path: {p!r} matches no files")
-    return paths, hidden
+        raise ValueError(f"{where}.path: {p!r} matches no files")
+    return [(x, _format_of(x, spec.format)) for x in paths], hidden, None
 
 
 def _regular_size(path: str) -> int | None:
@@ -202,44 +246,68 @@ def _line_aligned_splits(path: str, chunk: int) -> list[tuple[int, int, int]]:
     return out
 
 
+class _Batch:
+    """Files read one document each (plain text, HTML), gathered into tasks of about `chunk`
+    bytes; the hidden entries of an input directory ride with its first text batch."""
+
+    def __init__(self, fmt: str, spec: InputSpec, source: str, hidden: list[str]):
+        self.fmt, self.spec, self.source, self.hidden = fmt, spec, source, hidden
+        self.files: list[str] = []
+        self.bytes = 0
+
+    def add(self, path: str, size: int, chunk: int, reads: list) -> None:
+        self.files.append(path)
+        self.bytes += size
+        if self.bytes >= chunk or len(self.files) >= 10_000:
+            self.flush(reads)
+
+    def flush(self, reads: list) -> None:
+        if self.files or self.hidden:
+            first = (self.files or self.hidden)[0]
+            read = ReadTask(first, self.fmt, files=tuple(self.files), hidden=tuple(self.hidden),
+                            extractor=self.spec.extractor)
+            reads.append((read, self.spec, self.source))
+        self.files, self.bytes, self.hidden = [], 0, []
+
+
+def _file_reads(path: str, fmt: str, chunk: int) -> list[ReadTask]:
+    """The tasks of one file read record by record: split by byte range (uncompressed JSONL) or
+    row groups (Parquet) when larger than `chunk`."""
+    size = _regular_size(path) if not objstore.is_url(path) else None
+    if fmt == "jsonl" and size is not None and not compression_of(path) and size > chunk and not _binary(path):
+        return [ReadTask(path, "jsonl", start, end, line) for start, end, line in _line_aligned_splits(path, chunk)]
+    if fmt == "parquet" and size is not None and size > chunk:
+        return _parquet_splits(path, chunk)
+    return [ReadTask(path, fmt)]
+
+
+def _binary(path: str) -> bool:
+    """A NUL byte in the first 8 KiB: a file named .jsonl that is not text is read whole (as one
+    `binary_file` record), not split into ranges that would each report it."""
+    with open(path, "rb") as f:
+        return b"\x00" in f.read(8192)
+
+
 def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
     chunk = int(cfg.split_mb * 1e6) if cfg.limit is None else 1 << 62  # with a limit, no split
     reads: list[tuple[ReadTask, InputSpec, str]] = []
     for i, spec in enumerate(inputs):
-        # Plain text files are one document each, batched into tasks of about `chunk` bytes; their
-        # default source is the input directory's name.
-        text_source = spec.source or (Path(spec.path).name if os.path.isdir(spec.path) else "text")
-        paths, hidden = _expand(spec, i)
-        text_batch: list[str] = []
-        text_bytes = 0
-
-        def flush_text() -> None:
-            nonlocal text_batch, text_bytes, hidden
-            if text_batch or hidden:
-                first = (text_batch or hidden)[0]
-                reads.append((ReadTask(first, "text", files=tuple(text_batch), hidden=tuple(hidden)), spec, text_source))
-            text_batch, text_bytes, hidden = [], 0, []
-
-        for path in paths:
-            fmt = _format_of(path, spec.format)
-            if fmt == "text" and cfg.limit is not None and len(text_batch) >= cfg.limit:
-                continue
-            source = spec.source or default_source(path)
-            size = _regular_size(path) if "://" not in path else None
-            if fmt == "text":
-                text_batch.append(path)
-                text_bytes += size or 0
-                if text_bytes >= chunk or len(text_batch) >= 10_000:
-                    flush_text()
-            elif fmt == "jsonl" and size is not None and not compression_of(path) and size > chunk:
-                for start, end, line in _line_aligned_splits(path, chunk):
-                    reads.append((ReadTask(path, "jsonl", start, end, line), spec, source))
-            elif fmt == "parquet" and size is not None and size > chunk:
-                reads.extend((r, spec, source) for r in _parquet_splits(path, chunk))
+        files, hidden, source = _expand(spec, i)
+        # Files read one document each take the input directory's name as their default source.
+        folder = Path(spec.path).name if os.path.isdir(spec.path) else None
+        batches = {fmt: _Batch(fmt, spec, spec.source or folder or fmt, hidden if fmt == "text" else [])
+                   for fmt in ("text", "html")}
+        for path, fmt in files:
+            if fmt in batches:
+                if cfg.limit is None or len(batches[fmt].files) < cfg.limit:
+                    batches[fmt].add(path, _regular_size(path) or 0, chunk, reads)
             else:
-                reads.append((ReadTask(path, fmt), spec, source))
-        flush_text()
-    return [IngestTask(f"part-{k:05d}", r, src, spec.fields) for k, (r, spec, src) in enumerate(reads)]
+                src = spec.source or source or default_source(path)
+                reads.extend((r, spec, src) for r in _file_reads(path, fmt, chunk))
+        for batch in batches.values():
+            batch.flush(reads)
+    index = {id(spec): i for i, spec in enumerate(inputs)}
+    return [IngestTask(f"part-{k:05d}", r, src, spec.fields, index[id(spec)]) for k, (r, spec, src) in enumerate(reads)]
 
 
 def _parquet_splits(path: str, chunk: int) -> list[ReadTask]:
@@ -267,26 +335,15 @@ def task_fingerprint(task: IngestTask) -> str:
     stats = []
     for f in files:
         try:
-            if "://" in f:
-                stats.append((f, *_remote_stamp(f)))
+            if objstore.is_url(f):
+                stats.append((f, *objstore.stamp(f)))
             else:
                 st = os.stat(f)
                 stats.append((f, st.st_size, st.st_mtime_ns))
         except OSError:
             stats.append((f, None, None))  # vanished or unreachable: the reader quarantines it
     return shardio.stable_hash([stats, r.start, r.end, r.first_line, r.row_groups, r.hidden, task.source,
-                                asdict(task.fields)])
-
-
-def _remote_stamp(url: str) -> tuple:
-    """(size, version) of a URL from fsspec: whichever of mtime / ETag / generation it reports."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    info = fs.info(path)
-    version = next((str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "etag",
-                                          "generation", "created") if info.get(k) is not None), None)
-    return info.get("size"), version
+                                asdict(task.fields), r.format, r.extractor])
 
 
 def config_hash(cfg: IngestConfig) -> str:
@@ -305,12 +362,19 @@ class IngestJob:
     config_hash: str
 
 
-def _items(task: IngestTask):
+def _items(task: IngestTask, cfg: IngestConfig):
     r, f = task.read, task.fields
+    page_bytes = int(cfg.max_page_mb * 1e6)
     if r.format == "jsonl":
         return read_jsonl(r, f.text)
     if r.format == "parquet":
         return read_parquet(r)
+    if r.format == "arrow":
+        return hf_input.read_arrow(r)
+    if r.format == "html":
+        return read_html_files(r, page_bytes)
+    if r.format == "warc":
+        return read_warc(r, page_bytes)
     return read_text_files(r)
 
 
@@ -335,7 +399,7 @@ def run_ingest(job: IngestJob) -> dict:
         for values in columns.values():
             values.clear()
 
-    for item in _items(task):
+    for item in _items(task, cfg):
         if cfg.limit is not None and counts["in"] >= cfg.limit:
             break
         counts["in"] += 1
@@ -384,3 +448,35 @@ def task_bytes(task: IngestTask) -> int:
         return sum(os.path.getsize(f) for f in (r.files or (r.path,)))
     except OSError:
         return 0
+
+
+def outcome(stage_dir: Path, tasks: list[IngestTask], inputs: list[InputSpec], run: str) -> tuple[str | None, list[str]]:
+    """(why the run is a failure, warnings) from the ingest markers: inputs that yield no kept
+    document at all fail the run, since a silent empty corpus is found only when training on it;
+    an input with most of its records quarantined is warned about with its top reason."""
+    per: dict[int, dict] = {}
+    for t in tasks:
+        c = (shardio.read_marker(stage_dir, t.task) or {}).get("counts", {})
+        agg = per.setdefault(t.input, {"in": 0, "kept": 0, "quarantined": 0, "by": {}})
+        for k in ("in", "kept", "quarantined"):
+            agg[k] += c.get(k, 0)
+        for reason, n in c.get("quarantined_by_reason", {}).items():
+            agg["by"][reason] = agg["by"].get(reason, 0) + n
+
+    def top(by: dict) -> str:
+        reason, n = max(by.items(), key=lambda kv: (kv[1], kv[0]))
+        return f"{reason} ({n}); see: curate query {run} \"SELECT path, line, detail FROM quarantine WHERE reason = '{reason}'\""
+
+    warnings = [f"warning: inputs[{i}] ({inputs[i].path}): {a['quarantined']} of {a['in']} records quarantined, "
+                f"most for {top(a['by'])}" for i, a in sorted(per.items()) if a["by"] and 2 * a["quarantined"] > a["in"]]
+    total = {k: sum(a[k] for a in per.values()) for k in ("in", "kept")}
+    if total["kept"]:
+        return None, warnings
+    if not total["in"]:
+        return "no documents: the inputs hold no records", []
+    by: dict[str, int] = {}
+    for a in per.values():
+        for reason, n in a["by"].items():
+            by[reason] = by.get(reason, 0) + n
+    why = f"; the top reason is {top(by)}" if by else ""
+    return f"no documents kept: {total['in']} records read from the inputs, none kept{why}", []

@@ -40,17 +40,18 @@ BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True)
 class ReadTask:
-    """A bounded piece of input: a byte range of a JSONL file, row groups of a Parquet file,
-    or a list of plain text files."""
+    """A bounded piece of input: a byte range of a JSONL file, row groups of a Parquet file, a
+    list of plain text or HTML files (one document each), a WARC file or an Arrow file."""
 
     path: str
-    format: str  # jsonl | parquet | text
+    format: str  # jsonl | parquet | text | html | warc | arrow
     start: int = 0  # byte offset of the first line (plain JSONL)
     end: int = -1  # byte offset past the last line; -1 = end of file
     first_line: int = 1
     row_groups: tuple[int, ...] | None = None
     files: tuple[str, ...] = field(default_factory=tuple)  # text: the files, one document each
     hidden: tuple[str, ...] = field(default_factory=tuple)  # text: hidden entries, listed and not read
+    extractor: str = "resiliparse"  # html, warc: the main-content extractor (stages/html.py)
 
 
 class NotRegularFile(OSError):
@@ -65,9 +66,9 @@ def _not_regular(path: str, mode: int) -> NotRegularFile:
 
 def open_binary(path: str) -> IO[bytes]:
     if "://" in path:
-        import fsspec
+        from curate.stages.objstore import open_url
 
-        return fsspec.open(path, "rb").open()
+        return open_url(path)
     # A FIFO is never opened: opening one for reading would wait for a writer, or release one.
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
@@ -264,6 +265,24 @@ def line_breaks(data: bytes) -> int:
     return n
 
 
+def _binary_head(stream: IO[bytes], kind: str | None) -> str | None:
+    """Why a JSONL stream is a binary file (a NUL byte in its first 8 KiB, the test git uses), or
+    None; the stream is left at its start. JSON text never holds a raw NUL, so one such file is
+    one quarantine record rather than hundreds of `invalid_json` lines."""
+    if kind == "zstd":
+        return None  # zstd frames are checked line by line
+    try:
+        if kind == "gzip":
+            head = stream.peek(8192)[:8192]  # type: ignore[attr-defined]
+        else:
+            head = stream.read(8192)
+            stream.seek(0)
+    except Exception:  # a damaged stream: the line reader reports it with its reason
+        return None
+    at = head.find(b"\x00")
+    return None if at < 0 else f"a NUL byte at offset {at}: not JSON Lines (UTF-16, or not text at all)"
+
+
 def read_jsonl(task: ReadTask, text_key: str = "text") -> Iterator[Item]:
     kind = compression_of(task.path)
     try:
@@ -275,6 +294,9 @@ def read_jsonl(task: ReadTask, text_key: str = "text") -> Iterator[Item]:
         stream = _decompressed(raw, kind) if kind else raw
         if not kind and task.start:
             stream.seek(task.start)
+        elif (binary := _binary_head(stream, kind)) is not None:
+            yield Item(None, 0, None, "binary_file", binary)
+            return
         offset, line = task.start, task.first_line
         while task.end < 0 or offset < task.end:
             try:
@@ -340,16 +362,32 @@ def read_parquet(task: ReadTask) -> Iterator[Item]:
             yield Item(row, None, rec)
 
 
-def read_text_files(task: ReadTask) -> Iterator[Item]:
+def _whole_files(task: ReadTask, max_bytes: int | None = None) -> Iterator[tuple[str, bytes | Item]]:
+    """(path, its bytes, or the Item saying why it could not be read) of each file of a batch;
+    first the hidden entries, as Items. A `.gz` file is decompressed; with `max_bytes`, at most
+    that many bytes + 1 are read (the caller rejects a file that long)."""
     for path in task.hidden:
-        yield Item(None, None, None, "hidden_entry",
-                   "names starting with '.' in an input directory are not read (nor what is under them)", path=path)
+        yield path, Item(None, None, None, "hidden_entry",
+                         "names starting with '.' in an input directory are not read (nor what is under them)", path=path)
     for path in task.files:
+        limit = -1 if max_bytes is None else max_bytes + 1
         try:
             with open_binary(path) as f:
-                raw = f.read()
+                raw = (gzip.GzipFile(fileobj=f).read(limit) if compression_of(path) == "gzip" else f.read(limit))
+        except (EOFError, zlib.error) as e:
+            yield path, Item(None, None, None, "truncated_stream" if isinstance(e, EOFError) else "corrupt_stream",
+                             str(e), path=path)
+            continue
         except OSError as e:
-            yield Item(None, None, None, *open_failure(path, e), path=path)
+            yield path, Item(None, None, None, *open_failure(path, e), path=path)
+            continue
+        yield path, raw
+
+
+def read_text_files(task: ReadTask) -> Iterator[Item]:
+    for path, raw in _whole_files(task):
+        if isinstance(raw, Item):
+            yield raw
             continue
         # A NUL byte in the first 8 KiB is the usual sign of a binary file (git uses the same test).
         if b"\x00" in raw[:8192]:
@@ -357,3 +395,21 @@ def read_text_files(task: ReadTask) -> Iterator[Item]:
             continue
         text, replaced = decode_utf8(raw[len(BOM):] if raw.startswith(BOM) else raw)
         yield Item(None, 0, {"text": text, "url": path}, replaced=replaced, path=path)
+
+
+def read_html_files(task: ReadTask, max_bytes: int) -> Iterator[Item]:
+    """One document per HTML page: its main content (stages/html.py), `url` its path, `title`
+    and `lang` from the page (they reach the document's `meta`)."""
+    from curate.stages.html import PageRejected, extract_page
+
+    for path, raw in _whole_files(task, max_bytes):
+        if isinstance(raw, Item):
+            yield raw
+            continue
+        try:
+            page, replaced = extract_page(raw, task.extractor, None, max_bytes)
+        except PageRejected as e:
+            yield Item(None, 0, None, e.reason, e.detail, path=path)
+            continue
+        page["url"] = path
+        yield Item(None, 0, page, replaced=replaced, path=path)

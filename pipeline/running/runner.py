@@ -34,6 +34,7 @@ from curate.records.counts import Counts
 from curate.records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
 from curate.stages import shardio
 from curate.stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
+from curate.stages.ingest import outcome as ingest_outcome
 
 TOKENIZE = "tokenize"  # the stage kind `curate pack` adds after a run's last stage
 
@@ -82,6 +83,12 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
         if all(s.kind != TOKENIZE for s in specs) and _added_stage_is_current(run_dir / TOKENIZE, names[-1], parts,
                                                                               digests):
             shardio.atomic_write_json(run_dir / "stages.json", names + [TOKENIZE])
+    # Empty outcomes are loud: no kept document fails the run; a mostly quarantined input warns.
+    failure, warnings = ingest_outcome(run_dir / first.name, tasks, cfg.inputs, str(run_dir))
+    for line in warnings:
+        _note(line)
+    if failure:
+        raise CurateError(failure)
     return reports
 
 

@@ -1,0 +1,101 @@
+"""WARC files (ISO 28500; Common Crawl's format), plain or gzip per record, read as a stream with
+warcio: each `response` record with an HTML payload becomes one page through the HTML extractor
+(stages/html.py), its `url` and `date` from the WARC headers, its charset from the HTTP headers,
+then the page.
+
+What is not a page is counted by reason, one quarantine record each: `not_html_payload` (a PDF,
+an image, JSON), `http_status` (a redirect or an error page), `truncated_record` (the file ends
+inside a record), `truncated_gzip_member` (a gzip member cut short), `corrupt_warc` (bytes that
+are no WARC record), plus the page reasons of stages/html.py. Request, metadata, warcinfo and
+other non-response records carry no document and are passed over.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Iterator
+
+from curate.stages.html import PageRejected, charset_of, extract_page
+from curate.stages.readers import Item, ReadTask, open_binary, open_failure
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class _Counting:
+    """A read-only stream that counts the bytes read from it (compressed bytes, for .warc.gz)."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw, self.n = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.n += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.raw.readline(size)
+        self.n += len(data)
+        return data
+
+
+def _page(record, it, url: str | None, n: int, max_bytes: int, extractor: str) -> Item:
+    """One response record -> an Item (a page or the reason it is none)."""
+    http = record.http_headers
+    status = http.get_statuscode() if http is not None else None
+    ctype = (http.get_header("Content-Type") if http is not None else None) or ""
+    payload = record.content_stream().read(max_bytes + 1)
+    while record.raw_stream.read(1 << 20):  # the rest of the record: what is left shows a cut
+        pass
+    if record.raw_stream.limit > 0:
+        decomp = getattr(it.reader, "decompressor", None)
+        reason = "truncated_gzip_member" if decomp is not None and not getattr(decomp, "eof", True) else "truncated_record"
+        return Item(n, it.offset, None, reason, f"{url}: {record.raw_stream.limit} bytes of the record are missing")
+    if status and not status.startswith("2"):
+        return Item(n, it.offset, None, "http_status", f"{url}: HTTP {status}")
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime and mime not in HTML_TYPES:
+        return Item(n, it.offset, None, "not_html_payload", f"{url}: {mime}, {len(payload)} bytes")
+    try:
+        page, replaced = extract_page(payload, extractor, charset_of(ctype), max_bytes)
+    except PageRejected as e:
+        return Item(n, it.offset, None, e.reason, f"{url}: {e.detail}")
+    page["url"] = url
+    page["date"] = record.rec_headers.get_header("WARC-Date")
+    return Item(n, it.offset, page, replaced=replaced)
+
+
+def read_warc(task: ReadTask, max_bytes: int) -> Iterator[Item]:
+    """The pages of one WARC file, in order; `line` is the record's number in the file (1-based,
+    every record counted) and `offset` its byte offset in the file as stored."""
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
+
+    try:
+        raw = open_binary(task.path)
+    except OSError as e:
+        yield Item(None, None, None, *open_failure(task.path, e))
+        return
+    with raw:
+        counted = _Counting(raw)
+        it = ArchiveIterator(counted, no_record_parse=False)
+        n = 0
+        try:
+            for record in it:
+                n += 1
+                if record.rec_type != "response":
+                    continue
+                url = record.rec_headers.get_header("WARC-Target-URI")
+                yield _page(record, it, url, n, max_bytes, task.extractor)
+        except ArchiveLoadFailed as e:
+            yield Item(n + 1, it.offset, None, "corrupt_warc", str(e)[:300])
+            return
+        except (EOFError, OSError, ValueError) as e:  # zlib.error is an Exception, handled below
+            yield Item(n + 1, it.offset, None, "truncated_gzip_member", f"{type(e).__name__}: {e}")
+            return
+        except Exception as e:  # zlib.error and the like: a stream that is no gzip or WARC
+            yield Item(n + 1, it.offset, None, "corrupt_warc", f"{type(e).__name__}: {e}")
+            return
+        # The iterator stops quietly at a record whose headers are cut off: bytes past the last
+        # record it returned mean one.
+        if counted.n > it.offset:
+            yield Item(n + 1, it.offset, None, "truncated_record",
+                       f"{counted.n - it.offset} bytes after the last whole record are no complete record")
