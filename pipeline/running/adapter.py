@@ -15,14 +15,19 @@ Data does not travel through the object store: tasks receive paths and write the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
+from curate.pipeline.errors import CurateError
 from curate.pipeline.running.progress import progress
 from curate.stages.base import TASK_BYTES, Resources, group_by_size
+
+log = logging.getLogger("curate")
 
 
 @contextlib.contextmanager
@@ -54,12 +59,12 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_retries=0)  # the driver retries a lost task itself (`_Driver`), so it can say so
 def _call_many(fn: Callable, items: list) -> list:
     return [fn(item) for item in items]
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_restarts=0)  # a lost actor is replaced by a new one (`_Driver`), which reloads its model
 class _Worker:
     def __init__(self, make: Callable[[], Any]):
         self.obj = make()
@@ -106,32 +111,104 @@ def _progress(total: int, desc: str):
     return progress(total, desc)
 
 
+# What a dead worker process, a dead node or its lost objects raise; a stage's own error (RayTaskError)
+# is not among them and is never retried.
+LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+        ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
+RETRIES = 3  # a task's tries after its first, when the config's `ray.retries` does not say
+
+
+def _label(item: Any, depth: int = 0) -> str | None:
+    """The shard (or input) an item works on, for the loss line: a job's `input`, a task's path."""
+    if depth > 3:
+        return None
+    if isinstance(item, (str, os.PathLike)):
+        return os.path.basename(str(item)).split(".")[0] or None
+    if isinstance(item, tuple):
+        return next(filter(None, (_label(x, depth + 1) for x in item)), None)
+    for attr in ("input", "path", "task", "read"):
+        found = _label(getattr(item, attr), depth + 1) if hasattr(item, attr) else None
+        if found:
+            return found
+    return None
+
+
+def _where(e: BaseException) -> str:
+    """` (pid N on node IP)` from Ray's death message, where it says."""
+    text = str(e)
+    pid, ip = re.search(r"\bpid: (\d+)", text), re.search(r"\bip: ([0-9a-fA-F.:]+)", text)
+    if not pid and not ip:
+        return ""
+    return " (" + " ".join(filter(None, [pid and f"pid {pid.group(1)}", ip and f"on node {ip.group(1)}"])) + ")"
+
+
+class _Driver:
+    """Feeds task groups to slots (task tokens or actors) and collects results in input order.
+    A group lost with its worker is resubmitted, at most `retries` times, with one line each;
+    `replace(slot)` gives the slot that takes over (a new actor for a dead one)."""
+
+    def __init__(self, executor: "RayExecutor", items: Sequence, desc: str,
+                 submit: Callable[[Any, list], Any], replace: Callable[[Any], Any],
+                 size: Callable[[Any], int] | None):
+        self.executor, self.items, self.desc, self.submit, self.replace = executor, items, desc, submit, replace
+        self.size = size or (lambda item: 0)
+
+    def run(self, groups: list[list[int]], slots: list) -> list:
+        results: list = [None] * len(self.items)
+        running: dict = {}
+        todo, free, tries = list(groups), list(slots), [0] * len(groups)
+        order = {id(g): n for n, g in enumerate(groups)}
+        with _progress(len(self.items), self.desc) as bar:
+            while todo or running:
+                while free and todo:
+                    g = todo.pop(0)
+                    slot = free.pop()
+                    running[self.submit(slot, [self.items[i] for i in g])] = (g, slot)
+                done, _ = ray.wait(list(running), num_returns=1)
+                g, slot = running.pop(done[0])
+                try:
+                    out = ray.get(done[0])
+                except LOST as e:
+                    n = order[id(g)]
+                    tries[n] += 1
+                    self._lost(g, tries[n], e)
+                    todo.insert(0, g)
+                    free.append(self.replace(slot))
+                    continue
+                for i, r in zip(g, out):
+                    results[i] = r
+                    bar.result(r)
+                free.append(slot)
+                bar.update(len(g), sum(self.size(self.items[i]) for i in g))
+        return results
+
+    def _lost(self, g: list[int], n: int, e: BaseException) -> None:
+        label = _label(self.items[g[0]]) or f"item {g[0]}"
+        what = f"{self.desc or 'a step'}/{label}" + (f" (+{len(g) - 1} more)" if len(g) > 1 else "")
+        self.executor.lost += 1
+        retries = self.executor.retries
+        if n > retries:
+            raise CurateError(f"worker lost {n} times during {what}{_where(e)}; giving up after {retries} "
+                              f"retries (ray.retries); rerun the same command to resume (finished shards are kept)")
+        log.warning(f"worker lost{_where(e)} during {what}; retrying ({n}/{retries})")
+
+
 class RayExecutor:
     """`stages.base.Executor` on Ray. `task_bytes`: what a task of small items should read
-    (0: one item per task, as before grouping; bench/bench_small_shards.py compares)."""
+    (0: one item per task, as before grouping; bench/bench_small_shards.py compares).
+    `retries`: how often the work of a lost worker is tried again; `lost` counts the losses."""
 
-    def __init__(self, workers: int | None = None, task_bytes: int = TASK_BYTES):
+    def __init__(self, workers: int | None = None, task_bytes: int = TASK_BYTES, retries: int | None = None):
         self.workers = max(1, workers or cluster_cpus())
         self.task_bytes = task_bytes
+        self.retries = RETRIES if retries is None else max(0, retries)
+        self.lost = 0
 
     def map(self, fn: Callable, items: Sequence, desc: str = "", cost: Callable[[Any], float] | None = None,
             size: Callable[[Any], int] | None = None) -> list:
         groups = _groups(items, self.workers, cost, size, self.task_bytes)
-        results: list = [None] * len(items)
-        running: dict = {}
-        todo = list(groups)
-        with _progress(len(items), desc) as bar:
-            while todo or running:
-                while todo and len(running) < self.workers:
-                    g = todo.pop(0)
-                    running[_call_many.remote(fn, [items[i] for i in g])] = g
-                done, _ = ray.wait(list(running), num_returns=1)
-                g = running.pop(done[0])
-                for i, r in zip(g, ray.get(done[0])):
-                    results[i] = r
-                    bar.result(r)
-                bar.update(len(g))
-        return results
+        driver = _Driver(self, items, desc, lambda slot, batch: _call_many.remote(fn, batch), lambda slot: slot, size)
+        return driver.run(groups, list(range(self.workers)))
 
     def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
                    cost: Callable[[Any], float] | None = None, size: Callable[[Any], int] | None = None,
@@ -141,31 +218,23 @@ class RayExecutor:
         `resources` is a stage's hint, e.g. {"num_gpus": 1}: granted when the cluster has GPUs
         (and then no more actors than the GPUs hold, since an actor that cannot be placed would
         sit on its queued items forever), dropped when it has none, so the stage runs on CPUs.
+        An actor lost with its process or node is replaced by a new one, which runs `make()`
+        (loads its model) again.
         """
         if not items:
             return []
         groups = _groups(items, self.workers, cost, size, self.task_bytes)
         options, fit = actor_options(resources)
         actors = [_Worker.options(**options).remote(make) for _ in range(min(self.workers, len(groups), fit))]
+
+        def replace(dead):
+            ray.kill(dead, no_restart=True)
+            actors[actors.index(dead)] = new = _Worker.options(**options).remote(make)
+            return new
+
         try:
-            results: list = [None] * len(items)
-            free = list(actors)
-            running: dict = {}
-            todo = list(groups)
-            with _progress(len(items), desc) as bar:
-                while todo or running:
-                    while free and todo:
-                        g = todo.pop(0)
-                        actor = free.pop()
-                        running[actor.call_many.remote(method, [items[i] for i in g])] = (g, actor)
-                    done, _ = ray.wait(list(running), num_returns=1)
-                    g, actor = running.pop(done[0])
-                    for i, r in zip(g, ray.get(done[0])):
-                        results[i] = r
-                        bar.result(r)
-                    free.append(actor)
-                    bar.update(len(g))
-            return results
+            return _Driver(self, items, desc, lambda actor, batch: actor.call_many.remote(method, batch),
+                           replace, size).run(groups, list(actors))
         finally:
             for a in actors:
                 ray.kill(a)

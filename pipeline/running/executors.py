@@ -1,31 +1,84 @@
-"""Where a run's work happens: `open_executor("ray" | "local", ...)` yields a `stages.base.Executor`.
+"""Where a run's work happens: `open_executor("auto" | "ray" | "local", ...)` yields a `stages.base.Executor`.
 
 `ray` attaches to (or starts) Ray through pipeline/running/adapter.py, the one module importing ray, only
-when asked; `local` runs every stage in this process with the same output.
+when asked; `local` runs every stage in this process with the same output. `auto` (the command line's
+default) picks one from the work (`choose`): starting Ray costs seconds, which a small input never
+earns back, while a big one spread over several workers does (the threshold is measured in
+docs/internals.md, "Choosing the executor").
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from curate.pipeline.errors import CurateError
 from curate.stages.base import Executor, LocalExecutor
 
-EXECUTORS = ("ray", "local")
+EXECUTORS = ("auto", "ray", "local")
+
+# Measured on a 2-core machine (docs/internals.md): starting the embedded Ray and its first workers
+# takes about RAY_START_S seconds, and the demo's stages run at about LOCAL_MB_S input megabytes a
+# second in one process. With k workers the work on Ray takes W/k, so Ray pays for itself once
+# W > RAY_START_S * k / (k - 1) seconds of in-process work.
+RAY_START_S = 6.0
+LOCAL_MB_S = 1.5
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str  # "ray" or "local"
+    why: str
+
+
+def threshold_bytes(workers: int) -> float:
+    """Input bytes above which a run on Ray with `workers` workers beats one process."""
+    if workers < 2:
+        return float("inf")
+    return RAY_START_S * workers / (workers - 1) * LOCAL_MB_S * 1e6
+
+
+def choose(kind: str, input_bytes: int, workers: int | None, address: str | None) -> Choice:
+    """Which executor a run gets, and why (one line for the user)."""
+    if kind in ("ray", "local"):
+        return Choice(kind, "--executor " + kind)
+    if kind != "auto":
+        raise CurateError(f"executor {kind!r}: valid executors are {', '.join(EXECUTORS)}")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return Choice("ray", f"a Ray cluster is given ({address})")
+    k = workers or os.cpu_count() or 1
+    mb, limit = input_bytes / 1e6, threshold_bytes(k)
+    if input_bytes > limit:
+        return Choice("ray", f"{mb:,.1f} MB of input over {k} workers pays for starting Ray "
+                             f"(above {limit / 1e6:,.0f} MB)")
+    why = "one worker" if k < 2 else f"{mb:,.1f} MB of input is below {limit / 1e6:,.0f} MB"
+    return Choice("local", f"{why}: starting Ray would cost more than it saves")
 
 
 @contextlib.contextmanager
-def open_executor(kind: str | Executor, address: str | None = None, workers: int | None = None) -> Iterator[Executor]:
-    """An executor for one run; an `Executor` object passes through (its owner opened it)."""
+def open_executor(kind: str | Executor, address: str | None = None, workers: int | None = None,
+                  input_bytes: int = 0, say: Callable[[str], None] | None = None,
+                  retries: int | None = None) -> Iterator[Executor]:
+    """An executor for one run; an `Executor` object passes through (its owner opened it).
+    `auto` chooses from `input_bytes` and `workers` and tells `say` which and why; `retries`:
+    how often Ray retries the work of a lost worker (adapter.RETRIES by default)."""
     if not isinstance(kind, str):
         yield kind
-    elif kind == "local":
+        return
+    if kind not in EXECUTORS:
+        raise CurateError(f"executor {kind!r}: valid executors are {', '.join(EXECUTORS)}")
+    if kind == "auto":
+        choice = choose(kind, input_bytes, workers, address)
+        if say is not None:
+            say(f"executor: {choice.kind} ({choice.why}; --executor ray|local forces one)")
+        kind = choice.kind
+    if kind == "local":
         yield LocalExecutor(workers)
-    elif kind == "ray":
+    else:
         from curate.pipeline.running.adapter import RayExecutor, ray_session
 
         with ray_session(address):
-            yield RayExecutor(workers)
-    else:
-        raise CurateError(f"executor {kind!r}: valid executors are {', '.join(EXECUTORS)}")
+            yield RayExecutor(workers, retries=retries)

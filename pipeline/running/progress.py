@@ -22,8 +22,9 @@ def _eta(seconds: float) -> str:
 
 
 class LogProgress:
-    """A context manager with tqdm's `update(n)`; `result(r)` counts a finished item's marker
-    (`counts.in` documents, `bytes_in` bytes) when it is one."""
+    """A context manager with tqdm's `update(n)`, plus the input bytes those items read (what the
+    executor sized them by: ingest's input files, a later stage's documents); `result(r)` counts a
+    finished item's marker's `counts.in` documents when it is one."""
 
     def __init__(self, total: int, desc: str, every_s: float, file: TextIO, clock=time.monotonic):
         self.total, self.desc, self.every_s, self.file, self.clock = total, desc, every_s, file, clock
@@ -41,10 +42,10 @@ class LogProgress:
     def result(self, r: Any) -> None:
         if isinstance(r, dict):
             self.docs += int((r.get("counts") or {}).get("in", 0) or 0)
-            self.bytes += int(r.get("bytes_in", 0) or 0)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, nbytes: int = 0) -> None:
         self.done += n
+        self.bytes += nbytes
         if self.clock() - self.last >= self.every_s:
             self._print()
 
@@ -77,7 +78,7 @@ class _Bar:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, nbytes: int = 0) -> None:
         self.bar.update(n)
 
     def result(self, r: Any) -> None:

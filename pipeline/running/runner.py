@@ -14,7 +14,6 @@ damaged after it was written is rebuilt; a later stage reruns on it when its byt
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from curate.pipeline.running.executors import open_executor
 from curate.pipeline.running.lock import RunLock
 from curate.pipeline.running.stage_table import STAGE_PREPARE
 from curate.pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
-                                        stage_config_hash, stage_version, write_shard)
+                                        document_bytes, stage_config_hash, stage_version, write_shard)
 from curate.records.counts import Counts
 from curate.records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
 from curate.stages import shardio
@@ -78,7 +77,8 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
         names = [s.name for s in specs]
         shardio.atomic_write_json(run_dir / "stages.json", names)
         _say_old_markers(run_dir, names)
-        with open_executor(executor, cfg.ray.address, workers or cfg.ray.workers) as executor:
+        with open_executor(executor, cfg.ray.address, workers or cfg.ray.workers, _input_bytes(first.load(), tasks),
+                           say=_note, retries=cfg.ray.retries) as executor:
             reports, parts, digests = _run_stages(specs, tasks, {}, run_dir, executor, log)
         if all(s.kind != TOKENIZE for s in specs) and _added_stage_is_current(run_dir / TOKENIZE, names[-1], parts,
                                                                               digests):
@@ -90,6 +90,11 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
     if failure:
         raise CurateError(failure)
     return reports
+
+
+def _input_bytes(source: SourceStage, tasks: list) -> int:
+    """What the run reads (0 for inputs of unknown size, e.g. URLs): `auto` chooses its executor by it."""
+    return sum(source.size(source.job(t, Path(), Path(), "", "")) for t in tasks)
 
 
 def run_stages_after(run_dir: Path, source: str, specs: list[StageSpec], executor: Executor,
@@ -208,15 +213,16 @@ def _digests(stage_dir: Path, markers: list[dict]) -> dict[Path, str]:
 
 def _line(r: StageReport) -> str:
     s = r.stats
+    lost = f", {s['workers_lost']} workers lost and retried" if s.get("workers_lost") else ""
     return (f"{r.name:>14}: {s['in']:>8} in  {s['kept']:>8} kept  {s['rejected']:>7} rejected  "
-            f"{s['quarantined']:>6} quarantined  ({r.shards} shards, {r.skipped} reused, {r.seconds:.1f}s)")
+            f"{s['quarantined']:>6} quarantined  ({r.shards} shards, {r.skipped} reused{lost}, {r.seconds:.1f}s)")
 
 
 def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir: Path, executor: Executor,
                say: Callable[[str], None]) -> tuple[StageReport, list[Path], dict[Path, str]]:
     """One stage over `inputs` (input tasks for a source stage, else the previous stage's shards,
     whose recorded digests `digests` may hold); its report, output shards and their digests."""
-    t0 = time.perf_counter()
+    t0, lost = time.perf_counter(), getattr(executor, "lost", 0)
     stage = spec.load()
     if spec.kind in STAGE_PREPARE:  # driver-side work first (a tokenizer trained on the run)
         module, fn = STAGE_PREPARE[spec.kind]
@@ -257,7 +263,7 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
             executor.map(stage.run_job, jobs, desc=spec.name, cost=stage.size, size=stage.size)
         else:
             jobs = [MapJob(str(p), str(stage_dir), str(side_dir), fps[s], chash) for s, p in todo]
-            size = lambda j: os.path.getsize(j.input)  # noqa: E731
+            size = lambda j: document_bytes(j.input)  # noqa: E731
             if isinstance(stage, ShardWriter):
                 executor.map(write_shard, [(spec, j) for j in jobs], desc=spec.name,
                              cost=lambda item: size(item[1]), size=lambda item: size(item[1]))
@@ -278,6 +284,8 @@ def _run_stage(spec: StageSpec, inputs: list, digests: dict[Path, str], run_dir:
         markers.append(m)
     _remove_orphans(stage_dir, set(ids), side_dir)
     stats = aggregate_stats(spec.name, markers)
+    if getattr(executor, "lost", 0) > lost:  # workers lost and their work retried (pipeline/running/adapter.py)
+        stats["workers_lost"] = executor.lost - lost
     shardio.atomic_write_json(stage_dir / "stats.json", stats)
     report = StageReport(spec.name, len(ids), skipped, stats, time.perf_counter() - t0)
     # A source task may roll several parts; every other stage writes one shard per input shard.

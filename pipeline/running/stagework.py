@@ -9,6 +9,8 @@ conservation check from pipeline/running/runner.py.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,14 @@ def write_shard(item: tuple[StageSpec, MapJob]) -> dict:
     cache (tokenize: its model), so warm task workers serve it without an actor's start-up."""
     spec, job = item
     return spec.load().write_shard(job)
+
+
+@functools.lru_cache(maxsize=4096)
+def document_bytes(shard: str) -> int:
+    """Bytes of the documents a shard holds: its base's size for a delta shard (whose own file
+    holds only its columns, without the text), its own for a full one. Tasks are grouped and
+    progress is told by it, since a stage's work grows with the text it reads."""
+    return os.path.getsize(docshard.base_ref(shard, digest="-").path)
 
 
 def stage_version(stage: Any) -> int:

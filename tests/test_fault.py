@@ -1,0 +1,124 @@
+"""A run survives its Ray workers dying: the lost work is retried (a lost actor is replaced and
+loads its stage again), the run ends with exit 0 and the documents of an in-process run, and a
+worker that keeps dying ends the run with one line naming the stage and shard; the rerun resumes.
+
+The workers die of SIGKILL, by their own hand (tests/faulty.py) where the moment must be exact,
+or from outside, found among the run's processes with psutil, as the OOM killer would."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from curate.pipeline.catalog.db import connect
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.config import load_config
+from curate.pipeline.running.runner import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def corpus(tmp_path, system_corpus) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("\n".join(system_corpus.read_text().splitlines()[:240]) + "\n")
+    return d / "a.jsonl"
+
+
+def _config(corpus: Path, out: Path, function: str, retries: int = 3) -> dict:
+    return {"name": "f", "out": str(out), "inputs": [{"path": str(corpus)}], "ray": {"retries": retries},
+            "ingest": {"shard_docs": 30},
+            "stages": [{"kind": "filter", "name": "check", "function": function}, {"kind": "exact_dedup"},
+                       {"kind": "minhash_dedup", "num_partitions": 2}]}
+
+
+def _docs(run_dir: Path) -> list:
+    con = connect(run_dir)
+    try:
+        return con.execute("SELECT id, text FROM docs ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_lost_actor_is_replaced_and_the_run_equals_an_in_process_one(corpus, tmp_path, ray_session, caplog):
+    run_pipeline(load_config(data=_config(corpus, tmp_path / "local", "faulty:keep")), quiet=True, executor="local")
+    with caplog.at_level(logging.WARNING, logger="curate"):
+        reports = run_pipeline(load_config(data=_config(corpus, tmp_path / "ray", "faulty:die_once")), workers=2,
+                               quiet=True, executor="ray")
+    assert (corpus.parent / "worker-died").exists()  # a worker did die
+    lost = [r.getMessage() for r in caplog.records if "worker lost" in r.getMessage()]
+    assert len(lost) == 1 and "during check/" in lost[0] and lost[0].endswith("retrying (1/3)")
+    check = next(r for r in reports if r.name == "check")
+    assert check.stats["workers_lost"] == 1
+    assert json.loads((tmp_path / "ray" / "check" / "stats.json").read_text())["workers_lost"] == 1
+    assert _docs(tmp_path / "ray") == _docs(tmp_path / "local") != []
+
+
+def test_lost_task_is_retried(tmp_path, ray_session):
+    """The plain tasks behind ingest and the global steps (dedup's sub-steps, packing)."""
+    from curate.pipeline.running.adapter import RayExecutor
+
+    flag = str(tmp_path / "died")
+    ex = RayExecutor(2, retries=2)
+    import faulty
+
+    assert ex.map(faulty.square_or_die_once, [(flag, n) for n in range(9)], desc="steps") == [n * n for n in range(9)]
+    assert ex.lost == 1 and os.path.exists(flag)
+
+
+def test_a_worker_that_keeps_dying_ends_the_run_and_the_rerun_resumes(corpus, tmp_path, ray_session):
+    out = tmp_path / "run"
+    with pytest.raises(CurateError) as e:
+        run_pipeline(load_config(data=_config(corpus, out, "faulty:die_always", retries=1)), workers=2, quiet=True,
+                     executor="ray")
+    msg = str(e.value)
+    assert "worker lost 2 times during check/" in msg and "rerun the same command to resume" in msg
+    assert "\n" not in msg
+    # The shards finished before the loss are kept: the rerun reuses ingest and redoes the rest.
+    reports = run_pipeline(load_config(data=_config(corpus, out, "faulty:keep")), workers=2, quiet=True,
+                           executor="ray")
+    assert reports[0].skipped == reports[0].shards > 0
+    assert len(_docs(out)) > 0
+
+
+def test_run_survives_a_worker_killed_from_outside(corpus, tmp_path):
+    """The whole command, as a user runs it: one of the run's busy `ray::` workers gets SIGKILL."""
+    slow = tmp_path / "slowmod.py"
+    slow.write_text("import time\n\ndef slow_keep(doc):\n    time.sleep(0.05)\n    return True\n")
+    cfg = _config(corpus, tmp_path / "ray", "slowmod:slow_keep")
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "tests")])}
+    proc = subprocess.Popen([sys.executable, "-m", "curate.pipeline.cli", "run", str(tmp_path / "c.json"),
+                             "--executor", "ray", "--workers", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killed = _kill_a_busy_worker(proc.pid, "_Worker")
+    out, _ = proc.communicate(timeout=300)
+    assert killed, out
+    assert proc.returncode == 0, out
+    assert "worker lost" in out and "during check/" in out
+    run_pipeline(load_config(data={**cfg, "out": str(tmp_path / "local")}), quiet=True, executor="local")
+    assert _docs(tmp_path / "ray") == _docs(tmp_path / "local")
+
+
+def _kill_a_busy_worker(pid: int, name: str, wait_s: float = 120) -> int | None:
+    root, t0 = psutil.Process(pid), time.time()
+    while time.time() - t0 < wait_s and root.is_running():
+        for c in root.children(recursive=True):
+            try:
+                cmd = " ".join(c.cmdline())
+            except psutil.Error:
+                continue
+            if cmd.startswith(f"ray::{name}.call_many") or cmd.startswith(f"ray::{name}") and "call_many" in cmd:
+                c.kill()
+                return c.pid
+        time.sleep(0.05)
+    return None
