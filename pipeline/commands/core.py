@@ -20,9 +20,10 @@ def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
 
 
 def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
-        address: str | None = None, limit: int | None = None, executor: str = "ray") -> Path:
+        address: str | None = None, limit: int | None = None, executor: str = "auto") -> Path:
     """Run a config; returns the run directory. `limit`: only the first N records of each input;
-    `executor`: `ray` (default) or `local` (every stage in this process, same output)."""
+    `executor`: `auto` (default: chosen from the input's size), `ray` or `local` (every stage in
+    this process, same output)."""
     import dataclasses
 
     from curate.pipeline.running.config import load_config
@@ -106,8 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
     p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--limit", type=int, metavar="N", help="quick trial: only the first N records of each input file")
-    p.add_argument("--executor", choices=["ray", "local"], default="ray",
-                   help="where stages run: ray (default) or local (this process, no Ray; same output)")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
+                   help="where stages run: auto (default: this process for a small input, Ray for a big one or "
+                        "when an address is given), ray, or local (this process, no Ray; same output)")
     p.set_defaults(func=_cli_run)
 
     p = sub.add_parser("query", help="SQL over a run's catalog (views docs, <stage>, rejected, quarantine, shards)")

@@ -40,10 +40,14 @@ class RayConfig:
     """Ray cluster address (`auto`, `ray://host:10001`); empty = embedded local Ray (or RAY_ADDRESS)"""
     workers: int | None = None
     """parallel tasks/actors; default: the cluster's CPU count"""
+    retries: int = 3
+    """how often the work of a lost Ray worker (process or node) is tried again before the run stops"""
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers: must be at least 1 (or null for the cluster's CPU count)")
+        if self.retries < 0:
+            raise ValueError("retries: must be 0 or more")
 
 
 @dataclass
