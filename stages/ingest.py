@@ -19,6 +19,7 @@ from typing import Literal
 
 import pyarrow as pa
 
+from curate.records.allowed import check_readable
 from curate.stages import hf_input, objstore, shardio
 from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
 from curate.stages.records import Rejected, to_document
@@ -293,6 +294,7 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
     reads: list[tuple[ReadTask, InputSpec, str]] = []
     for i, spec in enumerate(inputs):
         files, hidden, source = _expand(spec, i)
+        check_readable([f for f, _ in files])  # a job of `curate serve` reads only its allowed folders
         # Files read one document each take the input directory's name as their default source.
         folder = Path(spec.path).name if os.path.isdir(spec.path) else None
         batches = {fmt: _Batch(fmt, spec, spec.source or folder or fmt, hidden if fmt == "text" else [])

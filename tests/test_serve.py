@@ -98,8 +98,11 @@ def call(served, method: str, path: str, token: str | None = None, headers: dict
 
 def _routes(app):
     """Every API route as (method, concrete path, scope it needs, names a run)."""
-    out = []
-    for route in app.routes:
+    out, routes = [], list(app.routes)
+    for route in routes:
+        if hasattr(route, "original_router"):  # an included router (routes_*.py): its routes, no prefix
+            routes += route.original_router.routes
+            continue
         if route.path in PUBLIC_PATHS or route.path == "/static/{name}" or not hasattr(route, "methods"):
             continue
         path = route.path.replace("{run:path}", "team-a/one").replace("{job_id}", "curate-x").replace("{file}", "plan.json")

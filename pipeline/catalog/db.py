@@ -25,13 +25,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from curate.pipeline.catalog import readonly_fs
+from curate.pipeline.catalog import readonly_fs, results
+from curate.pipeline.catalog.guard import check_read_only
 from curate.pipeline.errors import CurateError, QueryError
 from curate.stages import docshard
 from curate.stages.base import QUARANTINE_SCHEMA, REJECTED_SCHEMA
 
 RESERVED_VIEWS = ("docs", "rejected", "quarantine", "shards")
-ALLOWED = {duckdb.StatementType.SELECT}
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}
 
 
@@ -164,6 +164,8 @@ def arrow_result(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None 
     """The result as an Arrow table (`to_arrow_table` in DuckDB 2, `arrow` before), at most
     `max_rows` rows (DuckDB stops producing past them)."""
     rel = con.sql(sql)
+    if rel is not None:
+        rel = results.exact_relation(rel)  # a few types DuckDB exports to Arrow lossily, as text
     if max_rows is not None and rel is not None:
         rel = rel.limit(max_rows)
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
@@ -174,46 +176,6 @@ def views(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
                        "ORDER BY view_name <> 'docs', view_oid").fetchall()
     return [r[0] for r in rows]
-
-
-def _explained(sql: str) -> duckdb.Statement | None:
-    """The statement an EXPLAIN explains, as DuckDB parses it.
-
-    DuckDB's Python API types `EXPLAIN [ANALYZE] <stmt>` as EXPLAIN and does not expose <stmt>.
-    It is the first tail of `sql`, starting at one of DuckDB's tokens after EXPLAIN, that DuckDB
-    parses as one whole statement: the tokens before it are EXPLAIN's own options (ANALYZE,
-    `(ANALYZE, FORMAT json)`), which do not parse as a statement followed by the rest. Where an
-    option could start a statement (`EXPLAIN ANALYZE CHECKPOINT` reads as an ANALYZE), that
-    statement is not a read, so the caller refuses it either way."""
-    starts = [pos for pos, kind in duckdb.tokenize(sql) if kind != duckdb.token_type.comment]
-    for pos in starts[1:]:
-        try:
-            tail = duckdb.extract_statements(sql[pos:])
-        except duckdb.Error:
-            continue
-        return tail[0] if len(tail) == 1 else None
-    return None
-
-
-def check_read_only(sql: str) -> None:
-    """Refuse anything but one read statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE), or an
-    EXPLAIN of one. The statement types are DuckDB's parse, never keywords: EXPLAIN ANALYZE runs
-    the statement it explains, so an EXPLAIN is judged by that statement."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise QueryError(f"could not parse the query: {e}") from None
-    if len(statements) != 1:
-        raise QueryError(f"give exactly one statement (got {len(statements)})")
-    kind, what = statements[0].type, f"a {statements[0].type.name} statement"
-    if kind == duckdb.StatementType.EXPLAIN:
-        inner = _explained(sql)
-        if inner is None:
-            raise QueryError("could not find the statement this EXPLAIN explains; EXPLAIN one read statement")
-        kind, what = inner.type, f"an EXPLAIN of a {inner.type.name} statement (EXPLAIN ANALYZE runs it)"
-    if kind not in ALLOWED:
-        raise QueryError(f"only read statements run (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, or EXPLAIN of one); "
-                         f"this is {what}")
 
 
 def error_message(con: duckdb.DuckDBPyConnection, e: duckdb.Error) -> str:

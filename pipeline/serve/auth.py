@@ -85,6 +85,8 @@ def _write(path: Path, tokens: list[Token]) -> None:
 
 def add_token(path: Path, name: str, scopes: list[str], prefixes: list[str]) -> str:
     """Add a token to the file (created if missing); returns the token, which is stored nowhere."""
+    if not name.strip() or name != name.strip() or any(c.isspace() or not c.isprintable() for c in name):
+        raise CurateError(f"a token's name says who holds it in the audit log: give a name without spaces (got {name!r})")
     tokens = read_tokens(path) if path.exists() else []
     if any(t.name == name for t in tokens):
         raise CurateError(f"{path} already has a token named {name!r}")

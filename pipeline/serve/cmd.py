@@ -11,7 +11,8 @@ from curate.pipeline.errors import CurateError
 
 def serve(root: str, tokens: str | None = None, ray: str | None = None, host: str = "127.0.0.1", port: int = 8080,
           ray_token_file: str | None = None, data: list[str] | None = None, audit_log: str | None = None,
-          ssl_keyfile: str | None = None, ssl_certfile: str | None = None, **limits) -> None:
+          ssl_keyfile: str | None = None, ssl_certfile: str | None = None, forwarded_allow_ips: str | None = None,
+          **limits) -> None:
     import uvicorn
 
     from curate.pipeline.serve.app import ServeConfig, create_app
@@ -33,8 +34,11 @@ def serve(root: str, tokens: str | None = None, ray: str | None = None, host: st
     if host not in ("127.0.0.1", "localhost", "::1") and not ssl_certfile:
         print(f"curate serve: listening on {host} without TLS; put a TLS reverse proxy in front "
               "(docs/serve.md) or give --ssl-keyfile/--ssl-certfile", file=sys.stderr)
+    # X-Forwarded-For names the client in the audit log only when it comes from a proxy named here;
+    # uvicorn would otherwise trust it from 127.0.0.1, where any local user can send it.
     uvicorn.run(create_app(cfg), host=host, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile,
-                log_level="warning", h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=30)
+                log_level="warning", h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=30,
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-timeout-s", type=float, help="a query running longer is cancelled (default 30)")
     p.add_argument("--query-memory", help="DuckDB memory_limit per query (default 1GB)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    p.add_argument("--max-response-bytes", type=int, help="largest query result (default 256 MiB)")
+    p.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="proxies whose X-Forwarded-For names the client in the audit log (comma-separated; "
+                        "default none: the connecting address is logged)")
     p.add_argument("action", nargs="*", metavar="token add NAME",
                    help="`token add NAME [--scopes read,submit] [--prefix team-a/]`: add a token and print it")
     p.add_argument("--scopes", default="read", help="with token add: comma-separated read, submit, admin")
@@ -75,6 +83,6 @@ def _cli(a: argparse.Namespace) -> int:
     if not a.root:
         raise CurateError("give --root RUNS: the folder whose runs to serve")
     serve(a.root, a.tokens, a.ray, a.host, a.port, a.ray_token_file, a.data, a.audit_log, a.ssl_keyfile,
-          a.ssl_certfile, max_rows=a.max_rows, query_timeout_s=a.query_timeout_s, query_memory=a.query_memory,
-          max_body_bytes=a.max_body_bytes)
+          a.ssl_certfile, a.forwarded_allow_ips, max_rows=a.max_rows, query_timeout_s=a.query_timeout_s,
+          query_memory=a.query_memory, max_body_bytes=a.max_body_bytes, max_response_bytes=a.max_response_bytes)
     return 0
