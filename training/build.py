@@ -79,6 +79,8 @@ class Trainer:
     out: Path
     log: MetricsLog
     quiet: bool = False
+    write_tokenizer: Any = None
+    """Puts the tokenizer files into a checkpoint folder (`hf_tokenizer.tokenizer_writer`); None: the run has none."""
 
     @property
     def fsdp(self) -> bool:
@@ -137,6 +139,20 @@ def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
                 f"`curate init-model DIR --vocab-size {rows.vocab_size}`")
 
 
+def check_special_tokens(run_dir: Path, base: Path) -> None:
+    """A base that ships its own tokenizer must agree with the packed tokens on BOS/EOS ids (its
+    config.json's bos_token_id / eos_token_id), before any step is trained."""
+    from curate.stages.hf_tokenizer import check_model_config
+
+    index = run_dir / "tokens" / "index.json"
+    has_tokenizer = (base / "tokenizer.json").is_file() or (base / "tokenizer.model").is_file()
+    if not (has_tokenizer and index.is_file() and (base / "config.json").is_file()):
+        return
+    ix = json.loads(index.read_text())
+    check_model_config(base / "config.json", int(ix.get("vocab_size", 0)), int(ix.get("bos_id", -1)),
+                       int(ix.get("eos_id", -1)), bool(ix.get("add_bos")), f"{run_dir}/tokens ({ix.get('tokenizer')})")
+
+
 def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, quiet: bool = False
           ) -> tuple[Trainer, TrainState]:
     """Join the process group, open the token groups, build or restore model, optimizer and state."""
@@ -159,6 +175,7 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
     ckpt = latest_checkpoint(out)
     src = ckpt or base
     check_vocab(groups, read_config(src).vocab_size, src)
+    check_special_tokens(run_dir, base)
     model = load_model(src)
     model.activation_checkpointing = cfg.activation_checkpointing
     model.to(d.device)
@@ -179,7 +196,10 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
     forward = torch.compile(wrapped) if cfg.compile else wrapped
     log = MetricsLog(out / "metrics.jsonl", enabled=d.is_main, resume_step=state.step if ckpt else None,
                      tensorboard=cfg.tensorboard)
-    t = Trainer(cfg, d, plan, sampler, geo, model, wrapped, forward, optimizer, schedule, run_dir, out, log, quiet)
+    from curate.training.hf_tokenizer import tokenizer_writer
+
+    t = Trainer(cfg, d, plan, sampler, geo, model, wrapped, forward, optimizer, schedule, run_dir, out, log, quiet,
+                tokenizer_writer(run_dir, base, model.config.max_position_embeddings))
     if ckpt is not None:
         t.say(f"resuming from {ckpt} at step {state.step} ({state.tokens:,} tokens)")
     t.say(f"model: {model.num_params() / 1e6:.1f}M parameters from {src}; device {d.device} x {d.world}; "

@@ -1,7 +1,8 @@
-"""Training checkpoints: `OUT/checkpoints/step-000100/` = a Hugging Face Llama folder + `trainer.pt`.
+"""Training checkpoints: `OUT/checkpoints/step-000100/` = a complete Hugging Face folder + `trainer.pt`.
 
-The model half (`config.json`, safetensors, fp32 master weights) loads directly with
-`transformers`; `trainer.pt` holds what an exact resume needs: optimizer moments, step and tokens
+The model half (`config.json` of the base's architecture, safetensors, fp32 master weights, the
+tokenizer files) loads directly with `transformers` (`AutoModelForCausalLM`, `AutoTokenizer`),
+`curate eval` and `lm_eval --model hf`; `trainer.pt` holds what an exact resume needs: optimizer moments, step and tokens
 seen (which determine the LR), the sampler state, RNG states and the settings that must not change
 across a resume. Each checkpoint is written into a temporary folder and renamed into place, so a
 kill at any moment leaves either the complete checkpoint or none; the latest complete one wins.
@@ -80,8 +81,10 @@ def full_state(model, optimizer, fsdp: bool) -> tuple[dict[str, Any], dict[str, 
 
 
 def save_checkpoint(out_dir: Path, step: int, model, optimizer, trainer_state: dict[str, Any],
-                    fsdp: bool = False, is_main: bool = True, keep: int = 2, max_shard_bytes: int = 5 << 30) -> Path:
-    """Write checkpoint `step` atomically (rank 0 writes; every rank must call it under FSDP)."""
+                    fsdp: bool = False, is_main: bool = True, keep: int = 2, max_shard_bytes: int = 5 << 30,
+                    write_tokenizer=None) -> Path:
+    """Write checkpoint `step` atomically (rank 0 writes; every rank must call it under FSDP);
+    `write_tokenizer(folder)` adds the tokenizer files, so every step loads as it is."""
     import torch
 
     model_sd, optim_sd = full_state(model, optimizer, fsdp)
@@ -92,6 +95,8 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, trainer_state: d
     tmp = temp_dir_beside(dest)
     try:
         write_model_files(_StateView(model, model_sd), tmp, max_shard_bytes)
+        if write_tokenizer is not None:
+            write_tokenizer(tmp)
         torch.save({**trainer_state, "step": step, "optimizer": optim_sd, "rng": rng_state()}, tmp / TRAINER_FILE)
         replace_dir(tmp, dest)
     except BaseException:

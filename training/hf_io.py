@@ -19,20 +19,19 @@ from typing import Any
 
 from curate.training.model import SIZES, LlamaModel, ModelConfig
 
-CONFIG_KEYS = {f.name for f in fields(ModelConfig)} - {"extra"}
+INTERNAL = {"extra", "source", "qkv_bias", "attention_window"}  # ModelConfig fields that are not config.json keys
+CONFIG_KEYS = {f.name for f in fields(ModelConfig)} - INTERNAL
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+# The families curate's own model computes exactly (forward equal to transformers' in fp32), by
+# config.json model_type, and the class transformers loads each as.
+FAMILIES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-def config_from_hf(d: dict[str, Any]) -> ModelConfig:
-    """ModelConfig from a Hugging Face `config.json` dict; refuses non-Llama architectures."""
-    model_type = d.get("model_type", "llama")
-    if model_type not in ("llama", "mistral"):
-        raise ValueError(f"config.json model_type {model_type!r} is not a Llama-architecture model (valid: llama)")
-    if model_type == "mistral" and d.get("sliding_window"):
-        raise ValueError("config.json sets sliding_window; sliding-window attention is not supported")
+def _rope_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """rope_theta / rope_scaling in the spelling ModelConfig reads, from either transformers 4
+    (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`)."""
     d = dict(d)
-    # transformers 5 moved rope_theta/rope_scaling into `rope_parameters`.
     rp = d.get("rope_parameters") or {}
     if "rope_theta" not in d and "rope_theta" in rp:
         d["rope_theta"] = rp["rope_theta"]
@@ -41,16 +40,43 @@ def config_from_hf(d: dict[str, Any]) -> ModelConfig:
     rs = d.get("rope_scaling")
     if isinstance(rs, dict) and "type" in rs and "rope_type" not in rs:
         d["rope_scaling"] = {**{k: v for k, v in rs.items() if k != "type"}, "rope_type": rs["type"]}
+    return d
+
+
+def config_from_hf(d: dict[str, Any], where: str = "config.json") -> ModelConfig:
+    """ModelConfig from a Hugging Face `config.json` dict; refuses architectures outside FAMILIES
+    and settings curate's model does not compute (naming `where` and the field)."""
+    model_type = d.get("model_type", "llama")
+    if model_type not in FAMILIES:
+        raise ValueError(f"{where}: model_type {model_type!r} is not supported (valid: {', '.join(FAMILIES)})")
+    source = dict(d)
+    d = _rope_fields(d)
     eos = d.get("eos_token_id")
     kwargs = {k: d[k] for k in CONFIG_KEYS if d.get(k) is not None}
     if isinstance(eos, list):
         kwargs["eos_token_id"] = eos[0]
     kwargs.setdefault("num_key_value_heads", d.get("num_attention_heads", 12))
+    if d.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{where}: hidden_act {d['hidden_act']!r} is not supported (valid: silu)")
+    window = d.get("sliding_window") if model_type == "mistral" or d.get("use_sliding_window") else None
+    kwargs.update(qkv_bias=model_type == "qwen2", attention_window=window)
+    if model_type == "qwen2":
+        kwargs.update(attention_bias=False, mlp_bias=False)  # Qwen2's bias is on q/k/v only
     extra = {k: v for k, v in d.items() if k not in CONFIG_KEYS}
-    return ModelConfig(**kwargs, extra=extra)
+    try:
+        return ModelConfig(**kwargs, extra=extra, source=source)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """config.json of a model: the base's own, as it was read (weights are saved in fp32), or for
+    a model curate made, a Llama config."""
+    if cfg.source is not None:
+        d = dict(cfg.source)
+        for k in [k for k in ("torch_dtype", "dtype") if k in d] or ["dtype"]:
+            d[k] = "float32"
+        return d
     d = dict(cfg.extra)
     for k in CONFIG_KEYS:
         d[k] = getattr(cfg, k)
@@ -68,7 +94,11 @@ def read_config(folder: Path) -> ModelConfig:
     path = Path(folder) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing")
-    return config_from_hf(json.loads(path.read_text()))
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return config_from_hf(d, str(path))
 
 
 def load_state_dict(folder: Path) -> dict[str, Any]:

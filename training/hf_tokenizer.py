@@ -64,3 +64,34 @@ def run_tokenizer(tokens_dir: Path) -> tuple[Path, bool] | None:
     index = Path(tokens_dir) / "index.json"
     add_bos = bool(json.loads(index.read_text()).get("add_bos", False)) if index.is_file() else False
     return model, add_bos
+
+
+def tokenizer_writer(run_dir: Path, base: Path, max_length: int):
+    """What puts the tokenizer into every checkpoint and the exported model, so each is a complete
+    Hugging Face folder: the base's own tokenizer files, byte for byte, when the run was packed
+    with that tokenizer; else the run's (a Hugging Face tokenizer's files copied, or the run's
+    sentencepiece model exported as above); None when the run has no tokenizer file."""
+    from curate.stages.tokenize import HF_TOKENIZER_FILES, is_hf, resolve_model_path, tokenizer_digest
+
+    tokens_dir = Path(run_dir) / "tokens"
+    run_tok = tokens_dir / "tokenizer" if (tokens_dir / "tokenizer" / "tokenizer.json").is_file() else None
+    run_tok = run_tok or (tokens_dir / "tokenizer.model" if (tokens_dir / "tokenizer.model").is_file() else None)
+    if run_tok is None:
+        return None
+    try:
+        base_tok = resolve_model_path(base)
+    except FileNotFoundError:
+        base_tok = None
+    if base_tok is not None and is_hf(base_tok) and is_hf(run_tok) and \
+            tokenizer_digest(base_tok) == tokenizer_digest(run_tok):
+        run_tok = base_tok  # the same files; the base's set may hold more (vocab.json, chat template)
+    if is_hf(run_tok):
+        names = [n for n in HF_TOKENIZER_FILES if (run_tok / n).is_file()]
+
+        def copy(folder: Path) -> None:
+            for n in names:
+                shutil.copyfile(run_tok / n, Path(folder) / n)
+        return copy
+    found = run_tokenizer(tokens_dir)
+    add_bos = found[1] if found else False
+    return lambda folder: export_tokenizer(run_tok, Path(folder), add_bos=add_bos, max_length=max_length)

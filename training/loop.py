@@ -184,7 +184,8 @@ def save(t: Trainer, state: TrainState) -> None:
     trainer_state = {"tokens": state.tokens, "sampler": state.sampler, "batch_tokens": t.geo.batch_tokens,
                      "seq_len": t.geo.seq_len, "plan": t.plan.fingerprint(), "loss": state.loss}
     save_checkpoint(t.out, state.step, t.model, t.optimizer, trainer_state, fsdp=t.fsdp, is_main=t.dist.is_main,
-                    keep=t.cfg.keep_checkpoints, max_shard_bytes=t.cfg.max_shard_bytes)
+                    keep=t.cfg.keep_checkpoints, max_shard_bytes=t.cfg.max_shard_bytes,
+                    write_tokenizer=t.write_tokenizer)
     distributed.barrier(t.dist)
 
 
@@ -206,7 +207,7 @@ def finish(t: Trainer, state: TrainState) -> dict[str, Any]:
     if t.dist.is_main:
         (t.out / "mixture.json").write_text(json.dumps(t.sampler.realised(state.sampler), indent=2))
         if state.step > 0:
-            export_final(t.out, state.step, t.run_dir / "tokens")
+            export_final(t.out, state.step, t.write_tokenizer)
         if t.cfg.plots:
             from curate.training.plots import plot_run
 
@@ -216,13 +217,12 @@ def finish(t: Trainer, state: TrainState) -> dict[str, Any]:
     return {"steps": state.step, "tokens": state.tokens, "loss": state.loss, "out_dir": str(t.out), **state.eval}
 
 
-def export_final(out: Path, step: int, tokens_dir: Path) -> None:
-    """`OUT/model/`: the final checkpoint's Hugging Face files without the optimizer state, and the
-    run's tokenizer in the Llama format (`training/hf_tokenizer.py`), so the folder is complete."""
+def export_final(out: Path, step: int, write_tokenizer) -> None:
+    """`OUT/model/`: the final checkpoint's Hugging Face files without the optimizer state, with
+    the tokenizer (written again: a checkpoint from before checkpoints carried one may be the last)."""
     import shutil
 
-    from curate.training.hf_io import read_config, replace_dir, temp_dir_beside
-    from curate.training.hf_tokenizer import export_tokenizer, run_tokenizer
+    from curate.training.hf_io import replace_dir, temp_dir_beside
 
     ckpt = out / "checkpoints" / f"step-{step:06d}"
     tmp = temp_dir_beside(out / "model")
@@ -230,7 +230,6 @@ def export_final(out: Path, step: int, tokens_dir: Path) -> None:
         if f.name != "trainer.pt":
             shutil.copy2(f, tmp / f.name)
     (tmp / "source_checkpoint.txt").write_text(ckpt.name + "\n")
-    found = run_tokenizer(tokens_dir)
-    if found is not None:
-        export_tokenizer(found[0], tmp, add_bos=found[1], max_length=read_config(ckpt).max_position_embeddings)
+    if write_tokenizer is not None:
+        write_tokenizer(tmp)
     replace_dir(tmp, out / "model")

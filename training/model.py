@@ -51,6 +51,11 @@ class ModelConfig:
     """Bias on q/k/v/o projections (some Llama variants)."""
     mlp_bias: bool = False
     """Bias on the SwiGLU projections."""
+    qkv_bias: bool = False
+    """Bias on q/k/v only (Qwen2); not a config.json key, set from the model_type."""
+    attention_window: int | None = None
+    """Sliding-window size (Mistral, Qwen2 with use_sliding_window): rows longer than it are refused,
+    since within it sliding-window and full causal attention are the same. Not a config.json key."""
     bos_token_id: int | None = 1
     """Recorded in config.json for downstream tools."""
     eos_token_id: int | None = 2
@@ -59,6 +64,9 @@ class ModelConfig:
     """Std of the normal init used for random models."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other config.json keys, written back unchanged on save."""
+    source: dict[str, Any] | None = None
+    """The base's config.json as read: saved back as it is, so a continued model keeps its
+    architecture and every config field (None: a model curate made, written as a Llama)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -131,11 +139,11 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        bias = cfg.attention_bias
+        bias = cfg.attention_bias or cfg.qkv_bias
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=cfg.attention_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, _ = x.shape
@@ -227,6 +235,10 @@ class LlamaModel(nn.Module):
         return self.lm_head(self.hidden(ids, segs))
 
     def hidden(self, ids: torch.Tensor, segs: torch.Tensor | None = None) -> torch.Tensor:
+        window = self.config.attention_window
+        if window and ids.shape[1] > window:
+            raise ValueError(f"a sequence of {ids.shape[1]} tokens is longer than the model's sliding window "
+                             f"({window}); use rows (seq_len) and scoring windows (block) of at most {window}")
         x = self.model.embed_tokens(ids)
         cos, sin = self.rope(ids.shape[1], ids.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
