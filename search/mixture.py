@@ -1,4 +1,4 @@
-"""Mixtures over a plan's groups: Dirichlet samples under the epoch caps, the one-phase proxy plan
+"""Mixtures over a plan's groups: RegMix's Dirichlet samples under the epoch caps, the one-phase proxy plan
 a mixture trains on, and the recipe a found mixture is written as (`curate plan --recipe` reads it).
 
 Each function takes the base plan as a `records.plan.Plan` or as its plan.json dict."""
@@ -22,9 +22,18 @@ def natural_weights(plan: PlanLike) -> dict[str, float]:
     return {g: a / total for g, a in avail.items()}
 
 
+REGMIX_TEMPERATURE = 0.5
+"""RegMix's flattening of the natural mixture before it is the Dirichlet's prior (TEMP)."""
+REGMIX_STRENGTHS = tuple(float(x) for x in np.logspace(np.log10(0.1), np.log10(5.0), 15))
+"""RegMix's concentration strengths: 15 values log-spaced over [0.1, 5] (MIN/MAX_STRENGH)."""
+
+
 def epoch_caps(plan: PlanLike, tokens: int) -> np.ndarray:
-    """Largest weight each group may get in a run of `tokens` tokens without exceeding max_epochs."""
-    return np.array([g.max_epochs * g.available_tokens / tokens for g in Plan.of(plan).groups], dtype=float)
+    """Largest weight each group may get in a run of `tokens` tokens without exceeding its
+    max_epochs: one token under the planner's floored capacity and 1e-6 under that, so a weight
+    at its cap still plans after `rounded` and the planner's largest-remainder rounding."""
+    return np.array([max(0.0, (int(g.max_epochs * g.available_tokens) - 1) / tokens - 1e-6)
+                     for g in Plan.of(plan).groups], dtype=float)
 
 
 def clip_to_caps(w: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -46,24 +55,46 @@ def clip_to_caps(w: np.ndarray, caps: np.ndarray) -> np.ndarray:
     return np.minimum(w, caps)
 
 
-def sample_mixtures(center: Sequence[float], caps: np.ndarray, k: int, rng: np.random.Generator,
-                    concentration: float | None = None, tries: int = 20) -> np.ndarray:
-    """K mixtures from Dirichlet(concentration x center). A draw over a group's epoch cap is drawn
-    again (up to `tries` times) and otherwise clipped to the caps, so every row respects them.
-    `concentration` None: one of a spread of values per draw (RegMix mixes near and far samples)."""
-    center = np.maximum(np.asarray(center, dtype=float), 1e-3)
-    center /= center.sum()
-    out = np.empty((k, len(center)))
-    for i in range(k):
-        conc = concentration if concentration is not None else float(rng.choice([0.5, 1.0, 2.0, 5.0])) * len(center)
-        for _ in range(tries):
-            w = rng.dirichlet(conc * center)
-            if (w <= caps + 1e-12).all():
-                break
-        else:
-            w = clip_to_caps(w, caps)
-        out[i] = w
-    return out
+def regmix_prior(natural: Sequence[float], temperature: float = REGMIX_TEMPERATURE) -> np.ndarray:
+    """The natural mixture raised to `temperature` and renormalised (RegMix flattens it so
+    proxies reach small groups and mixtures far from the natural one)."""
+    p = np.asarray(natural, dtype=float) ** temperature
+    return p / p.sum()
+
+
+def sample_mixtures(natural: Sequence[float], caps: np.ndarray, k: int, rng: np.random.Generator,
+                    strengths: Sequence[float] = REGMIX_STRENGTHS, temperature: float = REGMIX_TEMPERATURE,
+                    max_draws: int | None = None) -> np.ndarray:
+    """K mixtures as RegMix draws them (Liu et al. 2024, arXiv:2407.01492; `synthesize_mixture.py`
+    in its repository): each from Dirichlet(strength x prior), the prior the natural mixture
+    flattened by `regmix_prior`, the strength one of `strengths` picked uniformly per draw; a
+    draw over any group's cap (`caps`, from the target run's budget) is rejected.
+
+    Differs from RegMix's script: no rounding of weights to a grid and no zeroing of weights
+    under its `minimum_number` (the planner takes any weight, so nothing is gained), and no
+    removal of near-duplicate draws (20,000 continuous draws hardly repeat). Raises ValueError
+    when fewer than `k` of `max_draws` (default 1000 x k) draws fit the caps.
+    """
+    prior = regmix_prior(natural, temperature)
+    caps = np.asarray(caps, dtype=float)
+    strengths = np.asarray(strengths, dtype=float)
+    limit = max_draws or 1000 * k
+    kept, draws = [], 0
+    while sum(len(b) for b in kept) < k and draws < limit:
+        batch = min(max(4 * k, 256), limit - draws)
+        which = rng.integers(len(strengths), size=batch)
+        w = np.empty((batch, len(prior)))
+        for i, s in enumerate(strengths):
+            rows = which == i
+            if rows.any():
+                w[rows] = rng.dirichlet(s * prior, int(rows.sum()))
+        draws += batch
+        kept.append(w[(w <= caps).all(axis=1) & np.isfinite(w).all(axis=1)])
+    out = np.concatenate(kept) if kept else np.empty((0, len(prior)))
+    if len(out) < k:
+        raise ValueError(f"only {len(out)} of {draws} RegMix draws fit the groups' epoch caps at the target budget "
+                         f"(caps {np.round(caps, 4).tolist()}); add data, lower the target tokens or raise max_epochs")
+    return out[:k]
 
 
 def rounded(weights: Mapping[str, float], digits: int = 6) -> dict[str, float]:
@@ -75,14 +106,16 @@ def rounded(weights: Mapping[str, float], digits: int = 6) -> dict[str, float]:
 
 
 def recipe_dict(plan: PlanLike, weights: Mapping[str, float], name: str, description: str) -> dict:
-    """A one-phase custom recipe over the plan's groups with these weights and the plan's LR range."""
+    """A one-phase custom recipe over the plan's groups with these weights and the plan's LR range.
+    Redistribution is off: a mixture the plan cannot realise is refused, never rewritten."""
     plan = Plan.of(plan)
     s = plan.schedule
     return {"name": name, "kind": "custom", "description": description,
             "groups": [{"name": g.name, "where": g.where} for g in plan.groups],
             "schedule": {"kind": s.kind, "lr_start": s.lr_start, "lr_end": s.lr_end},
-            "max_epochs": float(plan.max_epochs or max(g.max_epochs for g in plan.groups)),
-            "allow_redistribute": True,
+            # the largest group cap: the weights already keep each group within its own
+            "max_epochs": float(max([plan.max_epochs or 0.0] + [g.max_epochs for g in plan.groups])),
+            "allow_redistribute": False,
             "phases": [{"name": "mix", "weights": rounded(weights)}]}
 
 
