@@ -81,6 +81,12 @@ def read_warc(task: ReadTask, max_bytes: int) -> Iterator[Item]:
         try:
             for record in it:
                 n += 1
+                if record.format != "warc":  # warcio falls back to ARC on bytes that are no WARC
+                    yield Item(n, it.offset, None, "corrupt_warc", f"no WARC record at offset {it.offset}")
+                    return
+                if record.rec_headers.get_header("Content-Length") is None:  # headers cut off
+                    yield Item(n, it.offset, None, "truncated_record", f"record headers end at byte {it.offset}+")
+                    return
                 if record.rec_type != "response":
                     continue
                 url = record.rec_headers.get_header("WARC-Target-URI")
