@@ -1,8 +1,11 @@
-"""Domain tagging: rules over source / url / text, and a fastText multi-class tagger.
+"""Domain tagging: content detectors and rules over source / url / text, and a fastText tagger.
 
-Rules are cheap and exact where metadata speaks (a file under common-licenses is legal text);
-the fastText tagger generalises to documents whose metadata says nothing, trained on seeds
-labelled by the rules or by a labelled file. Rules are tried in taxonomy order, first match wins.
+The default taxonomy decides from the text alone: scorers/structure.py's detectors recognise a
+changelog, a man page, markup, code, configuration, licence text, a dictionary or a table by
+its form, so a corpus's own source names and URLs change nothing. Source and URL rules are hints
+a user may add for a corpus whose names do speak (they are tried first). The fastText tagger
+generalises to what no rule decides, trained on seeds labelled by the rules or by a labelled
+file. Rules are tried in taxonomy order, first match wins.
 """
 
 from __future__ import annotations
@@ -18,24 +21,7 @@ import numpy as np
 
 from curate.scorers import ft
 from curate.scorers.ft import FastTextParams, split_holdout
-
-# Lines that look like code: statements ending in ; { } ) :, keywords at line start, assignments.
-_CODE_LINE = re.compile(
-    r"^\s*(def |class |import |from \S+ import |#include|#define|return\b|if \(|for \(|while \(|"
-    r"(el)?if .*:$|else:|try:|except\b.*:$|finally:|for .* in .*:$|while .*:$|with .*:$|raise |yield\b|"
-    r"function\b|var |let |const |public |private |static |package |fn |func |@\w+)"
-    r"|[;{}(\[,]\s*$|\)\s*:?\s*$|^\s*[\w.\[\]]+\s*[+\-*/|&]?=\s*\S|^\s*[\w.]+\(.*\)\s*$"
-)
-
-
-def code_fraction(text: str, max_lines: int = 400) -> float:
-    """Fraction of non-blank lines (among the first `max_lines`) that look like code."""
-    # Only the head is read: a 1 MB file is judged by its first lines, at constant cost.
-    lines = [ln for ln in text[:200 * max_lines].splitlines()[:max_lines] if ln.strip()]
-    if not lines:
-        return 0.0
-    return sum(1 for ln in lines if _CODE_LINE.search(ln)) / len(lines)
-
+from curate.scorers.structure import PRIORITY, check_names, code_fraction, detect
 
 @dataclass
 class DomainRule:
@@ -51,6 +37,9 @@ class DomainRule:
     """Regular expressions searched in the first 5,000 characters of the text (multiline)."""
     code: float | None = None
     """Match when at least this fraction of lines looks like code (see `code_fraction`); null = off."""
+    detect: list[str] = field(default_factory=list)
+    """Content detectors (scorers/structure.py: changelog, man, code, legal, config, rst, asciidoc,
+    markdown, html, dictionary, table) whose match assigns this domain."""
 
     def __post_init__(self):
         if not re.fullmatch(r"[\w.\-]+", self.name or ""):
@@ -63,13 +52,29 @@ class DomainRule:
                     raise ValueError(f"{where}: domain {self.name}: bad regular expression {p!r}: {e}") from None
         if self.code is not None and not 0.0 < self.code <= 1.0:
             raise ValueError(f"code: domain {self.name}: a fraction in (0, 1] or null, got {self.code}")
+        if not isinstance(self.detect, list):
+            raise ValueError(f"detect: domain {self.name}: a list of detector names, got {self.detect!r}")
+        check_names(self.detect, f"detect: domain {self.name}")
 
     def as_rule(self) -> dict:
         return asdict(self)
 
 
 def default_taxonomy() -> list[DomainRule]:
-    """Domains for continued pretraining mixtures, most specific first; `web` is the fallback."""
+    """Domains for continued pretraining mixtures, decided by content detectors alone; what none
+    of them claims (prose) gets the stage's `default`."""
+    return [
+        DomainRule("code", detect=["code", "config"]),
+        DomainRule("changelog", detect=["changelog"]),
+        DomainRule("legal", detect=["legal"]),
+        DomainRule("tech-docs", detect=["man", "rst", "asciidoc", "markdown", "html"]),
+        DomainRule("reference", detect=["dictionary", "table"]),
+    ]
+
+
+def hint_taxonomy() -> list[DomainRule]:
+    """Source and URL rules for curate's own corpus (`curate corpus system`): hints a user may put
+    before the detectors when a corpus's names speak; most specific first."""
     ext = r"\.(py|pyi|c|h|cc|cpp|hpp|js|ts|go|rs|java|rb|sh|pl|php|cs|swift|kt|scala|lua|sql)(#\d+)?$"
     return [
         DomainRule("code", source=["python-stdlib", "*code*", "github*"], url=[ext], code=0.4),
@@ -94,14 +99,20 @@ class RuleTagger:
 
     def __init__(self, rules: Sequence[DomainRule | dict[str, Any]]):
         self.rules = []
+        self.by_detector: dict[str, str] = {}  # detector -> the first domain that lists it
         for r in rules:
             r = r if isinstance(r, DomainRule) else DomainRule(**r)
             self.rules.append((r.name, list(r.source), [re.compile(p) for p in r.url],
                                [re.compile(p, re.MULTILINE) for p in r.text], r.code))
+            for d in r.detect:
+                self.by_detector.setdefault(d, r.name)
+        self.detectors = [d for d in PRIORITY if d in self.by_detector]
+        self.last_detector: str | None = None
 
     def tag_one(self, text: str, source: str | None, url: str | None) -> str | None:
         # Metadata first (it says where a document came from), then content, each in taxonomy order:
         # a man page that shows code examples is still documentation.
+        self.last_detector = None
         for name, sources, urls, _, _ in self.rules:
             if source and any(fnmatch.fnmatchcase(source, g) for g in sources):
                 return name
@@ -113,7 +124,9 @@ class RuleTagger:
                 return name
             if code is not None and code_fraction(text) >= code:
                 return name
-        return None
+        # Detectors last, in their own order (most specific form first, scorers/structure.py).
+        self.last_detector = detect(text, self.detectors) if self.detectors else None
+        return self.by_detector.get(self.last_detector) if self.last_detector else None
 
     def tag(self, texts: Sequence[str], sources: Sequence[str | None], urls: Sequence[str | None]) -> list[str | None]:
         return [self.tag_one(t, s, u) for t, s, u in zip(texts, sources, urls)]

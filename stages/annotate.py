@@ -247,14 +247,19 @@ class DomainStage:
         texts = table.column("text").to_pylist()
         domains: list[str | None] = [None] * n
         scores = [0.0] * n
+        detected: dict[str, int] = {}
         if cfg.mode != "model":
             sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * n
             urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * n
-            for i, d in enumerate(self.rules.tag(texts, sources, urls)):
+            for i, (t, s, u) in enumerate(zip(texts, sources, urls)):
+                d = self.rules.tag_one(t, s, u)
                 if d is not None:
                     domains[i], scores[i] = d, 1.0
+                    how = self.rules.last_detector
+                    if how:  # which detector decided: the report shows what each domain is made of
+                        detected[f"detected_{how}"] = detected.get(f"detected_{how}", 0) + 1
         todo = [i for i in range(n) if domains[i] is None]
-        counters = {"by_rule": n - len(todo), "by_model": 0}
+        counters = {"by_rule": n - len(todo), "by_model": 0, **detected}
         if self.model is not None and todo:
             labels, probs = predict_domains(self.model, [texts[i] for i in todo], cfg.max_chars)
             for i, lab, p in zip(todo, labels, probs):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from curate.scorers.buckets import assign_buckets, weighted_thresholds
-from curate.scorers.domain import DomainRule, RuleTagger, default_taxonomy, predict_domains, train_domain
+from curate.scorers.domain import DomainRule, RuleTagger, hint_taxonomy, predict_domains, train_domain
 from curate.scorers.quality import FastTextParams, QualityScorer, auc, train_quality
 from curate.stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
 from test_scorers_corpus import codec_tables, doc_table, licences, pydoc_chunks, stdlib_code
@@ -122,7 +122,7 @@ def test_domain_stage_rules_then_model(domain_model):
 
 
 def test_rule_tagger_defaults():
-    tagger = RuleTagger([r.as_rule() for r in default_taxonomy()])
+    tagger = RuleTagger([r.as_rule() for r in hint_taxonomy()])
     assert tagger.tag_one("x = 1", "python-stdlib", None) == "code"
     assert tagger.tag_one("text", "man", "file:///usr/share/man/man1/ls.1.gz") == "tech-docs"
     assert tagger.tag_one("text", "changelog", "file:///usr/share/doc/x/changelog.Debian.gz") == "changelog"
