@@ -135,3 +135,26 @@ def build(cls: type, data: Any, path: str) -> Any:
             where = f"{path}.{name}" if path else name
             raise ConfigError(where, msg[m.end():].strip() if m.group(3) else msg) from None
         raise ConfigError(path or cls.__name__, msg) from None
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load(text)`, refusing a mapping that gives one key twice: YAML keeps the last
+    silently, so a config would run with a value its author did not mean (ConfigError naming the
+    key and both lines of `where`)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen and key != "<<":
+                        raise ConfigError(str(key), f"{where}: line {line} gives `{key}` again (first on line "
+                                                    f"{seen[key]}); give each key once")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                    continue
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)

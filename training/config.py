@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.records.typed import build
+from curate.records.typed import build, load_yaml
 
 DTYPES = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -104,9 +104,7 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     """Read a train YAML (or defaults when `path` is None) and apply `overrides`."""
     data: dict[str, Any] = {}
     if path is not None:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(Path(path).read_text(), str(path)) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a train config is a mapping of field: value")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})

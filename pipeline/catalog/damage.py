@@ -4,9 +4,10 @@ healthy run pays nothing; the answer is one line naming the file (HTTP 409, `cur
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from curate.pipeline.errors import QueryError
+from curate.pipeline.errors import CurateError, QueryError
 
 
 class DamagedRun(QueryError):
@@ -29,7 +30,32 @@ def find(run_dir: Path) -> str | None:
     return None
 
 
-def explain(run_dir: Path, error: BaseException) -> DamagedRun | None:
-    """The DamagedRun naming the file behind `error`, when a file of the run is to blame."""
-    found = find(run_dir)
-    return DamagedRun(f"the run cannot be read: {found}") if found else None
+# A query error that may come from a file of the run rather than from the query: look for the file.
+_FILEISH = re.compile(r"parquet|magic bytes|leads outside|no such file|cannot open|corrupt", re.I)
+
+
+def reason(run_dir: Path, error: BaseException) -> CurateError:
+    """What to tell the user about `error` from opening or querying the run's catalog: a
+    DamagedRun naming the file when a file of the run is to blame, else the query's own error
+    (or one line of the failure)."""
+    if isinstance(error, DamagedRun):
+        return error
+    if not isinstance(error, QueryError) or _FILEISH.search(str(error)):
+        found = find(run_dir)
+        if found:
+            return DamagedRun(f"the run cannot be read: {found}")
+    if isinstance(error, CurateError):
+        return error
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return DamagedRun(f"the run's catalog cannot be opened: {lines[-1] if lines else type(error).__name__}")
+
+
+def guarded(run_dir: Path, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)`, with a catalog failure turned into `reason(run_dir, e)`."""
+    import duckdb
+    import pyarrow as pa
+
+    try:
+        return fn(*args, **kwargs)
+    except (duckdb.Error, pa.ArrowException, OSError, CurateError) as e:
+        raise reason(run_dir, e) from None

@@ -146,7 +146,7 @@ def encode(table: pa.Table, fmt: str) -> bytes:
     if fmt == "csv":
         pacsv.write_csv(for_csv(table), buf)
     elif fmt == "parquet":
-        pq.write_table(for_parquet(table), buf)
+        pq.write_table(for_parquet(table), buf, compression="zstd")
     elif fmt == "arrow":
         with pa.ipc.new_stream(buf, table.schema) as writer:
             writer.write_table(table)

@@ -58,28 +58,24 @@ def _cell(v, width: int) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def query(run_dir: str, sql: str, fmt: str = "table", output: str | None = None) -> pa.Table:
+def query(run_dir: str, sql: str, fmt: str = "table", output: str | None = None,
+          timeout_s: float | None = 600.0) -> pa.Table:
+    """Run one read statement over the run's catalog and write it as `fmt` (table, csv, json lines,
+    parquet: pipeline/catalog/results.py gets every DuckDB type through). Past `timeout_s` the
+    statement is cancelled; a damaged run is one error naming the file."""
+    from curate.pipeline.catalog import damage, results
     from curate.pipeline.catalog import db as catalog
 
-    table = catalog.query(run_dir, sql)
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise CurateError(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    table = damage.guarded(Path(run_dir), catalog.query, run_dir, sql, timeout_s=timeout_s or None)
     if fmt == "table":
         _emit(format_table(table) + "\n", output)
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
-
-        sink = pa.BufferOutputStream()
-        pcsv.write_csv(table, sink)
-        _emit(sink.getvalue().to_pybytes(), output)
     elif fmt == "json":
-        _emit("".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in table.to_pylist()), output)
-    elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        _emit(sink.getvalue().to_pybytes(), output)
+        rows, _ = results.json_rows(table)
+        _emit("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows), output)
     else:
-        raise CurateError(f"--format must be table, csv, json or parquet, not {fmt!r}")
+        _emit(results.encode(table, fmt), output)
     return table
 
 
@@ -117,6 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sql", help="one read statement: SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN")
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.add_argument("--timeout-s", type=float, default=600.0,
+                   help="cancel the statement after this many seconds (default 600; 0: no limit)")
     p.set_defaults(func=_cli_query)
 
     p = sub.add_parser("stats", help="documents, characters, per source, drops per reason")
@@ -129,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli_query(a: argparse.Namespace) -> int:
-    query(a.run_dir, a.sql, a.format, a.output)
+    query(a.run_dir, a.sql, a.format, a.output, a.timeout_s)
     return 0
 
 

@@ -25,7 +25,7 @@ import yaml
 
 from curate.pipeline.errors import ConfigError
 from curate.pipeline.running.stage_table import STAGE_KINDS
-from curate.records.typed import build
+from curate.records.typed import build, load_yaml
 from curate.stages.ingest import IngestConfig, InputSpec
 from curate.stages.user import NoFields, user_stage_class
 
@@ -179,7 +179,7 @@ def load_config(path: str | Path | None = None, data: dict | None = None, *, inp
     """Read and validate a config; CLI overrides replace the config's inputs, run dir and Ray settings."""
     if data is None:
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = load_yaml(Path(path).read_text(), str(path))
         except FileNotFoundError:
             raise ConfigError("config", f"{path} does not exist") from None
         except yaml.YAMLError as e:

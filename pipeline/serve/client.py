@@ -117,9 +117,9 @@ def remote_main(argv: list[str]) -> int:
         elif a.command == "status":
             print(json.dumps(c.status(a.run), indent=1))
         elif a.command == "submit":
-            import yaml
+            from curate.records.typed import load_yaml
 
-            config = yaml.safe_load(Path(a.config).read_text()) if a.config else None
+            config = load_yaml(Path(a.config).read_text(), a.config) if a.config else None
             args = a.args[1:] if a.args[:1] == ["--"] else a.args
             print(c.submit(a.kind, a.run, args, config))
         elif a.command == "jobs":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from pathlib import Path
 
 import duckdb
@@ -23,23 +22,17 @@ from curate.pipeline.serve.deps import ctx, need, run_path
 FORMATS = {"json": "application/json", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.stream",
            "parquet": "application/vnd.apache.parquet"}
 router = APIRouter()
-# A query error that may come from a file of the run rather than from the query: look for the file.
-_FILEISH = re.compile(r"parquet|magic bytes|leads outside|no such file|cannot open|corrupt", re.I)
 
 
 @contextlib.contextmanager
-def damaged(run: str, run_dir: Path | None = None):
-    """A run whose files cannot be read answers 409 naming the file (never 500)."""
+def damaged(run_dir: Path):
+    """A run whose files cannot be read answers 409 naming the file (never 500); a bad query 400."""
     try:
         yield
-    except damage.DamagedRun as e:
-        raise HTTPException(409, str(e)) from None
     except (duckdb.Error, pa.ArrowException, OSError, CurateError) as e:
-        fileish = not isinstance(e, QueryError) or _FILEISH.search(str(e))
-        found = damage.explain(run_dir, e) if run_dir and fileish else None
-        if found is None and isinstance(e, QueryError):
-            raise HTTPException(400, str(e)) from None
-        raise HTTPException(409, str(found or f"run {run!r} cannot be read: {str(e).splitlines()[0]}")) from None
+        why = damage.reason(run_dir, e)
+        raise HTTPException(400 if isinstance(why, QueryError) and not isinstance(why, damage.DamagedRun) else 409,
+                            str(why)) from None
 
 
 def fields(body: dict, most: int) -> tuple[str, str, int]:
@@ -73,11 +66,11 @@ async def run_query(run: str, request: Request, body: dict = Body(...), token: T
     sql, fmt, limit = fields(body, cfg.max_rows)
 
     def opened():
-        with damaged(run, path):
+        with damaged(path):
             return c.catalogs.get(path)
 
     def work():
-        with damaged(run, path):
+        with damaged(path):
             table = catalog.query(path, sql, timeout_s=cfg.query_timeout_s, max_rows=limit + 1, catalog=con)
         return answer(table, fmt, limit, cfg.max_response_bytes)
 

@@ -35,7 +35,7 @@ def run_stats(run: str, request: Request, token: Token = Depends(need("read"))):
     from curate.pipeline.serve.routes_query import damaged
 
     path = run_path(request, token, run)
-    with damaged(run):
+    with damaged(path):
         return {"run": run, "text": stats_text(str(path))}
 
 
