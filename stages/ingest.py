@@ -296,7 +296,9 @@ def plan_tasks(inputs: list[InputSpec], cfg: IngestConfig) -> list[IngestTask]:
         files, hidden, source = _expand(spec, i)
         check_readable([f for f, _ in files])  # a job of `curate serve` reads only its allowed folders
         # Files read one document each take the input directory's name as their default source.
-        folder = Path(spec.path).name if os.path.isdir(spec.path) else None
+        prefix = objstore.is_url(spec.path) and len(files) > 1 and not any(c in spec.path for c in "*?[")
+        folder = (spec.path.rstrip("/").rsplit("/", 1)[-1] if prefix
+                  else Path(spec.path).name if os.path.isdir(spec.path) else None)
         batches = {fmt: _Batch(fmt, spec, spec.source or folder or fmt, hidden if fmt == "text" else [])
                    for fmt in ("text", "html")}
         for path, fmt in files:

@@ -12,6 +12,7 @@ reads them from its own environment: on a cluster, set them on every node (or in
 from __future__ import annotations
 
 import fnmatch
+import io
 from typing import IO
 
 PYARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -39,7 +40,8 @@ def open_url(url: str) -> IO[bytes]:
         return fsspec.open(url, "rb").open()
     fs, path = got
     try:
-        return fs.open_input_file(path)
+        # Buffered: readers read lines, which pyarrow's own files do not offer; still seekable.
+        return io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)
     except OSError as e:
         if "not exist" in str(e) or "NotFound" in str(e) or "NoSuchKey" in str(e):
             raise FileNotFoundError(f"{url} does not exist") from None

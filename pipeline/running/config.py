@@ -122,6 +122,10 @@ def _check_input_url(i: int, path: str) -> None:
     """An input URL's file system must exist and be one every Ray worker can reach."""
     if not URL.match(path):
         return
+    from curate.stages.objstore import PYARROW_SCHEMES
+
+    if path.split("://", 1)[0].lower() in PYARROW_SCHEMES:
+        return  # read through pyarrow's own file systems on every worker (stages/objstore.py)
     import fsspec
     from fsspec.implementations.memory import MemoryFileSystem
 
