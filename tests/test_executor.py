@@ -4,6 +4,7 @@ run directory; small shards share tasks; a stage kind is one file plus one regis
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from curate.pipeline.catalog.db import connect
+from curate.pipeline.errors import CurateError
+from curate.pipeline.running.executors import choose, threshold_bytes
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
 from curate.stages.base import LocalExecutor, group_by_size
@@ -65,13 +68,36 @@ def test_in_process_and_ray_runs_are_identical(inputs, tmp_path, ray_session):
     assert all(r.skipped == r.shards for r in again)
 
 
-def test_local_run_never_imports_ray(inputs, tmp_path):
-    code = (f"import sys; from pipeline.commands import core as cmd_core; "
-            f"cmd_core.run({str(REPO / 'configs' / 'demo.yaml')!r}, inputs=[{str(inputs / 'b.jsonl')!r}], "
-            f"out={str(tmp_path / 'run')!r}, executor='local'); "
+@pytest.mark.parametrize("executor", ["local", "auto"])
+def test_local_run_never_imports_ray(inputs, tmp_path, executor):
+    """`local`, and `auto` for a small input (the command line's default), run without Ray."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**_config(inputs / "b.jsonl", tmp_path / "run"), "ray": {"workers": 4}}))
+    code = (f"import sys; from curate.pipeline.commands import core as cmd_core; "
+            f"cmd_core.run({str(config)!r}, executor={executor!r}); "
             f"assert 'ray' not in sys.modules, 'ray was imported'")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True,
+                          timeout=300, env=env)
     assert json.loads((tmp_path / "run" / "ingest" / "stats.json").read_text())["kept"] > 0
+    if executor == "auto":  # one line says which executor and why
+        assert [x for x in done.stderr.splitlines() if x.startswith("executor: ")] == [
+            x for x in done.stderr.splitlines() if x.startswith("executor: local (") and "MB of input" in x]
+
+
+def test_auto_follows_the_work(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    big, small = int(threshold_bytes(4)) + 1, int(threshold_bytes(4)) - 1
+    assert choose("auto", small, 4, None).kind == "local"
+    assert choose("auto", big, 4, None).kind == "ray"
+    assert choose("auto", 10**12, 1, None).kind == "local"  # one worker: Ray can only add its start-up
+    assert threshold_bytes(16) < threshold_bytes(2)  # more workers earn the start-up back sooner
+    assert choose("auto", 0, 4, "auto").kind == "ray"  # a cluster is given: use it
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert choose("auto", 0, 4, None).kind == "ray"
+    assert choose("local", 10**12, 16, "x").kind == "local" and choose("ray", 0, 1, None).kind == "ray"
+    with pytest.raises(CurateError, match="valid executors are auto, ray, local"):
+        choose("dask", 0, 1, None)
 
 
 def test_small_items_share_tasks_in_order():

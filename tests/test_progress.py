@@ -21,8 +21,8 @@ def test_log_lines_show_shards_docs_rate_and_eta():
     with LogProgress(4, "heuristics", every_s=30, file=out, clock=clock) as p:
         for k in range(4):
             clock.t += 20
-            p.result({"counts": {"in": 1000}, "bytes_in": 2_000_000})
-            p.update(1)
+            p.result({"counts": {"in": 1000}, "bytes_in": 5})  # a marker's bytes_in is not the input read
+            p.update(1, 2_000_000)
     lines = out.getvalue().splitlines()
     # Every 30 s of work a line (at 40 s and 80 s), then a closing one.
     assert lines[0] == "heuristics: 2/4 shards, 2,000 docs, 4.0 MB, 0.1 MB/s, ETA 0:00:40"
