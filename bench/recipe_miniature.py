@@ -20,13 +20,17 @@ Steps (each skipped on a rerun when done; killing and rerunning resumes):
  7. arms at equal continued-pretraining tokens, each from that base, with every seed, through
     curate's resumable arm runner (`search.arms`: markers in OUT/arms/_done, Ray actors):
     (a) the pretraining mix at eta0 (cosine to eta0/100);
-    (b) the reuse recipe: general blend, then the QA blend from LR = eta0/5;
+    (b) the reuse recipe: general blend, then the QA blend from LR = eta0/5, QA pairs at
+        `qa_share` (12%) of it;
+    (g) the target upweighted throughout, no QA pairs (what (b) adds is the QA phase);
     (c) (b) with the target part picked by the classifier; (d) the same amount at random;
-    (e) (b) re-warmed from eta0 up to base_lr first (the stability gap);
+    (e) (b) re-warmed: from eta0 up to base_lr over 1% of the tokens, cosine to base_lr/10
+        (Ibrahim et al. 2024), the QA blend from (b)'s token fraction (the stability gap);
     (f) the mixture `curate search` finds: not run (see below);
  8. scores per model (curate's evaluation, windows of the training context): target and general
     BPB on the held-out documents, held-out QA answer BPB (accuracy when the pairs have choices);
- 9. OUT/report.md, OUT/bars.png, OUT/curves.png, OUT/summary.json; the table is printed.
+ 9. OUT/report.md (with each arm's tokens per role and QA-blend share), OUT/bars.png,
+    OUT/curves.png, OUT/summary.json; the table is printed.
 
 Decisions:
 - (a) is "the pretraining distribution": the general pool, as the base saw it (Parmar et al.'s
@@ -58,6 +62,7 @@ from bench.miniature import report as R  # noqa: E402
 from bench.miniature.config import MiniatureConfig, load  # noqa: E402
 from bench.miniature.timing import CpuMeter  # noqa: E402
 from curate.pipeline.errors import CurateError  # noqa: E402
+from curate.pipeline.reporting.texttable import aligned  # noqa: E402
 
 SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups by default) before the arm "
                   "itself; at this scale that is more training than all other arms together, beyond the "
@@ -116,6 +121,7 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
     lines = R.plot_curves(curves, A.loss_curve(out / "base"), out / "curves.png")
     result = {"config": cfg_key, "qa": qa, "decontamination": decon, "selector": sel, "groups": groups,
               "packed": packed, "base": base, "eta0": A.eta0(cfg), "scores": scores, "summary": summary,
+              "role_tokens": {k: A.role_tokens(plans[k]) for k in arm_keys},
               "skipped": {"f": SEARCH_SKIPPED} if "f" in cfg.arms else {},
               "timing": meter.marks, "wall_s": sum(m["wall_s"] for m in meter.marks),
               "cpu_s": sum(m["cpu_s"] for m in meter.marks), "load_avg": os.getloadavg()}
@@ -138,6 +144,9 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
         ("Table", "Mean ± std over seeds; Δ = arm − (a), paired by seed, two-sided paired t-test.\n\n"
                   + R.markdown_table(r["summary"], r["scores"].get("base"))
                   + "".join(f"\n\n({k}) {v}" for k, v in r["skipped"].items())),
+        ("Tokens per role", "What each arm trained on, per role, from its plan (OUT/plans/<arm>.json; the trainer "
+                            "follows it to within one row per group and phase). The QA blend starts at the same "
+                            "token fraction in (b) and (e).\n\n" + R.markdown_rows(R.role_cells(r["role_tokens"]))),
         ("Plots", f"![bars]({bars.name})\n\n![curves]({curves.name})"),
         ("Data", f"Target domain: `{cfg['target']}`. QA: {r['qa']['pairs']} pairs, {r['qa']['train']} trained on, "
                  f"{r['qa']['held_out']} held out.\n\n| source (kept) | docs | chars |\n|---|---|---|\n{kept}\n\n"
@@ -175,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(R.table(r["summary"], r["scores"].get("base")))
+    print()
+    print("\n".join(aligned(R.role_cells(r["role_tokens"]), indent="", gap=" | ")))
     for k, v in r["skipped"].items():
         print(f"({k}) {v}")
     print(f"\nwall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s; report: {Path(cfg.out) / 'report.md'}")

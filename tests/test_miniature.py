@@ -114,6 +114,66 @@ def test_table_rows_and_paired_differences(miniature):
     assert "b: reuse recipe" in (out / "report.md").read_text()
 
 
+def test_report_gives_each_arms_tokens_per_role(miniature):
+    cfg, r, _, _, _ = miniature
+    assert set(r["role_tokens"]) == {"a", "b"}
+    a, b = r["role_tokens"]["a"], r["role_tokens"]["b"]
+    assert sum(a["roles"].values()) == sum(b["roles"].values()) == a["total"] == b["total"]
+    assert a["roles"].get("qa", 0) == 0 and a["qa_blend_share"] == 0
+    qb = b["qa_blend_share"] * b["total"]
+    plan = json.loads((Path(cfg.out) / "plans" / "b.json").read_text())
+    capped = any("capped at" in w for w in plan["warnings"])
+    assert b["roles"]["qa"] > 0
+    assert capped or b["roles"]["qa"] / qb == pytest.approx(cfg.train.qa_share, abs=1 / qb)
+    report = (Path(cfg.out) / "report.md").read_text()
+    assert "## Tokens per role" in report and f"| {b['roles']['qa']:,} |" in report
+
+
+def _plans_of_every_arm(cfg):
+    """Every arm's plan on a catalog whose target domain is ~30x its QA pairs (no training)."""
+    from bench.miniature import arms as A
+    from curate.mixtures.groups import group_stats
+    from curate.mixtures.planner import build_plan
+    from curate.mixtures.recipes import recipe_from_dict
+
+    chars = {"qa": 60_000, "tgt": 2_000_000, "tgt-sel": 2_000_000, "tgt-rnd": 2_000_000, "gen": 8_000_000,
+             "gen-sel": 8_000_000, "gen-rnd": 8_000_000}
+    groups = [{"name": n, "where": f"source = '{n}'"} for n in chars]
+    step = cfg.model.seq_len * cfg.train.batch_rows
+    out = {}
+    for k, r in A.recipes(cfg, groups).items():
+        rec = recipe_from_dict(r, k)
+        rows = [{"grp": g.name, "documents": 100, "chars": chars[g.name]} for g in rec.groups]
+        out[k] = build_plan(rec, group_stats(rec.groups, rows), int(cfg.train.cpt_tokens) // step * step,
+                            cfg.model.seq_len, batch_size=cfg.train.batch_rows)
+    return out
+
+
+def test_arms_get_the_qa_share_and_rewarming_switches_at_bs_token():
+    from bench.miniature import arms as A
+    from bench.miniature.config import load
+
+    cfg = load(ROOT / "configs" / "miniature.yaml")
+    plans = _plans_of_every_arm(cfg)
+    roles = {k: A.role_tokens(p) for k, p in plans.items() if k != "base"}
+    # (b) and (e) switch at the same token, so they train equally long on the QA blend
+    assert plans["e"]["phases"][0]["end_token"] == plans["b"]["phases"][0]["end_token"]
+    assert roles["e"]["qa_blend_share"] == roles["b"]["qa_blend_share"] > 0.25
+    for k in ("b", "c", "d", "e"):
+        n = roles[k]["qa_blend_share"] * roles[k]["total"]
+        assert roles[k]["roles"]["qa"] / n == pytest.approx(cfg.train.qa_share, abs=1 / n), k
+        assert plans[k]["phases"][0]["tokens"]["qa"] == 0, k
+    # (g): the target upweighted as in (b)'s general blend, and no QA at all
+    assert roles["g"]["roles"].get("qa", 0) == 0 and plans["g"]["phases"][-1]["tokens"]["qa"] == 0
+    assert plans["g"]["phases"][0]["weights"]["tgt"] == pytest.approx(plans["b"]["phases"][0]["weights"]["tgt"])
+    # (e): re-warmed over 1% of its tokens from eta0 to base_lr, cosine to a tenth of it
+    s = plans["e"]["schedule"]
+    step = plans["e"]["tokens_per_step"]
+    assert s["warmup_init_lr"] == pytest.approx(A.eta0(cfg)) and s["lr_start"] == cfg.train.base_lr
+    assert s["lr_end"] == pytest.approx(cfg.train.base_lr / 10)
+    assert abs(s["warmup_tokens"] - 0.01 * plans["e"]["total_tokens"]) <= step
+
+
 def test_rerun_skips_finished_work(miniature):
     cfg, first, second, _, rerun = miniature
     text = "\n".join(rerun)

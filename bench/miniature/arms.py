@@ -23,36 +23,68 @@ def eta0(cfg: MiniatureConfig) -> float:
     return cfg.train.base_lr * cfg.train.base_lr_end_ratio
 
 
+def switch_fraction(cfg: MiniatureConfig, schedule: dict) -> float:
+    """Where arm (b) switches to its QA blend, as a fraction of the tokens: the first whole step at
+    LR <= eta0 x switch_lr_ratio of its schedule (`mixtures.schedule.boundary_token`)."""
+    from curate.mixtures.recipes import ScheduleSpec
+    from curate.mixtures.schedule import boundary_token
+
+    step = cfg.model.seq_len * cfg.train.batch_rows
+    total = int(cfg.train.cpt_tokens) // step * step
+    s = ScheduleSpec(**schedule).resolve(total, step)
+    return boundary_token(s, lr_ratio=cfg.train.switch_lr_ratio, align=step) / total
+
+
 def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
     """A recipe per arm over the same disjoint groups; the arms differ only in roles and schedule."""
     t, lr0 = cfg.train, eta0(cfg)
     names = [g["name"] for g in groups]
     gen = [n for n in names if n.startswith("gen")]
     pool = [n for n in names if n != "qa"]
+    tgt = [n for n in pool if n.startswith("tgt")]
     cosine = {"kind": "cosine", "lr_start": lr0, "lr_end": lr0 * t.lr_end_ratio, "warmup_fraction": 0.0}
     common = {"groups": groups, "max_epochs": t.max_epochs}
 
-    def reuse(name: str, target: list[str], schedule: dict) -> dict:
+    def reuse(name: str, target: list[str], schedule: dict, switch: dict | None = None) -> dict:
         return {**common, "name": name, "kind": "reuse", "schedule": schedule,
-                # switch where the LR has decayed to eta0/5 (an absolute level, so the re-warmed
-                # arm switches at the same LR as the others)
-                "switch": {"lr": lr0 * t.switch_lr_ratio}, "qa_fraction": t.qa_fraction,
-                "role_weights": {"target": t.target_weight},
+                "switch": switch or {"lr_ratio": t.switch_lr_ratio}, "qa_share": t.qa_share,
+                "qa_max_epochs": t.qa_max_epochs, "role_weights": {"target": t.target_weight},
                 "roles": {"qa": ["qa"], "target": target, "general": [n for n in pool if n not in target]}}
 
+    # Re-warming as Ibrahim et al. 2024 (arXiv:2403.08763) and Gupta et al. 2023
+    # (arXiv:2308.04014): linear warmup from eta0 over 1% of the tokens to the peak, cosine decay
+    # to a tenth of it. The QA blend starts at the same token fraction as (b)'s, so (e) and (b)
+    # differ in the LR path alone, not in how much QA-blend training they get.
+    peak = t.rewarm_lr or t.base_lr
+    rewarm = {"kind": "cosine", "lr_start": peak, "lr_end": peak * t.rewarm_lr_end_ratio,
+              "warmup_fraction": t.rewarm_warmup_fraction, "warmup_init_lr": lr0}
     out = {"base": {**common, "groups": [g for g in groups if g["name"] in gen], "name": "base", "kind": "natural",
                     "schedule": {"kind": "cosine", "lr_start": t.base_lr, "lr_end": lr0,
                                  "warmup_fraction": t.base_warmup_fraction}},
            "a": {**common, "groups": [g for g in groups if g["name"] in gen], "name": "a-continue", "kind": "natural",
                  "schedule": cosine},
-           "b": reuse("b-reuse", [n for n in pool if n.startswith("tgt")], cosine),
+           "b": reuse("b-reuse", tgt, cosine),
+           # the reuse recipe before the QA share was its own: the target upweighted throughout,
+           # the QA pairs left out (they had ~0.1% of its QA blend), so (b) vs (g) is the QA phase
+           "g": {**reuse("g-target-only", tgt, cosine), "qa_share": None, "qa_max_epochs": None,
+                 "roles": {"held_out": ["qa"], "target": tgt, "general": [n for n in pool if n not in tgt]},
+                 "role_weights": {"target": t.target_weight, "held_out": 0.0}},
            "c": reuse("c-classifier", [n for n in pool if "-sel" in n], cosine),
            "d": reuse("d-random", [n for n in pool if "-rnd" in n], cosine),
-           # re-warming: from eta0 up to a higher LR, then the same decay (the stability gap)
-           "e": reuse("e-rewarm", [n for n in pool if n.startswith("tgt")],
-                      {**cosine, "lr_start": t.rewarm_lr or t.base_lr, "warmup_fraction": t.rewarm_warmup_fraction,
-                       "warmup_init_lr": lr0})}
+           "e": reuse("e-rewarm", tgt, rewarm, {"fraction": switch_fraction(cfg, cosine)})}
     return {k: v for k, v in out.items() if k == "base" or k in cfg.arms}
+
+
+def role_tokens(plan: dict) -> dict:
+    """Tokens per role over the whole plan, and the QA blend's share of the plan's tokens (the
+    trainer follows the plan to within one row per group and phase)."""
+    roles: dict[str, int] = {}
+    for p in plan["phases"]:
+        for r, v in (p.get("roles") or {}).items():
+            roles[r] = roles.get(r, 0) + v["tokens"]
+    qb = [p for p in plan["phases"] if p["name"] == "qa-blend"]
+    share = sum(p["end_token"] - p["start_token"] for p in qb) / plan["total_tokens"]
+    return {"roles": roles, "qa_blend_share": share, "total": plan["total_tokens"]}
 
 
 def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: float) -> dict:

@@ -12,6 +12,7 @@ from curate.records.typed import build
 ARMS = {
     "a": "continue on the pretraining mix",
     "b": "reuse recipe",
+    "g": "target upweighted, no QA phase",
     "c": "reuse, target picked by classifier",
     "d": "reuse, same amount picked at random",
     "e": "reuse, re-warmed LR",
@@ -95,14 +96,18 @@ class TrainConfig:
     """Continued pretraining decays (cosine) from eta0 to eta0 x this."""
     switch_lr_ratio: float = 0.2
     """Reuse recipe: the QA blend starts at LR = eta0 x this."""
-    qa_fraction: float = 0.1
-    """Reuse recipe: share of QA + target documents in the QA blend."""
+    qa_share: float = 0.12
+    """Reuse recipe: the QA pairs' share of the QA blend's tokens (Parmar et al.: ~12%)."""
+    qa_max_epochs: float | None = None
+    """Reuse recipe: most passes over the QA pairs (null: max_epochs)."""
     target_weight: float = 2.0
     """Reuse recipe: upweighting of the target role in the general blend."""
     rewarm_lr: float | None = None
     """Arm (e): the LR it warms up to; null: base_lr."""
-    rewarm_warmup_fraction: float = 0.1
-    """Arm (e): warmup share of its tokens."""
+    rewarm_warmup_fraction: float = 0.01
+    """Arm (e): warmup share of its tokens (1%, as Ibrahim et al. 2024 and Gupta et al. 2023)."""
+    rewarm_lr_end_ratio: float = 0.1
+    """Arm (e): its cosine decays to rewarm_lr x this (a tenth of the peak, as those papers)."""
     max_epochs: float = 8.0
     """Most passes over any group in a plan."""
     log_every: int = 5

@@ -99,6 +99,28 @@ def cells(summary: dict, base: dict | None) -> list[list[str]]:
     return rows
 
 
+def role_cells(role_tokens: dict) -> list[list[str]]:
+    """Per arm: tokens per role over its plan, the QA blend's share of its tokens, and the QA
+    pairs' share of that blend (header first)."""
+    order = ["qa", "target", "general"]
+    roles = order + sorted({r for v in role_tokens.values() for r in v["roles"]} - set(order))
+    roles = [r for r in roles if r == "qa" or any(v["roles"].get(r, 0) for v in role_tokens.values())]
+    head = ["arm"] + [f"{'no role' if r == '-' else r} tokens" for r in roles] + ["QA-blend share of tokens",
+                                                                                 "QA share of QA blend"]
+    rows = [head]
+    for arm, v in role_tokens.items():
+        qb = v["qa_blend_share"] * v["total"]
+        rows.append([f"{arm}: {ARMS[arm]}"] + [f"{v['roles'].get(r, 0):,}" for r in roles]
+                    + [f"{v['qa_blend_share']:.1%}", f"{v['roles'].get('qa', 0) / qb:.1%}" if qb else "-"])
+    return rows
+
+
+def markdown_rows(rows: list[list[str]]) -> str:
+    head, *body = rows
+    md = ["| " + " | ".join(r) + " |" for r in [head, *body]]
+    return "\n".join([md[0], "|" + "---|" * len(head), *md[1:]])
+
+
 def table(summary: dict, base: dict | None) -> str:
     from curate.pipeline.reporting.texttable import aligned
 
@@ -107,9 +129,7 @@ def table(summary: dict, base: dict | None) -> str:
 
 
 def markdown_table(summary: dict, base: dict | None) -> str:
-    head, *rows = cells(summary, base)
-    md = ["| " + " | ".join(r) + " |" for r in [head, *rows]]
-    return "\n".join([md[0], "|" + "---|" * len(head), *md[1:]])
+    return markdown_rows(cells(summary, base))
 
 
 def plot_bars(summary: dict, base: dict | None, path: Path) -> Path:
