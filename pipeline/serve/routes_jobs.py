@@ -35,6 +35,8 @@ def submit_job(request: Request, body: dict = Body(...), token: Token = Depends(
         raise HTTPException(400, str(e)) from None
     except FileNotFoundError as e:
         raise HTTPException(404, str(e)) from None
+    except ConnectionError as e:  # validated, but the cluster does not answer
+        raise HTTPException(503, f"the Ray cluster did not answer: {e}") from None
     return {"job_id": job_id, "run": run}
 
 

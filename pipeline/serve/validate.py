@@ -47,7 +47,6 @@ NOT_PATHS = {
     "QualityConfig.scorer": "a column-name suffix",
     "LMScoreConfig.filter_model": "the `name` of one of `models`",
     "FilterConfig.function": "user code: the filter kind is refused from the service",
-    "TokenizerConfig.model_type": "a sentencepiece model type (unigram, bpe)",
 }
 # Stage kinds that import the user's code; a service job may not name code to run.
 CODE_KINDS = ("filter",)
