@@ -1,5 +1,6 @@
 """`decontaminate`: n-gram overlap with eval sets, checked against a plain Python reference on
-real text (pydoc topics), in drop and flag mode, in-process and through the runner on Ray."""
+real text (pydoc topics), in drop, span and flag mode, in-process and through the runner (on Ray
+and in-process); GPT-3's N per set and its frequent n-grams ignored."""
 
 from __future__ import annotations
 
@@ -148,7 +149,12 @@ def test_config_errors_name_the_field(tmp_path):
                          ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p", "feilds": ["q"]}]}, "stages[0].sets[0].feilds"),
                          ({"kind": "decontaminate", "sets": [{"name": "a b", "path": "p"}]}, "stages[0].sets[0].name"),
                          ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "mode": "remove"}, "stages[0].mode"),
-                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "n": 0}, "stages[0].n")]:
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "n": 0}, "stages[0].n"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p", "n": 0}]}, "stages[0].sets[0].n"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "max_doc_frequency": 0},
+                          "stages[0].max_doc_frequency"),
+                         ({"kind": "decontaminate", "sets": [{"name": "a", "path": "p"}], "max_splits": 0},
+                          "stages[0].max_splits")]:
         with pytest.raises(ConfigError) as e:
             load_config(data={**base, "stages": [stage]})
         assert e.value.field == field
@@ -182,3 +188,110 @@ def test_runner_drop_mode_stats_and_catalog(ray_session, eval_dir, tmp_path):
     assert any("qa" in ln and "items" in ln for ln in lines)
     stats = json.loads((tmp_path / "run" / "decontaminate" / "stats.json").read_text())
     assert stats["rejected_by_reason"] == {"contaminated:qa": len(expected)}
+
+
+# ------------------------------------------------------------- the method as published (GPT-3)
+LICENCE = "This program is free software and you can redistribute it and modify it under the terms of the licence"
+SHORT = "the lighthouse keeper counted exactly nine silver gulls today"  # 9 words
+
+
+def test_gpt3_n_rule():
+    from curate.stages.decontaminate import gpt3_n
+
+    assert gpt3_n([9] * 95 + [100] * 5) == 9  # the 5th percentile of item lengths
+    assert gpt3_n([3, 4, 50, 60]) == 8  # never below 8 (GPT-3: spurious collisions below)
+    assert gpt3_n([40] * 20) == 13  # never above 13
+    assert gpt3_n([]) == 13
+
+
+def _licence_corpus(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """60 pydoc topics; the first 30 open with a licence sentence, topic 45 quotes a 9-word item.
+    The eval set quotes both, each in one item."""
+    texts = [t for _, t in _topics() if len(t) > 600][:60]
+    ids = [f"d{i}" for i in range(60)]
+    docs = [(LICENCE + "\n\n" + t if i < 30 else t) + (f"\n\n{SHORT}.\n" if i == 45 else "")
+            for i, t in enumerate(texts)]
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "docs"}) + "\n" for i, t in zip(ids, docs)))
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text(json.dumps({"question": "Which words open the licence notice?", "answer": LICENCE}) + "\n"
+                  + json.dumps({"question": "What did he count?", "answer": SHORT}) + "\n")
+    return corpus, ev, ids
+
+
+def _run(tmp_path: Path, corpus: Path, ev: Path, out: str = "run", **stage) -> Path:
+    from curate.pipeline.running.runner import run_pipeline
+
+    data = {"name": "d", "out": str(tmp_path / out), "inputs": [{"path": str(corpus)}], "ingest": {"shard_docs": 20},
+            "stages": [{"kind": "decontaminate", "sets": [{"name": "ev", "path": str(ev)}], **stage}]}
+    run_pipeline(load_config(data=data), quiet=True, executor="local")
+    return tmp_path / out
+
+
+def test_short_item_caught_and_frequent_licence_ignored(tmp_path):
+    """A 9-word item quoted in one document is caught (N = 9 by GPT-3's rule, not 13); a licence
+    sentence in 30 documents and in one item drops none of them and is reported as ignored."""
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.reporting.breadth_summary import breadth_summary, decontamination_report
+
+    corpus, ev, ids = _licence_corpus(tmp_path)
+    run = _run(tmp_path, corpus, ev)
+    con = connect(run, text=False)
+    assert con.execute("SELECT id, reason FROM rejected").fetchall() == [("d45", "contaminated:ev")]
+    report = decontamination_report(con)["decontaminate"]["ev"]
+    assert report["n"] == 9 and report["items_total"] == 2 and report["documents"] == ["d45"]
+    # every 9-gram of the licence sentence is in the 30 documents, and only those are ignored
+    words = re.findall(r"[^\W_]+", LICENCE.lower())
+    assert report["ignored"] == {" ".join(words[i:i + 9]): 30 for i in range(len(words) - 8)}
+    assert any("frequent n-grams ignored" in ln for ln in breadth_summary(con))
+    # counted over the whole input (3 shards of 20): no shard alone holds the licence 10 times over
+    assert len(list((run / "decontaminate" / "_done").glob("*.json"))) == 3
+    # with nothing ignored, the licence drops all 30
+    strict = _run(tmp_path, corpus, ev, out="strict", max_doc_frequency=None)
+    dropped = {r[0] for r in connect(strict, text=False).execute("SELECT id FROM rejected").fetchall()}
+    assert dropped == set(ids[:30]) | {"d45"}
+
+
+def test_rerun_reuses_matches_and_redoes_only_what_changed(tmp_path):
+    corpus, ev, _ = _licence_corpus(tmp_path)
+    run = _run(tmp_path, corpus, ev)
+    work = {p: p.stat().st_mtime_ns for p in (run / "decontaminate" / "_work").glob("*.npz")}
+    done = {p: p.stat().st_mtime_ns for p in (run / "decontaminate" / "_done").glob("*.json")}
+    assert len(work) == 3
+    _run(tmp_path, corpus, ev)
+    assert {p: p.stat().st_mtime_ns for p in work} == work and {p: p.stat().st_mtime_ns for p in done} == done
+    _run(tmp_path, corpus, ev, max_doc_frequency=40)  # the licence is no longer frequent: decided again, not matched
+    assert {p: p.stat().st_mtime_ns for p in work} == work
+    assert all(p.stat().st_mtime_ns != t for p, t in done.items())
+
+
+def test_span_mode_removes_the_span_and_keeps_the_rest(tmp_path):
+    """GPT-3's filter: the match and 200 characters each side go, the rest stays; a document cut
+    into more than `max_splits` pieces is dropped; through the runner the text is rewritten."""
+    from curate.pipeline.catalog.db import connect
+
+    topics = [t for _, t in _topics() if len(t) > 3000]
+    before, after, many = topics[0][:1500], topics[1][:1500], topics[2]
+    quoted = before + " " + SHORT + " " + after
+    chunks = [many[i:i + 400] for i in range(0, 4800, 400)]
+    split = f" {SHORT} ".join(chunks)  # 11 quotes, 12 pieces
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text(json.dumps({"answer": SHORT}) + "\n")
+    table = pa.table({"id": ["q", "s", "c"], "text": [quoted, split, topics[3]], "n_chars": [0, 0, 0]})
+    out = DecontaminateStage(DecontaminateConfig(sets=[EvalSetSpec("ev", str(ev))], mode="span")).process(table)
+    assert out.rejected.column("id").to_pylist() == ["s"]
+    kept = dict(zip(out.kept.column("id").to_pylist(), out.kept.column("text").to_pylist()))
+    assert SHORT not in kept["q"] and "lighthouse" not in kept["q"]
+    assert kept["q"] == before[:-200].strip() + "\n\n" + after[200:].strip()
+    assert kept["c"] == topics[3]
+    assert out.kept.column("n_chars").to_pylist()[0] == len(kept["q"])
+    assert out.kept.column("contaminated_sets").to_pylist() == [["ev"], []]
+    assert out.counters["span_documents_cut"] == 1 and out.counters["span_documents_dropped"] == 1
+    # the runner writes full shards (the text changed); the catalog reads the cut text
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "s"}) + "\n"
+                              for i, t in zip(["q", "s", "c"], [quoted, split, topics[3]])))
+    run = _run(tmp_path, corpus, ev, mode="span")
+    con = connect(run)
+    assert dict(con.execute("SELECT id, text FROM docs").fetchall()) == kept
+    assert con.execute("SELECT id FROM rejected").fetchall() == [("s",)]

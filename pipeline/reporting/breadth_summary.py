@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 MATCHES = "decontaminate_matches"  # stages/decontaminate.py
+IGNORED, SETS = "decontaminate_ignored", "decontaminate_sets"  # stages/decontaminate.py
 URL_KEY, SAMPLE_KEY, PII_KEY = "url_checked", "sample_groups", "pii_replaced"
 
 
@@ -30,8 +31,9 @@ def _stage_counts(con: Any) -> dict[str, dict]:
 
 
 def decontamination_report(con: Any) -> dict[str, dict]:
-    """{stage: {set: {documents: [doc ids], items_found, items: {item: [doc ids]}, ngram_hits}}}
-    for every decontaminate stage of the run."""
+    """{stage: {set: {documents: [doc ids], items_found, items: {item: [doc ids]}, ngram_hits, n,
+    items_total, items_without_ngrams, ignored: {n-gram words: documents}}}} for every
+    decontaminate stage of the run (`n` and the item counts absent for a run before they were kept)."""
     report: dict[str, dict] = {}
     for stage, c in _stage_counts(con).items():
         if MATCHES not in c:
@@ -44,10 +46,20 @@ def decontamination_report(con: Any) -> dict[str, dict]:
             s["documents"].add(doc)
             s["items"].setdefault(item, []).append(doc)
             s["ngram_hits"] += hits
+        for key in c.get(SETS, {}):  # [set, N, items, items too short for any n-gram]
+            name, n, items, short = json.loads(key)
+            sets.setdefault(name, {"documents": set(), "items": {}, "ngram_hits": 0, "contaminated": 0}).update(
+                n=n, items_total=items, items_without_ngrams=short)
+        for key, docs in c.get(IGNORED, {}).items():  # [set, n-gram words] -> documents holding it
+            name, words = json.loads(key)
+            sets.setdefault(name, {"documents": set(), "items": {}, "ngram_hits": 0, "contaminated": 0}) \
+                .setdefault("ignored", {})[words] = docs
         report[stage] = {name: {"contaminated": s["contaminated"], "documents": sorted(s["documents"]),
                                 "items_found": len(s["items"]),
                                 "items": {k: sorted(v) for k, v in sorted(s["items"].items())},
-                                "ngram_hits": s["ngram_hits"]}
+                                "ngram_hits": s["ngram_hits"],
+                                **{k: s[k] for k in ("n", "items_total", "items_without_ngrams") if k in s},
+                                "ignored": dict(sorted(s.get("ignored", {}).items(), key=lambda kv: (-kv[1], kv[0])))}
                          for name, s in sets.items()}
         report[stage]["_not_listed"] = c.get("matches_not_listed", 0)
     return report
@@ -64,7 +76,14 @@ def breadth_summary(con: Any) -> list[str]:
                 continue
             shown = ", ".join(s["documents"][:3]) + (", ..." if len(s["documents"]) > 3 else "")
             lines.append(f"  {name:<20} {s['contaminated']:>8,} documents  {s['items_found']:>6,} eval items found"
+                         + (f" (of {s['items_total']:,}, N = {s['n']})" if "n" in s else "")
                          + (f"  ({shown})" if shown else ""))
+            if s.get("items_without_ngrams"):
+                lines.append(f"  {'':<20} {s['items_without_ngrams']:>8,} items shorter than N words: never found")
+            if s["ignored"]:
+                top = "; ".join(f'"{w}" ({d:,} docs)' for w, d in list(s["ignored"].items())[:2])
+                lines.append(f"  {'':<20} {len(s['ignored']):>8,} frequent n-grams ignored: {top}"
+                             + ("; ..." if len(s["ignored"]) > 2 else ""))
         if rep.get("_not_listed"):
             lines.append(f"  ({rep['_not_listed']:,} matches not listed; raise max_listed_matches)")
     for stage, c in counts.items():
