@@ -199,7 +199,7 @@ def test_dataset_in_the_local_hugging_face_cache_is_read_offline(tmp_path, monke
     assert quarantined == [] and len(docs) == 60
 
 
-def test_a_run_that_keeps_nothing_fails_and_a_mostly_quarantined_input_warns(tmp_path, capsys):
+def test_a_run_that_keeps_nothing_fails_and_a_mostly_quarantined_input_warns(tmp_path, caplog):
     (tmp_path / "junk.jsonl").write_bytes(bytes(range(256)) * 64)  # binary, named .jsonl
     cfg = load_config(data={"name": "e", "out": str(tmp_path / "run"), "inputs": [{"path": str(tmp_path / "junk.jsonl")}]})
     with pytest.raises(CurateError, match=r"no documents kept: 1 records read .* top reason is binary_file \(1\)"):
@@ -212,9 +212,10 @@ def test_a_run_that_keeps_nothing_fails_and_a_mostly_quarantined_input_warns(tmp
     mixed.write_text(good.read_text() + "not json\n" * 3)
     cfg = load_config(data={"name": "w", "out": str(tmp_path / "run2"),
                             "inputs": [{"path": str(good)}, {"path": str(mixed)}]})
-    capsys.readouterr()
-    run_pipeline(cfg, quiet=True, executor="local")
-    err = capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run_pipeline(cfg, quiet=True, executor="local")
+    err = caplog.text  # the runner's warnings, which reach stderr
     assert "inputs[1]" in err and "3 of 4 records quarantined" in err and "invalid_json (3)" in err
     assert "inputs[0]" not in err
 
