@@ -239,3 +239,31 @@ def test_cli_can_turn_redistribution_off(tmp_path):
                               "--no-plot", "--no-allow-redistribute"])
     with pytest.raises(PlanError, match="group 'hq' is asked for"):
         args.func(args)
+
+
+def test_reuse_qa_blend_holds_qa_on_a_catalog_whose_target_is_100x_larger(tmp_path, capsys):
+    """One QA document against ~100 target documents: `curate plan --recipe reuse` still gives the
+    QA blend its qa_share, keeps QA out of the general blend, and says so in plan.json, the printed
+    summary and plan.png."""
+    from curate.pipeline.cli import main
+
+    run = make_run(tmp_path, with_tokens=True, n=300)
+    groups = [{"name": "qa", "where": "id = 'doc0'"}, {"name": "target", "where": "source = 'python-stdlib'"},
+              {"name": "general", "where": "TRUE"}]
+    recipe = recipe_file(tmp_path, groups, kind="reuse", switch={"lr_ratio": 0.2}, role_weights={"target": 2.0},
+                         roles={"qa": ["qa"], "target": ["target"], "general": ["general"]}, max_epochs=8.0,
+                         schedule={"kind": "cosine", "lr_start": 1e-3, "lr_end_ratio": 0.01})
+    assert main(["plan", str(run), "--recipe", str(recipe), "--tokens", "60000", "--seq-len", "128",
+                 "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    p = json.loads((run / "plan.json").read_text())
+    validate_plan(p)
+    avail = {g["name"]: g["available_tokens"] for g in p["groups"]}
+    assert avail["target"] >= 90 * avail["qa"]
+    gb, qb = p["phases"]
+    n = qb["end_token"] - qb["start_token"]
+    assert gb["tokens"]["qa"] == 0 and qb["roles"]["qa"]["share"] == pytest.approx(0.12, abs=1 / n)
+    qa = next(g for g in p["groups"] if g["name"] == "qa")
+    assert 0 < qa["epochs"] <= qa["max_epochs"]
+    assert f"summary: {p['summary']}" in out and f"QA: {qb['tokens']['qa']:,} tokens" in p["summary"]
+    assert (run / "plan.png").stat().st_size > 10_000
