@@ -19,8 +19,6 @@ import re
 
 from curate.stages.normalize import REPLACEMENT
 
-EXTRACTORS = ("resiliparse", "trafilatura")
-
 # `<meta charset="x">` or `<meta http-equiv="Content-Type" content="text/html; charset=x">`;
 # HTML5 says to look for it in the first 1024 bytes.
 _META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.I)
