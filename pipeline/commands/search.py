@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 # The driver lives in search/driver.py; the command parses arguments and calls it.
-from curate.search.driver import search, summary  # noqa: F401
+from curate.search.driver import search
 
 
 def register(sub: argparse._SubParsersAction) -> None:
