@@ -237,3 +237,38 @@ def test_a_fifo_given_as_the_input_is_quarantined_unopened(tmp_path):
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # release the writer ourselves
     released.wait(30)
     os.close(fd)
+
+
+def _bench_html():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_html.py"
+    spec = importlib.util.spec_from_file_location("bench_html", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not Path("/usr/share/doc/linux-doc-6.1/html/_sources").is_dir(),
+                    reason="needs Debian's linux-doc-6.1 (real pages with their reST sources)")
+def test_kernel_documentation_pages_match_their_sources(tmp_path):
+    """80 real pages become 80 documents whose words match their reST sources (median F1 >= 0.94,
+    bench/bench_html.py's measure); a WARC of the same pages gives the same texts."""
+    import statistics
+
+    bench = _bench_html()
+    site = tmp_path / "site"
+    site.mkdir()
+    truth, recs = {}, []
+    for i, (page, src) in enumerate(bench.pages(80)):
+        name = f"{i:03d}-{page.stem}.html"
+        (site / name).write_bytes(page.read_bytes())
+        truth[str(site / name)] = bench.words(bench.source_text(src.read_text(errors="replace")))
+        recs.append((f"https://docs.kernel.example/{name}", page.read_bytes(), "text/html; charset=utf-8", 200))
+    docs, quarantined = _ingest([InputSpec(str(site), format="html")], tmp_path / "w")
+    assert quarantined == [] and sorted(d["url"] for d in docs) == sorted(truth)
+    assert statistics.median(bench.f1(d["text"], truth[d["url"]]) for d in docs) >= 0.94
+    (tmp_path / "kernel.warc.gz").write_bytes(rawpages.warc(recs))
+    warc_docs, quarantined = _ingest([InputSpec(str(tmp_path / "kernel.warc.gz"))], tmp_path / "k")
+    assert quarantined == []
+    assert {d["url"].rsplit("/", 1)[1]: d["text"] for d in warc_docs} == {Path(d["url"]).name: d["text"] for d in docs}
