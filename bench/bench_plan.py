@@ -117,8 +117,11 @@ def main() -> None:
                                    "roles": {"qa": ["docs"], "target": ["code"], "general": ["web"]},
                                    "schedule": {"kind": "cosine", "lr_start": 3e-5, "lr_end_ratio": 0.01}})
         avail = group_stats(groups, rows)
+        # 2B tokens, or one pass over a smaller catalog (a small --docs would exceed the epoch caps)
+        step = 2048 * 256
+        budget = max(step, min(2_000_000_000, sum(g.available_tokens for g in avail.groups) // step * step))
         t0 = time.perf_counter()
-        plan = build_plan(recipe, avail, 2_000_000_000, 2048, batch_size=256)
+        plan = build_plan(recipe, avail, budget, 2048, batch_size=256)
         t_plan = time.perf_counter() - t0
         t0 = time.perf_counter()
         plot_plan(plan, Path(tmp) / "plan.png")
@@ -130,7 +133,8 @@ def main() -> None:
     print(f"group counts, pyarrow.compute masks (peer):          best {min(peer):.3f} s "
           f"({args.docs / min(peer) / 1e6:.1f} M docs/s)")
     print(f"speed-up vs peer: {min(peer) / min(duck):.2f}x; counts identical: yes")
-    print(f"build_plan (reuse, 2B tokens): {t_plan * 1000:.1f} ms; plan.png: {t_plot:.2f} s")
+    print(f"build_plan (reuse, {budget:,} tokens): {t_plan * 1000:.1f} ms; plan.png: {t_plot:.2f} s")
+    print(f"plan summary: {plan['summary']}")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def with_roles(plan: dict, recipe: Recipe) -> dict:
 def summary_line(plan: dict, recipe: Recipe) -> str:
     """One line per plan: the last phase's role shares, and the QA tokens and epochs."""
     last = plan["phases"][-1]
-    shares = ", ".join(f"{r} {v['share']:.1%}" for r, v in last["roles"].items() if v["tokens"])
+    shares = ", ".join(f"{'no role' if r == '-' else r} {v['share']:.1%}" for r, v in last["roles"].items()
+                       if v["tokens"])
     line = f"phase {last['name']!r}: {shares}"
     qa = [g for g in plan["groups"] if g["role"] == "qa"]
     if not qa:
