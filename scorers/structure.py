@@ -60,13 +60,16 @@ _RELEASE_HEAD = re.compile(r"^[*#=`\[ ]*(?:version |release |changes in |what'?s
                            r"|python |v)?\d+\.\d+(?:\.\d+)?[\w.-]*(?:`? *<[^>\n]*>`_*)?(?: ?\(|:| *$| final| release| -)",
                            M | re.IGNORECASE)
 _ITEM = re.compile(r"^ {0,3}[-*+] +\S", M)
-_ISSUE_ITEM = re.compile(r"^\s*[-*+] (?:\[?(?:gh|bpo|issue|bug)[- #]?\d+|.*\((?:closes|lp): *#\d+)", M | re.IGNORECASE)
+_ISSUE_ITEM = re.compile(r"^\s*(?:[-*+] +)?(?:\[?(?:gh|bpo|issue|bug)[- #]?\d+|.*\((?:closes|lp): *#\d+)",
+                         M | re.IGNORECASE)
 
 
 def changelog(h: Head) -> bool:
     if h.count(_DEB_TRAILER, 1) and h.count(_DEB_ENTRY, 1) or _DEB_ENTRY.match(h.text) or h.count(_GIT_LOG, 2) >= 2:
         return True
     if h.count(_GNU_ENTRY, 2) >= 2 or (h.count(_GNU_ENTRY, 1) and h.count(_GNU_ITEM, 3) >= 3):
+        return True
+    if h.count(_ISSUE_ITEM, 5) >= 5:  # entries that each name the issue they fix
         return True
     if h.count(_RELEASE_HEAD, 2) < 2:
         return False
@@ -211,7 +214,12 @@ def config(h: Head) -> bool:
     if text[:1] in "{[" and sum(ln.rstrip().endswith((",", "{", "[", "}", "]", "},", "],")) for ln in lines) >= 0.6 * len(lines):
         return True
     structured = sum(1 for ln in lines if _KEY_VALUE.match(ln) or _CONFIG_LINE.match(ln))
-    keyed = sum(1 for ln in lines if _KEY_VALUE.match(ln))
+    keyed = [m.end() for m in map(_KEY_VALUE.match, lines) if m]
+    # A glossary's "term: definition" lines are keyed too; their values are sentences.
+    wordy = sum(1 for ln, end in zip((ln for ln in lines if _KEY_VALUE.match(ln)), keyed) if len(ln[end:].split()) >= 5)
+    if keyed and wordy >= 0.5 * len(keyed):
+        return False
+    keyed = len(keyed)
     if h.count(_YAML_START, 1) and keyed >= 0.3 * len(lines):
         return True
     return structured >= 0.75 * len(lines) and keyed >= 0.3 * len(lines)
@@ -270,7 +278,7 @@ def table(h: Head) -> bool:
 
 
 DETECTORS: dict[str, Callable[[Head], bool]] = {
-    "changelog": changelog, "man": man, "code": code, "legal": legal, "config": config, "rst": rst,
+    "changelog": changelog, "man": man, "config": config, "code": code, "legal": legal, "rst": rst,
     "asciidoc": asciidoc, "markdown": markdown, "html": html, "dictionary": dictionary, "table": table,
 }
 PRIORITY = tuple(DETECTORS)
