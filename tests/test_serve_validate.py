@@ -13,7 +13,6 @@ import importlib
 import json
 import re
 import typing
-from pathlib import Path
 
 import httpx
 import pytest
