@@ -15,7 +15,6 @@ Data does not travel through the object store: tasks receive paths and write the
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import sys
@@ -24,10 +23,11 @@ from typing import Any, Callable, Iterator, Sequence
 import ray
 
 from curate.pipeline.errors import CurateError
+from curate.pipeline.running import logs
 from curate.pipeline.running.progress import progress
 from curate.stages.base import TASK_BYTES, Resources, group_by_size
 
-log = logging.getLogger("curate")
+log = logs.log.getChild("ray")
 
 
 @contextlib.contextmanager

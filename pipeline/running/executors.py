@@ -58,6 +58,28 @@ def choose(kind: str, input_bytes: int, workers: int | None, address: str | None
     return Choice("local", f"{why}: starting Ray would cost more than it saves")
 
 
+class InProcess(LocalExecutor):
+    """`LocalExecutor` with the progress lines a Ray run shows (pipeline/running/progress.py)."""
+
+    def map(self, fn, items, desc="", cost=None, size=None):
+        return self._each(fn, items, desc, size)
+
+    def map_actors(self, make, method, items, desc="", cost=None, size=None, resources=None):
+        return self._each(getattr(make(), method), items, desc, size) if items else []
+
+    @staticmethod
+    def _each(call: Callable, items, desc: str, size) -> list:
+        from curate.pipeline.running.progress import progress
+
+        out = []
+        with progress(len(items), desc) as bar:
+            for x in items:
+                out.append(call(x))
+                bar.result(out[-1])
+                bar.update(1, size(x) if size else 0)
+        return out
+
+
 @contextlib.contextmanager
 def open_executor(kind: str | Executor, address: str | None = None, workers: int | None = None,
                   input_bytes: int = 0, say: Callable[[str], None] | None = None,
@@ -76,7 +98,7 @@ def open_executor(kind: str | Executor, address: str | None = None, workers: int
             say(f"executor: {choice.kind} ({choice.why}; --executor ray|local forces one)")
         kind = choice.kind
     if kind == "local":
-        yield LocalExecutor(workers)
+        yield InProcess(workers)
     else:
         from curate.pipeline.running.adapter import RayExecutor, ray_session
 

@@ -5,15 +5,25 @@ silent (or a wall of carriage returns), so a line like
 
     heuristics: 12/40 shards, 31,200 docs, 96.0 MB, 1.9 MB/s, ETA 0:01:42
 
-is printed every `CURATE_PROGRESS_S` seconds (default 30; 0 turns it off) instead.
+is logged (logger `curate.progress`, level INFO) every `CURATE_PROGRESS_S` seconds (default 30;
+0 turns it off) instead; so is it under `--log-json` or `--log-file` on a terminal too, and
+nothing is shown under `--quiet`. MB are the input the stage read: its documents' bytes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from typing import Any, TextIO
+
+from curate.pipeline.running import logs
+
+# Set by the command line (pipeline/cli.py) when log records go to a collector or a file: then
+# progress is log lines even on a terminal, since a bar's carriage returns would garble them.
+LINES_ONLY = False
+log = logs.log.getChild("progress")
 
 
 def _eta(seconds: float) -> str:
@@ -26,16 +36,16 @@ class LogProgress:
     executor sized them by: ingest's input files, a later stage's documents); `result(r)` counts a
     finished item's marker's `counts.in` documents when it is one."""
 
-    def __init__(self, total: int, desc: str, every_s: float, file: TextIO, clock=time.monotonic):
+    def __init__(self, total: int, desc: str, every_s: float, file: TextIO | None = None, clock=time.monotonic):
         self.total, self.desc, self.every_s, self.file, self.clock = total, desc, every_s, file, clock
-        self.done = self.docs = self.bytes = 0
+        self.done = self.docs = self.bytes = self.shown = 0
         self.t0 = self.last = clock()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if exc[0] is None and self.done and self.clock() - self.t0 >= self.every_s:
+        if exc[0] is None and self.done and self.clock() - self.t0 >= self.every_s and self.shown != self.done:
             self._print()  # a closing line for a stage long enough to have shown progress
         return False
 
@@ -61,8 +71,11 @@ class LogProgress:
         return ", ".join(parts)
 
     def _print(self) -> None:
-        self.last = self.clock()
-        print(self.line(), file=self.file, flush=True)
+        self.last, self.shown = self.clock(), self.done
+        if self.file is None:
+            log.info(self.line())
+        else:
+            print(self.line(), file=self.file, flush=True)
 
 
 class _Bar:
@@ -86,15 +99,17 @@ class _Bar:
 
 
 def progress(total: int, desc: str, file: TextIO | None = None):
-    """Bars on a terminal, periodic lines otherwise; nothing for an unnamed or empty stage, or
-    with TQDM_DISABLE=1."""
-    file = file or sys.stderr
-    off = not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
-    if not off and not (hasattr(file, "isatty") and file.isatty()):
+    """Bars on a terminal, periodic lines otherwise (to `file`, else through logging); nothing for
+    an unnamed or empty stage, with TQDM_DISABLE=1 or under --quiet."""
+    stream = file or sys.stderr
+    off = (not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
+           or logs.log.level > logging.INFO)
+    if not off and (LINES_ONLY or not (hasattr(stream, "isatty") and stream.isatty())):
         every = float(os.environ.get("CURATE_PROGRESS_S", "30"))
         if every > 0:
             return LogProgress(total, desc, every, file)
     from tqdm.auto import tqdm
 
-    # disable=None: drawn on a terminal, silent elsewhere.
-    return _Bar(tqdm(total=total, desc=desc, unit="shard", disable=True if off else None, file=file, leave=False))
+    # disable=None: drawn on a terminal, silent elsewhere (no carriage returns in a log).
+    return _Bar(tqdm(total=total, desc=desc, unit="shard", disable=True if off or LINES_ONLY else None,
+                     file=stream, leave=False))

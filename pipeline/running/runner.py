@@ -14,7 +14,7 @@ damaged after it was written is rebuilt; a later stage reruns on it when its byt
 from __future__ import annotations
 
 import importlib
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import yaml
 from curate.pipeline.running.config import RunConfig, StageSpec
 from curate.pipeline.errors import CurateError
 from curate.pipeline.running.executors import open_executor
+from curate.pipeline.running import logs
 from curate.pipeline.running.lock import RunLock
 from curate.pipeline.running.stage_table import STAGE_PREPARE
 from curate.pipeline.running.stagework import (MapJob, MapStageWorker, ShardWriter, SourceStage, aggregate_stats,
@@ -35,6 +36,7 @@ from curate.stages import shardio
 from curate.stages.base import Executor, GlobalContext, GlobalStage, MapStage, resources_of
 from curate.stages.ingest import outcome as ingest_outcome
 
+log = logs.log.getChild("run")
 TOKENIZE = "tokenize"  # the stage kind `curate pack` adds after a run's last stage
 
 
@@ -52,8 +54,9 @@ def _log(msg: str) -> None:
 
 
 def _note(msg: str) -> None:
-    """What the run does differently from a plain resume (damaged shards, old markers): always said."""
-    print(msg, file=sys.stderr, flush=True)
+    """What the run does differently from a plain resume (damaged shards, old markers): said even
+    under --quiet (a warning, to stderr)."""
+    log.warning(msg)
 
 
 def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False,
@@ -71,15 +74,16 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
                               f"`ingest:` section; it cannot be listed under `stages:`")
     specs = [first] + cfg.stage_specs
     run_dir = Path(cfg.out)
-    log = (lambda m: None) if quiet else _log
+    # --quiet sets the `curate` logger above INFO: then no stage lines either.
+    say = (lambda m: None) if quiet or logs.log.level > logging.INFO else _log
     with RunLock(run_dir, "curate run"), _disk_full_is_an_error(run_dir):
         shardio.atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         names = [s.name for s in specs]
         shardio.atomic_write_json(run_dir / "stages.json", names)
         _say_old_markers(run_dir, names)
         with open_executor(executor, cfg.ray.address, workers or cfg.ray.workers, _input_bytes(first.load(), tasks),
-                           say=_note, retries=cfg.ray.retries) as executor:
-            reports, parts, digests = _run_stages(specs, tasks, {}, run_dir, executor, log)
+                           say=log.info, retries=cfg.ray.retries) as executor:
+            reports, parts, digests = _run_stages(specs, tasks, {}, run_dir, executor, say)
         if all(s.kind != TOKENIZE for s in specs) and _added_stage_is_current(run_dir / TOKENIZE, names[-1], parts,
                                                                               digests):
             shardio.atomic_write_json(run_dir / "stages.json", names + [TOKENIZE])
