@@ -107,19 +107,33 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """tqdm bar over steps on the main rank (respects TQDM_DISABLE); a no-op elsewhere."""
+    """tqdm bar over steps on the main rank (respects TQDM_DISABLE) when stderr is a terminal; in a
+    log (a file, a pipe, `ray job logs`) a plain line every CURATE_PROGRESS_S seconds (default 30)
+    through logging instead, since a bar's carriage returns make one endless line there; a no-op
+    on other ranks."""
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
+        import os
+
+        self.bar, self.every = None, float(os.environ.get("CURATE_PROGRESS_S", "30"))
+        self.total, self.step, self.last = total, initial, time.monotonic()
+        self.lines = enabled and not sys.stderr.isatty() and os.environ.get("TQDM_DISABLE") != "1" and self.every > 0
+        if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def update(self, postfix: dict[str, Any]) -> None:
+        self.step += 1
         if self.bar is not None:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
+        elif self.lines and (time.monotonic() - self.last >= self.every or self.step == self.total):
+            import logging
+
+            self.last = time.monotonic()
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
+            logging.getLogger("curate.train").info(f"train: step {self.step}/{self.total}" + (f", {shown}" if shown else ""))
 
     def close(self) -> None:
         if self.bar is not None:
