@@ -144,6 +144,25 @@ def test_cut_and_damaged_warcs_are_counted_by_reason(tmp_path):
                    "cut-head.warc": (2, ["truncated_record"]), "junk.warc": (0, ["corrupt_warc"])}
 
 
+def test_pages_warc_and_saved_dataset_on_ray_reach_the_catalog(tmp_path, ray_session):
+    """The same readers in Ray workers: one run over a folder of pages, a WARC and a save_to_disk
+    folder; the catalog holds every document with its url and the pages' meta."""
+    _write_pages(tmp_path / "site", 4)
+    pages = rawpages.topics(3, start=4)
+    recs = [(f"https://docs.example.org/{name}", rawpages.page(name, text).encode(), "text/html", 200)
+            for name, text in pages]
+    (tmp_path / "crawl.warc.gz").write_bytes(rawpages.warc(recs))
+    _pydoc_dataset(50).save_to_disk(str(tmp_path / "saved"))
+    cfg = load_config(data={"name": "ray", "out": str(tmp_path / "run"), "stages": [{"kind": "exact_dedup"}],
+                            "inputs": [{"path": str(tmp_path / "site")}, {"path": str(tmp_path / "crawl.warc.gz")},
+                                       {"path": str(tmp_path / "saved")}]})
+    run_pipeline(cfg, quiet=True)
+    got = query(cfg.out, """SELECT source, count(*) AS n, count(url) AS urls, count(meta->>'$.title') AS titles
+                            FROM docs GROUP BY ALL ORDER BY source""").to_pylist()
+    assert got == [{"source": "crawl", "n": 3, "urls": 3, "titles": 3}, {"source": "saved", "n": 50, "urls": 0, "titles": 0},
+                   {"source": "site", "n": 4, "urls": 4, "titles": 4}]
+
+
 def _pydoc_dataset(n: int):
     import datasets
 
