@@ -108,7 +108,7 @@ def test_submitted_run_gives_the_cli_output(service):
     sql = "SELECT id, text, source, url FROM docs ORDER BY id"
     served = api(service, "POST", "/api/runs/team-a/tiny/query", json={"sql": sql}).json()["rows"]
     assert served == catalog.query(local, sql).to_pylist() and len(served) > 0
-    for args, words in ((["--out", "/tmp/plan.json"], "outside"), (["--no-such-option"], "unrecognized"),
+    for args, words in ((["--out", "/tmp/plan.json"], "set by the service"), (["--no-such-option"], "unrecognized"),
                         (["--seq-len", "many"], "invalid int")):
         r = api(service, "POST", "/api/jobs", json={"kind": "plan", "run": "team-a/tiny", "args": args})
         assert r.status_code == 400 and words in r.json()["detail"], r.text
