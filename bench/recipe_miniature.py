@@ -121,7 +121,7 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
     lines = R.plot_curves(curves, A.loss_curve(out / "base"), out / "curves.png")
     result = {"config": cfg_key, "qa": qa, "decontamination": decon, "selector": sel, "groups": groups,
               "packed": packed, "base": base, "eta0": A.eta0(cfg), "scores": scores, "summary": summary,
-              "role_tokens": {k: A.role_tokens(plans[k]) for k in arm_keys},
+              "role_tokens": {k: A.role_tokens(plans[k], A.realised_mixture(out, k)) for k in arm_keys},
               "skipped": {"f": SEARCH_SKIPPED} if "f" in cfg.arms else {},
               "timing": meter.marks, "wall_s": sum(m["wall_s"] for m in meter.marks),
               "cpu_s": sum(m["cpu_s"] for m in meter.marks), "load_avg": os.getloadavg()}
@@ -144,8 +144,9 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
         ("Table", "Mean ± std over seeds; Δ = arm − (a), paired by seed, two-sided paired t-test.\n\n"
                   + R.markdown_table(r["summary"], r["scores"].get("base"))
                   + "".join(f"\n\n({k}) {v}" for k, v in r["skipped"].items())),
-        ("Tokens per role", "What each arm trained on, per role, from its plan (OUT/plans/<arm>.json; the trainer "
-                            "follows it to within one row per group and phase). The QA blend starts at the same "
+        ("Tokens per role", "What each arm trained on, per role: the rows the trainer drew for seed 0 "
+                            "(OUT/arms/<arm>-s0/mixture.json) x the context; the plan (OUT/plans/<arm>.json) is "
+                            "followed to within one row per group and phase. The QA blend starts at the same "
                             "token fraction in (b) and (e).\n\n" + R.markdown_rows(R.role_cells(r["role_tokens"]))),
         ("Plots", f"![bars]({bars.name})\n\n![curves]({curves.name})"),
         ("Data", f"Target domain: `{cfg['target']}`. QA: {r['qa']['pairs']} pairs, {r['qa']['train']} trained on, "

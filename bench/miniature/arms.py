@@ -75,16 +75,31 @@ def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
     return {k: v for k, v in out.items() if k == "base" or k in cfg.arms}
 
 
-def role_tokens(plan: dict) -> dict:
-    """Tokens per role over the whole plan, and the QA blend's share of the plan's tokens (the
-    trainer follows the plan to within one row per group and phase)."""
+def role_tokens(plan: dict, realised: list[dict] | None = None) -> dict:
+    """Tokens per role over the whole plan, and the QA blend's share of the plan's tokens.
+
+    `realised`: the trainer's OUT/mixture.json (rows drawn per phase and group), whose counts are
+    used instead of the plan's; the trainer follows the plan to within one row per group and phase."""
+    role = {g["name"]: g["role"] or "-" for g in plan["groups"]}
+    tokens = [dict(p["tokens"]) for p in plan["phases"]]
+    if realised is not None:
+        row = plan["seq_len"]
+        tokens = [{g: round(f * ph["rows"]) * row for g, f in ph["realised"].items()} for ph in realised]
     roles: dict[str, int] = {}
-    for p in plan["phases"]:
-        for r, v in (p.get("roles") or {}).items():
-            roles[r] = roles.get(r, 0) + v["tokens"]
-    qb = [p for p in plan["phases"] if p["name"] == "qa-blend"]
-    share = sum(p["end_token"] - p["start_token"] for p in qb) / plan["total_tokens"]
-    return {"roles": roles, "qa_blend_share": share, "total": plan["total_tokens"]}
+    for phase in tokens:
+        for g, n in phase.items():
+            roles[role[g]] = roles.get(role[g], 0) + n
+    qb = [i for i, p in enumerate(plan["phases"]) if p["name"] == "qa-blend"]
+    total = sum(sum(phase.values()) for phase in tokens)
+    share = sum(sum(tokens[i].values()) for i in qb) / total if total else 0.0
+    return {"roles": roles, "qa_blend_share": share, "total": total,
+            "source": "trainer (mixture.json)" if realised is not None else "plan"}
+
+
+def realised_mixture(out: Path, arm: str) -> list[dict] | None:
+    """Seed 0's OUT/arms/<arm>-s0/mixture.json, the trainer's rows per phase and group; None if absent."""
+    path = out / "arms" / f"{arm}-s0" / "mixture.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: float) -> dict:
