@@ -48,7 +48,10 @@ def _files() -> list[tuple[str, str]]:
     add("debian-faq/html", "/usr/share/doc/debian/FAQ/*.html")
     for d in sorted(glob.glob("/usr/share/man/*/")):
         lang = Path(d).name
-        add("man/en" if lang.startswith("man") else f"man/{lang}", f"{d}**/*.gz" if not lang.startswith("man") else f"{d}*.gz")
+        if lang.startswith("man"):  # /usr/share/man/man1/: English
+            add("man/en", f"{d}*.gz")
+        else:
+            add(f"man/{lang}", f"{d}**/*.gz")
     return found
 
 

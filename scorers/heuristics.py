@@ -51,6 +51,11 @@ NON_ENGLISH_DEFAULTS: dict[str, dict[str, Any] | str] = {
 
 ENGLISH_TOKENIZER = "en"
 
+# A rule turned off where a quantile threshold has no value (datatrove's Gopher rules skip a
+# falsy threshold; FineWeb's compare it, so these values never drop).
+OFF_VALUES: dict[tuple[str, str], Any] = {("fineweb_quality", "line_punct_thr"): -1.0,
+                                          ("fineweb_quality", "short_line_thr"): 2.0}
+
 
 def _datatrove_words():
     # datatrove splits words with spaCy's blank pipelines (no model download), also in its
@@ -118,14 +123,19 @@ class HeuristicFilters:
     """
 
     def __init__(self, specs: Sequence[tuple], english: Sequence[str] = ("en",),
-                 exempt_sources: Sequence[str] = (), tokenizers: dict[str, Any] | None = None):
+                 exempt_sources: Sequence[str] = (), tokenizers: dict[str, Any] | None = None,
+                 thresholds: Any = None):
         for spec in specs:
             if spec[0] not in FILTER_CLASSES:
                 raise ValueError(f"unknown filter {spec[0]!r}; valid: {', '.join(FILTER_CLASSES)}")
-        self.specs = [(s[0], dict(s[1]), s[2], dict(s[3]) if len(s) > 3 and s[3] else {}) for s in specs]
+        self.specs = [(s[0], dict(s[1]), s[2], dict(s[3]) if len(s) > 3 and s[3] else {},
+                       list(s[4]) if len(s) > 4 and s[4] else []) for s in specs]
         self.english = set(english)
         self.exempt_sources = list(exempt_sources)
-        self._filters: dict[str, list[tuple[str, Any, Any]]] = {}
+        # `{quantile: q}` parameters (stages/quantiles.py): their value depends on the group.
+        self.grouped = any(s[4] for s in self.specs)
+        self.thresholds = thresholds
+        self._filters: dict[tuple[str, str | None], list[tuple[str, Any, Any]]] = {}
         self._tokenizers: dict[str, Any] = {} if tokenizers is None else tokenizers
 
     def _tokenizer(self, key: str):
@@ -134,16 +144,21 @@ class HeuristicFilters:
             tok = self._tokenizers[key] = _tokenizer_for(key)
         return tok
 
-    def filters_for(self, lang: str) -> list[tuple[str, Any, Any]]:
-        """The (name, datatrove filter, restated rule or None) list that applies to a document in `lang`."""
-        cached = self._filters.get(lang)
+    def filters_for(self, lang: str, group: str | None = None) -> list[tuple[str, Any, Any]]:
+        """The (name, datatrove filter, restated rule or None) list that applies to a document in
+        `lang` of `group` (domain|lang, for quantile thresholds)."""
+        group = group if self.grouped else None
+        cached = self._filters.get((lang, group))
         if cached is not None:
             return cached
         english = lang in self.english
         key = ENGLISH_TOKENIZER if english else lang
         built = []
-        for name, params, non_english, lang_params in self.specs:
+        for name, params, non_english, lang_params, quantiles in self.specs:
             kwargs = dict(params)
+            for q in quantiles:
+                value = self.thresholds.value(group or "", q) if self.thresholds is not None else q.fallback
+                kwargs[q.param] = value if value is not None else OFF_VALUES.get((name, q.param))
             if not english:
                 if non_english == "skip":
                     continue
@@ -157,7 +172,7 @@ class HeuristicFilters:
             except TypeError as e:
                 raise ValueError(f"filter {name}: bad params {kwargs}: {e}") from None
             built.append((name, filt, fast_rule(filt)))
-        self._filters[lang] = built
+        self._filters[(lang, group)] = built
         return built
 
     def features(self, text: str, lang: str) -> DocFeatures:
@@ -168,11 +183,11 @@ class HeuristicFilters:
     def exempt(self, source: str | None) -> bool:
         return bool(source) and any(fnmatch.fnmatchcase(source, pat) for pat in self.exempt_sources)
 
-    def decide(self, feats: DocFeatures, lang: str) -> str | None:
+    def decide(self, feats: DocFeatures, lang: str, group: str | None = None) -> str | None:
         """None to keep the document, else the reason `<filter>:<datatrove reason>`."""
         from datatrove.data import Document
 
-        for name, filt, rule in self.filters_for(lang):
+        for name, filt, rule in self.filters_for(lang, group):
             try:
                 if rule is not None:
                     reason = rule(filt, feats)

@@ -57,7 +57,8 @@ _GIT_LOG = re.compile(r"^commit [0-9a-f]{40}\b.*\n(?:Merge: .*\n)?Author: ", M)
 _GNU_ITEM = re.compile(r"^\t\* \S", M)
 # Release notes (NEWS, "Keep a Changelog", Python's changelog): version headings over item lists.
 _RELEASE_HEAD = re.compile(r"^[*#=`\[ ]*(?:version |release |changes in |what'?s new in |noteworthy changes in "
-                           r"|python |v)?\d+\.\d+(?:\.\d+)?[\w.-]*(?:`? *<[^>\n]*>`_*)?(?: ?\(|:| *$| final| release| -)",
+                           r"|python |v)?\d+\.\d+(?:\.\d+)?[\w.-]*(?:`? *<[^>\n]*>`_*)?"
+                           r"(?: ?\(|:| *$| final| release| -)",
                            M | re.IGNORECASE)
 _ITEM = re.compile(r"^ {0,3}[-*+] +\S", M)
 _ISSUE_ITEM = re.compile(r"^\s*(?:[-*+] +)?(?:\[?(?:gh|bpo|issue|bug)[- #]?\d+|.*\((?:closes|lp): *#\d+)",
@@ -211,7 +212,8 @@ def config(h: Head) -> bool:
     if len(lines) < 4:
         return False
     text = h.text.lstrip()
-    if text[:1] in "{[" and sum(ln.rstrip().endswith((",", "{", "[", "}", "]", "},", "],")) for ln in lines) >= 0.6 * len(lines):
+    closers = (",", "{", "[", "}", "]", "},", "],")
+    if text[:1] in "{[" and sum(ln.rstrip().endswith(closers) for ln in lines) >= 0.6 * len(lines):
         return True
     structured = sum(1 for ln in lines if _KEY_VALUE.match(ln) or _CONFIG_LINE.match(ln))
     keyed = [m.end() for m in map(_KEY_VALUE.match, lines) if m]

@@ -179,6 +179,8 @@ class QualityStage:
 
 
 # ---------------------------------------------------------------------------------------- domain
+_FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")
+
 @dataclass
 class DomainConfig(_ModelPath):
     """Config of the `domain` stage: rules, a fastText tagger, or rules then the tagger."""
@@ -212,6 +214,17 @@ class DomainConfig(_ModelPath):
             raise ValueError(f"model: mode {self.mode} needs a tagger model (curate train-domain)")
         if not 0.0 <= self.min_model_score <= 1.0:
             raise ValueError(f"min_model_score: must be in [0, 1], got {self.min_model_score}")
+
+    def bind_run_dir(self, run_dir: str | os.PathLike) -> None:
+        super().bind_run_dir(run_dir)
+        path = getattr(self, "_resolved", None)
+        if path is not None and path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(4)
+            # fastText's binary format starts with its magic number (fasttext.cc, FASTTEXT_FILEFORMAT_MAGIC_INT32)
+            if head != _FASTTEXT_MAGIC:
+                raise ValueError(f"model: {self.model} is not a fastText model (it does not start with fastText's "
+                                 f"file magic); train one with `curate train-domain`")
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from curate.scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
 from curate.stages.base import StageOutput, split_by_reason
+from curate.stages.quantiles import Quantile, Thresholds, group_key, split_quantiles
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
 
@@ -40,7 +41,9 @@ class FilterSpec:
     filter: FilterName
     """Which datatrove filter: gopher_quality, gopher_repetition, c4_quality or fineweb_quality."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments passed to the datatrove class as they are (thresholds, e.g. `min_doc_words: 50`)."""
+    """Keyword arguments passed to the datatrove class as they are (thresholds, e.g. `min_doc_words: 50`);
+    a threshold may be `{quantile: q}`, the value keeping the share q of each group (domain x
+    language) on that rule's signal (stages/quantiles.py, docs/annotate.md)."""
     non_english: Literal["default", "apply", "skip"] = "default"
     """For documents not in English: `default` (the filter's own policy: gopher_quality drops its
     stop-word rule, c4_quality is skipped, the others apply), `apply` (with `non_english_params`
@@ -58,7 +61,9 @@ class FilterSpec:
             raise ValueError(f"non_english: {self.non_english!r}; valid: default, apply, skip")
         if not isinstance(self.params, dict):
             raise ValueError(f"params: expected a mapping of {self.filter} keyword arguments, got {self.params!r}")
-        _check_params(self.filter, self.params, "params")
+        plain, self._quantiles = split_quantiles(self.filter, self.params, "params")
+        _check_params(self.filter, plain, "params")
+        self._plain = plain
         if self.non_english_params is not None:
             if not isinstance(self.non_english_params, dict):
                 raise ValueError(f"non_english_params: expected a mapping of {self.filter} keyword arguments or "
@@ -77,7 +82,7 @@ class FilterSpec:
             _check_params(self.filter, overrides, f"lang_params.{lang}")
 
     def spec(self) -> tuple:
-        return self.filter, self.params, self.policy(), self.lang_params
+        return self.filter, self._plain, self.policy(), self.lang_params, self._quantiles
 
     def policy(self) -> dict[str, Any] | str:
         if self.non_english == "skip":
@@ -197,6 +202,19 @@ class HeuristicsConfig:
     `heuristics_rule_set`, so a mixture can weight by columns instead."""
     signals: bool = False
     """Record the signals the filters threshold as `hs_*` columns (docs/annotate.md lists them)."""
+    sample_docs: int = 1000
+    """For `{quantile: q}` thresholds: documents sampled per group (domain x language), by a salted
+    hash of their id, to compute the group's quantiles before the stage runs."""
+    min_group_docs: int = 50
+    """A group with fewer sampled documents uses its domain's quantiles over all languages, and a
+    domain with fewer uses each quantile's `fallback` (null: that rule is off)."""
+    resolved: dict[str, Any] | None = None
+    """Set by the run, not in a config: each group's quantile thresholds (RUN/<stage>/thresholds.json)."""
+
+    def quantiles(self) -> list[Quantile]:
+        """Every `{quantile: q}` parameter of the default set and the rule sets."""
+        specs = list(self.filters) + [f for r in self.rule_sets for f in r.filters]
+        return [q for f in specs for q in f._quantiles]
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""
@@ -215,6 +233,10 @@ class HeuristicsConfig:
             raise ValueError(f"english: expected a non-empty list of language codes, got {self.english!r}")
         if self.lid_max_chars < 1:
             raise ValueError(f"lid_max_chars: must be >= 1, got {self.lid_max_chars}")
+        if self.sample_docs < 1:
+            raise ValueError(f"sample_docs: documents sampled per group, >= 1; got {self.sample_docs}")
+        if not 1 <= self.min_group_docs <= self.sample_docs:
+            raise ValueError(f"min_group_docs: between 1 and sample_docs ({self.sample_docs}), got {self.min_group_docs}")
 
 
 class HeuristicsStage:
@@ -229,10 +251,13 @@ class HeuristicsStage:
     def setup(self) -> None:
         tokenizers: dict[str, Any] = {}  # one spaCy pipeline per language, shared by the rule sets
         cfg = self.config
+        # Without a resolved table (the stage used outside a run) each quantile uses its fallback.
+        limits = Thresholds(cfg.resolved)
         self._sets = [(r.name, r.match, HeuristicFilters([f.spec() for f in r.filters], english=cfg.english,
-                                                         tokenizers=tokenizers)) for r in cfg.rule_sets]
+                                                         tokenizers=tokenizers, thresholds=limits))
+                      for r in cfg.rule_sets]
         self._impl = HeuristicFilters([f.spec() for f in cfg.filters], english=cfg.english,
-                                      exempt_sources=cfg.exempt_sources, tokenizers=tokenizers)
+                                      exempt_sources=cfg.exempt_sources, tokenizers=tokenizers, thresholds=limits)
         # Build the English filters (and load spaCy) and a non-English set now rather than inside
         # the first batch: bad `params` / `non_english_params` fail before any document is read.
         for impl in [self._impl] + [s[2] for s in self._sets]:
@@ -280,7 +305,7 @@ class HeuristicsStage:
                 reasons.append(None)
             else:
                 counters["non_english"] += lang not in english
-                reasons.append(impl.decide(feats, lang))
+                reasons.append(impl.decide(feats, lang, group_key(domain, lang)))
             if cfg.signals:  # after decide: what the rules computed is reused
                 sigs.append(signals(feats))
         if cfg.signals:

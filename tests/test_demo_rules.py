@@ -1,6 +1,7 @@
 """The demo's reference rule set keeps Chinese and Japanese manuals: with no spaces between
 words the word split yields sentence-long "words" and leaves markup tokens the majority, which
-Gopher's word-length and alpha-word rules read as a broken document (configs/demo.yaml)."""
+Gopher's word-length and alpha-word rules read as a broken document. The demo's thresholds are
+quantiles of each group (domain x language), so the group's own numbers decide (configs/demo.yaml)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import yaml
 
 from curate.records.typed import build
+from curate.scorers.heuristics import signals
 from curate.stages.filters import HeuristicsConfig, HeuristicsStage
+from curate.stages.quantiles import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,13 +44,10 @@ ZH = """.. include:: ../disclaimer.rst
 JA = ZH.replace("列表", "リスト").replace("的", "の").replace("使用", "使う")
 
 
-@pytest.fixture(scope="module")
-def demo_heuristics() -> HeuristicsStage:
+def _demo_config(resolved: dict | None = None) -> HeuristicsConfig:
     stages = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())["stages"]
     cfg = {k: v for k, v in next(s for s in stages if s["kind"] == "heuristics").items() if k != "kind"}
-    stage = HeuristicsStage(build(HeuristicsConfig, cfg, "stages[2]"))
-    stage.setup()
-    return stage
+    return build(HeuristicsConfig, {**cfg, "resolved": resolved}, "stages[2]")
 
 
 def _decide(stage: HeuristicsStage, text: str, lang: str) -> str | None:
@@ -57,8 +57,23 @@ def _decide(stage: HeuristicsStage, text: str, lang: str) -> str | None:
 
 
 @pytest.mark.parametrize("text,lang", [(ZH, "zh"), (JA, "ja")])
-def test_cjk_manual_kept_by_its_language_parameters(demo_heuristics, text, lang):
-    assert _decide(demo_heuristics, text, lang) is None
-    # The same page under the rule set's own parameters (a language without overrides) is dropped
-    # by a Gopher quality rule: the overrides are what keeps it.
-    assert (_decide(demo_heuristics, text, "ko") or "").startswith("gopher_quality:")
+def test_cjk_manual_kept_by_its_groups_thresholds(text, lang):
+    plain = HeuristicsStage(_demo_config())
+    plain.setup()
+    # Outside a run each quantile uses its fallback, Gopher-like absolute values: the page is
+    # dropped by a Gopher quality rule, as it was under one rule for every language.
+    assert (_decide(plain, text, lang) or "").startswith("gopher_quality:")
+    # Its group's thresholds, from the signals of the group's documents (the manual's sections).
+    cfg = _demo_config()
+    sections = [text + f"\n\n{k}" for k in range(60)]
+    values: dict[str, list[float]] = {}
+    for doc in sections:
+        for name, v in signals(plain._impl.features(doc, lang)).items():
+            values.setdefault(name, []).append(float(v))
+    table, _ = resolve({f"tech-docs|{lang}": values}, [(q.signal, q.level) for q in cfg.quantiles()],
+                       cfg.min_group_docs)
+    fitted = HeuristicsStage(_demo_config({"groups": table}))
+    fitted.setup()
+    assert _decide(fitted, sections[30], lang) is None  # a manual typical of its group
+    # A document of symbols in the same group still goes.
+    assert _decide(fitted, "\n".join(["=== --- :: ** || ## ~~ ^^ .. ::"] * 30), lang) is not None

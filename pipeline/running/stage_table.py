@@ -20,6 +20,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "sample": ("curate.stages.sample", "SampleConfig", "SampleStage"),
     "pii": ("curate.stages.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("curate.stages.lm_score", "LMScoreConfig", "LMScoreStage"),
+    "lm_bucket": ("curate.stages.lm_score", "LMBucketConfig", "LMBucketStage"),
     "word_count": ("curate.stages.word_count", "WordCountConfig", "WordCountStage"),
     "ingest": ("curate.stages.ingest_stage", "IngestConfig", "IngestStage"),
     "tokenize": ("curate.stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
@@ -31,6 +32,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
 # (module, function) returning the spec the workers run with and the markers' config hash.
 STAGE_PREPARE: dict[str, tuple[str, str]] = {
     "tokenize": ("curate.pipeline.running.prepare", "prepare_tokenize"),
+    "heuristics": ("curate.pipeline.running.prepare_heuristics", "prepare_heuristics"),  # quantile thresholds
 }
 
 # `curate stats` sections beyond the counts and reasons every stage gets: each a function
@@ -42,4 +44,5 @@ STAGE_SUMMARIES: list[tuple[str, str]] = [
     ("curate.pipeline.reporting.annotate_summary", "annotate_summary"),
     ("curate.pipeline.reporting.breadth_summary", "breadth_summary"),
     ("curate.stages.word_count", "summary"),
+    ("curate.stages.lm_score", "summary"),
 ]
