@@ -1,13 +1,14 @@
 """WARC files (ISO 28500; Common Crawl's format), plain or gzip per record, read as a stream with
-warcio: each `response` record with an HTML payload becomes one page through the HTML extractor
+warcio: each `response` record with an HTML payload (and each HTML `resource` record, as wget
+writes for pages it saved) becomes one page through the HTML extractor
 (stages/html.py), its `url` and `date` from the WARC headers, its charset from the HTTP headers,
 then the page.
 
 What is not a page is counted by reason, one quarantine record each: `not_html_payload` (a PDF,
 an image, JSON), `http_status` (a redirect or an error page), `truncated_record` (the file ends
 inside a record), `truncated_gzip_member` (a gzip member cut short), `corrupt_warc` (bytes that
-are no WARC record), plus the page reasons of stages/html.py. Request, metadata, warcinfo and
-other non-response records carry no document and are passed over.
+are no WARC record), plus the page reasons of stages/html.py. Request, metadata, warcinfo,
+revisit and conversion records carry no document and are passed over.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class _Counting:
 
 def _page(record, it, url: str | None, n: int, max_bytes: int, extractor: str) -> Item:
     """One response record -> an Item (a page or the reason it is none)."""
-    http = record.http_headers
+    http = record.http_headers  # None for a `resource` record: its own Content-Type says what it is
     status = http.get_statuscode() if http is not None else None
-    ctype = (http.get_header("Content-Type") if http is not None else None) or ""
+    ctype = (http.get_header("Content-Type") if http is not None else record.rec_headers.get_header("Content-Type")) or ""
     payload = record.content_stream().read(max_bytes + 1)
     while record.raw_stream.read(1 << 20):  # the rest of the record: what is left shows a cut
         pass
@@ -87,7 +88,7 @@ def read_warc(task: ReadTask, max_bytes: int) -> Iterator[Item]:
                 if record.rec_headers.get_header("Content-Length") is None:  # headers cut off
                     yield Item(n, it.offset, None, "truncated_record", f"record headers end at byte {it.offset}+")
                     return
-                if record.rec_type != "response":
+                if record.rec_type not in ("response", "resource"):
                     continue
                 url = record.rec_headers.get_header("WARC-Target-URI")
                 yield _page(record, it, url, n, max_bytes, task.extractor)

@@ -4,6 +4,7 @@ folders, shard folders, the local cache), and inputs that yield nothing, which m
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -111,7 +112,15 @@ def test_warc_responses_become_the_same_documents_as_the_pages(tmp_path):
     recs += [(latin_url, latin, "text/html; charset=iso-8859-1", 200),
              ("https://docs.example.org/data.json", b'{"a": 1}', "application/json", 200),
              ("https://docs.example.org/gone", b"<html><body><p>Not found</p></body></html>", "text/html", 404)]
-    (tmp_path / "crawl.warc.gz").write_bytes(rawpages.warc(recs))
+    # A page saved as a `resource` record (wget's --warc-file), without HTTP headers.
+    from warcio.warcwriter import WARCWriter
+
+    saved_url = "https://docs.example.org/saved.html"
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=True)
+    writer.write_record(writer.create_warc_record(saved_url, "resource", payload=io.BytesIO(html_pages[recs[0][0]]),
+                                                  warc_content_type="text/html"))
+    (tmp_path / "crawl.warc.gz").write_bytes(rawpages.warc(recs) + out.getvalue())
     site = tmp_path / "site"
     site.mkdir()
     for u, p in html_pages.items():
@@ -119,8 +128,9 @@ def test_warc_responses_become_the_same_documents_as_the_pages(tmp_path):
     warc_docs, quarantined = _ingest([InputSpec(str(tmp_path / "crawl.warc.gz"))], tmp_path / "w")
     assert sorted(q["reason"] for q in quarantined) == ["http_status", "not_html_payload"]
     by_url = {d["url"]: d for d in warc_docs}
-    assert set(by_url) == set(html_pages) | {latin_url}
-    assert all(d["date"].isoformat() == "2024-05-01T10:00:00+00:00" for d in warc_docs)
+    assert set(by_url) == set(html_pages) | {latin_url, saved_url}
+    assert by_url[saved_url]["text"] == by_url[recs[0][0]]["text"]
+    assert all(d["date"].isoformat() == "2024-05-01T10:00:00+00:00" for d in warc_docs if d["url"] != saved_url)
     assert "Caf\u00e9 cr\u00e8me." in by_url[latin_url]["text"]
     html_docs, _ = _ingest([InputSpec(str(site), format="html")], tmp_path / "h")
     assert {Path(d["url"]).name: d["text"] for d in html_docs} == \
