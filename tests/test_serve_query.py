@@ -209,3 +209,49 @@ def _client_logged(root, tmp, extra: list[str]) -> str:
 def test_forwarded_for_is_trusted_only_from_named_proxies(svc):
     assert _client_logged(svc["root"], svc["tmp"], []) == "127.0.0.1"
     assert _client_logged(svc["root"], svc["tmp"], ["--forwarded-allow-ips", "127.0.0.1"]) == "203.0.113.9"
+
+
+def test_an_unexpected_error_is_one_500_and_the_connection_stays_usable(tmp_path):
+    import socket
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from curate.pipeline.serve.middleware import Audit, audited
+
+    app = FastAPI()
+    app.middleware("http")(audited(Audit(tmp_path / "audit.jsonl")))
+
+    @app.get("/bug")
+    def bug():
+        raise RuntimeError("a bug")
+
+    @app.get("/fine")
+    def fine():
+        return {"ok": True}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        # One socket, two requests: uvicorn drops a connection whose app raised, so the second
+        # request would get no answer without the middleware's catch-all.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            status = []
+            for path in ("/bug", "/fine"):
+                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    chunk = conn.recv(65536)
+                    assert chunk, f"the connection was dropped before {path} was answered"
+                    answer += chunk
+                status.append(answer.split(b" ", 2)[1])
+        assert status == [b"500", b"200"]
+        assert [json.loads(line)["status"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()] == [500, 200]
+    finally:
+        server.should_exit = True
+        thread.join(30)
