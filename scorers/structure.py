@@ -87,7 +87,7 @@ _MAN_SECTION = re.compile(r"^(\S[^\n]{0,38})\n {5,}\S", M)
 
 
 def man(h: Head) -> bool:
-    body = h.count(_TROFF_BODY, 10)
+    body = h.count(_TROFF_BODY)
     if (h.count(_TROFF, 1) and body >= 3) or (body >= 10 and body >= 0.15 * len(h.lines)):
         return True
     if h.count(_MAN_HEADER, 1):

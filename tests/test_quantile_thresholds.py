@@ -13,6 +13,7 @@ import yaml
 
 from curate.pipeline.catalog.db import connect
 from curate.pipeline.commands.corpus import build_python_corpus
+from curate.pipeline.reporting.report import write_report
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
 from curate.records.typed import build
@@ -98,6 +99,16 @@ def test_each_group_loses_at_most_its_tail(corpus, tmp_path):
                                [domain, lang]).fetchone()[0]
         assert n <= saved["sample_docs"], "the whole group is sampled here, so the bound is exact"
         assert dropped <= math.floor((1 - q) * (n + dropped)) + 1 and kept_min >= threshold - 1e-6
+    # The report: each group's thresholds beside its retention, and a few dropped texts per reason.
+    from curate.pipeline.reporting.annotate_summary import dropped_examples_lines, group_threshold_lines
+
+    lines = group_threshold_lines(run, con)
+    assert all(any(ln.split()[:1] == [g] and " own " in ln and "hs_alpha_ratio@0.1=" in ln for ln in lines)
+               for g in own)
+    reasons = {r for r, in con.execute("SELECT DISTINCT reason FROM rejected").fetchall()}
+    examples = dropped_examples_lines(con)
+    assert reasons and all(any(ln.strip() == f"heuristics / {r}:" for ln in examples) for r in reasons)
+    assert "Heuristics by group" in write_report(run).read_text()
 
 
 def _demo_stages() -> list[dict]:
@@ -125,3 +136,11 @@ def test_retention_does_not_change_with_source_names(corpus, tmp_path):
     named = _kept(_run(tmp_path / "named", corpus, _demo_stages()))
     hidden = _kept(_run(tmp_path / "hidden", opaque, _demo_stages()))
     assert named[0] and named == hidden
+
+
+def test_a_domain_model_that_is_not_fasttext_is_refused(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "domain_x.bin").write_text("not a model\n")
+    with pytest.raises(ValueError, match=r"model: models/domain_x.bin is not a fastText model"):
+        load_config(data={"name": "m", "out": str(tmp_path), "inputs": [{"path": "x.jsonl"}],
+                          "stages": [{"kind": "domain", "mode": "model", "model": "models/domain_x.bin"}]})

@@ -1,4 +1,5 @@
-"""Catalog summaries of the annotations: joint counts and score histograms.
+"""Catalog summaries of the annotations: joint counts, score histograms, each group's heuristic
+thresholds next to its retention, and examples of what each rule dropped.
 
 The joint counts are the table a mixture planner starts from:
 
@@ -11,11 +12,11 @@ FROM docs GROUP BY ALL ORDER BY characters DESC
 
 from __future__ import annotations
 
-from curate.pipeline.catalog.db import columns
-from curate.pipeline.reporting.texttable import aligned
-
 from pathlib import Path
 from typing import Any
+
+from curate.pipeline.catalog.db import columns
+from curate.pipeline.reporting.texttable import aligned
 
 ANNOTATIONS = ("domain", "quality_bucket", "lang")
 
@@ -105,3 +106,65 @@ def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _stage_before(run_dir: Path, stage: str) -> str | None:
+    from curate.pipeline.catalog.db import read_stage_names
+
+    names = read_stage_names(run_dir)
+    return names[names.index(stage) - 1] if stage in names and names.index(stage) > 0 else None
+
+
+def group_threshold_lines(run_dir: str | Path, con: Any, stage: str = "heuristics", max_rows: int = 15) -> list[str]:
+    """Each group's (domain x language) quantile thresholds next to what the stage kept of it:
+    RUN/<stage>/thresholds.json, written by the run before the stage (stages/quantiles.py)."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / stage / "thresholds.json"
+    before = _stage_before(run_dir, stage)
+    if not path.is_file() or before is None or not {"domain", "lang"} <= set(columns(con, before)):
+        return []
+    saved = json.loads(path.read_text())
+    table, sampled = saved["groups"], saved.get("sampled", {})
+    rows = con.execute(f"""
+        SELECT coalesce(i.domain, '-') || '|' || coalesce(i.lang, 'und') AS g, count(*), sum(i.n_chars),
+               count(k.id), coalesce(sum(CASE WHEN k.id IS NOT NULL THEN i.n_chars END), 0)
+        FROM "{before}" i LEFT JOIN (SELECT DISTINCT id FROM "{stage}") k USING (id)
+        GROUP BY 1 ORDER BY 3 DESC""").fetchall()
+    lines = [f"{stage} thresholds per group (domain|lang; from the group's own sample, its domain's, or the "
+             f"fallbacks under min_group_docs {saved['min_group_docs']}), top {min(max_rows, len(rows))} "
+             f"of {len(rows)} groups by characters:"]
+    cells = []
+    for g, n, chars, kept_n, kept_chars in rows[:max_rows]:
+        domain = f"{g.split('|', 1)[0]}|*"
+        where = "own" if g in table else ("domain" if domain in table else "fallback")
+        values = table.get(g) or table.get(domain) or {}
+        shown = " ".join(f"{k}={v:.3g}" for k, v in sorted(values.items())) or "fallback values"
+        cells.append([g, f"{sampled.get(g, 0):,}", where, f"{n:,} -> {kept_n:,}", "docs",
+                      f"{100.0 * kept_chars / max(chars or 0, 1):.1f}%", shown])
+    return lines + aligned(cells, right={1, 3, 5}, indent="  ")
+
+
+def dropped_examples_lines(con: Any, per_reason: int = 3, width: int = 110) -> list[str]:
+    """A few dropped documents per (stage, reason), each as its first characters on one line, so
+    a person sees what went (a deterministic pick: the smallest hashes of the ids)."""
+    if "ingest" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
+        return []
+    rows = con.execute(f"""
+        SELECT r.stage, r.reason, substr(i.text, 1, {4 * width}) FROM rejected r
+        JOIN (SELECT id, any_value(text) AS text FROM ingest GROUP BY id) i USING (id)
+        WHERE r.stage NOT LIKE '%dedup%'
+        QUALIFY row_number() OVER (PARTITION BY r.stage, r.reason ORDER BY hash(r.id), r.id) <= {int(per_reason)}
+        ORDER BY 1, 2""").fetchall()
+    if not rows:
+        return []
+    lines = [f"dropped examples ({per_reason} per reason, first characters; duplicates left out):"]
+    last = None
+    for stage, reason, text in rows:
+        if (stage, reason) != last:
+            lines.append(f"  {stage} / {reason}:")
+            last = (stage, reason)
+        flat = " ".join((text or "").split())
+        lines.append(f"    | {flat[:width]}{'...' if len(flat) > width else ''}")
+    return lines

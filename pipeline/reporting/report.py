@@ -95,6 +95,13 @@ def write_report(run_dir: str | Path) -> Path:
             body.append(f"<p style='color:#b00'>Warning: source {html.escape(str(r['source']))} kept {share:.1f}% of its "
                         f"characters (loses more than {100 * LOSS_WARN:.0f}%{html.escape(why)}).</p>")
     body += ["<pre>" + html.escape("\n".join(summary_lines(run_dir))) + "</pre>"]
+    from curate.pipeline.reporting.annotate_summary import dropped_examples_lines, group_threshold_lines
+
+    con = connect(run_dir)  # the dropped examples read their text
+    policy = group_threshold_lines(run_dir, con) + dropped_examples_lines(con)
+    con.close()
+    if policy:
+        body.append("<h2>Heuristics by group and what was dropped</h2><pre>" + html.escape("\n".join(policy)) + "</pre>")
     for title, uri in images:
         body.append(f"<h2>{html.escape(title)}</h2><img src='{uri}' style='max-width:100%'>")
     out = run_dir / "report.html"
