@@ -8,6 +8,10 @@ follows PreSelect (Shum et al. 2025, https://arxiv.org/abs/2503.00808), which ke
 
 Buckets are numbered 1 (lowest scores) to len(quantiles) + 1 (highest), so mixture groups read
 naturally: `quality_bucket >= 4`.
+
+CCNet's perplexity buckets (Wenzek et al. 2019, https://arxiv.org/abs/1911.00359) are cut per
+language at percentiles of documents, not of characters (`percentile_cuts`); `stages/lm_score.py`
+(`lm_bucket`) applies them per group.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 
 # Cumulative character fractions where buckets start: 1 = bottom 25%, ..., 5 = top 10%.
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
+# CCNet's head / middle / tail cut points: percentiles 30 and 60 of a language's perplexities
+# (cc_net/perplexity.py, `PerplexityBucket`: head below the 30th, middle below the 60th, tail).
+CCNET_PERCENTILES = (30.0, 60.0)
 
 
 def check_quantiles(quantiles: Sequence[float]) -> list[float]:
@@ -51,3 +58,13 @@ def assign_buckets(scores: Sequence[float], thresholds: Sequence[float]) -> np.n
     t = np.asarray(thresholds, dtype=np.float64)
     return (np.searchsorted(t, np.asarray(scores, dtype=np.float64), side="right") + 1).astype(np.int64)
 
+
+
+def percentile_cuts(scores: Sequence[float], percentiles: Sequence[float] = CCNET_PERCENTILES) -> list[float]:
+    """Score cut points at `percentiles` (0-100) of the documents' scores, each document counting
+    once (CCNet's cutoffs); `assign_buckets` then puts a score equal to a cut point above it, as
+    CCNet's `perplexity < cutoff` does."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        raise ValueError("percentile cut points need at least one score")
+    return [float(x) for x in np.percentile(s, list(percentiles))]

@@ -196,3 +196,73 @@ def test_shipped_config_runs(ray_session, tiny, tmp_path):
     train_tiny(topic_texts()[:20], demo / "tokens" / "tokenizer.model", demo / "train" / "model", steps=2)
     again = load_config(REPO / "configs" / "lm_score.yaml", inputs=[str(data)], out=cfg.out)
     assert again.stage_specs[-1].config.model_stamp != before
+
+
+def test_ccnet_buckets_are_cut_per_language(tiny, tmp_path):
+    """CCNet's head / middle / tail per language: German (spaCy's example sentences), which the
+    tiny English model scores worse than every English document, still gets its own split at its
+    own 30th and 60th percentiles; one global cut puts all of it in the tail."""
+    import importlib
+
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.reporting.stats import summary_lines
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
+
+    german = importlib.import_module("spacy.lang.de.examples").sentences
+    english = [t[:700] for t in topic_texts()[::3]][:20]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "source": "s"}) + "\n" for t in english + german))
+
+    def run(by: list[str]):
+        cfg = {"name": "b", "out": str(tmp_path / "run"), "inputs": [{"path": str(data)}], "ingest": {"shard_docs": 10},
+               "stages": [{"kind": "langid"},
+                          {"kind": "lm_score", "models": [{"path": str(tiny), "name": "t"}], "device": "cpu"},
+                          {"kind": "lm_bucket", "by": by}]}
+        reports = run_pipeline(load_config(data=cfg), quiet=True, executor="local")
+        assert reports[-1].stats["in"] == reports[-1].stats["kept"] == len(english) + len(german)
+        rows = connect(tmp_path / "run", text=False).execute("SELECT lang, bpb_t, lm_bucket FROM docs").fetchall()
+        return {lang: [(b, k) for g, b, k in rows if g == lang] for lang in {r[0] for r in rows}}
+
+    per_lang = run(["lang"])
+    en, de = per_lang["en"], per_lang["de"]
+    assert len(de) >= 6 and min(b for b, _ in de) > max(b for b, _ in en)  # all German scores worse
+    for docs in per_lang.values():
+        if len(docs) >= 3:
+            scores = np.array([b for b, _ in docs])
+            cuts = np.percentile(scores, [30, 60])
+            assert [k for _, k in docs] == [1 + int(b >= cuts[0]) + int(b >= cuts[1]) for b in scores]
+            assert {k for _, k in docs} == {1, 2, 3}
+    assert any(ln.startswith("lm buckets (lm_bucket, bpb_t) lang=de: cut at") for ln in summary_lines(tmp_path / "run"))
+    one_cut = run([])  # the scores are reused; only the buckets are redone
+    assert {k for _, k in one_cut["de"]} == {3}
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"percentiles": [60, 30]}, "stages[0].percentiles"),
+    ({"percentiles": [0, 50]}, "stages[0].percentiles"),
+    ({"by": ["text"]}, "stages[0].by"),
+    ({"sample_docs": 0}, "stages[0].sample_docs"),
+])
+def test_bucket_config_errors_name_the_field(fields, field):
+    from curate.pipeline.running.config import load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(data={"name": "x", "out": "/tmp/x", "inputs": [{"path": "x.jsonl"}],
+                          "stages": [{"kind": "lm_bucket", **fields}]})
+    assert e.value.field == field
+
+
+def test_bucket_without_scores_or_group_column_is_one_clear_error(tmp_path):
+    from curate.pipeline.errors import CurateError
+    from curate.pipeline.running.config import load_config
+    from curate.pipeline.running.runner import run_pipeline
+
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "source": "s"}) + "\n" for t in docs(4)))
+    for stage, message in [({}, "column: the input has 0 bpb_\\* columns"),
+                           ({"column": "n_chars"}, "by: column `lang` is not in the input")]:
+        cfg = {"name": "b", "out": str(tmp_path / "run"), "inputs": [{"path": str(data)}],
+               "stages": [{"kind": "lm_bucket", **stage}]}
+        with pytest.raises(CurateError, match=message):
+            run_pipeline(load_config(data=cfg), quiet=True, executor="local")
