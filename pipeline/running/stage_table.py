@@ -21,7 +21,6 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "pii": ("curate.stages.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("curate.stages.lm_score", "LMScoreConfig", "LMScoreStage"),
     "lm_bucket": ("curate.stages.lm_score", "LMBucketConfig", "LMBucketStage"),
-    "lm_bucket": ("curate.stages.lm_score", "LMBucketConfig", "LMBucketStage"),
     "word_count": ("curate.stages.word_count", "WordCountConfig", "WordCountStage"),
     "ingest": ("curate.stages.ingest_stage", "IngestConfig", "IngestStage"),
     "tokenize": ("curate.stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
@@ -45,6 +44,5 @@ STAGE_SUMMARIES: list[tuple[str, str]] = [
     ("curate.pipeline.reporting.annotate_summary", "annotate_summary"),
     ("curate.pipeline.reporting.breadth_summary", "breadth_summary"),
     ("curate.stages.word_count", "summary"),
-    ("curate.stages.lm_score", "summary"),
     ("curate.stages.lm_score", "summary"),
 ]
