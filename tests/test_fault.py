@@ -90,6 +90,7 @@ def test_a_worker_that_keeps_dying_ends_the_run_and_the_rerun_resumes(corpus, tm
     assert len(_docs(out)) > 0
 
 
+@pytest.mark.slow  # a whole command starting its own Ray: 20-50 s on 2 cores
 def test_run_survives_a_worker_killed_from_outside(corpus, tmp_path):
     """The whole command, as a user runs it: one of the run's busy `ray::` workers gets SIGKILL."""
     slow = tmp_path / "slowmod.py"
@@ -105,7 +106,8 @@ def test_run_survives_a_worker_killed_from_outside(corpus, tmp_path):
     assert killed, out
     assert proc.returncode == 0, out
     assert "worker lost" in out and "during check/" in out
-    run_pipeline(load_config(data={**cfg, "out": str(tmp_path / "local")}), quiet=True, executor="local")
+    local = _config(corpus, tmp_path / "local", "faulty:keep")  # keeps every document, as slow_keep does
+    run_pipeline(load_config(data=local), quiet=True, executor="local")
     assert _docs(tmp_path / "ray") == _docs(tmp_path / "local")
 
 
