@@ -2,7 +2,7 @@
 PreSelect's ladder scoring.
 
 The model I/O and the scoring maths are training's (`training/bpb.py`: curate checkpoints and
-Hugging Face Llama folders, sentencepiece tokenizers, sliding windows, bf16 autocast on CUDA).
+Hugging Face Llama/Mistral/Qwen2 folders, tokenizer.json or sentencepiece tokenizers, sliding windows, bf16 autocast on CUDA).
 They are torch-only and imported lazily in `load()`, so importing this module (and the stage
 config that names it) costs nothing, and a scorer never pulls in Ray or the pipeline.
 
@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 MODEL_LOADS: Counter[str] = Counter()
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -48,7 +49,7 @@ def model_stamp(folder: str | os.PathLike, tokenizer: str | os.PathLike | None =
     files = [p for p in files if p.suffix in (".json", ".safetensors", ".model")]
     if tokenizer is not None:
         tok = Path(tokenizer)
-        files.append(tok / "tokenizer.model" if tok.is_dir() else tok)
+        files += [tok / n for n in TOKENIZER_FILES] if tok.is_dir() else [tok]
     for p in files:
         if not p.is_file():
             continue
@@ -91,13 +92,16 @@ def unload(path: str | os.PathLike) -> None:
 
 
 def default_tokenizer(folder: str | os.PathLike, run_dir: str | os.PathLike | None) -> Path | None:
-    """None when `folder` holds its own `tokenizer.model`; else the run's `tokens/tokenizer.model`
-    when there is one: curate's trainer writes checkpoints without a tokenizer, and they use the
-    run's (None again when neither exists, and loading names what is missing)."""
-    if (Path(folder) / "tokenizer.model").is_file() or run_dir is None:
+    """None when `folder` holds its own tokenizer (tokenizer.json or tokenizer.model); else the
+    run's (RUN/tokens/tokenizer/ or RUN/tokens/tokenizer.model) when there is one (None again when
+    neither exists, and loading names what is missing). Models of a ladder may each bring their
+    own tokenizer: bits per byte does not depend on it."""
+    if run_dir is None or any((Path(folder) / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
         return None
-    run_tok = Path(run_dir) / "tokens" / "tokenizer.model"
-    return run_tok.resolve() if run_tok.is_file() else None
+    from curate.stages.tokenize_stage import run_tokenizer_path
+
+    found = run_tokenizer_path(Path(run_dir))
+    return found.resolve() if found is not None else None
 
 
 def loads_of(path: str | os.PathLike) -> int:

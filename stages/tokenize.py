@@ -131,14 +131,14 @@ def is_hf(path: str | os.PathLike) -> bool:
 def load_tokenizer(path: str | os.PathLike):
     """A `SentencePieceProcessor`, or an `HFTokenizer` (the same method names) for a tokenizer.json."""
     p = resolve_model_path(path)
-    st = (p / HF_FILE if is_hf(p) else p).stat()
-    return _load(str(p), st.st_size, st.st_mtime_ns)
+    files = [p / n for n in HF_TOKENIZER_FILES if (p / n).is_file()] if is_hf(p) else [p]
+    return _load(str(p), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
 @functools.lru_cache(maxsize=4)
-def _load(p: str, size: int, mtime_ns: int):
-    # Cached per process (keyed by size and mtime, so a replaced model is reloaded): a worker
-    # tokenizing many shards loads the model once.
+def _load(p: str, stamp: tuple):
+    # Cached per process (keyed by each file's size and mtime, so a replaced file is reloaded): a
+    # worker tokenizing many shards loads the model once.
     if is_hf(p):
         from curate.stages.hf_tokenizer import HFTokenizer
 

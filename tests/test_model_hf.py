@@ -86,7 +86,7 @@ def test_bad_folders_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         load_model(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="not a Llama-architecture"):
+    with pytest.raises(ValueError, match=r"config.json: model_type .gpt2. is not supported"):
         load_model(tmp_path)
 
 

@@ -1,7 +1,10 @@
 """Bits per byte of text under a causal LM: the scoring core of evaluation, `lm_score` and PreSelect.
 
 Bits per byte (total negative log-likelihood in bits / UTF-8 bytes) compares models with different
-tokenizers, which loss per token does not (Gao et al. 2020, The Pile, arXiv:2101.00027 §3.1).
+tokenizers, which loss per token does not (Gao et al. 2020, The Pile, arXiv:2101.00027 §3.1). The
+bytes are the UTF-8 bytes of the text as given, never of the tokenizer's decoded or normalised
+form: a byte-level BPE (Llama-3, Qwen) and a sentencepiece model divide the same byte count, so a
+PreSelect ladder may mix model families.
 
 A text is scored as `[start] + tokens(text)`: every text token is predicted, the first one from the
 start token alone (BOS, as lm-eval's rolling log-likelihood does; EOS for a model trained on
@@ -28,30 +31,18 @@ LN2 = math.log(2.0)
 STARTS = ("bos", "eos")
 
 
-def _spm():
-    try:
-        import sentencepiece as spm
-    except ImportError as e:  # pragma: no cover - sentencepiece is a core dependency
-        raise ImportError("sentencepiece is needed to score text: pip install sentencepiece") from e
-    return spm
-
-
 def find_tokenizer(folder: Path, tokenizer: str | os.PathLike | None = None) -> Path:
-    """The sentencepiece model: `tokenizer` when given (a `.model` file or a folder holding
-    `tokenizer.model`), else `folder/tokenizer.model`."""
+    """The tokenizer a model is scored with: `tokenizer` when given, else the model folder's own
+    (tokenizer.json, else tokenizer.model); resolved as `stages.tokenize.resolve_model_path`."""
+    from curate.stages.tokenize import resolve_model_path
+
     if tokenizer is not None:
-        p = Path(tokenizer)
-        if p.is_dir():
-            p = p / "tokenizer.model"
-        if not p.is_file():
-            raise FileNotFoundError(f"tokenizer {tokenizer} does not exist (give a sentencepiece .model file "
-                                    f"or a folder with tokenizer.model)")
-        return p
-    p = Path(folder) / "tokenizer.model"
-    if not p.is_file():
-        raise FileNotFoundError(f"{folder} has no tokenizer.model: pass tokenizer= (a sentencepiece .model, e.g. "
-                                f"RUN/tokens/tokenizer.model)")
-    return p
+        return resolve_model_path(tokenizer)
+    try:
+        return resolve_model_path(folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder} has neither tokenizer.json nor tokenizer.model: pass tokenizer= (e.g. the "
+                                f"run's RUN/tokens/tokenizer or RUN/tokens/tokenizer.model)") from None
 
 
 @dataclass
@@ -208,7 +199,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: str | os.PathLike | None = None,
                        start: str = "bos") -> ScoringModel:
-    """Load a curate checkpoint or Hugging Face Llama folder and its sentencepiece tokenizer.
+    """Load a curate checkpoint or Hugging Face Llama/Mistral/Qwen2 folder and its tokenizer
+    (tokenizer.json through `tokenizers`, or a sentencepiece model).
 
     `device`: cpu, cuda, cuda:N (bf16 autocast on CUDA; weights stay fp32). `start`: the token a
     text is scored after (bos, or eos for a model trained on curate's packing without add_bos).
@@ -221,6 +213,6 @@ def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: 
 
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: CUDA is not available")
-    sp = _spm().SentencePieceProcessor()
-    sp.load(str(find_tokenizer(folder, tokenizer)))
-    return ScoringModel(load_model(folder), sp, device=device, start=start)
+    from curate.stages.tokenize import load_tokenizer
+
+    return ScoringModel(load_model(folder), load_tokenizer(find_tokenizer(folder, tokenizer)), device=device, start=start)

@@ -31,14 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="with --ray: Ray cluster address (default RAY_ADDRESS or local)")
     p.set_defaults(func=_guard(_train_cmd, "train"))
 
-    q = sub.add_parser("init-model", help="write a randomly initialised Llama as a Hugging Face folder",
+    q = sub.add_parser("init-model", help="write a randomly initialised Llama (or a model like a base) as a "
+                                          "Hugging Face folder",
                        description="Write a random Llama-architecture base model (config.json + model.safetensors) "
                                    "for demos and tests.")
     q.add_argument("out_dir", type=Path, help="folder to write")
     q.add_argument("--size", default="tiny", choices=["tiny", "125m", "350m"], help="model size")
     q.add_argument("--vocab-size", type=int, default=None, help="embedding rows (default 32000, or the run's)")
     q.add_argument("--run", type=Path, default=None, help="take the vocabulary size from RUN/tokens")
-    q.add_argument("--seq-len", type=int, default=2048, help="max_position_embeddings to record")
+    q.add_argument("--like", type=Path, default=None, metavar="BASE_DIR",
+                   help="a small random model of BASE_DIR's architecture (Llama, Mistral, Qwen2) with its "
+                        "tokenizer files, at --size: a proxy for ladders and mixture search")
+    q.add_argument("--seq-len", type=int, default=None,
+                   help="max_position_embeddings to record (default 2048, or the --like base's)")
     q.add_argument("--tie-embeddings", action="store_true", help="share input and output embeddings")
     q.add_argument("--seed", type=int, default=0, help="initialisation seed")
     q.set_defaults(func=_guard(_init_cmd, "init-model"))
@@ -101,11 +106,18 @@ def _train_cmd(args: argparse.Namespace) -> int:
 
 
 def _init_cmd(args: argparse.Namespace) -> int:
-    from curate.training.hf_io import init_model
+    from curate.training.hf_io import init_like, init_model
 
+    if args.like is not None:
+        if args.vocab_size or args.run or args.tie_embeddings:
+            raise ValueError("--like takes the vocabulary and embeddings from the base; leave out --vocab-size, "
+                             "--run and --tie-embeddings")
+        path = init_like(args.like, args.out_dir, args.size, seed=args.seed, max_position_embeddings=args.seq_len)
+        print(f"wrote a random {args.size} model of {args.like}'s architecture and tokenizer to {path}")
+        return 0
     vocab = args.vocab_size or (run_vocab_size(args.run) if args.run else 32000)
     path = init_model(args.out_dir, args.size, vocab_size=vocab, seed=args.seed,
-                      max_position_embeddings=args.seq_len, tie_word_embeddings=args.tie_embeddings)
+                      max_position_embeddings=args.seq_len or 2048, tie_word_embeddings=args.tie_embeddings)
     print(f"wrote a random {args.size} Llama (vocab {vocab}) to {path}")
     return 0
 

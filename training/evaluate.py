@@ -181,15 +181,16 @@ class RunEval:
     """
 
     def __init__(self, run_dir: str | Path, config: EvalConfig | None = None, start: str | None = None) -> None:
-        import sentencepiece as spm
+        from curate.stages.tokenize import load_tokenizer
+        from curate.stages.tokenize_stage import run_tokenizer_path
 
         run_dir = Path(run_dir)
         self.cfg = config or EvalConfig(block=512, stride=256, batch_tokens=8192, max_docs=64)
         self.sets = read_run_sets(run_dir, self.cfg.max_docs)
         self.sp = None
-        tok = run_dir / "tokens" / "tokenizer.model"
-        if self.sets and tok.is_file():
-            self.sp = spm.SentencePieceProcessor(model_file=str(tok))
+        tok = run_tokenizer_path(run_dir)
+        if self.sets and tok is not None:
+            self.sp = load_tokenizer(tok)
         if start is None:
             # Rows packed without BOS put EOS before each document: score in the context trained on.
             index = run_dir / "tokens" / "index.json"

@@ -232,3 +232,33 @@ def init_model(out_dir: Path, size: str = "tiny", vocab_size: int = 32000, seed:
     model = LlamaModel(cfg)
     model.reset_parameters(seed)
     return save_model(model, out_dir)
+
+
+def init_like(base: Path, out_dir: Path, size: str = "tiny", seed: int = 0,
+              max_position_embeddings: int | None = None) -> Path:
+    """A random model of `base`'s architecture and tokenizer at a named size (a proxy for ladders
+    and mixture search): the base's config.json with the size fields replaced, and its tokenizer
+    files copied as they are."""
+    from curate.stages.tokenize import HF_TOKENIZER_FILES
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    path = Path(base) / "config.json"
+    read_config(base)  # the base must be a supported architecture
+    d = {**json.loads(path.read_text()), **SIZES[size]}
+    d["head_dim"] = d["hidden_size"] // d["num_attention_heads"] if "head_dim" in d else None
+    n = d["num_hidden_layers"]
+    if isinstance(d.get("layer_types"), list) and d["layer_types"]:
+        d["layer_types"] = [d["layer_types"][min(i, len(d["layer_types"]) - 1)] for i in range(n)]
+    if "max_window_layers" in d:
+        d["max_window_layers"] = min(int(d["max_window_layers"]), n)
+    if max_position_embeddings:
+        d["max_position_embeddings"] = max_position_embeddings
+    d = {k: v for k, v in d.items() if v is not None or k != "head_dim"}
+    model = LlamaModel(config_from_hf(d, str(path)))
+    model.reset_parameters(seed)
+    save_model(model, out_dir)
+    for name in HF_TOKENIZER_FILES:
+        if (Path(base) / name).is_file():
+            shutil.copyfile(Path(base) / name, Path(out_dir) / name)
+    return Path(out_dir)

@@ -1,7 +1,7 @@
 """`curate eval MODEL [--run RUN] [--qa FILE ...] [--tasks TASK ...]`: evaluate a checkpoint.
 
-MODEL is a curate checkpoint (`RUN/train/model`, `.../checkpoints/step-N`) or any Hugging Face
-Llama-architecture folder. The run's held-out sets (`RUN/eval/`, written by `curate pack`) and
+MODEL is a curate checkpoint (`RUN/train/model`, `.../checkpoints/step-N`) or a Hugging Face
+Llama, Mistral or Qwen2 folder (its tokenizer.json or tokenizer.model, else the run's). The run's held-out sets (`RUN/eval/`, written by `curate pack`) and
 `--set NAME=FILE.jsonl` sets are read here and handed to `training/evaluate.py` as plain rows;
 training/ sits above pipeline/, so it is reached with one lazy import, as `curate train` is.
 """
@@ -15,7 +15,6 @@ from typing import Any, Callable, Sequence
 
 from curate.pipeline.errors import CurateError
 from curate.pipeline.catalog.eval_sets import parse_extra, read_index, read_jsonl_set
-from curate.stages import shardio
 
 
 def run_sets(run: Path) -> dict[str, list[dict]]:
@@ -25,25 +24,39 @@ def run_sets(run: Path) -> dict[str, list[dict]]:
             for name, e in read_index(run).items() if (run / e["path"]).is_file()}
 
 
+def _own_tokenizer(model: Path) -> bool:
+    return (model / "tokenizer.json").is_file() or (model / "tokenizer.model").is_file()
+
+
 def scoring_tokenizer(model: Path, run: Path | None, given: str | None) -> Path | None:
     """`--tokenizer`, else the model folder's own, else the run's (None: the model's, which must exist)."""
+    from curate.stages.tokenize_stage import run_tokenizer_path
+
     if given:
         return Path(given)
-    if (model / "tokenizer.model").is_file():
+    if _own_tokenizer(model):
         return None
-    if run is not None and (run / "tokens" / "tokenizer.model").is_file():
-        return run / "tokens" / "tokenizer.model"
-    raise CurateError(f"{model} has no tokenizer.model: pass --tokenizer (a sentencepiece .model) or --run")
+    found = run_tokenizer_path(run) if run is not None else None
+    if found is not None:
+        return found
+    raise CurateError(f"{model} has neither tokenizer.json nor tokenizer.model: pass --tokenizer (a Hugging Face "
+                      f"folder, tokenizer.json or sentencepiece .model) or --run")
 
 
 def default_start(model: Path, tokenizer: Path | None, run: Path | None) -> str:
     """eos when the model reads the run's tokenizer and the run was packed without BOS (the
-    context the trainer showed every document), else bos."""
-    if run is None or not (run / "tokens" / "index.json").is_file():
+    context the trainer showed every document), else bos (a tokenizer without BOS falls back to eos)."""
+    from curate.stages.tokenize import resolve_model_path, tokenizer_digest
+    from curate.stages.tokenize_stage import run_tokenizer_path
+
+    run_tok = run_tokenizer_path(run) if run is not None else None
+    if run_tok is None or not (run / "tokens" / "index.json").is_file():
         return "bos"
     index = json.loads((run / "tokens" / "index.json").read_text())
-    tok = tokenizer or model / "tokenizer.model"
-    same = tok.is_file() and shardio.file_digest(tok) == shardio.file_digest(run / "tokens" / "tokenizer.model")
+    try:
+        same = tokenizer_digest(resolve_model_path(tokenizer or model)) == tokenizer_digest(run_tok)
+    except FileNotFoundError:
+        same = False
     return "eos" if same and not index.get("add_bos", False) else "bos"
 
 
@@ -98,7 +111,7 @@ def summary(result: dict[str, Any]) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="bits per byte per held-out set, QA accuracy and lm-eval tasks of a checkpoint")
-    p.add_argument("model", help="curate checkpoint or Hugging Face Llama folder")
+    p.add_argument("model", help="curate checkpoint or Hugging Face Llama/Mistral/Qwen2 folder")
     p.add_argument("--run", help="run directory whose held-out sets (RUN/eval/, from `curate pack`) to score")
     p.add_argument("--set", action="append", default=[], metavar="NAME=FILE",
                    help="an extra evaluation set: JSONL of {\"text\", \"domain\"?, \"source\"?} lines")
@@ -108,7 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lm-eval tasks: names, local task YAML files, or QA .jsonl sets (run offline)")
     p.add_argument("--out", help="folder for eval.json and eval.png (default: the model folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on CUDA)")
-    p.add_argument("--tokenizer", help="sentencepiece .model (default: the model's, else the run's)")
+    p.add_argument("--tokenizer", help="a Hugging Face folder, tokenizer.json or sentencepiece .model "
+                                       "(default: the model's, else the run's)")
     p.add_argument("--start", choices=["bos", "eos"],
                    help="token each text is scored after (default: eos for a model on the run's tokenizer "
                         "packed without BOS, else bos)")
