@@ -1,6 +1,7 @@
 """curate commands as Ray jobs: validated with the CLI's own parsing and config loaders
-(pipeline/serve/validate.py), then submitted through the Ray Jobs API. Ray keeps every job's state; a job's metadata names its run,
-kind and submitter, so a restarted service finds everything again.
+(pipeline/serve/validate.py), then submitted through the Ray Jobs API. Ray keeps every job's
+state; a job's metadata names its run, kind and submitter, so a restarted service finds
+everything again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from curate.pipeline.serve.validate import Reach, allowed_roots_env, command
 from curate.records.allowed import ENV as ALLOWED_ROOTS_ENV
+
 
 def ray_token(token_file: str | None = None) -> str | None:
     """Ray's own token for its job API: --ray-token-file, else Ray's places (RAY_AUTH_TOKEN,
