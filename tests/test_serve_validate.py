@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import random
 import re
 import typing
 
@@ -171,3 +172,17 @@ def test_ingest_rechecks_its_inputs_at_run_time(tmp_path, monkeypatch):
     (allowed / "b.jsonl").symlink_to(tmp_path / "secret.jsonl")  # placed after the service validated the job
     with pytest.raises(CurateError, match="b.jsonl.*outside the folders"):
         plan_tasks(spec, IngestConfig())
+
+
+def test_fuzzed_jobs_never_answer_500(svc):
+    rng = random.Random(14)
+    values = [None, "", "x", 0, -1, 1.5, True, [], {}, ["--out"], ["--seq-len", "x"], {"kind": "quality"},
+              [{"kind": "quality", "model": None}], [{"path": None}], [{"path": 5}], "../..", "/etc/passwd",
+              f"{svc['root']}/team-a/evi?/*", ["-h"], ["--", "--out", "x"], [[1]], {"address": 1}]
+    for _ in range(120):
+        config = {k: rng.choice(values) for k in rng.sample(["name", "inputs", "stages", "ray", "ingest", "out"], 3)}
+        body = {"kind": rng.choice(["run", "plan", "pack", "train", "eval", None, 1]),
+                "run": rng.choice(["team-a/j", "team-a/demo", None, "team-b/demo", "../x"]),
+                "config": rng.choice([config, None, []]), "args": rng.choice(values)}
+        r = submit(svc, body)
+        assert r.status_code in (400, 403, 404, 422, 503), (body, r.status_code, r.text)
