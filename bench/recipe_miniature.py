@@ -22,7 +22,7 @@ Steps (each skipped on a rerun when done; killing and rerunning resumes):
     (a) the pretraining mix at eta0 (cosine to eta0/100);
     (b) the reuse recipe: general blend, then the QA blend from LR = eta0/5, QA pairs at
         `qa_share` (12%) of it;
-    (g) the target upweighted throughout, no QA pairs (what (b) adds is the QA phase);
+    (h) the target upweighted throughout, no QA pairs (what (b) adds is the QA phase);
     (c) (b) with the target part picked by the classifier; (d) the same amount at random;
     (e) (b) re-warmed: from eta0 up to base_lr over 1% of the tokens, cosine to base_lr/10
         (Ibrahim et al. 2024), the QA blend from (b)'s token fraction (the stability gap);

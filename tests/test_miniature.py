@@ -166,9 +166,9 @@ def test_arms_get_the_qa_share_and_rewarming_switches_at_bs_token():
         n = roles[k]["qa_blend_share"] * roles[k]["total"]
         assert roles[k]["roles"]["qa"] / n == pytest.approx(cfg.train.qa_share, abs=1 / n), k
         assert plans[k]["phases"][0]["tokens"]["qa"] == 0, k
-    # (g): the target upweighted as in (b)'s general blend, and no QA at all
-    assert roles["g"]["roles"].get("qa", 0) == 0 and plans["g"]["phases"][-1]["tokens"]["qa"] == 0
-    assert plans["g"]["phases"][0]["weights"]["tgt"] == pytest.approx(plans["b"]["phases"][0]["weights"]["tgt"])
+    # (h): the target upweighted as in (b)'s general blend, and no QA at all
+    assert roles["h"]["roles"].get("qa", 0) == 0 and plans["h"]["phases"][-1]["tokens"]["qa"] == 0
+    assert plans["h"]["phases"][0]["weights"]["tgt"] == pytest.approx(plans["b"]["phases"][0]["weights"]["tgt"])
     # (e): re-warmed over 1% of its tokens from eta0 to base_lr, cosine to a tenth of it
     s = plans["e"]["schedule"]
     step = plans["e"]["tokens_per_step"]

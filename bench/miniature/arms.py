@@ -65,8 +65,8 @@ def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
                  "schedule": cosine},
            "b": reuse("b-reuse", tgt, cosine),
            # the reuse recipe before the QA share was its own: the target upweighted throughout,
-           # the QA pairs left out (they had ~0.1% of its QA blend), so (b) vs (g) is the QA phase
-           "g": {**reuse("g-target-only", tgt, cosine), "qa_share": None, "qa_max_epochs": None,
+           # the QA pairs left out (they had ~0.1% of its QA blend), so (b) vs (h) is the QA phase
+           "h": {**reuse("h-target-only", tgt, cosine), "qa_share": None, "qa_max_epochs": None,
                  "roles": {"held_out": ["qa"], "target": tgt, "general": [n for n in pool if n not in tgt]},
                  "role_weights": {"target": t.target_weight, "held_out": 0.0}},
            "c": reuse("c-classifier", [n for n in pool if "-sel" in n], cosine),

@@ -12,11 +12,11 @@ from curate.records.typed import build
 ARMS = {
     "a": "continue on the pretraining mix",
     "b": "reuse recipe",
-    "g": "target upweighted, no QA phase",
     "c": "reuse, target picked by classifier",
     "d": "reuse, same amount picked at random",
     "e": "reuse, re-warmed LR",
     "f": "mixture from curate search",
+    "h": "target upweighted, no QA phase",
 }
 
 
