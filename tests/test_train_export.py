@@ -57,14 +57,17 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("use_fast", [True, False])
 def test_auto_tokenizer_loads_the_export_and_gives_sentencepiece_ids(exported, use_fast):
     folder, sp = exported
-    assert {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"} <= {p.name for p in folder.iterdir()}
+    assert {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} <= \
+        {p.name for p in folder.iterdir()}
     tok = transformers.AutoTokenizer.from_pretrained(folder, use_fast=use_fast, local_files_only=True)
     assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id) == \
         (sp.bos_id(), sp.eos_id(), sp.unk_id(), sp.pad_id())
     assert tok.model_max_length == SEQ and len(tok) == sp.get_piece_size()
-    # Packed without BOS, so the tokenizer adds none: the ids are the training ids exactly. Text that
-    # starts with whitespace is left out: transformers' own conversion drops one leading space there.
-    texts = [t for t in held_out_texts() if t and not t[0].isspace()]
+    # Packed without BOS, so the tokenizer adds none: the ids are the training ids exactly, also for
+    # text that starts with whitespace, indented code, CRLF and the text of a special piece.
+    probes = ["  two spaces", "\ttab", " x", "    indented = 1\n        deeper\n", "a\r\nb\r\n", "<s> x </s>", "<unk>",
+              "中文テキスト 😀", "\n\nx", "", " "]
+    texts = held_out_texts() + probes
     assert len(texts) >= 40
     for text in texts:
         ids = tok(text)["input_ids"]

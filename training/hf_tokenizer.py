@@ -1,18 +1,19 @@
-"""The run's sentencepiece tokenizer as a Hugging Face Llama tokenizer, beside the exported weights.
+"""Tokenizer files beside saved weights, so every checkpoint is a complete Hugging Face folder.
 
-`export_tokenizer` writes into a model folder:
+A run packed with a Hugging Face tokenizer (RUN/tokens/tokenizer/) gets those files copied as they
+are (`tokenizer_writer`). A run packed with curate's own sentencepiece model gets it exported by
+`export_tokenizer`:
 
 - `tokenizer.model`: the very sentencepiece file the tokens were packed with;
-- `tokenizer_config.json`: `LlamaTokenizer` (the fast class is converted from the same file)
-  with `legacy: false`, so text after a user-defined piece (`\\n`, `\\t`) gets no extra dummy
-  prefix, exactly as sentencepiece encodes it; `add_bos_token` as the packer put BOS (or not)
-  before each document, so a downstream tool feeds the model what it was trained on;
+- `tokenizer.json`: the same pieces laid out as sentencepiece encodes
+  (`sentencepiece_as_tokenizers`), so `AutoTokenizer` gives sentencepiece's ids, also on text that
+  starts with whitespace, on indented code and on the text of `<s>` (tested);
+- `tokenizer_config.json`: `split_special_tokens` (a document's `<s>` stays text), `add_bos_token`
+  as the packer put BOS (or not) before each document, so a downstream tool feeds the model what
+  it was trained on;
 - `special_tokens_map.json`: the model's own BOS / EOS / UNK / PAD pieces.
 
-`AutoTokenizer.from_pretrained(folder)` then works offline, as transformers, vLLM and lm-eval
-load it, and gives sentencepiece's ids (the conversion to the fast tokenizer needs the
-`protobuf` package). One known difference, from transformers' conversion itself: text that
-*starts* with whitespace gets one fewer leading space piece.
+`AutoTokenizer.from_pretrained(folder)` then works offline, as transformers, vLLM and lm-eval load it.
 """
 
 from __future__ import annotations
@@ -33,25 +34,71 @@ def special_tokens(model_file: Path) -> dict[str, str]:
     return {role: sp.id_to_piece(i) for role, i in ids.items() if i >= 0}
 
 
+def sentencepiece_as_tokenizers(model_file: Path, add_bos: bool):
+    """A `tokenizers.Tokenizer` that gives sentencepiece's ids for curate's sentencepiece models
+    (identity normalisation, whitespace kept, dummy prefix, byte fallback, user-defined symbols).
+
+    transformers' own conversion differs on text that starts with whitespace (Metaspace prepends
+    no `▁` to text that already starts with one) and after a user-defined piece (it restarts the
+    dummy prefix there), so the pieces are laid out as sentencepiece does it instead: one `▁` before
+    the whole text, spaces as `▁`, words starting at each run of `▁` (`SplitIntoWords` with
+    whitespace-only pieces allowed), user-defined pieces atomic inside words.
+    """
+    import re
+
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    ex = SentencePieceExtractor(str(model_file))
+    proto = ex.proto
+    unk = proto.trainer_spec.unk_id
+    if proto.trainer_spec.model_type == 1:  # unigram
+        model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=unk, byte_fallback=True)
+    else:
+        kw = ex.extract(models.BPE)
+        model = models.BPE(vocab=kw["vocab"], merges=kw["merges"], unk_token=proto.pieces[unk].piece,
+                           byte_fallback=True, fuse_unk=True)
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    splits = [pre_tokenizers.Split(Regex("▁+[^▁]*|[^▁]+"), behavior="isolated")]
+    user = [p.piece for p in proto.pieces if p.type == 4]  # USER_DEFINED
+    if user:
+        splits.append(pre_tokenizers.Split(Regex("|".join(re.escape(u) for u in sorted(user, key=len, reverse=True))),
+                                           behavior="isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(splits)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(p.piece, special=True, normalized=False)
+                            for p in proto.pieces if p.type in (2, 3)])  # UNKNOWN, CONTROL
+    bos = proto.trainer_spec.bos_id
+    if add_bos and bos >= 0:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{proto.pieces[bos].piece} $A", pair=f"{proto.pieces[bos].piece} $A $B",
+            special_tokens=[(proto.pieces[bos].piece, bos)])
+    return tok
+
+
 def export_tokenizer(model_file: Path, folder: Path, add_bos: bool, max_length: int) -> list[Path]:
-    """Write the Llama tokenizer files for `model_file` into `folder`; returns the paths written."""
+    """Write the tokenizer files for `model_file` into `folder`; returns the paths written."""
     folder = Path(folder)
     specials = special_tokens(Path(model_file))
     config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "legacy": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        # The text of `<s>` in a document is text, as sentencepiece encodes it.
+        "split_special_tokens": True,
         "add_bos_token": bool(add_bos),
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(max_length),
         "padding_side": "right",
-        "sp_model_kwargs": {},
         **specials,
     }
-    paths = [folder / "tokenizer.model", folder / "tokenizer_config.json", folder / "special_tokens_map.json"]
+    paths = [folder / "tokenizer.model", folder / "tokenizer.json", folder / "tokenizer_config.json",
+             folder / "special_tokens_map.json"]
     shutil.copyfile(model_file, paths[0])
-    paths[1].write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    paths[2].write_text(json.dumps(specials, indent=2, sort_keys=True) + "\n")
+    sentencepiece_as_tokenizers(Path(model_file), add_bos).save(str(paths[1]))
+    paths[2].write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    paths[3].write_text(json.dumps(specials, indent=2, sort_keys=True) + "\n")
     return paths
 
 

@@ -54,9 +54,12 @@ def default_start(model: Path, tokenizer: Path | None, run: Path | None) -> str:
         return "bos"
     index = json.loads((run / "tokens" / "index.json").read_text())
     try:
-        same = tokenizer_digest(resolve_model_path(tokenizer or model)) == tokenizer_digest(run_tok)
+        mine = resolve_model_path(tokenizer or model)
     except FileNotFoundError:
-        same = False
+        return "bos"
+    if mine.is_dir() and not run_tok.is_dir() and (mine / run_tok.name).is_file():
+        mine = mine / run_tok.name  # curate's export: the run's sentencepiece model beside its tokenizer.json
+    same = mine.is_dir() == run_tok.is_dir() and tokenizer_digest(mine) == tokenizer_digest(run_tok)
     return "eos" if same and not index.get("add_bos", False) else "bos"
 
 
