@@ -15,6 +15,7 @@ A page that cannot be a document gets a reason, never an exception: `page_too_la
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 
 from curate.stages.normalize import REPLACEMENT
@@ -41,7 +42,9 @@ def charset_of(content_type: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def _codec(name: str | None) -> str | None:
+@functools.lru_cache(maxsize=256)
+def _codec(name: str | bytes | None) -> str | None:
+    """Python's codec name for a charset label (pages name a handful of them), or None."""
     if not name:
         return None
     try:
@@ -74,7 +77,7 @@ def decode_page(raw: bytes, charset: str | None = None) -> tuple[str, str, int]:
 
 
 def _lang_of(tree, text: str) -> str | None:
-    html = tree.document.query_selector("html")
+    html = tree.head.parent if tree.head is not None else None  # the parser always makes <html><head>
     lang = (html.getattr("lang") or html.getattr("xml:lang")) if html is not None else None
     if not lang:
         m = _CONTENT_LANGUAGE.search(text, 0, 4096)
