@@ -15,6 +15,9 @@ that comes with Python.
 - curate: `HeuristicsStage.process` on an Arrow table of the same documents, a fresh stage for
   each run (its memo of word splits starts empty), in the default mode and with `signals: true`.
 
+The domain stage's content detectors (scorers/structure.py) are timed on the same documents
+too: their share of the heuristics stage's time (the goal: at most 10%).
+
 Decisions are asserted identical, and so are the words of every document (spaCy's split vs
 the stage's). Times are CPU seconds of this process (`time.process_time`): the machine is
 shared, and wall time measures the queue. MB are UTF-8 megabytes of text; best of `--repeats`, the
@@ -121,6 +124,12 @@ def main() -> None:
         t_sig = min(t_sig, spent)
     assert got == want and got_sig == want, "decisions differ from datatrove's"
 
+    # The domain stage's content detectors on the same documents (they pick the rule set).
+    from curate.scorers.domain import RuleTagger, default_taxonomy
+
+    tagger = RuleTagger(default_taxonomy())
+    t_det, _ = _best(lambda: [tagger.tag_one(t, None, None) for t in texts], a.repeats)
+
     tok = load_word_tokenizer("en")
     t_tok, spacy_words = _best(lambda: [tok.word_tokenize(t) for t in texts], a.repeats)
     t_fast, fast_words = _best(lambda: [w for f in [fast_word_splitter(tok)] for w in map(f.word_tokenize, texts)],
@@ -134,6 +143,8 @@ def main() -> None:
     print(f"datatrove chain          {mb / t_peer:6.2f}  ({t_peer:.1f} s)")
     print(f"curate stage             {mb / t_cur:6.2f}  ({t_cur:.1f} s)  x{t_peer / t_cur:.2f}")
     print(f"curate stage + signals   {mb / t_sig:6.2f}  ({t_sig:.1f} s)  x{t_peer / t_sig:.2f}")
+    print(f"domain detectors         {mb / t_det:6.2f}  ({t_det:.2f} s: {100 * t_det / t_sig:.0f}% of the stage "
+          f"with signals)")
     print(f"spaCy word split alone   {mb / t_tok:6.2f}  ({t_tok:.1f} s: {100 * t_tok / t_peer:.0f}% of the chain)")
     print(f"stage's word split alone {mb / t_fast:6.2f}  ({t_fast:.1f} s: {100 * t_fast / t_cur:.0f}% of the stage)")
 

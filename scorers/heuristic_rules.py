@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property, lru_cache
-from itertools import accumulate, compress, count, repeat
+from itertools import accumulate, count
 from typing import Any, Callable
 
 _PARAGRAPHS = re.compile(r"\n{2,}")  # GopherRepetitionFilter.paragraph_exp
@@ -124,13 +124,22 @@ class DocFeatures:
         return find_duplicates(self.lines)
 
     @cached_property
+    def distinct(self) -> list[str]:
+        """The words without repeats, in order: per-word tests run once per distinct word (a
+        document repeats most of its words: 40 pydoc topics hold 43,852 words, 3,083 distinct)."""
+        return list(dict.fromkeys(self.words))
+
+    @cached_property
     def non_symbol_words(self) -> list[str]:
         # any(ch not in PUNCTUATION_SET for ch in w) <=> stripping those characters leaves some
-        return list(compress(self.words, map(str.strip, self.words, repeat(_punctuation()))))
+        punct = _punctuation()
+        keep = {w for w in self.distinct if w.strip(punct)}
+        return list(filter(keep.__contains__, self.words))
 
     @cached_property
     def alpha_words(self) -> int:
-        return sum(1 for _ in filter(alpha_pattern().search, self.words))
+        alpha = set(filter(alpha_pattern().search, self.distinct))
+        return len(list(filter(alpha.__contains__, self.words)))
 
     @cached_property
     def joined(self) -> tuple[str, list[int]]:
