@@ -45,6 +45,17 @@ def saved_dataset_files(root: str, split: str | None, where: str) -> list[str]:
     return [os.path.join(root, f["filename"]) for f in state.get("_data_files", [])]
 
 
+def saved_dataset_objects(urls: list[str]) -> list[str]:
+    """The objects of a listing to read: where it holds a save_to_disk folder (its `state.json`
+    or `dataset_dict.json`), that folder's Arrow files in name order (`data-00000-of-...`), not
+    its metadata JSON; every object otherwise."""
+    roots = {u.rsplit("/", 1)[0] for u in urls if u.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")}
+    if not roots:
+        return urls
+    inside = lambda u: any(u.startswith(r + "/") for r in roots)  # noqa: E731
+    return [u for u in urls if not inside(u) or (u.endswith(".arrow") and u.rsplit("/", 1)[-1] not in _METADATA)]
+
+
 def _parts(path: str, root: str) -> list[str]:
     return os.path.relpath(path, root).replace(os.sep, "/").lower().split("/")
 

@@ -175,7 +175,7 @@ def _expand(spec: InputSpec, index: int) -> tuple[list[tuple[str, str]], list[st
         return [(f, _format_of(f, "hf")) for f in files], [], source
     hidden: list[str] = []
     if objstore.is_url(p):
-        paths = objstore.expand_url(p, f"{where}.path")
+        paths = hf_input.saved_dataset_objects(objstore.expand_url(p, f"{where}.path"))
     elif any(c in p for c in "*?["):
         # The pattern chooses the entries; a directory it matches is not a document.
         paths = sorted(x for x in glob.glob(p, recursive=True) if not os.path.isdir(x))

@@ -95,3 +95,17 @@ def test_s3_glob_and_missing_key(tmp_path, s3):
     cfg = load_config(data={"name": "m", "out": str(tmp_path / "m"), "inputs": [{"path": f"s3://{BUCKET}/in/nothing.jsonl"}]})
     with pytest.raises(CurateError, match=r"inputs\[0\].path: 's3://curate-raw/in/nothing.jsonl' does not exist"):
         run_pipeline(cfg, quiet=True, executor="local")
+
+
+def test_s3_save_to_disk_folder_reads_its_arrow_files_only(tmp_path, s3):
+    import datasets
+
+    texts = [t for _, t in rawpages.topics(40)]
+    ds = datasets.Dataset.from_dict({"text": texts * 5, "id": [f"r{i}" for i in range(200)]})
+    ds.save_to_disk(str(tmp_path / "saved"), max_shard_size="50KB")
+    _upload(s3, tmp_path / "saved", "in/saved")
+    cfg = load_config(data={"name": "d", "out": str(tmp_path / "run"), "inputs": [{"path": f"s3://{BUCKET}/in/saved/"}]})
+    (report,) = run_pipeline(cfg, quiet=True, executor="local")
+    assert report.stats["quarantined"] == 0  # state.json and dataset_info.json are not records
+    ids = query(cfg.out, "SELECT id FROM docs").column("id").to_pylist()
+    assert sorted(ids) == sorted(f"r{i}" for i in range(200))
