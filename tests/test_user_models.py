@@ -256,3 +256,30 @@ def test_unsupported_architecture_fails_before_training(bases, tmp_path):
     (base / "config.json").write_text(json.dumps({**cfg, "rope_parameters": {"rope_type": "yarn", "factor": 2.0}}))
     with pytest.raises(ValueError, match=r"config.json: .*rope_scaling type 'yarn' is not supported"):
         read_config(base)
+
+
+def test_bits_per_byte_equal_transformers_and_a_ladder_mixes_families(bases):
+    """lm_score / PreSelect scoring of each base with its own tokenizer.json equals the bits per byte
+    transformers gives the same text (the start token, BOS or, for Qwen, EOS, then the text's ids);
+    a ladder of two families with different tokenizers scores the same texts."""
+    import math
+
+    from curate.pipeline.commands.preselect import score_ladder
+
+    texts = [t[:700] for t in topics()[:4]] + ["def f(x):\n    return x  # <|endoftext|>"]
+    for family in ("qwen2", "llama3"):
+        from curate.scorers.lm import LMScorer
+
+        rows = LMScorer(bases[family], device="cpu", block=512, stride=256).doc_bits(texts)
+        tok = hf_tokenizer(bases[family])
+        hf = transformers.AutoModelForCausalLM.from_pretrained(bases[family], local_files_only=True).eval()
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        for text, (bits, n_bytes, n_tok) in zip(texts, rows):
+            ids = [start] + tok(text, add_special_tokens=False).input_ids
+            with torch.no_grad():
+                logits = hf(torch.tensor([ids])).logits[0, :-1]
+            want = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item() / math.log(2)
+            assert (n_bytes, n_tok) == (len(text.encode()), len(ids) - 1)
+            assert bits == pytest.approx(want, rel=1e-4)
+    bpb = score_ladder([bases["qwen2"], bases["llama3"]], texts, None, None, 512, 256, 8192, "cpu", "bos", None)
+    assert bpb.shape == (len(texts), 2) and np.isfinite(bpb).all()
