@@ -287,6 +287,13 @@ def test_span_mode_removes_the_span_and_keeps_the_rest(tmp_path):
     assert out.kept.column("n_chars").to_pylist()[0] == len(kept["q"])
     assert out.kept.column("contaminated_sets").to_pylist() == [["ev"], []]
     assert out.counters["span_documents_cut"] == 1 and out.counters["span_documents_dropped"] == 1
+    # characters that NFKC widens (the ellipsis becomes "...", the ligature "fi") before the quote:
+    # the cut is placed in the original text, not shifted by them
+    accented = "Café … ﬁn déjà vu. " * 40
+    odd = accented + SHORT.upper().replace(" ", " … ") + " " + after
+    cut_odd = DecontaminateStage(DecontaminateConfig(sets=[EvalSetSpec("ev", str(ev))], mode="span")).process(
+        pa.table({"id": ["o"], "text": [odd], "n_chars": [0]})).kept.column("text").to_pylist()
+    assert cut_odd == [accented[:-200].strip() + "\n\n" + after[200:].strip()]
     # the runner writes full shards (the text changed); the catalog reads the cut text
     corpus = tmp_path / "in.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t, "source": "s"}) + "\n"
