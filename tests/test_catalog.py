@@ -95,3 +95,79 @@ def test_cli_refusal_is_a_clear_error(run_dir):
     r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "query", str(run_dir), "DELETE FROM docs"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "only read statements" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- Many shards, few open files ------------------------------------------------------------------
+
+def _low_fd_limit(n: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def test_a_handle_holds_no_descriptor_and_sees_a_swapped_file(tmp_path):
+    """DuckDB drops the filesystem's handles without closing them: a handle must keep no file
+    open, and a file replaced after the confinement check at open must not be read."""
+    import os
+
+    from curate.pipeline.catalog.readonly_fs import ReadOnlyError, ReadOnlyLocalFileSystem, url
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "a.bin").write_bytes(b"0123456789")
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    fs = ReadOnlyLocalFileSystem(root=run)
+    before = len(os.listdir("/proc/self/fd"))
+    handles = [fs.open(url(run / "a.bin"), "rb") for _ in range(300)]
+    assert len(os.listdir("/proc/self/fd")) == before
+    handles[0].seek(3)
+    assert handles[0].read(4) == b"3456" and handles[1].read() == b"0123456789"
+    (run / "a.bin").unlink()
+    (run / "a.bin").symlink_to(tmp_path / "outside.bin")
+    with pytest.raises(OSError, match="replaced"):
+        handles[2].read()
+    with pytest.raises(PermissionError, match="outside"):
+        fs.open(url(run / "a.bin"), "rb")
+    with pytest.raises(ReadOnlyError):
+        fs.open(url(run / "b.bin"), "wb")
+
+
+def test_the_connection_itself_cannot_write(run_dir, tmp_path):
+    """Not only the statement guard: DuckDB's own file access writes nowhere, in the run or out."""
+    con = connect(run_dir)
+    for target in (f"curate-run://{run_dir}/out.csv", str(tmp_path / "out.csv"), str(run_dir / "out.csv")):
+        with pytest.raises(Exception):
+            con.execute(f"COPY (SELECT 1 AS a) TO '{target}'")
+    con.close()
+    assert not (run_dir / "out.csv").exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_one_document_shards_under_a_low_open_file_limit(tmp_path):
+    """More one-document shards a stage than open files allowed: the run (with its end-of-run
+    stats and report), `curate stats` and `curate query` all answer. The catalog used to keep a
+    descriptor per file it opened, three per shard and query."""
+    import pydoc_data.topics as topics
+
+    n, limit = 300, 128
+    texts = [v for _, v in sorted(topics.topics.items()) if len(v) > 400]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"d{i}", "text": texts[i % len(texts)] + f"\n\nvariant {i}",
+                                       "source": "pydoc"}) + "\n" for i in range(n)))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: f\ninputs: [{{path: {inp}}}]\ningest: {{shard_docs: 1}}\n"
+                   "stages: [{kind: exact_dedup}, {kind: word_count}]\n")
+    out = tmp_path / "run"
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", *args], capture_output=True, text=True,
+                           preexec_fn=_low_fd_limit(limit), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    cli("run", str(cfg), "--out", str(out), "--executor", "local")
+    assert (out / "report.html").is_file()
+    stats = json.loads(cli("stats", str(out), "--json"))
+    assert [(s["stage"], s["shards"], s["kept"]) for s in stats["stages"]] == [
+        ("ingest", 1, n), ("exact_dedup", n, n), ("word_count", n, n)]
+    assert stats["documents"] == n and len(list((out / "word_count").glob("*.parquet"))) == n
+    assert cli("query", str(out), "SELECT count(*) AS n FROM docs", "--format", "csv").split()[-1].strip('"') == str(n)

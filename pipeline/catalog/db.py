@@ -153,11 +153,11 @@ def connect(run_dir: str | Path, text: bool = True, settings: dict | None = None
 
 
 def columns(con: duckdb.DuckDBPyConnection, view: str = "docs") -> list[str]:
-    """Column names of a catalog view; [] when the view does not exist (a stage without shards)."""
-    try:
-        return [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
-    except duckdb.Error:
-        return []
+    """Column names of a catalog view; [] when the view does not exist (a stage without shards).
+    From the catalog's own record of the view: a DESCRIBE binds it again, which opens every shard."""
+    rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
+                       "AND database_name = current_database() ORDER BY column_index", [view]).fetchall()
+    return [r[0] for r in rows]
 
 
 def arrow_result(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None = None) -> pa.Table:

@@ -119,7 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stats", help="documents, characters, per source, drops per reason")
     p.add_argument("run_dir")
-    p.set_defaults(func=lambda a: print(stats_text(a.run_dir)) or 0)
+    p.add_argument("--json", action="store_true", help="the same figures as one JSON object")
+    p.set_defaults(func=lambda a: print(stats_json(a.run_dir) if a.json else stats_text(a.run_dir)) or 0)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html: counts and plots of the run")
     p.add_argument("run_dir")
@@ -156,3 +157,9 @@ def stats_text(run_dir: str) -> str:
     from curate.pipeline.reporting.stats import summary_lines
 
     return "\n".join(summary_lines(run_dir))
+
+
+def stats_json(run_dir: str) -> str:
+    from curate.pipeline.reporting.stats import summary
+
+    return json.dumps(summary(run_dir), indent=2, default=str)

@@ -14,40 +14,114 @@ def _fmt(n) -> str:
     return f"{int(n or 0):,}"
 
 
-def summary_lines(run_dir: str | Path) -> list[str]:
-    con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
-    lines = [f"run {run_dir}"]
-    order = {name: i for i, name in enumerate(read_stage_names(Path(run_dir)))}
+# The catalog opens every shard of a view for each query that reads it (pipeline/catalog/db.py):
+# with many small shards, the queries a view gets cost more than the rows it holds. So each big
+# view is read once here, grouped as finely as every figure below needs, and the figures are
+# summed from those rows in Python. Parquet footers are cached for the connection's life: the
+# stage summaries read the same shards again.
+STATS_SETTINGS = {"parquet_metadata_cache": "true"}
+
+
+def open_catalog(run_dir: str | Path):
+    """The catalog connection `curate stats` and the report read: metadata only (no join to
+    fetch the text of delta shards), footers cached."""
+    return connect(run_dir, text=False, settings=STATS_SETTINGS)
+
+
+def _per_source(con, view: str) -> list[tuple]:
+    """(source, documents, characters) of a view, most characters first; [] without the columns."""
+    if not _has(con, view, "n_chars"):
+        return []
+    src = "source" if _has(con, view, "source") else "NULL"
+    return con.execute(f'SELECT {src}, count(*), coalesce(sum(n_chars), 0) FROM "{view}" GROUP BY 1 '
+                       "ORDER BY 3 DESC, 1").fetchall()
+
+
+def figures(con, stage_names: list[str]) -> dict:
+    """Every figure of `curate stats` (its `--json`), from one read of each big view."""
+    order = {name: i for i, name in enumerate(stage_names)}
     # Only document stages: `curate pack` also leaves markers (tokenizer, pack) without document counts.
     stages = sorted((r for r in con.execute("SELECT stage, count(*), sum(docs_in), sum(kept), sum(rejected), "
                                             "sum(quarantined), sum(seconds) FROM shards GROUP BY stage").fetchall()
                      if r[0] in order), key=lambda r: order[r[0]])
-    lines.append("stages:")
-    lines += aligned([[st, n, "shards", "in", _fmt(i), "kept", _fmt(k), "rejected", _fmt(r), "quarantined", _fmt(q),
-                       f"{s or 0:.1f}s"] for st, n, i, k, r, q, s in stages], right={1, 4, 6, 8, 10, 11})
-    docs, chars = con.execute("SELECT count(*), sum(n_chars) FROM docs").fetchone() if _has(con, "docs", "n_chars") else (0, 0)
-    lines.append(f"documents: {_fmt(docs)}   characters: {_fmt(chars)}")
-    if _has(con, "docs", "source"):
-        lines.append("per source:")
-        rows = con.execute("SELECT source, count(*), sum(n_chars) FROM docs GROUP BY source ORDER BY 3 DESC").fetchall()
-        lines += aligned([[src, _fmt(n), "docs", _fmt(c), "chars"] for src, n, c in rows], right={1, 3})
-    drops = con.execute("SELECT stage, reason, count(*) FROM rejected GROUP BY ALL ORDER BY 1, 3 DESC").fetchall()
-    if drops:
-        lines.append("dropped (rejected) per reason:")
-        lines += aligned([[st, reason, _fmt(n)] for st, reason, n in drops], right={2})
-    quarantined = con.execute("SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 2 DESC").fetchall()
-    if quarantined:
-        lines.append("quarantined per reason:")
-        lines += aligned([[reason, _fmt(n)] for reason, n in quarantined], right={1})
+    kept = _per_source(con, "docs")
+    rejected = con.execute("SELECT source, stage, reason, count(*), coalesce(sum(n_chars), 0) FROM rejected "
+                           "GROUP BY ALL ORDER BY 5 DESC, 4 DESC, 1, 2, 3").fetchall()
+    drops: dict = {}
+    for _, stage, reason, n, _ in rejected:
+        drops[(stage, reason)] = drops.get((stage, reason), 0) + n
+    dup = 0
     if _has(con, "ingest", "id"):
         dup = con.execute("SELECT count(*) FROM (SELECT id FROM ingest GROUP BY id HAVING count(*) > 1)").fetchone()[0]
-        if dup:
-            lines.append(f"duplicate input ids: {_fmt(dup)} ids occur more than once "
-                         "(query: SELECT id, count(*) FROM ingest GROUP BY id HAVING count(*) > 1)")
-    lines += retention_lines(con, list(order))
-    for module, func in STAGE_SUMMARIES:  # the stages' own sections (pipeline/running/stage_table.py)
-        lines += getattr(importlib.import_module(module), func)(con)
-    con.close()
+    return {
+        "stages": [{"stage": st, "shards": n, "docs_in": int(i or 0), "kept": int(k or 0), "rejected": int(r or 0),
+                    "quarantined": int(q or 0), "seconds": round(s or 0, 3)} for st, n, i, k, r, q, s in stages],
+        "documents": sum(n for _, n, _ in kept), "characters": sum(c for _, _, c in kept),
+        "per_source": [{"source": s, "docs": n, "chars": c} for s, n, c in kept] if _has(con, "docs", "source") else [],
+        "dropped": [{"stage": st, "reason": r, "docs": n}
+                    for (st, r), n in sorted(drops.items(), key=lambda x: (x[0][0], -x[1], x[0][1]))],
+        "quarantined": [{"reason": r, "docs": n} for r, n in con.execute(
+            "SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 2 DESC, 1").fetchall()],
+        "duplicate_input_ids": dup,
+        "retention": retention(con, stage_names, counts=(kept, rejected)),
+    }
+
+
+def figure_lines(f: dict) -> list[str]:
+    """`figures` as the text of `curate stats` (without the stages' own sections)."""
+    lines = ["stages:"]
+    lines += aligned([[s["stage"], s["shards"], "shards", "in", _fmt(s["docs_in"]), "kept", _fmt(s["kept"]),
+                       "rejected", _fmt(s["rejected"]), "quarantined", _fmt(s["quarantined"]), f"{s['seconds']:.1f}s"]
+                      for s in f["stages"]], right={1, 4, 6, 8, 10, 11})
+    lines.append(f"documents: {_fmt(f['documents'])}   characters: {_fmt(f['characters'])}")
+    if f["per_source"]:
+        lines.append("per source:")
+        lines += aligned([[r["source"], _fmt(r["docs"]), "docs", _fmt(r["chars"]), "chars"] for r in f["per_source"]],
+                         right={1, 3})
+    if f["dropped"]:
+        lines.append("dropped (rejected) per reason:")
+        lines += aligned([[r["stage"], r["reason"], _fmt(r["docs"])] for r in f["dropped"]], right={2})
+    if f["quarantined"]:
+        lines.append("quarantined per reason:")
+        lines += aligned([[r["reason"], _fmt(r["docs"])] for r in f["quarantined"]], right={1})
+    if f["duplicate_input_ids"]:
+        lines.append(f"duplicate input ids: {_fmt(f['duplicate_input_ids'])} ids occur more than once "
+                     "(query: SELECT id, count(*) FROM ingest GROUP BY id HAVING count(*) > 1)")
+    return lines + retention_lines(f["retention"])
+
+
+def _stage_sections(con) -> dict[str, list[str]]:
+    """The stages' own sections (pipeline/running/stage_table.py), by `module:function`."""
+    return {f"{module}:{func}": getattr(importlib.import_module(module), func)(con) for module, func in STAGE_SUMMARIES}
+
+
+def summary(run_dir: str | Path) -> dict:
+    """`curate stats --json`: `figures`, and each stage section's lines under `sections`."""
+    con = open_catalog(run_dir)
+    try:
+        out = {"run": str(run_dir), **figures(con, read_stage_names(Path(run_dir)))}
+        out["sections"] = {k: v for k, v in _stage_sections(con).items() if v}
+    finally:
+        con.close()
+    ret = out["retention"]
+    if ret:  # tuples as named fields
+        for r in ret["rows"] + ret["losing"]:
+            r["reasons"] = [{"reason": name, "docs": n, "chars": c} for name, n, c in r["reasons"]]
+        if ret["domains"]:
+            stage, rows = ret["domains"]
+            ret["domains"] = {"stage": stage, "rows": [dict(zip(("domain", "docs_in", "chars_in", "docs_kept", "chars_kept"),
+                                                                r)) for r in rows]}
+    return out
+
+
+def summary_lines(run_dir: str | Path) -> list[str]:
+    con = open_catalog(run_dir)
+    try:
+        lines = [f"run {run_dir}"] + figure_lines(figures(con, read_stage_names(Path(run_dir))))
+        for section in _stage_sections(con).values():
+            lines += section
+    finally:
+        con.close()
     return lines
 
 
@@ -61,21 +135,21 @@ TOP_SOURCES = 15  # rows before the rest fold into "other": readable with hundre
 LOSS_WARN = 0.5   # warn when a source loses more than this share of its characters
 
 
-def retention(con, stage_names: list[str], top: int = TOP_SOURCES) -> dict | None:
+def retention(con, stage_names: list[str], top: int = TOP_SOURCES, counts: tuple | None = None) -> dict | None:
     """Documents and characters in (the `ingest` view) vs kept (`docs`) per source, the top reasons
     per source (from `rejected`), sources past `top` folded into one `other` row; None without
-    ingest or source columns."""
+    ingest or source columns. `counts`: (docs per source, rejected per source/stage/reason) as
+    `figures` read them, so the views are not read again."""
     if not (_has(con, "ingest", "source") and _has(con, "ingest", "n_chars") and _has(con, "docs", "n_chars")):
         return None
-    rows = con.execute("""
-        WITH i AS (SELECT source, count(*) AS d, sum(n_chars) AS c FROM ingest GROUP BY 1),
-             k AS (SELECT source, count(*) AS d, sum(n_chars) AS c FROM docs GROUP BY 1)
-        SELECT i.source, i.d, coalesce(i.c, 0), coalesce(k.d, 0), coalesce(k.c, 0)
-        FROM i LEFT JOIN k ON i.source IS NOT DISTINCT FROM k.source ORDER BY 3 DESC, 1""").fetchall()
+    kept, rejected = counts or (_per_source(con, "docs"), con.execute(
+        "SELECT source, stage, reason, count(*), coalesce(sum(n_chars), 0) FROM rejected "
+        "GROUP BY ALL ORDER BY 5 DESC, 4 DESC, 1, 2, 3").fetchall())
+    k = {s: (n, c) for s, n, c in kept}
+    rows = sorted(((s, n, c, *k.get(s, (0, 0))) for s, n, c in _per_source(con, "ingest")),
+                  key=lambda r: (-r[2], str(r[0])))
     reasons: dict = {}
-    for src, stage, reason, n, c in con.execute(
-            "SELECT source, stage, reason, count(*), coalesce(sum(n_chars), 0) FROM rejected "
-            "GROUP BY ALL ORDER BY 5 DESC, 4 DESC").fetchall():
+    for src, stage, reason, n, c in rejected:
         reasons.setdefault(src, []).append((f"{stage}/{reason}", n, c))
     per = [{"source": s, "docs_in": di, "chars_in": ci, "docs_kept": dk, "chars_kept": ck,
             "reasons": reasons.get(s, [])} for s, di, ci, dk, ck in rows]
@@ -114,8 +188,7 @@ def _share(kept, total) -> str:
     return f"{100 * kept / total:.1f}%" if total else "-"
 
 
-def retention_lines(con, stage_names: list[str], top: int = TOP_SOURCES) -> list[str]:
-    ret = retention(con, stage_names, top)
+def retention_lines(ret: dict | None, top: int = TOP_SOURCES) -> list[str]:
     if ret is None:
         return []
     t = ret["total"]
