@@ -181,6 +181,7 @@ def _expand(spec: InputSpec, index: int) -> tuple[list[tuple[str, str]], list[st
         paths = sorted(x for x in glob.glob(p, recursive=True) if not os.path.isdir(x))
     elif os.path.isdir(p):
         paths, hidden = _list_dir(p)
+        paths = hf_input.saved_dataset_objects(paths)  # a save_to_disk folder inside: its Arrow files
     elif os.path.lexists(p):  # a file, or a FIFO or dangling link that its reader quarantines
         paths = [p]
     else:
@@ -214,13 +215,13 @@ def default_source(path: str) -> str:
     is a split name or absent, the nearest folder that is not part of Hugging Face's layout."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     stem = name
-    for suffix in (*COMPRESSED, *JSONL_SUFFIXES, ".parquet", ".txt"):
+    for suffix in (*COMPRESSED, *JSONL_SUFFIXES, ".parquet", ".arrow", ".txt"):
         stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
     m = _SHARD.match(stem)
     if not m:
         return name.split(".")[0]
     prefix = m.group("prefix")
-    if prefix and prefix.lower() not in _SPLITS:
+    if prefix and prefix.lower() not in _LAYOUT_DIRS:  # `data-00000-of-00002.arrow` (save_to_disk) names no dataset
         return prefix
     folders = path.split("://", 1)[-1].split("/")[:-1] if "://" in path else Path(path).absolute().parts[:-1]
     return next((d for d in reversed(folders) if d and d.lower() not in _LAYOUT_DIRS and d != "/"),

@@ -185,19 +185,24 @@ def test_save_to_disk_folder_is_a_dataset_under_auto(tmp_path):
     import datasets
 
     ds = _pydoc_dataset(1000)
-    ds.save_to_disk(str(tmp_path / "saved"), max_shard_size="100KB")  # several Arrow files
-    assert len(list((tmp_path / "saved").glob("*.arrow"))) > 1
-    docs, quarantined = _ingest([InputSpec(str(tmp_path / "saved"))], tmp_path / "w")
+    sets = tmp_path / "sets"
+    ds.save_to_disk(str(sets / "saved"), max_shard_size="100KB")  # several Arrow files
+    assert len(list((sets / "saved").glob("*.arrow"))) > 1
+    docs, quarantined = _ingest([InputSpec(str(sets / "saved"))], tmp_path / "w")
     assert quarantined == [] and [d["id"] for d in docs] == [f"r{i}" for i in range(1000)]
     assert {d["source"] for d in docs} == {"saved"} and json.loads(docs[7]["meta"]) == {"n": 7}
     dd = datasets.DatasetDict({"train": ds.select(range(30)), "test": ds.select(range(30, 40))})
-    dd.save_to_disk(str(tmp_path / "dict"))
-    docs, _ = _ingest([InputSpec(str(tmp_path / "dict"), split="test")], tmp_path / "d")
+    dd.save_to_disk(str(sets / "dict"))
+    docs, _ = _ingest([InputSpec(str(sets / "dict"), split="test")], tmp_path / "d")
     assert [d["id"] for d in docs] == [f"r{i}" for i in range(30, 40)]
-    docs, _ = _ingest([InputSpec(str(tmp_path / "dict"))], tmp_path / "a")
+    docs, _ = _ingest([InputSpec(str(sets / "dict"))], tmp_path / "a")
     assert len(docs) == 40
     with pytest.raises(ValueError, match=r"inputs\[0\].split: 'dev' is not a split"):
-        plan_tasks([InputSpec(str(tmp_path / "dict"), split="dev")], IngestConfig())
+        plan_tasks([InputSpec(str(sets / "dict"), split="dev")], IngestConfig())
+    # Inside a folder given as the input, a save_to_disk folder is a dataset too, named by its folder.
+    docs, quarantined = _ingest([InputSpec(str(sets))], tmp_path / "n")
+    assert quarantined == [] and len(docs) == 1000 + 40
+    assert {d["source"] for d in docs} == {"saved", "dict"}
 
 
 def test_dataset_in_the_local_hugging_face_cache_is_read_offline(tmp_path, monkeypatch):
