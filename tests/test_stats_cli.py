@@ -72,3 +72,29 @@ def test_query_on_an_unknown_view_lists_the_views(run_dir):
     listed = r.stderr.split("views:")[-1]
     for view in ("docs", "ingest", LONG_STAGE, "domain", "rejected", "quarantine", "shards"):
         assert view in listed, r.stderr
+
+
+def test_stats_json_holds_the_same_figures(run_dir):
+    """`curate stats --json`: one object whose figures are the catalog's, and the text's."""
+    import json
+
+    from curate.pipeline.catalog.db import query
+
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "stats", str(run_dir), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    one = lambda sql: query(run_dir, sql).to_pylist()  # noqa: E731
+    assert got["documents"] == one("SELECT count(*) AS n FROM docs")[0]["n"] > 0
+    assert got["characters"] == one("SELECT sum(n_chars) AS c FROM docs")[0]["c"]
+    assert {(s["source"], s["docs"], s["chars"]) for s in got["per_source"]} == {
+        (x["source"], x["n"], x["c"]) for x in one("SELECT source, count(*) AS n, sum(n_chars) AS c FROM docs GROUP BY 1")}
+    assert {(d["stage"], d["reason"], d["docs"]) for d in got["dropped"]} == {
+        (x["stage"], x["reason"], x["n"]) for x in one("SELECT stage, reason, count(*) AS n FROM rejected GROUP BY ALL")}
+    assert got["dropped"] and [s["stage"] for s in got["stages"]] == ["ingest", LONG_STAGE, "domain"]
+    t = got["retention"]["total"]
+    assert (t["docs_in"], t["docs_kept"]) == (got["stages"][0]["kept"], got["documents"])
+    # The text shows the same numbers.
+    text = stats_text(str(run_dir))
+    assert f"documents: {got['documents']:,}   characters: {got['characters']:,}" in text
+    assert any(line.startswith("  domain") for line in got["sections"]["curate.pipeline.reporting.annotate_summary:annotate_summary"])
