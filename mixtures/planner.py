@@ -1,5 +1,5 @@
-"""The planner: recipe + available tokens -> plan.json (a `records.plan.Plan`, returned as its
-dict), its table and blend strings.
+"""The planner: recipe + available tokens -> plan.json (`plan_mixture` gives the typed
+`records.plan.Plan`, `build_plan` its dict), its table and blend strings.
 
 Order of work: resolve the LR schedule for the budget; let the recipe's weight rule cut the
 budget into phases (boundaries aligned to whole training steps) with weights per group; turn
@@ -16,8 +16,8 @@ from curate.mixtures.allocate import allocate_phases
 from curate.mixtures.groups import Availability, tokens_per_char_kind
 from curate.mixtures.recipes import Recipe, RecipeError
 from curate.mixtures.schedule import lr_at
-from curate.mixtures.weights import phases_for, qa_epoch_cap, qa_groups
-from curate.records.plan import Plan, PlanGroup, PlanPhase, Unassigned
+from curate.mixtures.weights import PhaseWeights
+from curate.records.plan import Plan, PlanGroup, PlanPhase, PlanRole, Unassigned
 
 SCHEMA_VERSION = 1
 
@@ -36,10 +36,23 @@ def _positive_int(value, what: str) -> int:
     return int(value)
 
 
-def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
-               batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
-               max_epochs: float | None = None, allow_redistribute: bool | None = None) -> dict:
-    """The mixture plan as a plan.json dict (`records.plan.Plan.to_dict`).
+def _budget(availability: Availability, total_tokens: int | float | None, step: int) -> int:
+    """The training budget in tokens: `total_tokens`, or one pass over the groups in whole steps."""
+    if total_tokens is None:
+        total_tokens = sum(g.available_tokens for g in availability.groups) // step * step
+        if total_tokens == 0:
+            raise RecipeError(f"tokens: the groups hold less than one step ({step} tokens); "
+                              "give --tokens or check the groups' predicates")
+    total_tokens = _positive_int(total_tokens, "tokens")
+    if total_tokens < step:
+        raise RecipeError(f"tokens: budget {total_tokens} is less than one step ({step} tokens)")
+    return total_tokens
+
+
+def plan_mixture(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
+                 batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
+                 max_epochs: float | None = None, allow_redistribute: bool | None = None) -> Plan:
+    """The mixture plan (plan.json as a `records.plan.Plan`; `.to_dict()` is the file's JSON).
 
     `total_tokens`: the training budget, a whole number (a float such as 2e9 is accepted);
     None = every token available in the groups (one pass), rounded down to whole steps.
@@ -49,14 +62,7 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
     seq_len = _positive_int(seq_len, "seq_len")
     batch_size = _positive_int(batch_size, "batch_size")
     step = seq_len * batch_size
-    if total_tokens is None:
-        total_tokens = sum(g.available_tokens for g in availability.groups) // step * step
-        if total_tokens == 0:
-            raise RecipeError(f"tokens: the groups hold less than one step ({step} tokens); "
-                              "give --tokens or check the groups' predicates")
-    total_tokens = _positive_int(total_tokens, "tokens")
-    if total_tokens < step:
-        raise RecipeError(f"tokens: budget {total_tokens} is less than one step ({step} tokens)")
+    total_tokens = _budget(availability, total_tokens, step)
     max_epochs = recipe.max_epochs if max_epochs is None else max_epochs
     if not max_epochs > 0:
         raise RecipeError(f"max_epochs: must be > 0, got {max_epochs}")
@@ -67,26 +73,54 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         raise RecipeError(f"schedule.{e}") from None
 
     avail = {g.name: g.available_tokens for g in availability.groups}
-    phases = phases_for(recipe, schedule, avail, step, max_epochs)
-    caps = group_caps(recipe, avail, max_epochs)
+    phases = recipe.rule.phase_weights(recipe, schedule, avail, step, max_epochs)
+    caps = recipe.rule.group_caps(recipe, avail, max_epochs)
     allocs, moves = allocate_phases([(p.name, p.end_token - p.start_token, p.weights, p.tokens) for p in phases],
                                     avail, caps, redistribute)
-    rule_moves = [m for p in phases for m in p.moves]  # the rule's own notes say why
-
-    out_phases = []
+    role = {g: recipe.role_of(g) or "-" for g in avail}
     moved = {m.phase for m in moves}
-    for p, alloc in zip(phases, allocs):
-        n = p.end_token - p.start_token
-        # Weights are the recipe's unless the epoch cap moved tokens; then what was granted.
-        weights = {g: alloc[g] / n for g in avail} if p.name in moved else dict(p.weights)
-        out_phases.append(PlanPhase(
-            name=p.name, start_token=p.start_token, end_token=p.end_token,
-            start_step=p.start_token // step, end_step=-(-p.end_token // step),
-            lr_start=lr_at(schedule, p.start_token), lr_end=lr_at(schedule, p.end_token),
-            boundary=p.boundary, requested_weights=dict(p.weights), weights=weights,
-            tokens=dict(alloc), megatron_blend=megatron_blend(weights),
-        ))
+    out_phases = [_plan_phase(p, alloc, schedule, step, p.name in moved, role) for p, alloc in zip(phases, allocs)]
     out_groups = [_plan_group(g, recipe, sum(a[g.name] for a in allocs), caps[g.name]) for g in availability.groups]
+    return Plan(
+        schema_version=SCHEMA_VERSION, recipe=recipe.name, recipe_kind=recipe.kind,
+        total_tokens=total_tokens, seq_len=seq_len, batch_size=batch_size,
+        tokens_per_step=step, total_steps=-(-total_tokens // step),
+        token_counts=availability.token_counts, tokens_per_char=availability.tokens_per_char,
+        tokens_per_char_source=availability.tokens_per_char_source,
+        max_epochs=max_epochs, allow_redistribute=redistribute,
+        schedule=schedule, groups=out_groups, phases=out_phases,
+        redistributed=[m for p in phases for m in p.moves] + list(moves),  # the rule's own notes say why
+        unassigned=Unassigned(documents=availability.unassigned_documents, tokens=availability.unassigned_tokens),
+        warnings=_warnings(recipe, phases, availability, moves, avail, caps),
+        summary=summary_line(out_phases, out_groups, recipe.rule.describe(recipe, max_epochs)),
+    )
+
+
+def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int,
+               **kw) -> dict:
+    """`plan_mixture(...)` as the plan.json dict, for callers that take dicts (the proxy and target
+    plans of `curate search`, tests and benches that write plan.json themselves)."""
+    return plan_mixture(recipe, availability, total_tokens, seq_len, **kw).to_dict()
+
+
+def _plan_phase(p: PhaseWeights, alloc: dict[str, int], schedule, step: int, moved: bool,
+                role: dict[str, str]) -> PlanPhase:
+    n = p.end_token - p.start_token
+    # Weights are the recipe's unless the epoch cap moved tokens; then what was granted.
+    weights = {g: alloc[g] / n for g in alloc} if moved else dict(p.weights)
+    return PlanPhase(
+        name=p.name, start_token=p.start_token, end_token=p.end_token,
+        start_step=p.start_token // step, end_step=-(-p.end_token // step),
+        lr_start=lr_at(schedule, p.start_token), lr_end=lr_at(schedule, p.end_token),
+        boundary=p.boundary, requested_weights=dict(p.weights), weights=weights,
+        tokens=dict(alloc), megatron_blend=megatron_blend(weights), roles=phase_roles(alloc, n, role),
+    )
+
+
+def _warnings(recipe: Recipe, phases: list[PhaseWeights], availability: Availability, moves: list,
+              avail: dict[str, int], caps: dict[str, float]) -> list[str]:
+    """The plan's notes: how the recipe was read, the rule's own, what no group takes, estimated
+    counts, and each move the epoch cap made."""
     warnings = recipe.notes() + [n for p in phases for n in p.notes]
     if availability.unassigned_documents:
         warnings.append(f"{availability.unassigned_documents} documents (~{availability.unassigned_tokens} "
@@ -97,19 +131,7 @@ def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | f
         why = "it has no tokens" if avail[m.group] == 0 else f"{caps[m.group]:g}-epoch cap"
         warnings.append(f"phase {m.phase!r}: group {m.group!r} capped at {m.granted_tokens} of "
                         f"{m.requested_tokens} requested tokens ({why}); the rest went to the phase's other groups")
-    plan = Plan(
-        schema_version=SCHEMA_VERSION, recipe=recipe.name, recipe_kind=recipe.kind,
-        total_tokens=total_tokens, seq_len=seq_len, batch_size=batch_size,
-        tokens_per_step=step, total_steps=-(-total_tokens // step),
-        token_counts=availability.token_counts, tokens_per_char=availability.tokens_per_char,
-        tokens_per_char_source=availability.tokens_per_char_source,
-        max_epochs=max_epochs, allow_redistribute=redistribute,
-        schedule=schedule, groups=out_groups, phases=out_phases,
-        redistributed=rule_moves + list(moves),
-        unassigned=Unassigned(documents=availability.unassigned_documents, tokens=availability.unassigned_tokens),
-        warnings=warnings,
-    ).to_dict()
-    return with_roles(plan, recipe)
+    return warnings
 
 
 def _plan_group(g, recipe: Recipe, asked: int, cap: float) -> PlanGroup:
@@ -118,49 +140,31 @@ def _plan_group(g, recipe: Recipe, asked: int, cap: float) -> PlanGroup:
                      epochs=asked / g.available_tokens if g.available_tokens else 0.0, max_epochs=cap)
 
 
-def group_caps(recipe: Recipe, available: dict[str, int], max_epochs: float) -> dict[str, float]:
-    """The epoch cap of every group: max_epochs, but the reuse recipe's qa groups have their own."""
-    qa = set(qa_groups(recipe, available)) if recipe.kind == "reuse" else set()
-    return {g: qa_epoch_cap(recipe, max_epochs) if g in qa else max_epochs for g in available}
+def phase_roles(tokens: dict[str, int], n: int, role: dict[str, str]) -> dict[str, PlanRole]:
+    """Share and tokens per role of a phase of `n` tokens (groups without a role under "-")."""
+    acc: dict[str, tuple[int, list[str]]] = {}
+    for g, t in tokens.items():
+        got, groups = acc.get(role[g], (0, []))
+        acc[role[g]] = (got + t, groups + [g])
+    return {r: PlanRole(share=t / n, tokens=t, groups=groups) for r, (t, groups) in acc.items()}
 
 
-def with_roles(plan: dict, recipe: Recipe) -> dict:
-    """`plan` with each phase's `roles` (share and tokens per role; groups without one under
-    "-") and the `summary` line that names the QA data's tokens and epochs, so a reader sees at
-    once whether a QA blend holds QA."""
-    role = {g["name"]: g["role"] or "-" for g in plan["groups"]}
-    for p in plan["phases"]:
-        n = p["end_token"] - p["start_token"]
-        roles: dict[str, dict] = {}
-        for g, t in p["tokens"].items():
-            r = roles.setdefault(role[g], {"share": 0.0, "tokens": 0, "groups": []})
-            r["tokens"] += t
-            r["groups"].append(g)
-        for r in roles.values():
-            r["share"] = r["tokens"] / n
-        p["roles"] = roles
-    plan["summary"] = summary_line(plan, recipe)
-    return plan
-
-
-def summary_line(plan: dict, recipe: Recipe) -> str:
-    """One line per plan: the last phase's role shares, and the QA tokens and epochs."""
-    last = plan["phases"][-1]
-    shares = ", ".join(f"{'no role' if r == '-' else r} {v['share']:.1%}" for r, v in last["roles"].items()
-                       if v["tokens"])
-    line = f"phase {last['name']!r}: {shares}"
-    qa = [g for g in plan["groups"] if g["role"] == "qa"]
+def summary_line(phases: list[PlanPhase], groups: list[PlanGroup], settings: str = "") -> str:
+    """One line per plan: the last phase's role shares, and the QA tokens and epochs (then the
+    recipe's `settings`, e.g. the reuse recipe's qa_share and QA cap)."""
+    last = phases[-1]
+    shares = ", ".join(f"{'no role' if r == '-' else r} {v.share:.1%}" for r, v in last.roles.items() if v.tokens)
+    line = f"phase {last.name!r}: {shares}"
+    qa = [g for g in groups if g.role == "qa"]
     if not qa:
         return line
-    tokens = {p["name"]: sum(p["tokens"][g["name"]] for g in qa) for p in plan["phases"]}
-    avail = sum(g["available_tokens"] for g in qa)
+    tokens = {p.name: sum(p.tokens[g.name] for g in qa) for p in phases}
+    avail = sum(g.available_tokens for g in qa)
     total = sum(tokens.values())
     where = ", ".join(f"{t:,} in {name!r}" for name, t in tokens.items() if t) or "none in any phase"
     line += (f"; QA: {total:,} tokens ({where}), {total / avail if avail else 0:.2f} epochs of its "
              f"{avail:,} available")
-    if recipe.kind == "reuse":
-        line += f" (qa_share {recipe.qa_share:g}, cap {qa_epoch_cap(recipe, plan['max_epochs']):g} epochs)"
-    return line
+    return line + (f" ({settings})" if settings else "")
 
 
 def _estimate_note(ratio: float, source: str) -> str:
@@ -190,7 +194,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def format_table(plan: Plan | dict) -> str:
     """Requested vs available vs epochs, per phase and for the whole plan (`curate plan`
     prints it, so the mixture is seen before training)."""
-    raw, plan = plan, Plan.of(plan)
+    plan = Plan.of(plan)
     groups = plan.groups
     est = "estimated" if plan.token_counts == "estimated" else "exact"
     lines = [f"plan {plan.recipe!r} ({plan.recipe_kind}): {plan.total_tokens:,} tokens, "
@@ -198,11 +202,10 @@ def format_table(plan: Plan | dict) -> str:
              f"available tokens {est}"]
     s = plan.schedule
     lines.append(f"schedule {s.kind}: lr {s.lr_start:.3g} -> {s.lr_end:.3g}, warmup {s.warmup_tokens:,} tokens")
-    if isinstance(raw, dict) and raw.get("summary"):
-        lines.append(f"summary: {raw['summary']}")
+    if plan.summary:
+        lines.append(f"summary: {plan.summary}")
     header = ["group", "role", "weight", "requested", "available", "epochs"]
-    raw_phases = raw.get("phases", []) if isinstance(raw, dict) else []
-    for i, p in enumerate(plan.phases):
+    for p in plan.phases:
         ends = f", ends at {p.boundary}" if p.boundary else ""
         lines.append("")
         lines.append(f"phase {p.name!r}: tokens {p.start_token:,} .. {p.end_token:,} "
@@ -213,10 +216,9 @@ def format_table(plan: Plan | dict) -> str:
             rows.append([g.name, g.role or "-", f"{p.weights[g.name]:.4f}", f"{n:,}", f"{av:,}",
                          f"{n / av:.3f}" if av else ("-" if n == 0 else "inf")])
         lines += _table(header, rows)
-        roles = raw_phases[i].get("roles") if i < len(raw_phases) else None
-        if roles:
-            lines.append("  roles: " + ", ".join(f"{r} {v['share']:.2%} ({v['tokens']:,} tokens)"
-                                                 for r, v in roles.items()))
+        if p.roles:
+            lines.append("  roles: " + ", ".join(f"{r} {v.share:.2%} ({v.tokens:,} tokens)"
+                                                 for r, v in p.roles.items()))
     lines.append("")
     lines.append(f"whole plan (max_epochs {plan.max_epochs:g}):")
     rows = [[g.name, g.role or "-", f"{g.requested_tokens / plan.total_tokens:.4f}",

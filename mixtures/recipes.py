@@ -2,8 +2,10 @@
 
 A recipe names its groups (first-match SQL slices, see groups.py), gives groups roles
 (`general`, `high_quality`, `qa`, `target`, or any other name), sets the LR schedule, and
-picks a `kind` whose weight rule lives in weights.py. Shipped recipes are in
-`configs/recipes/<name>.yaml`; `load_recipe` accepts such a name or a path to a YAML file.
+picks a `kind`: a class in `mixtures/kinds.py`'s RECIPE_KINDS table (its own fields beside the
+common ones below, and its weight rule), or a user's own class given as `kind: "module:Class"`.
+Shipped recipes are in `configs/recipes/<name>.yaml`; `load_recipe` accepts such a name or a
+path to a YAML file.
 """
 
 from __future__ import annotations
@@ -18,12 +20,8 @@ from curate.mixtures.schedule import Schedule, check_boundary
 from curate.records.errors import ConfigError
 from curate.records.typed import build
 
-RECIPE_KINDS = ("natural", "temperature", "unimax", "reuse", "upsample-end", "custom")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 _TRIAL_TOKENS = 1 << 40  # budget of the trial schedule ScheduleSpec validates itself with
-QA_SHARE = 0.12
-"""The reuse recipe's default QA share of its QA blend: Parmar et al. 2024 (arXiv:2407.07263),
-the blend-weight figure of their QA blend, where QA data is about 12% of the phase's tokens."""
 
 
 class RecipeError(ValueError):
@@ -37,20 +35,6 @@ def _groups(value: Any, path: str) -> list[Group]:
     except GroupError as e:
         where, _, message = str(e).partition(": ")
         raise ConfigError(where, message) from None
-
-
-# Recipe fields every kind reads, and those only some kinds read. A field the recipe's kind
-# does not read is refused, so a setting in the wrong recipe (tau on a natural one, a switch on
-# a custom one) cannot pass silently.
-COMMON_FIELDS = ("name", "kind", "groups", "description", "roles", "schedule", "max_epochs", "allow_redistribute")
-KIND_FIELDS = {
-    "natural": (),
-    "temperature": ("tau",),
-    "unimax": ("unimax_epochs",),
-    "reuse": ("role_weights", "switch", "qa_share", "qa_max_epochs", "qa_blend_role_weights", "qa_fraction"),
-    "upsample-end": ("end_role_weights", "end_base", "switch", "tau"),
-    "custom": ("phases",),
-}
 
 
 @dataclass
@@ -126,16 +110,51 @@ class PhaseSpec:
     """Where the phase ends; required for every phase but the last, absent on the last."""
 
 
+class RecipeKind:
+    """What a recipe kind is: a dataclass of the kind's own recipe fields (each with a docstring,
+    read from the recipe's top level beside the common fields) whose `phase_weights` cuts the
+    budget into phases with weights per group. Subclass it (and decorate with @dataclass) for a
+    kind of your own and name it in a recipe as `kind: "module:Class"`; the built-in kinds are
+    the RECIPE_KINDS table of mixtures/kinds.py. A ValueError from `__post_init__` or `check`
+    that starts with a field (`tau: must be > 0`) is reported as that recipe field."""
+
+    def check(self, recipe: "Recipe") -> None:
+        """Checks that need the whole recipe (its groups and roles); raise ValueError("field: why")."""
+
+    def phase_weights(self, recipe: "Recipe", schedule: Schedule, available: Mapping[str, int], align: int,
+                      max_epochs: float) -> list:
+        """The phases in training order (`mixtures.weights.PhaseWeights`): token ranges that tile
+        [0, schedule.total_tokens) with boundaries on multiples of `align` (a training step, see
+        `weights.split_at`), each with weights per group of `available` summing to 1.
+        `max_epochs` is the plan's epoch cap (the recipe's unless `curate plan` overrides it)."""
+        raise NotImplementedError(f"{type(self).__name__}.phase_weights")
+
+    def group_caps(self, recipe: "Recipe", available: Mapping[str, int], max_epochs: float) -> dict[str, float]:
+        """The epoch cap of every group over the plan (default: `max_epochs` for all)."""
+        return {g: max_epochs for g in available}
+
+    def notes(self) -> list[str]:
+        """What the plan's warnings should say about how the recipe was read."""
+        return []
+
+    def describe(self, recipe: "Recipe", max_epochs: float) -> str:
+        """Settings the plan's summary line names after the QA tokens (empty: none)."""
+        return ""
+
+
 @dataclass
 class Recipe:
-    """A mixture recipe (one YAML file)."""
+    """A mixture recipe (one YAML file): the fields every kind reads, and the kind's own (`rule`)."""
 
     name: str
     """Recipe name, written to plan.json."""
     kind: str
-    """Weight rule: natural, temperature, unimax, reuse, upsample-end or custom."""
+    """A name in mixtures/kinds.py's RECIPE_KINDS (natural, temperature, unimax, reuse,
+    upsample-end, custom) or a user's RecipeKind class as "module:Class"."""
     groups: list[Group] = field(metadata={"parse": _groups})
     """First-match ordered groups (`{name, where}` in YAML)."""
+    rule: RecipeKind
+    """The kind's own fields and weight rule, built from the recipe's other top-level keys."""
     description: str = ""
     """One line on what the recipe is for."""
     roles: dict[str, list[str]] = field(default_factory=dict)
@@ -147,49 +166,10 @@ class Recipe:
     allow_redistribute: bool = False
     """When a group would exceed max_epochs, move its excess to the other groups of the phase
     instead of refusing the plan; every move is reported."""
-    tau: float = 3.33
-    """temperature (and upsample-end base): p ∝ n^(1/tau); 1 = natural. 3.33 is mT5's alpha=0.3."""
-    unimax_epochs: float | None = None
-    """unimax: per-group epoch cap N of the uniform budget; null = max_epochs."""
-    role_weights: dict[str, float] = field(default_factory=dict)
-    """reuse: multiplier on each role's natural share in the general blend (roles not listed:
-    1.0); the qa role never enters the general blend."""
-    switch: Boundary | None = None
-    """reuse/upsample-end: where the final phase starts."""
-    qa_share: float | None = None
-    """reuse: share of the QA blend's tokens given to the qa role's groups, whatever the size of
-    the other roles (null: QA_SHARE, the paper's ~0.12). Split among qa groups by size."""
-    qa_max_epochs: float | None = None
-    """reuse: most passes over each qa group (null: max_epochs); where qa_share would need more,
-    the QA share is lowered to what the cap allows and the plan says so. 1.5 and 3.5 are the
-    paper's QA-epoch variants."""
-    qa_blend_role_weights: dict[str, float] | None = None
-    """reuse: multiplier per role on the natural share of the QA blend's non-QA part (the
-    1 - qa_share rest); null: role_weights, so the rest is the general blend."""
-    qa_fraction: float | None = None
-    """reuse, old name: read as qa_share (the qa role's share alone; it no longer includes the
-    target role, whose weight is role_weights'), with a note in the plan."""
-    end_role_weights: dict[str, float] = field(default_factory=dict)
-    """upsample-end: multiplier on each role's share in the final phase."""
-    end_base: str = "natural"
-    """upsample-end: the blend before the switch, natural or temperature."""
-    phases: list[PhaseSpec] = field(default_factory=list)
-    """custom: the explicit phases, in training order."""
 
     def __post_init__(self) -> None:
-        if self.kind not in RECIPE_KINDS:
-            raise ValueError(f"kind: got {self.kind!r}; valid: {', '.join(RECIPE_KINDS)}")
         if not self.max_epochs > 0:
             raise ValueError(f"max_epochs: must be > 0, got {self.max_epochs}")
-        if not self.tau > 0:
-            raise ValueError(f"tau: must be > 0, got {self.tau}")
-        if self.unimax_epochs is not None and not self.unimax_epochs > 0:
-            raise ValueError(f"unimax_epochs: must be > 0 or null, got {self.unimax_epochs}")
-        self._resolve_qa_share()
-        if self.qa_max_epochs is not None and not self.qa_max_epochs > 0:
-            raise ValueError(f"qa_max_epochs: must be > 0 or null, got {self.qa_max_epochs}")
-        if self.end_base not in ("natural", "temperature"):
-            raise ValueError(f"end_base: got {self.end_base!r}; valid: natural, temperature")
         names = [g.name for g in self.groups]
         seen: dict[str, str] = {}
         for role, members in self.roles.items():
@@ -201,79 +181,10 @@ class Recipe:
                 if g in seen:
                     raise ValueError(f"roles: group {g!r} has two roles, {seen[g]!r} and {role!r}")
                 seen[g] = role
-        for key in ("role_weights", "end_role_weights", "qa_blend_role_weights"):
-            for role, w in (getattr(self, key) or {}).items():
-                if role not in self.roles:
-                    known = ", ".join(self.roles) or "none"
-                    raise ValueError(f"{key}: role {role!r} is not one of the recipe's roles ({known}); "
-                                     "give it groups under `roles` or fix its name")
-                if not w >= 0:
-                    raise ValueError(f"{key}: weight of role {role!r} must be >= 0, got {w}")
-        if self.kind in ("reuse", "upsample-end") and self.switch is None:
-            raise ValueError(f"switch: a {self.kind} recipe needs a switch boundary")
-        if self.kind == "reuse" and not any(r in self.roles and self.roles[r] for r in ("qa", "target")):
-            raise ValueError("roles: a reuse recipe needs at least one group with role qa or target")
-        if self.kind == "upsample-end" and not any(self.roles.get(r) for r in self.end_role_weights):
-            raise ValueError("end_role_weights: name at least one role that has groups, e.g. {target: 4.0}")
-        if self.kind == "custom":
-            self._check_phases(names)
-
-    def _resolve_qa_share(self) -> None:
-        """qa_share from itself, the old qa_fraction, or the default; in (0, 1)."""
-        if self.qa_fraction is not None:
-            if self.qa_share is not None:
-                raise ValueError("qa_fraction: the old name of qa_share; give only qa_share")
-            self.qa_share, key = self.qa_fraction, "qa_fraction"
-        else:
-            key = "qa_share"
-            if self.qa_share is None:
-                self.qa_share = QA_SHARE
-        if not 0 < self.qa_share < 1:
-            raise ValueError(f"{key}: must be in (0, 1), got {self.qa_share}")
 
     def notes(self) -> list[str]:
         """What the plan should tell the reader about how this recipe was read."""
-        if self.qa_fraction is None:
-            return []
-        return [f"recipe field qa_fraction ({self.qa_fraction:g}) is read as qa_share: the qa role's share of "
-                "the QA blend, no longer shared with the target role (whose weight is role_weights); rename it "
-                "qa_share"]
-
-    def _check_phases(self, names: list[str]) -> None:
-        if not self.phases:
-            raise ValueError("phases: a custom recipe needs at least one phase")
-        seen = set()
-        for i, p in enumerate(self.phases):
-            last = i == len(self.phases) - 1
-            if p.name in seen:
-                raise ValueError(f"phases: phase name {p.name!r} is used twice")
-            seen.add(p.name)
-            if (p.until is None) != last:
-                raise ValueError(f"phases[{i}].until: every phase but the last needs `until`; the last has none")
-            unknown = sorted(set(p.weights) - set(names))
-            if unknown:
-                raise ValueError(f"phases[{i}].weights: unknown group {unknown[0]!r}; groups: {', '.join(names)}")
-            if any(w < 0 for w in p.weights.values()):
-                raise ValueError(f"phases[{i}].weights: weights must be >= 0")
-            total = sum(p.weights.values())
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"phases[{i}].weights: weights of phase {p.name!r} sum to {total:.6g}, not 1")
-
-    @classmethod
-    def refused_field(cls, data: Mapping[str, Any]) -> tuple[str, str] | None:
-        """A field this recipe's kind does not read (see KIND_FIELDS), with why."""
-        kind = data.get("kind")
-        if kind not in KIND_FIELDS:
-            return None  # __post_init__ names the valid kinds
-        used = COMMON_FIELDS + KIND_FIELDS[kind]
-        for k in data:
-            if k not in used:
-                extra = ", ".join(KIND_FIELDS[kind]) or "none"
-                return k, (f"not used by a {kind} recipe; remove it or change `kind` "
-                           f"(fields of a {kind} recipe beyond the common ones: {extra})")
-        if kind == "upsample-end" and "tau" in data and data.get("end_base", "natural") != "temperature":
-            return "tau", "only used with end_base: temperature; remove it or set end_base"
-        return None
+        return self.rule.notes()
 
     def role_of(self, group: str) -> str | None:
         for role, members in self.roles.items():
@@ -281,12 +192,90 @@ class Recipe:
                 return role
         return None
 
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+
+COMMON_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "rule")
+
+
+def check_role_weights(recipe: Recipe, key: str, weights: Mapping[str, float] | None) -> None:
+    """`weights` (the recipe field `key`: role -> multiplier) names roles the recipe has, with
+    weights >= 0; ValueError naming `key` otherwise."""
+    for role, w in (weights or {}).items():
+        if role not in recipe.roles:
+            known = ", ".join(recipe.roles) or "none"
+            raise ValueError(f"{key}: role {role!r} is not one of the recipe's roles ({known}); "
+                             "give it groups under `roles` or fix its name")
+        if not w >= 0:
+            raise ValueError(f"{key}: weight of role {role!r} must be >= 0, got {w}")
+
+
+def kind_class(kind: Any) -> type:
+    """The RecipeKind class of a recipe's `kind`: a RECIPE_KINDS name or "module:Class";
+    ValueError saying what is valid otherwise."""
+    from curate.mixtures.kinds import RECIPE_KINDS
+
+    if isinstance(kind, str) and kind in RECIPE_KINDS:
+        return RECIPE_KINDS[kind]
+    if not isinstance(kind, str) or ":" not in kind:
+        raise ValueError(f"got {kind!r}; valid: {', '.join(RECIPE_KINDS)}, or your own RecipeKind class "
+                         "as \"module:Class\"")
+    from curate.stages.user import import_object
+
+    cls = import_object(kind, "a recipe kind")
+    if not (isinstance(cls, type) and issubclass(cls, RecipeKind) and dataclasses.is_dataclass(cls)):
+        raise ValueError(f"{kind!r} is not a recipe kind: give a @dataclass subclass of "
+                         "curate.mixtures.recipes.RecipeKind")
+    return cls
+
+
+def _kind_fields(data: Mapping[str, Any], kind: str, cls: type) -> dict[str, Any]:
+    """The keys of `data` that are `cls`'s own fields. A key that is a field of another kind only
+    is refused with the fields this kind reads, so a setting in the wrong recipe (tau on a natural
+    one, a switch on a custom one) cannot pass silently; ConfigError names the key."""
+    from curate.mixtures.kinds import RECIPE_KINDS
+
+    own = [f.name for f in dataclasses.fields(cls)]
+    other = {f.name for c in RECIPE_KINDS.values() for f in dataclasses.fields(c)}
+    unknown = sorted(k for k in data if k not in COMMON_FIELDS and k not in own and k not in other)
+    if unknown:
+        valid = ", ".join(sorted(COMMON_FIELDS + tuple(own)))
+        raise ConfigError(unknown[0], f"unknown field {unknown[0]!r}; valid fields of a {kind} recipe: {valid}")
+    for k in data:
+        if k not in COMMON_FIELDS and k not in own:
+            raise ConfigError(k, f"not used by a {kind} recipe; remove it or change `kind` (fields of a {kind} "
+                                 f"recipe beyond the common ones: {', '.join(own) or 'none'})")
+    return {k: v for k, v in data.items() if k in own}
+
+
+def _build_recipe(data: Any, source: str) -> Recipe:
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, f"expected a mapping of recipe fields, got {data!r}")
+    if "kind" not in data:
+        raise ConfigError(f"{source}.kind", "required field is missing")
+    try:
+        cls = kind_class(data["kind"])
+        own = _kind_fields(data, data["kind"], cls)
+    except ConfigError as e:
+        raise ConfigError(f"{source}.{e.field}", e.message) from None
+    except ValueError as e:
+        raise ConfigError(f"{source}.kind", str(e)) from None
+    rule = build(cls, own, source)
+    recipe = build(Recipe, {**{k: v for k, v in data.items() if k in COMMON_FIELDS}, "rule": rule}, source)
+    try:
+        rule.check(recipe)
+    except ValueError as e:
+        where, sep, why = str(e).partition(": ")
+        raise ConfigError(f"{source}.{where}" if sep else source, why if sep else str(e)) from None
+    return recipe
+
 
 def recipe_from_dict(data: Mapping[str, Any], source: str = "recipe") -> Recipe:
-    """The recipe of a parsed YAML mapping (`records.typed.build`); RecipeError names the field
-    as `<source>.<field path>`."""
+    """The recipe of a parsed YAML mapping (`records.typed.build` for the common fields and for
+    the kind's own); RecipeError names the field as `<source>.<field path>`."""
     try:
-        return build(Recipe, dict(data) if isinstance(data, Mapping) else data, source)
+        return _build_recipe(dict(data) if isinstance(data, Mapping) else data, source)
     except ConfigError as e:
         raise RecipeError(f"{e.field}: {e.message}") from None
 

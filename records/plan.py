@@ -130,6 +130,17 @@ class PlanGroup:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanRole:
+    """What one role (or "-", the groups without one) gets in a phase."""
+
+    share: float
+    """Its tokens over the phase's tokens."""
+    tokens: int
+    groups: list[str]
+    """Its groups, in plan order."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanPhase:
     """A stretch of training `[start_token, end_token)` with one set of group weights."""
 
@@ -148,6 +159,9 @@ class PlanPhase:
     """Sampling weight of every group of the plan (0 where the phase leaves it out)."""
     tokens: dict[str, int]
     megatron_blend: str
+    roles: dict[str, PlanRole] | None = _optional()
+    """Share and tokens per role (groups without one under "-"), so a reader sees at once whether
+    a QA blend holds QA."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,8 @@ class Plan:
     redistributed: list[Redistribution] | None = _optional()
     unassigned: Unassigned
     warnings: list[str] | None = _optional()
+    summary: str | None = _optional()
+    """One line: the last phase's role shares, and the QA data's tokens and epochs."""
 
     @classmethod
     def from_dict(cls, plan: Mapping[str, Any]) -> "Plan":
@@ -200,6 +216,9 @@ class Plan:
         for key, item in (("groups", PlanGroup), ("phases", PlanPhase)):
             if isinstance(d.get(key), list):
                 d[key] = [_known(item, x) for x in d[key]]
+        for ph in d.get("phases") or []:
+            if isinstance(ph, dict) and isinstance(ph.get("roles"), Mapping):
+                ph["roles"] = {r: _known(PlanRole, v) for r, v in ph["roles"].items()}
         return build(cls, d, "plan")
 
     @classmethod

@@ -103,7 +103,7 @@ def test_reuse_lr_start_override_scales_the_schedule():
 
 def test_temperature_and_unimax_rules():
     w = plan_for("temperature")["phases"][0]["requested_weights"]
-    tau = load_recipe("temperature").tau
+    tau = load_recipe("temperature").rule.tau
     assert w["code"] / w["docs"] == pytest.approx((CHARS["code"] / CHARS["docs"]) ** (1 / tau))
     un = plan_for("unimax", total=20_000_000)
     t = {g["name"]: g["requested_tokens"] for g in un["groups"]}

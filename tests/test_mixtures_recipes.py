@@ -101,9 +101,9 @@ def test_recipe_fields_are_checked_by_name(name, change, match):
 
 
 def test_recipe_fields_that_are_right_still_load():
-    assert recipe_from_dict(dict(shipped("upsample-end"), end_base="temperature", tau=2.0)).tau == 2.0
+    assert recipe_from_dict(dict(shipped("upsample-end"), end_base="temperature", tau=2.0)).rule.tau == 2.0
     assert recipe_from_dict(dict(shipped("natural"), allow_redistribute=True, max_epochs="3e0")).max_epochs == 3.0
-    assert recipe_from_dict(dict(shipped("unimax"), unimax_epochs=None)).unimax_epochs is None
+    assert recipe_from_dict(dict(shipped("unimax"), unimax_epochs=None)).rule.unimax_epochs is None
 
 
 @pytest.mark.parametrize("schedule, match", [

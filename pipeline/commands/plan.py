@@ -9,6 +9,7 @@ touches DuckDB.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from curate.mixtures.allocate import InfeasiblePlan
 from curate.mixtures.groups import Availability, Group, GroupError, group_case_sql, group_stats
-from curate.mixtures.planner import build_plan, format_table
+from curate.mixtures.planner import format_table, plan_mixture
 from curate.mixtures.recipes import Recipe, RecipeError, load_recipe
 from curate.mixtures.schema import PlanValidationError, validate_plan
 from curate.pipeline.catalog.db import columns
@@ -132,7 +133,7 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
          allow_redistribute: bool | None = None, tokens_per_char: float | None = None,
          sample_docs: int = 512, out: str | Path | None = None, plot: bool = True,
          echo: Callable[[str], None] | None = print) -> dict:
-    """Plan the mixture of a run; write plan.json (and plan.png beside it); return the plan.
+    """Plan the mixture of a run; write plan.json (and plan.png beside it); return the plan.json dict.
 
     `tokens`: the training budget; default the tokens available in all groups (one pass),
     rounded down to whole steps. `out`: default RUN_DIR/plan.json. `echo`: where the
@@ -143,10 +144,11 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
         rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         tokens, rounded = whole_steps(tokens, seq_len, batch_size)
         avail = availability(run_dir, rec.groups, sample_docs=sample_docs, tokens_per_char=tokens_per_char)
-        result = build_plan(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
-                            lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
+        record = plan_mixture(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
+                              lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
         if rounded:
-            result["warnings"].insert(0, rounded)
+            record = dataclasses.replace(record, warnings=[rounded, *(record.warnings or [])])
+        result = record.to_dict()
         validate_plan(result)
     except (RecipeError, GroupError, InfeasiblePlan, PlanValidationError) as e:
         raise PlanError(str(e)) from None
@@ -159,7 +161,7 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
 
         plot_plan(result, out.with_suffix(".png"))
     if echo is not None:
-        echo(format_table(result))
+        echo(format_table(record))
         echo(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if plot else ""))
     return result
 
