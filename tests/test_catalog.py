@@ -171,3 +171,22 @@ def test_one_document_shards_under_a_low_open_file_limit(tmp_path):
         ("ingest", 1, n), ("exact_dedup", n, n), ("word_count", n, n)]
     assert stats["documents"] == n and len(list((out / "word_count").glob("*.parquet"))) == n
     assert cli("query", str(out), "SELECT count(*) AS n FROM docs", "--format", "csv").split()[-1].strip('"') == str(n)
+
+
+def test_a_stage_with_empty_shards_keeps_its_columns(tmp_path):
+    """Shards whose every document a stage dropped lack the stage's columns: the view reads the
+    stage's shards by name then (union_by_name), the others with the first shard's schema."""
+    import pydoc_data.topics as topics
+
+    texts = sorted(v for v in topics.topics.values() if len(v) > 400)[:12]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"d{i}", "text": t if i % 3 else "too short", "source": "pydoc"}) + "\n"
+                           for i, t in enumerate(texts)))
+    out = tmp_path / "run"
+    run_pipeline(load_config(data={"name": "e", "out": str(out), "inputs": [{"path": str(inp)}], "ingest": {"shard_docs": 1},
+                                   "stages": [{"kind": "word_count", "min_words": 5}]}), quiet=True, executor="local")
+    con = connect(out)
+    n, with_words = con.execute("SELECT count(*), count(n_words) FROM docs").fetchone()
+    assert n == with_words == 8
+    assert con.execute("SELECT count(*) FROM rejected WHERE reason = 'words_below_min'").fetchone()[0] == 4
+    con.close()
