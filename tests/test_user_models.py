@@ -283,3 +283,26 @@ def test_bits_per_byte_equal_transformers_and_a_ladder_mixes_families(bases):
             assert bits == pytest.approx(want, rel=1e-4)
     bpb = score_ladder([bases["qwen2"], bases["llama3"]], texts, None, None, 512, 256, 8192, "cpu", "bos", None)
     assert bpb.shape == (len(texts), 2) and np.isfinite(bpb).all()
+
+
+def test_smollm2_style_tied_llama_forward_and_config_round_trip(tmp_path):
+    """SmolLM2 is a Llama with tied embeddings: curate's forward equals transformers', and the saved
+    folder has the base's config fields and one embedding matrix."""
+    from curate.training.hf_io import save_model
+
+    cfg = transformers.LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                   rope_theta=100000.0, max_position_embeddings=128)
+    torch.manual_seed(1)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    ours = load_model(tmp_path / "base").eval()
+    save_model(ours, tmp_path / "again")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "again", local_files_only=True).eval()
+    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base", local_files_only=True).eval()
+    ids = torch.randint(0, 320, (2, 40))
+    with torch.no_grad():
+        assert (base(ids).logits - ours(ids)).abs().max().item() < 1e-5
+        assert torch.equal(again(ids).logits, base(ids).logits)
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert saved.keys() == json.loads((tmp_path / "base" / "config.json").read_text()).keys()
+    assert saved["tie_word_embeddings"] is True and again.lm_head.weight is again.model.embed_tokens.weight

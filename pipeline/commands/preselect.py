@@ -181,7 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="preselect", help="model name: RUN/models/quality_<name>.bin (default preselect)")
     p.add_argument("--sample", type=int, default=2000, help="documents sampled and scored by every model (default 2000)")
     p.add_argument("--sql", help="sample from this query (id, text) instead of all of docs")
-    p.add_argument("--tokenizer", help="sentencepiece model for every ladder model (default: each folder's, else RUN/tokens/)")
+    p.add_argument("--tokenizer", help="one tokenizer (a Hugging Face folder, tokenizer.json or sentencepiece .model) "
+                                       "for every ladder model (default: each folder's own, else the run's)")
     p.add_argument("--start", choices=["bos", "eos"], default="bos", help="token a document is scored after (eos: curate packing without --add-bos)")
     p.add_argument("--min-positives", type=int, default=50, help="fewer documents at S = 1: take the top S (default 50)")
     p.add_argument("--length-bins", type=int, default=10, help="length quantile bins for length-matched labels (1 = off)")
