@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from curate.mixtures.allocate import largest_remainder
-from curate.mixtures.recipes import Boundary, PhaseSpec, Recipe, RecipeError, RecipeKind, check_role_weights
+from curate.mixtures.recipe_types import Boundary, PhaseSpec, Recipe, RecipeError, RecipeKind, check_role_weights
 from curate.mixtures.schedule import Schedule
 from curate.mixtures.weights import (PhaseWeights, natural, normalise, qa_tokens, role_scaled, split_at,
                                      temperature, unimax)
@@ -23,7 +23,8 @@ QA_SHARE = 0.12
 the blend-weight figure of their QA blend, where QA data is about 12% of the phase's tokens."""
 
 
-def one_phase(schedule: Schedule, weights: dict[str, float], tokens: dict[str, int] | None = None) -> list[PhaseWeights]:
+def one_phase(schedule: Schedule, weights: dict[str, float],
+              tokens: dict[str, int] | None = None) -> list[PhaseWeights]:
     """A plan of one phase, `main`, over the whole budget."""
     return [PhaseWeights("main", 0, schedule.total_tokens, weights, None, tokens)]
 

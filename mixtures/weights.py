@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from curate.mixtures.allocate import InfeasiblePlan, water_fill, capacity, largest_remainder
-from curate.mixtures.recipes import Boundary, Recipe, RecipeError
+from curate.mixtures.recipe_types import Boundary, Recipe, RecipeError
 from curate.mixtures.schedule import Schedule, boundary_token
 from curate.records.plan import Redistribution
 
