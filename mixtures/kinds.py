@@ -227,7 +227,9 @@ class UpsampleEnd(RecipeKind):
 @dataclass
 class Custom(RecipeKind):
     """Explicit phases: each with its weights and where it ends (a token fraction, an LR level or a
-    fraction of lr_start), for mixtures no rule above gives."""
+    fraction of lr_start), for mixtures no rule above gives. `curate search` writes the mixture it
+    finds by regression over proxy runs (RegMix, Liu et al. 2024, arXiv:2407.01492) as a one-phase
+    custom recipe."""
 
     phases: list[PhaseSpec] = field(default_factory=list)
     """The phases, in training order."""
