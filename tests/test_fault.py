@@ -124,3 +124,40 @@ def _kill_a_busy_worker(pid: int, name: str, wait_s: float = 120) -> int | None:
                 return c.pid
         time.sleep(0.05)
     return None
+
+
+@pytest.mark.slow  # a 2-node cluster on 2 cores: about a minute
+def test_run_survives_losing_a_node(corpus, tmp_path):
+    """Two raylets on this machine; the second is removed (its raylet and workers killed) while
+    one of its workers holds a shard. The run finishes on the head with the in-process documents."""
+    slow = tmp_path / "slowmod.py"
+    slow.write_text("import time\n\ndef slow_keep(doc):\n    time.sleep(0.05)\n    return True\n")
+    (tmp_path / "c.json").write_text(json.dumps(_config(corpus, tmp_path / "ray", "slowmod:slow_keep")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "tests")])}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "twonode.py"), str(tmp_path / "c.json")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["killed"] and result["lost"] >= 1, done.stderr[-3000:]
+    assert "worker lost" in done.stderr
+    run_pipeline(load_config(data=_config(corpus, tmp_path / "local", "faulty:keep")), quiet=True, executor="local")
+    assert _docs(tmp_path / "ray") == _docs(tmp_path / "local")
+
+
+class _BrokenStage:
+    def __init__(self):
+        raise ValueError("no model at /nowhere")
+
+    def run(self, x):
+        return x
+
+
+def test_a_stage_that_fails_to_load_is_its_own_error_not_a_lost_worker(ray_session):
+    """An actor whose constructor raises dies too; that is the stage's error, raised at once."""
+    from curate.pipeline.running.adapter import RayExecutor
+
+    ex = RayExecutor(2)
+    with pytest.raises(Exception, match="no model at /nowhere"):
+        ex.map_actors(_BrokenStage, "run", [1, 2, 3])
+    assert ex.lost == 0

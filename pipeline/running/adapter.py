@@ -142,13 +142,21 @@ def _where(e: BaseException) -> str:
     return " (" + " ".join(filter(None, [pid and f"pid {pid.group(1)}", ip and f"on node {ip.group(1)}"])) + ")"
 
 
+def _is_loss(e: BaseException) -> bool:
+    """A worker or node lost, not a stage's own error: an actor whose constructor raised (a bad
+    model path) dies too, and that is the stage's error, raised as it is."""
+    return isinstance(e, LOST) and not getattr(e, "actor_init_failed", False)
+
+
 class _Driver:
     """Feeds task groups to slots (task tokens or actors) and collects results in input order.
-    A group lost with its worker is resubmitted, at most `retries` times, with one line each;
-    `replace(slot)` gives the slot that takes over (a new actor for a dead one)."""
+    A group lost with its worker is resubmitted, at most `retries` times, with one line each.
+    `replace(slot)` gives the slot that takes over (a new actor for a dead one) and what to wait
+    for before it can take work (the new actor's first reply: it is placed when the cluster has
+    room, and work is never queued behind one that cannot be placed yet)."""
 
     def __init__(self, executor: "RayExecutor", items: Sequence, desc: str,
-                 submit: Callable[[Any, list], Any], replace: Callable[[Any], Any],
+                 submit: Callable[[Any, list], Any], replace: Callable[[Any], tuple[Any, Any]],
                  size: Callable[[Any], int] | None):
         self.executor, self.items, self.desc, self.submit, self.replace = executor, items, desc, submit, replace
         self.size = size or (lambda item: 0)
@@ -156,6 +164,7 @@ class _Driver:
     def run(self, groups: list[list[int]], slots: list) -> list:
         results: list = [None] * len(self.items)
         running: dict = {}
+        pending: dict = {}  # a replacement's readiness -> the replacement
         todo, free, tries = list(groups), list(slots), [0] * len(groups)
         order = {id(g): n for n, g in enumerate(groups)}
         with _progress(len(self.items), self.desc) as bar:
@@ -164,16 +173,22 @@ class _Driver:
                     g = todo.pop(0)
                     slot = free.pop()
                     running[self.submit(slot, [self.items[i] for i in g])] = (g, slot)
-                done, _ = ray.wait(list(running), num_returns=1)
+                done, _ = ray.wait(list(running) + list(pending), num_returns=1)
+                if done[0] in pending:
+                    slot = pending.pop(done[0])
+                    self._ready(done[0], slot, free, pending)
+                    continue
                 g, slot = running.pop(done[0])
                 try:
                     out = ray.get(done[0])
-                except LOST as e:
+                except Exception as e:
+                    if not _is_loss(e):
+                        raise
                     n = order[id(g)]
                     tries[n] += 1
                     self._lost(g, tries[n], e)
                     todo.insert(0, g)
-                    free.append(self.replace(slot))
+                    self._take_over(slot, free, pending)
                     continue
                 for i, r in zip(g, out):
                     results[i] = r
@@ -181,6 +196,28 @@ class _Driver:
                 free.append(slot)
                 bar.update(len(g), sum(self.size(self.items[i]) for i in g))
         return results
+
+    def _take_over(self, dead: Any, free: list, pending: dict) -> None:
+        new, ready = self.replace(dead)
+        if ready is None:
+            free.append(new)
+        else:
+            pending[ready] = new
+
+    def _ready(self, ref: Any, slot: Any, free: list, pending: dict) -> None:
+        """A replacement answered: it takes work; one lost before it could is replaced again."""
+        try:
+            ray.get(ref)
+        except Exception as e:
+            if not _is_loss(e):
+                raise
+            self.executor.lost += 1
+            if self.executor.lost > self.executor.retries * 4 + 8:
+                raise CurateError(f"{self.desc or 'a step'}: workers keep dying before they start{_where(e)}; "
+                                  f"rerun the same command to resume (finished shards are kept)") from None
+            self._take_over(slot, free, pending)
+            return
+        free.append(slot)
 
     def _lost(self, g: list[int], n: int, e: BaseException) -> None:
         label = _label(self.items[g[0]]) or f"item {g[0]}"
@@ -207,7 +244,8 @@ class RayExecutor:
     def map(self, fn: Callable, items: Sequence, desc: str = "", cost: Callable[[Any], float] | None = None,
             size: Callable[[Any], int] | None = None) -> list:
         groups = _groups(items, self.workers, cost, size, self.task_bytes)
-        driver = _Driver(self, items, desc, lambda slot, batch: _call_many.remote(fn, batch), lambda slot: slot, size)
+        driver = _Driver(self, items, desc, lambda slot, batch: _call_many.remote(fn, batch),
+                         lambda slot: (slot, None), size)
         return driver.run(groups, list(range(self.workers)))
 
     def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
@@ -230,7 +268,7 @@ class RayExecutor:
         def replace(dead):
             ray.kill(dead, no_restart=True)
             actors[actors.index(dead)] = new = _Worker.options(**options).remote(make)
-            return new
+            return new, new.ping.remote()
 
         try:
             return _Driver(self, items, desc, lambda actor, batch: actor.call_many.remote(method, batch),

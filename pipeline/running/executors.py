@@ -19,12 +19,11 @@ from curate.stages.base import Executor, LocalExecutor
 
 EXECUTORS = ("auto", "ray", "local")
 
-# Measured on a 2-core machine (docs/internals.md): starting the embedded Ray and its first workers
-# takes about RAY_START_S seconds, and the demo's stages run at about LOCAL_MB_S input megabytes a
-# second in one process. With k workers the work on Ray takes W/k, so Ray pays for itself once
-# W > RAY_START_S * k / (k - 1) seconds of in-process work.
-RAY_START_S = 6.0
-LOCAL_MB_S = 1.5
+# Starting the embedded Ray and its workers costs as much as one process's work on RAY_START_MB
+# megabytes of input through the demo's stages (langid, heuristics, exact and MinHash dedup),
+# measured on a 2-core machine (docs/internals.md, "Choosing the executor"). With k workers the
+# work W takes W/k on Ray, so Ray pays for itself once W > RAY_START_MB * k / (k - 1).
+RAY_START_MB = 24.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def threshold_bytes(workers: int) -> float:
     """Input bytes above which a run on Ray with `workers` workers beats one process."""
     if workers < 2:
         return float("inf")
-    return RAY_START_S * workers / (workers - 1) * LOCAL_MB_S * 1e6
+    return RAY_START_MB * 1e6 * workers / (workers - 1)
 
 
 def choose(kind: str, input_bytes: int, workers: int | None, address: str | None) -> Choice:
