@@ -73,8 +73,8 @@ def test_local_run_never_imports_ray(inputs, tmp_path, executor):
     """`local`, and `auto` for a small input (the command line's default), run without Ray."""
     config = tmp_path / "c.json"
     config.write_text(json.dumps({**_config(inputs / "b.jsonl", tmp_path / "run"), "ray": {"workers": 4}}))
-    code = (f"import sys; from curate.pipeline.commands import core as cmd_core; "
-            f"cmd_core.run({str(config)!r}, executor={executor!r}); "
+    code = (f"import sys; from curate.pipeline.cli import main; "
+            f"assert main(['run', {str(config)!r}, '--executor', {executor!r}]) == 0; "
             f"assert 'ray' not in sys.modules, 'ray was imported'")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True,
