@@ -37,6 +37,10 @@ def kind_class(kind: Any) -> type:
     if not (isinstance(cls, type) and issubclass(cls, RecipeKind) and dataclasses.is_dataclass(cls)):
         raise ValueError(f"{kind!r} is not a recipe kind: give a @dataclass subclass of "
                          "curate.mixtures.recipes.RecipeKind")
+    clash = [f.name for f in dataclasses.fields(cls) if f.name in COMMON_FIELDS]
+    if clash:
+        raise ValueError(f"{kind!r}: field {clash[0]!r} is one every recipe has ({', '.join(COMMON_FIELDS)}); "
+                         "rename it in the class")
     return cls
 
 

@@ -44,6 +44,12 @@ class NotAKind:
     pass
 
 
+@dataclass
+class Clashing(Flat):
+    max_epochs: float = 1.0
+    """A field every recipe has already."""
+
+
 ROWS = [{"grp": "a", "documents": 10, "chars": 400_000}, {"grp": "b", "documents": 10, "chars": 1_200_000},
         {"grp": "c", "documents": 10, "chars": 2_400_000}]
 
@@ -73,6 +79,8 @@ def test_a_recipe_kind_of_ones_own_is_one_class_named_by_import_path():
         recipe_from_dict(flat_recipe(f"{__name__}:Flat", tau=2.0), "flat")
     with pytest.raises(RecipeError, match=r"^flat\.kind: .*NotAKind' is not a recipe kind"):
         recipe_from_dict(flat_recipe(f"{__name__}:NotAKind"), "flat")
+    with pytest.raises(RecipeError, match=r"^flat\.kind: .*Clashing': field 'max_epochs' is one every recipe has"):
+        recipe_from_dict(flat_recipe(f"{__name__}:Clashing"), "flat")
     with pytest.raises(RecipeError, match=r"^flat\.kind: 'no_such_module_x:Flat': cannot import module"):
         recipe_from_dict(flat_recipe("no_such_module_x:Flat"), "flat")
 
