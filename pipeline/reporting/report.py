@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from curate.pipeline.catalog.db import connect, read_stage_names
-from curate.pipeline.reporting.stats import LOSS_WARN, retention, summary_lines
+from curate.pipeline.reporting.stats import LOSS_WARN, figures, open_catalog, stage_sections, text_lines
 
 
 def _png(fig) -> str:
@@ -69,16 +69,20 @@ def _retention(ret: dict) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
-    images = [("Documents per stage", _funnel(con, read_stage_names(run_dir)))]
-    ret = retention(con, read_stage_names(run_dir))
-    if ret and ret["rows"]:
-        images.append(("Text per source: in vs kept", _retention(ret)))
-    con.close()
     from curate.pipeline.reporting.annotate_summary import plot_score_histograms
 
-    plot_score_histograms(run_dir)  # RUN/plots/scores_<column>.png for every score column present
+    run_dir, names = Path(run_dir), read_stage_names(Path(run_dir))
+    con = open_catalog(run_dir)  # one read of each big view serves the figures, the text and the plots
+    try:
+        figs = figures(con, names)
+        summary = text_lines(run_dir, figs, stage_sections(con))
+        images = [("Documents per stage", _funnel(con, names))]
+        plot_score_histograms(run_dir, con)  # RUN/plots/scores_<column>.png for every score column present
+    finally:
+        con.close()
+    ret = figs["retention"]
+    if ret and ret["rows"]:
+        images.append(("Text per source: in vs kept", _retention(ret)))
     # Plots other commands leave behind (mixture plan, score histograms, training curves).
     extra = sorted(run_dir.glob("*.png")) + sorted(run_dir.glob("plots/*.png")) + sorted(run_dir.glob("models/*.png")) \
         + sorted(run_dir.glob("train/*.png")) + sorted(run_dir.glob("train/*/eval.png"))  # curate eval's, beside the model
@@ -94,7 +98,7 @@ def write_report(run_dir: str | Path) -> Path:
             why = f", mostly {r['reasons'][0][0]}" if r["reasons"] else ""
             body.append(f"<p style='color:#b00'>Warning: source {html.escape(str(r['source']))} kept {share:.1f}% of its "
                         f"characters (loses more than {100 * LOSS_WARN:.0f}%{html.escape(why)}).</p>")
-    body += ["<pre>" + html.escape("\n".join(summary_lines(run_dir))) + "</pre>"]
+    body += ["<pre>" + html.escape("\n".join(summary)) + "</pre>"]
     from curate.pipeline.reporting.annotate_summary import dropped_examples_lines, group_threshold_lines
 
     con = connect(run_dir)  # the dropped examples read their text

@@ -90,7 +90,7 @@ def figure_lines(f: dict) -> list[str]:
     return lines + retention_lines(f["retention"])
 
 
-def _stage_sections(con) -> dict[str, list[str]]:
+def stage_sections(con) -> dict[str, list[str]]:
     """The stages' own sections (pipeline/running/stage_table.py), by `module:function`."""
     return {f"{module}:{func}": getattr(importlib.import_module(module), func)(con) for module, func in STAGE_SUMMARIES}
 
@@ -100,7 +100,7 @@ def summary(run_dir: str | Path) -> dict:
     con = open_catalog(run_dir)
     try:
         out = {"run": str(run_dir), **figures(con, read_stage_names(Path(run_dir)))}
-        out["sections"] = {k: v for k, v in _stage_sections(con).items() if v}
+        out["sections"] = {k: v for k, v in stage_sections(con).items() if v}
     finally:
         con.close()
     ret = out["retention"]
@@ -117,12 +117,14 @@ def summary(run_dir: str | Path) -> dict:
 def summary_lines(run_dir: str | Path) -> list[str]:
     con = open_catalog(run_dir)
     try:
-        lines = [f"run {run_dir}"] + figure_lines(figures(con, read_stage_names(Path(run_dir))))
-        for section in _stage_sections(con).values():
-            lines += section
+        return text_lines(run_dir, figures(con, read_stage_names(Path(run_dir))), stage_sections(con))
     finally:
         con.close()
-    return lines
+
+
+def text_lines(run_dir: str | Path, f: dict, sections: dict[str, list[str]]) -> list[str]:
+    """The text of `curate stats`: `figures` and the stages' sections."""
+    return [f"run {run_dir}"] + figure_lines(f) + [line for lines in sections.values() for line in lines]
 
 
 def _has(con, view: str, column: str) -> bool:
