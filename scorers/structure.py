@@ -52,7 +52,7 @@ M = re.MULTILINE
 # (deb-changelog(5)); `git log` output; GNU ChangeLog: "2023-01-31  Name  <mail>" entries (GNU Coding Standards 6.8.2).
 _DEB_ENTRY = re.compile(r"^[a-z0-9][a-z0-9.+-]* \([^()\s]+\) [^;\n]+; *urgency=\w+", M)
 _DEB_TRAILER = re.compile(r"^ -- [^<\n]+<[^>\n]+>  ?\w{3}, +\d", M)
-_GNU_ENTRY = re.compile(r"^\s*(?:\d{4}-\d\d-\d\d|\w{3} \w{3} [ \d]\d [\d:]{8} \d{4})\s+[^<(\n]+[<(][^>)\n]+@", M)
+_GNU_ENTRY = re.compile(r"^\s*(?:\d{4}-\d\d-\d\d|\w{3} \w{3} [ \d]\d [\d:]{8}(?: [A-Z]{3,4})? \d{4})\s+[^<(\n]+[<(][^>)\n]+@", M)
 _GIT_LOG = re.compile(r"^commit [0-9a-f]{40}\b.*\n(?:Merge: .*\n)?Author: ", M)
 _GNU_ITEM = re.compile(r"^\t\* \S", M)
 # Release notes (NEWS, "Keep a Changelog", Python's changelog): version headings over item lists.
@@ -61,6 +61,8 @@ _RELEASE_HEAD = re.compile(r"^[*#=`\[ ]*(?:version |release |changes in |what'?s
                            r"(?: ?\(|:| *$| final| release| -)",
                            M | re.IGNORECASE)
 _ITEM = re.compile(r"^ {0,3}[-*+] +\S", M)
+_CHANGE_ITEM = re.compile(r"^\s*(?:[-*+]|[a-z]{1,2}\.|\d+\.)\s+(?:Fixed|Fixes|Fix|Added|Removed|Changed|Updated|Improved|"
+                          r"Deprecated|Dropped|New)\b", M)
 _ISSUE_ITEM = re.compile(r"^\s*(?:[-*+] +)?(?:\[?(?:gh|bpo|issue|bug)[- #]?\d+|.*\((?:closes|lp): *#\d+)",
                          M | re.IGNORECASE)
 
@@ -70,7 +72,7 @@ def changelog(h: Head) -> bool:
         return True
     if h.count(_GNU_ENTRY, 2) >= 2 or (h.count(_GNU_ENTRY, 1) and h.count(_GNU_ITEM, 3) >= 3):
         return True
-    if h.count(_ISSUE_ITEM, 5) >= 5:  # entries that each name the issue they fix
+    if h.count(_ISSUE_ITEM, 5) >= 5 or h.count(_CHANGE_ITEM, 5) >= 5:  # entries naming an issue or a change
         return True
     if h.count(_RELEASE_HEAD, 2) < 2:
         return False
@@ -107,8 +109,19 @@ _RST_ROLE = re.compile(r":[\w:-]+:`[^`\n]+`|``[^`\n]+``")
 _RST_LITERAL = re.compile(r"::\s*$", M)
 
 
+# A document that opens with a title underlined to its length: reST's (and Sphinx's rendered
+# text's, as in pydoc's topics) first heading.
+_RST_TITLE = re.compile(r"\s*(?:([=\-~^\"'`#*+])\1{2,}\n)?(?P<title>[^\n]{3,80})\n(?P<line>([=\-~^\"'`#*+])\4{2,})[ \t]*\n")
+
+
 def rst(h: Head) -> bool:
-    score = 2 * min(h.count(_RST_UNDERLINE, 2), 2) + min(h.count(_RST_DIRECTIVE, 3), 3)
+    m = _RST_TITLE.match(h.text)
+    if m and abs(len(m.group("title").rstrip()) - len(m.group("line"))) <= 2:
+        return True
+    directives = min(h.count(_RST_DIRECTIVE, 3), 3)
+    if not directives and h.count(_MD_HEADING, 2) >= 2:  # Markdown's `#` headings: `markdown` decides
+        return False
+    score = 2 * min(h.count(_RST_UNDERLINE, 2), 2) + directives
     score += min(h.count(_RST_ROLE, 3), 3) + min(h.count(_RST_LITERAL, 2), 2)
     return score >= 4
 
@@ -218,7 +231,8 @@ def config(h: Head) -> bool:
     structured = sum(1 for ln in lines if _KEY_VALUE.match(ln) or _CONFIG_LINE.match(ln))
     keyed = [m.end() for m in map(_KEY_VALUE.match, lines) if m]
     # A glossary's "term: definition" lines are keyed too; their values are sentences.
-    wordy = sum(1 for ln, end in zip((ln for ln in lines if _KEY_VALUE.match(ln)), keyed) if len(ln[end:].split()) >= 5)
+    wordy = sum(1 for ln, end in zip((ln for ln in lines if _KEY_VALUE.match(ln)), keyed)
+                if len(ln[end:].split(" #")[0].split()) >= 5)  # a trailing comment is not the value
     if keyed and wordy >= 0.5 * len(keyed):
         return False
     keyed = len(keyed)
@@ -236,7 +250,7 @@ _LEGAL = re.compile(
     r"|Creative Commons|Mozilla Public License|Artistic License|Public Domain Dedication"
     r"|Apache License|TERMS AND CONDITIONS|This package was debianized by|LICENSE AGREEMENT|hereby granted"
     r"|Permission to use, copy, modify|All rights reserved"
-    r"|(?i:^[\s#*/;-]*Copyright(?: \(C\)| ©|:)? +(?:\d{4}|[A-Z][a-z]+))|^License: \S|^Upstream-Name:|^Files: \S", M)
+    r"|(?i:^[\s#*/;-]*Copyright(?: \(C\)| ©|:)? +(?:\d{4}|[A-Z][a-z]+))|^(?:License|Files|Copyright):(?: \S|\s*$)|^Upstream-Name:", M)
 _LEGAL_WORD = re.compile(r"(?i)\b(?:licen[cs]e[ds]?|copyright(?:ed)?|warrant(?:y|ies)|liabilit(?:y|ies))\b")
 _DEP5 = re.compile(r"^Format: https?://www\.debian\.org/doc/packaging-manuals/copyright-format", M)
 
@@ -244,6 +258,8 @@ _DEP5 = re.compile(r"^Format: https?://www\.debian\.org/doc/packaging-manuals/co
 def legal(h: Head) -> bool:
     if h.count(_DEP5, 1):
         return True
+    if code_fraction(h.text) >= 0.5:  # a source file under its licence header is code
+        return False
     strong = h.count(_LEGAL, 3)
     return strong >= 3 or (strong >= 2 and len(h.text) < 3000) or (strong >= 1 and h.count(_LEGAL_WORD, 8) >= 8)
 
@@ -280,7 +296,7 @@ def table(h: Head) -> bool:
 
 
 DETECTORS: dict[str, Callable[[Head], bool]] = {
-    "changelog": changelog, "man": man, "config": config, "code": code, "legal": legal, "rst": rst,
+    "changelog": changelog, "man": man, "legal": legal, "config": config, "code": code, "rst": rst,
     "asciidoc": asciidoc, "markdown": markdown, "html": html, "dictionary": dictionary, "table": table,
 }
 PRIORITY = tuple(DETECTORS)
