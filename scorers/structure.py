@@ -179,16 +179,24 @@ def code_fraction(text: str, max_lines: int = 400) -> float:
 
 # Source code: the share of lines that read as statements, backed by symbol density for
 # languages whose lines `_CODE_LINE` misses.
+_SOURCE_OPENINGS = ('"""', "'''", "#!", "# ", "#-", "import ", "from ", "#include", "/*", "//", "package ", "use ",
+                    "def ", "class ")
 _CODE_SYMBOLS = re.compile(r"[{}();\[\]$@&|]")  # not <>=: markup is full of them
 
 
 def code(h: Head) -> bool:
     lines = h.lines
-    if len(lines) < 3:
+    if not lines:
         return False
     frac = code_fraction(h.text)
-    if frac >= 0.4:
+    if frac >= 0.4 and len(lines) >= 3:
         return True
+    # A source file that opens with a long docstring or comment: fewer statement lines, yet its
+    # language's keywords (a document with code examples opens with a title instead).
+    if lines[0].lstrip().startswith(_SOURCE_OPENINGS) and not h.count(_MD_FENCE, 1):
+        hits = _keyword_lines(h)[1]
+        if (frac >= 0.2 and hits >= 3) or (len(lines) < 3 and frac >= 0.5 and hits >= 1):
+            return True
     return frac >= 0.25 and len(_CODE_SYMBOLS.findall(h.text)) / max(1, len(h.text)) >= 0.04
 
 
@@ -203,14 +211,18 @@ _LANGUAGES: list[tuple[str, re.Pattern]] = [
 ]
 
 
-def code_language(text: str) -> str | None:
-    """The language whose keywords most lines of `text`'s head show, or None."""
-    h = Head(text)
+def _keyword_lines(h: Head) -> tuple[str | None, int]:
     best, hits = None, 0
     for name, pattern in _LANGUAGES:
         n = h.count(pattern, 50)
         if n > hits:
             best, hits = name, n
+    return best, hits
+
+
+def code_language(text: str) -> str | None:
+    """The language whose keywords most lines of `text`'s head show, or None."""
+    best, hits = _keyword_lines(Head(text))
     return best if hits >= 2 else None
 
 
