@@ -13,6 +13,10 @@ import logging
 import sys
 
 log = logging.getLogger("curate")
+# Set by `setup` when log records go to a collector or a file: then progress
+# (pipeline/running/progress.py) is log lines even on a terminal, since a bar's carriage returns
+# would garble them.
+LINES_ONLY = False
 
 
 class _Stderr(logging.StreamHandler):
@@ -39,8 +43,6 @@ class JsonLines(logging.Formatter):
 def setup(quiet: bool = False, verbose: bool = False, json_lines: bool = False, log_file: str | None = None) -> None:
     """The `curate` logger's handlers for this command; progress follows it
     (pipeline/running/progress.py: lines, not bars, under --log-json; nothing under --quiet)."""
-    from curate.pipeline.running import progress
-
     fmt = JsonLines() if json_lines else logging.Formatter("%(message)s")
     handlers: list[logging.Handler] = [_Stderr()]
     if log_file:
@@ -49,7 +51,8 @@ def setup(quiet: bool = False, verbose: bool = False, json_lines: bool = False, 
         h.setFormatter(fmt)
     log.handlers[:] = handlers
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    progress.LINES_ONLY = json_lines or bool(log_file)
+    global LINES_ONLY
+    LINES_ONLY = json_lines or bool(log_file)
 
 
 def _default() -> None:

@@ -20,9 +20,6 @@ from typing import Any, TextIO
 
 from curate.pipeline.running import logs
 
-# Set by the command line (pipeline/cli.py) when log records go to a collector or a file: then
-# progress is log lines even on a terminal, since a bar's carriage returns would garble them.
-LINES_ONLY = False
 log = logs.log.getChild("progress")
 
 
@@ -104,12 +101,12 @@ def progress(total: int, desc: str, file: TextIO | None = None):
     stream = file or sys.stderr
     off = (not desc or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
            or logs.log.level > logging.INFO)
-    if not off and (LINES_ONLY or not (hasattr(stream, "isatty") and stream.isatty())):
+    if not off and (logs.LINES_ONLY or not (hasattr(stream, "isatty") and stream.isatty())):
         every = float(os.environ.get("CURATE_PROGRESS_S", "30"))
         if every > 0:
             return LogProgress(total, desc, every, file)
     from tqdm.auto import tqdm
 
     # disable=None: drawn on a terminal, silent elsewhere (no carriage returns in a log).
-    return _Bar(tqdm(total=total, desc=desc, unit="shard", disable=True if off or LINES_ONLY else None,
+    return _Bar(tqdm(total=total, desc=desc, unit="shard", disable=True if off or logs.LINES_ONLY else None,
                      file=stream, leave=False))
