@@ -8,7 +8,8 @@ What it gives, and why:
   with `add_special_tokens=False`: the same Rust tokenizer, the same file. The text of a special
   token (`<s>`, `<|endoftext|>` inside a web page) stays text (`encode_special_tokens`): a
   document must never inject a control id the model treats as a boundary.
-- BOS/EOS/PAD as the folder's `tokenizer_config.json` (else `special_tokens_map.json`) names them;
+- BOS/EOS/PAD as the folder's `tokenizer_config.json` (else `special_tokens_map.json`, else the
+  ids of its `config.json`) names them;
   whether a document starts with BOS is what the tokenizer's own post-processor does to a text
   (Llama-3's template adds `<|begin_of_text|>`; Qwen's adds nothing), unless the config sets
   `add_bos_token` explicitly.
@@ -79,7 +80,24 @@ class HFTokenizer:
             if i is None:
                 raise ValueError(f"{where[role]}: {role} {text!r} is not a token of {path.name}")
             self.ids[role] = i
+        self._ids_from_model_config(vocab)
         self.add_bos = self._adds_bos(read_tokenizer_config(self.folder))
+
+    def _ids_from_model_config(self, vocab: dict[str, int]) -> None:
+        """BOS/EOS ids from the folder's config.json for roles the tokenizer files leave unnamed
+        (a model folder with a bare tokenizer.json)."""
+        path = self.folder / "config.json"
+        if not path.is_file():
+            return
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return  # the model's config is checked, with its own message, where the model is loaded
+        for role, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id")):
+            i = cfg.get(key)
+            i = i[0] if isinstance(i, list) and i else i
+            if role not in self.ids and isinstance(i, int) and 0 <= i < self.size:
+                self.ids[role] = i
 
     def _adds_bos(self, cfg: dict) -> bool:
         if "add_bos_token" in cfg and cfg["add_bos_token"] is not None:

@@ -131,7 +131,8 @@ def is_hf(path: str | os.PathLike) -> bool:
 def load_tokenizer(path: str | os.PathLike):
     """A `SentencePieceProcessor`, or an `HFTokenizer` (the same method names) for a tokenizer.json."""
     p = resolve_model_path(path)
-    files = [p / n for n in HF_TOKENIZER_FILES if (p / n).is_file()] if is_hf(p) else [p]
+    # A folder's config.json may name BOS/EOS ids (stages/hf_tokenizer.py), so it is part of the key.
+    files = [p / n for n in (*HF_TOKENIZER_FILES, "config.json") if (p / n).is_file()] if is_hf(p) else [p]
     return _load(str(p), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from curate.stages import shardio
 from curate.stages.base import StageOutput, add_columns
+from curate.stages.hf_tokenizer import read_special_tokens
 from curate.stages.tokenize import (HF_FILE, HF_TOKENIZER_FILES, SP_FILE, STAGE, TokenizerConfig, TokenizeTask,
                                     assign_groups, encode_shard, is_hf, load_tokenizer, resolve_model_path,
                                     sample_texts, tokenizer_digest, tokenizer_info, train_tokenizer)
@@ -117,6 +118,8 @@ def _install_given(tokens_dir: Path, given: str) -> Path:
     hf_out, sp_out = tokens_dir / HF_DIR, tokens_dir / SP_FILE
     if is_hf(src):
         names = [n for n in HF_TOKENIZER_FILES if (src / n).is_file()]
+        if (src / "config.json").is_file() and "eos_token" not in read_special_tokens(src)[0]:
+            names.append("config.json")  # the EOS id comes from the model's config (a bare tokenizer.json)
         if not hf_out.is_dir() or tokenizer_digest(hf_out) != tokenizer_digest(src):
             shutil.rmtree(hf_out, ignore_errors=True)
             for n in names:

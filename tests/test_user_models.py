@@ -306,3 +306,29 @@ def test_smollm2_style_tied_llama_forward_and_config_round_trip(tmp_path):
     saved = json.loads((tmp_path / "again" / "config.json").read_text())
     assert saved.keys() == json.loads((tmp_path / "base" / "config.json").read_text()).keys()
     assert saved["tie_word_embeddings"] is True and again.lm_head.weight is again.model.embed_tokens.weight
+
+
+def test_bare_tokenizer_json_takes_eos_from_the_model_config(bases, tmp_path):
+    """A model folder with tokenizer.json and config.json only: EOS from config.json's eos_token_id."""
+    import shutil
+
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copyfile(bases["qwen2"] / name, folder / name)
+    assert tokenizer_info(folder).eos_id == tokenizer_info(bases["qwen2"]).eos_id >= 0
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"bare/tokenizer_config.json has no EOS token \(eos_token\)"):
+        tokenizer_info(folder)
+
+
+def test_pack_with_a_bare_tokenizer_json_folder(bases, tmp_path):
+    import shutil
+
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copyfile(bases["qwen2"] / name, folder / name)
+    run = make_run(tmp_path / "run", [{"text": t, "source": "pydoc"} for t in topics()[:6]], n_parts=1)
+    index = pack(run, tokenizer=str(folder), executor=LocalExecutor(), echo=lambda s: None, eval_fraction=0.0).index
+    assert index["eos_id"] == tokenizer_info(bases["qwen2"]).eos_id and index["add_bos"] is False
