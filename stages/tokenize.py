@@ -1,10 +1,16 @@
-"""Sentencepiece tokenizer (train or load) and the `tokenize` stage: exact `n_tokens` per document.
+"""Tokenizers (a Hugging Face tokenizer.json, a sentencepiece model loaded or trained here) and
+the `tokenize` stage: exact `n_tokens` per document.
 
-Tokenization is lossless: byte fallback gives every byte an id, normalization is `identity` and
+A folder holding `tokenizer.json` (Llama-3, Qwen2.5, SmolLM2, Mistral as they ship) is read
+through the `tokenizers` library (stages/hf_tokenizer.py), with the ids transformers gives; a
+`.model` through sentencepiece. Both answer the same calls (`encode`, `get_piece_size`, `bos_id`,
+`eos_id`, `pad_id`), so the stage, packing and scoring take either.
+
+A trained model's tokenization is lossless: byte fallback gives every byte an id, normalization is `identity` and
 whitespace is never collapsed, so `decode(encode(text)) == text` for any UTF-8 text (tested).
 `n_tokens` counts the text's tokens only; BOS/EOS are added when documents go into the token
-files (`pipeline/commands/pack.py`): every document is followed by EOS, preceded by BOS only when
-`add_bos` is set (Llama checkpoints were trained with BOS at document starts).
+files (`pipeline/commands/pack.py`): every document is followed by EOS, preceded by BOS when
+`add_bos` is set, by default when the tokenizer itself adds BOS to a text (Llama-3 does).
 
 The stage's work function, `encode_shard`, runs once per input shard (stages/tokenize_stage.py
 is the stage kind the runner serves): it assigns each document to its mixture group with DuckDB (the plan's first-match `CASE`),
