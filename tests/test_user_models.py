@@ -332,3 +332,20 @@ def test_pack_with_a_bare_tokenizer_json_folder(bases, tmp_path):
     run = make_run(tmp_path / "run", [{"text": t, "source": "pydoc"} for t in topics()[:6]], n_parts=1)
     index = pack(run, tokenizer=str(folder), executor=LocalExecutor(), echo=lambda s: None, eval_fraction=0.0).index
     assert index["eos_id"] == tokenizer_info(bases["qwen2"]).eos_id and index["add_bos"] is False
+
+
+def test_train_refuses_a_base_whose_eos_differs_from_the_packed_tokens(bases, tmp_path):
+    texts = topics()[:12]
+    run = make_run(tmp_path / "run", [{"text": t, "source": "pydoc"} for t in texts], n_parts=1)
+    write_plan(run, [{"pydoc": 1.0}], [SEQ * 4], SEQ,
+               {"kind": "cosine", "lr_start": 3e-3, "lr_end": 3e-4, "warmup_tokens": 0},
+               {"pydoc": sum(len(t) for t in texts) // 4})
+    pack(run, tokenizer=str(bases["qwen2"]), executor=LocalExecutor(), echo=lambda s: None, eval_fraction=0.0)
+    base = _copy_base(bases, tmp_path)
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, "eos_token_id": 5}))
+    with pytest.raises(ValueError, match=r"b/config.json: eos_token_id 5 but the tokenizer .*tokens/tokenizer\) gives "
+                                         r"eos_token id \d+"):
+        train(run, base, config=TrainConfig(batch_tokens=SEQ * 4, micro_batch_rows=4, plots=False,
+                                            tensorboard=False, holdout_rows=1), out_dir=tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out" / "checkpoints").exists()
