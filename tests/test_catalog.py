@@ -183,8 +183,9 @@ def test_a_stage_with_empty_shards_keeps_its_columns(tmp_path):
     inp.write_text("".join(json.dumps({"id": f"d{i}", "text": t if i % 3 else "too short", "source": "pydoc"}) + "\n"
                            for i, t in enumerate(texts)))
     out = tmp_path / "run"
-    run_pipeline(load_config(data={"name": "e", "out": str(out), "inputs": [{"path": str(inp)}], "ingest": {"shard_docs": 1},
-                                   "stages": [{"kind": "word_count", "min_words": 5}]}), quiet=True, executor="local")
+    run_pipeline(load_config(data={"name": "e", "out": str(out), "inputs": [{"path": str(inp)}],
+                                   "ingest": {"shard_docs": 1}, "stages": [{"kind": "word_count", "min_words": 5}]}),
+                 quiet=True, executor="local")
     con = connect(out)
     n, with_words = con.execute("SELECT count(*), count(n_words) FROM docs").fetchone()
     assert n == with_words == 8

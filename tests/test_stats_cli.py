@@ -88,13 +88,36 @@ def test_stats_json_holds_the_same_figures(run_dir):
     assert got["documents"] == one("SELECT count(*) AS n FROM docs")[0]["n"] > 0
     assert got["characters"] == one("SELECT sum(n_chars) AS c FROM docs")[0]["c"]
     assert {(s["source"], s["docs"], s["chars"]) for s in got["per_source"]} == {
-        (x["source"], x["n"], x["c"]) for x in one("SELECT source, count(*) AS n, sum(n_chars) AS c FROM docs GROUP BY 1")}
+        (x["source"], x["n"], x["c"])
+        for x in one("SELECT source, count(*) AS n, sum(n_chars) AS c FROM docs GROUP BY 1")}
     assert {(d["stage"], d["reason"], d["docs"]) for d in got["dropped"]} == {
-        (x["stage"], x["reason"], x["n"]) for x in one("SELECT stage, reason, count(*) AS n FROM rejected GROUP BY ALL")}
+        (x["stage"], x["reason"], x["n"])
+        for x in one("SELECT stage, reason, count(*) AS n FROM rejected GROUP BY ALL")}
     assert got["dropped"] and [s["stage"] for s in got["stages"]] == ["ingest", LONG_STAGE, "domain"]
     t = got["retention"]["total"]
     assert (t["docs_in"], t["docs_kept"]) == (got["stages"][0]["kept"], got["documents"])
     # The text shows the same numbers.
     text = stats_text(str(run_dir))
     assert f"documents: {got['documents']:,}   characters: {got['characters']:,}" in text
-    assert any(line.startswith("  domain") for line in got["sections"]["curate.pipeline.reporting.annotate_summary:annotate_summary"])
+    annotations = got["sections"]["curate.pipeline.reporting.annotate_summary:annotate_summary"]
+    assert any(line.startswith("  domain") for line in annotations)
+
+
+def test_stats_json_names_what_a_losing_source_lost(tmp_path):
+    """A source that loses most of its text is both a retention row and a warning: its reasons
+    are named fields in each."""
+    import json
+
+    from curate.pipeline.reporting.stats import summary
+
+    words = " ".join(sorted(__doc__.split()))
+    docs = [{"id": f"a{i}", "text": f"{words} {i}", "source": "long"} for i in range(5)]
+    docs += [{"id": f"b{i}", "text": f"tiny {i}", "source": "short"} for i in range(5)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    run_pipeline(load_config(data={"name": "l", "out": str(tmp_path / "run"),
+                                   "inputs": [{"path": str(tmp_path / "in.jsonl")}],
+                                   "stages": [{"kind": "word_count", "min_words": 5}]}), quiet=True, executor="local")
+    ret = json.loads(json.dumps(summary(tmp_path / "run")))["retention"]
+    want = [{"reason": "word_count/words_below_min", "docs": 5, "chars": sum(len(d["text"]) for d in docs[5:])}]
+    assert [r["source"] for r in ret["losing"]] == ["short"] and ret["losing"][0]["reasons"] == want
+    assert {r["source"]: r["reasons"] for r in ret["rows"]} == {"long": [], "short": want}

@@ -92,7 +92,8 @@ def figure_lines(f: dict) -> list[str]:
 
 def stage_sections(con) -> dict[str, list[str]]:
     """The stages' own sections (pipeline/running/stage_table.py), by `module:function`."""
-    return {f"{module}:{func}": getattr(importlib.import_module(module), func)(con) for module, func in STAGE_SUMMARIES}
+    return {f"{module}:{func}": getattr(importlib.import_module(module), func)(con)
+            for module, func in STAGE_SUMMARIES}
 
 
 def summary(run_dir: str | Path) -> dict:
@@ -105,12 +106,12 @@ def summary(run_dir: str | Path) -> dict:
         con.close()
     ret = out["retention"]
     if ret:  # tuples as named fields
-        for r in ret["rows"] + ret["losing"]:
+        for r in {id(r): r for r in ret["rows"] + ret["losing"]}.values():  # a losing source may be a row too
             r["reasons"] = [{"reason": name, "docs": n, "chars": c} for name, n, c in r["reasons"]]
         if ret["domains"]:
             stage, rows = ret["domains"]
-            ret["domains"] = {"stage": stage, "rows": [dict(zip(("domain", "docs_in", "chars_in", "docs_kept", "chars_kept"),
-                                                                r)) for r in rows]}
+            keys = ("domain", "docs_in", "chars_in", "docs_kept", "chars_kept")
+            ret["domains"] = {"stage": stage, "rows": [dict(zip(keys, r)) for r in rows]}
     return out
 
 
