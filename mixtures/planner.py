@@ -178,7 +178,7 @@ def _estimate_note(ratio: float, source: str) -> str:
         return head + f"the given ratio of {ratio:.4f} tokens/char (--tokens-per-char)"
     if kind == "default":
         return head + (f"the default ratio of {ratio:.4f} tokens/char, as none could be measured (no "
-                       "RUN/tokens/tokenizer.model, or no text to sample); give --tokens-per-char to set one")
+                       "the run's tokenizer, or no text to sample); give --tokens-per-char to set one")
     return head + f"a ratio of {ratio:.4f} tokens/char ({source})"
 
 

@@ -349,3 +349,21 @@ def test_train_refuses_a_base_whose_eos_differs_from_the_packed_tokens(bases, tm
         train(run, base, config=TrainConfig(batch_tokens=SEQ * 4, micro_batch_rows=4, plots=False,
                                             tensorboard=False, holdout_rows=1), out_dir=tmp_path / "out", quiet=True)
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_plan_measures_tokens_per_char_with_the_runs_tokenizer_json(bases, tmp_path):
+    # After `pack --tokenizer BASE`, the run's tokenizer is RUN/tokens/tokenizer/ (tokenizer.json):
+    # `curate plan` estimates tokens with it, as it does with a sentencepiece model.
+    from curate.pipeline.catalog.db import connect
+    from curate.pipeline.commands.plan import measure_tokens_per_char
+
+    texts = topics()[:6]
+    run = make_run(tmp_path / "run", [{"text": t, "source": "pydoc"} for t in texts], n_parts=1)
+    pack(run, tokenizer=str(bases["qwen2"]), executor=LocalExecutor(), echo=lambda s: None, eval_fraction=0.0)
+    fast = hf_tokenizer(bases["qwen2"])
+    want = sum(len(fast(t, add_special_tokens=False).input_ids) for t in texts) / sum(map(len, texts))
+    con = connect(run)
+    try:
+        assert measure_tokens_per_char(con, run / "tokens" / "tokenizer") == pytest.approx(want)
+    finally:
+        con.close()

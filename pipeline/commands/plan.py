@@ -65,16 +65,15 @@ def group_rows(con: Any, groups: Sequence[Group]) -> tuple[list[dict], bool]:
 
 
 def measure_tokens_per_char(con: Any, model_path: Path, sample_docs: int = 512) -> float | None:
-    """Tokens per character of the run's sentencepiece model on a fixed sample of documents.
+    """Tokens per character of the run's tokenizer (sentencepiece, or a Hugging Face tokenizer.json
+    folder) on a fixed sample of documents.
 
     The sample is the `sample_docs` documents with the smallest hash of their id, so the same
     run always gives the same ratio. Tokens exclude BOS/EOS. None if the sample has no text.
     """
-    try:
-        import sentencepiece as spm
-    except ImportError as e:  # pragma: no cover - declared dependency
-        raise ImportError("measuring tokens per char needs sentencepiece: pip install 'sentencepiece>=0.2'") from e
-    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    from curate.stages.tokenize import load_tokenizer
+
+    sp = load_tokenizer(model_path)
     texts = [r[0] for r in con.execute("SELECT text FROM docs WHERE text IS NOT NULL ORDER BY hash(id), id LIMIT ?",
                                        [sample_docs]).fetchall()]
     chars = sum(len(t) for t in texts)
@@ -102,8 +101,10 @@ def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: i
             rows, exact = group_rows(con, groups)
     source = "given"
     if not exact and tokens_per_char is None:
-        model = run_dir / "tokens" / "tokenizer.model"
-        if model.exists():
+        from curate.stages.tokenize_stage import run_tokenizer_path
+
+        model = run_tokenizer_path(run_dir)
+        if model is not None:
             with closing(connect(run_dir)) as con:
                 tokens_per_char = measure_tokens_per_char(con, model, sample_docs)
             source = f"measured: {model} on {sample_docs} sampled docs"
@@ -196,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(--no-allow-redistribute: refuse; default: the recipe's allow_redistribute)")
     p.add_argument("--tokens-per-char", type=float, default=None,
                    help="ratio for estimating tokens from characters (default: measured with "
-                        "RUN/tokens/tokenizer.model, else 0.25)")
+                        "RUN/tokens/tokenizer/ or tokenizer.model, else 0.25)")
     p.add_argument("--sample-docs", type=int, default=512, help="documents sampled to measure tokens per char")
     p.add_argument("--out", default=None, help="plan.json path (default RUN_DIR/plan.json); plan.png goes beside it")
     p.add_argument("--no-plot", action="store_true", help="skip plan.png")
