@@ -161,3 +161,48 @@ def test_a_stage_that_fails_to_load_is_its_own_error_not_a_lost_worker(ray_sessi
     with pytest.raises(Exception, match="no model at /nowhere"):
         ex.map_actors(_BrokenStage, "run", [1, 2, 3])
     assert ex.lost == 0
+
+
+@pytest.mark.slow  # two Ray Train groups (the second after the loss) on 2 cores: minutes
+def test_ray_train_restarts_from_the_latest_checkpoint(tmp_path, ray_session):
+    """`curate train --ray 2`: a training worker killed after the first checkpoint; Ray Train's
+    FailureConfig starts a new group that resumes there, and the model equals one process's."""
+    import threading
+
+    from curate.training.config import TrainConfig
+    from curate.training.hf_io import init_model
+    from curate.training.loop import train
+    from curate.training.metrics import read_metrics
+    from curate.training.ray_train import launch_ray
+    from curate.training.synthetic import synthetic_run
+
+    synthetic_run(tmp_path / "run", seq_len=32, vocab_size=96, docs_per_group=60)
+    init_model(tmp_path / "base", "tiny", vocab_size=96)
+    cfg = TrainConfig(batch_tokens=32 * 8, micro_batch_rows=4, log_every=1, eval_every=0, checkpoint_every=2,
+                      plots=False, max_steps=6, holdout_rows=4)
+    kwargs = dict(run_dir=str(tmp_path / "run"), base=str(tmp_path / "base"), config=cfg)
+    killed: list = []
+
+    def kill_after_first_checkpoint():
+        t0 = time.time()
+        while time.time() - t0 < 600 and not killed:
+            steps = sorted(int(p.name[5:]) for p in (tmp_path / "ray" / "checkpoints").glob("step-*"))
+            if steps:
+                for c in psutil.Process().children(recursive=True):
+                    try:
+                        if " ".join(c.cmdline()).startswith("ray::RayTrainWorker"):
+                            c.kill()
+                            killed.append(steps[-1])
+                            return
+                    except psutil.Error:
+                        continue
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
+    launch_ray({**kwargs, "out_dir": str(tmp_path / "ray")}, num_workers=2, use_gpu=False)
+    assert killed and killed[0] < 6  # lost mid-training, after a checkpoint
+    train(**kwargs, out_dir=tmp_path / "one", quiet=True)
+    one = {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "train/loss" in r}
+    two = {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / "ray" / "metrics.jsonl") if "train/loss" in r}
+    assert sorted(two) == sorted(one) == list(range(1, 7))
+    assert all(abs(one[s] - two[s]) <= 1e-5 * one[s] for s in one)
