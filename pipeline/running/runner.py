@@ -61,8 +61,9 @@ def _note(msg: str) -> None:
 
 def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False,
                  executor: Executor | str = "ray") -> list[StageReport]:
-    """Run every stage of `cfg` on `executor` (an `Executor`, or `ray` / `local` to open one for
-    the run: Ray at `cfg.ray.address` with `workers`, or this process); one report per stage."""
+    """Run every stage of `cfg` on `executor` (an `Executor`, or `ray` / `local` / `auto` to open
+    one for the run: Ray at `cfg.ray.address` with `workers`, this process, or either by the
+    input's size); one report per stage."""
     first = StageSpec("ingest", "ingest", cfg.ingest)
     try:  # a missing input is reported before the run directory exists
         tasks = first.load().tasks(cfg.inputs)
