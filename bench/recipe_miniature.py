@@ -1,48 +1,61 @@
-"""Does the recipe work? A continued-pretraining miniature on real text, several seeds per arm.
+"""Does the recipe work, and which selection method should one pick? A continued-pretraining
+miniature on real text: every arm from several bases with several data-order seeds.
 
-    python bench/recipe_miniature.py --config configs/miniature.yaml          # CPU default (<= 30 min, 2 cores)
-    python bench/recipe_miniature.py --config configs/miniature.yaml --gpu    # the config's `gpu:` overrides
+    python bench/recipe_miniature.py --config configs/miniature.yaml              # CPU default (<= 30 min, 2 cores)
+    python bench/recipe_miniature.py --config configs/miniature.yaml --scales 2   # and a model ~4x larger
+    python bench/recipe_miniature.py --config configs/miniature.yaml --gpu        # the config's `gpu:` overrides
 
 Steps (each skipped on a rerun when done; killing and rerunning resumes):
  1. corpus: a target domain with real QA pairs and a general pool (`corpus.builder: debian-faq`
     builds them from this machine's documentation; or give `inputs` and `qa.path` of your own);
  2. QA split: pairs whose salted id hash falls below `qa.held_out_fraction` are held out for
-    evaluation only; the rest become training documents (`Question: ...\\nAnswer: ...`);
- 3. `curate run`: the configured stages, then `decontaminate` (13-grams of the held-out answers:
-    documents sharing one are dropped and counted);
- 4. arms (c)/(d): a fastText classifier (`curate train-quality`, positives: the training QA pairs)
-    scores the pool through a `quality` stage; (c) takes its top documents by character mass
-    (as much as the target domain holds), (d) as much at random;
- 5. one pack for every arm: disjoint groups (qa; target or general x picked or not), held-out
-    target and general documents by id hash (`--eval-where`), a sentencepiece tokenizer;
- 6. a base model pretrained on the general pool only (cosine from base_lr to eta0 = its minimum
-    LR), saved once under OUT/base/ and reused by every arm;
- 7. arms at equal continued-pretraining tokens, each from that base, with every seed, through
-    curate's resumable arm runner (`search.arms`: markers in OUT/arms/_done, Ray actors):
+    evaluation only, as 4-choice items (the other choices: held-out answers, chosen by a salted
+    hash); the rest become training documents (`Question: ...\nAnswer: ...`);
+ 3. `curate run`: the configured stages, then `decontaminate` (13-grams of the held-out questions
+    and answers: documents sharing one are dropped and counted);
+ 4. arm (c)/(d)'s fastText classifier (`curate train-quality`, positives: the training QA pairs)
+    scores the pool through a `quality` stage;
+ 5. groups: disjoint (qa; target or general x picked or not); held-out target and general
+    documents and a dev slice of each by id hash; every training document sharing a 13-gram with
+    a held-out one is left out of training (bench/miniature/leaks.py); one pack for every arm;
+ 6. `bases` models pretrained on the general pool only, base b from seed b (cosine from base_lr to
+    eta0 = its minimum LR), under OUT/bases/b<b>/;
+ 7. arm (g)'s PreSelect (Shum et al. 2025): a ladder of models of other widths pretrained on the
+    general pool, base 0 on top; `curate train-preselect` labels sampled pool documents by how
+    their bits per byte rank the ladder as the ladder's target performance does (its BPB on the
+    training QA pairs), trains fastText, a `quality` stage scores the pool; groups and pack again
+    with its pick (the same tokenizer);
+ 8. arm (f)'s `curate search` (RegMix) from base 0: >= 8 proxies at a fifth of an arm's tokens,
+    fitted on the dev slices; the mixture it finds is arm (f)'s recipe;
+ 9. arms at equal continued-pretraining tokens, from every base with every seed, through curate's
+    resumable arm runner (`search.arms`: markers in OUT/arms/_done, Ray actors):
     (a) the pretraining mix at eta0 (cosine to eta0/100);
     (b) the reuse recipe: general blend, then the QA blend from LR = eta0/5, QA pairs at
         `qa_share` (12%) of it;
-    (h) the target upweighted throughout, no QA pairs (what (b) adds is the QA phase);
     (c) (b) with the target part picked by the classifier; (d) the same amount at random;
     (e) (b) re-warmed: from eta0 up to base_lr over 1% of the tokens, cosine to base_lr/10
         (Ibrahim et al. 2024), the QA blend from (b)'s token fraction (the stability gap);
-    (f) the mixture `curate search` finds: not run (see below);
- 8. scores per model (curate's evaluation, windows of the training context): target and general
-    BPB on the held-out documents, held-out QA answer BPB (accuracy when the pairs have choices);
- 9. OUT/report.md (with each arm's tokens per role and QA-blend share), OUT/bars.png,
-    OUT/curves.png, OUT/summary.json; the table is printed.
+    (f) the mixture `curate search` found, one phase over every group;
+    (g) (b) with the target part picked by PreSelect, (c)'s character mass;
+    (h) the target upweighted throughout, no QA pairs (what (b) adds is the QA phase);
+10. scores per model (curate's evaluation, windows of the training context): target and general
+    BPB on the held-out documents, held-out QA answer BPB, 4-choice acc and acc_norm as lm-eval
+    scores them (the items also as an lm-eval task file, OUT/lm_eval/);
+11. OUT/report.md: the table, every comparison it states computed (each arm vs (a), (c) vs (d),
+    (g) vs (c), (f) vs (b), (e) vs (b), (h) vs (b)) as a decision table, the variance from the base
+    and from the data order apart, the search's fit, the ladder, the leak counts, tokens per role;
+    OUT/bars.png, OUT/curves.png, OUT/summary.json. With `scales: 2` the same under OUT/scale2 from
+    its own bases, and in OUT/report.md the decision accuracy (Magnusson et al. 2025).
 
 Decisions:
 - (a) is "the pretraining distribution": the general pool, as the base saw it (Parmar et al.'s
   baseline continues on the pretraining data); the recipe arms add the target and QA data.
-- Every arm's plan names the same disjoint groups, so one pack serves all, and the held-out
-  sets are the same for every arm (by id hash, not by group).
-- The classifier is fastText (`curate train-quality`), not PreSelect: PreSelect needs a ladder of
-  models scored on the target, several trainings the 30-minute budget does not hold.
-- (f) `curate search` is not run: its proxies (4 x groups at a useful size) cost more training
-  than all other arms together at this scale; the report says so.
-- The paired test over seeds is scipy's `ttest_rel` when scipy is installed, else the same t with
-  Student's distribution computed here (bench/miniature/report.py).
+- Leaks are settled against training: the held-out sets are fixed first, and a training document
+  (QA pair or not) sharing a 13-gram with one is not trained on, so every arm sees the same sets.
+- Every arm's plan names the same disjoint groups, so one pack serves all.
+- The search fits on dev slices, not on the held-out sets the arms are compared on.
+- Paired tests pair (base, seed): arm x and arm y from the same base with the same data order.
+  scipy's `ttest_rel` when installed, else the same t with Student's distribution computed here.
 """
 
 from __future__ import annotations
@@ -59,15 +72,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.miniature import arms as A  # noqa: E402
 from bench.miniature import data as D  # noqa: E402
 from bench.miniature import report as R  # noqa: E402
-from bench.miniature.config import MiniatureConfig, load  # noqa: E402
+from bench.miniature import methods as M  # noqa: E402
+from bench.miniature.config import MiniatureConfig, load, merge  # noqa: E402
 from bench.miniature.timing import CpuMeter  # noqa: E402
 from curate.pipeline.errors import CurateError  # noqa: E402
 from curate.pipeline.reporting.texttable import aligned  # noqa: E402
 
-SEARCH_SKIPPED = ("skipped: `curate search` trains its proxies (4 x the groups by default) before the arm "
-                  "itself; at this scale that is more training than all other arms together, beyond the "
-                  "time budget (run `curate search OUT/run --base OUT/base/model --target target --keep "
-                  "general` by hand with a larger budget)")
+def prepare(cfg: MiniatureConfig, out: Path, ex, say, mark) -> dict:
+    """Corpus, QA split (with choices), curation, the (c)/(d) classifier, groups and the first pack."""
+    cfg_key = json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__))
+    D.cached(out, "corpus", cfg_key["corpus"], lambda: D.build_corpus(cfg, say), say)
+    qa = D.cached(out, "qa", [cfg_key["qa"], cfg.mc_choices], lambda: D.split_qa(cfg, out), say)
+    mark("corpus and QA split")
+    say(f"[qa] {qa['pairs']} pairs: {qa['train']} for training, {qa['held_out']} held out ({qa['mc']} with choices)")
+    data_key = [cfg_key[k] for k in ("corpus", "inputs", "qa", "stages", "decontaminate_n")] + [cfg.mc_choices]
+    decon = D.cached(out, "curate", data_key, lambda: D.curate(cfg, out, qa, (), ex), say)
+    say(f"[decontaminate] {decon['dropped_docs']} documents dropped for sharing a "
+        f"{cfg.decontaminate_n}-gram with a held-out QA pair")
+    mark("curate run")
+    sel, selectors = None, ()
+    if {"c", "d"} & set(cfg.arms):
+        selectors = (D.SEL,)
+        sel = D.cached(out, "selector", [data_key, cfg_key["selection"]], lambda: D.train_selector(cfg, out), say)
+        D.cached(out, "curate_selector", [data_key, cfg_key["selection"]],
+                 lambda: D.curate(cfg, out, qa, selectors, ex), say)
+        mark("selection classifier")
+    gkey = [data_key, cfg_key["selection"], cfg.target, cfg.arms, cfg.eval_fraction]
+    groups = D.cached(out, "groups", gkey, lambda: D.cells(cfg, out / "run", say), say)
+    packed = D.cached(out, "pack", [groups, cfg_key["model"], cfg.eval_max_docs, cfg.train.batch_rows],
+                      lambda: D.pack_all(cfg, out, groups, ex, say), say)
+    mark("groups and pack")
+    return {"cfg_key": cfg_key, "qa": qa, "decon": decon, "sel": sel, "selectors": selectors, "data_key": data_key,
+            "gkey": gkey, "groups": groups, "packed": packed}
+
+
+def pretrain_bases(cfg: MiniatureConfig, out: Path, p: dict, recipe: dict, say, mark) -> list[dict]:
+    """`bases` models pretrained on the general pool, base b with seed b (init and data order)."""
+    key = [p["packed"], recipe, A.train_overrides(cfg), cfg.train.base_tokens, cfg.model.shape()]
+    bases = [D.cached(out, f"base{b}", [key, b], lambda b=b: A.pretrain_base(
+        cfg, out, recipe, say, folder=out / "bases" / f"b{b}", seed=b), say) for b in range(cfg.bases)]
+    mark("base pretraining")
+    return bases
+
+
+def preselect_pick(cfg: MiniatureConfig, out: Path, p: dict, recipe: dict, base: Path, ex, say, mark) -> dict:
+    """Arm (g): the ladder, PreSelect's classifier, its scores in the catalog, and the groups and
+    pack again with its pick (the tokenizer is the run's, unchanged, so every model reads it)."""
+    key = [p["gkey"], cfg.preselect.__dict__, str(base), cfg.train.base_tokens]
+    rungs = M.ladder(cfg, out, recipe, base, say)
+    pre = D.cached(out, "preselect", key, lambda: M.train_preselect(cfg, out, rungs, p["qa"],
+                                                                   p["groups"]["eval_where"], D.PRE), say)
+    D.cached(out, "curate_preselect", key, lambda: D.curate(cfg, out, p["qa"], (*p["selectors"], D.PRE), ex), say)
+    groups = D.cached(out, "groups_preselect", key, lambda: D.cells(cfg, out / "run", say, pre=True), say)
+    packed = D.cached(out, "pack_preselect", [groups, p["cfg_key"]["model"], cfg.eval_max_docs],
+                      lambda: D.pack_all(cfg, out, groups, ex, say), say)
+    mark("PreSelect ladder, classifier and pack")
+    return {"preselect": pre, "groups": groups, "packed": packed}
 
 
 def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> dict:
@@ -77,57 +137,122 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     say = lambda s: echo(f"[{time.time() - t0:6.0f}s] {s}")  # noqa: E731
-    cfg_key = json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__))
     with CpuMeter() as meter, open_executor(executor, workers=cfg.workers) as ex:
         mark = lambda name: say(f"[time] {name}: {meter.mark(name)['wall_s']:.0f} s wall, "  # noqa: E731
                                 f"{meter.marks[-1]['cpu_s']:.0f} s CPU")
         mark("start (Ray)")
-        D.cached(out, "corpus", cfg_key["corpus"], lambda: D.build_corpus(cfg, say), say)
-        qa = D.cached(out, "qa", cfg_key["qa"], lambda: D.split_qa(cfg, out), say)
-        mark("corpus and QA split")
-        say(f"[qa] {qa['pairs']} pairs: {qa['train']} for training, {qa['held_out']} held out")
-        data_key = [cfg_key[k] for k in ("corpus", "inputs", "qa", "stages", "decontaminate_n")]
-        decon = D.cached(out, "curate", data_key, lambda: D.curate(cfg, out, qa, False, ex), say)
-        say(f"[decontaminate] {decon['dropped_docs']} documents dropped for sharing a "
-            f"{cfg.decontaminate_n}-gram with a held-out answer")
-        mark("curate run")
-        sel = None
-        if {"c", "d"} & set(cfg.arms):
-            sel = D.cached(out, "selector", [data_key, cfg_key["selection"]], lambda: D.train_selector(cfg, out), say)
-            D.cached(out, "curate_selector", [data_key, cfg_key["selection"]],
-                     lambda: D.curate(cfg, out, qa, True, ex), say)
-            mark("selection classifier")
-        groups = D.cached(out, "groups", [data_key, cfg_key["selection"], cfg.target, cfg.arms, cfg.eval_fraction],
-                          lambda: D.cells(cfg, out / "run", say), say)
-        packed = D.cached(out, "pack", [groups, cfg_key["model"], cfg.eval_max_docs, cfg.train.batch_rows],
-                          lambda: D.pack_all(cfg, out, groups, ex, say), say)
-        mark("groups and pack")
-        recipes = A.recipes(cfg, groups["groups"])
-        # only what the base depends on: changing the arms' settings keeps it
-        base = D.cached(out, "base", [packed, recipes["base"], A.train_overrides(cfg), cfg.train.base_tokens],
-                        lambda: A.pretrain_base(cfg, out, recipes["base"], say), say)
-        mark("base pretraining")
-        plans = {k: D.cached(out, f"plan_{k}", [packed, r, cfg.train.cpt_tokens],
-                             lambda k=k, r=r: A.make_plan(cfg, out, k, r, cfg.train.cpt_tokens), say)
-                 for k, r in recipes.items() if k != "base"}
-        models = A.run_arms(cfg, out, plans, Path(base["model"]), ex, say)
+        p = prepare(cfg, out, ex, say, mark)
+        base_recipe = A.recipes(cfg, p["groups"]["groups"])["base"]
+        bases = pretrain_bases(cfg, out, p, base_recipe, say, mark)
+        base0 = Path(bases[0]["model"])
+        pre = preselect_pick(cfg, out, p, base_recipe, base0, ex, say, mark) if "g" in cfg.arms else {}
+        groups, packed = pre.get("groups", p["groups"]), pre.get("packed", p["packed"])
+        recipes = {k: r for k, r in A.recipes(cfg, groups["groups"]).items() if k != "base"}
+        found = None
+        if "f" in cfg.arms:
+            found = D.cached(out, "search", [packed, recipes["a"], cfg.search.__dict__, bases[0]],
+                             lambda: M.search(cfg, out, groups["groups"], base0, ex, say), say)
+            recipes["f"] = {**found["recipe"], "name": "f-search"}
+            mark("mixture search (f)")
+        plans = {k: D.cached(out, f"plan_{k}", [packed, recipes[k], cfg.train.cpt_tokens],
+                             lambda k=k: A.make_plan(cfg, out, k, recipes[k], cfg.train.cpt_tokens), say)
+                 for k in cfg.arms if k in recipes}
+        models = A.run_arms(cfg, out, plans, [Path(b["model"]) for b in bases], ex, say)
         mark("arms")
-        scores = A.score(cfg, out, {"base": Path(base["model"]), **models}, qa["held_out_path"], ex, say)
+        scored = {f"base-b{b}": Path(x["model"]) for b, x in enumerate(bases)}
+        scores = A.score(cfg, out, {**scored, **models}, p["qa"]["held_out_path"], ex, say)
         mark("evaluation")
     arm_keys = [k for k in cfg.arms if k in plans]
-    summary = R.summarise(scores, arm_keys, cfg.seeds)
-    curves = {k: [A.loss_curve(out / "arms" / f"{k}-s{s}") for s in range(cfg.seeds)] for k in arm_keys}
-    bars = R.plot_bars(summary, scores["base"], out / "bars.png")
-    lines = R.plot_curves(curves, A.loss_curve(out / "base"), out / "curves.png")
-    result = {"config": cfg_key, "qa": qa, "decontamination": decon, "selector": sel, "groups": groups,
-              "packed": packed, "base": base, "eta0": A.eta0(cfg), "scores": scores, "summary": summary,
+    summary = R.summarise(scores, arm_keys, cfg.seeds, cfg.bases)
+    units = {k: R.unit_names(k, cfg.bases, cfg.seeds) for k in arm_keys}
+    curves = {k: [A.loss_curve(out / "arms" / n) for n in units[k]] for k in arm_keys}
+    base_scores = R.base_mean([scores[k] for k in scored])
+    bars = R.plot_bars(summary, base_scores, out / "bars.png")
+    lines = R.plot_curves(curves, A.loss_curve(out / "bases" / "b0"), out / "curves.png")
+    lm_eval = lm_eval_task(p["qa"]["held_out_path"], out / "lm_eval")
+    result = {"config": p["cfg_key"], "qa": p["qa"], "decontamination": p["decon"], "selector": p["sel"],
+              "groups": groups, "leaks": groups["leaks"], "packed": packed, "bases": bases, "base": base_scores,
+              "preselect": pre.get("preselect"), "search": found, "eta0": A.eta0(cfg), "scores": scores,
+              "summary": summary, "comparisons": R.comparisons(summary), "lm_eval_task": lm_eval,
               "role_tokens": {k: A.role_tokens(plans[k], A.realised_mixture(out, k)) for k in arm_keys},
-              "skipped": {"f": SEARCH_SKIPPED} if "f" in cfg.arms else {},
               "timing": meter.marks, "wall_s": sum(m["wall_s"] for m in meter.marks),
               "cpu_s": sum(m["cpu_s"] for m in meter.marks), "load_avg": os.getloadavg()}
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     write_report(out, result, bars, lines)
     return result
+
+
+def lm_eval_task(held_out: str, folder: Path) -> str:
+    """The held-out multiple-choice items as an lm-eval task file (`lm_eval --tasks <yaml> --include_path`)."""
+    from curate.training.lm_eval_tasks import qa_task
+
+    return str(qa_task(held_out, folder, "miniature_qa"))
+
+
+def run_scales(cfg: MiniatureConfig, config_path: str | None, overrides: dict | None, gpu: bool, executor: str,
+               echo=print) -> list[dict]:
+    """Scale 1, and with `scales: 2` the second scale from its own bases in OUT/scale2 (the model
+    of `second_scale.model`, `token_factor` x the base and arm tokens); the decision accuracy
+    between them goes into scale 1's report."""
+    results = [run_miniature(cfg, executor, echo)]
+    if cfg.scales == 2:
+        s2 = cfg.second_scale
+        over = merge(overrides or {}, {
+            "out": str(Path(cfg.out) / "scale2"), "model": s2.model,
+            "train": {"base_tokens": cfg.train.base_tokens * s2.token_factor,
+                      "cpt_tokens": cfg.train.cpt_tokens * s2.token_factor}})
+        big = load(config_path, over, gpu=gpu)
+        results.append(run_miniature(big, executor, echo))
+        small, large = results[0], results[1]
+        small["decision_accuracy"] = R.decision_accuracy(small["summary"], large["summary"])
+        small["scale2"] = {"model": big.model.__dict__, "summary": large["summary"],
+                           "comparisons": large["comparisons"]}
+        out = Path(cfg.out)
+        (out / "summary.json").write_text(json.dumps(small, indent=2, default=str))
+        write_report(out, small, out / "bars.png", out / "curves.png")
+    return results
+
+
+def _search_text(f: dict | None) -> str:
+    if not f:
+        return "Arm (f) was not in `arms`."
+    fit = "; ".join(f"{k}: held-out Spearman {v['spearman']:.3f}, MAE {v['mae']:.4f}" for k, v in f["fit"].items())
+    w = ", ".join(f"{g} {x:.3f}" for g, x in f["weights"].items())
+    return (f"`curate search` from base 0: {f['proxies']} proxies of {f['proxy_tokens']:,} tokens, fitted "
+            f"({f['model']}) on the dev slices (never the test sets). Fit: {fit}. Mixture found: {w}."
+            + "".join(f"\n- {n}" for n in f["notes"]))
+
+
+def _preselect_text(p: dict | None) -> str:
+    if not p:
+        return "Arm (g) was not in `arms`."
+    ladder = ", ".join(f"`{Path(m).parent.name}` (target perf {x:.4f}, mean pool BPB {b:.4f})"
+                       for m, x, b in zip(p["ladder"], p["performance"], p.get("ladder_mean_bpb", [])))
+    lab, held = p.get("labels") or {}, p.get("heldout") or {}
+    return (f"Ladder (smallest first; performance = −BPB on the training QA pairs): {ladder}. Predictive "
+            f"strength of {lab.get('documents')} sampled pool documents ({lab.get('perfect')} with S = 1); "
+            f"fastText on {lab.get('positives')} positives and {lab.get('negatives')} negatives (length-matched), "
+            f"held-out AUC {held.get('auc')}.")
+
+
+def _leak_text(r: dict) -> str:
+    lk = r["leaks"]
+    per = ", ".join(f"{k} {v}" for k, v in sorted(lk["by_source"].items())) or "none"
+    return (f"Held-out QA pairs vs every document: the `decontaminate` stage dropped {r['decontamination']['dropped_docs']} "
+            f"(table below). Held-out documents ({lk['held_docs']}: target, general and their dev slices) vs "
+            f"{lk['checked']:,} training documents: {len(lk['ids'])} training documents shared a "
+            f"{r['config']['decontaminate_n']}-gram with one and were left out of training (per source: {per}). "
+            "The training side is dropped, never the held-out side, so every arm is scored on the same sets.")
+
+
+def _scales_text(r: dict) -> str:
+    if "decision_accuracy" not in r:
+        return "One scale (`--scales 2` runs a second, from its own bases)."
+    acc = "\n".join(f"| {m} | {v['accuracy']:.0%} | {v['pairs']} |" for m, v in r["decision_accuracy"].items())
+    return (f"Scale 2: model {r['scale2']['model']}, from its own bases (OUT/scale2/report.md). Decision "
+            "accuracy (Magnusson et al. 2025): the share of arm pairs both scales order the same way.\n\n"
+            f"| metric | decision accuracy | arm pairs |\n|---|---|---|\n{acc}\n\nScale 2's table:\n\n"
+            + R.markdown_table(r["scale2"]["summary"], None))
 
 
 def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
@@ -140,26 +265,38 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
     groups = "\n".join(f"| {g['name']} | {counts[g['name']]['n']:,} | {r['packed']['groups'].get(g['name'], 0):,} |"
                        for g in r["groups"]["groups"])
     picks = "".join(f"\n- `{k}`: `{v}`" for k, v in r["groups"]["picks"].items())
+    large = r.get("scale2", {}).get("comparisons")
+    n = f"{cfg['bases']} bases x {cfg['seeds']} seeds"
     sections = [
-        ("Table", "Mean ± std over seeds; Δ = arm − (a), paired by seed, two-sided paired t-test.\n\n"
-                  + R.markdown_table(r["summary"], r["scores"].get("base"))
-                  + "".join(f"\n\n({k}) {v}" for k, v in r["skipped"].items())),
-        ("Tokens per role", "What each arm trained on, per role: the rows the trainer drew for seed 0 "
-                            "(OUT/arms/<arm>-s0/mixture.json) x the context; the plan (OUT/plans/<arm>.json) is "
-                            "followed to within one row per group and phase. The QA blend starts at the same "
-                            "token fraction in (b) and (e).\n\n" + R.markdown_rows(R.role_cells(r["role_tokens"]))),
+        ("Table", f"Mean ± std over {n}; Δ = arm − (a), paired by (base, seed), two-sided paired t-test. "
+                  "qa/acc and qa/acc_norm: 4-choice accuracy as lm-eval scores it (higher is better; "
+                  "chance 0.25).\n\n" + R.markdown_table(r["summary"], r.get("base"))),
+        ("Decisions", "Every comparison this report states, computed from the table's models (pick = the "
+                      "better arm on that metric; p over the (base, seed) pairs; same at scale 2: whether "
+                      "the second scale picks the same arm).\n\n"
+                      + R.markdown_rows(R.decision_rows(r["comparisons"], large))),
+        ("Scales", _scales_text(r)),
+        ("Noise", "Variance from the base (of the per-base means) and from the data order (within a base, "
+                  "over seeds), apart:\n\n" + R.markdown_rows(R.variance_rows(r["summary"]))),
+        ("Selection methods", f"(f) {_search_text(r.get('search'))}\n\n(g) {_preselect_text(r.get('preselect'))}"),
+        ("Leaks", _leak_text(r)),
+        ("Tokens per role", "What each arm trained on, per role: the rows the trainer drew for base 0, seed 0 "
+                            "(OUT/arms/<arm>-b0-s0/mixture.json) x the context. The QA blend starts at the "
+                            "same token fraction in (b) and (e).\n\n" + R.markdown_rows(R.role_cells(r["role_tokens"]))),
         ("Plots", f"![bars]({bars.name})\n\n![curves]({curves.name})"),
         ("Data", f"Target domain: `{cfg['target']}`. QA: {r['qa']['pairs']} pairs, {r['qa']['train']} trained on, "
-                 f"{r['qa']['held_out']} held out.\n\n| source (kept) | docs | chars |\n|---|---|---|\n{kept}\n\n"
-                 f"Decontamination ({cfg['decontaminate_n']}-grams of held-out answers), dropped:\n\n"
+                 f"{r['qa']['held_out']} held out ({r['qa']['mc']} as multiple choice; lm-eval task: "
+                 f"`{r['lm_eval_task']}`).\n\n| source (kept) | docs | chars |\n|---|---|---|\n{kept}\n\n"
+                 f"Decontamination ({cfg['decontaminate_n']}-grams of held-out QA pairs), dropped:\n\n"
                  f"| source | docs |\n|---|---|\n{dropped}\n\nGroups (disjoint: qa; tgt = target domain, gen = the "
-                 f"rest; -sel = picked by the classifier, -rnd = picked at random):\n\n"
+                 f"rest; -sel = picked by the classifier, -pre = by PreSelect, -rnd = at random):\n\n"
                  f"| group | docs | tokens |\n|---|---|---|\n{groups}\n\nPicks:{picks or ' none'}"),
-        ("Setup", f"Model `{cfg['model']['size']}`, vocabulary {cfg['model']['vocab_size']}, context "
-                  f"{cfg['model']['seq_len']}; base: {r['base']['tokens']:,} tokens at peak LR "
-                  f"{cfg['train']['base_lr']:g}; arms: {cfg['train']['cpt_tokens']:g} tokens each from "
-                  f"eta0 = {r['eta0']:g}; {cfg['seeds']} seeds.\n\nTime of this invocation (steps an earlier one "
-                  "finished are skipped and show about 0):\n\n| step | wall s | CPU s |\n|---|---|---|\n"
+        ("Setup", f"Model `{cfg['model']['size']}` {cfg['model'].get('hidden_size') or ''}, vocabulary "
+                  f"{cfg['model']['vocab_size']}, context {cfg['model']['seq_len']}; {cfg['bases']} bases of "
+                  f"{r['bases'][0]['tokens']:,} tokens at peak LR {cfg['train']['base_lr']:g} (base b: seed b); arms: "
+                  f"{cfg['train']['cpt_tokens']:g} tokens each from eta0 = {r['eta0']:g}; {cfg['seeds']} data-order "
+                  "seeds.\n\nTime of this invocation (steps an earlier one finished are skipped and show about "
+                  "0):\n\n| step | wall s | CPU s |\n|---|---|---|\n"
                   + "".join(f"| {m['step']} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |\n" for m in r["timing"])
                   + f"| total | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |\n\nCPU: this process and every process "
                   f"it started (Ray's workers included), sampled each second. Load average at the end: "
@@ -174,21 +311,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="apply the config's `gpu:` overrides (bigger model, more tokens)")
     ap.add_argument("--out", help="replace the config's output folder")
     ap.add_argument("--executor", default="ray", choices=["ray", "local"])
+    ap.add_argument("--scales", type=int, choices=[1, 2], help="replace the config's `scales`: 2 adds a model "
+                    "~4x larger on 2x the tokens from its own bases, and the decision accuracy between the scales")
     a = ap.parse_args(argv)
     try:
         if not Path(a.config).is_file():
             raise CurateError(f"--config: {a.config} does not exist")
-        cfg = load(a.config, {"out": a.out} if a.out else None, gpu=a.gpu)
-        r = run_miniature(cfg, a.executor)
+        over = {k: v for k, v in (("out", a.out), ("scales", a.scales)) if v}
+        cfg = load(a.config, over or None, gpu=a.gpu)
+        r = run_scales(cfg, a.config, over, a.gpu, a.executor)[0]
     except CurateError as e:
         print(f"recipe_miniature: error: {e}", file=sys.stderr)
         return 2
     print()
-    print(R.table(r["summary"], r["scores"].get("base")))
+    print(R.table(r["summary"], r.get("base")))
+    print()
+    print("\n".join(aligned(R.decision_rows(r["comparisons"], r.get("scale2", {}).get("comparisons")),
+                            indent="", gap=" | ")))
     print()
     print("\n".join(aligned(R.role_cells(r["role_tokens"]), indent="", gap=" | ")))
-    for k, v in r["skipped"].items():
-        print(f"({k}) {v}")
+    for m, v in r.get("decision_accuracy", {}).items():
+        print(f"decision accuracy across scales, {m}: {v['accuracy']:.0%} of {v['pairs']} arm pairs")
     print(f"\nwall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s; report: {Path(cfg.out) / 'report.md'}")
     return 0
 

@@ -1,9 +1,10 @@
 """bench/recipe_miniature.py at a tiny scale on text that comes with Python: pydoc topics are the
 target domain, QA pairs are made from them (the answer: a topic's opening words; the other
-choices: the same words reordered), standard-library source is the general pool. Two arms, two
-seeds, a few steps each; the properties checked hold for any corpus: held-out answers
-decontaminated, one base for every arm, a row per arm, paired differences, the report's files,
-and a rerun that trains nothing."""
+choices: the same words reordered), standard-library source is the general pool. Arms (a), (b),
+(f) `curate search` and (g) PreSelect, two bases x two seeds, a few steps each; the properties
+checked hold for any corpus: held-out answers decontaminated, no training document sharing a
+13-gram with a held-out one, one base per base seed, a row per arm, paired differences, every
+stated comparison computed, the report's files, and a rerun that trains nothing."""
 
 from __future__ import annotations
 
@@ -49,9 +50,13 @@ def miniature(tmp_path_factory, ray_session):
         "out": str(tmp / "out"), "corpus": {"builder": None}, "inputs": [str(corpus)],
         "target": "source = 'pydoc'", "qa": {"path": str(qa), "held_out_fraction": 0.3},
         "model": {"size": "tiny", "vocab_size": 512, "seq_len": 64},
-        "train": {"base_tokens": 64 * 8 * 12, "cpt_tokens": 64 * 8 * 6, "batch_rows": 8, "log_every": 1,
+        "train": {"base_tokens": 64 * 8 * 12, "cpt_tokens": 64 * 8 * 10, "batch_rows": 8, "log_every": 1,
                   "checkpoint_every": 3, "device": "cpu"},
-        "seeds": 2, "arms": ["a", "b"], "eval_fraction": 0.2, "eval_max_docs": 6, "workers": 2})
+        # rungs near the base's width: a ladder this undertrained otherwise ranks every document alike
+        "preselect": {"sample": 200, "min_positives": 5, "rungs": [48, 56], "max_chars": 1500, "tokens_ratio": 1.0,
+                      "length_bins": 2},
+        "seeds": 2, "bases": 2, "arms": ["a", "b", "f", "g"], "eval_fraction": 0.2, "eval_max_docs": 6,
+        "workers": 2})
     lines: list[str] = []
     first = run_miniature(cfg, echo=lines.append)
     rerun_lines: list[str] = []
@@ -78,24 +83,63 @@ def test_held_out_answers_are_decontaminated(miniature):
     assert reasons == {"contaminated:qa_held_out"}
 
 
-def test_one_base_for_every_arm(miniature):
+def test_no_training_document_shares_an_ngram_with_a_held_out_one(miniature):
+    from bench.miniature.leaks import shared_ngrams
+    from curate.pipeline.catalog.db import query
+
+    cfg, r, _, _, _ = miniature
+    run = Path(cfg.out) / "run"
+    specs = [spec.split("=", 1)[1] for spec in r["groups"]["eval_where"]]
+    held = [t for spec in specs for t in query(run, f"SELECT text FROM docs WHERE {spec}")["text"].to_pylist()]
+    # what the arms train on: the groups' documents less the held-out ones (pack keeps those apart)
+    not_held = " AND ".join(f"NOT ({s})" for s in specs)
+    train = [t for g in r["groups"]["groups"]
+             for t in query(run, f"SELECT text FROM docs WHERE ({g['where']}) AND {not_held}")["text"].to_pylist()]
+    assert held and train and shared_ngrams(train, held, cfg.decontaminate_n) == []
+    # each held-out answer opens a pydoc topic, and the QA pairs quote them: some pairs were left out
+    assert r["leaks"]["by_source"].get("qa", 0) > 0 and len(r["leaks"]["ids"]) == sum(r["leaks"]["by_source"].values())
+    assert f"{len(r['leaks']['ids'])} training documents shared" in (Path(cfg.out) / "report.md").read_text()
+
+
+def test_every_arm_from_every_base(miniature):
     cfg, r, _, _, _ = miniature
     out = Path(cfg.out)
-    assert (out / "base" / "model" / "config.json").is_file()
-    digests = {json.loads((out / "arms" / f"{a}-s{s}" / "arm.json").read_text())["base_digest"]
-               for a in cfg.arms for s in range(cfg.seeds)}
-    assert len(digests) == 1
+    digests = {}
+    for b in range(cfg.bases):
+        assert (out / "bases" / f"b{b}" / "model" / "config.json").is_file()
+        digests[b] = {json.loads((out / "arms" / f"{a}-b{b}-s{s}" / "arm.json").read_text())["base_digest"]
+                      for a in cfg.arms for s in range(cfg.seeds)}
+        assert len(digests[b]) == 1
+    assert len(set().union(*digests.values())) == cfg.bases  # the bases differ (seed b)
     tokens = {json.loads(p.read_text())["tokens"] for p in (out / "arms" / "_done").glob("*.json")}
     assert len(tokens) == 1  # equal continued-pretraining tokens in every arm
+    s = r["summary"]["b"]["target/bpb"]
+    assert s["base_var"] is not None and s["order_var"] is not None
+
+
+def test_search_and_preselect_arms(miniature):
+    cfg, r, _, _, _ = miniature
+    f, g = r["search"], r["preselect"]
+    assert f["proxies"] >= 8 and f["proxy_tokens"] <= cfg.train.cpt_tokens / 5
+    assert -1 <= f["fit"]["target_dev/bpb"]["spearman"] <= 1
+    assert abs(sum(f["weights"].values()) - 1) < 1e-6
+    # the ladder: two rungs of other widths and base 0 on top
+    assert len(g["ladder"]) == 3 and g["ladder"][-1] == r["bases"][0]["model"]
+    assert len({json.loads((Path(m) / "config.json").read_text())["hidden_size"] for m in g["ladder"]}) == 3
+    assert (Path(cfg.out) / "run" / "models" / "quality_pre.bin").is_file()
+    # (g) trains on the PreSelect pick in its target role, the same character budget as (c)'s
+    assert "pre" in r["groups"]["picks"] and any("-pre" in gr["name"] for gr in r["groups"]["groups"])
+    report = (Path(cfg.out) / "report.md").read_text()
+    assert "held-out Spearman" in report and "Ladder" in report
 
 
 def test_table_rows_and_paired_differences(miniature):
     cfg, r, _, _, _ = miniature
     s = r["summary"]
-    assert list(s) == ["a", "b"]
+    assert list(s) == ["a", "b", "f", "g"]
     for arm in s:
-        for m in ("target/bpb", "general/bpb", "qa/answer_bpb", "qa/acc"):
-            assert len(s[arm][m]["values"]) == cfg.seeds
+        for m in ("target/bpb", "general/bpb", "qa/answer_bpb", "qa/acc", "qa/acc_norm"):
+            assert len(s[arm][m]["values"]) == cfg.seeds * cfg.bases
             assert s[arm][m]["mean"] == pytest.approx(statistics.fmean(s[arm][m]["values"]))
     assert "vs_a" not in s["a"]["target/bpb"]
     for m, v in s["b"].items():
@@ -112,11 +156,18 @@ def test_table_rows_and_paired_differences(miniature):
     for name in ("report.md", "bars.png", "curves.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     assert "b: reuse recipe" in (out / "report.md").read_text()
+    # every comparison stated is computed: each arm vs (a), and (f) vs (b)
+    stated = {(c["arm"], c["vs"]) for c in r["comparisons"]}
+    assert stated == {("b", "a"), ("f", "a"), ("g", "a"), ("f", "b")}
+    for c in r["comparisons"]:
+        d = [x - y for x, y in zip(s[c["arm"]][c["metric"]]["values"], s[c["vs"]][c["metric"]]["values"])]
+        assert c["diff"] == pytest.approx(statistics.fmean(d))
+    assert "| f vs b | target/bpb |" in (out / "report.md").read_text()
 
 
 def test_report_gives_each_arms_tokens_per_role(miniature):
     cfg, r, _, _, _ = miniature
-    assert set(r["role_tokens"]) == {"a", "b"}
+    assert set(r["role_tokens"]) == {"a", "b", "f", "g"}
     a, b = r["role_tokens"]["a"], r["role_tokens"]["b"]
     assert a["source"] == b["source"] == "trainer (mixture.json)"
     assert a["total"] == b["total"] == sum(b["roles"].values())
@@ -139,8 +190,8 @@ def _plans_of_every_arm(cfg):
     from curate.mixtures.planner import build_plan
     from curate.mixtures.recipes import recipe_from_dict
 
-    chars = {"qa": 60_000, "tgt": 2_000_000, "tgt-sel": 2_000_000, "tgt-rnd": 2_000_000, "gen": 8_000_000,
-             "gen-sel": 8_000_000, "gen-rnd": 8_000_000}
+    chars = {"qa": 60_000, "tgt": 2_000_000, "tgt-sel": 2_000_000, "tgt-pre": 2_000_000, "tgt-rnd": 2_000_000,
+             "gen": 8_000_000, "gen-sel": 8_000_000, "gen-pre": 8_000_000, "gen-rnd": 8_000_000}
     groups = [{"name": n, "where": f"source = '{n}'"} for n in chars]
     step = cfg.model.seq_len * cfg.train.batch_rows
     out = {}
@@ -162,7 +213,7 @@ def test_arms_get_the_qa_share_and_rewarming_switches_at_bs_token():
     # (b) and (e) switch at the same token, so they train equally long on the QA blend
     assert plans["e"]["phases"][0]["end_token"] == plans["b"]["phases"][0]["end_token"]
     assert roles["e"]["qa_blend_share"] == roles["b"]["qa_blend_share"] > 0.25
-    for k in ("b", "c", "d", "e"):
+    for k in ("b", "c", "d", "e", "g"):
         n = roles[k]["qa_blend_share"] * roles[k]["total"]
         assert roles[k]["roles"]["qa"] / n == pytest.approx(cfg.train.qa_share, abs=1 / n), k
         assert plans[k]["phases"][0]["tokens"]["qa"] == 0, k
@@ -180,7 +231,7 @@ def test_arms_get_the_qa_share_and_rewarming_switches_at_bs_token():
 def test_rerun_skips_finished_work(miniature):
     cfg, first, second, _, rerun = miniature
     text = "\n".join(rerun)
-    for step in ("qa", "curate", "groups", "pack", "base"):
+    for step in ("qa", "curate", "groups", "pack", "base0", "base1", "preselect", "search"):
         assert f"[{step}] done before, skipped" in text
     assert f"{len(cfg.arms) * cfg.seeds} arm(s) already finished" in text
     assert "training " not in text
@@ -200,7 +251,7 @@ def test_shipped_config_loads_and_names_bad_fields():
     from curate.records.errors import ConfigError
 
     cfg = load(ROOT / "configs" / "miniature.yaml")
-    assert cfg.seeds == 3 and cfg.arms[0] == "a"
+    assert cfg.seeds == 3 and cfg.bases == 2 and cfg.arms[0] == "a" and set("abcdefgh") <= set(cfg.arms)
     gpu = load(ROOT / "configs" / "miniature.yaml", gpu=True)
     assert gpu.model.size != cfg.model.size and gpu.train.cpt_tokens > cfg.train.cpt_tokens
     with pytest.raises(ConfigError, match="train.cpt_tokenz"):
@@ -218,3 +269,53 @@ def test_bad_config_is_one_error_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("recipe_miniature: error:") and says in err[0]
+
+
+def test_debian_faq_leak_is_left_out_of_training(tmp_path):
+    """The audit's case on the default corpus: FAQ sections 8.1.4 and 15.1 were held-out target
+    documents while their own question/answer pairs were in the QA training group. The check
+    flags exactly the training pairs whose FAQ section is held out (and nothing when none is)."""
+    from bench.miniature import data as D
+    from bench.miniature.config import load
+    from bench.miniature.leaks import shared_ngrams
+    from curate.pipeline.commands.corpus import _read
+    from curate.pipeline.commands.corpus_faq import _faq_docs, find_faq, parse_faq
+
+    faq = find_faq()
+    if faq is None:
+        pytest.skip("the Debian FAQ is not installed (apt-get install debian-faq): the default corpus cannot be built")
+    items = parse_faq(_read(faq) or "")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({k: it[k] for k in ("id", "question", "answer")}) + "\n" for it in items))
+    cfg = load(ROOT / "configs" / "miniature.yaml", {"qa": {"path": str(qa)}})
+    split = D.split_qa(cfg, tmp_path)
+    train = [json.loads(line) for line in Path(split["train_path"]).read_text().splitlines()]
+    trained = {t["id"].removeprefix("qa:debian-faq-") for t in train}
+    assert {"8.1.4", "15.1"} <= trained  # the audit's pairs are training pairs under the shipped split
+    docs = {d["url"].rsplit("#", 1)[1]: d["text"] for d in _faq_docs(items, faq)}
+    held = [docs["8.1.4"], docs["15.1"]]
+    flagged = {train[i]["id"].removeprefix("qa:debian-faq-") for i in shared_ngrams([t["text"] for t in train], held, 13)}
+    assert {"8.1.4", "15.1"} <= flagged
+    # the held-out pairs got 4 choices: the answer and 3 other held-out answers, the same on every run
+    held_items = [json.loads(line) for line in Path(split["held_out_path"]).read_text().splitlines()]
+    assert all(len(it["choices"]) == 4 and it["answer"] in it["choices"] for it in held_items)
+    answers = {it["answer"] for it in held_items}
+    assert all(set(it["choices"]) <= answers for it in held_items)
+    assert D.split_qa(cfg, tmp_path / "again")["held_out"] == split["held_out"]
+    assert (tmp_path / "again" / "qa" / "held_out.jsonl").read_text() == Path(split["held_out_path"]).read_text()
+
+
+def test_decision_accuracy_and_decision_table():
+    from bench.miniature.report import decision_accuracy, decision_rows
+
+    def summ(means):
+        return {a: {"target/bpb": {"mean": m}} for a, m in means.items()}
+
+    small = summ({"a": 2.0, "b": 1.9, "c": 1.95, "f": 1.8})
+    large = summ({"a": 1.5, "b": 1.4, "c": 1.3, "f": 1.2})  # b vs c flips; the other 5 pairs agree
+    acc = decision_accuracy(small, large)["target/bpb"]
+    assert acc == {"accuracy": 5 / 6, "pairs": 6}
+    comp = [{"arm": "c", "vs": "b", "metric": "target/bpb", "diff": 0.05, "rel": 0.05 / 1.9, "p": 0.01,
+             "better": False}]
+    rows = decision_rows(comp, [dict(comp[0], better=True)])
+    assert rows[1][:3] == ["c vs b", "target/bpb", "b"] and rows[1][5:] == ["yes", "no"]

@@ -71,6 +71,7 @@ def recipes(cfg: MiniatureConfig, groups: list[dict]) -> dict[str, dict]:
                  "role_weights": {"target": t.target_weight, "held_out": 0.0}},
            "c": reuse("c-classifier", [n for n in pool if "-sel" in n], cosine),
            "d": reuse("d-random", [n for n in pool if "-rnd" in n], cosine),
+           "g": reuse("g-preselect", [n for n in pool if "-pre" in n], cosine),
            "e": reuse("e-rewarm", tgt, rewarm, {"fraction": switch_fraction(cfg, cosine)})}
     return {k: v for k, v in out.items() if k == "base" or k in cfg.arms}
 
@@ -97,8 +98,8 @@ def role_tokens(plan: dict, realised: list[dict] | None = None) -> dict:
 
 
 def realised_mixture(out: Path, arm: str) -> list[dict] | None:
-    """Seed 0's OUT/arms/<arm>-s0/mixture.json, the trainer's rows per phase and group; None if absent."""
-    path = out / "arms" / f"{arm}-s0" / "mixture.json"
+    """Base 0's seed 0's OUT/arms/<arm>-b0-s0/mixture.json, the trainer's rows per phase and group; None if absent."""
+    path = out / "arms" / f"{arm}-b0-s0" / "mixture.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -111,30 +112,43 @@ def make_plan(cfg: MiniatureConfig, out: Path, name: str, recipe: dict, tokens: 
                 batch_size=cfg.train.batch_rows, out=path, plot=True, echo=None)
 
 
-def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo) -> dict:
-    """Pretrain the base on the general pool (resumes from its checkpoints when killed)."""
+def init_shaped(folder: Path, shape: dict, vocab_size: int, seq_len: int, seed: int) -> None:
+    """A random Llama of any shape (`ModelConfig.shape()`), written as `curate init-model` writes one."""
+    from curate.training.hf_io import save_model
+    from curate.training.model import LlamaModel
+    from curate.training.model import ModelConfig as Shape
+
+    model = LlamaModel(Shape(vocab_size=vocab_size, max_position_embeddings=seq_len, **shape))
+    model.reset_parameters(seed)
+    save_model(model, folder)
+
+
+def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo, folder: Path | None = None, seed: int = 0,
+                  shape: dict | None = None, tokens: float | None = None) -> dict:
+    """Pretrain a model on the general pool into `folder` (default OUT/base), init and data order
+    from `seed` (resumes from its checkpoints when killed). Bases and PreSelect rungs alike."""
     from curate.training.cli import run_vocab_size
     from curate.training.config import load_train_config
-    from curate.training.hf_io import init_model
     from curate.training.loop import train
 
-    run = out / "run"
-    init = out / "base" / "init"
+    run, folder = out / "run", folder or out / "base"
+    init = folder / "init"
     if not (init / "config.json").is_file():
-        init_model(init, cfg.model.size, vocab_size=run_vocab_size(run), seed=0,
-                   max_position_embeddings=cfg.model.seq_len)
-    plan = make_plan(cfg, out, "base", recipe, cfg.train.base_tokens)
-    echo(f"[base] pretraining a {cfg.model.size} Llama on the general pool: {plan['total_tokens']:,} tokens")
-    tc = load_train_config(None, {**train_overrides(cfg), "seed": 0, "plots": True})
+        init_shaped(init, shape or cfg.model.shape(), run_vocab_size(run), cfg.model.seq_len, seed)
+    name = folder.relative_to(out).as_posix().replace("/", "-")
+    plan = make_plan(cfg, out, name, recipe, tokens or cfg.train.base_tokens)
+    echo(f"[{name}] pretraining on the general pool: {plan['total_tokens']:,} tokens, seed {seed}")
+    tc = load_train_config(None, {**train_overrides(cfg), "seed": seed, "plots": True})
     total = plan["total_tokens"] // (cfg.model.seq_len * cfg.train.batch_rows)
 
     def progress() -> str:
-        curve = loss_curve(out / "base")
-        return f"[base] step {curve[-1][0]}/{total}, loss {curve[-1][1]:.3f}" if curve else ""
+        curve = loss_curve(folder)
+        return f"[{name}] step {curve[-1][0]}/{total}, loss {curve[-1][1]:.3f}" if curve else ""
 
     with Heartbeat(progress, echo):
-        res = train(run, init, plan_path=out / "plans" / "base.json", config=tc, out_dir=out / "base", quiet=True)
-    return {"model": str(out / "base" / "model"), "steps": res["steps"], "tokens": res["tokens"], "loss": res["loss"]}
+        res = train(run, init, plan_path=out / "plans" / f"{name}.json", config=tc, out_dir=folder, quiet=True)
+    return {"model": str(folder / "model"), "steps": res["steps"], "tokens": res["tokens"], "loss": res["loss"],
+            "seed": seed}
 
 
 def eval_job(job: dict) -> dict:
@@ -154,26 +168,30 @@ def eval_job(job: dict) -> dict:
     for name, q in ev["qa"].items():
         m["qa/answer_bpb"] = q["answer_bpb"]
         if q.get("acc") is not None:
-            m["qa/acc"] = q["acc"]
+            m["qa/acc"], m["qa/acc_norm"] = q["acc"], q["acc_norm"]
     dest.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"key": key, "metrics": m}, indent=2))
     return m
 
 
-def run_arms(cfg: MiniatureConfig, out: Path, plans: dict[str, dict], base: Path, executor: Any, echo) -> dict:
-    """Every arm x seed from the one base (resumable: markers in OUT/arms/_done), then scored."""
+def run_arms(cfg: MiniatureConfig, out: Path, plans: dict[str, dict], bases: list[Path], executor: Any,
+             echo) -> dict:
+    """Every arm x seed from every base (resumable: markers in OUT/arms/_done): `<arm>-b<base>-s<seed>`."""
     from curate.pipeline.commands.compare import train_config_dict
     from curate.search.arms import Arm
     from curate.search.arms import run_arms as run_arm_units
 
-    arms = [Arm(f"{k}-s{s}", p, s) for k, p in plans.items() for s in range(cfg.seeds)]
     tc = train_config_dict(None, None, train_overrides(cfg))
-    echo(f"[arms] {len(arms)} arm runs ({', '.join(plans)} x {cfg.seeds} seeds) of "
-         f"{next(iter(plans.values()))['total_tokens']:,} tokens each")
-    # The runner's own scoring is reduced to one document per set: every model, the base too, is
-    # scored in `score` below, which adds the held-out QA answers the runner does not score.
-    run_arm_units(out / "run", out / "arms", arms, base, tc, executor=executor, eval_max_docs=1, echo=echo)
-    return {a.name: out / "arms" / a.name / "model" for a in arms}
+    echo(f"[arms] {len(plans) * cfg.seeds * len(bases)} arm runs ({', '.join(plans)} x {cfg.seeds} seeds x "
+         f"{len(bases)} bases) of {next(iter(plans.values()))['total_tokens']:,} tokens each")
+    models = {}
+    for b, base in enumerate(bases):
+        arms = [Arm(f"{k}-b{b}-s{s}", p, s) for k, p in plans.items() for s in range(cfg.seeds)]
+        # The runner's own scoring is reduced to one document per set: every model, the bases too,
+        # is scored in `score` below, which adds the held-out QA answers the runner does not score.
+        run_arm_units(out / "run", out / "arms", arms, base, tc, executor=executor, eval_max_docs=1, echo=echo)
+        models.update({a.name: out / "arms" / a.name / "model" for a in arms})
+    return models
 
 
 def score(cfg: MiniatureConfig, out: Path, models: dict[str, Path], qa_path: str, executor: Any, echo) -> dict:

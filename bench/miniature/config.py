@@ -16,6 +16,7 @@ ARMS = {
     "d": "reuse, same amount picked at random",
     "e": "reuse, re-warmed LR",
     "f": "mixture from curate search",
+    "g": "reuse, target picked by PreSelect",
     "h": "target upweighted, no QA phase",
 }
 
@@ -69,6 +70,56 @@ class SelectionConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Arm (f): `curate search` (RegMix) from base 0 over every group of the pack."""
+
+    proxies: int = 8
+    """Proxy runs (at least 8)."""
+    proxy_fraction: float = 0.2
+    """Each proxy's tokens as a share of an arm's (at most a fifth)."""
+    epsilon: float = 0.0
+    """The general set's predicted BPB may rise by this share over the natural mixture's."""
+
+    def __post_init__(self):
+        if self.proxies < 8:
+            raise ValueError(f"proxies: at least 8, got {self.proxies}")
+        if not 0 < self.proxy_fraction <= 0.2:
+            raise ValueError(f"proxy_fraction: must be in (0, 0.2], got {self.proxy_fraction}")
+
+
+@dataclass
+class PreSelectConfig:
+    """Arm (g): PreSelect (Shum et al. 2025) with a ladder of models of different sizes."""
+
+    rungs: list[int] = field(default_factory=lambda: [32, 48])
+    """Widths of the ladder's models besides the base (its depth); the base is the top rung."""
+    tokens_ratio: float = 0.5
+    """Each rung's pretraining tokens as a share of the base's (same general pool)."""
+    sample: int = 2000
+    """Pool documents scored by every rung (`curate train-preselect --sample`)."""
+    max_chars: int = 4000
+    """Characters of each document scored (its start; the scoring is documents x rungs)."""
+    length_bins: int = 10
+    """Length bins the labels are balanced over (`curate train-preselect --length-bins`)."""
+    min_positives: int = 20
+    """Positives of the fastText labels (fewer documents reach S = 1 on a small pool)."""
+
+    def __post_init__(self):
+        if len(self.rungs) < 2:
+            raise ValueError(f"rungs: at least 2 besides the base (a ladder of >= 3), got {self.rungs}")
+
+
+@dataclass
+class ScaleConfig:
+    """A second scale: a larger model from its own bases, more tokens (DataDecide's question)."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"hidden_size": 128, "layers": 8})
+    """Fields of `model` replaced at that scale."""
+    token_factor: float = 2.0
+    """Base and arm tokens x this."""
+
+
+@dataclass
 class ModelConfig:
     size: str = "tiny"
     """A `curate init-model` size (tiny, 125m, 350m)."""
@@ -76,6 +127,25 @@ class ModelConfig:
     """sentencepiece vocabulary trained by `curate pack`."""
     seq_len: int = 256
     """Training context; evaluation windows are this long too."""
+    hidden_size: int | None = None
+    """Width instead of `size`'s (with `layers`: a shape between the named sizes, e.g. a second scale)."""
+    layers: int | None = None
+    """Decoder blocks instead of `size`'s."""
+
+    def shape(self) -> dict[str, int]:
+        """The decoder's shape fields (`training.model.SIZES[size]`, with the overrides)."""
+        from curate.training.model import SIZES
+
+        if self.size not in SIZES:
+            raise ValueError(f"size: got {self.size!r}; valid: {', '.join(SIZES)}")
+        d = dict(SIZES[self.size])
+        if self.hidden_size:
+            heads = max(2, self.hidden_size // 32)
+            d.update(hidden_size=self.hidden_size, intermediate_size=self.hidden_size * 11 // 4,
+                     num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
+        if self.layers:
+            d["num_hidden_layers"] = self.layers
+        return d
 
 
 @dataclass
@@ -136,6 +206,16 @@ class MiniatureConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: int = 3
+    """Data-order seeds per arm and base."""
+    bases: int = 2
+    """Bases pretrained with different seeds; every arm x seed runs from each."""
+    scales: int = 1
+    """1: the configured model; 2: also `second_scale` (`--scales 2`), and the decision accuracy."""
+    second_scale: ScaleConfig = field(default_factory=ScaleConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    preselect: PreSelectConfig = field(default_factory=PreSelectConfig)
+    mc_choices: int = 4
+    """Choices per held-out QA item without its own: the answer and other held-out answers."""
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     eval_fraction: float = 0.05
     """Share of target and general documents held out for BPB (by a hash of the id)."""
@@ -152,6 +232,8 @@ class MiniatureConfig:
             raise ValueError(f"arms: unknown {bad}; valid: {', '.join(ARMS)}")
         if "a" not in self.arms:
             raise ValueError("arms: must include 'a' (every difference is taken against it)")
+        if self.bases < 1 or self.scales not in (1, 2):
+            raise ValueError(f"bases >= 1 and scales 1 or 2, got bases={self.bases}, scales={self.scales}")
         if self.seeds < 2:
             raise ValueError(f"seeds: need at least 2 for a paired test, got {self.seeds}")
         if not 0 < self.eval_fraction < 1:

@@ -14,6 +14,7 @@ from bench.miniature.config import MiniatureConfig
 from curate.pipeline.errors import CurateError
 
 SEL = "sel"  # the selection classifier's name: column quality_sel
+PRE = "pre"  # the PreSelect classifier's name: column quality_pre
 
 
 def cached(out: Path, name: str, key: Any, fn: Callable[[], dict], echo: Callable[[str], None]) -> dict:
@@ -69,6 +70,7 @@ def split_qa(cfg: MiniatureConfig, out: Path) -> dict:
     if not held or not train:
         raise CurateError(f"qa: {len(items)} pairs split into {len(train)} training and {len(held)} held out; "
                           "both must be non-empty (more pairs, or another held_out_fraction)")
+    held = with_choices(held, cfg.mc_choices, cfg.qa.salt)
     with open(qdir / "held_out.jsonl", "w") as f:
         for key, it in held:
             f.write(json.dumps({"id": key, **it}, ensure_ascii=False) + "\n")
@@ -81,29 +83,48 @@ def split_qa(cfg: MiniatureConfig, out: Path) -> dict:
             "mc": sum(1 for _, it in held if it.get("choices"))}
 
 
-def run_config(cfg: MiniatureConfig, out: Path, qa: dict, with_selector: bool) -> Path:
+def with_choices(items: list[tuple[str, dict]], k: int, salt: str) -> list[tuple[str, dict]]:
+    """Items without choices get `k` of them: the answer and the k-1 other answers of the set with
+    the lowest salted hash against the item, in an order by the same hash (deterministic, so every
+    model is asked the same items; the distractors are held out too, never trained on)."""
+    answers = sorted({it["answer"] for _, it in items})
+    if k < 2 or len(answers) < k:
+        return items
+    out = []
+    for key, it in items:
+        if it.get("choices"):
+            out.append((key, it))
+            continue
+        rank = lambda a: _hash_unit(f"{salt}:{key}:{a}")  # noqa: E731
+        others = sorted((a for a in answers if a != it["answer"]), key=rank)[:k - 1]
+        out.append((key, {**it, "choices": sorted([it["answer"], *others], key=rank)}))
+    return out
+
+
+def run_config(cfg: MiniatureConfig, out: Path, qa: dict, selectors: tuple[str, ...] = ()) -> Path:
     stages = [dict(s) for s in cfg.stages]
     # Held-out answers must not be trained on: documents sharing an n-gram with one are dropped.
     stages.append({"kind": "decontaminate", "n": cfg.decontaminate_n, "mode": "drop",
                    "sets": [{"name": "qa_held_out", "path": str(Path(qa["held_out_path"]).resolve()),
-                             "fields": ["answer"]}]})
-    if with_selector:
-        stages.append({"kind": "quality", "model": f"models/quality_{SEL}.bin", "bucket": False})
+                             "fields": ["question", "answer"]}]})
+    for name in selectors:
+        stages.append({"kind": "quality", "name": f"quality_{name}", "model": f"models/quality_{name}.bin",
+                       "bucket": False})
     inputs = [{"path": str(Path(p).resolve()), "source": None} for p in cfg.inputs]
     inputs.append({"path": str(Path(qa["train_path"]).resolve())})
     doc = {"name": "miniature", "out": str((out / "run").resolve()), "inputs": inputs, "stages": stages}
     if cfg.workers:
         doc["ray"] = {"workers": cfg.workers}
-    path = out / ("run_selector.yaml" if with_selector else "run.yaml")
+    path = out / f"run{''.join('_' + n for n in selectors)}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def curate(cfg: MiniatureConfig, out: Path, qa: dict, with_selector: bool, executor: Any) -> dict:
+def curate(cfg: MiniatureConfig, out: Path, qa: dict, selectors: tuple[str, ...], executor: Any) -> dict:
     from curate.pipeline.running.config import load_config
     from curate.pipeline.running.runner import run_pipeline
 
-    rc = load_config(str(run_config(cfg, out, qa, with_selector)))
+    rc = load_config(str(run_config(cfg, out, qa, selectors)))
     run_pipeline(rc, executor=executor)
     return decontamination(out / "run")
 
@@ -122,46 +143,39 @@ def train_selector(cfg: MiniatureConfig, out: Path) -> dict:
     from curate.pipeline.commands.annotate import train_quality
     from curate.scorers.ft import FastTextParams
 
-    sql = cfg.selection.positive_sql or f"SELECT id, text FROM docs WHERE source = '{cfg.qa.source}'"
+    # the QA pairs the arms may train on: not those left out for quoting a held-out document
+    _, _, clean = held_and_leaks(cfg, out / "run")
+    sql = cfg.selection.positive_sql or f"SELECT id, text FROM docs WHERE source = '{cfg.qa.source}' AND {clean}"
     meta = train_quality(str(out / "run"), SEL, positive_sql=sql,
                          params=FastTextParams(epoch=cfg.selection.epoch, lr=cfg.selection.lr))
     return {k: meta[k] for k in ("model", "n_positives", "n_negatives") if k in meta} | {
         "heldout": meta.get("heldout") or meta.get("holdout"), "warnings": meta.get("warnings", [])}
 
 
-def cells(cfg: MiniatureConfig, run: Path, echo) -> dict:
-    """Disjoint groups: `qa`, and the rest split by target domain (tgt/gen), classifier pick (sel)
-    and random pick (rnd). Each predicate stands alone, so any arm's plan can name any subset of
-    them, and one pack serves every arm."""
+def cells(cfg: MiniatureConfig, run: Path, echo, pre: bool = False) -> dict:
+    """Disjoint groups: `qa`, and the rest split by target domain (tgt/gen), classifier pick (sel),
+    PreSelect pick (pre, when `pre`) and random pick (rnd). Each predicate stands alone, so any
+    arm's plan can name any subset of them, and one pack serves every arm. Training documents that
+    share an n-gram with a held-out document are in no group (bench/miniature/leaks.py)."""
     from curate.pipeline.catalog.db import query
 
-    q = f"source = '{cfg.qa.source}'"
     t = f"coalesce(({cfg.target}), false)"
-    pool = f"NOT ({q})"
+    held, leaks, clean = held_and_leaks(cfg, run)
+    q = f"source = '{cfg.qa.source}' AND {clean}"
+    pool = f"NOT (source = '{cfg.qa.source}') AND {clean}"
+    for src, k in leaks["by_source"].items():
+        echo(f"[leaks] {k} {src} training document(s) share a {cfg.decontaminate_n}-gram with a held-out "
+             "document: left out of training")
     target_chars = int(query(run, f"SELECT coalesce(sum(n_chars), 0) AS c FROM docs WHERE {pool} AND {t}")["c"][0].as_py())
     if not target_chars:
         raise CurateError(f"target: `{cfg.target}` selects no documents of the curated run")
-    picks = {}
-    if {"c", "d"} & set(cfg.arms):
-        budget = cfg.selection.mass_ratio * target_chars
-        salt = cfg.selection.salt.replace("'", "''")
-        for name, order in ((SEL, f"quality_{SEL} DESC, id"), ("rnd", f"md5(id || '{salt}')")):
-            rows = query(run, f"SELECT id, n_chars FROM docs WHERE {pool} ORDER BY {order}").to_pylist()
-            keep, mass = [], 0
-            for r in rows:
-                if mass >= budget:
-                    break
-                keep.append(r["id"])
-                mass += r["n_chars"]
-            # the pick as a predicate: the last kept row's sort key is the threshold
-            if name == SEL:
-                thr = query(run, f"SELECT min(quality_{SEL}) AS m FROM docs WHERE id IN "
-                                 f"(SELECT unnest(?::VARCHAR[]))".replace("?", _sql_list(keep)))["m"][0].as_py()
-                picks[name] = f"coalesce(quality_{SEL} >= {thr!r}, false)"
-            else:
-                last = query(run, f"SELECT max(md5(id || '{salt}')) AS m FROM docs WHERE id IN "
-                                  f"(SELECT unnest(?::VARCHAR[]))".replace("?", _sql_list(keep)))["m"][0].as_py()
-                picks[name] = f"md5(id || '{salt}') <= '{last}'"
+    budget = cfg.selection.mass_ratio * target_chars
+    salt = cfg.selection.salt.replace("'", "''")
+    orders = [(SEL, f"quality_{SEL} DESC, id"), ("rnd", f"md5(id || '{salt}')")]
+    if pre:
+        orders.insert(1, (PRE, f"quality_{PRE} DESC, id"))
+    want = {SEL: {"c", "d"}, "rnd": {"c", "d"}, PRE: {"g"}}
+    picks = {name: _pick(run, pool, order, budget, name) for name, order in orders if want[name] & set(cfg.arms)}
     groups = [{"name": "qa", "where": q}]
     for tname, tp in (("tgt", t), ("gen", f"NOT {t}")):
         combos = [("", [])]
@@ -177,7 +191,39 @@ def cells(cfg: MiniatureConfig, run: Path, echo) -> dict:
     for g in groups:
         echo(f"[groups] {g['name']:<14} {counts[g['name']]['n']:>6,} docs {counts[g['name']]['c']:>12,} chars")
     return {"groups": groups, "counts": counts, "target_chars": target_chars, "picks": picks,
-            "eval_where": eval_where(cfg, pool, t)}
+            "eval_where": held, "leaks": leaks}
+
+
+def held_and_leaks(cfg: MiniatureConfig, run: Path) -> tuple[list[str], dict, str]:
+    """The held-out document sets (pack's `name=SQL`), the training documents that share an n-gram
+    with one, and the predicate that leaves those out."""
+    from bench.miniature.leaks import training_leaks
+
+    held = eval_where(cfg, f"NOT (source = '{cfg.qa.source}')", f"coalesce(({cfg.target}), false)")
+    leaks = training_leaks(run, held, "true", cfg.decontaminate_n)
+    clean = f"id NOT IN (SELECT unnest({_sql_list(leaks['ids'])}::VARCHAR[]))" if leaks["ids"] else "true"
+    return held, leaks, clean
+
+
+def _pick(run: Path, pool: str, order: str, budget: float, name: str) -> str:
+    """The first documents of `pool` in `order` up to `budget` characters, as a predicate: the
+    last kept row's sort key is the threshold."""
+    from curate.pipeline.catalog.db import query
+
+    rows = query(run, f"SELECT id, n_chars FROM docs WHERE {pool} ORDER BY {order}").to_pylist()
+    keep, mass = [], 0
+    for r in rows:
+        if mass >= budget:
+            break
+        keep.append(r["id"])
+        mass += r["n_chars"]
+    key = order.split(" DESC")[0]
+    agg = "min" if " DESC" in order else "max"
+    last = query(run, f"SELECT {agg}({key}) AS m FROM docs WHERE id IN "
+                      f"(SELECT unnest({_sql_list(keep)}::VARCHAR[]))")["m"][0].as_py()
+    if " DESC" in order:
+        return f"coalesce({key} >= {last!r}, false)"
+    return f"{key} <= '{last}'"
 
 
 def _sql_list(ids: list[str]) -> str:
@@ -186,9 +232,12 @@ def _sql_list(ids: list[str]) -> str:
 
 def eval_where(cfg: MiniatureConfig, pool: str, t: str) -> list[str]:
     """Held-out target and general documents, fixed by a hash of the id whatever the arm's groups."""
-    thr = f"{int(cfg.eval_fraction * 16 ** 8):08x}"
-    held = f"substr(md5(id || 'eval'), 1, 8) < '{thr}'"
-    return [f"target={pool} AND {t} AND {held}", f"general={pool} AND NOT {t} AND {held}"]
+    lo, hi = (f"{int(k * cfg.eval_fraction * 16 ** 8):08x}" for k in (1, 2))
+    held = f"substr(md5(id || 'eval'), 1, 8) < '{lo}'"
+    # a second slice, as large, for what is fitted or tuned (arm (f)'s search): never the test sets
+    dev = f"substr(md5(id || 'eval'), 1, 8) >= '{lo}' AND substr(md5(id || 'eval'), 1, 8) < '{hi}'"
+    return [f"target={pool} AND {t} AND {held}", f"general={pool} AND NOT {t} AND {held}",
+            f"target_dev={pool} AND {t} AND {dev}", f"general_dev={pool} AND NOT {t} AND {dev}"]
 
 
 def pack_all(cfg: MiniatureConfig, out: Path, groups: dict, executor: Any, echo) -> dict:

@@ -1,5 +1,6 @@
-"""The miniature's figures: mean ± std per arm and metric, paired differences to arm (a) with a
-paired t-test over seeds, bar plots, loss curves and report.md."""
+"""The miniature's figures: mean ± std per arm and metric (and its variance from the base and from
+the data order), paired differences with a paired t-test over (base, seed), every comparison the
+report states, the decision table, the decision accuracy across scales, plots and report.md."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from bench.miniature.config import ARMS
 
-METRICS = ("target/bpb", "qa/answer_bpb", "qa/acc", "general/bpb")
+METRICS = ("target/bpb", "qa/answer_bpb", "qa/acc", "qa/acc_norm", "general/bpb")
 
 
 def t_sf(t: float, df: int) -> float:
@@ -57,25 +58,97 @@ def paired(xs: list[float], ys: list[float]) -> dict:
     return {"diff": mean, "diff_std": sd, "t": t, "p": p, "n": n}
 
 
-def summarise(scores: dict[str, dict], arms: list[str], seeds: int) -> dict:
-    """{arm: {metric: {mean, std, values, vs_a?}}} from the per-model metrics `scores[<arm>-s<seed>]`."""
+def unit_names(arm: str, bases: int, seeds: int) -> list[str]:
+    """The models of one arm, base-major: `<arm>-b<base>-s<seed>`."""
+    return [f"{arm}-b{b}-s{s}" for b in range(bases) for s in range(seeds)]
+
+
+def variance_parts(vals: list[float], bases: int, seeds: int) -> dict:
+    """Variance from the base (of the per-base means) and from the data order (mean within-base
+    variance over seeds), apart: `vals` base-major, as `unit_names`."""
+    rows = [vals[b * seeds:(b + 1) * seeds] for b in range(bases)]
+    means = [statistics.fmean(r) for r in rows]
+    return {"base_var": statistics.variance(means) if bases > 1 else None,
+            "order_var": statistics.fmean(statistics.variance(r) for r in rows) if seeds > 1 else None}
+
+
+def summarise(scores: dict[str, dict], arms: list[str], seeds: int, bases: int = 1) -> dict:
+    """{arm: {metric: {mean, std, values, base_var, order_var, vs_a?}}} from the per-model metrics
+    `scores[<arm>-b<base>-s<seed>]`; differences are paired by (base, seed)."""
     out: dict[str, dict] = {}
     for arm in arms:
-        per = [scores.get(f"{arm}-s{s}") for s in range(seeds)]
+        per = [scores.get(n) for n in unit_names(arm, bases, seeds)]
         if any(p is None for p in per):
             continue
         out[arm] = {}
         for m in METRICS:
             vals = [p[m] for p in per if m in p]
-            if len(vals) != seeds:
+            if len(vals) != len(per):
                 continue
-            out[arm][m] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals), "values": vals}
+            out[arm][m] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals), "values": vals,
+                           **variance_parts(vals, bases, seeds)}
     for arm in out:
         if arm != "a" and "a" in out:
             for m, s in out[arm].items():
                 if m in out["a"]:
                     s["vs_a"] = paired(s["values"], out["a"][m]["values"])
     return out
+
+
+COMPARISONS = [("c", "d"), ("g", "c"), ("f", "b"), ("e", "b"), ("h", "b")]
+"""Besides each arm vs (a): what each arm adds over the one it is built on (the question it asks)."""
+HIGHER_IS_BETTER = {"qa/acc", "qa/acc_norm"}
+
+
+def comparisons(summary: dict) -> list[dict]:
+    """Every comparison the report states, computed: each arm vs (a), then COMPARISONS, per metric,
+    paired by (base, seed); `better` is the first arm when it wins on that metric."""
+    pairs = [(k, "a") for k in summary if k != "a"] + [p for p in COMPARISONS if p[0] in summary and p[1] in summary]
+    out = []
+    for x, y in pairs:
+        for m in METRICS:
+            if m in summary[x] and m in summary[y]:
+                t = paired(summary[x][m]["values"], summary[y][m]["values"])
+                ref = summary[y][m]["mean"]
+                better = (t["diff"] > 0) == (m in HIGHER_IS_BETTER) and t["diff"] != 0
+                out.append({"arm": x, "vs": y, "metric": m, **t, "rel": t["diff"] / ref if ref else None,
+                            "better": better})
+    return out
+
+
+def decision_accuracy(small: dict, large: dict) -> dict:
+    """DataDecide's decision accuracy (Magnusson et al. 2025, arXiv:2504.11393): per metric, the
+    share of arm pairs that the two scales order the same way (by the mean)."""
+    out = {}
+    for m in METRICS:
+        arms = [a for a in small if a in large and m in small[a] and m in large[a]]
+        pairs = [(i, j) for k, i in enumerate(arms) for j in arms[k + 1:]]
+        if not pairs:
+            continue
+        same = sum((small[i][m]["mean"] - small[j][m]["mean"]) * (large[i][m]["mean"] - large[j][m]["mean"]) > 0
+                   for i, j in pairs)
+        out[m] = {"accuracy": same / len(pairs), "pairs": len(pairs)}
+    return out
+
+
+def decision_rows(comps: list[dict], large: list[dict] | None = None, alpha: float = 0.05) -> list[list[str]]:
+    """The decision table: per comparison and metric, the winner, by how much, how sure (p over
+    base x seed pairs) and whether the second scale picks the same winner."""
+    held = {(c["arm"], c["vs"], c["metric"]): c["better"] for c in large or []}
+    rows = [["comparison", "metric", "pick", "by (relative)", "p", "sure (p < 0.05)", "same at scale 2"]]
+    for c in comps:
+        pick = c["arm"] if c["better"] else c["vs"]
+        k = (c["arm"], c["vs"], c["metric"])
+        rows.append([f"{c['arm']} vs {c['vs']}", c["metric"], pick, f"{c['diff']:+.4f} ({_fmt(c['rel'], '+.1%')})",
+                     _fmt(c["p"], ".3f"), "yes" if c["p"] is not None and c["p"] < alpha else "no",
+                     ("yes" if held[k] == c["better"] else "no") if k in held else "-"])
+    return rows
+
+
+def base_mean(scores: list[dict]) -> dict:
+    """The bases' metrics, averaged over bases (the "before" row)."""
+    keys = set.intersection(*(set(s) for s in scores)) if scores else set()
+    return {k: statistics.fmean(s[k] for s in scores) for k in keys}
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
@@ -96,6 +169,16 @@ def cells(summary: dict, base: dict | None) -> list[list[str]]:
             v = s.get(m, {}).get("vs_a")
             row.append(f"{v['diff']:+.4f} (p={_fmt(v['p'], '.3f')})" if v else "")
         rows.append(row)
+    return rows
+
+
+def variance_rows(summary: dict) -> list[list[str]]:
+    """Per arm and metric: the variance from the base and from the data order, apart."""
+    metrics = [m for m in METRICS if any(m in s for s in summary.values())]
+    rows = [["arm"] + [f"{m} base / order var" for m in metrics]]
+    for arm, s in summary.items():
+        rows.append([f"{arm}"] + [f"{_fmt(s[m]['base_var'], '.2e')} / {_fmt(s[m]['order_var'], '.2e')}"
+                                  if m in s else "-" for m in metrics])
     return rows
 
 
