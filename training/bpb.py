@@ -89,6 +89,8 @@ class ScoringModel:
         self.start_id = sp.bos_id() if start == "bos" else sp.eos_id()
         if self.start_id < 0:
             raise ValueError("the tokenizer has neither a BOS nor an EOS piece to start a text with")
+        self.context = getattr(model, "context", None)
+        """Positions the model has (transformers models on the fallback path; curate's RoPE grows)."""
         vocab = model.config.vocab_size
         if sp.get_piece_size() > vocab:
             raise ValueError(f"the tokenizer has {sp.get_piece_size()} pieces but the model's vocab_size is {vocab}: "
@@ -101,6 +103,7 @@ class ScoringModel:
                  batch_tokens: int = 8192) -> list[tuple[float, int, int]]:
         """(nll_bits, n_bytes, n_tokens) per text; bits per byte = nll_bits / n_bytes."""
         check_window(block, stride, batch_tokens)
+        self.check_context(block)
         ids = self.encode(texts)
         wins = [w for i, t in enumerate(ids) for w in windows(i, [self.start_id, *t], 1, block, stride)]
         bits = self.score(wins, len(texts), batch_tokens)
@@ -117,6 +120,7 @@ class ScoringModel:
         check_window(block, stride, batch_tokens)
         if len(prompts) != len(continuations):
             raise ValueError(f"answer_bits: {len(prompts)} prompts but {len(continuations)} continuations")
+        self.check_context(block)
         pairs = [split_trailing_space(p, c) for p, c in zip(prompts, continuations)]
         ctxs = self.encode([p for p, _ in pairs])
         wholes = self.encode([p + c for p, c in pairs])
@@ -127,6 +131,11 @@ class ScoringModel:
             wins += windows(i, [self.start_id, *whole], 1 + n_ctx, block, stride)
         bits = self.score(wins, len(prompts), batch_tokens)
         return [(bits[i], len(pairs[i][1].encode("utf-8")), counts[i]) for i in range(len(prompts))]
+
+    def check_context(self, block: int) -> None:
+        if self.context and block > self.context:
+            raise ValueError(f"block: {block} tokens is longer than the model's context ({self.context} "
+                             f"positions); use a block of at most {self.context}")
 
     def score(self, wins: list[Window], n_items: int, batch_tokens: int) -> list[float]:
         """Sum of target bits per item over `wins`, in float64."""
@@ -199,13 +208,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: str | os.PathLike | None = None,
                        start: str = "bos") -> ScoringModel:
-    """Load a curate checkpoint or Hugging Face Llama/Mistral/Qwen2 folder and its tokenizer
+    """Load a curate checkpoint or Hugging Face causal LM folder (curate's decoder for Llama/Mistral/
+    Qwen2, transformers' own model for other architectures) and its tokenizer
     (tokenizer.json through `tokenizers`, or a sentencepiece model).
 
     `device`: cpu, cuda, cuda:N (bf16 autocast on CUDA; weights stay fp32). `start`: the token a
     text is scored after (bos, or eos for a model trained on curate's packing without add_bos).
     """
-    from curate.training.hf_io import load_model
+    from curate.training.hf_model import load_auto
 
     folder = Path(path)
     if device.startswith("cuda"):
@@ -215,4 +225,4 @@ def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: 
             raise ValueError(f"device {device!r}: CUDA is not available")
     from curate.stages.tokenize import load_tokenizer
 
-    return ScoringModel(load_model(folder), load_tokenizer(find_tokenizer(folder, tokenizer)), device=device, start=start)
+    return ScoringModel(load_auto(folder), load_tokenizer(find_tokenizer(folder, tokenizer)), device=device, start=start)

@@ -79,6 +79,8 @@ class Trainer:
     out: Path
     log: MetricsLog
     quiet: bool = False
+    path: str = ""
+    """Which model trains: "curate decoder" or "transformers <Class>" (`hf_model.resolve`)."""
     write_tokenizer: Any = None
     """Puts the tokenizer files into a checkpoint folder (`hf_tokenizer.tokenizer_writer`); None: the run has none."""
 
@@ -160,7 +162,7 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
     """Join the process group, open the token groups, build or restore model, optimizer and state."""
     import torch
 
-    from curate.training.hf_io import load_model, read_config
+    from curate.training import hf_model
 
     batch_tokens, source = step_tokens(plan, cfg.batch_tokens)
     cfg = replace(cfg, batch_tokens=batch_tokens)  # from here on, the step size in force
@@ -176,9 +178,10 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
         remove_partial(out)
     ckpt = latest_checkpoint(out)
     src = ckpt or base
-    check_vocab(groups, read_config(src).vocab_size, src)
+    path = hf_model.resolve(src, cfg.implementation)
+    check_vocab(groups, hf_model.vocab_size(src, path), src)
     check_special_tokens(run_dir, base)
-    model = load_model(src)
+    model = hf_model.load(src, path)
     model.activation_checkpointing = cfg.activation_checkpointing
     model.to(d.device)
     wrapped = distributed.wrap(model, d, cfg.parallel)
@@ -201,7 +204,8 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
     from curate.training.hf_tokenizer import tokenizer_writer
 
     t = Trainer(cfg, d, plan, sampler, geo, model, wrapped, forward, optimizer, schedule, run_dir, out, log, quiet,
-                tokenizer_writer(run_dir, base, model.config.max_position_embeddings))
+                path, tokenizer_writer(run_dir, base, model.config.max_position_embeddings))
+    t.say(path_line(path))
     if ckpt is not None:
         t.say(f"resuming from {ckpt} at step {state.step} ({state.tokens:,} tokens)")
     t.say(f"model: {model.num_params() / 1e6:.1f}M parameters from {src}; device {d.device} x {d.world}; "
@@ -212,6 +216,14 @@ def build(run_dir: Path, base: Path, plan: Plan, cfg: TrainConfig, out: Path, qu
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     return t, state
+
+
+def path_line(path: str) -> str:
+    """The line that says at the start of training which model computes the steps."""
+    if path.startswith("transformers"):
+        return (f"architecture: {path} (not one curate's decoder computes, or forced by implementation: "
+                f"transformers; attends across packed documents; slower per token, see docs/training.md)")
+    return f"architecture: {path} (document masking within packed rows)"
 
 
 @dataclass

@@ -131,6 +131,8 @@ class _StateView:
 
     def __init__(self, model, sd: dict[str, Any]) -> None:
         self.config = model.config
+        self.source = getattr(model, "source", None)
+        self.tied_keys = getattr(model, "tied_keys", [])
         self._sd = sd
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from curate.records.typed import build, load_yaml
 DTYPES = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("ddp", "fsdp")
+IMPLEMENTATIONS = ("auto", "transformers")
 DEFAULT_BATCH_TOKENS = 524288
 """Step size for a plan that states none (plans written before `tokens_per_step` existed)."""
 
@@ -68,6 +69,9 @@ class TrainConfig:
     """Also write the metrics as TensorBoard event files (`OUT/tensorboard/`)."""
     max_shard_bytes: int = 5 << 30
     """Largest safetensors shard in saved model folders."""
+    implementation: str = "auto"
+    """auto: curate's own decoder for the Llama, Mistral and Qwen2 families it computes, transformers'
+    AutoModelForCausalLM for any other architecture; transformers: that path for every base (to compare)."""
 
     def __post_init__(self) -> None:
         if self.batch_tokens is not None and int(self.batch_tokens) <= 0:
@@ -89,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"dtype: got {self.dtype!r}; valid: {', '.join(DTYPES)}")
         if self.device not in DEVICES:
             raise ValueError(f"device: got {self.device!r}; valid: {', '.join(DEVICES)}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation: got {self.implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}")
         if self.parallel not in PARALLEL:
             raise ValueError(f"parallel: got {self.parallel!r}; valid: {', '.join(PARALLEL)}")
         if self.max_steps is not None and self.max_steps <= 0:

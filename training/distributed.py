@@ -81,7 +81,7 @@ def wrap(model, d: Dist, parallel: str):
             from torch.distributed.fsdp import fully_shard
         except ImportError as e:  # torch < 2.6
             raise ImportError("parallel: fsdp needs torch >= 2.6 (torch.distributed.fsdp.fully_shard)") from e
-        for layer in model.model.layers:
+        for layer in model.blocks() if hasattr(model, "blocks") else model.model.layers:
             fully_shard(layer)
         fully_shard(model)
         return model

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +209,12 @@ class RunEval:
         device = next(model.parameters()).device
         try:
             sm = ScoringModel(model, self.sp, device=str(device), start=self.start)
+            cfg = self.cfg
+            if sm.context and sm.context < cfg.block:  # a model with fewer positions than the default window
+                cfg = replace(cfg, block=sm.context, stride=sm.context // 2)
             out = {}
             for name, docs in self.sets.items():
-                t = eval_set(sm, docs, self.cfg)
+                t = eval_set(sm, docs, cfg)
                 if t["bpb"] is not None:
                     out[f"eval/{name}/bpb"] = t["bpb"]
                     out[f"eval/{name}/loss"] = t["loss"]

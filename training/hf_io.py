@@ -73,10 +73,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """config.json of a model: the base's own, as it was read (weights are saved in fp32), or for
     a model curate made, a Llama config."""
     if cfg.source is not None:
-        d = dict(cfg.source)
-        for k in [k for k in ("torch_dtype", "dtype") if k in d] or ["dtype"]:
-            d[k] = "float32"
-        return d
+        return as_saved(cfg.source)
     d = dict(cfg.extra)
     for k in CONFIG_KEYS:
         d[k] = getattr(cfg, k)
@@ -87,6 +84,14 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     d.setdefault("use_cache", True)
     # Both spellings, so transformers 4.x and 5.x read the same RoPE.
     d["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})}
+    return d
+
+
+def as_saved(source: dict[str, Any]) -> dict[str, Any]:
+    """A base's config.json as read, with the dtype of the saved (fp32) weights."""
+    d = dict(source)
+    for k in [k for k in ("torch_dtype", "dtype") if k in d] or ["dtype"]:
+        d[k] = "float32"
     return d
 
 
@@ -163,9 +168,16 @@ def write_model_files(model: LlamaModel, folder: Path, max_shard_bytes: int = 5 
 
     cfg = model.config
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if cfg.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)
-    (folder / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2, sort_keys=True) + "\n")
+    if isinstance(cfg, ModelConfig):
+        conf = config_to_hf(cfg)
+        if cfg.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+    else:  # a transformers model on the fallback path (`hf_model.HFCausalLM`): its own names, tied once
+        conf = as_saved(model.source)
+        sd = {k.removeprefix("hf."): v for k, v in sd.items()}
+        for k in model.tied_keys:
+            sd.pop(k, None)
+    (folder / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
     shards: list[dict[str, Any]] = [{}]
     size = 0
     for k in sorted(sd):

@@ -214,7 +214,8 @@ def finish(t: Trainer, state: TrainState) -> dict[str, Any]:
             plot_run(t.out, t.plan)
     t.log.close()
     distributed.teardown(t.dist)
-    return {"steps": state.step, "tokens": state.tokens, "loss": state.loss, "out_dir": str(t.out), **state.eval}
+    return {"steps": state.step, "tokens": state.tokens, "loss": state.loss, "out_dir": str(t.out),
+            "architecture": t.path, **state.eval}
 
 
 def export_final(out: Path, step: int, write_tokenizer) -> None:
