@@ -118,7 +118,8 @@ def comparisons(summary: dict) -> list[dict]:
 
 def decision_accuracy(small: dict, large: dict) -> dict:
     """DataDecide's decision accuracy (Magnusson et al. 2025, arXiv:2504.11393): per metric, the
-    share of arm pairs that the two scales order the same way (by the mean)."""
+    share of arm pairs that the two scales order the same way (by the mean). A pair tied at
+    either scale (common for accuracy on few items) counts as not ordered the same."""
     out = {}
     for m in METRICS:
         arms = [a for a in small if a in large and m in small[a] and m in large[a]]
