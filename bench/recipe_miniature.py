@@ -238,7 +238,8 @@ def _preselect_text(p: dict | None) -> str:
 def _leak_text(r: dict) -> str:
     lk = r["leaks"]
     per = ", ".join(f"{k} {v}" for k, v in sorted(lk["by_source"].items())) or "none"
-    return (f"Held-out QA pairs vs every document: the `decontaminate` stage dropped {r['decontamination']['dropped_docs']} "
+    dropped = r["decontamination"]["dropped_docs"]
+    return (f"Held-out QA pairs vs every document: the `decontaminate` stage dropped {dropped} "
             f"(table below). Held-out documents ({lk['held_docs']}: target, general and their dev slices) vs "
             f"{lk['checked']:,} training documents: {len(lk['ids'])} training documents shared a "
             f"{r['config']['decontaminate_n']}-gram with one and were left out of training (per source: {per}). "
@@ -282,7 +283,8 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
         ("Leaks", _leak_text(r)),
         ("Tokens per role", "What each arm trained on, per role: the rows the trainer drew for base 0, seed 0 "
                             "(OUT/arms/<arm>-b0-s0/mixture.json) x the context. The QA blend starts at the "
-                            "same token fraction in (b) and (e).\n\n" + R.markdown_rows(R.role_cells(r["role_tokens"]))),
+                            "same token fraction in (b) and (e).\n\n"
+                            + R.markdown_rows(R.role_cells(r["role_tokens"]))),
         ("Plots", f"![bars]({bars.name})\n\n![curves]({curves.name})"),
         ("Data", f"Target domain: `{cfg['target']}`. QA: {r['qa']['pairs']} pairs, {r['qa']['train']} trained on, "
                  f"{r['qa']['held_out']} held out ({r['qa']['mc']} as multiple choice; lm-eval task: "

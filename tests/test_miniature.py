@@ -294,7 +294,8 @@ def test_debian_faq_leak_is_left_out_of_training(tmp_path):
     assert {"8.1.4", "15.1"} <= trained  # the audit's pairs are training pairs under the shipped split
     docs = {d["url"].rsplit("#", 1)[1]: d["text"] for d in _faq_docs(items, faq)}
     held = [docs["8.1.4"], docs["15.1"]]
-    flagged = {train[i]["id"].removeprefix("qa:debian-faq-") for i in shared_ngrams([t["text"] for t in train], held, 13)}
+    hits = shared_ngrams([t["text"] for t in train], held, 13)
+    flagged = {train[i]["id"].removeprefix("qa:debian-faq-") for i in hits}
     assert {"8.1.4", "15.1"} <= flagged
     # the held-out pairs got 4 choices: the answer and 3 other held-out answers, the same on every run
     held_items = [json.loads(line) for line in Path(split["held_out_path"]).read_text().splitlines()]
