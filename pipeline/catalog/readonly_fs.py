@@ -11,7 +11,7 @@ seeks and reads one handle from several threads, each under its own lock acquisi
 shared file position would let one thread read at another's offset.
 
 A handle holds no file descriptor between reads. DuckDB's bridge drops its handles without
-calling `close()`, and a scan opens every file of a view (three times a file per query), so a
+calling `close()`, and a scan opens every file of a view (twice a file per query), so a
 descriptor kept per handle ran a 1,500-shard run out of its 1,024 open files. Each read opens the
 file again and checks that it is still the file checked at `open` (same device and inode), so a
 file swapped in after the check is refused, not read.
