@@ -6,6 +6,11 @@ rows, the LR lookup, metrics, evaluation off, and a checkpoint every `--ckpt-eve
 start from the same weights; the script checks they end at the same loss (so the comparison is of
 the same computation).
 
+Side by side, the same model and batches through the transformers path (`implementation:
+transformers`, `LlamaForCausalLM` as transformers computes it, the path other architectures take),
+against curate's decoder with document masking off, since the transformers path attends across
+packed documents: the two then compute the same loss.
+
     python bench/bench_train.py [--steps 16] [--ckpt-every 8] [--rows 8] [--seq-len 128] [--repeats 2]
 """
 
@@ -16,6 +21,7 @@ import math
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -88,8 +94,13 @@ def main() -> None:
                       checkpoint_every=args.ckpt_every, plots=False, max_steps=args.steps, holdout_rows=4)
 
     # Alternate the two (best of --repeats each) so a burst of load on a shared machine hits both.
-    ref_runs, loop_runs = [], []
+    ref_runs, loop_runs, paths = [], [], {"curate decoder": [], "transformers": []}
     for i in range(args.repeats):
+        for impl, runs in paths.items():
+            pcfg = replace(cfg, doc_masking=False, implementation="auto" if impl == "curate decoder" else impl)
+            res = train(tmp / "run", tmp / "base", config=pcfg, out_dir=tmp / f"path{i}-{impl[0]}", quiet=True)
+            lines = [r for r in read_metrics(tmp / f"path{i}-{impl[0]}" / "metrics.jsonl") if "train/loss" in r]
+            runs.append((args.steps * cfg.batch_tokens / sum(r["time/step(s)"] for r in lines), res["loss"]))
         ref_runs.append(reference_loop(tmp / "run", tmp / "base", plan, cfg, args.steps))
         t0 = time.perf_counter()
         res = train(tmp / "run", tmp / "base", config=cfg, out_dir=tmp / f"out{i}", quiet=True)
@@ -110,6 +121,12 @@ def main() -> None:
           f"(includes start-up, supply table, checkpoints, final export)")
     print(f"step overhead vs reference: {100 * (ref_tps / loop_tps - 1):+.1f}%;  same final loss: "
           f"{abs(ref_loss - loop_loss) < 1e-5}  (best of {args.repeats} alternating runs each)")
+    (own_tps, own_loss), (hf_tps, hf_loss) = max(paths["curate decoder"]), max(paths["transformers"])
+    print("without document masking (the transformers path has none):")
+    print(f"  curate decoder          : {own_tps:10,.0f} tok/s   final loss {own_loss:.6f}")
+    print(f"  transformers (forced)   : {hf_tps:10,.0f} tok/s   final loss {hf_loss:.6f}   "
+          f"{own_tps / hf_tps:.2f}x the time per token of curate's decoder")
+    print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def load(folder: Path, label: str):
         return load_model(folder)
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # a bar per load would interleave with training's lines
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     source = json.loads((Path(folder) / "config.json").read_text())
     return HFCausalLM(hf, source)
