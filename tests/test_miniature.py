@@ -320,3 +320,27 @@ def test_decision_accuracy_and_decision_table():
              "better": False}]
     rows = decision_rows(comp, [dict(comp[0], better=True)])
     assert rows[1][:3] == ["c vs b", "target/bpb", "b"] and rows[1][5:] == ["yes", "no"]
+
+
+def test_lm_eval_gives_the_same_accuracy_on_an_arms_model(miniature, tmp_path):
+    """The miniature's 4-choice items as its lm-eval task file, scored by lm-eval and by curate's
+    evaluation on one arm's model: the same acc and acc_norm. Short items, so every prompt and
+    choice fits the 64-token context (lm-eval cuts what does not; curate scores it in windows)."""
+    from pydoc_data import topics
+
+    from bench.miniature import data as D
+    from bench.recipe_miniature import lm_eval_task
+    from curate.pipeline.commands.evaluation import eval_model
+    from curate.training.lm_eval_tasks import run_lm_eval
+
+    cfg, _, _, _, _ = miniature
+    model = Path(cfg.out) / "arms" / "a-b0-s0" / "model"
+    items = [(n, {"question": f"Topic {n}?", "answer": " ".join(topics.topics[n].split()[:3])})
+             for n in sorted(topics.topics)[:16]]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"id": k, **it}) + "\n" for k, it in D.with_choices(items, 4, "t")))
+    theirs = run_lm_eval(model, [lm_eval_task(str(qa), tmp_path / "task")])["miniature_qa"]
+    ours = eval_model(model, run=Path(cfg.out) / "run", qa=[str(qa)], out=tmp_path / "ev", device="cpu",
+                      block=cfg.model.seq_len, stride=cfg.model.seq_len // 2, echo=lambda s: None)["qa"]["qa"]
+    assert theirs["sample_len"] == ours["mc_items"] == 16
+    assert theirs["acc"] == pytest.approx(ours["acc"]) and theirs["acc_norm"] == pytest.approx(ours["acc_norm"])
