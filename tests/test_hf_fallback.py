@@ -140,3 +140,33 @@ def test_refused_only_where_transformers_cannot_build_it(tmp_path):
         resolve(base)
     with pytest.raises(ValueError, match="implementation: got 'hf'"):
         TrainConfig(implementation="hf")
+
+
+
+@pytest.mark.parametrize("config", [
+    transformers.PhiConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, max_position_embeddings=64),
+    transformers.Gemma2Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                              final_logit_softcapping=5.0),
+], ids=lambda c: c.model_type)
+def test_scoring_head_equals_the_models_own_forward(config, tmp_path):
+    """Bits per byte score hidden states through `lm_head` only where a target is scored: that must
+    be the model's own logits (Gemma 2's soft-capping, Phi's biased head, tied embeddings); a
+    scoring window longer than the model's positions is refused by name."""
+    from curate.stages.tokenize import load_tokenizer
+    from curate.training.bpb import ScoringModel
+
+    qwen2_tokenizer().save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    ours = load_auto(tmp_path).eval()
+    assert resolve(tmp_path).startswith("transformers ") and ours.context == 64
+    ids = torch.randint(0, 1024, (2, 40))
+    with torch.no_grad():
+        assert (ours(ids) - ours.lm_head(ours.hidden(ids))).abs().max().item() < 1e-5
+    sm = ScoringModel(ours, load_tokenizer(tmp_path / "tokenizer.json"), start="eos")
+    bits = sm.doc_bits([topics()[0][:300]], block=64, stride=32)
+    assert np.isfinite(bits[0][0]) and bits[0][0] > 0
+    with pytest.raises(ValueError, match=r"block: 128 tokens is longer than the model's context \(64 positions\)"):
+        sm.doc_bits(["some text"], block=128, stride=64)
