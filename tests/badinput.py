@@ -124,3 +124,17 @@ def build(root: Path) -> tuple[dict[str, int], int]:
     bad("hidden_entry")
     good_docs += 5
     return expect, good_docs
+
+
+def ingest_in_process(inputs, work: Path, cfg=None) -> tuple[list[dict], list[dict]]:
+    """(documents, quarantine rows) of ingesting `inputs` (InputSpecs) in this process."""
+    from curate.stages.ingest import IngestConfig, IngestJob, plan_tasks, run_ingest
+
+    cfg = cfg or IngestConfig()
+    docs, quarantined = [], []
+    for t in plan_tasks(inputs, cfg):
+        m = run_ingest(IngestJob(t, cfg, str(work / "out"), str(work / "q"), "fp", "ch"))
+        for o in m["outputs"]:
+            docs += pq.read_table(work / "out" / o).to_pylist()
+        quarantined += pq.read_table(work / "q" / f"{t.task}.parquet").to_pylist()
+    return docs, quarantined

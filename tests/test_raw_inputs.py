@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import rawpages
+from badinput import ingest_in_process
 from curate.pipeline.catalog.db import query
 from curate.pipeline.errors import CurateError
 from curate.pipeline.running.config import load_config
@@ -24,16 +25,7 @@ from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks,
 from curate.stages.normalize import normalize_text
 
 
-def _ingest(inputs: list[InputSpec], work: Path, cfg: IngestConfig | None = None) -> tuple[list[dict], list[dict]]:
-    """(documents, quarantine rows) of ingesting `inputs` in this process."""
-    cfg = cfg or IngestConfig()
-    docs, quarantined = [], []
-    for t in plan_tasks(inputs, cfg):
-        m = run_ingest(IngestJob(t, cfg, str(work / "out"), str(work / "q"), "fp", "ch"))
-        for o in m["outputs"]:
-            docs += pq.read_table(work / "out" / o).to_pylist()
-        quarantined += pq.read_table(work / "q" / f"{t.task}.parquet").to_pylist()
-    return docs, quarantined
+_ingest = ingest_in_process
 
 
 def _words(text: str) -> list[str]:

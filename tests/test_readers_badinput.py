@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from badinput import ingest_in_process
 from curate.pipeline.catalog.db import query
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
@@ -31,16 +32,7 @@ def _texts(n: int) -> list[str]:
     return out[:n]
 
 
-def _ingest(inputs: list[InputSpec], work: Path, cfg: IngestConfig | None = None) -> tuple[list[dict], list[dict]]:
-    """(documents, quarantine rows) of ingesting `inputs` in this process."""
-    cfg = cfg or IngestConfig()
-    docs, quarantined = [], []
-    for t in plan_tasks(inputs, cfg):
-        m = run_ingest(IngestJob(t, cfg, str(work / "out"), str(work / "q"), "fp", "ch"))
-        for o in m["outputs"]:
-            docs += pq.read_table(work / "out" / o).to_pylist()
-        quarantined += pq.read_table(work / "q" / f"{t.task}.parquet").to_pylist()
-    return docs, quarantined
+_ingest = ingest_in_process
 
 
 def test_byte_order_mark_before_the_first_record_is_skipped(tmp_path):
