@@ -106,6 +106,10 @@ def test_run_survives_a_worker_killed_from_outside(corpus, tmp_path):
     assert killed, out
     assert proc.returncode == 0, out
     assert "worker lost" in out and "during check/" in out
+    # `curate serve` reads the same lines from a job's log into its status (pipeline/serve/jobs.py).
+    from curate.pipeline.serve.jobs import retries_in
+    seen = retries_in(out)
+    assert seen["workers_lost"] >= 1 and "during check/" in seen["last"]
     local = _config(corpus, tmp_path / "local", "faulty:keep")  # keeps every document, as slow_keep does
     run_pipeline(load_config(data=local), quiet=True, executor="local")
     assert _docs(tmp_path / "ray") == _docs(tmp_path / "local")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import threading
@@ -85,6 +86,10 @@ class Jobs:
         info = self._info(self.client.get_job_info(job_id))
         if not info["run"]:
             raise FileNotFoundError(f"no curate job {job_id!r}")
+        try:
+            info["retries"] = retries_in(self.client.get_job_logs(job_id))
+        except (RuntimeError, ValueError, OSError):  # no logs yet (pending), or the cluster went away
+            info["retries"] = {"workers_lost": 0, "last": None}
         return info
 
     def logs(self, job_id: str) -> str:
@@ -105,3 +110,14 @@ class Jobs:
                 "by": meta.get("curate_by"), "status": str(getattr(j.status, "value", j.status)),
                 "message": j.message, "start_time": j.start_time, "end_time": j.end_time,
                 "entrypoint": j.entrypoint}
+
+
+# The runner's line for a worker lost and its work retried (pipeline/running/adapter.py):
+# `worker lost (pid N on node IP) during STAGE/SHARD; retrying (1/3)`.
+_LOSS = re.compile(r"^.*worker lost.* during (.+?); retrying \((\d+)/(\d+)\)\s*$", re.M)
+
+
+def retries_in(log: str) -> dict:
+    """A job's lost workers, read from its log: how many, and the last loss line (or None)."""
+    lines = [m.group(0).strip() for m in _LOSS.finditer(log)]
+    return {"workers_lost": len(lines), "last": lines[-1] if lines else None}
