@@ -134,3 +134,25 @@ def test_a_dotted_prefix_keeps_its_dot(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.v2.bin", "tokens.v2.idx"]
     ds = read_indexed_dataset(tmp_path / "tokens.v2")
     assert len(ds) == 7 and all(np.array_equal(ds[i], docs[i]) for i in range(7))
+
+
+def test_a_plan_whose_cap_binds_on_the_catalogs_count_is_not_refused_for_the_held_out_rows(run):
+    # The planner caps epochs over the group's tokens as the catalog counts them; pack's eval
+    # slice and the sampler's holdout rows leave fewer rows for training. A cap that binds exactly
+    # must not fail training for those rows, while a plan made on far more data still does.
+    d, plan = run
+    groups = load_groups(d / "tokens", ["code", "qa", "web"])
+    base = PlanSampler(plan, groups, holdout_rows=4)
+    need, rows = base.planned_rows()["qa"], base.n_train["qa"]
+
+    def sampler(counted_rows: float) -> PlanSampler:
+        p = json.loads(json.dumps(plan))
+        for g in p["groups"]:
+            if g["name"] == "qa":
+                g["available_tokens"] = tokens = int(counted_rows * base.seq_len)
+                g["max_epochs"] = (need - len(base.phases)) / (tokens / base.seq_len)  # binds on the plan's count
+        return PlanSampler(p, groups, holdout_rows=4)
+
+    sampler(rows * 1.1).check_epochs()  # the held-out rows explain the difference
+    with pytest.raises(ValueError, match="group 'qa'"):
+        sampler(rows * 2.0).check_epochs()  # a plan for other data

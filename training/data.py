@@ -111,8 +111,20 @@ class PlanSampler:
         return need
 
     def check_epochs(self) -> None:
+        """Refuse a plan that would cycle a group's training rows more than its `max_epochs`.
+
+        The planner caps epochs over the group's tokens as the catalog counts them; the rows packed
+        for training are fewer by the held-out slices (pack's eval fraction, this sampler's own
+        holdout rows) and packing's boundary losses. A plan whose cap binds would then fail here
+        by exactly those rows, so the allowance counts the plan's own rows where they exceed the
+        packed ones by no more than a quarter (more than that: the plan was made on other data).
+        `planned_rows` rounds each phase up, hence one row of slack per phase."""
+        avail = {g.name: g.available_tokens / self.seq_len for g in self.plan.groups}
         for g, need in self.planned_rows().items():
-            allowed = self.max_epochs.get(g, math.inf) * self.n_train[g]
+            rows = self.n_train[g]
+            counted = avail.get(g, rows)
+            base = counted if rows <= counted <= 1.25 * rows else rows
+            allowed = self.max_epochs.get(g, math.inf) * base + len(self.phases)
             if need > allowed:
                 raise ValueError(
                     f"group {g!r}: the plan needs about {need} rows but {self.n_train[g]} are packed for training and "
