@@ -118,13 +118,13 @@ class PlanSampler:
         holdout rows) and packing's boundary losses. A plan whose cap binds would then fail here
         by exactly those rows, so the allowance counts the plan's own rows where they exceed the
         packed ones by no more than a quarter (more than that: the plan was made on other data).
-        `planned_rows` rounds each phase up, hence one row of slack per phase."""
+        `planned_rows` rounds each phase up and adds a row, hence two rows of slack per phase."""
         avail = {g.name: g.available_tokens / self.seq_len for g in self.plan.groups}
         for g, need in self.planned_rows().items():
             rows = self.n_train[g]
             counted = avail.get(g, rows)
             base = counted if rows <= counted <= 1.25 * rows else rows
-            allowed = self.max_epochs.get(g, math.inf) * base + len(self.phases)
+            allowed = self.max_epochs.get(g, math.inf) * base + 2 * len(self.phases)
             if need > allowed:
                 raise ValueError(
                     f"group {g!r}: the plan needs about {need} rows but {self.n_train[g]} are packed for training and "
