@@ -20,7 +20,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "1. corpus: real text from this machine"
 curate corpus system data/system.jsonl --max-mb "$MAX_MB"
 step "2. curate: ingest, language ID, heuristic filters, domains, exact + MinHash dedup"
-curate run configs/demo.yaml --out "$RUN"
+# On the embedded local Ray, as a cluster would run it: by default (`--executor auto`) an input
+# this small would run in this process, since starting Ray costs more than it saves here.
+curate run configs/demo.yaml --out "$RUN" --executor ray
 step "3. quality classifier (DCLM-style): pydoc reference topics vs the rest of the corpus"
 # A few hundred documents: fastText's defaults (5 epochs, lr 0.1) leave the model flat here.
 curate train-quality "$RUN" --name ref --positive-sql "SELECT id, text FROM docs WHERE source = 'pydoc'" --epoch 25 --lr 0.5
