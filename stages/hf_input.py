@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from curate.stages.readers import Item, ReadTask, open_binary, open_failure
+from curate.stages.readers import Item, ReadTask, open_or_failure
 
 HF_PREFIX = "hf:"
 # Data files of a dataset; everything else in a dataset folder (README.md, .gitattributes, the
@@ -113,10 +113,9 @@ def read_arrow(task: ReadTask) -> Iterator[Item]:
     """Every row of an Arrow file (the IPC stream format save_to_disk writes, or the file format)."""
     import pyarrow as pa
 
-    try:
-        source = open_binary(task.path)
-    except OSError as e:
-        yield Item(None, None, None, *open_failure(task.path, e))
+    source, failed = open_or_failure(task.path)
+    if failed is not None:
+        yield failed
         return
     row = 0
     with source:

@@ -95,6 +95,14 @@ def open_failure(path: str, e: Exception) -> tuple[str, str]:
     return "unreadable_file", str(e)
 
 
+def open_or_failure(path: str) -> tuple[IO[bytes] | None, "Item | None"]:
+    """(the opened file, None), or (None, the quarantine item saying why it could not be opened)."""
+    try:
+        return open_binary(path), None
+    except OSError as e:
+        return None, Item(None, None, None, *open_failure(path, e))
+
+
 def compression_of(path: str) -> str | None:
     for suffix, kind in COMPRESSED.items():
         if path.endswith(suffix):
@@ -285,10 +293,9 @@ def _binary_head(stream: IO[bytes], kind: str | None) -> str | None:
 
 def read_jsonl(task: ReadTask, text_key: str = "text") -> Iterator[Item]:
     kind = compression_of(task.path)
-    try:
-        raw = open_binary(task.path)
-    except OSError as e:
-        yield Item(None, None, None, *open_failure(task.path, e))
+    raw, failed = open_or_failure(task.path)
+    if failed is not None:
+        yield failed
         return
     with raw:
         stream = _decompressed(raw, kind) if kind else raw
@@ -327,10 +334,9 @@ def read_parquet(task: ReadTask) -> Iterator[Item]:
     rest in `meta`."""
     import pyarrow.parquet as pq
 
-    try:
-        source = open_binary(task.path)
-    except OSError as e:
-        yield Item(None, None, None, *open_failure(task.path, e))
+    source, failed = open_or_failure(task.path)
+    if failed is not None:
+        yield failed
         return
     try:
         f = pq.ParquetFile(source)

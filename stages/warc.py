@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import IO, Iterator
 
 from curate.stages.html import PageRejected, charset_of, extract_page
-from curate.stages.readers import Item, ReadTask, open_binary, open_failure
+from curate.stages.readers import Item, ReadTask, open_or_failure
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -70,10 +70,9 @@ def read_warc(task: ReadTask, max_bytes: int) -> Iterator[Item]:
     from warcio.archiveiterator import ArchiveIterator
     from warcio.exceptions import ArchiveLoadFailed
 
-    try:
-        raw = open_binary(task.path)
-    except OSError as e:
-        yield Item(None, None, None, *open_failure(task.path, e))
+    raw, failed = open_or_failure(task.path)
+    if failed is not None:
+        yield failed
         return
     with raw:
         counted = _Counting(raw)

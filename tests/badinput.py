@@ -138,3 +138,20 @@ def ingest_in_process(inputs, work: Path, cfg=None) -> tuple[list[dict], list[di
             docs += pq.read_table(work / "out" / o).to_pylist()
         quarantined += pq.read_table(work / "q" / f"{t.task}.parquet").to_pylist()
     return docs, quarantined
+
+
+def fifo_with_writer(path: Path):
+    """Make a FIFO at `path` with a writer waiting on it; the returned event is set once something
+    opens the FIFO for reading (which a reader must never do: it would block or release the writer)."""
+    import threading
+
+    os.mkfifo(path)
+    released = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(path, os.O_WRONLY)  # blocks until someone opens the FIFO for reading
+        released.set()
+        os.close(fd)
+
+    threading.Thread(target=writer, daemon=True).start()
+    return released

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import rawpages
-from badinput import ingest_in_process
+from badinput import fifo_with_writer, ingest_in_process
 from curate.pipeline.catalog.db import query
 from curate.pipeline.errors import CurateError
 from curate.pipeline.running.config import load_config
@@ -248,15 +247,7 @@ def test_a_run_that_keeps_nothing_fails_and_a_mostly_quarantined_input_warns(tmp
 
 def test_a_fifo_given_as_the_input_is_quarantined_unopened(tmp_path):
     fifo = tmp_path / "pipe.jsonl"
-    os.mkfifo(fifo)
-    released = threading.Event()
-
-    def writer() -> None:
-        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the FIFO for reading
-        released.set()
-        os.close(fd)
-
-    threading.Thread(target=writer, daemon=True).start()
+    released = fifo_with_writer(fifo)
     docs, quarantined = _ingest([InputSpec(str(fifo))], tmp_path / "w")
     assert docs == [] and [q["reason"] for q in quarantined] == ["not_a_regular_file"]
     assert not released.wait(0.5), "ingest opened the FIFO"

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from badinput import ingest_in_process
+from badinput import fifo_with_writer, ingest_in_process
 from curate.pipeline.catalog.db import query
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
@@ -124,17 +124,9 @@ def test_every_directory_entry_is_read_or_quarantined_with_its_reason(tmp_path):
 def test_a_fifo_is_never_opened(tmp_path):
     """Opening a FIFO for reading would release a writer waiting on it (or wait for one)."""
     (tmp_path / "in").mkdir()
-    fifo = tmp_path / "in" / "pipe.jsonl"
-    os.mkfifo(fifo)
     (tmp_path / "in" / "a.txt").write_text(_texts(1)[0])
-    released = threading.Event()
-
-    def writer() -> None:
-        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the FIFO for reading
-        released.set()
-        os.close(fd)
-
-    threading.Thread(target=writer, daemon=True).start()
+    fifo = tmp_path / "in" / "pipe.jsonl"
+    released = fifo_with_writer(fifo)
     docs, quarantined = _with_timeout(lambda: _ingest([InputSpec(str(tmp_path / "in"))], tmp_path / "w"))
     assert [q["reason"] for q in quarantined] == ["not_a_regular_file"] and len(docs) == 1
     assert not released.wait(1.0), "ingest opened the FIFO"
