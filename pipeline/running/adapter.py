@@ -5,7 +5,8 @@
 - `RayExecutor.map(fn, items)` runs a plain function as Ray tasks, at most `workers` in flight,
   with a progress bar; results come back in input order.
 - `RayExecutor.map_actors(make, method, items)` builds `workers` actors, each constructing its
-  worker object once (so a model loads once per actor, docs/internals.md), and feeds them items.
+  worker object once (so a model loads once per actor, docs/internals.md), and feeds them items,
+  the next group already queued at each actor while it works on one (`IN_FLIGHT`).
 - Both implement `stages.base.Executor`: with `size`, small items travel several to a task
   (each still writes its own output and marker); a stage's resource hint becomes actor options.
 
@@ -134,6 +135,10 @@ def _progress(total: int, desc: str):
 LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
         ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
 RETRIES = 3  # a task's tries after its first, when the config's `ray.retries` does not say
+# Groups in flight per worker: with two, a worker's next group is already queued at it when it
+# ends one, where with one it idled for a round trip through the driver (bench/README.md, "Quality
+# scoring": a few ms on an idle machine, tens when the driver waits for a core).
+IN_FLIGHT = 2
 
 
 def _label(item: Any, depth: int = 0) -> str | None:
@@ -168,61 +173,90 @@ def _is_loss(e: BaseException) -> bool:
 
 class _Driver:
     """Feeds task groups to slots (task tokens or actors) and collects results in input order.
-    A group lost with its worker is resubmitted, at most `retries` times, with one line each.
+    Each slot holds up to `depth` groups at once, so a worker starts its next group the moment it
+    ends one instead of idling for a round trip through this process; for actors (`bound`), the
+    groups queued on one die with it. A group lost with its worker is resubmitted, at most
+    `retries` times, with one line each (a group only queued behind it is resubmitted silently).
     `replace(slot)` gives the slot that takes over (a new actor for a dead one) and what to wait
     for before it can take work (the new actor's first reply: it is placed when the cluster has
     room, and work is never queued behind one that cannot be placed yet)."""
 
     def __init__(self, executor: "RayExecutor", items: Sequence, desc: str,
                  submit: Callable[[Any, list], Any], replace: Callable[[Any], tuple[Any, Any]],
-                 size: Callable[[Any], int] | None):
+                 size: Callable[[Any], int] | None, depth: int = 1, bound: bool = False):
         self.executor, self.items, self.desc, self.submit, self.replace = executor, items, desc, submit, replace
         self.size = size or (lambda item: 0)
+        self.depth, self.bound = max(1, depth), bound
 
     def run(self, groups: list[list[int]], slots: list) -> list:
-        results: list = [None] * len(self.items)
-        running: dict = {}
-        pending: dict = {}  # a replacement's readiness -> the replacement
-        todo, free, tries = list(groups), list(slots), [0] * len(groups)
-        order = {id(g): n for n, g in enumerate(groups)}
+        self.results: list = [None] * len(self.items)
+        self.running: dict = {}  # a group's result -> (its submission number, group, slot)
+        self.pending: dict = {}  # a replacement's readiness -> the replacement
+        self.todo, self.tries = list(groups), [0] * len(groups)
+        self.order = {id(g): n for n, g in enumerate(groups)}
+        # Every slot's first token before any slot's second: the largest groups (first, LPT) spread.
+        self.free, sent = [s for _ in range(self.depth) for s in reversed(slots)], 0
         with _progress(len(self.items), self.desc) as bar:
-            while todo or running:
-                while free and todo:
-                    g = todo.pop(0)
-                    slot = free.pop()
-                    running[self.submit(slot, [self.items[i] for i in g])] = (g, slot)
-                done, _ = ray.wait(list(running) + list(pending), num_returns=1)
-                if done[0] in pending:
-                    slot = pending.pop(done[0])
-                    self._ready(done[0], slot, free, pending)
+            while self.todo or self.running:
+                while self.free and self.todo and (slot := self._pick(len(slots))) is not None:
+                    g = self.todo.pop(0)
+                    self.running[self.submit(slot, [self.items[i] for i in g])] = (sent, g, slot)
+                    sent += 1
+                done, _ = ray.wait(list(self.running) + list(self.pending), num_returns=1)
+                if done[0] in self.pending:
+                    self._ready(done[0], self.pending.pop(done[0]))
                     continue
-                g, slot = running.pop(done[0])
+                n, g, slot = self.running.pop(done[0])
                 try:
                     out = ray.get(done[0])
                 except Exception as e:
                     if not _is_loss(e):
                         raise
-                    n = order[id(g)]
-                    tries[n] += 1
-                    self._lost(g, tries[n], e)
-                    todo.insert(0, g)
-                    self._take_over(slot, free, pending)
+                    self._requeue(n, g, slot, e)
                     continue
                 for i, r in zip(g, out):
-                    results[i] = r
+                    self.results[i] = r
                     bar.result(r)
-                free.append(slot)
+                self.free.append(slot)
                 bar.update(len(g), sum(self.size(self.items[i]) for i in g))
-        return results
+        return self.results
 
-    def _take_over(self, dead: Any, free: list, pending: dict) -> None:
+    def _pick(self, slots: int) -> Any:
+        """A free slot for the next group. An actor's queue is its own: a group queued behind a
+        busy actor cannot move to one that frees up first, so near the end (fewer groups left
+        than slots), groups go only to idle actors, largest first, as plain LPT would."""
+        if not self.bound:
+            return self.free.pop()
+        busy = {id(s) for _, _, s in self.running.values()}
+        idle = [k for k, s in enumerate(self.free) if id(s) not in busy]
+        if idle:
+            return self.free.pop(idle[-1])
+        return self.free.pop() if len(self.todo) > slots else None
+
+    def _requeue(self, n: int, g: list[int], slot: Any, e: BaseException) -> None:
+        """`g` (submitted `n`th) was lost with its worker. On an actor, every group it held dies
+        with it: the oldest was running and counts as a try, the others were only queued. They go
+        first again, in their order, and the slot is replaced."""
+        held = [(n, g)]
+        if self.bound:
+            mine = [ref for ref, (_, _, s) in self.running.items() if s is slot]
+            held = sorted(held + [self.running.pop(ref)[:2] for ref in mine])
+            self.free = [s for s in self.free if s is not slot]
+        first = held[0][1]
+        k = self.order[id(first)]
+        self.tries[k] += 1
+        self._lost(first, self.tries[k], e)
+        self.todo[:0] = [h for _, h in held]
+        self._take_over(slot)
+
+    def _take_over(self, dead: Any) -> None:
         new, ready = self.replace(dead)
         if ready is None:
-            free.append(new)
+            self.free.append(new)
         else:
-            pending[ready] = new
+            self.pending[ready] = new
 
-    def _ready(self, ref: Any, slot: Any, free: list, pending: dict) -> None:
+    def _ready(self, ref: Any, slot: Any) -> None:
         """A replacement answered: it takes work; one lost before it could is replaced again."""
         try:
             ray.get(ref)
@@ -233,9 +267,9 @@ class _Driver:
             if self.executor.lost > self.executor.retries * 4 + 8:
                 raise CurateError(f"{self.desc or 'a step'}: workers keep dying before they start{_where(e)}; "
                                   f"rerun the same command to resume (finished shards are kept)") from None
-            self._take_over(slot, free, pending)
+            self._take_over(slot)
             return
-        free.append(slot)
+        self.free.extend([slot] * self.depth)
 
     def _lost(self, g: list[int], n: int, e: BaseException) -> None:
         label = _label(self.items[g[0]]) or f"item {g[0]}"
@@ -263,7 +297,7 @@ class RayExecutor:
             size: Callable[[Any], int] | None = None) -> list:
         groups = _groups(items, self.workers, cost, size, self.task_bytes)
         driver = _Driver(self, items, desc, lambda slot, batch: _call_many.remote(fn, batch),
-                         lambda slot: (slot, None), size)
+                         lambda slot: (slot, None), size, depth=IN_FLIGHT)
         return driver.run(groups, list(range(self.workers)))
 
     def map_actors(self, make: Callable[[], Any], method: str, items: Sequence, desc: str = "",
@@ -290,7 +324,7 @@ class RayExecutor:
 
         try:
             return _Driver(self, items, desc, lambda actor, batch: actor.call_many.remote(method, batch),
-                           replace, size).run(groups, list(actors))
+                           replace, size, depth=IN_FLIGHT, bound=True).run(groups, list(actors))
         finally:
             for a in actors:
                 ray.kill(a)
