@@ -368,6 +368,20 @@ def read_parquet(task: ReadTask) -> Iterator[Item]:
             yield Item(row, None, rec)
 
 
+def _read_upto(f: IO[bytes], limit: int, size: int | None) -> bytes:
+    """At most `limit` bytes of `f` (all of it when `limit` < 0), `size` the file's size where it
+    is known. A buffered `read(limit)` allocates `limit` bytes up front: 16 MB mapped and
+    unmapped for every small page. So a local file is read by its size, a stream (gzip, object
+    storage) or a file grown since its stat in chunks."""
+    if limit < 0:
+        return f.read()
+    chunks, n, want = [], 0, 1 << 18 if size is None else size + 1
+    while n < limit and (chunk := f.read(min(want, limit - n))):
+        chunks.append(chunk)
+        n, want = n + len(chunk), 1 << 18
+    return b"".join(chunks)  # one chunk: itself, not a copy
+
+
 def _whole_files(task: ReadTask, max_bytes: int | None = None) -> Iterator[tuple[str, bytes | Item]]:
     """(path, its bytes, or the Item saying why it could not be read) of each file of a batch;
     first the hidden entries, as Items. A `.gz` file is decompressed; with `max_bytes`, at most
@@ -379,7 +393,10 @@ def _whole_files(task: ReadTask, max_bytes: int | None = None) -> Iterator[tuple
         limit = -1 if max_bytes is None else max_bytes + 1
         try:
             with open_binary(path) as f:
-                raw = (gzip.GzipFile(fileobj=f).read(limit) if compression_of(path) == "gzip" else f.read(limit))
+                if compression_of(path) == "gzip":
+                    raw = _read_upto(gzip.GzipFile(fileobj=f), limit, None)
+                else:
+                    raw = _read_upto(f, limit, None if "://" in path else os.fstat(f.fileno()).st_size)
         except (EOFError, zlib.error) as e:
             yield path, Item(None, None, None, "truncated_stream" if isinstance(e, EOFError) else "corrupt_stream",
                              str(e), path=path)

@@ -79,7 +79,9 @@ def test_bad_pages_are_quarantined_with_their_reason(tmp_path):
                                             + bytes(range(0x80, 0x100)) * 40 + b"</p></body></html>")
     (site / "empty.html").write_text('<html><head><title>Nothing</title><script>var x = 1;</script></head>'
                                      '<body><nav><a href="/">Home</a></nav></body></html>')
-    (site / "huge.html").write_bytes(b"<html><body>" + b"<p>" + b"word " * (11 * 1024 * 1024) + b"</p></body></html>")
+    huge = b"<html><body>" + b"<p>" + b"word " * (11 * 1024 * 1024) + b"</p></body></html>"
+    (site / "huge.html").write_bytes(huge)
+    (site / "huge2.html.gz").write_bytes(gzip.compress(huge, 1))  # 55 MB unpacked from a small file
     (site / "image.html").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(300))
     (site / "notes.html").write_text(text)  # plain text named .html
     # A page with a few bad bytes is kept, and the replacements are counted.
@@ -88,7 +90,8 @@ def test_bad_pages_are_quarantined_with_their_reason(tmp_path):
     docs, quarantined = _ingest([InputSpec(str(site))], tmp_path / "w", cfg)
     reasons = {Path(q["path"]).name: q["reason"] for q in quarantined}
     assert reasons == {"undecodable.html": "undecodable_bytes", "empty.html": "no_main_content",
-                       "huge.html": "page_too_large", "image.html": "binary_file", "notes.html": "not_html"}
+                       "huge.html": "page_too_large", "huge2.html.gz": "page_too_large", "image.html": "binary_file",
+                       "notes.html": "not_html"}
     assert sorted(Path(d["url"]).name for d in docs) == ["good.html", "latin.html"]
     assert "caf\ufffd" in next(d["text"] for d in docs if d["url"].endswith("latin.html"))
 
