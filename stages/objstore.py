@@ -31,6 +31,29 @@ def _pyarrow_fs(url: str):
     return pafs.FileSystem.from_uri(url)
 
 
+def filesystem(url: str):
+    """(pyarrow FileSystem, path inside it) for an `s3://` (or other pyarrow-served) URL."""
+    got = _pyarrow_fs(url)
+    if got is None:
+        raise ValueError(f"{url!r}: not a URL pyarrow's file systems serve ({', '.join(PYARROW_SCHEMES)})")
+    return got
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """(bucket, key prefix without slashes at its ends) of `s3://bucket/prefix`."""
+    rest = url.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    return bucket, prefix.strip("/")
+
+
+def s3_client():
+    """A boto3 S3 client configured from the standard environment (as pyarrow's is): the run
+    directory's lock needs conditional writes, which pyarrow's file system does not offer."""
+    import boto3
+
+    return boto3.client("s3")
+
+
 def open_url(url: str) -> IO[bytes]:
     """A seekable binary stream over the object at `url`."""
     got = _pyarrow_fs(url)

@@ -47,16 +47,17 @@ def test_a_memory_url_input_is_refused_at_start(tmp_path):
     load_config(data={"out": str(tmp_path / "run"), "inputs": [{"path": f"file://{_data(tmp_path)}"}]})
 
 
-def test_an_object_store_run_directory_is_refused_at_start(tmp_path):
+def test_a_run_directory_url_other_than_s3_prefix_is_refused_at_start(tmp_path):
+    # s3://bucket/prefix runs in a staging directory (tests/test_s3_rundir.py); other URLs do not.
     cfg = {"out": "runs/x", "inputs": [{"path": str(_data(tmp_path))}]}
-    with pytest.raises(ConfigError, match=r"`out`.*s3://bucket/runs/x.*is a URL.*POSIX file system"):
-        load_config(data=cfg, out="s3://bucket/runs/x")
+    with pytest.raises(ConfigError, match=r"`out`.*gs://bucket/runs/x.*must be an s3:// URL"):
+        load_config(data=cfg, out="gs://bucket/runs/x")
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     # From tmp_path, so a run that took the URL for a relative path would leave ./s3: there.
-    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", "c.json", "--out", "s3://bucket/runs/x"],
+    r = subprocess.run([sys.executable, "-m", "curate.pipeline.cli", "run", "c.json", "--out", "s3://bucket"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "is a URL" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "needs a bucket and a prefix" in r.stderr
     assert not (tmp_path / "s3:").exists()
 
 

@@ -20,12 +20,16 @@ def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
 
 
 def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
-        address: str | None = None, limit: int | None = None, executor: str = "auto") -> Path:
-    """Run a config; returns the run directory. `limit`: only the first N records of each input;
-    `executor`: `auto` (default: chosen from the input's size), `ray` or `local` (every stage in
-    this process, same output)."""
+        address: str | None = None, limit: int | None = None, executor: str = "auto",
+        stage_dir: str | None = None, sync_s: float | None = None, then=None) -> Path:
+    """Run a config; returns the run directory (for an `s3://` one, its local staging directory).
+    `limit`: only the first N records of each input; `executor`: `auto` (default: chosen from the
+    input's size), `ray` or `local` (every stage in this process, same output). `stage_dir`,
+    `sync_s`: where an `s3://` run works and how often it is pushed (pipeline/running/remote.py);
+    `then(run_dir)` runs after the stages, while the run is still held (and pushed after it)."""
     import dataclasses
 
+    from curate.pipeline.running import remote
     from curate.pipeline.running.config import load_config
     from curate.pipeline.errors import ConfigError
     from curate.pipeline.running.runner import run_pipeline
@@ -36,8 +40,16 @@ def run(config: str, inputs: list[str] | None = None, out: str | None = None, wo
             cfg.ingest = dataclasses.replace(cfg.ingest, limit=limit)
         except ValueError as e:
             raise ConfigError("--limit", str(e)) from None
-    run_pipeline(cfg, executor=executor)
-    return Path(cfg.out)
+    if not remote.is_remote(cfg.out):
+        run_pipeline(cfg, executor=executor)
+        if then:
+            then(Path(cfg.out))
+        return Path(cfg.out)
+    with remote.staged(cfg.out, stage_dir, sync_s=sync_s or remote.SYNC_S) as local:
+        run_pipeline(dataclasses.replace(cfg, out=str(local)), executor=executor)  # binds model paths there
+        if then:
+            then(local)
+    return local
 
 
 def format_table(t: pa.Table, max_width: int = 60, max_rows: int = 200) -> str:
@@ -68,6 +80,7 @@ def query(run_dir: str, sql: str, fmt: str = "table", output: str | None = None,
 
     if fmt not in ("table", "csv", "json", "parquet"):
         raise CurateError(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    run_dir = _readable(run_dir)
     table = damage.guarded(Path(run_dir), catalog.query, run_dir, sql, timeout_s=timeout_s or None)
     if fmt == "table":
         _emit(format_table(table) + "\n", output)
@@ -106,6 +119,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
                    help="where stages run: auto (default: this process for a small input, Ray for a big one or "
                         "when an address is given), ray, or local (this process, no Ray; same output)")
+    p.add_argument("--stage-dir", metavar="DIR", help="for an s3:// run directory: the local directory the run "
+                   "works in (default: $XDG_CACHE_HOME/curate/runs/<digest of the URL>)")
+    p.add_argument("--sync-s", type=float, metavar="S", help="for an s3:// run directory: seconds between "
+                   "pushes to the bucket (default 5)")
     p.set_defaults(func=_cli_run)
 
     p = sub.add_parser("query", help="SQL over a run's catalog (views docs, <stage>, rejected, quarantine, shards)")
@@ -139,10 +156,12 @@ def _print_counts(counts: dict[str, int], out: str) -> int:
 
 
 def _cli_run(a: argparse.Namespace) -> int:
-    run_dir = run(a.config, a.inputs, a.out, a.workers, a.address, a.limit, a.executor)
-    print()
-    print(stats_text(str(run_dir)))
-    print(f"report: {report(str(run_dir))}")
+    def show(run_dir: Path) -> None:
+        print()
+        print(stats_text(str(run_dir)))
+        print(f"report: {report(str(run_dir))}")
+
+    run(a.config, a.inputs, a.out, a.workers, a.address, a.limit, a.executor, a.stage_dir, a.sync_s, then=show)
     return 0
 
 
@@ -156,10 +175,18 @@ def report(run_dir: str) -> Path:
 def stats_text(run_dir: str) -> str:
     from curate.pipeline.reporting.stats import summary_lines
 
-    return "\n".join(summary_lines(run_dir))
+    return "\n".join(summary_lines(_readable(run_dir)))
 
 
 def stats_json(run_dir: str) -> str:
     from curate.pipeline.reporting.stats import summary
 
-    return json.dumps(summary(run_dir), indent=2, default=str)
+    return json.dumps(summary(_readable(run_dir)), indent=2, default=str)
+
+
+def _readable(run_dir: str) -> str:
+    """The run directory the catalog reads: itself, or for an `s3://` run a local copy brought up
+    to date with the bucket (pipeline/running/remote.py)."""
+    from curate.pipeline.running import remote
+
+    return str(remote.view_copy(run_dir)) if remote.is_remote(str(run_dir)) else run_dir

@@ -69,7 +69,8 @@ class RunConfig:
     name: str
     """run name (shown in reports)"""
     out: str
-    """run directory"""
+    """run directory: a path, or `s3://bucket/prefix` (run in a local staging directory and pushed
+    to the bucket as it goes: pipeline/running/remote.py)"""
     inputs: list[InputSpec]
     """raw inputs, read by the ingest stage"""
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -80,19 +81,18 @@ class RunConfig:
     """stages after ingest, in order (resolved into `stage_specs`)"""
 
     def __post_init__(self) -> None:
-        if URL.match(self.out):
-            # Shards are committed by rename and markers sit beside them: that needs a POSIX file
-            # system every node mounts at the same path, which an object store is not.
-            raise ValueError(f"out: {self.out!r} is a URL; a run directory must be a path on a local or shared "
-                             f"POSIX file system (NFS, EFS, Lustre) that every Ray node mounts at the same path. "
-                             f"Inputs may be object-store URLs; the run directory may not")
+        remote = bool(URL.match(self.out))
+        if remote:  # the run works in a local staging directory (pipeline/running/remote.py)
+            from curate.pipeline.running.remote import check_url
+
+            check_url(self.out)
         if not self.inputs:
             raise ValueError("inputs: give at least one input (a path, directory, glob or URL)")
         for i, spec in enumerate(self.inputs):
             _check_input_url(i, spec.path)
         self.stage_specs: list[StageSpec] = [_stage_spec(i, s) for i, s in enumerate(self.stages)]
         for spec in self.stage_specs:  # model paths in stage configs are relative to the run directory
-            if hasattr(spec.config, "bind_run_dir"):
+            if hasattr(spec.config, "bind_run_dir") and not remote:  # bound once staged
                 spec.config.bind_run_dir(self.out)
         names = ["ingest"] + [s.name for s in self.stage_specs]
         dup = next((n for n in names if names.count(n) > 1), None)
@@ -147,6 +147,9 @@ def _stage_spec(i: int, entry: Any) -> StageSpec:
         raise ConfigError(path, f"each stage needs a `kind`; valid kinds: {', '.join(sorted(STAGE_KINDS))}")
     entry = dict(entry)
     kind = entry.pop("kind")
+    if kind == INGEST:  # load_config took a first entry into `ingest`: this one is elsewhere
+        raise ConfigError(f"{path}.kind", "ingest runs first: list it as the first entry of `stages:` (or configure it "
+                                          "in the `ingest:` section), never later")
     if isinstance(kind, str) and ":" in kind:
         return _user_stage_spec(path, kind, entry)
     if kind not in STAGE_KINDS:
@@ -205,4 +208,23 @@ def load_config(path: str | Path | None = None, data: dict | None = None, *, inp
         data["ray"] = ray_cfg
     if "out" not in data:
         data["out"] = os.path.join("runs", str(data["name"]))
-    return build(RunConfig, data, "")
+    return build(RunConfig, _listed_ingest(data), "")
+
+
+INGEST = "ingest"
+
+
+def _listed_ingest(data: dict) -> dict:
+    """`stages:` may begin with `{kind: ingest, ...fields}`: the same as those fields in the
+    `ingest:` section (the shorthand), so both give the same run and config hashes. Giving both is
+    refused, as is listing ingest anywhere but first (`_stage_spec`)."""
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages or not isinstance(stages[0], dict) or stages[0].get("kind") != INGEST:
+        return data
+    if data.get("ingest") is not None:
+        raise ConfigError("stages[0].kind", "ingest is configured twice, by the `ingest:` section and by the first "
+                                            "entry of `stages:`; keep one")
+    fields = {k: v for k, v in stages[0].items() if k != "kind"}
+    if fields.pop("name", INGEST) != INGEST:
+        raise ConfigError("stages[0].name", "the ingest stage is always named `ingest`")
+    return {**data, "ingest": build(IngestConfig, fields, "stages[0]"), "stages": stages[1:]}
