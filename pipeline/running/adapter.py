@@ -139,6 +139,7 @@ RETRIES = 3  # a task's tries after its first, when the config's `ray.retries` d
 # ends one, where with one it idled for a round trip through the driver (bench/README.md, "Quality
 # scoring": a few ms on an idle machine, tens when the driver waits for a core).
 IN_FLIGHT = 2
+ACTOR_SPLIT = 4  # an actor's groups are this many times smaller than a task's, and this many more
 
 
 def _label(item: Any, depth: int = 0) -> str | None:
@@ -313,7 +314,9 @@ class RayExecutor:
         """
         if not items:
             return []
-        groups = _groups(items, self.workers, cost, size, self.task_bytes)
+        # Smaller groups than a task's: with the next group already queued at an actor a group
+        # costs no round trip, and the last groups, which only idle actors take, end it evenly.
+        groups = _groups(items, self.workers * ACTOR_SPLIT, cost, size, self.task_bytes // ACTOR_SPLIT)
         options, fit = actor_options(resources)
         actors = [_Worker.options(**options).remote(make) for _ in range(min(self.workers, len(groups), fit))]
 
