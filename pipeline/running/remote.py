@@ -292,7 +292,8 @@ def staged(url: str, stage_dir: str | os.PathLike | None = None, command: str = 
     local = staging_dir(url, stage_dir)
     with ObjectLock(url, command):
         remote = RemoteRun(url, local)
-        say(f"{url}: working in {local} ({remote.pull()} files fetched from the bucket)")
+        with _store_errors(f"{url}: fetching the run into {local} failed"):
+            say(f"{url}: working in {local} ({remote.pull()} files fetched from the bucket)")
         syncer = Syncer(remote, sync_s).start()
         try:
             yield local
@@ -300,7 +301,18 @@ def staged(url: str, stage_dir: str | os.PathLike | None = None, command: str = 
             with contextlib.suppress(Exception):  # the run's own error is the one to tell
                 syncer.close()
             raise
-        say(f"{url}: {syncer.close()} files uploaded at the end")
+        with _store_errors(f"{url}: the run finished in {local}, but pushing it to the bucket failed; "
+                           f"run the same command again to push it (finished shards are reused)"):
+            say(f"{url}: {syncer.close()} files uploaded at the end")
+
+
+@contextlib.contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """An object store's failure (pyarrow raises OSError) as one CurateError line."""
+    try:
+        yield
+    except OSError as e:
+        raise CurateError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def view_copy(url: str) -> Path:
@@ -311,7 +323,8 @@ def view_copy(url: str) -> Path:
         raise CurateError(str(e)) from None
     check_reachable(url, "run_dir")
     copy = RemoteRun(url, _cache_dir("views", url))
-    copy.pull(exact=True)
+    with _store_errors(f"{url}: reading the run from the bucket failed"):
+        copy.pull(exact=True)
     if not (copy.local / "stages.json").exists():
         raise CurateError(f"{url} is not a run directory (no stages.json); run `curate run CONFIG --out {url}` first")
     return copy.local
