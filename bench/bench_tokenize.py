@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -29,30 +30,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def ray_figures(args, sp, texts, mb, run, model):
-    """Raw sentencepiece (1 and N threads) vs the tokenize stage on a warm local Ray, wall time."""
+    """Raw sentencepiece (1 and N threads) vs the tokenize stage on a warm local Ray, wall time,
+    alternating `--repeats` times; medians."""
     from curate.pipeline.commands.pack import pack
     from curate.pipeline.running.adapter import RayExecutor, ray_session
 
     threads = sorted({1, args.workers})
-    raw = {t: float("inf") for t in threads}
-    pipe = float("inf")
+    raw: dict[int, list[float]] = {t: [] for t in threads}
+    pipe: list[float] = []
     with ray_session(num_cpus=args.workers):
         RayExecutor(args.workers).map(abs, list(range(args.workers)))  # warm the workers
-        # Interleaved repetitions, best of each: a shared machine's load then hits both sides alike.
+        # Alternating repetitions, medians: a shared machine's load then hits both sides alike.
         for rep in range(args.repeats):
             for t in threads:
                 t0 = time.perf_counter()
                 sp.encode(texts, num_threads=t)
-                raw[t] = min(raw[t], time.perf_counter() - t0)
+                raw[t].append(time.perf_counter() - t0)
             for p in [*(run / "tokenize" / "_done").glob("*.json"), *(run / "tokens" / "_done").glob("all.json")]:
                 p.unlink()  # so the stage encodes and packs again
             index = pack(run, tokenizer=str(model), seq_len=args.seq_len, workers=args.workers, echo=lambda s: None).index
-            pipe = min(pipe, index["seconds"]["tokenize"])
+            pipe.append(index["seconds"]["tokenize"])
+            print(f"  run {rep + 1}: raw {args.workers} threads {raw[args.workers][-1]:.2f} s, "
+                  f"tokenize stage {pipe[-1]:.2f} s; load {open('/proc/loadavg').read().split()[0]}")
         concat = pack(run, packing="concat", seq_len=args.seq_len, workers=args.workers, echo=lambda s: None).index
+    med = {t: statistics.median(v) for t, v in raw.items()}
     for t in threads:
-        print(f"raw sentencepiece encode(list, num_threads={t}): {mb / raw[t]:.2f} MB/s")
-    print(f"pipeline tokenize stage on Ray, {args.workers} workers, {args.shards} shards: {mb / pipe:.2f} MB/s "
-          f"= {100 * raw[args.workers] / pipe:.0f}% of raw with {args.workers} threads (goal >= 90%)")
+        print(f"raw sentencepiece encode(list, num_threads={t}): {mb / med[t]:.2f} MB/s (median of {args.repeats})")
+    ratio = statistics.median(100 * r / p for r, p in zip(raw[args.workers], pipe))
+    print(f"pipeline tokenize stage on Ray, {args.workers} workers, {args.shards} shards: "
+          f"{mb / statistics.median(pipe):.2f} MB/s = {ratio:.0f}% of raw with {args.workers} threads "
+          f"(median of the runs' ratios; goal >= 90%)")
     return index, concat
 
 
