@@ -1,8 +1,9 @@
-"""Map stages that annotate documents: `langid`, `quality`, `domain`.
+"""The annotating scorers: `langid`, `quality`, `domain` (the scorer contract: scorers/base.py).
 
-Scorers add columns and never rewrite one (a column that already exists is an error naming
-the stage that must have written it). Optional thresholds turn a scorer into a filter; each
-drop is written to `rejected/` with its reason. Models load once per worker, in `setup()`.
+Each is a config dataclass and a scorer class; the one scoring stage (`stages/score.py`) runs
+it: columns added, never rewritten (a column that already exists is an error naming the stage
+that must have written it), optional thresholds turning a scorer into a filter (each drop
+written to `rejected/` with its reason), models loaded once per worker.
 
 Model paths in a config (`model: models/quality_x.bin`) are relative to the run directory; the
 runner binds it with `config.bind_run_dir(run_dir)`, which also stamps a content digest of the
@@ -15,13 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
-import numpy as np
 import pyarrow as pa
 
+from curate.scorers.base import Buckets, Column, Threshold
 from curate.scorers.domain import DomainRule, default_taxonomy
-from curate.stages.base import StageOutput, add_columns, split_by_reason
+from curate.stages.score import ScoreStage
 from curate.stages.shardio import file_digest
 
 
@@ -77,39 +78,39 @@ class LangIDConfig:
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""
-        return ["lang", "lang_score"]
+        return [c.name for c in LangIDScorer(self).columns()]
 
 
-class LangIDStage:
-    """Adds `lang` and `lang_score`; optionally drops `lang_not_allowed` / `lang_low_score`."""
+class LangIDScorer:
+    """`lang` and `lang_score` (fastText lid.176); drops `lang_not_allowed` / `lang_low_score`."""
 
-    def __init__(self, config: LangIDConfig, name: str = "langid"):
+    Config = LangIDConfig
+
+    def __init__(self, config: LangIDConfig):
         self.config = config
-        self.name = name
         self.lid = None
 
-    def setup(self) -> None:
+    def columns(self) -> list[Column]:
+        return [Column("lang", pa.string(), axis="language"), Column("lang_score", pa.float32(), unit_score=True)]
+
+    def thresholds(self) -> list[Threshold]:
+        c = self.config
+        allowed = [Threshold("lang", "lang_not_allowed", allowed=frozenset(c.allowed))] if c.allowed is not None else []
+        return allowed + [Threshold("lang_score", "lang_low_score", below=c.min_score)]
+
+    def load(self) -> None:
         from curate.scorers.langid import LangID
 
         self.lid = LangID(max_chars=self.config.max_chars)
         _ = self.lid.model
 
-    def process(self, table: pa.Table) -> StageOutput:
-        if self.lid is None:
-            self.setup()
-        langs, scores = self.lid.predict(table.column("text").to_pylist())
-        out = add_columns(table, self.name, {"lang": pa.array(langs, pa.string()),
-                                              "lang_score": pa.array(scores, pa.float32())})
-        allowed = set(self.config.allowed) if self.config.allowed is not None else None
-        reasons: list[str | None] = []
-        for lang, score in zip(langs, scores):
-            if allowed is not None and lang not in allowed:
-                reasons.append("lang_not_allowed")
-            elif score < self.config.min_score:
-                reasons.append("lang_low_score")
-            else:
-                reasons.append(None)
-        return split_by_reason(out, self.name, reasons)
+    def score(self, texts: list[str]) -> dict[str, list]:
+        langs, scores = self.lid.predict(texts)
+        return {"lang": langs, "lang_score": scores}
+
+
+class LangIDStage(ScoreStage):
+    scorer_cls, kind = LangIDScorer, "langid"
 
 
 # --------------------------------------------------------------------------------------- quality
@@ -148,34 +149,45 @@ class QualityConfig(_ModelPath):
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""
-        return [f"quality_{self.scorer}"] + (["quality_bucket"] if self.bucket else [])
+        return [c.name for c in FastTextQualityScorer(self).columns()]
 
 
-class QualityStage:
-    """Adds `quality_<scorer>` = P(positive) and, optionally, `quality_bucket`."""
+class FastTextQualityScorer:
+    """`quality_<scorer>` = P(positive) of a fastText classifier and, optionally, `quality_bucket`
+    from the thresholds saved with the model; drops `quality_low_score` below `min_score`."""
 
-    def __init__(self, config: QualityConfig, name: str = "quality"):
+    Config = QualityConfig
+
+    def __init__(self, config: QualityConfig):
         self.config = config
-        self.name = name
-        self.scorer = None
+        self.model = None
 
-    def setup(self) -> None:
-        from curate.scorers.quality import QualityScorer
+    def columns(self) -> list[Column]:
+        c = self.config
+        return [Column(f"quality_{c.scorer}", pa.float32(), unit_score=True)] + \
+            ([Column("quality_bucket", pa.int8(), axis="quality")] if c.bucket else [])
 
-        self.scorer = QualityScorer(self.config.model_file(), max_chars=self.config.max_chars)
-        self.scorer.load()
-
-    def process(self, table: pa.Table) -> StageOutput:
-        if self.scorer is None:
-            self.setup()
-        scores = self.scorer.scores(table.column("text").to_pylist())
-        cols = {f"quality_{self.config.scorer}": pa.array(scores.astype(np.float32), pa.float32())}
-        if self.config.bucket:
-            cols["quality_bucket"] = pa.array(self.scorer.buckets(scores).astype(np.int8), pa.int8())
-        out = add_columns(table, self.name, cols)
+    def thresholds(self) -> list[Threshold]:
         lo = self.config.min_score
-        reasons = [("quality_low_score" if lo is not None and s < lo else None) for s in scores]
-        return split_by_reason(out, self.name, reasons)
+        return [Threshold(f"quality_{self.config.scorer}", "quality_low_score", below=lo)] if lo is not None else []
+
+    def buckets(self) -> list[Buckets]:
+        if not self.config.bucket:
+            return []
+        return [Buckets("quality_bucket", f"quality_{self.config.scorer}", tuple(self.model.thresholds))]
+
+    def load(self) -> None:
+        from curate.scorers.quality import QualityScorer as Model
+
+        self.model = Model(self.config.model_file(), max_chars=self.config.max_chars)
+        self.model.load()
+
+    def score(self, texts: list[str]) -> dict:
+        return {f"quality_{self.config.scorer}": self.model.scores(texts)}
+
+
+class QualityStage(ScoreStage):
+    scorer_cls, kind = FastTextQualityScorer, "quality"
 
 
 # ---------------------------------------------------------------------------------------- domain
@@ -228,19 +240,27 @@ class DomainConfig(_ModelPath):
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""
-        return ["domain", "domain_score"]
+        return [c.name for c in DomainScorer(self).columns()]
 
 
-class DomainStage:
-    """Adds `domain` and `domain_score` (1.0 for a rule match, the tagger's probability otherwise)."""
+class DomainScorer:
+    """`domain` and `domain_score` (1.0 for a rule match, the tagger's probability otherwise)."""
 
-    def __init__(self, config: DomainConfig, name: str = "domain"):
+    Config = DomainConfig
+
+    def __init__(self, config: DomainConfig):
         self.config = config
-        self.name = name
         self.rules = None
         self.model = None
+        self._counters: dict[str, int] = {}
 
-    def setup(self) -> None:
+    def columns(self) -> list[Column]:
+        return [Column("domain", pa.string(), axis="domain"), Column("domain_score", pa.float32(), unit_score=True)]
+
+    def reads(self) -> tuple[str, ...]:
+        return ("source", "url")  # the rules' hints
+
+    def load(self) -> None:
         from curate.scorers.domain import RuleTagger
 
         if self.config.mode != "model":
@@ -250,21 +270,21 @@ class DomainStage:
 
             self.model = ft.load_model(self.config.model_file())
 
-    def process(self, table: pa.Table) -> StageOutput:
-        if self.rules is None and self.model is None:
-            self.setup()
+    def counters(self) -> dict[str, int]:
+        return self._counters
+
+    def score(self, texts: list[str]) -> dict[str, list]:
+        return self.score_rows(texts, {"source": [None] * len(texts), "url": [None] * len(texts)})
+
+    def score_rows(self, texts: list[str], rows: Mapping[str, list]) -> dict[str, list]:
         from curate.scorers.domain import predict_domains
 
-        cfg = self.config
-        n = table.num_rows
-        texts = table.column("text").to_pylist()
+        cfg, n = self.config, len(texts)
         domains: list[str | None] = [None] * n
         scores = [0.0] * n
         detected: dict[str, int] = {}
         if cfg.mode != "model":
-            sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * n
-            urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * n
-            for i, (t, s, u) in enumerate(zip(texts, sources, urls)):
+            for i, (t, s, u) in enumerate(zip(texts, rows["source"], rows["url"])):
                 d = self.rules.tag_one(t, s, u)
                 if d is not None:
                     domains[i], scores[i] = d, 1.0
@@ -280,7 +300,9 @@ class DomainStage:
                     domains[i], scores[i] = lab, p
                     counters["by_model"] += 1
         counters["by_default"] = sum(d is None for d in domains)
-        domains = [d if d is not None else cfg.default for d in domains]
-        out = add_columns(table, self.name, {"domain": pa.array(domains, pa.string()),
-                                              "domain_score": pa.array(scores, pa.float32())})
-        return StageOutput(kept=out, counters=counters)
+        self._counters = counters
+        return {"domain": [d if d is not None else cfg.default for d in domains], "domain_score": scores}
+
+
+class DomainStage(ScoreStage):
+    scorer_cls, kind = DomainScorer, "domain"
