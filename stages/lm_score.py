@@ -30,10 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from curate.records.errors import CurateError
+from curate.scorers.base import Buckets, Column, Threshold
 from curate.scorers.buckets import CCNET_PERCENTILES, assign_buckets, percentile_cuts
-from curate.stages.base import GlobalContext, Resources, StageOutput, add_columns, empty_rejected, split_by_reason
+from curate.stages.base import GlobalContext, Resources, add_columns, empty_rejected
 from curate.stages.docshard import ROW, TEXT, base_ref, document_columns, document_schema, read_docs, write_delta
 from curate.stages.idhash import unit_draw
+from curate.stages.score import ScoreStage
 from curate.stages.shardio import (damage, file_digest, marker_matches, read_marker, stable_hash, write_marker,
                                    write_parquet)
 
@@ -130,7 +132,7 @@ class LMScoreConfig:
 
     def columns(self) -> list[str]:
         """Columns the stage adds (the run config refuses two stages adding the same one)."""
-        return [f"bpb_{m.name}" for m in self.models] + (["lm_bucket"] if self.bucket_thresholds else [])
+        return [c.name for c in BitsPerByteScorer(self).columns()]
 
     def bind_run_dir(self, run_dir: str | os.PathLike) -> None:
         """Resolve model and tokenizer paths against the run directory and stamp their contents."""
@@ -162,13 +164,30 @@ def _under(run: Path, p: str) -> Path:
     return path if path.is_absolute() else (run / path).resolve()
 
 
-class LMScoreStage:
-    """Adds `bpb_<model>` per model; optionally `lm_bucket` and the `lm_bpb_above:<model>` filter."""
+class BitsPerByteScorer:
+    """`bpb_<model>` per model; optionally `lm_bucket` (fixed cut points) and the
+    `lm_bpb_above:<model>` filter, both on `filter_model`'s column."""
 
-    def __init__(self, config: LMScoreConfig, name: str = "lm_score"):
+    Config = LMScoreConfig
+
+    def __init__(self, config: LMScoreConfig):
         self.config = config
-        self.name = name
-        self.scorers = None
+        self.models = None
+        self._tokens = 0
+
+    def columns(self) -> list[Column]:
+        c = self.config
+        return [Column(f"bpb_{m.name}", pa.float64()) for m in c.models] + \
+            ([Column(BUCKET, pa.int8())] if c.bucket_thresholds else [])
+
+    def thresholds(self) -> list[Threshold]:
+        c = self.config
+        return [Threshold(f"bpb_{c.filter_model}", f"lm_bpb_above:{c.filter_model}", above=c.max_bpb)] \
+            if c.max_bpb is not None else []
+
+    def buckets(self) -> list[Buckets]:
+        c = self.config
+        return [Buckets(BUCKET, f"bpb_{c.filter_model}", tuple(c.bucket_thresholds))] if c.bucket_thresholds else []
 
     def resources(self) -> Resources:
         """Resource hint for the workers (`stages.base.ResourceHinted`): a GPU each when the stage
@@ -176,35 +195,30 @@ class LMScoreStage:
         c = self.config
         return Resources(num_gpus=c.num_gpus) if c.device != "cpu" and c.num_gpus > 0 else Resources()
 
-    def setup(self) -> None:
-        from curate.scorers.lm import LMScorer
+    def load(self) -> None:
+        from curate.scorers.lm import LMScorer as Model
 
         c = self.config
-        self.scorers = [LMScorer(path, tok, device=c.device, block=c.block, stride=c.stride, batch_tokens=c.batch_tokens,
-                                 max_chars=c.max_chars, start=m.start)
-                        for m, (path, tok) in zip(c.models, c.resolved())]
-        for s in self.scorers:
+        self.models = [Model(path, tok, device=c.device, block=c.block, stride=c.stride, batch_tokens=c.batch_tokens,
+                             max_chars=c.max_chars, start=m.start)
+                       for m, (path, tok) in zip(c.models, c.resolved())]
+        for s in self.models:
             s.load()
 
-    def process(self, table: pa.Table) -> StageOutput:
-        if self.scorers is None:
-            self.setup()
-        c = self.config
-        texts = table.column("text").to_pylist()
-        cols, tokens, by = {}, 0, None
-        for m, scorer in zip(c.models, self.scorers):
-            bpb, n = scorer.bpb(texts)
-            tokens += n
-            cols[f"bpb_{m.name}"] = pa.array(bpb, pa.float64())
-            if m.name == c.filter_model:
-                by = bpb
-        if c.bucket_thresholds:
-            cols["lm_bucket"] = pa.array(assign_buckets(by, c.bucket_thresholds).astype(np.int8), pa.int8())
-        out = add_columns(table, self.name, cols)
-        reason = f"lm_bpb_above:{c.filter_model}"
-        hi = c.max_bpb
-        reasons = [reason if hi is not None and b > hi else None for b in by]
-        return split_by_reason(out, self.name, reasons, counters={"lm_tokens": tokens})
+    def score(self, texts: list[str]) -> dict:
+        cols, self._tokens = {}, 0
+        for m, model in zip(self.config.models, self.models):
+            bpb, n = model.bpb(texts)
+            self._tokens += n
+            cols[f"bpb_{m.name}"] = bpb
+        return cols
+
+    def counters(self) -> dict[str, int]:
+        return {"lm_tokens": self._tokens}
+
+
+class LMScoreStage(ScoreStage):
+    scorer_cls, kind = BitsPerByteScorer, "lm_score"
 
 
 # --------------------------------------------------------------- CCNet buckets per language
