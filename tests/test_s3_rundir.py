@@ -20,7 +20,7 @@ import rawpages
 from curate.pipeline.commands import core
 from curate.pipeline.errors import ConfigError, CurateError
 from curate.pipeline.cli import main
-from curate.pipeline.running.lock import ObjectLock
+from curate.pipeline.running.lock import ObjectLock, RunLocked
 from test_s3_inputs import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +134,21 @@ def test_a_held_s3_run_directory_is_refused(tmp_path, env, capsys):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     # Released: the next one takes it.
     ObjectLock(url, "curate run").acquire().release()
+
+
+def test_a_lock_from_another_host_is_taken_over_once_its_heartbeat_is_stale(env, s3, monkeypatch, capsys):  # noqa: F811
+    url = f"s3://{BUCKET}/runs/away"
+    holder = {"host": "elsewhere", "pid": 1, "command": "curate run", "started": "earlier", "token": "t"}
+    s3.put_object(Bucket=BUCKET, Key="runs/away/.curate.lock", Body=json.dumps(holder).encode())
+    with pytest.raises(RunLocked, match=r"host elsewhere.*taken over once its heartbeat is 300 s old \(now \d+ s\)"):
+        ObjectLock(url, "curate run").acquire()
+    monkeypatch.setenv("CURATE_LOCK_STALE_S", "1")
+    time.sleep(2.1)  # the store's clock counts whole seconds
+    lock = ObjectLock(url, "curate run").acquire()
+    assert "taking over the lock of s3://curate-raw/runs/away from `curate run` (host elsewhere" in capsys.readouterr().err
+    assert json.loads(s3.get_object(Bucket=BUCKET, Key="runs/away/.curate.lock")["Body"].read())["token"] == lock.token
+    lock.release()
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/away/")
 
 
 def test_bad_s3_run_directories_are_one_clear_line(tmp_path, env, monkeypatch, capsys):
