@@ -132,7 +132,8 @@ def test_normalization():
 # ---------------------------------------------------------------- connected components
 
 
-def test_components_match_union_find(tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["distributed", "in_memory"])
+def test_components_match_union_find(tmp_path, in_memory):
     rng = np.random.default_rng(3)
     n = 3000
     x = rng.integers(0, n, 1500)
@@ -142,7 +143,9 @@ def test_components_match_union_find(tmp_path):
     for s in range(3):
         write_edges(x[s::3], y[s::3], tmp_path / "edges", s, 4)
     offsets = np.array([0, n])
-    label_dir, rounds = connected_components(LocalExecutor(), tmp_path / "edges", 3, 4, offsets, tmp_path / "cc", "fp", "c")
+    # The same graph both ways: rounds of large/small star, or one task labelling it in memory.
+    label_dir, rounds = connected_components(LocalExecutor(), tmp_path / "edges", 3, 4, offsets, tmp_path / "cc", "fp",
+                                             "c", n_edges=len(x), in_memory_edges=len(x) if in_memory else 0)
     t = pa.concat_tables([pq.read_table(p) for p in sorted(label_dir.glob("to-*/*.parquet"))])
     got = dict(zip(t.column("uid").to_pylist(), t.column("label").to_pylist()))
     parent = list(range(n))
@@ -159,7 +162,7 @@ def test_components_match_union_find(tmp_path):
     nodes = {int(v) for a, b in zip(x, y) if a != b for v in (a, b)}
     assert set(got) == nodes
     assert all(got[v] == find(v) for v in nodes)
-    assert rounds < 40
+    assert rounds == 0 if in_memory else 0 < rounds < 40
 
 
 # ---------------------------------------------------------------- exact dedup
@@ -260,9 +263,11 @@ def test_resume_after_deleting_later_markers(planted, tmp_path):
     part = tmp_path / "part"
     run_stage(MinHashDedup(MinHashDedupConfig(keep_work=True), "fuzzy"), inputs, part)
     work = part / "fuzzy" / "_work"
-    # Forget everything after the buckets step: one component round's markers, the later
-    # steps, the outputs; also a half-written signature task (its marker gone).
-    for d in ["attach", "keepers", "components/round-001", "components/labels"]:
+    # Forget everything after the buckets step: the components' labels (this small graph is
+    # labelled in memory: no rounds), the later steps, the outputs; also a half-written
+    # signature task (its marker gone).
+    assert not (work / "components" / "round-000").exists()
+    for d in ["attach", "keepers", "components/labels"]:
         shutil.rmtree(work / d / "_done")
     (work / "signatures" / "_done" / "task-00001.json").unlink()
     shutil.rmtree(part / "fuzzy" / "_done")

@@ -38,6 +38,10 @@ from curate.stages.dedup.common import (
 EDGE_SCHEMA = pa.schema([pa.field("u", pa.int64(), nullable=False), pa.field("v", pa.int64(), nullable=False)])
 LABEL_SCHEMA = pa.schema([pa.field("uid", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False)])
 MAX_ROUNDS = 200
+# Up to this many undirected edges one task labels the whole graph in memory (16 B per directed
+# edge, twice for scipy's CSR: ~0.6 GB at the limit) instead of distributed rounds, each a barrier
+# and a shuffle of small files that costs more than the work on a graph this size.
+IN_MEMORY_EDGES = 10_000_000
 
 
 def unique_pairs(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +100,8 @@ class RoundTask:
     part: int
     n_src: int
     n_parts: int
-    op: str  # "large" | "small" | "label"
-    offsets: tuple = ()  # for "label": part boundaries of uids, labels go to their uid's part
+    op: str  # "large" | "small" | "label" | "memory"
+    offsets: tuple = ()  # for "label"/"memory": part boundaries of uids, labels go to their uid's part
 
 
 def run_round(task: RoundTask) -> dict:
@@ -115,6 +119,30 @@ def run_round(task: RoundTask) -> dict:
     return {"edges": count, "checksum": checksum}
 
 
+def label_in_memory(task: RoundTask) -> dict:
+    """All partitions' edges in one process: scipy's union-find-like labelling (C), then each
+    node's label is its component's smallest node, as the distributed rounds give."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components as cc
+
+    parts = [read_inbox(Path(task.in_dir), k, task.n_src, EDGE_SCHEMA) for k in range(task.n_parts)]
+    u = np.concatenate([t.column("u").to_numpy() for t in parts]) if parts else np.zeros(0, np.int64)
+    v = np.concatenate([t.column("v").to_numpy() for t in parts]) if parts else np.zeros(0, np.int64)
+    nodes = np.unique(np.r_[u, v])
+    if len(nodes) == 0:
+        return {"edges": 0, "nodes": 0}
+    iu, iv = np.searchsorted(nodes, u), np.searchsorted(nodes, v)
+    graph = csr_matrix((np.ones(len(iu), np.int8), (iu, iv)), shape=(len(nodes), len(nodes)))
+    _, comp = cc(graph, directed=False)
+    # nodes are sorted, so a component's first node is its smallest.
+    first_comp, first_at = np.unique(comp, return_index=True)
+    smallest = np.empty(len(first_comp), np.int64)
+    smallest[first_comp] = nodes[first_at]
+    labels = pa.table({"uid": nodes, "label": smallest[comp]}, schema=LABEL_SCHEMA)
+    write_partitioned(labels, part_of_uid(nodes, np.asarray(task.offsets, np.int64)), Path(task.out_dir), 0)
+    return {"edges": len(u) // 2, "nodes": len(nodes)}
+
+
 def connected_components(
     executor: Executor,
     edges_dir: Path,
@@ -124,12 +152,22 @@ def connected_components(
     work_dir: Path,
     fingerprint: str,
     config_hash: str,
+    n_edges: int | None = None,
+    in_memory_edges: int = IN_MEMORY_EDGES,
 ) -> tuple[Path, int]:
     """Label every node that has an edge in `edges_dir` (inbox by node partition, both
     directions) with its component's smallest node. Labels (`LABEL_SCHEMA`) go to the inbox of
     their uid's input part (`offsets`, see `common.part_offsets`) under the returned directory,
-    sent by sources 0..n_parts-1. Also returns the number of rounds run."""
+    sent by sources 0..n_parts-1. `n_edges` (an upper bound of the undirected edges, when known)
+    at most `in_memory_edges`: one task labels them all in memory. Also returns the number of
+    distributed rounds run (0 in memory)."""
     work_dir = Path(work_dir)
+    if n_edges is not None and n_edges <= in_memory_edges:
+        label_dir = work_dir / "labels"
+        step = Step(str(label_dir), shardio.stable_hash([fingerprint, "cc-memory"]), config_hash)
+        task = RoundTask(str(edges_dir), str(label_dir), 0, n_src, n_parts, "memory", tuple(int(o) for o in offsets))
+        run_step(executor, step, label_in_memory, [task], desc="dedup components (in memory)")
+        return label_dir, 0
     in_dir, src = Path(edges_dir), n_src
     sums: list[tuple[int, int]] = []
     for r in range(MAX_ROUNDS):

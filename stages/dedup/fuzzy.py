@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from curate.stages import shardio
-from curate.stages.base import GlobalContext
+from curate.stages.base import GLOBAL, Declares, GlobalContext
 from curate.stages.dedup import lsh, minhash
 from curate.stages.dedup.common import run_step, validate_shared
 from curate.stages.dedup.components import connected_components
@@ -97,6 +97,8 @@ class MinHashDedup:
     """Global stage `minhash_dedup`: keeps one document per near-duplicate cluster and adds
     `dup_cluster` (smallest member id) and `dup_cluster_size` to the kept documents."""
 
+    declares = Declares(step=GLOBAL)  # near duplicates are found across every shard
+
     def __init__(self, config: MinHashDedupConfig, name: str = "minhash_dedup"):
         self.config = config
         self.name = name
@@ -121,15 +123,16 @@ class MinHashDedup:
             return res
 
         step("signatures", lsh.signature_part, per_input)
-        step("buckets", lsh.bucket_part, per_partition)
+        edges = step("buckets", lsh.bucket_part, per_partition)
         edge_sources = n_parts
         if cfg.verify:
             step("verify_a", lsh.verify_a_part, per_input)
-            step("verify_b", lsh.verify_b_part, per_input)
+            edges = step("verify_b", lsh.verify_b_part, per_input)
             edge_sources = len(inputs)
         _, rounds = connected_components(
             ex, run.work / "edges", edge_sources, n_parts, run.offsets, run.work / "components",
             shardio.stable_hash([run.fingerprint, "components", n_parts]), ctx.config_hash,
+            n_edges=sum(r["verified" if cfg.verify else "candidates"] for r in edges),
         )
         self.last_run["component_rounds"] = rounds
         step("attach", lsh.attach_part, per_input)
