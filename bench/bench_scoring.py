@@ -135,13 +135,13 @@ def _on_ray(cfg, run_dir: Path, parts: list[Path], ex) -> dict:
     written as its shard ends: its time less the shard's seconds is when the shard began), and
     the stage's wall as the runner reports it."""
     from curate.pipeline.running.runner import run_pipeline
-    from curate.stages import shardio
+    from curate.stages import ledger, shardio
 
     for d in (run_dir / "quality", run_dir / "rejected" / "quality"):
         shutil.rmtree(d, ignore_errors=True)
     stage = run_pipeline(cfg, quiet=True, executor=ex)[-1].seconds
     markers = [shardio.read_marker(run_dir / "quality", p.stem) for p in parts]
-    ends = [shardio.marker_path(run_dir / "quality", p.stem).stat().st_mtime for p in parts]
+    ends = [ledger.marker_path(run_dir / "quality", p.stem).stat().st_mtime for p in parts]
     starts = [e - m["seconds"] for e, m in zip(ends, markers)]
     return {"shard": sum(m["seconds"] for m in markers), "cpu": sum(m["cpu_seconds"] for m in markers),
             "wall": max(ends) - min(starts), "stage": stage}

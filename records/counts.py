@@ -63,6 +63,8 @@ class StageStats:
     bytes_out: int = 0
     totals: dict[str, Any] = field(default_factory=dict)
     """Every `counts` key summed (the core counts, `rejected_by_reason`, the stage's counters)."""
+    workers_lost: int = 0
+    """Workers lost (and their work retried) while the stage ran; written only when some were."""
 
     @classmethod
     def of(cls, stage: str, markers: list[dict]) -> "StageStats":
@@ -82,5 +84,6 @@ class StageStats:
         return Counts.from_dict(self.totals)
 
     def to_dict(self) -> dict:
+        lost = {"workers_lost": self.workers_lost} if self.workers_lost else {}
         return {"stage": self.stage, "shards": self.shards, "seconds": round(self.seconds, 3),
-                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, **self.totals}
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, **self.totals, **lost}

@@ -11,7 +11,7 @@ always there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from curate.records.counts import Counts
@@ -55,6 +55,28 @@ class Marker:
     """Every file the marker vouches for (outputs and side files), by path relative to the stage folder."""
     extra: dict[str, Any] = field(default_factory=dict)
     """The other keys (`stage`, `bytes_in`, `bytes_out`, `seconds`, a stage's own), as read."""
+
+    @classmethod
+    def new(cls, input_fingerprint: str, config_hash: str, outputs: list[str] | None = None,
+            counts: Counts | dict | None = None,
+            **extra: Any) -> "Marker":
+        """A marker for a task just done, of this curate's version; `extra` holds what a stage
+        adds (`stage`, `bytes_in`, `bytes_out`, `seconds`, ...). The task name and the files it
+        vouches for are filled in when it is written (`stages.ledger.write_marker`)."""
+        if isinstance(counts, dict):
+            counts = Counts.from_dict(counts)
+        return cls(None, MARKER_VERSION, input_fingerprint, config_hash, None if outputs is None else list(outputs),
+                   counts, None, dict(extra))
+
+    def stamped(self, task: str, files: dict[str, FileRecord]) -> "Marker":
+        """This marker as written for `task`: this curate's version and the files it vouches for."""
+        return replace(self, task=task, version=MARKER_VERSION, files=files)
+
+    @property
+    def input(self) -> str | None:
+        """The input shard a stage's task read (absent for ingest, whose inputs are the run's)."""
+        v = self.extra.get("input")
+        return v if isinstance(v, str) else None
 
     @classmethod
     def from_dict(cls, d: Any) -> "Marker":

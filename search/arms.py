@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from curate.pipeline.errors import CurateError
-
-DONE = "_done"
-
+from curate.records.marker import Marker
+from curate.stages import ledger
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
@@ -53,7 +52,7 @@ def digest_model(folder: Path) -> str:
 
 
 def marker_path(area: Path, arm: str) -> Path:
-    return Path(area) / DONE / f"{arm}.json"
+    return ledger.marker_path(area, arm)
 
 
 def expected(arm: Arm, base_digest: str, cfg_digest: str) -> dict:
@@ -63,15 +62,13 @@ def expected(arm: Arm, base_digest: str, cfg_digest: str) -> dict:
 
 def finished(area: Path, arm: Arm, base_digest: str, cfg_digest: str) -> dict | None:
     """The arm's marker when it matches this plan, seed, base and train config; else None."""
-    p = marker_path(area, arm.name)
-    if not p.is_file():
+    m = ledger.read_marker(Path(area), arm.name)
+    if m is None:
         return None
-    try:
-        m = json.loads(p.read_text())
-    except ValueError:
-        return None
+    # An arm's identity is its plan, seed, base and train config (`expected`), kept as the marker's
+    # own keys, so markers written before arms went through the ledger still match.
     want = expected(arm, base_digest, cfg_digest)
-    return m if all(m.get(k) == v for k, v in want.items()) else None
+    return m.extra if all(m.extra.get(k) == v for k, v in want.items()) else None
 
 
 class ArmWorker:
@@ -114,7 +111,7 @@ def run_arm(run: str, area: str, arm: dict, base: str, train_config: dict, want:
         metrics[f"{name}/bpb"] = s["bpb"]
         metrics[f"{name}/loss"] = s["loss"]
     marker = {**want, "steps": res["steps"], "tokens": res["tokens"], "train_loss": res["loss"], "metrics": metrics}
-    atomic_write_bytes(marker_path(Path(area), arm["name"]), (json.dumps(marker, indent=2) + "\n").encode())
+    ledger.write_marker(Path(area), arm["name"], Marker.new(None, None, **marker))
     return marker
 
 
@@ -147,7 +144,7 @@ def run_arms(run: Path, area: Path, arms: Sequence[Arm], base: Path, train_confi
                      "eval_max_docs": eval_max_docs})
     if jobs:
         echo(f"training {len(jobs)} arm(s): {', '.join(j['arm']['name'] for j in jobs)}")
-        (Path(area) / DONE).mkdir(parents=True, exist_ok=True)
+        (Path(area) / ledger.DONE).mkdir(parents=True, exist_ok=True)
         with open_executor(executor) as ex:
             results = ex.map_actors(ArmWorker, "run", jobs, desc="arms", resources={"num_gpus": 1})
         for m in results:

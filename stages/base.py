@@ -1,16 +1,22 @@
 """The contracts every stage follows.
 
-A *map stage* turns one `pyarrow.Table` of documents into the documents it keeps and the
-ids it rejects, with a reason per rejection (a filter returns keep or drop with a
-reason). It never imports ray: `pipeline/running/adapter.py` decides where it runs. Anything heavy
-(a model) is loaded in `setup()`, which the adapter calls once per worker (actor), never per
-batch.
+A stage *declares* how it runs and what it writes (`Declares`, its class attribute `declares`),
+and the runner (pipeline/running/runner.py) schedules it by that declaration alone:
 
-A *global stage* (deduplication) needs several passes over all shards. It receives an
-`Executor` that runs plain picklable functions in parallel (on Ray, or in this process with
-`LocalExecutor`) and so stays free of ray as well. The runner tells the two apart by the
-protocols below (`MapStage`, `GlobalStage`), and a stage's `resources()` (`ResourceHinted`)
-asks its workers' CPUs, GPUs or memory of the executor.
+- `step`: `batches` (the default, a *map stage*: `process(table)` turns one `pyarrow.Table` of
+  documents into the documents it keeps and those it rejects with a reason, in long-lived
+  workers that call `setup()` once), `shards` (`write_shard(job)` writes one shard's files and
+  marker itself, as a plain task), `global` (`run(inputs, ctx)` sees every shard at once and
+  schedules its own passes on an `Executor`: deduplication, sampling) or `inputs` (its tasks come
+  from the run's inputs, not from shards: ingest, the first stage).
+- `writes`: a delta of columns, dropped rows, full shards (text included, a base for later
+  stages), side files (tokenize's token ids, ingest's quarantine).
+- `prepares`: a `prepare(run_dir, inputs, say)` hook the driver runs over the whole run before
+  any task (a tokenizer trained on the run, quantile thresholds); it returns the config the
+  workers run with (`Prepared`).
+
+Stages never import ray: `pipeline/running/adapter.py` decides where they run. A stage's
+`resources()` (`ResourceHinted`) asks its workers' CPUs, GPUs or memory of the executor.
 """
 
 from __future__ import annotations
@@ -124,6 +130,58 @@ def split_by_reason(table: pa.Table, stage: str, reasons: Sequence[str | None],
     keep = [i for i, r in enumerate(reasons) if r is None]
     rejected = rejected_rows(table.take(pa.array(drop, pa.int64())), stage, [reasons[i] for i in drop])
     return StageOutput(kept=table.take(pa.array(keep, pa.int64())), rejected=rejected, counters=counters or {})
+
+
+# What a stage writes (`Declares.writes`).
+COLUMNS = "columns"  # a delta shard: its new columns over the input's base (stages/docshard.py)
+DROPPED_ROWS = "dropped_rows"  # rejected/<stage>/<shard>.parquet, one row per dropped document
+FULL_SHARDS = "full_shards"  # whole shards, text included: later stages read their text from them
+SIDE_FILES = "side_files"  # files beside its shards (tokenize: _ids/<shard>.bin; ingest: quarantine/)
+WRITES = (COLUMNS, DROPPED_ROWS, FULL_SHARDS, SIDE_FILES)
+
+# How the runner schedules a stage (`Declares.step`).
+INPUTS = "inputs"  # tasks over the run's inputs (ingest): `tasks`, `task_id`, `fingerprint`, `job`, `run_job`, `size`
+BATCHES = "batches"  # per shard, `process(table)` on batches in workers that ran `setup()` once
+SHARDS = "shards"  # per shard, `write_shard(job)` as a plain task: the stage writes the shard and its marker
+GLOBAL = "global"  # `run(inputs, ctx)` over every shard at once: the stage schedules its own passes
+STEPS = (INPUTS, BATCHES, SHARDS, GLOBAL)
+
+
+@dataclass(frozen=True)
+class Declares:
+    """What a stage tells the runner about itself; the runner asks nothing else of its class."""
+
+    step: str = BATCHES
+    writes: frozenset[str] = frozenset({COLUMNS, DROPPED_ROWS})
+    prepares: bool = False
+    """Whether `prepare(run_dir, inputs, say) -> Prepared` runs in the driver before any task."""
+    side: str = "rejected"
+    """The run folder its set-aside rows go under (`quarantine` for ingest)."""
+
+    def __post_init__(self) -> None:
+        if self.step not in STEPS:
+            raise ValueError(f"declares.step: {self.step!r} is not one of {', '.join(STEPS)}")
+        unknown = set(self.writes) - set(WRITES)
+        if unknown or not self.writes:
+            raise ValueError(f"declares.writes: give some of {', '.join(WRITES)}; got {sorted(self.writes)}")
+
+
+MAP = Declares()  # a map stage: the default of every stage that declares nothing
+
+
+def declared(stage: Any) -> Declares:
+    """A stage's declaration (`MAP` for one that declares nothing, e.g. a user's map stage)."""
+    return getattr(stage, "declares", MAP)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a stage's `prepare` hook returns: the config its workers run with (tokenize: the model
+    and group SQL resolved), and the config hash its markers must match (None: the runner's own,
+    over kind, name and this config)."""
+
+    config: Any
+    config_hash: str | None = None
 
 
 @runtime_checkable
@@ -252,12 +310,12 @@ def config_dict(obj: Any) -> dict:
 
 @dataclass
 class GlobalContext:
-    """What a global stage gets from the runner.
+    """What a global stage (`step = global`) gets from the runner.
 
     Outputs it must write, for every input part `P` (the input parquet's stem):
       - `stage_dir / f"{P}.parquet"`: the kept documents (input columns + the stage's new ones),
       - `rejected_dir / f"{P}.parquet"`: `REJECTED_SCHEMA` rows,
-      - the marker `shardio.write_marker(stage_dir, P, {...})` with `input_fingerprint`,
+      - its marker, written by `stages.ledger.write_marker` with `input_fingerprint`,
         `config_hash` and `counts` = {in, kept, rejected, quarantined, rejected_by_reason}.
     Intermediate sub-steps live under `work_dir` and resume through their own markers.
     """

@@ -56,11 +56,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages.base import GlobalContext, StageOutput, add_columns, split_by_reason
+from curate.stages.base import (COLUMNS, DROPPED_ROWS, FULL_SHARDS, GLOBAL, Declares, GlobalContext, StageOutput,
+                                 add_columns, split_by_reason)
 from curate.stages.eval_index import EvalIndex, EvalSetSpec, Hits, _distinct_counts, cut, matched_spans
 from curate.stages.docshard import TEXT, base_ref, document_schema, iter_docs, read_docs, write_delta
+from curate.records.marker import Marker
+from curate.stages import ledger
 from curate.stages.shardio import (atomic_write_bytes, damage, file_digest, marker_matches, read_marker,
-                                   stable_hash, write_marker, write_parquet)
+                                   stable_hash, write_parquet)
 
 MATCHES = "decontaminate_matches"
 IGNORED = "decontaminate_ignored"
@@ -249,6 +252,8 @@ class DecontaminateStage:
     A global stage: whether an eval n-gram is ignored depends on how many documents of the whole
     input hold it, so every shard is matched (`scan`) before any is decided (`apply`)."""
 
+    # full shards in span mode (the cut text is the later stages' base), else a delta
+    declares = Declares(step=GLOBAL, writes=frozenset({COLUMNS, DROPPED_ROWS, FULL_SHARDS}))
     version = 2  # 2: N per set, frequent n-grams ignored, span mode (1 dropped on any 13-gram)
 
     def __init__(self, config: DecontaminateConfig, name: str = "decontaminate"):
@@ -379,7 +384,7 @@ class _Worker:
             reasons[r] = reasons.get(r, 0) + 1
         counts = {"in": docs.num_rows, "kept": out.kept.num_rows, "rejected": out.rejected.num_rows,
                   "quarantined": 0, "rejected_by_reason": reasons, "quarantined_by_reason": {}, **out.counters}
-        marker = {"stage": self.name, "input_fingerprint": task.fingerprint, "config_hash": task.config_hash,
-                  "outputs": [target.name], "counts": counts, "bytes_in": path.stat().st_size,
-                  "bytes_out": written, "seconds": round(time.time() - t0, 3), "input": str(path)}
-        return write_marker(stage_dir, path.stem, marker, also=[rejected])
+        marker = Marker.new(task.fingerprint, task.config_hash, [target.name], counts, stage=self.name,
+                            bytes_in=path.stat().st_size, bytes_out=written, seconds=round(time.time() - t0, 3),
+                            input=str(path))
+        return ledger.write_marker(stage_dir, path.stem, marker, also=[rejected]).to_dict()

@@ -23,12 +23,13 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 import pyarrow as pa
 
 from curate.scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
-from curate.stages.base import StageOutput, split_by_reason
+from curate.stages.base import Declares, Prepared, StageOutput, split_by_reason
 from curate.stages.quantiles import Quantile, Thresholds, group_key, split_quantiles
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
@@ -242,11 +243,19 @@ class HeuristicsConfig:
 class HeuristicsStage:
     """Drops documents that datatrove's heuristics reject, with the exact reason."""
 
+    declares = Declares(prepares=True)  # `{quantile: q}` thresholds are resolved on the run first
+
     def __init__(self, config: HeuristicsConfig, name: str = "heuristics"):
         self.config = config
         self.name = name
         self._impl: HeuristicFilters | None = None
         self._lid = None
+
+    def prepare(self, run_dir: Path, inputs: list[Path], say: Callable[[str], None]) -> Prepared:
+        """Per-group quantile thresholds from a sample of the run (stages/heuristics_prepare.py)."""
+        from curate.stages.heuristics_prepare import prepare_heuristics
+
+        return prepare_heuristics(self, run_dir, inputs, say)
 
     def setup(self) -> None:
         tokenizers: dict[str, Any] = {}  # one spaCy pipeline per language, shared by the rule sets

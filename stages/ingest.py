@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.stages import hf_input, shardio
+from curate.records.marker import Marker
+from curate.stages import hf_input, ledger, shardio
 from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
 from curate.stages.ingest_config import FieldMap, IngestConfig, InputSpec
 from curate.stages.ingest_plan import IngestTask, default_source, plan_tasks, task_bytes, task_fingerprint
@@ -118,11 +119,9 @@ def run_ingest(job: IngestJob) -> dict:
     for old in out_dir.glob(f"{task.task}-*.parquet"):
         if old.name not in outputs:
             old.unlink()
-    marker = {"stage": "ingest", "input_fingerprint": job.fingerprint, "config_hash": job.config_hash,
-              "outputs": outputs, "counts": counts, "bytes_out": bytes_out,
-              "bytes_in": task_bytes(task),
-              "seconds": round(time.perf_counter() - t0, 3), "input": task.read.path}
-    return shardio.write_marker(out_dir, task.task, marker, also=[q_path])
+    marker = Marker.new(job.fingerprint, job.config_hash, outputs, counts, stage="ingest", bytes_out=bytes_out,
+                        bytes_in=task_bytes(task), seconds=round(time.perf_counter() - t0, 3), input=task.read.path)
+    return ledger.write_marker(out_dir, task.task, marker, also=[q_path]).to_dict()
 
 
 def outcome(stage_dir: Path, tasks: list[IngestTask], inputs: list[InputSpec], run: str) -> tuple[str | None, list[str]]:

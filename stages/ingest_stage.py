@@ -3,7 +3,9 @@ URLs) rather than an earlier stage's shards.
 
 Its tasks are input splits (`stages/ingest.py` plans and runs them); each writes full shards of
 `INGEST_SCHEMA` (one or more parts per task) and `quarantine/ingest/<task>.parquet`. The runner
-treats it as it treats every stage: markers, skipping, orphan cleanup, stats, conservation.
+treats it as it treats every stage: markers, skipping, orphan cleanup, stats, conservation. A
+config lists it as the first entry of `stages:` (`{kind: ingest, ...}`) or, shorthand, in its
+`ingest:` section.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.stages import ingest
+from curate.stages.base import FULL_SHARDS, INPUTS, SIDE_FILES, Declares, Prepared
 from curate.stages.ingest import IngestConfig, IngestJob, IngestTask, InputSpec
 
 
 class IngestStage:
     """Configured by a run config's `ingest:` section; its inputs are the config's `inputs:`."""
 
-    side = "quarantine"  # what its tasks set aside goes to quarantine/<name>/, not rejected/
+    # What its tasks set aside goes to quarantine/<name>/, not rejected/.
+    declares = Declares(step=INPUTS, writes=frozenset({FULL_SHARDS, SIDE_FILES}), prepares=True, side="quarantine")
 
     def __init__(self, config: IngestConfig, name: str = "ingest"):
         self.config = config
@@ -27,8 +31,9 @@ class IngestStage:
         """The input splits, one task each (a missing input raises ValueError or OSError)."""
         return ingest.plan_tasks(inputs, self.config)
 
-    def config_hash(self) -> str:
-        return ingest.config_hash(self.config)
+    def prepare(self, run_dir: Path, inputs: list, say) -> Prepared:
+        """Nothing to resolve; its markers' config hash is the ingest settings' own (no stage name)."""
+        return Prepared(self.config, ingest.config_hash(self.config))
 
     @staticmethod
     def task_id(task: IngestTask) -> str:

@@ -30,13 +30,15 @@ import numpy as np
 import pyarrow as pa
 
 from curate.records.errors import CurateError
+from curate.records.marker import Marker
 from curate.scorers.base import Buckets, Column, Threshold
 from curate.scorers.buckets import CCNET_PERCENTILES, assign_buckets, percentile_cuts
-from curate.stages.base import GlobalContext, Resources, add_columns, empty_rejected
+from curate.stages.base import GLOBAL, Declares, GlobalContext, Resources, add_columns, empty_rejected
 from curate.stages.docshard import ROW, TEXT, base_ref, document_columns, document_schema, read_docs, write_delta
+from curate.stages import ledger
 from curate.stages.idhash import unit_draw
 from curate.stages.score import ScoreStage
-from curate.stages.shardio import (damage, file_digest, marker_matches, read_marker, stable_hash, write_marker,
+from curate.stages.shardio import (damage, file_digest, marker_matches, read_marker, stable_hash,
                                    write_parquet)
 
 BUCKET = "lm_bucket"
@@ -317,10 +319,9 @@ def bucket_apply(task: BucketApply) -> dict:
     counts = {"in": docs.num_rows, "kept": docs.num_rows, "rejected": 0, "quarantined": 0, "rejected_by_reason": {},
               "quarantined_by_reason": {}, BUCKET_DOCS: per_group,
               BUCKET_CUTS: {json.dumps([task.column, task.by, g, c]): 1 for g, c in task.cuts.items() if g in present}}
-    marker = {"stage": task.stage, "input_fingerprint": task.fingerprint, "config_hash": task.config_hash,
-              "outputs": [target.name], "counts": counts, "bytes_in": path.stat().st_size, "bytes_out": written,
-              "seconds": round(time.time() - t0, 3), "input": task.path}
-    return write_marker(Path(task.stage_dir), path.stem, marker, also=[rejected])
+    marker = Marker.new(task.fingerprint, task.config_hash, [target.name], counts, stage=task.stage,
+                        bytes_in=path.stat().st_size, bytes_out=written, seconds=round(time.time() - t0, 3), input=task.path)
+    return ledger.write_marker(Path(task.stage_dir), path.stem, marker, also=[rejected]).to_dict()
 
 
 class LMBucketStage:
@@ -341,6 +342,8 @@ class LMBucketStage:
     cut points are part of each shard's fingerprint, so new documents that move them redo the
     shards; `curate stats` prints them and the documents per bucket.
     """
+
+    declares = Declares(step=GLOBAL)
 
     def __init__(self, config: LMBucketConfig, name: str = "lm_bucket"):
         self.config = config

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.stages import docshard, holdout, shardio
+from curate.records.marker import Marker
+from curate.stages import docshard, holdout, ledger, shardio
 from curate.stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
 from curate.stages.shardio import AtomicFile
 
@@ -322,12 +323,12 @@ def pack_group(task: GroupTask) -> dict:
     says why under `rebuilt` when the marker matched but a file did not."""
     out_dir = Path(task.out_dir)
     marker_dir = out_dir.parent
-    marker = shardio.read_marker(marker_dir, task.group)
+    marker = ledger.current(marker_dir, task.group, task.input_fingerprint, task.config_hash, intact=False)
     rebuilt = None
-    if shardio.marker_matches(marker, task.input_fingerprint, task.config_hash):
+    if marker is not None:
         rebuilt = _damage(task, marker)
         if rebuilt is None:
-            return {**marker["meta"], "skipped": True}
+            return {**marker.extra["meta"], "skipped": True}
     held = holdout.select_group(task.parts, task.group, task.cfg.eval_fraction,
                                 task.cfg.eval_max_docs) if task.eval_path else []
     skip = frozenset(held) | frozenset(task.exclude)
@@ -374,13 +375,9 @@ def pack_group(task: GroupTask) -> dict:
     }
     shardio.atomic_write_json(out_dir / "meta.json", meta)
     outputs = [f"{task.group}/{name}" for name in _files(n_docs)]
-    shardio.write_marker(
-        marker_dir,
-        task.group,
-        {"stage": "pack", "input_fingerprint": task.input_fingerprint, "config_hash": task.config_hash, "meta": meta,
-         "outputs": outputs},
-        also=[Path(task.eval_path)] if task.eval_path else [],
-    )
+    ledger.write_marker(marker_dir, task.group,
+                        Marker.new(task.input_fingerprint, task.config_hash, outputs, stage="pack", meta=meta),
+                        also=[Path(task.eval_path)] if task.eval_path else [])
     return {**meta, "rebuilt": rebuilt} if rebuilt else meta
 
 
@@ -389,12 +386,12 @@ def _files(n_docs: int) -> tuple[str, ...]:
     return (DATA_FILES if n_docs else ()) + ("meta.json",)
 
 
-def _damage(task: GroupTask, marker: dict) -> str | None:
+def _damage(task: GroupTask, marker: Marker) -> str | None:
     """What is wrong with the files of a group whose marker matches (None: all as written)."""
     marker_dir = Path(task.out_dir).parent
-    wanted = [f"{task.group}/{name}" for name in _files(marker.get("meta", {}).get("n_docs"))]
+    wanted = [f"{task.group}/{name}" for name in _files(marker.extra.get("meta", {}).get("n_docs"))]
     wanted += [os.path.relpath(task.eval_path, marker_dir)] if task.eval_path else []
-    unrecorded = [w for w in wanted if w not in marker.get("files", {})]
+    unrecorded = [w for w in wanted if w not in (marker.files or {})]
     if unrecorded:  # a marker from before pack markers recorded their files: nothing vouches for them
-        return f"{marker_dir.name}/_done/{task.group}.json records no digest of {unrecorded[0]}"
-    return shardio.damage(marker_dir, marker)
+        return f"{marker_dir.name}/{ledger.DONE}/{task.group}.json records no digest of {unrecorded[0]}"
+    return ledger.damage(marker_dir, marker)

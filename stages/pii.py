@@ -11,8 +11,8 @@ a new text base. Every later stage's delta shards point at the pii shards of the
 (`curate.base` = `../<pii stage>/part-....parquet`), so the catalog, `read_docs` and the next
 stage's fingerprints follow the redacted text, while the `ingest` view keeps the original.
 `n_chars` is recomputed for the new text; `pii_replaced` (int32) counts the replacements in
-each document. It runs as a global stage only to write those full shards; each shard is an
-independent task with its own marker.
+each document. It declares that it writes full shards itself (`step = shards`), so the runner
+runs each shard as an independent task and keeps its marker like any other stage's.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages import docshard, shardio
-from curate.stages.base import GlobalContext, add_columns, empty_rejected
+from curate.records.marker import Marker
+from curate.stages import docshard, ledger, shardio
+from curate.stages.base import DROPPED_ROWS, FULL_SHARDS, SHARDS, Declares, Prepared, add_columns, empty_rejected
 
 COUNTS = "pii_replaced"
 # datatrove's defaults (PIIFormatter), repeated so the config shows what they are
@@ -128,7 +129,7 @@ class PIITask:
     config_hash: str
 
 
-def redact_part(task: PIITask) -> dict:
+def redact_part(task: PIITask) -> Marker:
     """Write the shard's documents, redacted, as a full shard (a new text base)."""
     t0 = time.time()
     path, stage_dir = Path(task.path), Path(task.stage_dir)
@@ -153,32 +154,28 @@ def redact_part(task: PIITask) -> dict:
     counts = {"in": docs.num_rows, "kept": docs.num_rows, "rejected": 0, "quarantined": 0,
               "rejected_by_reason": {}, "quarantined_by_reason": {}, COUNTS: totals,
               "pii_documents": sum(1 for n in per_doc if n)}
-    marker = {"stage": task.stage, "input_fingerprint": task.fingerprint, "config_hash": task.config_hash,
-              "outputs": [f"{path.stem}.parquet"], "counts": counts, "bytes_in": path.stat().st_size,
-              "bytes_out": bytes_out, "seconds": round(time.time() - t0, 3), "input": task.path}
-    return shardio.write_marker(stage_dir, path.stem, marker, also=[Path(task.rejected_dir) / f"{path.stem}.parquet"])
+    marker = Marker.new(task.fingerprint, task.config_hash, [f"{path.stem}.parquet"], counts, stage=task.stage,
+                        bytes_in=path.stat().st_size, bytes_out=bytes_out, seconds=round(time.time() - t0, 3),
+                        input=task.path)
+    return ledger.write_marker(stage_dir, path.stem, marker, also=[Path(task.rejected_dir) / f"{path.stem}.parquet"])
 
 
 class PIIStage:
     """Redacts personal data; writes full shards, which later stages use as their text base."""
 
+    # Full shards (the text changes) and an empty rejected file per shard, each shard written by
+    # the stage itself as a plain task; `prepare` refuses a bad pattern before any task starts.
+    declares = Declares(step=SHARDS, writes=frozenset({FULL_SHARDS, DROPPED_ROWS}), prepares=True)
+
     def __init__(self, config: PIIConfig, name: str = "pii"):
         self.config = config
         self.name = name
 
-    def run(self, inputs: list, ctx: GlobalContext) -> None:
-        Redactor(self.config)  # a bad pattern fails here, before any task starts
-        stage_dir = Path(ctx.stage_dir)
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        Path(ctx.rejected_dir).mkdir(parents=True, exist_ok=True)
-        tasks = []
-        for p in map(Path, inputs):
-            # the input's bytes name its text too: a delta shard records its base's digest
-            fp = shardio.file_digest(p)
-            marker = shardio.read_marker(stage_dir, p.stem)
-            if not (shardio.marker_matches(marker, fp, ctx.config_hash) and shardio.damage(stage_dir, marker) is None):
-                tasks.append(PIITask(str(p), str(stage_dir), str(ctx.rejected_dir), self.name, self.config, fp,
-                                     ctx.config_hash))
-        if tasks:
-            ctx.executor.map(redact_part, tasks, desc=f"{self.name}: redact",
-                             cost=lambda t: Path(t.path).stat().st_size)
+    def prepare(self, run_dir: Path, inputs: list, say) -> Prepared:
+        Redactor(self.config)
+        return Prepared(self.config)
+
+    def write_shard(self, job) -> Marker:
+        """Redact the runner's shard job (input, stage_dir, rejected_dir, fingerprint, config_hash)."""
+        return redact_part(PIITask(job.input, job.stage_dir, job.rejected_dir, self.name, self.config,
+                                   job.fingerprint, job.config_hash))

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.stages import docshard, shardio
-from curate.stages.base import GlobalContext, rejected_rows
+from curate.records.marker import Marker
+from curate.stages import docshard, ledger, shardio
+from curate.stages.base import GLOBAL, Declares, GlobalContext, rejected_rows
 from curate.stages.idhash import unit_draw
 
 REASON = "sampled_out"
@@ -113,7 +114,7 @@ class ApplyTask:
     config_hash: str
 
 
-def apply_part(task: ApplyTask) -> dict:
+def apply_part(task: ApplyTask) -> Marker:
     t0 = time.time()
     cfg, path = task.config, Path(task.path)
     doc_schema = docshard.document_schema(path)
@@ -139,16 +140,17 @@ def apply_part(task: ApplyTask) -> dict:
     counts = {"in": n, "kept": kept.num_rows, "rejected": dropped.num_rows, "quarantined": 0,
               "rejected_by_reason": {REASON: dropped.num_rows} if dropped.num_rows else {},
               "quarantined_by_reason": {}, "sample_groups": per_group, "sample_kept": kept_group}
-    marker = {"stage": task.stage, "input_fingerprint": task.fingerprint, "config_hash": task.config_hash,
-              "outputs": [f"{path.stem}.parquet"], "counts": counts, "bytes_in": path.stat().st_size,
-              "bytes_out": bytes_out, "seconds": round(time.time() - t0, 3), "input": task.path}
-    return shardio.write_marker(Path(task.stage_dir), path.stem, marker,
-                                also=[Path(task.rejected_dir) / f"{path.stem}.parquet"])
+    marker = Marker.new(task.fingerprint, task.config_hash, [f"{path.stem}.parquet"], counts, stage=task.stage,
+                        bytes_in=path.stat().st_size, bytes_out=bytes_out, seconds=round(time.time() - t0, 3),
+                        input=task.path)
+    return ledger.write_marker(Path(task.stage_dir), path.stem, marker,
+                               also=[Path(task.rejected_dir) / f"{path.stem}.parquet"])
 
 
 class SampleStage:
     """Keeps a deterministic sample of the documents (a global stage: `max_docs` sees every shard)."""
 
+    declares = Declares(step=GLOBAL)  # max_docs cuts each group over every shard
     version = SAMPLE_VERSION  # in its markers' config hash: the runner says when it changed
 
     def __init__(self, config: SampleConfig, name: str = "sample"):
@@ -169,10 +171,8 @@ class SampleStage:
         tasks = []
         for i, p in enumerate(inputs):
             fp = shardio.stable_hash([shardio.file_digest(p), i, stamp, SAMPLE_VERSION])
-            marker = shardio.read_marker(Path(ctx.stage_dir), p.stem)
             # redone when stale, or when a file the marker vouches for is missing or damaged
-            if not (shardio.marker_matches(marker, fp, ctx.config_hash)
-                    and shardio.damage(Path(ctx.stage_dir), marker) is None):
+            if ledger.current(Path(ctx.stage_dir), p.stem, fp, ctx.config_hash) is None:
                 tasks.append(ApplyTask(str(p), i, str(ctx.stage_dir), str(ctx.rejected_dir), self.name, cfg,
                                        cuts, fp, ctx.config_hash))
         Path(ctx.stage_dir).mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Markers are dicts at this module's seams; records.marker reads them (and holds the version).
-from curate.records.marker import MARKER_VERSION, FileRecord, Marker
+from curate.records.marker import Marker
 
 # zstd level 1, and no dictionary or min/max statistics on the long, unique `text` column:
 # 2.5x faster to write than level 3 with dictionaries, for ~20% bigger shards (bench/README.md).
@@ -168,14 +167,10 @@ def stable_hash(obj: Any) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
 
-def marker_path(stage_dir: Path, task: str) -> Path:
-    return Path(stage_dir) / "_done" / f"{task}.json"
-
-
 def read_marker(stage_dir: Path, task: str) -> dict | None:
-    p = marker_path(stage_dir, task)
+    """A task's marker JSON as stored (`stages/ledger.py` reads and writes them as `Marker` records)."""
     try:
-        return json.loads(p.read_text())
+        return json.loads((Path(stage_dir) / "_done" / f"{task}.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -184,38 +179,12 @@ def marker_matches(marker: dict | None, input_fingerprint: str, config_hash: str
     return marker is not None and Marker.from_dict(marker).matches(input_fingerprint, config_hash)
 
 
-def old_marker_version(marker: dict | None) -> str | None:
-    """Why a marker of an earlier version is redone (e.g. "marker version 2, before shard digests"),
-    or None for a current (or missing) marker."""
-    return None if marker is None else Marker.from_dict(marker).old_version()
-
-
-def write_marker(stage_dir: Path, task: str, marker: dict, also: list[Path] = ()) -> dict:
-    """Write a task's marker (last, after its outputs); returns the marker as written.
-
-    `files` records the size and digest of each of the marker's `outputs` (relative to
-    `stage_dir`) and of `also` (its side files: rejected, quarantine), read back now that they
-    are complete, so that `damage` can tell later whether they are still the files written.
-    """
+def damage(stage_dir: Path, marker: dict | Marker) -> str | None:
+    """None when every file `marker` vouches for (its `files`, relative to `stage_dir`) is still the
+    one written; else what is wrong with the first one that is not (missing, another size, other bytes)."""
     stage_dir = Path(stage_dir)
-    paths = [stage_dir / o for o in marker.get("outputs", [])] + [Path(p) for p in also]
-    files = {os.path.relpath(p, stage_dir): FileRecord(p.stat().st_size, file_digest(p)).to_dict() for p in paths}
-    marker = {"version": MARKER_VERSION, "task": task, **marker, "files": files}
-    atomic_write_json(marker_path(stage_dir, task), marker)
-    return marker
-
-
-def recorded_digest(stage_dir: Path, marker: dict, path: Path) -> str | None:
-    """The digest `marker` recorded for `path` (None if it records none)."""
-    entry = (Marker.from_dict(marker).files or {}).get(os.path.relpath(path, stage_dir))
-    return entry.xxh3 if entry else None
-
-
-def damage(stage_dir: Path, marker: dict) -> str | None:
-    """None when every file `marker` vouches for is still the one written; else what is wrong
-    with the first one that is not (missing, another size, other bytes)."""
-    stage_dir = Path(stage_dir)
-    for rel, want in (Marker.from_dict(marker).files or {}).items():
+    files = (marker if isinstance(marker, Marker) else Marker.from_dict(marker)).files or {}
+    for rel, want in files.items():
         p = stage_dir / rel
         shown = os.path.normpath(Path(stage_dir.name) / rel)
         try:

@@ -34,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages import docshard, shardio
+from curate.records.marker import Marker
+from curate.stages import docshard, ledger, shardio
 from curate.stages.megatron import token_dtype
 from curate.stages.shardio import AtomicFile
 
@@ -371,30 +372,13 @@ def encode_shard(task: TokenizeTask, fingerprint: str) -> dict:
     per_group = {g: {"docs": d, "tokens": t} for g, d, t in zip(
         agg.column("g").to_pylist(), agg.column("n_count").to_pylist(), agg.column("n_sum").to_pylist())}
     n_docs = table.num_rows
-    marker = {
-        "stage": task.stage,
-        "input_fingerprint": fingerprint,
-        "config_hash": task.config_hash,
-        "input": str(task.input),
-        # Relative to the stage folder, like every stage's markers.
-        "outputs": [task.output.name, task.ids.relative_to(task.stage_dir).as_posix()],
-        "counts": {
-            "in": n_docs,
-            "kept": n_docs,
-            "rejected": 0,
-            "quarantined": 0,
-            "rejected_by_reason": {},
-            "quarantined_by_reason": {},
-            "tokens": int(counts.sum()),
-            "unassigned_docs": per_group.get("", {}).get("docs", 0),
-        },
-        # "" is the key of documents no group claims.
-        "groups": per_group,
-        "dtype": dtype.name,
-        "bytes_in": Path(task.input).stat().st_size,
-        "bytes_out": bytes_out + task.ids.stat().st_size,
-        "text_bytes": int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0),
-        "seconds": round(time.time() - started, 3),
-    }
-    shardio.write_marker(Path(task.stage_dir), task.part, marker)
-    return marker
+    shard_counts = {"in": n_docs, "kept": n_docs, "rejected": 0, "quarantined": 0, "rejected_by_reason": {},
+                    "quarantined_by_reason": {}, "tokens": int(counts.sum()),
+                    "unassigned_docs": per_group.get("", {}).get("docs", 0)}
+    # Outputs relative to the stage folder, like every stage's; "" is the key of documents no group claims.
+    marker = Marker.new(fingerprint, task.config_hash, [task.output.name, task.ids.relative_to(task.stage_dir).as_posix()],
+                        shard_counts, stage=task.stage, input=str(task.input), groups=per_group, dtype=dtype.name,
+                        bytes_in=Path(task.input).stat().st_size, bytes_out=bytes_out + task.ids.stat().st_size,
+                        text_bytes=int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0),
+                        seconds=round(time.time() - started, 3))
+    return ledger.write_marker(Path(task.stage_dir), task.part, marker).to_dict()

@@ -3,23 +3,28 @@ each shard's token ids, for `curate pack` to write per group (docs/pack.md).
 
 A run config may list it (last, usually); `curate pack` runs it through the same runner when the
 run's tokens are missing or stale. Before any shard, the driver resolves what every shard needs
-(`pipeline/running/prepare.py`): the tokenizer (given, the run's own, or trained on the run with
+(the stage's `prepare` hook): the tokenizer (given, the run's own, or trained on the run with
 `ensure_tokenizer`) and the SQL that names each document's group. The workers then run
 `TokenizeStage.write_shard` per shard: `stages/tokenize.py`'s `encode_shard` writes the delta
-shard, the ids file `_ids/<part>.bin` and the marker.
+shard, the ids file `_ids/<part>.bin` and the marker. The plan's groups are read here too, for
+`curate pack` (`read_plan`, `plan_groups`, `check_group_sql`).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curate.stages import shardio
-from curate.stages.base import StageOutput, add_columns
+from curate.records.errors import CurateError
+from curate.records.marker import Marker
+from curate.stages import ledger, shardio
+from curate.stages.base import COLUMNS, SHARDS, SIDE_FILES, Declares, Prepared, StageOutput, add_columns
 from curate.stages.hf_tokenizer import read_special_tokens
 from curate.stages.tokenize import (HF_FILE, HF_TOKENIZER_FILES, SP_FILE, STAGE, TokenizerConfig, TokenizeTask,
                                     assign_groups, encode_shard, is_hf, load_tokenizer, resolve_model_path,
@@ -63,11 +68,25 @@ class TokenizeWork:
 
 
 class TokenizeStage:
-    """A map stage writing whole shards itself (the delta shard and its token ids)."""
+    """Writes each shard itself (the delta shard and its token ids), after a driver-side step."""
+
+    declares = Declares(step=SHARDS, writes=frozenset({COLUMNS, SIDE_FILES}), prepares=True)
 
     def __init__(self, config: TokenizeConfig | TokenizeWork, name: str = STAGE):
         self.config = config
         self.name = name
+
+    def prepare(self, run_dir: Path, inputs: list[Path], say: Callable[[str], None]) -> Prepared:
+        """The tokenizer and group SQL every shard needs, resolved once; the markers' hash covers
+        the tokenizer's bytes and the groups only (`config_hash`)."""
+        cfg: TokenizeConfig = self.config
+        if not inputs:
+            raise CurateError(f"stage {self.name}: there are no documents to tokenize (the stage before it has no shards)")
+        _, plan = read_plan(run_dir, cfg.plan)
+        _, case_sql = plan_groups(plan)
+        model = resolve_tokenizer(run_dir, inputs, cfg, say)
+        check_group_sql(inputs[0], case_sql)
+        return Prepared(TokenizeWork(str(model), case_sql, cfg.threads), config_hash(tokenizer_info(model).digest, case_sql))
 
     def _work(self) -> TokenizeWork:
         if not isinstance(self.config, TokenizeWork):
@@ -131,8 +150,8 @@ def _install_given(tokens_dir: Path, given: str) -> Path:
             shardio.atomic_write_bytes(sp_out, src.read_bytes())
         shutil.rmtree(hf_out, ignore_errors=True)
         out = sp_out
-    shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": str(src),
-                                                   "input_fingerprint": tokenizer_digest(out), "config_hash": "given"})
+    ledger.write_marker(tokens_dir, TOKENIZER_TASK,
+                        Marker.new(tokenizer_digest(out), "given", stage="tokenizer", source=str(src)))
     return out
 
 
@@ -151,12 +170,71 @@ def ensure_tokenizer(run: Path, parts: list[Path], given: str | None, train: Tok
         return earlier
     cfg = train or TokenizerConfig()
     train_hash = shardio.stable_hash(asdict(cfg))
-    marker = shardio.read_marker(tokens_dir, TOKENIZER_TASK)
-    if out.exists() and marker and (train is None or marker.get("config_hash") == train_hash):
+    marker = ledger.read_marker(tokens_dir, TOKENIZER_TASK)
+    if out.exists() and marker is not None and (train is None or marker.config_hash == train_hash):
         return out
     say(f"training a {cfg.model_type} tokenizer (vocab {cfg.vocab_size}) on up to {cfg.train_chars:,} characters")
     train_tokenizer(sample_texts(parts, cfg.train_chars), cfg, out)
     shutil.rmtree(tokens_dir / HF_DIR, ignore_errors=True)  # the run's tokenizer is now the trained one
-    shardio.write_marker(tokens_dir, TOKENIZER_TASK, {"stage": "tokenizer", "source": "trained",
-                                                   "config_hash": train_hash, "config": asdict(cfg)})
+    ledger.write_marker(tokens_dir, TOKENIZER_TASK, Marker.new(None, train_hash, stage="tokenizer", source="trained",
+                                                              config=asdict(cfg)))
     return out
+
+
+ALL_GROUP = "all"
+
+
+def read_plan(run: Path, plan: str | Path | None) -> tuple[Path, dict | None]:
+    """The plan a tokenize or pack step follows: `plan` (which must exist), else the run's
+    plan.json when present, else none (None). A full plan (with phases) is validated whole."""
+    path = Path(plan) if plan else run / "plan.json"
+    if plan and not path.is_file():
+        raise CurateError(f"--plan: {path} does not exist")
+    if not path.is_file():
+        return path, None
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CurateError(f"{path} is not valid JSON: {e}") from None
+    if "phases" in obj:
+        from curate.mixtures.schema import PlanValidationError, validate_plan
+
+        try:
+            validate_plan(obj)
+        except PlanValidationError as e:
+            raise CurateError(f"{path}: {e}") from None
+    return path, obj
+
+
+def plan_groups(plan: dict | None) -> tuple[list[dict], str]:
+    """The plan's groups (first-match order) and the SQL giving each document its group; without
+    a plan, one group `all` of every document."""
+    if plan is None:
+        return [{"name": ALL_GROUP, "where": "TRUE"}], f"'{ALL_GROUP}'"
+    from curate.mixtures.groups import GroupError, group_case_sql, parse_groups
+
+    try:
+        groups = parse_groups([{"name": g.get("name"), "where": g.get("where")} for g in plan.get("groups", [])],
+                              "plan.json groups")
+    except GroupError as e:
+        raise CurateError(str(e)) from None
+    return list(plan["groups"]), group_case_sql(groups)
+
+
+def check_group_sql(part: Path, case_sql: str) -> None:
+    """Fail before any work when a group predicate does not run on the shards' columns: the
+    query every shard runs, on an empty table of the shard's schema."""
+    empty = pq.read_schema(part).empty_table()
+    empty = empty.drop_columns([c for c in ("n_tokens", "group") if c in empty.column_names])  # as encode_shard
+    try:
+        assign_groups(empty, case_sql)
+    except ValueError as e:
+        raise CurateError(f"plan.json groups: a `where` predicate does not run on {part.parent.name} shards: {e}") from None
+
+
+def resolve_tokenizer(run: Path, parts: list[Path], cfg: TokenizeConfig, say: Callable[[str], None]) -> Path:
+    """The run's tokenizer (tokens/tokenizer/ or tokens/tokenizer.model) as `cfg` asks (`ensure_tokenizer`)."""
+    try:
+        return ensure_tokenizer(run, parts, cfg.tokenizer, cfg.train, say)
+    except (OSError, ValueError) as e:
+        raise CurateError(f"--tokenizer: {e}" if cfg.tokenizer else str(e)) from None

@@ -48,12 +48,12 @@ def test_stats_command_summarises_a_run(system_corpus, tmp_path, ray_session):
                             "ingest": {"max_chars": 50_000}})
     (rep,) = run_pipeline(cfg, quiet=True)
     text = stats_text(cfg.out)
-    assert f"documents: {rep.stats['kept']:,}" in text
+    assert f"documents: {rep.stats.totals['kept']:,}" in text
     assert "python-stdlib" in text and "too_long" in text  # the cap quarantines the long documents
     from curate.pipeline.commands.core import report
 
     page = report(cfg.out).read_text()
-    assert page.count("<img") >= 2 and f"documents: {rep.stats['kept']:,}" in page
+    assert page.count("<img") >= 2 and f"documents: {rep.stats.totals['kept']:,}" in page
 
 
 def test_bad_command_input_is_a_clear_error(tmp_path):

@@ -58,7 +58,7 @@ def test_lost_actor_is_replaced_and_the_run_equals_an_in_process_one(corpus, tmp
     lost = [r.getMessage() for r in caplog.records if "worker lost" in r.getMessage()]
     assert len(lost) == 1 and "during check/" in lost[0] and lost[0].endswith("retrying (1/3)")
     check = next(r for r in reports if r.name == "check")
-    assert check.stats["workers_lost"] == 1
+    assert check.stats.workers_lost == 1
     assert json.loads((tmp_path / "ray" / "check" / "stats.json").read_text())["workers_lost"] == 1
     assert _docs(tmp_path / "ray") == _docs(tmp_path / "local") != []
 

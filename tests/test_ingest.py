@@ -98,10 +98,10 @@ def test_url_input_through_fsspec_and_its_fingerprint(tmp_path, ray_session):
     url = f"file://{src}"
     cfg = load_config(data={"name": "u", "out": str(tmp_path / "run"), "inputs": [{"path": url}]})
     (report,) = run_pipeline(cfg, quiet=True)
-    assert report.stats["kept"] == 2
+    assert report.stats.totals["kept"] == 2
     assert query(cfg.out, "SELECT count(*) AS n FROM docs WHERE source = 'remote'").column("n")[0].as_py() == 2
     (again,) = run_pipeline(cfg, quiet=True)
     assert again.skipped == 1
     src.write_bytes(gzip.compress(b'{"text": "changed"}\n'))
     (changed,) = run_pipeline(cfg, quiet=True)
-    assert changed.skipped == 0 and changed.stats["kept"] == 1
+    assert changed.skipped == 0 and changed.stats.totals["kept"] == 1

@@ -19,7 +19,8 @@ from curate.pipeline.catalog.db import query
 from curate.pipeline.running.config import load_config
 from curate.pipeline.errors import CurateError
 from curate.pipeline.running.runner import run_pipeline
-from curate.stages import shardio
+from curate.records.marker import Marker
+from curate.stages import ledger, shardio
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [{"kind": "langid"}, {"kind": "exact_dedup"}]
@@ -136,8 +137,8 @@ def test_marker_records_size_and_digest_of_each_file(tmp_path):
     table = pa.table({"x": list(range(100))})
     shardio.write_parquet(tmp_path / "s" / "part-0.parquet", table)
     shardio.write_parquet(tmp_path / "rej" / "part-0.parquet", table.slice(0, 3))
-    m = shardio.write_marker(tmp_path / "s", "part-0", {"outputs": ["part-0.parquet"]},
-                             also=[tmp_path / "rej" / "part-0.parquet"])
+    m = ledger.write_marker(tmp_path / "s", "part-0", Marker.new("fp", "ch", ["part-0.parquet"]),
+                            also=[tmp_path / "rej" / "part-0.parquet"]).to_dict()
     assert set(m["files"]) == {"part-0.parquet", "../rej/part-0.parquet"}
     assert m["files"]["part-0.parquet"] == {"bytes": (tmp_path / "s" / "part-0.parquet").stat().st_size,
                                             "xxh3": shardio.file_digest(tmp_path / "s" / "part-0.parquet")}
@@ -229,7 +230,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
         shardio.write_parquet(tmp_path / "a" / "part.parquet", pa.table({"x": [1, 2]}))
         sink = shardio.ParquetSink(tmp_path / "a" / "sink.parquet", pa.schema([("x", pa.int64())]))
         sink.close()
-        shardio.write_marker(tmp_path / "a", "part", {"outputs": ["part.parquet"]})
+        ledger.write_marker(tmp_path / "a", "part", Marker.new("fp", "ch", ["part.parquet"]))
         shardio.atomic_write_json(tmp_path / "plan.json", {"groups": []})
         shardio.atomic_write_bytes(tmp_path / "tokens" / "tokenizer.model", b"model")
         with IndexedDatasetWriter(tmp_path / "tokens" / "g" / "tokens", np.dtype(np.uint16)) as w:

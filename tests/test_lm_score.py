@@ -182,7 +182,7 @@ def test_shipped_config_runs(ray_session, tiny, tmp_path):
                             for i, t in enumerate(docs(40))))
     cfg = load_config(REPO / "configs" / "lm_score.yaml", inputs=[str(data)], out=str(tmp_path / "lm_score"), workers=2)
     reports = run_pipeline(cfg, quiet=True)
-    stats = reports[-1].stats
+    stats = reports[-1].stats.totals
     assert stats["in"] == 40 and stats["kept"] + stats["rejected"] == 40 and stats["lm_tokens"] > 0
     rows = query(cfg.out, "SELECT bpb_demo, lm_bucket FROM docs").to_pydict()
     assert len(rows["bpb_demo"]) == stats["kept"]
@@ -220,7 +220,7 @@ def test_ccnet_buckets_are_cut_per_language(tiny, tmp_path):
                           {"kind": "lm_score", "models": [{"path": str(tiny), "name": "t"}], "device": "cpu"},
                           {"kind": "lm_bucket", "by": by}]}
         reports = run_pipeline(load_config(data=cfg), quiet=True, executor="local")
-        assert reports[-1].stats["in"] == reports[-1].stats["kept"] == len(english) + len(german)
+        assert reports[-1].stats.totals["in"] == reports[-1].stats.totals["kept"] == len(english) + len(german)
         rows = connect(tmp_path / "run", text=False).execute("SELECT lang, bpb_t, lm_bucket FROM docs").fetchall()
         return {lang: [(b, k) for g, b, k in rows if g == lang] for lang in {r[0] for r in rows}}
 

@@ -81,7 +81,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
 
     capsys.readouterr()
     (report,) = run_pipeline(load_config(str(cfg)), quiet=True)
-    assert report.stats["kept"] == 5
+    assert report.stats.totals["kept"] == 5
     err = capsys.readouterr().err
     assert f"pid {holder.pid}" in err and "no longer running" in err
     assert not (out / LOCK_NAME).exists()

@@ -122,30 +122,36 @@ def test_plan_record_errors_name_the_field():
     assert e.value.field == "plan.schedule.lr_end"
 
 
-def test_marker_record_round_trips_what_write_marker_writes_and_reads_damaged_markers(tmp_path):
-    """shardio's markers read through records.marker.Marker: a marker as written round-trips, and a
-    marker damaged on disk (a mangled `files` entry, a version of the wrong type) means "redo",
-    never a crash."""
+def test_marker_record_round_trips_what_the_ledger_writes_and_reads_damaged_markers(tmp_path):
+    """The task ledger writes `Marker` records and reads them back: a marker as written
+    round-trips, and a marker damaged on disk (a mangled `files` entry, a version of the wrong
+    type, not JSON) means "redo", never a crash."""
     import json
 
     from curate.records.marker import Marker
-    from curate.stages import shardio
+    from curate.stages import ledger, shardio
 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "part-0.parquet").write_bytes(b"shard bytes")
-    written = shardio.write_marker(tmp_path / "s", "part-0", {
-        "stage": "s", "input_fingerprint": "fp", "config_hash": "ch", "outputs": ["part-0.parquet"],
-        "counts": {"in": 3, "kept": 2, "rejected": 1, "quarantined": 0, "rejected_by_reason": {"x": 1}},
-        "bytes_in": 5, "seconds": 0.5})
-    assert json.loads(shardio.marker_path(tmp_path / "s", "part-0").read_text()) == written
-    m = Marker.from_dict(written)
-    assert m.to_dict() == written and m.counts.balanced() and m.files["part-0.parquet"].bytes == 11
-    assert shardio.marker_matches(written, "fp", "ch") and not shardio.marker_matches(written, "fp", "other")
-    assert shardio.damage(tmp_path / "s", written) is None
-    mangled = {**written, "files": {"part-0.parquet": "not an entry"}}
-    assert "part-0.parquet" in shardio.damage(tmp_path / "s", mangled)
-    assert shardio.recorded_digest(tmp_path / "s", written, tmp_path / "s" / "part-0.parquet") == \
+    counts = {"in": 3, "kept": 2, "rejected": 1, "quarantined": 0, "rejected_by_reason": {"x": 1}}
+    written = ledger.write_marker(tmp_path / "s", "part-0",
+                                  Marker.new("fp", "ch", ["part-0.parquet"], counts, stage="s", bytes_in=5, seconds=0.5))
+    on_disk = json.loads(ledger.marker_path(tmp_path / "s", "part-0").read_text())
+    assert on_disk == written.to_dict() and on_disk["counts"] == counts and on_disk["task"] == "part-0"
+    assert ledger.read_marker(tmp_path / "s", "part-0") == written
+    assert written.counts.balanced() and written.files["part-0.parquet"].bytes == 11 and written.extra["stage"] == "s"
+    assert written.matches("fp", "ch") and not written.matches("fp", "other")
+    assert ledger.current(tmp_path / "s", "part-0", "fp", "ch") == written
+    assert ledger.current(tmp_path / "s", "part-0", "fp", "other") is None
+    assert ledger.damage(tmp_path / "s", written) is None
+    mangled = Marker.from_dict({**on_disk, "files": {"part-0.parquet": "not an entry"}})
+    assert "part-0.parquet" in ledger.damage(tmp_path / "s", mangled)
+    assert ledger.recorded_digest(tmp_path / "s", written, tmp_path / "s" / "part-0.parquet") == \
         shardio.file_digest(tmp_path / "s" / "part-0.parquet")
-    assert shardio.old_marker_version({**written, "version": [3]}) == "marker version [3]"
-    assert shardio.old_marker_version({**written, "version": 2}) == "marker version 2, before shard digests"
+    assert Marker.from_dict({**on_disk, "version": [3]}).old_version() == "marker version [3]"
+    assert Marker.from_dict({**on_disk, "version": 2}).old_version() == "marker version 2, before shard digests"
     assert not shardio.marker_matches(["not", "a", "marker"], "fp", "ch")
+    (tmp_path / "s" / "part-0.parquet").write_bytes(b"other bytes")  # same size, other bytes
+    assert ledger.current(tmp_path / "s", "part-0", "fp", "ch") is None
+    ledger.marker_path(tmp_path / "s", "part-0").write_text("{not json")
+    assert ledger.read_marker(tmp_path / "s", "part-0") is None

@@ -11,7 +11,7 @@ import pytest
 
 from curate.pipeline.catalog.db import connect
 from curate.pipeline.commands.pack import pack
-from curate.pipeline.errors import CurateError
+from curate.pipeline.errors import ConfigError
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
 from curate.stages import docshard
@@ -55,9 +55,9 @@ def test_a_config_listing_tokenize_tokenizes_the_run_and_resumes(corpus, tmp_pat
     con = connect(run)
     rows = con.execute('SELECT text, n_tokens, "group", n_words FROM docs').fetchall()
     con.close()
-    assert len(rows) == first[0].stats["kept"] == first[-1].stats["in"] == first[-1].stats["kept"]
+    assert len(rows) == first[0].stats.totals["kept"] == first[-1].stats.totals["in"] == first[-1].stats.totals["kept"]
     assert all(n == len(sp.encode(t)) and g == "all" and w is not None for t, n, g, w in rows)
-    assert first[-1].stats["tokens"] == sum(n for _, n, _, _ in rows)
+    assert first[-1].stats.totals["tokens"] == sum(n for _, n, _, _ in rows)
     for p in sorted((run / "word_count").glob("*.parquet")):
         assert (run / "tokenize" / p.name).exists() and (run / "tokenize" / "_ids" / f"{p.stem}.bin").exists()
     # The stage's in-memory `process` agrees with the shard the runner wrote.
@@ -88,6 +88,19 @@ def test_removed_input_shards_leave_no_tokenize_files(corpus, tmp_path):
     assert left == {"part-00000-000.parquet", "_ids/part-00000-000.bin", "_done/part-00000-000.json", "stats.json"}
 
 
-def test_ingest_cannot_be_listed_as_a_later_stage(corpus, tmp_path):
-    with pytest.raises(CurateError, match="ingest always runs first"):
-        _run(corpus, tmp_path / "run", "name: x\nstages:\n  - {kind: ingest, name: again}\n")
+def test_ingest_listed_first_is_the_shorthand_and_nowhere_else(corpus, tmp_path):
+    """`{kind: ingest, ...}` first under `stages:` is the `ingest:` section: the same config, so a
+    run made one way is reused whole the other way. Listed later, given both ways, or with a bad
+    field, it is refused naming the field."""
+    run = tmp_path / "run"
+    short = _run(corpus, run, "name: x\ningest: {shard_docs: 10}\nstages:\n  - {kind: word_count}\n")
+    written = (run / "config.yaml").read_text()
+    listed = _run(corpus, run, "name: x\nstages:\n  - {kind: ingest, shard_docs: 10}\n  - {kind: word_count}\n")
+    assert [r.name for r in listed] == [r.name for r in short] == ["ingest", "word_count"]
+    assert all(r.skipped == r.shards > 0 for r in listed) and (run / "config.yaml").read_text() == written
+    with pytest.raises(ConfigError, match=r"`stages\[1\]\.kind`: ingest runs first"):
+        _run(corpus, tmp_path / "r2", "name: x\nstages:\n  - {kind: word_count}\n  - {kind: ingest}\n")
+    with pytest.raises(ConfigError, match=r"`stages\[0\]\.kind`: ingest is configured twice"):
+        _run(corpus, tmp_path / "r2", "name: x\ningest: {shard_docs: 10}\nstages:\n  - {kind: ingest}\n")
+    with pytest.raises(ConfigError, match=r"`stages\[0\]\.shard_docs`"):
+        _run(corpus, tmp_path / "r2", "name: x\nstages:\n  - {kind: ingest, shard_docs: many}\n")

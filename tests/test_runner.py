@@ -44,7 +44,7 @@ def test_same_output_with_one_and_two_workers_and_rerun_skips(system_corpus, tmp
         assert pq.read_table(p).equals(pq.read_table(tmp_path / "w2" / "ingest" / p.name))
     again = run_pipeline(load_config(data=_config(system_corpus, tmp_path / "w1")), workers=2, quiet=True)
     assert again[0].skipped == again[0].shards
-    assert again[0].stats["kept"] == one[0].stats["kept"] == two[0].stats["kept"]
+    assert again[0].stats.totals["kept"] == one[0].stats.totals["kept"] == two[0].stats.totals["kept"]
 
 
 def test_changed_input_or_config_reruns_just_those_shards(tmp_path, ray_session):
@@ -56,9 +56,9 @@ def test_changed_input_or_config_reruns_just_those_shards(tmp_path, ray_session)
     run_pipeline(load_config(data=cfg), quiet=True)
     (inputs / "f1.jsonl").write_text(json.dumps({"text": "replaced"}) + "\n")
     (report,) = run_pipeline(load_config(data=cfg), quiet=True)
-    assert (report.shards, report.skipped, report.stats["kept"]) == (3, 2, 41)
+    assert (report.shards, report.skipped, report.stats.totals["kept"]) == (3, 2, 41)
     (report,) = run_pipeline(load_config(data={**cfg, "ingest": {**cfg["ingest"], "max_chars": 10}}), quiet=True)
-    assert report.skipped == 0 and report.stats["quarantined"] == 40  # "file 0 doc 0" > 10 chars
+    assert report.skipped == 0 and report.stats.totals["quarantined"] == 40  # "file 0 doc 0" > 10 chars
 
 
 def _kill_midway(cmd: list[str], run_dir: Path, total: int) -> bool:
@@ -95,7 +95,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(system_corpus, tmp_pa
     assert 0 < after.skipped < after.shards
     assert _contents(run_dir) == _contents(tmp_path / "ref")
     assert not list((run_dir / "ingest").rglob(".tmp-*")), "temporaries of the killed run are cleaned up"
-    assert after.stats["kept"] == ref.stats["kept"] and after.stats["in"] == ref.stats["in"]
+    assert after.stats.totals["kept"] == ref.stats.totals["kept"] and after.stats.totals["in"] == ref.stats.totals["in"]
 
 
 @pytest.mark.timeout(300)
@@ -171,12 +171,12 @@ def test_word_count_stage_kind_runs_from_a_config_with_its_stats_section(system_
     (inputs / "a.jsonl").write_text("\n".join(system_corpus.read_text().splitlines()[:120]) + "\n")
     cfg = {**_config(inputs, tmp_path / "run"), "stages": [{"kind": "word_count", "min_words": 20}]}
     ingest, words = run_pipeline(load_config(data=cfg), quiet=True, executor="local")
-    assert words.stats["in"] == ingest.stats["kept"] == words.stats["kept"] + words.stats["rejected"]
+    assert words.stats.totals["in"] == ingest.stats.totals["kept"] == words.stats.totals["kept"] + words.stats.totals["rejected"]
     con = connect(tmp_path / "run")
     rows = con.execute("SELECT text, n_words FROM docs").fetchall()
     low = con.execute("SELECT count(*) FROM rejected WHERE reason = 'words_below_min'").fetchone()[0]
     con.close()
-    assert rows and all(n == len(text.split()) >= 20 for text, n in rows) and low == words.stats["rejected"]
+    assert rows and all(n == len(text.split()) >= 20 for text, n in rows) and low == words.stats.totals["rejected"]
     lines = [x for x in summary_lines(tmp_path / "run") if x.startswith("words per kept document")]
     assert len(lines) == 1 and f"in {len(rows):,} documents" in lines[0]
     assert f"{sum(n for _, n in rows):,} words" in lines[0]

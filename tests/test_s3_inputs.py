@@ -73,13 +73,13 @@ def test_s3_prefix_reads_as_the_local_folder_and_resumes(tmp_path, s3):
     paths = query(cfg.out, "SELECT DISTINCT input_path FROM docs").column("input_path").to_pylist()
     assert all(p.startswith(url) for p in paths)
     # The hidden object is not read; rerunning reads nothing again.
-    assert report.stats["quarantined"] == 0
+    assert report.stats.totals["quarantined"] == 0
     (again,) = run_pipeline(cfg, quiet=True, executor="local")
     assert again.skipped == again.shards == report.shards
     # A rewritten object reruns its own task only.
     s3.put_object(Bucket=BUCKET, Key="in/corpus/notes.jsonl", Body=json.dumps({"text": "replaced text " * 20}) + "\n")
     (third,) = run_pipeline(cfg, quiet=True, executor="local")
-    assert third.skipped == third.shards - 1 and third.stats["kept"] == 16 - 6 + 1
+    assert third.skipped == third.shards - 1 and third.stats.totals["kept"] == 16 - 6 + 1
 
 
 def test_s3_glob_and_missing_key(tmp_path, s3):
@@ -89,7 +89,7 @@ def test_s3_glob_and_missing_key(tmp_path, s3):
     cfg = load_config(data={"name": "g", "out": str(tmp_path / "glob"),
                             "inputs": [{"path": f"s3://{BUCKET}/in/corpus/pages/*.html"}]})
     (report,) = run_pipeline(cfg, quiet=True, executor="local")
-    assert report.stats["kept"] == 6
+    assert report.stats.totals["kept"] == 6
     from curate.pipeline.errors import CurateError
 
     cfg = load_config(data={"name": "m", "out": str(tmp_path / "m"), "inputs": [{"path": f"s3://{BUCKET}/in/nothing.jsonl"}]})
@@ -106,6 +106,6 @@ def test_s3_save_to_disk_folder_reads_its_arrow_files_only(tmp_path, s3):
     _upload(s3, tmp_path / "saved", "in/saved")
     cfg = load_config(data={"name": "d", "out": str(tmp_path / "run"), "inputs": [{"path": f"s3://{BUCKET}/in/saved/"}]})
     (report,) = run_pipeline(cfg, quiet=True, executor="local")
-    assert report.stats["quarantined"] == 0  # state.json and dataset_info.json are not records
+    assert report.stats.totals["quarantined"] == 0  # state.json and dataset_info.json are not records
     ids = query(cfg.out, "SELECT id FROM docs").column("id").to_pylist()
     assert sorted(ids) == sorted(f"r{i}" for i in range(200))

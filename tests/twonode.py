@@ -47,7 +47,7 @@ def main(config: str) -> None:
         reports = run_pipeline(cfg, workers=2, quiet=True, executor="ray")
     finally:
         cluster.shutdown()
-    print(json.dumps({"killed": said, "lost": sum(r.stats.get("workers_lost", 0) for r in reports)}))
+    print(json.dumps({"killed": said, "lost": sum(r.stats.workers_lost for r in reports)}))
 
 
 if __name__ == "__main__":

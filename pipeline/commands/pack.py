@@ -24,12 +24,11 @@ from curate.pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra
 from curate.pipeline.catalog.eval_sets import write_index as write_eval_index
 from curate.pipeline.running.config import StageSpec
 from curate.pipeline.running.lock import holds_run_lock
-from curate.pipeline.running.prepare import check_group_sql, plan_groups, read_plan, resolve_tokenizer
-from curate.stages import shardio
+from curate.stages import ledger, shardio
 from curate.stages.base import Executor
 from curate.stages.packing import GroupTask, PackConfig, pack_group
 from curate.stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
-from curate.stages.tokenize_stage import TokenizeConfig
+from curate.stages.tokenize_stage import TokenizeConfig, check_group_sql, plan_groups, read_plan, resolve_tokenizer
 
 
 @dataclass
@@ -58,7 +57,7 @@ def _remove_stale_groups(tokens_dir: Path, keep: set[str]) -> None:
     for d in tokens_dir.iterdir():
         if d.is_dir() and not d.name.startswith("_") and d.name not in keep and (d / "meta.json").exists():
             shutil.rmtree(d)
-            shardio.marker_path(tokens_dir, d.name).unlink(missing_ok=True)
+            ledger.marker_path(tokens_dir, d.name).unlink(missing_ok=True)
 
 
 def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
@@ -143,19 +142,19 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
     threads = max(1, cpus // max(1, min(len(parts), executor.workers)))
     spec = StageSpec(STAGE, STAGE, replace(tcfg, threads=threads))
     (report,) = run_stages_after(run, source_stage, [spec], executor, echo)
-    stats = report.stats
+    stats = report.stats.totals
     seconds = {"tokenize": round(report.seconds, 3)}
     echo(f"tokenize: {stats['in']:,} documents, {stats.get('tokens', 0):,} tokens "
          f"({report.shards} shards, {report.skipped} reused, from stage {source_stage})")
     stage_dir = run / STAGE
-    markers = [shardio.read_marker(stage_dir, p.stem) for p in parts]
+    markers = [ledger.read_marker(stage_dir, p.stem) for p in parts]
     outs = tuple(str(stage_dir / f"{p.stem}.parquet") for p in parts)
     ids = tuple(str(ids_path(stage_dir, p.stem)) for p in parts)
 
     extra_sets, exclude = write_extra(run, list(eval_specs), list(outs), pcfg.eval_max_docs)
     tokens_dir = run / "tokens"
     # A shard's ids depend only on its input and the tokenize config (both in its marker).
-    in_fp = shardio.stable_hash([(m["input_fingerprint"], m["config_hash"]) for m in markers])
+    in_fp = shardio.stable_hash([(m.input_fingerprint, m.config_hash) for m in markers])
     pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest, "exclude": exclude})
     tok_rel = Path(info.path).relative_to(run).as_posix()
     extra = (("vocab_size", info.vocab_size), ("tokenizer", tok_rel))
@@ -177,7 +176,7 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
     write_eval_index(run, eval_index)
     unassigned = {"documents": 0, "tokens": 0}
     for m in markers:
-        u = m["groups"].get("", {})
+        u = m.extra["groups"].get("", {})
         unassigned["documents"] += u.get("docs", 0)
         unassigned["tokens"] += u.get("tokens", 0)
     index = {

@@ -1,8 +1,9 @@
 """Config stage `kind` -> (config dataclass, stage class), wired explicitly, one line per stage.
 
-The runner builds a stage as `stage_cls(config_cls(**fields), name)`. `ingest` always runs first,
-configured by the config's `ingest:` section (a `stages:` entry may not name it); `tokenize` may
-be listed in a config, and `curate pack` runs it when a run lacks it.
+The runner builds a stage as `stage_cls(config_cls(**fields), name)` and schedules it by what the
+class declares (`declares`, stages/base.py). `ingest` always runs first: the first entry of
+`stages:` or the config's `ingest:` section; `tokenize` may be listed in a config, and `curate
+pack` runs it when a run lacks it.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
 }
 # A config may also name its own stage class as `kind: "module:Class"` (stages/user.py).
 
-# Kinds with a driver-side step before their shards (pipeline/running/prepare.py): kind ->
-# (module, function) returning the spec the workers run with and the markers' config hash.
-STAGE_PREPARE: dict[str, tuple[str, str]] = {
-    "tokenize": ("curate.pipeline.running.prepare", "prepare_tokenize"),
-    "heuristics": ("curate.pipeline.running.prepare_heuristics", "prepare_heuristics"),  # quantile thresholds
-}
+# Kinds a command may add after a run's last stage, under the kind's own name (`curate pack`
+# adds tokenize): a rerun of the run keeps such a stage in `stages.json` while it was made from
+# exactly the final stage's shards as they stand.
+ADDED_AFTER_RUN: tuple[str, ...] = ("tokenize",)
 
 # `curate stats` sections beyond the counts and reasons every stage gets: each a function
 # `f(con) -> list[str]` over the catalog (empty when the run lacks its stages' columns or

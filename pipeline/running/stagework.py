@@ -1,10 +1,7 @@
-"""Running one map-stage shard inside a worker, and summing shard markers into stage stats.
-
-Besides `MapStage` and `GlobalStage` (stages/base.py), the runner serves two more shapes, told
-apart by the protocols here: a `SourceStage` reads the run's inputs rather than shards (ingest),
-and a `ShardWriter` is a map stage that writes each shard's files itself (tokenize: the delta
-shard and its token ids). Every shape gets the same markers, skipping, orphan cleanup, stats and
-conservation check from pipeline/running/runner.py.
+"""The per-shard work the runner hands to workers: a map stage's shard (`step = batches`) in a
+long-lived worker, a shard a stage writes itself (`step = shards`) as a plain task; and a stage's
+version and config hash, which its markers must match. Every step gets the same markers,
+skipping, orphan cleanup, stats and conservation check from pipeline/running/runner.py.
 """
 
 from __future__ import annotations
@@ -14,13 +11,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import pyarrow as pa
 
 from curate.pipeline.running.config import StageSpec
 from curate.records.counts import StageStats, add_count
-from curate.stages import docshard, shardio
+from curate.records.marker import Marker
+from curate.stages import docshard, ledger, shardio
 from curate.stages.base import REJECTED_SCHEMA, config_dict
 from curate.stages.user import source_digest, user_stage_class
 
@@ -38,34 +36,10 @@ class MapJob:
     config_hash: str
 
 
-@runtime_checkable
-class ShardWriter(Protocol):
-    """A map stage that writes a shard's outputs and marker itself, for a `MapJob`; the runner
-    runs it as plain tasks (`write_shard`)."""
-
-    def write_shard(self, job: MapJob) -> dict:
-        ...
-
-
-@runtime_checkable
-class SourceStage(Protocol):
-    """The first stage: its tasks come from the run's inputs, not from an earlier stage's shards
-    (stages/ingest_stage.py). `side` is the folder its set-aside rows go under (`quarantine`)."""
-
-    side: str
-
-    def tasks(self, inputs: list) -> list: ...
-    def config_hash(self) -> str: ...
-    def task_id(self, task: Any) -> str: ...
-    def fingerprint(self, task: Any) -> str: ...
-    def size(self, job: Any) -> int: ...
-    def job(self, task: Any, stage_dir: Path, side_dir: Path, fingerprint: str, config_hash: str) -> Any: ...
-    def run_job(self, job: Any) -> dict: ...
-
-
 def write_shard(item: tuple[StageSpec, MapJob]) -> dict:
-    """A `ShardWriter`'s shard as a plain task: such a stage keeps what it loads in a per-process
-    cache (tokenize: its model), so warm task workers serve it without an actor's start-up."""
+    """A shard of a stage that writes its shards itself (`step = shards`) as a plain task: such a
+    stage keeps what it loads in a per-process cache (tokenize: its model), so warm task workers
+    serve it without an actor's start-up."""
     spec, job = item
     return spec.load().write_shard(job)
 
@@ -108,7 +82,7 @@ class MapStageWorker:
         pa.array([0])
         return self
 
-    def run(self, job: MapJob) -> dict:
+    def run(self, job: MapJob) -> Marker:
         t0, c0 = time.perf_counter(), time.process_time()
         stem = Path(job.input).stem
         # Kept documents go to a delta shard (stages/docshard.py): the stage's columns and the
@@ -138,11 +112,11 @@ class MapStageWorker:
             kept.abort()
             rejected.abort()
             raise
-        marker = {"stage": self.spec.name, "input_fingerprint": job.fingerprint, "config_hash": job.config_hash,
-                  "outputs": [f"{stem}.parquet"], "counts": counts, "bytes_in": Path(job.input).stat().st_size,
-                  "bytes_out": bytes_out, "seconds": round(time.perf_counter() - t0, 3),
-                  "cpu_seconds": round(time.process_time() - c0, 3), "input": job.input}
-        return shardio.write_marker(Path(job.stage_dir), stem, marker, also=[rejected.path])
+        marker = Marker.new(job.fingerprint, job.config_hash, [f"{stem}.parquet"], counts, stage=self.spec.name,
+                            bytes_in=Path(job.input).stat().st_size, bytes_out=bytes_out,
+                            seconds=round(time.perf_counter() - t0, 3), cpu_seconds=round(time.process_time() - c0, 3),
+                            input=job.input)
+        return ledger.write_marker(Path(job.stage_dir), stem, marker, also=[rejected.path])
 
 
 def aggregate_stats(stage: str, markers: list[dict]) -> dict:

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.stages import shardio
+from curate.records.marker import Marker
+from curate.stages import ledger, shardio
 from curate.stages.base import Executor
 
 # --------------------------------------------------------------------------------------------
@@ -230,13 +231,8 @@ class _Call:
 def _run_call(call: _Call) -> dict:
     t0 = time.time()
     result = call.fn(call.task)
-    marker = {
-        "input_fingerprint": call.step.fingerprint,
-        "config_hash": call.step.config_hash,
-        "result": result,
-        "seconds": round(time.time() - t0, 3),
-    }
-    shardio.write_marker(Path(call.step.dir), call.name, marker)
+    marker = Marker.new(call.step.fingerprint, call.step.config_hash, result=result, seconds=round(time.time() - t0, 3))
+    ledger.write_marker(Path(call.step.dir), call.name, marker)
     return result
 
 
@@ -248,9 +244,9 @@ def run_step(executor: Executor, step: Step, fn: Callable[[Any], dict], tasks: S
     results: list[dict | None] = []
     todo: list[_Call] = []
     for name, task in zip(names, tasks):
-        m = shardio.read_marker(Path(step.dir), name)
-        if shardio.marker_matches(m, step.fingerprint, step.config_hash):
-            results.append(m["result"])
+        m = ledger.current(Path(step.dir), name, step.fingerprint, step.config_hash)
+        if m is not None:
+            results.append(m.extra["result"])
         else:
             results.append(None)
             todo.append(_Call(fn, task, step, name))

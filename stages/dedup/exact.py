@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.stages import docshard
-from curate.stages.base import GlobalContext
+from curate.stages.base import GLOBAL, Declares, GlobalContext
 from curate.stages.dedup.common import (
     group_starts,
     keeper_order,
@@ -155,6 +155,8 @@ def reduce_part(task: ReduceTask) -> dict:
 
 class ExactDedup:
     """Global stage `exact_dedup`."""
+
+    declares = Declares(step=GLOBAL)  # duplicates are found across every shard
 
     def __init__(self, config: ExactDedupConfig, name: str = "exact_dedup"):
         self.config = config

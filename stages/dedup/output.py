@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages import docshard, shardio
+from curate.records.marker import Marker
+from curate.stages import docshard, ledger, shardio
 from curate.stages.base import Executor, GlobalContext, rejected_rows
 from curate.stages.dedup.common import Step, inputs_fingerprint, part_offsets, read_inbox, reset_work_dir
 
@@ -90,17 +91,9 @@ def finish_part(task: FinishTask) -> dict:
     }
     if task.cluster_columns and kept.num_rows:
         counts["in_clusters"] = int(pc.sum(pc.greater(kept.column("dup_cluster_size"), 1)).as_py() or 0)
-    marker = {
-        "stage": task.stage,
-        "input_fingerprint": task.fingerprint,
-        "config_hash": task.config_hash,
-        "outputs": [f"{name}.parquet"],
-        "counts": counts,
-        "bytes_in": in_path.stat().st_size,
-        "bytes_out": bytes_out,
-        "seconds": round(time.time() - t0, 3),
-    }
-    shardio.write_marker(Path(task.stage_dir), name, marker, also=[Path(task.rejected_dir) / f"{name}.parquet"])
+    marker = Marker.new(task.fingerprint, task.config_hash, [f"{name}.parquet"], counts, stage=task.stage,
+                        bytes_in=in_path.stat().st_size, bytes_out=bytes_out, seconds=round(time.time() - t0, 3))
+    ledger.write_marker(Path(task.stage_dir), name, marker, also=[Path(task.rejected_dir) / f"{name}.parquet"])
     return counts
 
 

@@ -1,4 +1,4 @@
-"""The heuristics stage's driver-side step (stage_table.STAGE_PREPARE): resolve `{quantile: q}`
+"""The heuristics stage's driver-side step (its `prepare` hook, stages/base.py): resolve `{quantile: q}`
 thresholds per group (domain x language) from a deterministic sample of the stage's input.
 
 Per group the `sample_docs` documents with the smallest salted hash of their id are read (the
@@ -15,8 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-from curate.pipeline.running.config import StageSpec
-from curate.pipeline.running.stagework import stage_config_hash
+from curate.stages.base import Prepared
 from curate.stages.docshard import document_columns, read_docs
 from curate.stages.quantiles import domain_key, group_key, resolve, sample_key
 from curate.stages.shardio import atomic_write_json
@@ -78,24 +77,24 @@ def _say_small(sizes: dict[str, int], table: dict, min_docs: int, say: Callable[
             f"documents and use each quantile's fallback (the rule is off where none is given): {', '.join(fallback)}")
 
 
-def prepare_heuristics(spec: StageSpec, run: Path, parts: list[Path],
-                       say: Callable[[str], None]) -> tuple[StageSpec, str]:
-    cfg = spec.config
+def prepare_heuristics(stage, run: Path, parts: list[Path], say: Callable[[str], None]) -> Prepared:
+    """The stage's config with its quantile table resolved (unchanged without quantiles); the
+    runner hashes it into the markers' config hash."""
+    cfg = stage.config
     quantiles = cfg.quantiles()
     if not quantiles:
-        return spec, stage_config_hash(spec)
+        return Prepared(cfg)
     sample = _sample(parts, cfg.sample_docs)
     values = _signals(cfg, parts, sample, {q.signal for q in quantiles})
     table, sizes = resolve(values, [(q.signal, q.level) for q in quantiles], cfg.min_group_docs)
     n = sum(len(v) for v in sample.values())
-    say(f"{spec.name}: quantile thresholds from {n} sampled documents in {len(sample)} groups "
+    say(f"{stage.name}: quantile thresholds from {n} sampled documents in {len(sample)} groups "
         f"({sum(1 for g in table if not g.endswith('|*'))} with their own)")
-    _say_small(sizes, table, cfg.min_group_docs, say, spec.name)
+    _say_small(sizes, table, cfg.min_group_docs, say, stage.name)
     resolved = {"groups": table}
-    out = Path(run) / spec.name
+    out = Path(run) / stage.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "thresholds.json", {
         "groups": table, "sampled": sizes, "min_group_docs": cfg.min_group_docs, "sample_docs": cfg.sample_docs,
         "quantiles": [{**asdict(q), "level": q.level} for q in quantiles]})
-    prepared = StageSpec(spec.kind, spec.name, replace(cfg, resolved=resolved))
-    return prepared, stage_config_hash(prepared)
+    return Prepared(replace(cfg, resolved=resolved))
