@@ -24,10 +24,10 @@ from curate.pipeline.running.lock import ObjectLock, RunLocked
 from test_s3_inputs import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = 16
+FILES = 12
 # A user filter (stages/user.py) that takes a moment per document, so that the run is still going
 # when it is killed; it drops the topics that mention `lambda`, so `rejected/` has shards too.
-SLOW_FILTER = "import time\n\ndef keep(doc):\n    time.sleep(0.05)\n    return 'lambda' if 'lambda' in doc['text'] else True\n"
+SLOW_FILTER = "import time\n\ndef keep(doc):\n    time.sleep(0.06)\n    return 'lambda' if 'lambda' in doc['text'] else True\n"
 
 
 @pytest.fixture()
@@ -94,7 +94,7 @@ def test_killed_s3_run_resumes_from_the_bucket_with_identical_output(tmp_path, e
     deadline = time.monotonic() + 120
     while sum(k.startswith("slow/_done/") for k in _keys(s3, "runs/k")) < 2:  # the filter stage is under way
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
-        time.sleep(0.05)
+        time.sleep(0.06)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
     assert child.returncode == -signal.SIGKILL and "uploaded at the end" not in out
@@ -113,16 +113,16 @@ def test_killed_s3_run_resumes_from_the_bucket_with_identical_output(tmp_path, e
     assert _shards(got) == _shards(want)  # the same shards, byte for byte
     assert _markers_vouch_for_their_files(got) == _markers_vouch_for_their_files(want)
 
-    # The catalog reads the bucket: the same documents as the uninterrupted run.
+    # The catalog reads the bucket: the same documents as the uninterrupted run (read where it ran).
     sql = "SELECT id, n_words FROM docs ORDER BY id"
     rows = core.query(url, sql, fmt="json", output=str(tmp_path / "q.json")).to_pylist()
-    assert rows == core.query(ref, sql, fmt="json", output=str(tmp_path / "r.json")).to_pylist()
+    assert rows == core.query(str(tmp_path / "ref-stage"), sql, output=os.devnull).to_pylist()
     assert 0 < len(rows) < FILES * 4 and "slow" in core.stats_text(url)
     sql = "SELECT stage, reason, count(*) AS n FROM rejected GROUP BY ALL ORDER BY ALL"
     assert main(["query", url, sql, "--format", "json"]) == 0
     got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {"stage": "slow", "reason": "lambda"} in [{k: r[k] for k in ("stage", "reason")} for r in got]
-    assert got == core.query(ref, sql, output=os.devnull).to_pylist()
+    assert got == core.query(str(tmp_path / "ref-stage"), sql, output=os.devnull).to_pylist()
 
 
 def test_a_held_s3_run_directory_is_refused(tmp_path, env, capsys):
