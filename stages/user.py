@@ -7,8 +7,9 @@
   built-in filter's.
 - `kind: "module:Class"`: a stage class of the user's own, written to the map-stage contract of
   `stages/base.py` (`__init__(config, name)`, `setup()`, `process(table) -> StageOutput`; the
-  smallest example is `stages/word_count.py`). Its fields come from a dataclass `Class.Config`
-  when the class has one; a class without one takes no fields.
+  smallest example is `stages/word_count.py`), or a scorer class (`scorers/base.py`: `columns()`,
+  `load()`, `score(texts)`), which runs through the one scoring stage. Its fields come from a
+  dataclass `Class.Config` when the class has one; a class without one takes no fields.
 
 Both run on Ray and in-process and resume like built-in stages: the marker's config hash covers
 the config and a digest of the module's source file, so editing the function reruns the stage.
@@ -107,8 +108,14 @@ class FilterStage:
 
 
 def user_stage_class(kind: str) -> type:
-    """The stage class a `module:Class` kind names, checked against the map-stage contract."""
+    """The stage class a `module:Class` kind names, checked against the map-stage contract; a
+    scorer class (`scorers/base.py`) becomes a stage through the one scoring stage."""
+    from curate.scorers.base import is_scorer_class
+    from curate.stages.score import scorer_stage
+
     cls = import_object(kind, "a stage kind")
+    if is_scorer_class(cls):
+        return scorer_stage(cls)
     missing = [m for m in ("setup", "process") if not callable(getattr(cls, m, None))]
     if not inspect.isclass(cls) or missing:
         raise ValueError(f"{kind!r} is not a stage class: a stage kind given by import path is a class with "

@@ -56,12 +56,15 @@ def test_annotate_config_columns_and_conservation(annotated):
 def test_summary_and_histograms(annotated):
     from curate.pipeline.reporting.annotate_summary import annotate_summary, joint_counts, plot_score_histograms
 
+    from curate.pipeline.reporting.stats import open_catalog
+
     run_dir, _ = annotated
-    con = connect(run_dir)
+    con = open_catalog(run_dir)  # with the columns the run's scorers declare
     lines = annotate_summary(con)
     assert lines[0].startswith("annotations") and any("joint counts" in ln for ln in lines)
+    assert "joint counts (domain, lang)" in "\n".join(lines)  # the declared axes, in the order domain, quality, language
     rows = joint_counts(con)
-    assert sum(r[3] for r in rows) == con.execute("SELECT count(*) FROM docs").fetchone()[0]
+    assert sum(r[-2] for r in rows) == con.execute("SELECT count(*) FROM docs").fetchone()[0]
     pngs = plot_score_histograms(run_dir, con)
     assert {p.name for p in pngs} == {"scores_lang_score.png", "scores_domain_score.png"}
     assert all(p.stat().st_size > 1000 for p in pngs)
@@ -136,7 +139,9 @@ def test_train_and_score_with_models(annotated, tmp_path):
     n_in = sum(1 for _ in open(corpus))
     assert row[0] == n_in and 0.0 <= row[1] <= row[2] <= 1.0 and 1 <= row[3] <= row[4] <= 5 and row[5] >= 2
     from curate.pipeline.reporting.annotate_summary import annotate_summary, joint_counts
+    from curate.pipeline.reporting.stats import open_catalog
 
+    con = open_catalog(run_dir)
     cells = joint_counts(con)
     assert all(b is not None for _, b, _, _, _ in cells) and sum(c[3] for c in cells) == n_in
     assert any(line.strip().startswith("quality_bucket") for line in annotate_summary(con))

@@ -7,7 +7,9 @@ The joint counts are the table a mixture planner starts from:
 SELECT domain, quality_bucket, lang, count(*) AS documents, sum(n_chars) AS characters
 FROM docs GROUP BY ALL ORDER BY characters DESC
 ```
-(`joint_counts_sql` writes NULL for a column that no stage of the run produced.)
+The annotation columns are those the run's scorers declare as a mixture axis
+(`scorers.base.Column.axis`, read by `pipeline/reporting/declared.py`), in the order domain,
+quality, language; the histograms are drawn for the columns they declare as probabilities.
 """
 
 from __future__ import annotations
@@ -16,23 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from curate.pipeline.catalog.db import columns
+from curate.pipeline.reporting import declared
 from curate.pipeline.reporting.texttable import aligned
 
-ANNOTATIONS = ("domain", "quality_bucket", "lang")
 
 
-def joint_counts_sql(columns: list[str]) -> str:
-    """The joint-count query over `docs`, for whichever annotation columns exist."""
-    sel = ", ".join(c if c in columns else f"NULL AS {c}" for c in ANNOTATIONS)
-    return (f"SELECT {sel}, count(*) AS documents, sum(n_chars) AS characters "
+def joint_counts_sql(axes: list[str]) -> str:
+    """The joint-count query over `docs` for the given annotation columns."""
+    return (f"SELECT {', '.join(axes)}, count(*) AS documents, sum(n_chars) AS characters "
             f"FROM docs GROUP BY ALL ORDER BY characters DESC, documents DESC")
 
 
-def joint_counts(con: Any) -> list[tuple]:
+def _axes(con: Any) -> list[tuple[str, bool]]:
+    """(column, is a bucket) of the declared mixture axes (`scorers.base.Column.axis`) in `docs`."""
     cols = columns(con)
-    if not any(c in cols for c in ANNOTATIONS):
-        return []
-    return con.execute(joint_counts_sql(cols)).fetchall()
+    return [(c, bucket) for c, bucket in declared.axis_columns(con) if c in cols]
+
+
+def joint_counts(con: Any) -> list[tuple]:
+    """Documents and characters per combination of the declared axes: each row is the axes'
+    values, then documents, then characters ([] when the run has none)."""
+    axes = _axes(con)
+    return con.execute(joint_counts_sql([c for c, _ in axes])).fetchall() if axes else []
 
 
 def _share_lines(con: Any, column: str, total_chars: int, label: str) -> list[str]:
@@ -42,27 +49,27 @@ def _share_lines(con: Any, column: str, total_chars: int, label: str) -> list[st
 
 
 def annotate_summary(con: Any, max_rows: int = 12) -> list[str]:
-    """Lines for `curate stats`: shares per domain / quality bucket / language and the top joint cells."""
-    cols = columns(con)
-    present = [c for c in ANNOTATIONS if c in cols]
-    if not present:
+    """Lines for `curate stats`: shares per declared axis (domain / quality bucket / language) and
+    the top joint cells. `con` is `stats.open_catalog`'s, which holds the declarations."""
+    axes = _axes(con)
+    if not axes:
         return []
     total_docs, total_chars = con.execute("SELECT count(*), coalesce(sum(n_chars), 0) FROM docs").fetchone()
     lines = ["annotations (share of characters):"]
-    for c in present:
+    for c, _ in axes:
         lines += _share_lines(con, c, total_chars, c)
     rows = joint_counts(con)
-    lines.append(f"  joint counts ({', '.join(present)}), top {min(max_rows, len(rows))} of {len(rows)} cells:")
-    # Only the columns some stage produced: a run without a quality stage has no bucket to show.
-    shown = [ANNOTATIONS.index(c) for c in present]
-    cells = [[f"bucket {r[i]}" if ANNOTATIONS[i] == "quality_bucket" else r[i] for i in shown]
-             + [f"{r[3]:,}", "docs", f"{r[4] or 0:,}", "chars"] for r in rows[:max_rows]]
-    return lines + aligned(cells, right={len(shown), len(shown) + 2}, indent="    ")
+    lines.append(f"  joint counts ({', '.join(c for c, _ in axes)}), top {min(max_rows, len(rows))} of {len(rows)} cells:")
+    n = len(axes)
+    cells = [[f"bucket {r[i]}" if bucket else r[i] for i, (_, bucket) in enumerate(axes)]
+             + [f"{r[n]:,}", "docs", f"{r[n + 1] or 0:,}", "chars"] for r in rows[:max_rows]]
+    return lines + aligned(cells, right={n, n + 2}, indent="    ")
 
 
 def score_columns(con: Any) -> list[str]:
-    cols = columns(con)
-    return [c for c in cols if c in ("lang_score", "domain_score") or (c.startswith("quality_") and c != "quality_bucket")]
+    """The declared probability columns (`Column.unit_score`) of `docs`, in its order."""
+    unit = declared.unit_score_columns(con)
+    return [c for c in columns(con) if c in unit]
 
 
 def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int = 40) -> list[Path]:
@@ -75,9 +82,9 @@ def plot_score_histograms(run_dir: str | Path, con: Any | None = None, bins: int
     import numpy as np
 
     if con is None:
-        from curate.pipeline.catalog.db import connect
+        from curate.pipeline.reporting.stats import open_catalog
 
-        con = connect(run_dir, text=False)  # metadata only: no join to fetch the text
+        con = open_catalog(run_dir)  # metadata only, with the scorers' declared columns
     out_dir = Path(run_dir) / "plots"
     written = []
     for col in score_columns(con):

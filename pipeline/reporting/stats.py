@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 from curate.pipeline.catalog.db import columns, connect, read_stage_names
+from curate.pipeline.reporting import declared
 from curate.pipeline.running.stage_table import STAGE_SUMMARIES
 from curate.pipeline.reporting.texttable import aligned
 
@@ -24,8 +25,11 @@ STATS_SETTINGS = {"parquet_metadata_cache": "true"}
 
 def open_catalog(run_dir: str | Path):
     """The catalog connection `curate stats` and the report read: metadata only (no join to
-    fetch the text of delta shards), footers cached."""
-    return connect(run_dir, text=False, settings=STATS_SETTINGS)
+    fetch the text of delta shards), footers cached, with the columns the run's scorers declare
+    (`pipeline/reporting/declared.py`)."""
+    con = connect(run_dir, text=False, settings=STATS_SETTINGS)
+    declared.register(con, run_dir)  # the scorers' columns, for the annotation summary
+    return con
 
 
 def _per_source(con, view: str) -> list[tuple]:
