@@ -42,6 +42,7 @@ log = logs.log.getChild("remote")
 SYNC_S = 5.0
 MANIFEST = ".curate-sync.json"  # what this directory last pushed or pulled: never synced itself
 _CHUNK = 8 << 20
+TRANSFERS = 8  # objects sent or fetched at once
 
 
 def is_remote(out: str) -> bool:
@@ -155,20 +156,20 @@ class RemoteRun:
         Returns the number of files fetched."""
         self.local.mkdir(parents=True, exist_ok=True)
         remote, local = self._remote(), self._local()
-        fetched = 0
+        todo = []
         for rel, stamp in sorted(remote.items()):
             entry, st = self.files.get(rel), local.get(rel)
             if entry and entry["remote"] == stamp and st is not None and _stamp(st) == entry["local"]:
                 continue
             if entry and entry["remote"] == stamp and st is not None and not exact:
                 continue  # changed here since the last push: the newer work stays
-            self._download(rel, stamp)
-            fetched += 1
+            todo.append(rel)
+        _each(lambda rel: self._download(rel, remote[rel]), todo)
         for rel in [r for r in (local if exact else list(self.files)) if r not in remote]:
             (self.local / rel).unlink(missing_ok=True)
             self.files.pop(rel, None)
         self._save()
-        return fetched
+        return len(todo)
 
     def _download(self, rel: str, stamp: list) -> None:
         import xxhash
@@ -192,8 +193,9 @@ class RemoteRun:
             changed = {rel: d for rel, st in local.items() if (d := self._changed(rel, st)) is not None}
             data = [r for r in sorted(changed) if not _is_marker(r)]
             markers = [r for r in sorted(changed) if _is_marker(r)]
-            sent = sum(self._upload(rel, changed[rel], local[rel]) for rel in data)
-            sent += sum(self._upload(rel, changed[rel], local[rel]) for rel in markers if self._vouched(rel))
+            sent = sum(_each(lambda rel: self._upload(rel, changed[rel], local[rel]), data))
+            vouched = [rel for rel in markers if self._vouched(rel)]
+            sent += sum(_each(lambda rel: self._upload(rel, changed[rel], local[rel]), vouched))
             gone = sorted((r for r in self.files if r not in local), key=lambda r: (not _is_marker(r), r))
             for rel in gone:
                 with contextlib.suppress(FileNotFoundError):
@@ -246,6 +248,17 @@ class RemoteRun:
             if entry is None or entry["xxh3"] != want.get("xxh3"):
                 return False
         return True
+
+
+def _each(fn, items: list) -> list:
+    """`fn` over `items`, several at a time: an object store answers each request after a round
+    trip, so one at a time would leave a run of many small shards behind its pushes."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(TRANSFERS, len(items)), thread_name_prefix="curate-sync") as pool:
+        return list(pool.map(fn, items))
 
 
 def _stamp(st: os.stat_result) -> list:
