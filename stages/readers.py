@@ -157,9 +157,14 @@ def _read_upto(f: IO[bytes], limit: int, size: int | None) -> bytes:
     if limit < 0:
         return f.read()
     chunks, n, want = [], 0, 1 << 18 if size is None else size + 1
-    while n < limit and (chunk := f.read(min(want, limit - n))):
+    while n < limit:
+        ask = min(want, limit - n)
+        chunk = f.read(ask)
         chunks.append(chunk)
-        n, want = n + len(chunk), 1 << 18
+        n += len(chunk)
+        if len(chunk) < ask:  # a buffered read comes back short only at the end of the stream
+            break
+        want = 1 << 18
     return b"".join(chunks)  # one chunk: itself, not a copy
 
 
