@@ -127,7 +127,11 @@ def run_ingest(job: IngestJob) -> dict:
 def outcome(stage_dir: Path, tasks: list[IngestTask], inputs: list[InputSpec], run: str) -> tuple[str | None, list[str]]:
     """(why the run is a failure, warnings) from the ingest markers: inputs that yield no kept
     document at all fail the run, since a silent empty corpus is found only when training on it;
-    an input with most of its records quarantined is warned about with its top reason."""
+    an input with most of its records quarantined is warned about with its top reason, and an
+    optional input that was not there is named."""
+    planned = {t.input for t in tasks}
+    absent = [f"warning: inputs[{i}] ({spec.path}): not there or no files in it, left out (optional: true)"
+              for i, spec in enumerate(inputs) if spec.optional and i not in planned]
     per: dict[int, dict] = {}
     for t in tasks:
         c = (shardio.read_marker(stage_dir, t.task) or {}).get("counts", {})
@@ -145,12 +149,12 @@ def outcome(stage_dir: Path, tasks: list[IngestTask], inputs: list[InputSpec], r
                 f"most for {top(a['by'])}" for i, a in sorted(per.items()) if a["by"] and 2 * a["quarantined"] > a["in"]]
     total = {k: sum(a[k] for a in per.values()) for k in ("in", "kept")}
     if total["kept"]:
-        return None, warnings
+        return None, absent + warnings
     if not total["in"]:
-        return "no documents: the inputs hold no records", []
+        return "no documents: the inputs hold no records", absent
     by: dict[str, int] = {}
     for a in per.values():
         for reason, n in a["by"].items():
             by[reason] = by.get(reason, 0) + n
     why = f"; the top reason is {top(by)}" if by else ""
-    return f"no documents kept: {total['in']} records read from the inputs, none kept{why}", []
+    return f"no documents kept: {total['in']} records read from the inputs, none kept{why}", absent

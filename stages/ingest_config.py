@@ -47,6 +47,9 @@ class InputSpec:
     directory of text files, the directory's name)"""
     fields: FieldMap = field(default_factory=FieldMap)
     """input field names"""
+    optional: bool = False
+    """a local path or glob that does not exist or holds no files is left out, and the run says so
+    at its end, instead of stopping the run: an input only some machines have (the demo's HTML)"""
 
 
 @dataclass

@@ -100,9 +100,13 @@ def _expand(spec: InputSpec, index: int) -> tuple[list[tuple[str, str]], list[st
         paths = hf_input.saved_dataset_objects(paths)  # a save_to_disk folder inside: its Arrow files
     elif os.path.lexists(p):  # a file, or a FIFO or dangling link that its reader quarantines
         paths = [p]
+    elif spec.optional:
+        paths = []
     else:
         raise ValueError(f"{where}.path: {p!r} does not exist (give a file, directory, glob, URL or hf:owner/name)")
     if not paths and not hidden:
+        if spec.optional:
+            return [], [], None  # ingest's `outcome` says it was left out
         raise ValueError(f"{where}.path: {p!r} matches no files")
     return [(x, _format_of(x, spec.format)) for x in paths], hidden, None
 

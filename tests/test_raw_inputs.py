@@ -248,6 +248,27 @@ def test_a_run_that_keeps_nothing_fails_and_a_mostly_quarantined_input_warns(tmp
     assert "inputs[0]" not in err
 
 
+def test_an_optional_input_that_is_not_there_is_left_out_with_a_warning(tmp_path, caplog):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"text": rawpages.topics(1)[0][1]}) + "\n")
+    (tmp_path / "empty").mkdir()
+    inputs = [{"path": str(good)}, {"path": str(tmp_path / "absent"), "format": "html", "optional": True},
+              {"path": str(tmp_path / "empty" / "*.html"), "optional": True}]
+    cfg = load_config(data={"name": "o", "out": str(tmp_path / "run"), "inputs": inputs})
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run_pipeline(cfg, quiet=True, executor="local")
+    assert "inputs[1]" in caplog.text and "inputs[2]" in caplog.text and "left out (optional" in caplog.text
+    assert "inputs[0]" not in caplog.text
+    assert query(cfg.out, "SELECT count(*) AS n FROM docs").to_pylist() == [{"n": 1}]
+    # Without `optional`, the same absent path stops the run before it starts, naming the input.
+    with pytest.raises(ValueError, match=r"inputs\[1\]\.path: .*absent.* does not exist"):
+        plan_tasks([InputSpec(str(good)), InputSpec(str(tmp_path / "absent"))], IngestConfig())
+    # Optional and nothing there at all: the run still fails, saying it read no records.
+    cfg = load_config(data={"name": "n", "out": str(tmp_path / "run2"), "inputs": inputs[1:]})
+    with pytest.raises(CurateError, match="no documents"):
+        run_pipeline(cfg, quiet=True, executor="local")
+
 def test_a_fifo_given_as_the_input_is_quarantined_unopened(tmp_path):
     fifo = tmp_path / "pipe.jsonl"
     released = fifo_with_writer(fifo)
