@@ -156,6 +156,10 @@ def test_bad_s3_run_directories_are_one_clear_line(tmp_path, env, monkeypatch, c
         core.run(str(env), out=f"s3://{BUCKET}", executor="local")
     with pytest.raises(ConfigError, match=r"`out`.*bucket 'no-such-bucket' does not exist"):
         core.run(str(env), out="s3://no-such-bucket/runs/x", executor="local")
+    (tmp_path / "local-run").mkdir()
+    (tmp_path / "local-run" / "stages.json").write_text("[]")
+    with pytest.raises(ConfigError, match=r"`--stage-dir`.*local-run holds files of its own, not s3://"):
+        core.run(str(env), out=f"s3://{BUCKET}/runs/x", executor="local", stage_dir=str(tmp_path / "local-run"))
     with pytest.raises(CurateError, match=r"s3://curate-raw/runs/none is not a run directory"):
         core.query(f"s3://{BUCKET}/runs/none", "SELECT 1")
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -324,10 +324,18 @@ class ObjectLock:
             try:
                 self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body,
                                                    IfNoneMatch="*")["ETag"]
-                break
             except self.client.exceptions.ClientError as e:
+                if _error_code(e) in ("NotImplemented", "501"):
+                    raise CurateError(f"{self.url}: the object store does not carry out conditional writes "
+                                      f"(If-None-Match), which the run directory's lock needs") from None
                 if not _precondition_failed(e):
                     raise
+            else:
+                # Read back: a store that ignored the condition shows a concurrent starter's lock here.
+                if (self._holder()[0] or {}).get("token") == self.token:
+                    break
+                self.etag = None
+                raise RunLocked(f"run directory {self.url} is being started by another run at the same time")
             holder, etag, age = self._holder()
             if holder is None:
                 continue  # released between our put and our read: try again

@@ -155,6 +155,8 @@ class RemoteRun:
         copy). Files this directory made and never pushed (a killed run's last shards) are kept.
         Returns the number of files fetched."""
         self.local.mkdir(parents=True, exist_ok=True)
+        if not self.manifest.exists():
+            self._save()  # the directory is this run's from now on, even if the pull is cut short
         remote, local = self._remote(), self._local()
         todo = []
         for rel, stamp in sorted(remote.items()):
@@ -305,6 +307,7 @@ def staged(url: str, stage_dir: str | os.PathLike | None = None, command: str = 
     local = staging_dir(url, stage_dir)
     with ObjectLock(url, command):
         remote = RemoteRun(url, local)
+        _check_staging(remote)
         with _store_errors(f"{url}: fetching the run into {local} failed"):
             say(f"{url}: working in {local} ({remote.pull()} files fetched from the bucket)")
         syncer = Syncer(remote, sync_s).start()
@@ -317,6 +320,21 @@ def staged(url: str, stage_dir: str | os.PathLike | None = None, command: str = 
         with _store_errors(f"{url}: the run finished in {local}, but pushing it to the bucket failed; "
                            f"run the same command again to push it (finished shards are reused)"):
             say(f"{url}: {syncer.close()} files uploaded at the end")
+
+
+def _check_staging(remote: RemoteRun) -> None:
+    """A staging directory holds this run or nothing: another run's files would join this one's
+    (its stages' folders pushed into this prefix, shown by the catalog)."""
+    if not remote.local.is_dir() or not any(remote.local.iterdir()):
+        return
+    try:
+        owner = json.loads(remote.manifest.read_text()).get("url")
+    except (OSError, ValueError):
+        owner = None
+    if owner != remote.url:
+        held = f"the run directory of {owner}" if owner else "files of its own"
+        raise ConfigError("--stage-dir", f"{remote.local} holds {held}, not {remote.url}: give an empty directory "
+                                         f"(or leave --stage-dir out)")
 
 
 @contextlib.contextmanager
