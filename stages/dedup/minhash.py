@@ -100,7 +100,7 @@ def _token_hashes(toks: list[list[str]], spec: ShingleSpec) -> np.ndarray:
     # Arrow's C++ dictionary encoding instead of a Python dict lookup per word.
     enc = pc.dictionary_encode(pa.array(list(itertools.chain.from_iterable(toks)), pa.string()))
     words = enc.dictionary.to_pylist()
-    table = np.fromiter((xxhash.xxh64_intdigest(w) for w in words), np.uint64, len(words))
+    table = np.fromiter(map(xxhash.xxh64_intdigest, words), np.uint64, len(words))
     return table[enc.indices.to_numpy()]
 
 
