@@ -19,10 +19,31 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. corpus: real text from this machine"
 curate corpus system data/system.jsonl --max-mb "$MAX_MB"
+# A few web pages as a site serves them: the kernel's HTML documentation where linux-doc is
+# installed (configs/demo.yaml reads them with `format: html`; without them it says it skips them).
+curate corpus kernel-html data/kernel-docs --pages 20
 step "2. curate: ingest, language ID, heuristic filters, domains, exact + MinHash dedup"
 # On the embedded local Ray, as a cluster would run it: by default (`--executor auto`) an input
 # this small would run in this process, since starting Ray costs more than it saves here.
 curate run configs/demo.yaml --out "$RUN" --executor ray
+python - "$RUN" data/kernel-docs <<'PY'
+import sys
+from curate.pipeline.catalog.db import query
+run, folder = sys.argv[1], sys.argv[2]
+mine = f"LIKE '{folder}/%'"
+n = query(run, f"SELECT (SELECT count(*) FROM ingest WHERE input_path {mine}) AS docs, (SELECT count(*) FROM "
+               f"quarantine WHERE path {mine}) AS quarantined, (SELECT count(*) FROM docs WHERE input_path {mine}) AS kept"
+          ).to_pylist()[0]
+if not n["docs"] + n["quarantined"]:
+    print(f"HTML extraction: no pages in {folder} (linux-doc is not installed): skipped")
+    sys.exit()
+print(f"HTML extraction ({folder}, format: html): {n['docs'] + n['quarantined']} pages in -> {n['docs']} documents "
+      f"({n['quarantined']} quarantined), {n['kept']} kept by the filters and dedup. One of them:")
+ex = query(run, f"SELECT url, meta->>'$.title' AS title, text FROM ingest WHERE input_path {mine} "
+                f"ORDER BY n_chars LIMIT 1").to_pylist()[0]
+print(f"  url: {ex['url']}\n  title: {ex['title']}")
+print("\n".join("  | " + line for line in ex["text"].splitlines()[:12]))
+PY
 step "3. quality classifier (DCLM-style): pydoc reference topics vs the rest of the corpus"
 # A few hundred documents: fastText's defaults (5 epochs, lr 0.1) leave the model flat here.
 curate train-quality "$RUN" --name ref --positive-sql "SELECT id, text FROM docs WHERE source = 'pydoc'" --epoch 25 --lr 0.5
@@ -39,8 +60,9 @@ curate plan "$RUN" --recipe reuse --tokens $((STEPS * BATCH * SEQ)) --seq-len $S
 step "6. tokenize (sentencepiece trained on the run) and pack per mixture group"
 # A base cached by an earlier demo is kept while the corpus, the configs and its settings are
 # the same; its embeddings index its own tokenizer's ids, so the run is packed with that one.
-KEY=$(cat data/system.jsonl configs/demo.yaml configs/demo_quality.yaml configs/recipes/reuse.yaml \
-      <(echo "$BASE_STEPS $BASE_LR $BASE_LR_MIN $SEQ $BATCH") | md5sum | cut -c1-32)
+KEY=$(cat data/system.jsonl $(find data/kernel-docs -name '*.html' 2>/dev/null | sort) configs/demo.yaml \
+      configs/demo_quality.yaml configs/recipes/reuse.yaml <(echo "$BASE_STEPS $BASE_LR $BASE_LR_MIN $SEQ $BATCH") \
+      | md5sum | cut -c1-32)
 if [ -f "$BASE/model/config.json" ] && [ "$(cat "$BASE/key" 2>/dev/null)" = "$KEY" ]; then
   TOKENIZER=(--tokenizer "$BASE/model")
 else

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import sysconfig
 from pathlib import Path
 
-from curate.pipeline.commands.corpus import PYTHON_MODULES, build_python_corpus, build_system_corpus
+import pytest
+
+from curate.pipeline.commands.corpus import (PYTHON_MODULES, build_kernel_html, build_python_corpus, build_system_corpus,
+                                              kernel_docs_root)
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -51,3 +55,29 @@ def test_system_corpus_for_users_still_reads_the_machine(tmp_path):
     assert {"python-stdlib", "pydoc"} <= set(counts)
     if glob.glob("/usr/share/doc/*/copyright"):
         assert counts.get("copyright", 0) > 0
+
+
+@pytest.mark.skipif(kernel_docs_root() is None, reason="needs Debian's linux-doc (the kernel's HTML documentation)")
+def test_kernel_html_pages_are_copied_and_read_by_the_demos_html_input(tmp_path):
+    """`curate corpus kernel-html`: the same pages every time, under their documentation paths, each
+    at most 60 KB; configs/demo.yaml's HTML input reads each as one document whose url names it."""
+    import yaml
+
+    from badinput import ingest_in_process
+    from curate.stages.ingest import InputSpec
+
+    n, root = build_kernel_html(tmp_path / "a", pages=5)
+    build_kernel_html(tmp_path / "b", pages=5)
+    pages = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.html"))
+    assert n == 5 and root == kernel_docs_root() and len(pages) == 5
+    assert pages == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.html"))
+    assert all((root / p).read_bytes() == (tmp_path / "a" / p).read_bytes() for p in pages)
+    assert all((tmp_path / "a" / p).stat().st_size <= 60_000 for p in pages)
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
+    (spec,) = [i for i in demo["inputs"] if i.get("format") == "html"]
+    spec = {**spec, "path": str(tmp_path / "a")}
+    docs, quarantined = ingest_in_process([InputSpec(**spec)], tmp_path / "w")
+    assert quarantined == [] and sorted(Path(d["url"]).relative_to(tmp_path / "a") for d in docs) == pages
+    for d in docs:
+        assert json.loads(d["meta"])["title"] and len(d["text"].split()) > 50
+        assert not re.search(r"</?(?:html|head|body|div|span|p|a|script|style)\b[^>]*>", d["text"]), d["url"]

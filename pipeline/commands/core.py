@@ -19,6 +19,20 @@ def corpus_system(out: str, max_mb: float = 16.0) -> dict[str, int]:
     return build_system_corpus(out, max_mb)
 
 
+def corpus_kernel_html(out: str, pages: int = 20) -> int:
+    """Copy `pages` pages of the kernel's HTML documentation into the folder `out` where linux-doc
+    is installed; says what it did, or that it skipped them."""
+    from curate.pipeline.commands.corpus import KERNEL_DOCS, build_kernel_html
+
+    n, root = build_kernel_html(out, pages)
+    if root is None:
+        print(f"no kernel HTML documentation here ({KERNEL_DOCS}; Debian: apt-get install linux-doc-6.1): "
+              f"no pages written to {out}, skipped")
+    else:
+        print(f"wrote {n} HTML pages of {root} to {out}")
+    return 0
+
+
 def run(config: str, inputs: list[str] | None = None, out: str | None = None, workers: int | None = None,
         address: str | None = None, limit: int | None = None, executor: str = "auto",
         stage_dir: str | None = None, sync_s: float | None = None, then=None) -> Path:
@@ -104,10 +118,13 @@ def _emit(data: str | bytes, output: str | None) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("corpus", help="build a raw JSONL corpus from real text on this machine")
-    p.add_argument("kind", choices=["system"], help="`system`: stdlib sources, pydoc topics, /usr/share/doc, licences, man pages")
-    p.add_argument("out", help="output JSONL path")
+    p.add_argument("kind", choices=["system", "kernel-html"], help="`system`: stdlib sources, pydoc topics, "
+                   "/usr/share/doc, licences, man pages; `kernel-html`: pages of the kernel's HTML documentation")
+    p.add_argument("out", help="output JSONL path (kernel-html: a folder)")
     p.add_argument("--max-mb", type=float, default=16.0, help="size cap in MB (default 16: a few minutes of demo)")
-    p.set_defaults(func=lambda a: _print_counts(corpus_system(a.out, a.max_mb), a.out))
+    p.add_argument("--pages", type=int, default=20, help="kernel-html: pages to copy (default 20)")
+    p.set_defaults(func=lambda a: corpus_kernel_html(a.out, a.pages) if a.kind == "kernel-html"
+                   else _print_counts(corpus_system(a.out, a.max_mb), a.out))
 
     p = sub.add_parser("run", help="run a pipeline config: ingest -> stages -> shards")
     p.add_argument("config", help="YAML config (see configs/)")

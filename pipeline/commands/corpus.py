@@ -7,6 +7,10 @@ Sources, each record tagged with it: `python-stdlib` (standard library sources),
 English man pages). Sources are interleaved round-robin in sorted order, so a size cap keeps a
 mix of all of them and the same machine always gives the same corpus.
 
+`curate corpus kernel-html DIR` copies a few pages of the kernel's HTML documentation (Debian's
+`linux-doc-<version>`) into DIR, where it is installed: HTML as a site serves it, for the demo's
+`format: html` input.
+
 `build_python_corpus` is the corpus the tests use: only text that comes with the Python
 interpreter (a fixed list of standard library modules, its LICENSE.txt and `pydoc_data.topics`),
 so it is the same on every machine with the same Python, whatever else is installed there.
@@ -19,7 +23,9 @@ import gzip
 import itertools
 import json
 import os
+import random
 import re
+import shutil
 import sysconfig
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,3 +185,47 @@ def _write(out: str | Path, by_source: dict[str, Iterator[dict]], max_mb: float)
             counts[rec["source"]] = counts.get(rec["source"], 0) + 1
     os.replace(tmp, out)
     return counts
+
+
+# Debian's linux-doc-<version>: the kernel's Sphinx HTML with the reStructuredText it was built
+# from beside it (html/_sources/), a ground truth for HTML extraction (bench/bench_html.py).
+KERNEL_DOCS = "/usr/share/doc/linux-doc-*/html"
+
+
+def kernel_docs_root() -> Path | None:
+    """The installed kernel HTML documentation (the last version, by name), or None."""
+    found = sorted(glob.glob(KERNEL_DOCS))
+    return Path(found[-1]) if found else None
+
+
+def kernel_doc_pages(root: Path, n: int, seed: int = 0, max_bytes: int | None = None) -> list[tuple[Path, Path]]:
+    """(page, its reStructuredText source) of `n` pages of `root` picked at random, seeded (the
+    same package gives the same pages), among those whose source holds over 2,000 bytes (and, with
+    `max_bytes`, whose HTML is no larger)."""
+    pairs = []
+    for html in sorted(root.rglob("*.html")):
+        rel = html.relative_to(root)
+        if rel.parts[0].startswith("_"):  # _static/, _sources/: Sphinx's own files
+            continue
+        src = root / "_sources" / rel.with_suffix(".rst.txt")
+        if src.is_file() and src.stat().st_size > 2000 and (max_bytes is None or html.stat().st_size <= max_bytes):
+            pairs.append((html, src))
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
+def build_kernel_html(out_dir: str | Path, pages: int = 20, max_kb: float = 60.0) -> tuple[int, Path | None]:
+    """Copy `pages` kernel documentation pages of at most `max_kb` each into `out_dir`, under their
+    paths in the documentation (a document's `url` names its page); returns (pages copied, the
+    documentation's folder), (0, None) where it is not installed."""
+    if pages < 1:
+        raise CurateError(f"--pages must be at least 1, got {pages}")
+    root = kernel_docs_root()
+    if root is None:
+        return 0, None
+    chosen = kernel_doc_pages(root, pages, max_bytes=int(max_kb * 1000))
+    for html, _ in chosen:
+        dest = Path(out_dir) / html.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(html, dest)
+    return len(chosen), root
