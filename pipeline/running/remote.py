@@ -88,7 +88,7 @@ def _cache_dir(kind: str, url: str) -> Path:
 
 def staging_dir(url: str, given: str | os.PathLike | None = None) -> Path:
     """Where a run of `url` works: `given`, else a directory of the user's cache named by the URL."""
-    return Path(given) if given else _cache_dir("runs", url)
+    return Path(given).absolute() if given else _cache_dir("runs", url).absolute()
 
 
 def _synced(rel: str) -> bool:
