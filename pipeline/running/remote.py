@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -268,8 +269,9 @@ def _stamp(st: os.stat_result) -> list:
 
 
 class Syncer:
-    """Pushes `remote` every `every` seconds from a thread of the driver, and once more on
-    `close()`. A failed periodic push is said once and tried again; the final one raises."""
+    """Pushes `remote` every `every` seconds from a thread of the driver, as soon as a stage ends
+    (the runner writes the stage's `stats.json` last), and once more on `close()`. A failed
+    periodic push is said once and tried again; the final one raises."""
 
     def __init__(self, remote: RemoteRun, every: float = SYNC_S):
         self.remote, self.every = remote, every
@@ -281,8 +283,20 @@ class Syncer:
         self._thread.start()
         return self
 
+    def _stage_ends(self) -> dict:
+        found = {}
+        for p in self.remote.local.glob("*/stats.json"):
+            with contextlib.suppress(FileNotFoundError):
+                found[p.parent.name] = p.stat().st_mtime_ns
+        return found
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.every):
+        last, ends = time.monotonic(), self._stage_ends()
+        while not self._stop.wait(min(self.every, 0.5)):
+            now = self._stage_ends()
+            if now == ends and time.monotonic() - last < self.every:
+                continue
+            last, ends = time.monotonic(), now
             try:
                 self.remote.push()
             except Exception as e:  # the store may be briefly unreachable; the next push catches up
