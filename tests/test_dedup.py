@@ -123,6 +123,15 @@ def test_both_dedup_configs_check_shared_fields_alike(kwargs, field):
             config(**kwargs)
 
 
+def test_auto_partitions_follow_documents_not_parts():
+    from curate.stages.dedup.output import DOCS_PER_PARTITION, auto_partitions
+
+    assert auto_partitions(2, 10) == 4  # work for several workers even on a tiny input
+    assert auto_partitions(80, 1_300_000) == -(-1_300_000 // DOCS_PER_PARTITION)  # not 80
+    assert auto_partitions(3, 10**9) == 4  # never more than the parts, unless to reach 4
+    assert auto_partitions(10_000, 10**12) == 256
+
+
 def test_normalization():
     assert normalize_text("  Hello,\tWORLD!\n") == "hello world"
     assert normalize_text("A-b", punctuation=False) == "a-b"

@@ -61,7 +61,8 @@ class ExactDedupConfig:
     `quality_*` column present; "" or "id" (or a column the input lacks) = the smallest `id`.
     Ties always go to the smallest `id`."""
     num_partitions: int = 0
-    """Hash partitions of the shuffle; 0 = max(4, number of input parts), at most 256."""
+    """Hash partitions of the shuffle; 0 = one per 250,000 documents, at least 4, at most one per
+    input part and 256 (`output.auto_partitions`)."""
     batch_size: int = 4096
     """Rows read at a time from an input part."""
     keep_work: bool = False

@@ -52,7 +52,8 @@ class MinHashDedupConfig:
     """As in exact dedup: highest value of this column wins; "auto" = first `quality_*` column;
     "" or "id" = smallest id. Ties go to the smallest id."""
     num_partitions: int = 0
-    """Hash partitions of each shuffle; 0 = max(4, number of input parts), at most 256."""
+    """Hash partitions of each shuffle; 0 = one per 250,000 documents, at least 4, at most one per
+    input part and 256 (`output.auto_partitions`)."""
     batch_size: int = 2048
     """Documents per signature batch."""
     keep_work: bool = False

@@ -122,6 +122,19 @@ def finish(executor: Executor, tasks: list[FinishTask], desc: str) -> list[dict]
     return executor.map(finish_part, todo, desc=desc, size=lambda t: os.path.getsize(t.in_path)) if todo else []
 
 
+# Every shuffle writes one file per (input part, partition), and a small Parquet file costs a few
+# milliseconds to write and read back, more than the rows in it: 80 input parts into as many
+# partitions made 6,400 files per shuffle. A partition of this many documents holds well under
+# 100 MB of band keys (14 bands x 16 B each), so fewer, fuller partitions cost no memory to speak of.
+DOCS_PER_PARTITION = 250_000
+
+
+def auto_partitions(n_inputs: int, n_docs: int) -> int:
+    """`num_partitions: 0`: one partition per DOCS_PER_PARTITION documents, at least 4 (work
+    for several workers), at most one per input part and 256."""
+    return max(4, min(256, n_inputs, -(-n_docs // DOCS_PER_PARTITION)))
+
+
 @dataclass
 class DedupRun:
     """One run of a dedup stage: what both stages share around their own sub-steps."""
@@ -145,8 +158,9 @@ class DedupRun:
         if all_done(Path(ctx.stage_dir), Path(ctx.rejected_dir), inputs, fp, ctx.config_hash):
             return None
         reset_work_dir(Path(ctx.work_dir), fp)
-        n_parts = num_partitions if num_partitions > 0 else max(4, min(256, len(inputs)))
-        return cls(name, inputs, ctx, fp, n_parts, part_offsets(inputs))
+        offsets = part_offsets(inputs)
+        n_parts = num_partitions or auto_partitions(len(inputs), int(offsets[-1]))
+        return cls(name, inputs, ctx, fp, n_parts, offsets)
 
     def step(self, name: str) -> Step:
         """A resumable sub-step under the work dir, keyed by the inputs and partition count."""
