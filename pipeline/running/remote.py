@@ -225,15 +225,16 @@ class RemoteRun:
     def _upload(self, rel: str, digest: str, st: os.stat_result) -> bool:
         """Upload one file; recorded only if it is still the file digested (files are replaced
         by rename, so a changed stamp means other bytes: the next push sends those)."""
-        path = self.local / rel
         try:
-            with open(path, "rb") as src, self.fs.open_output_stream(f"{self.root}/{rel}") as out:
-                if _stamp(os.fstat(src.fileno())) != _stamp(st):
-                    return False
-                while block := src.read(_CHUNK):
-                    out.write(block)
+            src = open(self.local / rel, "rb")
         except FileNotFoundError:
             return False
+        with src:
+            if _stamp(os.fstat(src.fileno())) != _stamp(st):
+                return False  # checked before the object is opened: closing it would write it
+            with self.fs.open_output_stream(f"{self.root}/{rel}") as out:
+                while block := src.read(_CHUNK):
+                    out.write(block)
         info = self.fs.get_file_info(f"{self.root}/{rel}")
         self.files[rel] = {"bytes": st.st_size, "xxh3": digest, "local": _stamp(st),
                            "remote": [info.size, info.mtime_ns]}
