@@ -24,7 +24,7 @@ def test_bad_input_corpus_is_quarantined_with_reasons(tmp_path, ray_session):
     (report,) = run_pipeline(cfg, quiet=True)
     got = {r["reason"]: r["n"] for r in query(cfg.out, "SELECT reason, count(*) AS n FROM quarantine GROUP BY ALL").to_pylist()}
     assert got == expect
-    s = report.stats
+    s = report.stats.totals
     assert s["in"] == s["kept"] + s["rejected"] + s["quarantined"]
     assert s["quarantined"] == sum(expect.values())
     # Every good record is kept; the truncated gzip stream keeps the records before the cut.

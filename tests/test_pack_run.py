@@ -192,3 +192,27 @@ def test_planner_and_packer_agree_on_groups(packed, tmp_path):
     assert sum(g["n_docs"] for g in result.index["groups"].values()) == len(docs[::3])
     assert not (other / "tokens" / "all").exists()  # the earlier plan-less group is gone
     assert sorted(p.name for p in (other / "tokens").iterdir() if p.is_dir()) == ["_done", "code", "manpages", "rest"]
+
+
+def test_cli_executor_local_packs_what_ray_packs(packed, tmp_path):
+    """`curate pack --executor local` tokenizes and packs in this process (no Ray) into the same
+    bytes as a pack on Ray from the same run; `--executor` takes what `curate run` takes."""
+    from curate.pipeline.cli import main
+
+    run = own_copy(packed, tmp_path)
+    names = ("tokens.bin", "tokens.idx", "rows.bin", "segs.bin")
+
+    def repack(how) -> dict:
+        shutil.rmtree(run / "tokenize")
+        shutil.rmtree(run / "tokens" / "_done")
+        for g in ("code", "prose"):
+            shutil.rmtree(run / "tokens" / g)
+        how()
+        return {(g, n): digest(run, g, n) for g in ("code", "prose") for n in names}
+
+    on_ray = repack(lambda: pack(run, workers=2, echo=lambda s: None, eval_fraction=0.0))
+    # 1: the plan's problem (its `code` group asks for more tokens than the run has)
+    local = repack(lambda: main(["pack", str(run), "--executor", "local", "--eval-fraction", "0"]) == 1 or 1 / 0)
+    assert local == on_ray
+    with pytest.raises(SystemExit):
+        main(["pack", str(run), "--executor", "nowhere"])

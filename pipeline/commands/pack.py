@@ -22,14 +22,19 @@ from typing import Callable, Sequence
 from curate.pipeline.errors import CurateError
 from curate.pipeline.catalog.eval_sets import EVAL_DIR, check_names, parse_extra, write_extra
 from curate.pipeline.catalog.eval_sets import write_index as write_eval_index
+from curate.pipeline.running import logs
 from curate.pipeline.running.config import StageSpec
+from curate.pipeline.running.executors import EXECUTORS, open_executor
 from curate.pipeline.running.lock import holds_run_lock
 from curate.stages import ledger, shardio
-from curate.stages.base import Executor
+from curate.pipeline.running.stagework import document_bytes
+from curate.stages.base import Executor, LocalExecutor
 from curate.stages.packing import GroupTask, PackConfig, pack_group
 from curate.stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
 from curate.stages.tokenize_stage import TokenizeConfig, check_group_sql, plan_groups, read_plan, resolve_tokenizer
 
+
+log = logs.log.getChild("pack")
 
 @dataclass
 class PackResult:
@@ -80,10 +85,12 @@ def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
 def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | None = None,
          packing: str = "best-fit", seq_len: int | None = None, vocab_size: int | None = None,
          seed: int = 0, add_bos: bool | None = None, workers: int | None = None, address: str | None = None,
-         tokenizer_config: TokenizerConfig | None = None, executor: Executor | None = None,
+         tokenizer_config: TokenizerConfig | None = None, executor: Executor | str = "ray",
          echo: Callable[[str], None] = print, eval_fraction: float = 0.005, eval_max_docs: int = 1000,
          eval_where: Sequence[str] = (), eval_jsonl: Sequence[str] = ()) -> PackResult:
-    """Tokenize the run's latest stage and write `RUN/tokens/` and `RUN/eval/` (see docs/pack.md)."""
+    """Tokenize the run's latest stage and write `RUN/tokens/` and `RUN/eval/` (see docs/pack.md).
+    `executor`: an open `Executor`, or `ray` / `local` / `auto` to open one as `curate run` does
+    (`auto` chooses by the documents' bytes)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise CurateError(f"run directory {run} does not exist")
@@ -112,12 +119,17 @@ def pack(run_dir: str | Path, plan: str | Path | None = None, tokenizer: str | N
     _check_base_config(tokenizer, info, pcfg.add_bos)
 
     args = (run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, extra)
-    if executor is None:
-        from curate.pipeline.running.adapter import RayExecutor, cluster_cpus, ray_session
+    if not isinstance(executor, str):  # its owner opened it
+        return _pack(*args, executor, executor.workers)
+    size = sum(document_bytes(str(p)) for p in parts)
+    with open_executor(executor, address, workers, size, say=log.info) as ex:
+        return _pack(*args, ex, ex.workers if isinstance(ex, LocalExecutor) else _cluster_cpus())
 
-        with ray_session(address):
-            return _pack(*args, RayExecutor(workers), cluster_cpus())
-    return _pack(*args, executor, executor.workers)
+
+def _cluster_cpus() -> int:
+    from curate.pipeline.running.adapter import cluster_cpus
+
+    return cluster_cpus()
 
 
 def _check_base_config(tokenizer: str | None, info, add_bos: bool) -> None:
@@ -241,11 +253,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an evaluation set from a JSONL file of {\"text\": ...} lines")
     p.add_argument("--workers", type=int, help="parallel workers (default: the Ray cluster's CPUs)")
     p.add_argument("--address", help="Ray address to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--executor", choices=list(EXECUTORS), default="auto",
+                   help="where tokenize and packing run, as for `curate run`: auto (default: Ray when the run is big "
+                        "enough to pay for starting it, or an address is given), ray, or local (this process)")
     p.set_defaults(func=_cli)
 
 
 def _cli(a: argparse.Namespace) -> int:
     result = pack(a.run_dir, a.plan, a.tokenizer, a.packing, a.seq_len, a.vocab_size, a.seed, a.add_bos,
-                  a.workers, a.address, eval_fraction=a.eval_fraction, eval_max_docs=a.eval_max_docs,
+                  a.workers, a.address, executor=a.executor, eval_fraction=a.eval_fraction, eval_max_docs=a.eval_max_docs,
                   eval_where=a.eval_where, eval_jsonl=a.eval_jsonl)
     return 1 if result.plan_problems else 0
