@@ -1,11 +1,11 @@
-"""Shard files: atomic writes, completion markers and fingerprints.
+"""Shard files: atomic writes, fingerprints, and whether recorded files are still as written.
 
 Every output file is written under a temporary name in the same directory and renamed when
 complete (rename is atomic on POSIX), so a killed run never leaves a half-written shard that a
-rerun would trust. A marker (`_done/<task>.json`) is written last: a task whose marker is absent,
-or whose marker's fingerprint or config hash differ from the current ones, is run again. The
-marker also records the size and digest of each file the task wrote, so a shard that was
-truncated, damaged or replaced after the fact is found (`damage`) and rebuilt, not trusted.
+rerun would trust. A task's marker (`_done/<task>.json`), written last by the task ledger
+(stages/ledger.py), records the size and digest of each file the task wrote, so a shard that was
+truncated, damaged or replaced after the fact is found (`damage`) and rebuilt, not trusted. The
+dict readers here (`read_marker`, `marker_matches`) serve callers that read a marker's JSON keys.
 """
 
 from __future__ import annotations
