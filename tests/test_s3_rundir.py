@@ -125,6 +125,31 @@ def test_killed_s3_run_resumes_from_the_bucket_with_identical_output(tmp_path, e
     assert got == core.query(str(tmp_path / "ref-stage"), sql, output=os.devnull).to_pylist()
 
 
+def test_a_marker_goes_up_only_after_the_files_it_vouches_for(tmp_path, s3):  # noqa: F811
+    from curate.pipeline.running.remote import RemoteRun
+    from curate.stages import shardio
+
+    url, here = f"s3://{BUCKET}/runs/sync", tmp_path / "stage"
+    shard = here / "st" / "part-0.parquet"
+    shardio.atomic_write_bytes(shard, b"first bytes")
+    # The marker records other bytes than the shard holds now (the runner is between the two writes).
+    shardio.atomic_write_json(here / "st" / "_done" / "part-0.json", {"files": {"part-0.parquet": {
+        "bytes": 12, "xxh3": xxhash.xxh3_128_hexdigest(b"second bytes")}}})
+    run = RemoteRun(url, here)
+    assert run.push() == 1 and _keys(s3, "runs/sync") == ["st/part-0.parquet"]
+    shardio.atomic_write_bytes(shard, b"second bytes")
+    assert run.push() == 2 and sorted(_keys(s3, "runs/sync")) == ["st/_done/part-0.json", "st/part-0.parquet"]
+    assert run.push() == 0  # nothing changed: nothing sent
+    # A fresh directory pulls both; a file the bucket loses is removed there, one made there is kept.
+    other = RemoteRun(url, tmp_path / "other")
+    assert other.pull() == 2 and (tmp_path / "other" / "st" / "part-0.parquet").read_bytes() == b"second bytes"
+    (tmp_path / "other" / "st" / "part-1.parquet").write_bytes(b"not pushed yet")
+    shard.unlink()
+    (here / "st" / "_done" / "part-0.json").unlink()
+    assert run.push() == 0 and _keys(s3, "runs/sync") == []
+    assert other.pull() == 0 and sorted(p.name for p in (tmp_path / "other" / "st").rglob("*")) == ["_done", "part-1.parquet"]
+
+
 def test_a_held_s3_run_directory_is_refused(tmp_path, env, capsys):
     url = f"s3://{BUCKET}/runs/held"
     with ObjectLock(url, "curate pack"):

@@ -199,14 +199,24 @@ class RemoteRun:
             sent = sum(_each(lambda rel: self._upload(rel, changed[rel], local[rel]), data))
             vouched = [rel for rel in markers if self._vouched(rel)]
             sent += sum(_each(lambda rel: self._upload(rel, changed[rel], local[rel]), vouched))
-            gone = sorted((r for r in self.files if r not in local), key=lambda r: (not _is_marker(r), r))
-            for rel in gone:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.delete_file(f"{self.root}/{rel}")
-                del self.files[rel]
+            gone = [r for r in self.files if r not in local]
+            for batch in (sorted(r for r in gone if _is_marker(r)), sorted(r for r in gone if not _is_marker(r))):
+                self._delete(batch)
             if sent or gone:
                 self._save()
             return sent
+
+    def _delete(self, rels: list[str]) -> None:
+        """Delete the objects of `rels` (through boto3: pyarrow's delete leaves an empty object
+        standing for the emptied "folder")."""
+        bucket, prefix = objstore.s3_location(self.url)
+        client = objstore.s3_client() if rels else None
+        for i in range(0, len(rels), 1000):  # DeleteObjects takes up to 1,000 keys
+            chunk = rels[i:i + 1000]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": f"{prefix}/{r}"} for r in chunk],
+                                                         "Quiet": True})
+            for rel in chunk:
+                del self.files[rel]
 
     def _changed(self, rel: str, st: os.stat_result) -> str | None:
         """The file's digest when it differs from what was last pushed, else None."""
