@@ -124,7 +124,7 @@ def main() -> None:
         plan = build_plan(recipe, avail, budget, 2048, batch_size=256)
         t_plan = time.perf_counter() - t0
         t0 = time.perf_counter()
-        plot_plan(plan, Path(tmp) / "plan.png")
+        plot_plan(plan.to_dict(), Path(tmp) / "plan.png")
         t_plot = time.perf_counter() - t0
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     print(f"catalog: {args.docs:,} documents in {args.shards} Parquet shards, {len(GROUPS)} first-match groups")
@@ -134,7 +134,7 @@ def main() -> None:
           f"({args.docs / min(peer) / 1e6:.1f} M docs/s)")
     print(f"speed-up vs peer: {min(peer) / min(duck):.2f}x; counts identical: yes")
     print(f"build_plan (reuse, {budget:,} tokens): {t_plan * 1000:.1f} ms; plan.png: {t_plot:.2f} s")
-    print(f"plan summary: {plan['summary']}")
+    print(f"plan summary: {plan.summary}")
 
 
 if __name__ == "__main__":

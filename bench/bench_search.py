@@ -33,6 +33,7 @@ def main() -> None:
 
     from curate.pipeline.running.adapter import cluster_cpus, ray_session
     from curate.search.arms import Arm, run_arms
+    from curate.records.plan import Plan
     from curate.search.mixture import epoch_caps, natural_weights, proxy_plan, sample_mixtures
     from tests.searchrun import SEQ, build_run, train_overrides
     from tests.tinylm import code_texts, topic_texts
@@ -45,9 +46,10 @@ def main() -> None:
         cfg = {**dataclasses.asdict(TrainConfig(**train_overrides())), "plots": False}
         tokens = SEQ * 4 * a.steps
         groups = [g["name"] for g in plan["groups"]]
-        w = sample_mixtures(list(natural_weights(plan).values()), epoch_caps(plan, tokens), a.proxies + 1,
+        record = Plan.from_dict(plan)
+        w = sample_mixtures(list(natural_weights(record).values()), epoch_caps(record, tokens), a.proxies + 1,
                             np.random.default_rng(0))
-        arms = [Arm(f"p{i}", proxy_plan(plan, dict(zip(groups, r)), tokens), 0) for i, r in enumerate(w)]
+        arms = [Arm(f"p{i}", proxy_plan(record, dict(zip(groups, r)), tokens).to_dict(), 0) for i, r in enumerate(w)]
         with ray_session(num_cpus=a.workers):
             workers = cluster_cpus()
             t = time.perf_counter()

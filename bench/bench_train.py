@@ -29,6 +29,7 @@ def reference_loop(run_dir: Path, base: Path, plan: dict, cfg, steps: int) -> tu
     """Returns (tokens/s, last loss) of a bare loop over the trainer's exact batches."""
     import torch
 
+    from curate.records.plan import Plan
     from curate.training.data import PlanSampler, load_groups
     from curate.training.hf_io import load_model
     from curate.training.model import causal_lm_loss
@@ -36,13 +37,14 @@ def reference_loop(run_dir: Path, base: Path, plan: dict, cfg, steps: int) -> tu
 
     torch.manual_seed(cfg.seed)
     names = sorted({g for ph in plan["phases"] for g in ph["weights"]})
-    sampler = PlanSampler(plan, load_groups(run_dir / "tokens", names), seed=cfg.seed, holdout_rows=cfg.holdout_rows)
+    sampler = PlanSampler(Plan.from_dict(plan), load_groups(run_dir / "tokens", names), seed=cfg.seed,
+                          holdout_rows=cfg.holdout_rows)
     rows = cfg.batch_tokens // plan["seq_len"]
     batches = [sampler.next_batch(rows) for _ in range(steps)]
     batches = [(torch.from_numpy(b.tokens), torch.from_numpy(b.segs)) for b in batches]
     model = load_model(base)
     model.train()
-    sched = plan_schedule(plan)
+    sched = plan_schedule(Plan.from_dict(plan))
     opt = build_optimizer(model, sched.lr_start, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps)
     t0, loss_val = time.perf_counter(), math.nan
     for i, (tok, seg) in enumerate(batches):

@@ -1,5 +1,5 @@
-"""The planner: recipe + available tokens -> plan.json (`plan_mixture` gives the typed
-`records.plan.Plan`, `build_plan` its dict), its table and blend strings.
+"""The planner: recipe + available tokens -> plan.json (`build_plan` gives the typed
+`records.plan.Plan`; its `to_dict()` is the file), its table and blend strings.
 
 Order of work: resolve the LR schedule for the budget; let the recipe's weight rule cut the
 budget into phases (boundaries aligned to whole training steps) with weights per group; turn
@@ -49,7 +49,7 @@ def _budget(availability: Availability, total_tokens: int | float | None, step: 
     return total_tokens
 
 
-def plan_mixture(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
+def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int, *,
                  batch_size: int = 1, lr_start: float | None = None, lr_end: float | None = None,
                  max_epochs: float | None = None, allow_redistribute: bool | None = None) -> Plan:
     """The mixture plan (plan.json as a `records.plan.Plan`; `.to_dict()` is the file's JSON).
@@ -94,13 +94,6 @@ def plan_mixture(recipe: Recipe, availability: Availability, total_tokens: int |
         warnings=_warnings(recipe, phases, availability, moves, avail, caps),
         summary=summary_line(out_phases, out_groups, recipe.rule.describe(recipe, max_epochs)),
     )
-
-
-def build_plan(recipe: Recipe, availability: Availability, total_tokens: int | float | None, seq_len: int,
-               **kw) -> dict:
-    """`plan_mixture(...)` as the plan.json dict, for callers that take dicts (the proxy and target
-    plans of `curate search`, tests and benches that write plan.json themselves)."""
-    return plan_mixture(recipe, availability, total_tokens, seq_len, **kw).to_dict()
 
 
 def _plan_phase(p: PhaseWeights, alloc: dict[str, int], schedule, step: int, moved: bool,
@@ -191,10 +184,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  " + _row(header, widths)] + ["  " + _row(r, widths) for r in rows]
 
 
-def format_table(plan: Plan | dict) -> str:
+def format_table(plan: Plan) -> str:
     """Requested vs available vs epochs, per phase and for the whole plan (`curate plan`
     prints it, so the mixture is seen before training)."""
-    plan = Plan.of(plan)
     groups = plan.groups
     est = "estimated" if plan.token_counts == "estimated" else "exact"
     lines = [f"plan {plan.recipe!r} ({plan.recipe_kind}): {plan.total_tokens:,} tokens, "

@@ -1,8 +1,10 @@
 """plan.json as a typed record: mixtures writes it, training and search read it.
 
 The file's format is docs/internals.md ("plan.json"), published as a JSON Schema in
-mixtures/plan.schema.json; `mixtures.schema.validate_plan` checks a plan dict against it and against
-what a schema cannot say. `Plan.from_dict` builds the record with `records.typed` (errors name the
+records/plan.schema.json; `validate_plan` checks a plan dict against it and against what a schema
+cannot say. `Plan.load(path)` is how every part reads a plan.json: the file, the schema, those
+checks and the record, with one error (`PlanValidationError`) naming the file and what is wrong.
+`Plan.from_dict` builds the record with `records.typed` (errors name the
 field, e.g. `plan.phases[1].end_token`) and keeps the fields below, ignoring others the schema allows;
 `Plan.to_dict` gives the JSON back, fields in the order the planner writes them, leaving out the
 optional fields a plan read from disk did not have (fields added after the first draft of the format).
@@ -16,9 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from curate.records.errors import ConfigError, CurateError
 from curate.records.typed import build
+
+SCHEMA_PATH = Path(__file__).with_name("plan.schema.json")
 
 KINDS = ("cosine", "linear", "wsd", "constant")
 WSD_DECAYS = ("linear", "cosine", "1-sqrt")
@@ -222,8 +229,24 @@ class Plan:
         return build(cls, d, "plan")
 
     @classmethod
-    def of(cls, plan: "Plan | Mapping[str, Any]") -> "Plan":
-        return plan if isinstance(plan, Plan) else cls.from_dict(plan)
+    def load(cls, path: str | Path) -> "Plan":
+        """The plan.json at `path`, validated whole (`validate_plan`) and typed; anything wrong (the
+        file missing included) is one `PlanValidationError` naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise PlanValidationError(f"{path} does not exist: run `curate plan` first or pass --plan")
+        try:
+            plan = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PlanValidationError(f"{path} is not valid JSON ({e}): re-run `curate plan`") from None
+        try:
+            validate_plan(plan)
+        except PlanValidationError as e:
+            raise PlanValidationError(f"{path}: {e}") from None
+        try:
+            return cls.from_dict(plan)
+        except ConfigError as e:  # a value the schema allows but the record does not (a schedule's lr_end > lr_start)
+            raise PlanValidationError(f"{path}: plan field `{e.field}`: {e.message}; re-run `curate plan`") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The plan.json dict."""
@@ -250,3 +273,66 @@ class Plan:
         groups = [{"name": g.name, "max_epochs": g.max_epochs} for g in self.groups]
         return {"seq_len": self.seq_len, "schedule": digest(self.schedule.to_dict()), "phases": digest(phases),
                 "groups": digest(groups)}
+
+
+class PlanValidationError(CurateError, ValueError):
+    """plan.json does not follow the schema or is inconsistent."""
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_plan(plan: dict) -> None:
+    """Raise PlanValidationError unless `plan` matches the schema and adds up.
+
+    Beyond the schema: phases tile [0, total_tokens) in order with every boundary between two
+    phases on a whole step (`tokens_per_step`, or a row of `seq_len` tokens when the plan has
+    no step), each phase's tokens add up to its length and its weights to 1, every phase names
+    exactly the plan's groups, and each group's `requested_tokens` is the sum of its phase
+    tokens. Pack and the trainer cut phases into whole rows and steps, so they rely on this.
+    """
+    import jsonschema
+
+    try:
+        jsonschema.validate(plan, plan_schema(), cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise PlanValidationError(f"plan.json at {where}: {e.message}") from None
+    names = [g["name"] for g in plan["groups"]]
+    step = plan.get("tokens_per_step") or plan["seq_len"]
+    if "tokens_per_step" in plan and "batch_size" in plan and plan["tokens_per_step"] != plan["seq_len"] * plan["batch_size"]:
+        raise PlanValidationError(f"tokens_per_step={plan['tokens_per_step']} is not seq_len x batch_size "
+                                  f"= {plan['seq_len']} x {plan['batch_size']}")
+    end = _check_phases(plan, names, step)
+    for g in plan["groups"]:
+        in_phases = sum(p["tokens"][g["name"]] for p in plan["phases"])
+        if g["requested_tokens"] != in_phases:
+            raise PlanValidationError(f"group {g['name']!r}: requested_tokens={g['requested_tokens']} but its phase "
+                                      f"tokens add up to {in_phases}")
+    if end != plan["total_tokens"]:
+        raise PlanValidationError(f"phases end at token {end}, not at total_tokens={plan['total_tokens']}")
+    if plan["schedule"]["total_tokens"] != plan["total_tokens"]:
+        raise PlanValidationError("schedule.total_tokens differs from total_tokens")
+
+
+def _check_phases(plan: dict, names: list[str], step: int) -> int:
+    """Each phase's span, weights and tokens; returns the token where the last phase ends."""
+    start = 0
+    for i, p in enumerate(plan["phases"]):
+        n = p["end_token"] - p["start_token"]
+        if p["start_token"] != start or n <= 0:
+            raise PlanValidationError(f"phase {p['name']!r} spans {p['start_token']}..{p['end_token']}; "
+                                      f"expected to start at {start} and be non-empty")
+        if i < len(plan["phases"]) - 1 and p["end_token"] % step:
+            raise PlanValidationError(f"phase {p['name']!r} ends at token {p['end_token']}, not on a whole step of "
+                                      f"{step} tokens; only the last phase may end inside a step")
+        start = p["end_token"]
+        if sorted(p["weights"]) != sorted(names) or sorted(p["tokens"]) != sorted(names):
+            raise PlanValidationError(f"phase {p['name']!r} must give weights and tokens for groups {names}")
+        if sum(p["tokens"].values()) != n:
+            raise PlanValidationError(f"phase {p['name']!r}: tokens add up to {sum(p['tokens'].values())}, not {n}")
+        if abs(sum(p["weights"].values()) - 1.0) > 1e-9:
+            raise PlanValidationError(f"phase {p['name']!r}: weights add up to {sum(p['weights'].values())}, not 1")
+    return start

@@ -77,12 +77,13 @@ def proxy_arms(plan: Plan, space: Space, k: int, seed: int) -> list:
         sampled = sample_mixtures(space.natural, space.caps, k, np.random.default_rng(seed))
     except ValueError as e:
         raise CurateError(f"--proxies: {e}") from None
-    arms = [Arm("natural", proxy_plan(plan, space.mix(space.reference), space.proxy_tokens, "natural"), seed)]
-    return arms + [Arm(f"proxy{i:03d}", proxy_plan(plan, space.mix(w), space.proxy_tokens, f"proxy{i:03d}"), seed)
-                   for i, w in enumerate(sampled)]
+    # An arm writes the plan it trains on into its folder: the record's plan.json dict.
+    arms = [Arm("natural", proxy_plan(plan, space.mix(space.reference), space.proxy_tokens, "natural").to_dict(), seed)]
+    return arms + [Arm(f"proxy{i:03d}", proxy_plan(plan, space.mix(w), space.proxy_tokens, f"proxy{i:03d}").to_dict(),
+                       seed) for i, w in enumerate(sampled)]
 
 
-def target_plan(plan: Plan, weights: dict[str, float], target_tokens: int) -> dict:
+def target_plan(plan: Plan, weights: dict[str, float], target_tokens: int) -> Plan:
     """The one-phase plan of `weights` at the target budget, without redistribution: CurateError
     when the target run cannot realise the mixture as found."""
     from curate.mixtures.allocate import InfeasiblePlan
@@ -126,11 +127,11 @@ def search(run: str | Path, base: str | Path, target: str, keep: Sequence[str] =
            echo: Callable[[str], None] = print) -> dict:
     """Train the proxies (resumable), fit, search; write RUN/search/{recipe.yaml, search.json,
     search.png}; return search.json's dict (with `complete: false` while proxies are missing)."""
-    from curate.pipeline.commands.compare import read_plan, train_config_dict
+    from curate.pipeline.commands.compare import train_config_dict
     from curate.search.arms import run_arms
 
     run = Path(run)
-    base_plan = Plan.from_dict(read_plan(plan or run / "plan.json"))
+    base_plan = Plan.load(plan or run / "plan.json")
     k = proxies or 4 * len(base_plan.groups)
     if k < 3:
         raise CurateError(f"--proxies: at least 3 are needed to fit and check a regression, got {k}")
@@ -201,7 +202,7 @@ def _fit_and_write(result: dict, area: Path, base_plan: Plan, space: Space, mark
         "weights": w_found, "predicted": {keys[0]: found.predicted_target, **dict(zip(keys[1:], found.predicted_keep))},
         "keep_limits": dict(zip(keys[1:], found.keep_limits)), "how": found.how,
         "feasible_candidates": found.feasible_candidates, "candidates": found.candidates,
-        "target_epochs": {g["name"]: g["epochs"] for g in realised["groups"]}},
+        "target_epochs": {g.name: g.epochs for g in realised.groups}},
         "natural_predicted": {key: float(predict[key](space.reference[None, :])[0]) for key in keys},
         "recipe": str(recipe)})
     plot_search({key: table[key].tolist() for key in keys}, {key: quality[key][used]["held_out"] for key in keys},
@@ -216,7 +217,7 @@ def _validate(run, area, base_plan, base, train_cfg, found, natural, tokens, see
     from curate.search.mixture import proxy_plan
 
     s = seed + 1000
-    arms = [Arm(f"validate-{n}-s{s}", proxy_plan(base_plan, w, tokens, f"validate-{n}"), s)
+    arms = [Arm(f"validate-{n}-s{s}", proxy_plan(base_plan, w, tokens, f"validate-{n}").to_dict(), s)
             for n, w in [("found", found), ("natural", natural)]]
     markers = run_arms(run, area, arms, Path(base), train_cfg, executor=executor, eval_max_docs=eval_max_docs,
                        echo=echo)

@@ -1,23 +1,21 @@
 """Mixtures over a plan's groups: RegMix's Dirichlet samples under the epoch caps, the one-phase proxy plan
 a mixture trains on, and the recipe a found mixture is written as (`curate plan --recipe` reads it).
 
-Each function takes the base plan as a `records.plan.Plan` or as its plan.json dict."""
+Each function takes the base plan as a `records.plan.Plan` (`Plan.load` reads one)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from curate.records.plan import Plan
 
-PlanLike = Plan | Mapping[str, Any]
 
-
-def natural_weights(plan: PlanLike) -> dict[str, float]:
+def natural_weights(plan: Plan) -> dict[str, float]:
     """Weights proportional to each group's available tokens."""
-    avail = {g.name: float(g.available_tokens) for g in Plan.of(plan).groups}
+    avail = {g.name: float(g.available_tokens) for g in plan.groups}
     total = sum(avail.values())
     return {g: a / total for g, a in avail.items()}
 
@@ -28,12 +26,12 @@ REGMIX_STRENGTHS = tuple(float(x) for x in np.logspace(np.log10(0.1), np.log10(5
 """RegMix's concentration strengths: 15 values log-spaced over [0.1, 5] (MIN/MAX_STRENGH)."""
 
 
-def epoch_caps(plan: PlanLike, tokens: int) -> np.ndarray:
+def epoch_caps(plan: Plan, tokens: int) -> np.ndarray:
     """Largest weight each group may get in a run of `tokens` tokens without exceeding its
     max_epochs: one token under the planner's floored capacity and 1e-6 under that, so a weight
     at its cap still plans after `rounded` and the planner's largest-remainder rounding."""
     return np.array([max(0.0, (int(g.max_epochs * g.available_tokens) - 1) / tokens - 1e-6)
-                     for g in Plan.of(plan).groups], dtype=float)
+                     for g in plan.groups], dtype=float)
 
 
 def clip_to_caps(w: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -105,10 +103,9 @@ def rounded(weights: Mapping[str, float], digits: int = 6) -> dict[str, float]:
     return r
 
 
-def recipe_dict(plan: PlanLike, weights: Mapping[str, float], name: str, description: str) -> dict:
+def recipe_dict(plan: Plan, weights: Mapping[str, float], name: str, description: str) -> dict:
     """A one-phase custom recipe over the plan's groups with these weights and the plan's LR range.
     Redistribution is off: a mixture the plan cannot realise is refused, never rewritten."""
-    plan = Plan.of(plan)
     s = plan.schedule
     return {"name": name, "kind": "custom", "description": description,
             "groups": [{"name": g.name, "where": g.where} for g in plan.groups],
@@ -119,24 +116,22 @@ def recipe_dict(plan: PlanLike, weights: Mapping[str, float], name: str, descrip
             "phases": [{"name": "mix", "weights": rounded(weights)}]}
 
 
-def proxy_plan(plan: PlanLike, weights: Mapping[str, float], tokens: int, name: str = "proxy") -> dict:
+def proxy_plan(plan: Plan, weights: Mapping[str, float], tokens: int, name: str = "proxy") -> Plan:
     """plan.json for a proxy run: one phase with `weights`, `tokens` tokens (whole steps of the
     plan's step), the plan's groups, availability and LR range."""
     from curate.mixtures.planner import build_plan
     from curate.mixtures.recipes import recipe_from_dict
 
-    plan = Plan.of(plan)
     rec = recipe_from_dict(recipe_dict(plan, weights, name, "proxy mixture"), "proxy")
     step = int(plan.tokens_per_step or plan.seq_len)
     tokens = max(step, int(tokens) // step * step)
     return build_plan(rec, plan_availability(plan), tokens, plan.seq_len, batch_size=step // plan.seq_len)
 
 
-def plan_availability(plan: PlanLike):
+def plan_availability(plan: Plan):
     """The planner's `Availability` as a plan.json recorded it (no catalog needed)."""
     from curate.mixtures.groups import Availability, GroupStats
 
-    plan = Plan.of(plan)
     groups = [GroupStats(name=g.name, where=g.where, documents=g.documents or 0, chars=g.chars or 0,
                          available_tokens=g.available_tokens) for g in plan.groups]
     return Availability(groups=groups, token_counts=plan.token_counts, tokens_per_char=plan.tokens_per_char,
@@ -144,7 +139,7 @@ def plan_availability(plan: PlanLike):
                         unassigned_documents=0, unassigned_tokens=0)
 
 
-def write_recipe(path: Path, plan: PlanLike, weights: Mapping[str, float], name: str, description: str) -> Path:
+def write_recipe(path: Path, plan: Plan, weights: Mapping[str, float], name: str, description: str) -> Path:
     import yaml
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)

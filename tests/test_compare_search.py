@@ -11,6 +11,7 @@ import yaml
 
 from curate.pipeline.commands.compare import compare  # noqa: E402
 from curate.pipeline.commands.search import search  # noqa: E402
+from curate.records.plan import Plan  # noqa: E402
 from curate.search.mixture import proxy_plan  # noqa: E402
 from tests.searchrun import SEQ, build_run, train_overrides  # noqa: E402
 from tests.tinylm import code_texts, topic_texts  # noqa: E402
@@ -31,7 +32,7 @@ def _plans(root, plan):
     for name, w in [("prose_heavy", {"prose": 0.8, "ref": 0.1, "code": 0.1}),
                     ("code_heavy", {"prose": 0.1, "ref": 0.1, "code": 0.8})]:
         p = root / f"{name}.json"
-        p.write_text(json.dumps(proxy_plan(plan, w, SEQ * 4 * 5, name)))
+        p.write_text(json.dumps(proxy_plan(Plan.from_dict(plan), w, SEQ * 4 * 5, name).to_dict()))
         out.append(p)
     return out
 
@@ -74,7 +75,8 @@ def test_compare_reruns_an_arm_whose_plan_changed(setup, ray_session, tmp_path):
     if not (own / "compare" / "_done").is_dir():
         pytest.skip("needs the first test's arms")
     changed = tmp_path / "code_heavy.json"
-    changed.write_text(json.dumps(proxy_plan(plan, {"prose": 0.3, "ref": 0.3, "code": 0.4}, SEQ * 4 * 5, "c")))
+    changed.write_text(json.dumps(proxy_plan(Plan.from_dict(plan), {"prose": 0.3, "ref": 0.3, "code": 0.4}, SEQ * 4 * 5,
+                                             "c").to_dict()))
     said: list[str] = []
     compare(own, [plans[0], changed], base, seeds=1, config=cfg, eval_max_docs=2, echo=said.append, executor="local")
     assert "training 1 arm(s): code_heavy-s0" in said
@@ -100,8 +102,8 @@ def test_search_end_to_end_writes_a_recipe_the_planner_takes(setup, ray_session)
     from curate.mixtures.recipes import load_recipe
     from curate.search.mixture import plan_availability
 
-    p = build_plan(load_recipe(out / "recipe.yaml"), plan_availability(plan), SEQ * 4 * 8, SEQ, batch_size=4)
-    assert p["phases"][0]["weights"] == pytest.approx(f["weights"], abs=1e-5)
+    p = build_plan(load_recipe(out / "recipe.yaml"), plan_availability(Plan.from_dict(plan)), SEQ * 4 * 8, SEQ, batch_size=4)
+    assert p.phases[0].weights == pytest.approx(f["weights"], abs=1e-5)
     # a rerun finds every proxy finished and trains nothing
     said: list[str] = []
     search(run, base, "code", keep=["prose"], proxies=6, proxy_tokens=SEQ * 4 * 4, epsilon=0.02, config=cfg,

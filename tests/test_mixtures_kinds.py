@@ -13,7 +13,7 @@ import pytest
 
 from curate.mixtures.groups import group_stats
 from curate.mixtures.kinds import RECIPE_KINDS
-from curate.mixtures.planner import build_plan, plan_mixture
+from curate.mixtures.planner import build_plan
 from curate.mixtures.recipes import RecipeError, RecipeKind, load_recipe, recipe_from_dict, shipped_recipes
 from curate.mixtures.schema import validate_plan
 from curate.mixtures.weights import PhaseWeights
@@ -62,7 +62,7 @@ def flat_recipe(kind: str, **extra) -> dict:
 def test_a_recipe_kind_of_ones_own_is_one_class_named_by_import_path():
     rec = recipe_from_dict(flat_recipe(f"{__name__}:Flat"), "flat")
     assert isinstance(rec.rule, Flat)
-    record = plan_mixture(rec, group_stats(rec.groups, ROWS, tokens_per_char=0.25), 400_000, 128, batch_size=4)
+    record = build_plan(rec, group_stats(rec.groups, ROWS, tokens_per_char=0.25), 400_000, 128, batch_size=4)
     assert isinstance(record, Plan) and record.recipe_kind == f"{__name__}:Flat"
     plan_json = record.to_dict()
     validate_plan(plan_json)  # the schema takes a user's kind as its import path
@@ -88,7 +88,7 @@ def test_a_recipe_kind_of_ones_own_is_one_class_named_by_import_path():
 def test_a_table_line_makes_a_kind_a_name(monkeypatch):
     monkeypatch.setitem(RECIPE_KINDS, "flat", Flat)
     rec = recipe_from_dict(flat_recipe("flat", floor=1.0), "flat")
-    plan_json = build_plan(rec, group_stats(rec.groups, ROWS, tokens_per_char=0.25), 400_000, 128, batch_size=4)
+    plan_json = build_plan(rec, group_stats(rec.groups, ROWS, tokens_per_char=0.25), 400_000, 128, batch_size=4).to_dict()
     # floor 1.0: c's natural share (0.6) beats the uniform third, the others keep a third
     want = {"a": 1 / 3 / (2 / 3 + 0.6), "b": 1 / 3 / (2 / 3 + 0.6), "c": 0.6 / (2 / 3 + 0.6)}
     assert plan_json["phases"][0]["weights"] == pytest.approx(want)
@@ -167,7 +167,7 @@ def test_each_shipped_recipe_plans_a_catalog_as_its_rule_says(tmp_path, name):
     assert json.dumps(Plan.from_dict(json.loads(raw)).to_dict(), indent=2) + "\n" == raw
     assert written == json.loads(raw)
     rec = load_recipe(name)
-    same = build_plan(rec, availability(run, rec.groups), written["total_tokens"], 64, batch_size=2, lr_start=1e-3)
+    same = build_plan(rec, availability(run, rec.groups), written["total_tokens"], 64, batch_size=2, lr_start=1e-3).to_dict()
     assert same == written
     avail = {g["name"]: g["available_tokens"] for g in written["groups"]}
     assert len(avail) == 5 and all(v > 0 for v in avail.values())

@@ -29,7 +29,7 @@ def rows(chars=CHARS, unassigned=0):
 
 def plan_for(recipe, total=30_000_000, seq_len=2048, batch=8, chars=CHARS, **kw):
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
-    return build_plan(rec, group_stats(rec.groups, rows(chars)), total, seq_len, batch_size=batch, **kw)
+    return build_plan(rec, group_stats(rec.groups, rows(chars)), total, seq_len, batch_size=batch, **kw).to_dict()
 
 
 def custom(weights_by_phase, **extra):
@@ -168,9 +168,9 @@ def test_estimated_counts_say_so_and_unassigned_is_reported():
     rec = load_recipe("natural")
     av = group_stats(rec.groups, rows(unassigned=400))
     plan = build_plan(rec, av, 1_000_000, 1024)
-    assert plan["token_counts"] == "estimated" and plan["tokens_per_char_source"] == "default"
-    assert plan["unassigned"] == {"documents": 3, "tokens": 100}
-    assert any("default ratio" in w for w in plan["warnings"])
+    assert plan.token_counts == "estimated" and plan.tokens_per_char_source == "default"
+    assert (plan.unassigned.documents, plan.unassigned.tokens) == (3, 100)
+    assert any("default ratio" in w for w in plan.warnings)
     exact = group_stats(rec.groups, [dict(r, tokens=r["chars"] // 3) for r in rows()])
     assert exact.token_counts == "exact" and exact.by_name()["code"].available_tokens == CHARS["code"] // 3
 
@@ -227,8 +227,8 @@ def test_tokens_per_char_source_has_its_own_wording():
 
     def note(**kw):
         plan = build_plan(rec, group_stats(rec.groups, rows(), **kw), 1_000_000, 1024)
-        (w,) = [w for w in plan["warnings"] if "estimated from characters" in w]
-        return plan["tokens_per_char_source"], w
+        (w,) = [w for w in plan.warnings if "estimated from characters" in w]
+        return plan.tokens_per_char_source, w
 
     src, w = note(tokens_per_char=0.3)
     assert src == "given" and "given ratio of 0.3000" in w and "default" not in w
@@ -242,7 +242,7 @@ def test_tokens_per_char_source_has_its_own_wording():
         group_stats(rec.groups, rows(), tokens_per_char=0.3, tokens_per_char_source="guessed")
     exact = group_stats(rec.groups, [dict(r, tokens=r["chars"] // 3) for r in rows()], tokens_per_char=0.3)
     assert exact.tokens_per_char_source == "n/a" and exact.tokens_per_char is None
-    plan = build_plan(rec, group_stats(rec.groups, rows(), tokens_per_char=0.3), 1_000_000, 1024)
+    plan = build_plan(rec, group_stats(rec.groups, rows(), tokens_per_char=0.3), 1_000_000, 1024).to_dict()
     validate_plan(plan)
     with pytest.raises(PlanValidationError, match="tokens_per_char_source"):
         validate_plan(dict(plan, tokens_per_char_source="default (given)"))

@@ -10,6 +10,7 @@ from curate.mixtures.groups import group_stats
 from curate.mixtures.planner import build_plan, format_table
 from curate.mixtures.recipes import RecipeError, recipe_from_dict
 from curate.mixtures.schema import validate_plan
+from curate.records.plan import Plan
 
 # chars; at the default 0.25 tokens/char: qa 250K tokens, target 25M, general 25M
 CHARS = {"qa": 1_000_000, "target": 100_000_000, "general": 100_000_000}
@@ -27,7 +28,7 @@ def recipe(**extra):
 
 def plan_for(rec, total=10_000_000):
     av = group_stats(rec.groups, [{"grp": g, "documents": c // 1000, "chars": c} for g, c in CHARS.items()])
-    plan = build_plan(rec, av, total, 256, batch_size=8)
+    plan = build_plan(rec, av, total, 256, batch_size=8).to_dict()
     validate_plan(plan)
     return plan
 
@@ -66,7 +67,7 @@ def test_plan_lists_role_shares_and_the_summary_names_qa_tokens_and_epochs():
     epochs = qa_tokens / next(g["available_tokens"] for g in plan["groups"] if g["name"] == "qa")
     assert f"QA: {qa_tokens:,} tokens" in plan["summary"] and f"{epochs:.2f} epochs" in plan["summary"]
     assert "qa 12.0" in plan["summary"]
-    table = format_table(plan)
+    table = format_table(Plan.from_dict(plan))
     assert f"summary: {plan['summary']}" in table
     assert f"qa {roles['qa']['share']:.2%} ({qa_tokens:,} tokens)" in table
 

@@ -76,7 +76,7 @@ def _planned() -> dict:
                          available_tokens=400_000 * (i + 1)) for i, g in enumerate(recipe.groups)]
     avail = Availability(groups=groups, token_counts="estimated", tokens_per_char=0.25,
                          tokens_per_char_source="default", unassigned_documents=0, unassigned_tokens=0)
-    return build_plan(recipe, avail, 1_000_000, 256, batch_size=2)
+    return build_plan(recipe, avail, 1_000_000, 256, batch_size=2).to_dict()
 
 
 def test_plan_record_round_trips_the_planners_plan_json():

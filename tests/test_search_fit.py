@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curate.records.plan import Plan
 from curate.search.fit import constrained_search, cross_validate, fit_all
 from curate.search.mixture import clip_to_caps, epoch_caps, natural_weights, proxy_plan, recipe_dict, sample_mixtures
 from curate.training.synthetic import write_plan
@@ -16,8 +17,9 @@ def plan(tmp_path_factory):
     """Three groups, one of them small with a 2-epoch cap, so proxies of 60k tokens must hold it at
     most 2 x 4,000 / 60,000 = 13% of the mix."""
     avail = {"web": 200_000, "code": 50_000, "qa": 4_000}
-    return write_plan(tmp_path_factory.mktemp("plan"), [{"web": 0.5, "code": 0.3, "qa": 0.2}], [40_960], 64,
+    plan = write_plan(tmp_path_factory.mktemp("plan"), [{"web": 0.5, "code": 0.3, "qa": 0.2}], [40_960], 64,
                       {"kind": "cosine", "lr_start": 3e-3, "lr_end": 3e-4, "warmup_tokens": 0}, avail, max_epochs=2.0)
+    return Plan.from_dict(plan)
 
 
 def test_sampled_mixtures_respect_epoch_caps(plan):
@@ -29,7 +31,7 @@ def test_sampled_mixtures_respect_epoch_caps(plan):
     assert (w <= caps + 1e-12).all() and (w >= 0).all()
     for row in w[:20]:  # the planner accepts every sample as it is, without redistribution
         p = proxy_plan(plan, dict(zip(["web", "code", "qa"], row)), tokens)
-        assert all(g["epochs"] <= g["max_epochs"] + 1e-9 for g in p["groups"]) and not p["redistributed"]
+        assert all(g.epochs <= g.max_epochs + 1e-9 for g in p.groups) and not p.redistributed
 
 
 def regmix_reference(natural, n, seed):
@@ -68,21 +70,20 @@ def test_found_mixture_is_feasible_at_the_target_budget(plan):
     """Caps at the target budget, not the proxies': the target loss falls with qa and code, so the
     search pushes them to what the target run can repeat, and no further."""
     from curate.pipeline.errors import CurateError
-    from curate.records.plan import Plan
     from curate.search.driver import find_mixture, search_space, target_plan
 
     target_tokens = 64 * 6_250  # 400,000 tokens: qa (4,000 x 2 epochs) can be at most 2% of it
-    space = search_space(Plan.of(plan), proxy_tokens=64 * 300, target_tokens=target_tokens)
+    space = search_space(plan, proxy_tokens=64 * 300, target_tokens=target_tokens)
     assert space.caps[2] < 0.02 < epoch_caps(plan, space.proxy_tokens)[2]
     predict = {"t/bpb": lambda x: 3 - x[:, 1] - 5 * x[:, 2], "k/bpb": lambda x: 2 + 0 * x[:, 0]}
     found = find_mixture(space, predict, ["t/bpb", "k/bpb"], 5000, 50, 0.0, 0)
     assert (found.weights <= space.caps).all() and found.weights[2] > 0.5 * space.caps[2]
-    realised = target_plan(Plan.of(plan), space.mix(found.weights), target_tokens)
-    assert not realised["redistributed"] and all(g["epochs"] <= g["max_epochs"] for g in realised["groups"])
-    assert realised["phases"][0]["weights"] == pytest.approx(space.mix(found.weights), abs=1e-5)
+    realised = target_plan(plan, space.mix(found.weights), target_tokens)
+    assert not realised.redistributed and all(g.epochs <= g.max_epochs for g in realised.groups)
+    assert realised.phases[0].weights == pytest.approx(space.mix(found.weights), abs=1e-5)
     # a mixture the proxies' budget would allow but the target run cannot realise is refused, not rewritten
     with pytest.raises(CurateError, match="cannot be realised at the target budget of 400,000 tokens"):
-        target_plan(Plan.of(plan), {"web": 0.6, "code": 0.3, "qa": 0.1}, target_tokens)
+        target_plan(plan, {"web": 0.6, "code": 0.3, "qa": 0.1}, target_tokens)
 
 
 def test_clipping_moves_the_excess_to_the_other_groups():
@@ -135,4 +136,4 @@ def test_found_weights_make_a_recipe_the_planner_takes(plan, tmp_path):
     rec = load_recipe(path)
     out = build_plan(rec, plan_availability(plan), 64 * 100, 64)
     want = recipe_dict(plan, found, "s", "x")["phases"][0]["weights"]
-    assert abs(sum(want.values()) - 1) < 1e-12 and out["phases"][0]["weights"] == pytest.approx(want, abs=1e-12)
+    assert abs(sum(want.values()) - 1) < 1e-12 and out.phases[0].weights == pytest.approx(want, abs=1e-12)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from curate.records.plan import Plan  # noqa: E402
 from curate.training.cli import main as cli_main  # noqa: E402
 from curate.training.config import TrainConfig, load_train_config  # noqa: E402
 from curate.training.hf_io import init_model, load_model  # noqa: E402
@@ -139,7 +140,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(setup, full, tmp_path
 
 def test_lr_at_every_phase_boundary_equals_the_plan(setup, tmp_path):
     d, plan = setup
-    schedule = plan_schedule(plan)
+    schedule = plan_schedule(Plan.from_dict(plan))
     for ph in plan["phases"]:
         assert math.isclose(lr_at_tokens(schedule, ph["start_token"]), ph["lr_start"], rel_tol=1e-12)
         assert math.isclose(lr_at_tokens(schedule, ph["end_token"]), ph["lr_end"], rel_tol=1e-12)
@@ -197,8 +198,11 @@ def test_vocab_mismatch_fails_clearly(setup, tmp_path):
 
 
 def test_malformed_plans_are_refused_before_training(setup, tmp_path):
-    """read_plan validates the whole plan: a clear ValueError naming the problem, never a KeyError mid-run."""
-    from curate.training.plan import read_plan
+    """Plan.load validates the whole plan: a clear ValueError naming the problem, never a KeyError mid-run."""
+    from curate.records.plan import PlanValidationError
+
+    def read_plan(path):
+        return Plan.load(path).to_dict()
 
     d, plan = setup
 
@@ -209,7 +213,7 @@ def test_malformed_plans_are_refused_before_training(setup, tmp_path):
         path.write_text(json.dumps(p))
         return path
 
-    assert read_plan(d / "run" / "plan.json") == plan  # synthetic plans are valid plans
+    assert Plan.load(d / "run" / "plan.json") == Plan.from_dict(plan)  # synthetic plans are valid plans
     with pytest.raises(ValueError, match="schedule"):
         read_plan(bad(lambda p: p.pop("schedule")))
     with pytest.raises(ValueError, match="phase 'phase1' must give weights and tokens"):
@@ -223,6 +227,8 @@ def test_malformed_plans_are_refused_before_training(setup, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_plan(tmp_path / "broken.json")
+    with pytest.raises(PlanValidationError, match="does not exist: run `curate plan` first"):
+        read_plan(tmp_path / "missing.json")
 
 
 def test_batch_geometry_and_config_errors(setup, tmp_path):
@@ -288,7 +294,8 @@ def test_follows_a_plan_from_the_real_planner(tmp_path, recipe_name):
     docs = {g: markov_docs(60, VOCAB, seed=i, mean_len=40) for i, g in enumerate(names)}
     write_tokens(tmp_path / "run", docs, SEQ, VOCAB)
     rows = [{"grp": g, "documents": 60, "chars": 0, "tokens": sum(len(x) + 1 for x in docs[g])} for g in names]
-    plan = build_plan(recipe, group_stats(recipe.groups, rows), total_tokens=SEQ * 8 * 20, seq_len=SEQ, batch_size=8)
+    plan = build_plan(recipe, group_stats(recipe.groups, rows), total_tokens=SEQ * 8 * 20, seq_len=SEQ,
+                      batch_size=8).to_dict()
     (tmp_path / "run" / "plan.json").write_text(json.dumps(plan))
     init_model(tmp_path / "base", "tiny", vocab_size=VOCAB)
     res = train(tmp_path / "run", tmp_path / "base", config=_cfg(eval_every=0), out_dir=tmp_path / "out", quiet=True)

@@ -93,7 +93,7 @@ def test_step_size_comes_from_the_plan(tmp_path, capsys):
     write_tokens(tmp_path / "run", docs, SEQ, VOCAB)
     rows = [{"grp": g, "documents": 40, "chars": 0, "tokens": sum(len(x) + 1 for x in docs[g])} for g in names]
     plan = build_plan(recipe, group_stats(recipe.groups, rows), total_tokens=SEQ * 6 * 5, seq_len=SEQ, batch_size=6)
-    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.to_dict()))
     init_model(tmp_path / "base", "tiny", vocab_size=VOCAB)
     args = ["train", str(tmp_path / "run"), "--base", str(tmp_path / "base"), "--max-steps", "2",
             "--set", "eval_every=0", "--set", "plots=false", "--set", "micro_batch_rows=3", "--set", "log_every=1"]

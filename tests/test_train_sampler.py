@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from curate.records.plan import Plan
 from curate.training.data import PlanSampler, load_groups
 from curate.stages.megatron import read_indexed_dataset
 from curate.training.indexed import PackedRows
@@ -24,7 +25,8 @@ def run(tmp_path_factory):
 
 def _sampler(run, seed=0):
     d, plan = run
-    return PlanSampler(plan, load_groups(d / "tokens", ["code", "qa", "web"]), seed=seed, holdout_rows=4)
+    return PlanSampler(Plan.from_dict(plan), load_groups(d / "tokens", ["code", "qa", "web"]), seed=seed,
+                       holdout_rows=4)
 
 
 def test_token_files_read_back(run, tmp_path):
@@ -90,7 +92,7 @@ def test_plan_asking_too_many_epochs_is_refused_naming_the_group(run):
     for g in tight["groups"]:
         if g["name"] == "qa":
             g["max_epochs"] = 0.5
-    s = PlanSampler(tight, load_groups(d / "tokens", ["code", "qa", "web"]), holdout_rows=4)
+    s = PlanSampler(Plan.from_dict(tight), load_groups(d / "tokens", ["code", "qa", "web"]), holdout_rows=4)
     with pytest.raises(ValueError, match="group 'qa'"):
         s.check_epochs()
 
@@ -101,7 +103,7 @@ def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
         load_groups(d / "tokens", ["web", "nope"])
     bad = dict(plan, seq_len=32)
     with pytest.raises(ValueError, match="seq_len"):
-        PlanSampler(bad, load_groups(d / "tokens", ["code", "qa", "web"]))
+        PlanSampler(Plan.from_dict(bad), load_groups(d / "tokens", ["code", "qa", "web"]))
 
 
 def test_reads_the_packers_own_files(tmp_path):
@@ -142,7 +144,7 @@ def test_a_plan_whose_cap_binds_on_the_catalogs_count_is_not_refused_for_the_hel
     # must not fail training for those rows, while a plan made on far more data still does.
     d, plan = run
     groups = load_groups(d / "tokens", ["code", "qa", "web"])
-    base = PlanSampler(plan, groups, holdout_rows=4)
+    base = PlanSampler(Plan.from_dict(plan), groups, holdout_rows=4)
     need, rows = base.planned_rows()["qa"], base.n_train["qa"]
 
     def sampler(counted_rows: float) -> PlanSampler:
@@ -151,7 +153,7 @@ def test_a_plan_whose_cap_binds_on_the_catalogs_count_is_not_refused_for_the_hel
             if g["name"] == "qa":
                 g["available_tokens"] = tokens = int(counted_rows * base.seq_len)
                 g["max_epochs"] = (need - len(base.phases)) / (tokens / base.seq_len)  # binds on the plan's count
-        return PlanSampler(p, groups, holdout_rows=4)
+        return PlanSampler(Plan.from_dict(p), groups, holdout_rows=4)
 
     sampler(rows * 1.1).check_epochs()  # the held-out rows explain the difference
     with pytest.raises(ValueError, match="group 'qa'"):

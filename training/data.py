@@ -65,9 +65,9 @@ def load_groups(tokens_dir: Path, names: list[str]) -> dict[str, PackedRows]:
 class PlanSampler:
     """Deterministic, resumable row sampler that follows the plan's phases."""
 
-    def __init__(self, plan: Plan | dict[str, Any], groups: dict[str, PackedRows], seed: int = 0,
+    def __init__(self, plan: Plan, groups: dict[str, PackedRows], seed: int = 0,
                  holdout_rows: int = 8) -> None:
-        self.plan, self.groups, self.seed = Plan.of(plan), groups, int(seed)
+        self.plan, self.groups, self.seed = plan, groups, int(seed)
         self.seq_len = self.plan.seq_len
         self.phases = self.plan.phases
         self.names = [g.name for g in self.plan.groups if g.name in groups] or sorted(groups)

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from curate.records.plan import Plan
 from curate.training import distributed
 from curate.training.build import Prefetcher, StepBatch, Trainer, TrainState, build
 from curate.training.checkpoint import save_checkpoint
@@ -26,7 +27,6 @@ from curate.training.data import needs_mask
 from curate.training.metrics import Progress, Timer, peak_tflops
 from curate.training.model import causal_lm_loss
 from curate.training.optim import lr_at_tokens, set_lr
-from curate.training.plan import load_plan
 
 
 def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: TrainConfig | None = None,
@@ -37,7 +37,7 @@ def train(run_dir: Path, base: Path, plan_path: Path | None = None, config: Trai
     cfg = config or TrainConfig()
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "train"
-    plan = load_plan(Path(plan_path) if plan_path else run_dir / "plan.json")
+    plan = Plan.load(Path(plan_path) if plan_path else run_dir / "plan.json")
     t, state = build(run_dir, Path(base), plan, cfg, out, quiet)
     total = t.geo.total_steps
     batches = Prefetcher(t)

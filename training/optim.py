@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from curate.records.plan import Plan, Schedule
 
-def plan_schedule(plan: Any) -> Any:
-    """The schedule of a plan (a `records.plan.Plan` or a plan.json dict) as a
-    `records.plan.Schedule`, total_tokens filled from the plan."""
-    from curate.records.plan import Plan
 
-    return Plan.of(plan).schedule
+def plan_schedule(plan: Plan) -> Schedule:
+    """The schedule of a plan (a `records.plan.Plan`) as a `records.plan.Schedule`, total_tokens
+    filled from the plan."""
+    return plan.schedule
 
 
 def lr_at_tokens(schedule: Any, tokens: int) -> float:

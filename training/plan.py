@@ -1,49 +1,16 @@
-"""plan.json as the trainer reads it: loaded and validated, the resume check and the step checks.
+"""plan.json as the trainer reads it: the resume check and the step checks.
 
-The file on disk is the planner's (docs/internals.md, "plan.json"); `read_plan` validates it whole
-(`mixtures.schema.validate_plan`) and `load_plan` gives the typed record, `records.plan.Plan`.
+The trainer reads the planner's file (docs/internals.md, "plan.json") with `records.plan.Plan.load`,
+which validates it whole (schema, phases tiling the plan, weights and tokens for exactly the plan's
+groups) and gives the typed record.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from curate.records.errors import ConfigError
 from curate.records.plan import Plan
-
-
-def read_plan(path: Path) -> dict[str, Any]:
-    """Load and validate plan.json (`mixtures.schema.validate_plan`: schema, phases tile the plan,
-    every phase gives weights and tokens for exactly the plan's groups)."""
-    from curate.mixtures.schema import validate_plan
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `curate plan` first or pass --plan")
-    try:
-        plan = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): re-run `curate plan`") from None
-    try:
-        validate_plan(plan)
-    except ValueError as e:  # PlanValidationError
-        raise ValueError(f"{path}: {e}") from None
-    return plan
-
-
-def load_plan(path: Path) -> Plan:
-    """The validated plan.json at `path` as a `Plan`."""
-    plan = read_plan(path)
-    try:
-        return Plan.from_dict(plan)
-    except ConfigError as e:  # a value the schema allows but the record does not (a schedule's lr_end > lr_start)
-        raise ValueError(f"{path}: plan field `{e.field}`: {e.message}; re-run `curate plan`") from None
-
-
-def plan_fingerprint(plan: "Plan | Mapping[str, Any]") -> dict[str, Any]:
-    return Plan.of(plan).fingerprint()
 
 
 def check_resume(ckpt: Path, state: dict[str, Any], plan: Plan, batch_tokens: int) -> None:

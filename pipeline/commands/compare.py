@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from curate.pipeline.errors import CurateError
+from curate.records.plan import Plan
 
 
 def train_config_dict(config: str | Path | None, max_steps: int | None, overrides: dict | None = None) -> dict:
@@ -25,20 +26,6 @@ def train_config_dict(config: str | Path | None, max_steps: int | None, override
     except ValueError as e:
         raise CurateError(f"train config: {e}") from None
     return {**dataclasses.asdict(cfg), "plots": False}
-
-
-def read_plan(path: str | Path) -> dict:
-    from curate.mixtures.schema import PlanValidationError, validate_plan
-
-    p = Path(path)
-    if not p.is_file():
-        raise CurateError(f"plan {p} does not exist")
-    try:
-        plan = json.loads(p.read_text())
-        validate_plan(plan)
-    except (ValueError, PlanValidationError) as e:
-        raise CurateError(f"plan {p}: {e}") from None
-    return plan
 
 
 def compare(run: str | Path, plans: Sequence[str | Path], base: str | Path, seeds: int = 3, *,
@@ -57,7 +44,8 @@ def compare(run: str | Path, plans: Sequence[str | Path], base: str | Path, seed
     if len(set(names)) != len(names):
         raise CurateError(f"plan file names must differ (they name the arms): {names}")
     area = run / "compare"
-    arms = [Arm(f"{n}-s{s}", read_plan(p), s) for n, p in zip(names, plans) for s in range(seeds)]
+    # An arm writes the plan it trains on into its folder: the record's plan.json dict.
+    arms = [Arm(f"{n}-s{s}", Plan.load(p).to_dict(), s) for n, p in zip(names, plans) for s in range(seeds)]
     plan_of = {a.name: a.name.rsplit("-s", 1)[0] for a in arms}
     markers = run_arms(run, area, arms, Path(base), train_config_dict(config, max_steps), executor=executor,
                        limit=limit, eval_max_docs=eval_max_docs, echo=echo)

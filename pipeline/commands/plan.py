@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from curate.mixtures.allocate import InfeasiblePlan
 from curate.mixtures.groups import Availability, Group, GroupError, group_case_sql, group_stats
-from curate.mixtures.planner import format_table, plan_mixture
+from curate.mixtures.planner import build_plan, format_table
 from curate.mixtures.recipes import Recipe, RecipeError, load_recipe
 from curate.mixtures.schema import PlanValidationError, validate_plan
 from curate.pipeline.catalog.db import columns
@@ -145,8 +145,8 @@ def plan(run_dir: str | Path, recipe: str | Path | Recipe = "natural", tokens: f
         rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         tokens, rounded = whole_steps(tokens, seq_len, batch_size)
         avail = availability(run_dir, rec.groups, sample_docs=sample_docs, tokens_per_char=tokens_per_char)
-        record = plan_mixture(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
-                              lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
+        record = build_plan(rec, avail, tokens, seq_len, batch_size=batch_size, lr_start=lr_start,
+                            lr_end=lr_end, max_epochs=max_epochs, allow_redistribute=allow_redistribute)
         if rounded:
             record = dataclasses.replace(record, warnings=[rounded, *(record.warnings or [])])
         result = record.to_dict()
