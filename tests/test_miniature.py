@@ -199,7 +199,7 @@ def _plans_of_every_arm(cfg):
         rec = recipe_from_dict(r, k)
         rows = [{"grp": g.name, "documents": 100, "chars": chars[g.name]} for g in rec.groups]
         out[k] = build_plan(rec, group_stats(rec.groups, rows), int(cfg.train.cpt_tokens) // step * step,
-                            cfg.model.seq_len, batch_size=cfg.train.batch_rows)
+                            cfg.model.seq_len, batch_size=cfg.train.batch_rows).to_dict()
     return out
 
 
