@@ -23,11 +23,28 @@ a special case and the next chunk start with that case's next character. Documen
 happens anywhere (or with spaCy's `IS_ALPHA` quirk, which datatrove works around by rewriting the
 text) are split by datatrove itself. tests/test_heuristics_fast.py checks the identity on real text
 and on texts built from every special case cut at its token boundaries.
+
+Speed, with the same words:
+
+3. A chunk's affix regexes run only where they can match. spaCy's prefix, suffix and infix
+   patterns are read (their parse tree, `re._parser`) for the characters a non-empty match can
+   begin with (prefix, infix) or end with (suffix); where the prefix pattern is anchored at the
+   start and the suffix pattern at the end, a chunk whose first / last character is none of
+   those, or holding none of the infix characters, gets the answer the call would give (no
+   prefix, no suffix, no infix) without the call. The suffix pattern is searched at every
+   position, so its call was ~10 us; most chunks skip it. A pattern the reading does not
+   understand is always called.
+4. A known text is joined with one `split` per line and dictionary look-ups mapped in C; only a
+   line holding a chunk after which a special case might continue is looked at word by word.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from bisect import bisect_right
+from itertools import accumulate, chain, compress, count, islice, repeat
+from operator import itemgetter
+from typing import Any, Callable
 
 _MEMO_MAX = 1 << 18  # chunks remembered per language before the memo starts afresh (~60 MB)
 
@@ -49,6 +66,156 @@ def fast_word_splitter(base: Any):
     return SpacyChunkWords(base)
 
 
+def _regex_tree(pattern: re.Pattern):
+    from re import _parser  # the stdlib's own reading of a pattern (sre_parse before 3.11)
+
+    return _parser.parse(pattern.pattern, pattern.flags)
+
+
+class _Unread(Exception):
+    """A pattern construct whose first / last characters are not worked out here."""
+
+
+def _char_class(op: Any, av: Any) -> tuple[str, str]:
+    """One-character pattern item as ("body", class body) or ("pattern", a pattern)."""
+    from re import _constants as c
+
+    if op == c.LITERAL:
+        return "body", re.escape(chr(av))
+    if op == c.NOT_LITERAL:
+        return "pattern", f"[^{re.escape(chr(av))}]"
+    if op == c.ANY:
+        return "pattern", "(?s:.)"
+    categories = {c.CATEGORY_DIGIT: r"\d", c.CATEGORY_NOT_DIGIT: r"\D", c.CATEGORY_SPACE: r"\s",
+                  c.CATEGORY_NOT_SPACE: r"\S", c.CATEGORY_WORD: r"\w", c.CATEGORY_NOT_WORD: r"\W"}
+    negate, parts = False, []
+    for item, value in av:  # op is IN
+        if item == c.NEGATE:
+            negate = True
+        elif item == c.LITERAL:
+            parts.append(re.escape(chr(value)))
+        elif item == c.RANGE:
+            parts.append(f"{re.escape(chr(value[0]))}-{re.escape(chr(value[1]))}")
+        elif item == c.CATEGORY and value in categories:
+            parts.append(categories[value])
+        else:
+            raise _Unread(item)
+    if negate:
+        return "pattern", f"[^{''.join(parts)}]" if parts else "(?s:.)"
+    return "body", "".join(parts)
+
+
+def _edge_chars(seq: Any, last: bool) -> tuple[list[tuple[str, str]], bool]:
+    """The one-character patterns (`_char_class`) one of which every non-empty match of `seq`
+    begins with (`last`: ends with), a superset, and whether `seq` can match the empty string."""
+    from re import _constants as c
+
+    found: list[tuple[str, str]] = []
+    for op, av in (reversed(seq.data) if last else seq.data):
+        if op in (c.LITERAL, c.NOT_LITERAL, c.ANY, c.IN):
+            return found + [_char_class(op, av)], False
+        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):  # zero-width: the character is further on
+            continue
+        if op == c.BRANCH:
+            alternatives = [_edge_chars(alt, last) for alt in av[1]]
+            found += [ch for chars, _ in alternatives for ch in chars]
+            nullable = any(empty for _, empty in alternatives)
+        elif op == c.SUBPATTERN:
+            chars, nullable = _edge_chars(av[3], last)
+            if av[1] & c.SRE_FLAG_IGNORECASE:  # a case-insensitive group: its characters in any case
+                chars = [("pattern", f"(?i:[{text}])" if kind == "body" else f"(?i:{text})") for kind, text in chars]
+            found += chars
+        elif op == c.ATOMIC_GROUP:
+            chars, nullable = _edge_chars(av, last)
+            found += chars
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            chars, nullable = _edge_chars(sub, last) if high else ([], True)
+            found += chars
+            nullable = nullable or low == 0
+        elif op == c.GROUPREF:  # whatever the group matched, possibly nothing
+            found.append(("pattern", "(?s:.)"))
+            nullable = True
+        else:
+            raise _Unread(op)
+        if not nullable:
+            return found, False
+    return found, True
+
+
+def _anchored(seq: Any, last: bool) -> bool:
+    """Whether every match of `seq` begins at the start of the string (`last`: ends at its end)."""
+    from re import _constants as c
+
+    anchors = (c.AT_END, c.AT_END_STRING) if last else (c.AT_BEGINNING, c.AT_BEGINNING_STRING)
+    for op, av in (reversed(seq.data) if last else seq.data):
+        if op == c.AT and av in anchors:
+            return True
+        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            continue
+        if op == c.BRANCH:
+            return all(_anchored(alt, last) for alt in av[1])
+        if op == c.SUBPATTERN and not av[1] & c.SRE_FLAG_MULTILINE:
+            return _anchored(av[3], last)
+        return False
+    return False
+
+
+def _one_of(chars: list[tuple[str, str]], flags: int) -> re.Pattern:
+    bodies = "".join(text for kind, text in chars if kind == "body")
+    alternatives = ([f"[{bodies}]"] if bodies else []) + [text for kind, text in chars if kind == "pattern"]
+    return re.compile("|".join(alternatives) or "(?!)", flags & re.IGNORECASE)
+
+
+def affix_gate(fn: Any, where: str) -> Callable[[str], bool] | None:
+    """For spaCy's `prefix_search` / `suffix_search` (`where` "start" / "end", a `search`) or
+    `infix_finditer` ("any"): a test false only where the call cannot find a non-empty match,
+    or None where that is not worked out (then the call is always made)."""
+    pattern = getattr(fn, "__self__", None)
+    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str) or pattern.flags & re.MULTILINE:
+        return None
+    try:
+        tree = _regex_tree(pattern)
+        if where == "end" and _anchored(tree, True):
+            test = _one_of(_edge_chars(tree, True)[0], pattern.flags)
+            # `$` also matches before a final newline (chunks hold none)
+            return lambda s: test.match(s, len(s) - 1) is not None or s.endswith("\n")
+        chars, nullable = _edge_chars(tree, False)
+    except (_Unread, ImportError, AttributeError, re.error, RecursionError):
+        return None
+    if where == "any" and nullable:  # empty infix matches split a chunk too
+        return None
+    test = _one_of(chars, pattern.flags)
+    if where == "start" and _anchored(tree, False):
+        return lambda s: test.match(s) is not None
+    return lambda s: test.search(s) is not None  # a match may begin anywhere
+
+
+def _special_case_tables(nlp: Any) -> tuple[dict, dict, dict]:
+    """From a spaCy pipeline's special cases: (first token -> the multi-token patterns that start
+    with it, text before a cut -> characters after it, tokens before a cut -> characters after it).
+    A special case's PhraseMatcher pattern is its string split by the affix rules alone
+    (`add_special_case`), so a match can cross a chunk boundary only between two of those tokens."""
+    from spacy.tokenizer import Tokenizer
+
+    tok = nlp.tokenizer
+    bare = Tokenizer(nlp.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
+                     infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)
+    patterns: dict[str, list[tuple[str, ...]]] = {}
+    by_text: dict[str, set[str]] = {}
+    by_tokens: dict[tuple[str, ...], set[str]] = {}
+    with nlp.memory_zone():
+        for key in tok.rules:
+            pattern = tuple(t.text for t in bare(key))
+            if len(pattern) > 1:
+                patterns.setdefault(pattern[0], []).append(pattern)
+            for cut in range(1, len(pattern)):
+                by_text.setdefault("".join(pattern[:cut]), set()).add(pattern[cut][0])
+                by_tokens.setdefault(pattern[:cut], set()).add(pattern[cut][0])
+    return (patterns, {u: frozenset(c) for u, c in by_text.items()},
+            {u: frozenset(c) for u, c in by_tokens.items()})
+
+
 class SpacyChunkWords:
     """`word_tokenize(text)` equal to datatrove `SpaCyTokenizer.word_tokenize(text)` (see module
     docstring for why), at dictionary-lookup cost per chunk once a chunk has been seen."""
@@ -56,47 +223,44 @@ class SpacyChunkWords:
     def __init__(self, base: Any):
         self.base = base
         self.nlp = base.tokenizer
-        # A special case's PhraseMatcher pattern is its string split by the affix rules alone
-        # (`add_special_case`); a match can cross a chunk boundary only between two of those
-        # tokens. Its text before such a cut -> the characters that follow the cut.
-        from spacy.tokenizer import Tokenizer
-
         tok = self.nlp.tokenizer
-        bare = Tokenizer(self.nlp.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
-                         infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)
-        self._next_after: dict[str, Any] = {}
-        # first token of a multi-token pattern -> the patterns (the matcher's, and more)
-        self._patterns: dict[str, list[tuple[str, ...]]] = {}
-        with self.nlp.memory_zone():
-            for key in tok.rules:
-                pattern = [t.text for t in bare(key)]
-                if len(pattern) > 1:
-                    self._patterns.setdefault(pattern[0], []).append(tuple(pattern))
-                for cut in range(1, len(pattern)):
-                    self._next_after.setdefault("".join(pattern[:cut]), set()).add(pattern[cut][0])
-        self._next_after = {u: frozenset(chars) for u, chars in self._next_after.items()}
+        self._patterns, self._next_after, self._next_tokens = _special_case_tables(self.nlp)
         self._longest = max(map(len, self._next_after), default=0)
+        self._token_cut = max(map(len, self._next_tokens), default=0)
+        self._last_tokens = frozenset(cut[-1] for cut in self._next_tokens)  # a chunk ending otherwise continues none
         from spacy.attrs import ORTH
 
         self._rules = {key: [t[ORTH] for t in subs] for key, subs in tok.rules.items()}  # special case -> words
-        # chunk -> (words, chars that would continue a special case from its end, or None)
-        self._memo: dict[str, tuple[list[str], frozenset | None]] = {}
+        starts, ends = affix_gate(tok.prefix_search, "start"), affix_gate(tok.suffix_search, "end")
+        self._find_prefix = tok.find_prefix if starts is None else (lambda s: tok.find_prefix(s) if starts(s) else 0)
+        self._find_suffix = tok.find_suffix if ends is None else (lambda s: tok.find_suffix(s) if ends(s) else 0)
+        self._may_infix = affix_gate(tok.infix_finditer, "any") or (lambda s: True)
+        self._words: dict[str, list[str]] = {}  # chunk (or segment, which holds a space) -> its words
+        self._nexts: dict[str, frozenset] = {}  # chunk -> characters that would continue a special case
         self.segments = 0  # chunk runs split together (a special case might cross them)
 
     def _learn(self, chunks: list[str]) -> None:
-        next_after = self._next_after
+        last_tokens, next_tokens = self._last_tokens, self._next_tokens
         with self.nlp.memory_zone():
             for chunk in chunks:
-                words = self._affix_split(chunk)
-                if len(words) > 1 and self._may_match(words):
+                tokens = self._affix_split(chunk)  # the tokens the matcher reads (in any context)
+                words = tokens
+                if len(tokens) > 1 and self._may_match(tokens):
                     words = [t.text.strip() for t in self.nlp.tokenizer(chunk)]
-                words = [w for w in words if w]
-                nexts: frozenset | None = None
-                for cut in range(1, min(len(chunk), self._longest) + 1):
-                    after = next_after.get(chunk[-cut:])
-                    if after is not None:
-                        nexts = after if nexts is None else nexts | after
-                self._memo[chunk] = (words, nexts)
+                self._words[chunk] = [w for w in words if w]
+                if tokens and tokens[-1] in last_tokens:
+                    nexts: frozenset = frozenset()
+                    for cut in range(1, min(len(tokens), self._token_cut) + 1):
+                        nexts |= next_tokens.get(tuple(tokens[-cut:]), nexts)
+                    if nexts:
+                        self._nexts[chunk] = nexts
+
+    def _continuations(self, text: str) -> frozenset:
+        """Characters that would continue a special case begun by a string ending `text`."""
+        nexts: frozenset = frozenset()
+        for cut in range(1, min(len(text), self._longest) + 1):
+            nexts |= self._next_after.get(text[-cut:], nexts)
+        return nexts
 
     def _affix_split(self, string: str) -> list[str]:
         """spaCy's `_tokenize` of one chunk (`_split_affixes`, then `_attach_tokens`), step for
@@ -114,14 +278,14 @@ class SpacyChunkWords:
             if string in rules:
                 break
             last_size = len(string)
-            pre_len = tok.find_prefix(string)
+            pre_len = self._find_prefix(string)
             if pre_len != 0:
                 prefix, minus_pre = string[:pre_len], string[pre_len:]
                 if minus_pre and minus_pre in rules:
                     string = minus_pre
                     prefixes.append(prefix)
                     break
-            suf_len = tok.find_suffix(string[pre_len:])
+            suf_len = self._find_suffix(string[pre_len:])
             if suf_len != 0:
                 suffix, minus_suf = string[-suf_len:], string[:-suf_len]
                 if minus_suf and minus_suf in rules:
@@ -142,6 +306,8 @@ class SpacyChunkWords:
         if string:
             if string in rules:
                 tokens += rules[string]
+            elif not self._may_infix(string):  # then a token or URL match also leaves it whole
+                tokens.append(string)
             elif (tok.token_match and tok.token_match(string)) or (tok.url_match and tok.url_match(string)):
                 tokens.append(string)
             else:
@@ -176,68 +342,85 @@ class SpacyChunkWords:
     def word_tokenize(self, text: str) -> list[str]:
         if "IS_ALPHA" in text:
             return self.base.word_tokenize(text)
+        lines = text.split("\n")
+        per_line = list(map(str.split, lines))
+        chunks = list(chain.from_iterable(per_line))
         try:
-            return self._join(text)
-        except KeyError:  # chunks not seen yet: learn them all, then join again
-            self._learn_missing(text.split())
-            return self._join(text)
+            known = list(map(self._words.__getitem__, chunks))
+        except KeyError:  # chunks not seen yet: learn them all, then look up again
+            self._learn_missing(chunks)
+            known = list(map(self._words.__getitem__, chunks))
+        risky = self._risky_lines(chunks, per_line)
+        if not risky:
+            return list(chain.from_iterable(known))
+        ends = list(accumulate(map(len, per_line)))  # chunks up to the end of each line
+        words: list[str] = []
+        done = 0
+        for line in sorted(risky):
+            words += chain.from_iterable(known[done:ends[line - 1] if line else 0])
+            words += self._by_segments(lines[line])
+            done = ends[line]
+        words += chain.from_iterable(known[done:])
+        return words
 
     def _learn_missing(self, chunks: list[str]) -> None:
-        memo = self._memo
-        missing = [c for c in dict.fromkeys(chunks) if c not in memo]
-        if len(memo) + len(missing) > _MEMO_MAX:
-            memo.clear()
+        missing = [c for c in dict.fromkeys(chunks) if c not in self._words]
+        if len(self._words) + len(missing) > _MEMO_MAX:
+            self._words.clear()
+            self._nexts.clear()
             missing = list(dict.fromkeys(chunks))
         if missing:
             self._learn(missing)
 
-    def _join(self, text: str) -> list[str]:
-        """The chunks' words in order (KeyError on a chunk not learnt yet). Chunks on different
-        lines have a newline between them, so only boundaries within a line can be crossed by a
-        special case; a line where one might be is split by segments."""
-        memo = self._memo
-        words: list[str] = []
-        for line in text.split("\n"):
-            risky: frozenset | None = None
-            line_start = len(words)
-            for chunk in line.split():
-                chunk_words, nexts = memo[chunk]
-                if risky is not None and chunk[0] in risky:
-                    del words[line_start:]
-                    words += self._by_segments(line)
-                    break
-                risky = nexts
-                words += chunk_words
-        return words
+    def _risky_lines(self, chunks: list[str], per_line: list[list[str]]) -> set[int]:
+        """Lines where a special case might continue from one chunk into the next. Chunks on
+        different lines have a newline between them, so only boundaries within a line count."""
+        # chunk i's continuations hold chunk i+1's first character (mapped in C: most chunks
+        # continue some special case, "a" -> "a.", few boundaries do)
+        follows = map(frozenset.__contains__, map(self._nexts.get, chunks, repeat(frozenset())),
+                      map(itemgetter(0), islice(chunks, 1, None)))
+        lines: set[int] = set()
+        ends: list[int] | None = None
+        for i in compress(count(), follows):
+            if ends is None:
+                ends = list(accumulate(map(len, per_line)))
+            line = bisect_right(ends, i)
+            if i + 1 < ends[line]:
+                lines.add(line)
+        return lines
 
     def _by_segments(self, text: str) -> list[str]:
         """Words of a text with boundaries a special case might cross: chunks joined by such a
         boundary (and one plain space: any other whitespace leaves a whitespace token between
         them, which no multi-token pattern holds) are split together by spaCy, as one segment.
         A match never spans two segments, so each segment splits as it does within the text."""
-        memo = self._memo
         words: list[str] = []
         segment: list[tuple[int, int]] = []  # (start, end) of the chunks of the open segment
-        risky: frozenset | None = None
+        risky: frozenset = frozenset()
+        tail = ""  # the segment's last characters, spaces left out (the matcher reads tokens)
         pos = 0
         for chunk in text.split():
             start = text.find(chunk, pos)  # only whitespace lies between pos and the chunk
             pos = start + len(chunk)
-            if not (risky is not None and chunk[0] in risky and text[segment[-1][1]:start] == " "):
+            if chunk[0] in risky and text[segment[-1][1]:start] == " ":
+                # a special case begun before this chunk may go on past it: "(._.):’ - )"
+                tail = (tail + chunk)[-self._longest:]
+                risky = self._continuations(tail)
+            else:
                 words += self._segment_words(text, segment)
-                segment = []
+                segment, tail = [], chunk[-self._longest:]
+                risky = self._nexts.get(chunk, frozenset())
             segment.append((start, pos))
-            risky = memo[chunk][1]
         return words + self._segment_words(text, segment)
 
     def _segment_words(self, text: str, segment: list[tuple[int, int]]) -> list[str]:
         if not segment:
             return []
         piece = text[segment[0][0]:segment[-1][1]]
-        known = self._memo.get(piece)  # a chunk, or a segment seen before (it holds a space)
+        known = self._words.get(piece)  # a chunk, or a segment seen before (it holds a space)
         if known is None:
             self.segments += 1
             with self.nlp.memory_zone():
                 words = [t.text.strip() for t in self.nlp.tokenizer(piece)]
-            known = self._memo[piece] = ([w for w in words if w], None)
-        return list(known[0])
+            known = self._words[piece] = [w for w in words if w]
+        return list(known)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from curate.scorers.heuristic_rules import (DocFeatures, _first_positions, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates,
+from curate.scorers.heuristic_rules import (DocFeatures, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates, gram_groups,
                                      signals, top_ngram_chars)
 from test_scorers_corpus import codec_tables, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
@@ -69,6 +69,11 @@ def test_special_cases_cut_at_a_space_split_as_spacy_does():
         for cut in range(1, len(pattern)):
             pair = "".join(pattern[:cut]) + " " + "".join(pattern[cut:])
             built += [pair, f"x {pair}\ny", *(pair + other for other in keys[:12]), *(other + pair for other in keys[:12])]
+        # cut twice: a match across three chunks ("(._.):’ - )") shadows a special case in the last
+        for first in range(1, len(pattern)):
+            for second in range(first + 1, len(pattern)):
+                triple = f"{''.join(pattern[:first])} {''.join(pattern[first:second])} {''.join(pattern[second:])}"
+                built += [triple, *(triple + other for other in keys[:12])]
     naive_differs = 0
     for text in built:
         want = base.word_tokenize(text)
@@ -76,6 +81,71 @@ def test_special_cases_cut_at_a_space_split_as_spacy_does():
         naive_differs += [w for c in text.split() for w in base.word_tokenize(c)] != want
     assert naive_differs > 0  # the case is real: chunk by chunk alone would get these wrong
     assert fast.segments > 0
+
+
+def test_affix_regexes_are_skipped_only_where_they_cannot_match(texts):
+    """The gates read from a pattern's parse tree say "no match" only where the call finds none:
+    on spaCy's own affix patterns over every chunk of real text, and on patterns built to hold
+    lookbehinds, case-insensitive groups, repeats, unanchored and empty-matching alternatives."""
+    import random
+    import re
+
+    from curate.scorers.wordsplit import affix_gate
+
+    tok = _splitter("en").nlp.tokenizer
+    chunks = sorted({c for t in texts for c in t.split()})
+    gates = {"start": affix_gate(tok.prefix_search, "start"), "end": affix_gate(tok.suffix_search, "end"),
+             "any": affix_gate(tok.infix_finditer, "any")}
+    assert all(gates.values())  # spaCy's English patterns are all read
+    calls = {"start": tok.find_prefix, "end": tok.find_suffix, "any": tok.find_infix}
+    skipped = dict.fromkeys(gates, 0)
+    for where, gate in gates.items():
+        for chunk in chunks:
+            if not gate(chunk):
+                assert not calls[where](chunk), (where, chunk)
+                skipped[where] += 1
+    assert min(skipped.values()) > len(chunks) // 10  # the gates do skip calls
+    built = [r"^(?:ab|(?i:c)d?|\d+x)", r"(?<=[0-9])km$|'s$|\.\.+$|(?:x|y)z*$", r"(?<=a)[-,](?=b)|q+",
+             r"x*", r"(?:ab|c)+\Z", r"(a)\1|[^a-c]", r"\w\.$|\S{3}"]
+    alphabet = "abcdxyzkmq-,.'3 AC"
+    rng = random.Random(0)
+    strings = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7))) for _ in range(3000)]
+    for source in built:
+        pattern = re.compile(source)
+        for where, fn in (("start", pattern.search), ("end", pattern.search), ("any", pattern.finditer)):
+            gate = affix_gate(fn, where)
+            if gate is None:  # an empty infix match splits too: never skipped
+                assert where == "any" and pattern.match("") is not None
+                continue
+            for s in strings:
+                found = [m for m in pattern.finditer(s) if m.end() > m.start()] if where == "any" else \
+                    [m for m in [pattern.search(s)] if m and m.end() > m.start()]
+                assert gate(s) or not found, (source, where, s)
+
+
+def test_arrow_grouping_equals_numpy_grouping(monkeypatch):
+    """n-gram keys are grouped by numpy's sort below a size and by Arrow's hashing above it."""
+    import numpy as np
+
+    import curate.scorers.heuristic_rules as hr
+
+    rng = np.random.default_rng(0)
+    for size in (1, 5, 300, 5000):
+        keys = rng.integers(0, max(2, size // 3), size) * 1_000_003
+        monkeypatch.setattr(hr, "_HASH_GROUPS_FROM", 10**9)
+        first, sizes, group = hr._groups_of(keys)
+        monkeypatch.setattr(hr, "_HASH_GROUPS_FROM", 0)
+        first2, sizes2, group2 = hr._groups_of(keys)
+        assert (first[group] == first2[group2]).all() and (sizes[group] == sizes2[group2]).all()
+        assert sorted(first.tolist()) == sorted(first2.tolist())
+        assert (first[group] <= np.arange(size)).all() and (keys[first[group]] == keys).all()
+
+
+def test_distinct_words_in_order_of_first_occurrence(texts):
+    for text in texts[:20]:
+        feats = _features(text)
+        assert feats.distinct == list(dict.fromkeys(feats.words))
+        assert [feats.distinct[i] for i in feats.word_ids] == feats.words
 
 
 def test_alpha_pattern_is_exactly_isalpha():
@@ -108,8 +178,8 @@ def test_repetition_quantities_equal_datatrove(texts):
                 assert dup_ngram_exceeds(feats, n, lambda c, w=want: c > w - 1) is True
     # "ab c" and "a bc" are one string: numbered word n-grams would miss that, and are not used
     feats = _features(built[1])
-    assert _first_positions(feats, 2) is None
-    assert _first_positions(feats, 3) is not None
+    assert gram_groups(feats, 2) is None
+    assert gram_groups(feats, 3) is not None
 
 
 PARAMS = {
@@ -189,4 +259,4 @@ def test_a_full_memo_starts_afresh_and_splits_the_same(texts, monkeypatch):
     monkeypatch.setattr(ws, "_MEMO_MAX", 200)
     base, fast = _tokenizer("en"), ws.fast_word_splitter(_tokenizer("en"))
     assert [fast.word_tokenize(t) for t in texts[:20]] == [base.word_tokenize(t) for t in texts[:20]]
-    assert len(fast._memo) <= 200 + max(len(set(t.split())) for t in texts[:20])
+    assert len(fast._words) <= 200 + max(len(set(t.split())) for t in texts[:20])
