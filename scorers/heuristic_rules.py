@@ -7,14 +7,16 @@ differs is how each quantity is computed:
 
 - duplicate lines / paragraphs: set sizes instead of a Python loop (`find_duplicates` counts every
   repeat of an element and its characters: total minus the distinct ones);
-- top n-gram (`find_top_duplicate` over `" ".join` n-grams): n-grams counted as word tuples
-  (numbered with numpy, n from n-1), the same count because no word holds a space (checked, else
-  datatrove's own functions run); ties go to the n-gram seen first in both (Counter order, `max`);
+- n-grams are grouped once per n (`gram_groups`) by one numpy sort of their `"".join` strings'
+  (length, polynomial hash) keys, accepted where every n-gram holds its group's first words
+  (else word tuples are numbered, or the strings themselves compared);
+- top n-gram (`find_top_duplicate` over `" ".join` n-grams): counted from those groups, the same
+  count because no word holds a space (checked, else datatrove's own functions run); ties go to
+  the n-gram seen first in both (Counter order, `max`);
 - duplicated n-grams (`find_all_duplicate`, a left-to-right scan over `"".join` n-grams that
-  jumps past a repeat): the n-gram strings are slices of the joined words, their first
-  occurrences come from one dict, and the scan visits only the n-grams seen before, since any
-  other is new where the scan reaches it; it stops once the threshold is passed (the count only
-  grows);
+  jumps past a repeat): each n-gram's first occurrence comes from its group, and the scan visits
+  only the n-grams seen before, since any other is new where the scan reaches it; it stops once
+  the threshold is passed (the count only grows);
 - Gopher quality's per-character checks: `str.strip` over datatrove's punctuation set for
   "has a non-punctuation character", a regex holding exactly the characters for which
   `str.isalpha()` is true for "has a letter".
@@ -64,6 +66,7 @@ class DocFeatures:
         self._split_words = split_words
         self._grams: dict[int, Any] = {}
         self._top: dict[int, int | None] = {}  # n -> top_ngram_chars (the rule and the signals share it)
+        self._groups: dict[int, Any] = {}  # n -> gram_groups
 
     @cached_property
     def words(self) -> list[str]:
@@ -75,11 +78,19 @@ class DocFeatures:
         return " " not in self.joined[0]
 
     @cached_property
-    def _word_ids(self):
+    def _encoded(self):
+        """(a number per word, numbered in order of first occurrence; the distinct words in that
+        order), from one hash pass over the words (Arrow's dictionary encoding)."""
         import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        numbers: dict[str, int] = {}
-        return np.fromiter(map(numbers.setdefault, self.words, count()), dtype=np.int64, count=len(self.words))
+        codes = pc.dictionary_encode(pa.array(self.words, pa.large_string()))
+        return codes.indices.to_numpy().astype(np.int64), codes.dictionary.to_pylist()
+
+    @property
+    def word_ids(self):
+        return self._encoded[0]
 
     def gram_ids(self, n: int):
         """A number per word n-gram (position i: words[i:i+n]), equal iff the n-grams are equal."""
@@ -88,12 +99,18 @@ class DocFeatures:
         ids = self._grams.get(n)
         if ids is None:
             if n == 1:
-                ids = self._word_ids
+                ids = self.word_ids
             else:  # (n-1)-gram number and last word, as one int64 (both < len(words) <= 3e9)
-                words = self._word_ids
+                words = self.word_ids
                 ids = np.unique(self.gram_ids(n - 1)[:-1] * len(words) + words[n - 1:], return_inverse=True)[1]
             self._grams[n] = ids
         return ids
+
+    def groups(self, n: int):
+        """`gram_groups(self, n)`, computed once (the top n-gram and the duplicated n-grams share it)."""
+        if n not in self._groups:
+            self._groups[n] = gram_groups(self, n)
+        return self._groups[n]
 
     @cached_property
     def char_hashes(self):
@@ -123,23 +140,32 @@ class DocFeatures:
     def line_duplicates(self) -> tuple[int, int]:
         return find_duplicates(self.lines)
 
-    @cached_property
+    @property
     def distinct(self) -> list[str]:
         """The words without repeats, in order: per-word tests run once per distinct word (a
         document repeats most of its words: 40 pydoc topics hold 43,852 words, 3,083 distinct)."""
-        return list(dict.fromkeys(self.words))
+        return self._encoded[1]
+
+    def _occurrences(self, test: Callable[[str], Any]):
+        """How often each distinct word for which `test` is true occurs, and their lengths."""
+        import numpy as np
+
+        distinct = self.distinct
+        chosen = np.fromiter(map(bool, map(test, distinct)), dtype=bool, count=len(distinct))
+        lengths = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
+        return np.bincount(self.word_ids, minlength=len(distinct))[chosen], lengths[chosen]
 
     @cached_property
-    def non_symbol_words(self) -> list[str]:
+    def non_symbol(self) -> tuple[int, int]:
+        """(words that are not punctuation only, their characters)."""
         # any(ch not in PUNCTUATION_SET for ch in w) <=> stripping those characters leaves some
         punct = _punctuation()
-        keep = {w for w in self.distinct if w.strip(punct)}
-        return list(filter(keep.__contains__, self.words))
+        counts, lengths = self._occurrences(lambda w: w.strip(punct))
+        return int(counts.sum()), int(counts @ lengths)
 
     @cached_property
     def alpha_words(self) -> int:
-        alpha = set(filter(alpha_pattern().search, self.distinct))
-        return len(list(filter(alpha.__contains__, self.words)))
+        return int(self._occurrences(alpha_pattern().search)[0].sum())
 
     @cached_property
     def joined(self) -> tuple[str, list[int]]:
@@ -170,12 +196,18 @@ def _top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
         return find_top_duplicate(get_n_grams(words, n))
     import numpy as np
 
-    ids = feats.gram_ids(n)
-    per_gram = np.bincount(ids)
-    most = int(per_gram.max())
-    first = int(np.argmax(per_gram[ids] == most))  # the top n-gram that occurs first
+    # No word holds a space, so `" ".join` n-grams group as word tuples do: as their `"".join`
+    # strings where those are shown to (`groups`), else by numbered tuples.
+    groups = feats.groups(n)
+    if groups is not None:
+        first, sizes, _ = groups
+    else:
+        ids = feats.gram_ids(n)
+        sizes, first = np.bincount(ids), np.unique(ids, return_index=True)[1]
+    most = int(sizes.max())
+    top = int(first[sizes == most].min())  # the top n-gram that occurs first
     starts = feats.joined[1]
-    return (starts[first + n] - starts[first] + n - 1) * most
+    return (starts[top + n] - starts[top] + n - 1) * most
 
 
 _P, _B = (1 << 31) - 1, 1_000_003  # a polynomial string hash modulo a prime (only ever compared)
@@ -194,21 +226,46 @@ def _powers(base: int, size: int):
     return out
 
 
-def _first_positions(feats: DocFeatures, n: int):
-    """Each n-gram's first position, from numbered word n-grams, where that is the same as
-    comparing `"".join` strings; None where it may not be (then the strings are compared).
-    Equal word tuples give equal strings; two different tuples can give one string ("ab c",
-    "a bc"), so each distinct tuple's string length and hash must differ from every other's."""
+_HASH_GROUPS_FROM = 2000
+
+
+def _groups_of(keys):
+    """Equal int64 keys grouped: (each group's first position, its size, each key's group)."""
     import numpy as np
 
-    ids = feats.gram_ids(n)
-    _, first, group = np.unique(ids, return_index=True, return_inverse=True)
+    if keys.size < _HASH_GROUPS_FROM:  # a sort; Arrow's hashing costs less only on more keys
+        _, first, group, sizes = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        return first, sizes, group
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Dictionary codes count up in order of first occurrence, so a key starts its group
+    # where its code exceeds every code before it.
+    group = pc.dictionary_encode(pa.array(keys)).indices.to_numpy().astype(np.int64)
+    opens = np.empty(group.size, dtype=bool)
+    opens[0] = True
+    np.greater(group[1:], np.maximum.accumulate(group[:-1]), out=opens[1:])
+    return np.flatnonzero(opens), np.bincount(group), group
+
+
+def gram_groups(feats: DocFeatures, n: int):
+    """The word n-grams grouped by their `"".join` strings (`find_all_duplicate` compares
+    those): (each group's first position, its size, each position's group), one sort of the
+    n-grams' (length, polynomial hash) keys. Accepted only where every position holds the same
+    words as its group's first position: equal words make equal strings, and a hash collision or
+    two word tuples joining into one string ("ab c", "a bc") fail that test; then None, and the
+    callers compare word tuples or the strings themselves."""
+    import numpy as np
+
     starts, prefix, inverse_powers = feats.char_hashes
-    a, b = starts[first], starts[first + n]
-    hashes = (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P
-    if np.unique((b - a) * _P + hashes).size != first.size:
+    a, b = starts[:-n], starts[n:]
+    first, sizes, group = _groups_of((b - a) * _P + (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P)
+    rep = first[group]
+    later = np.flatnonzero(rep != np.arange(rep.size))
+    words, rep_later = feats.word_ids, rep[later]
+    if any(not np.array_equal(words[later + j], words[rep_later + j]) for j in range(n)):
         return None
-    return first[group]
+    return first, sizes, group
 
 
 def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
@@ -220,8 +277,10 @@ def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) 
     positions = len(starts) - n  # len(words) - n + 1
     if positions <= 0:
         return limit(0)
-    firsts = _first_positions(feats, n)
-    if firsts is None:
+    groups = feats.groups(n)
+    if groups is not None:
+        firsts = groups[0][groups[2]]
+    else:
         grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
         first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
         firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)
@@ -277,14 +336,13 @@ def gopher_quality(filt: Any, feats: DocFeatures) -> str | None:
     """`GopherQualityFilter.filter`: None to keep, else its reason."""
     text, words = feats.text, feats.words
     n_words = len(words)
-    non_symbol_words = feats.non_symbol_words
-    n_non_symbol_words = len(non_symbol_words)
+    n_non_symbol_words, non_symbol_chars = feats.non_symbol
     if filt.min_doc_words and n_non_symbol_words < filt.min_doc_words:
         return "gopher_short_doc"
     if filt.max_doc_words and n_non_symbol_words > filt.max_doc_words:
         return "gopher_long_doc"
     # np.mean of word lengths: an exact integer sum over a count, divided once
-    avg_n_words = sum(map(len, non_symbol_words)) / n_non_symbol_words if n_non_symbol_words else float("nan")
+    avg_n_words = non_symbol_chars / n_non_symbol_words if n_non_symbol_words else float("nan")
     if filt.min_avg_word_length and avg_n_words < filt.min_avg_word_length:
         return "gopher_below_avg_threshold"
     if filt.max_avg_word_length and avg_n_words > filt.max_avg_word_length:
@@ -302,7 +360,7 @@ def gopher_quality(filt: Any, feats: DocFeatures) -> str | None:
         return "gopher_too_many_end_ellipsis"
     if filt.max_non_alpha_words_ratio and feats.alpha_words / n_words < filt.max_non_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
-    if filt.min_stop_words and len(filt.stop_words.intersection(words)) < filt.min_stop_words:
+    if filt.min_stop_words and len(filt.stop_words.intersection(feats.distinct)) < filt.min_stop_words:
         return "gopher_enough_stop_words"
     return None
 
@@ -352,15 +410,16 @@ def _signal_constants() -> tuple[frozenset, tuple]:
 def signals(feats: DocFeatures) -> dict[str, float | int]:
     """The SIGNALS of one document, from the quantities its rules use (shared with `decide`)."""
     stop_words, terminal = _signal_constants()
-    text, words, non_symbol = feats.text, feats.words, feats.non_symbol_words
+    text, words = feats.text, feats.words
+    n_non_symbol, non_symbol_chars = feats.non_symbol
     stripped = text.strip()
     blank_free = [ln for ln in text.split("\n") if ln.strip()]
     top2 = top_ngram_chars(feats, 2)
     return {
-        "hs_words": len(non_symbol),
-        "hs_mean_word_len": sum(map(len, non_symbol)) / len(non_symbol) if non_symbol else 0.0,
+        "hs_words": n_non_symbol,
+        "hs_mean_word_len": non_symbol_chars / n_non_symbol if n_non_symbol else 0.0,
         "hs_alpha_ratio": feats.alpha_words / len(words) if words else 0.0,
-        "hs_stop_words": len(stop_words.intersection(words)),
+        "hs_stop_words": len(stop_words.intersection(feats.distinct)),
         "hs_dup_para_frac": feats.paragraph_duplicates[0] / len(feats.paragraphs) if stripped else 0.0,
         "hs_dup_line_frac": feats.line_duplicates[0] / len(feats.lines) if stripped else 0.0,
         "hs_top2gram_frac": top2 / len(text) if top2 is not None and text else 0.0,
