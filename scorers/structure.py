@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
+from itertools import islice
 from typing import Callable, Sequence
 
 HEAD_CHARS = 6000
@@ -27,23 +28,36 @@ class Head:
 
     def __init__(self, text: str):
         self.text = text[:HEAD_CHARS]
+        self._counts: dict[re.Pattern, tuple[int, int]] = {}  # pattern -> (matches, the limit they were counted to)
 
     @cached_property
     def lines(self) -> list[str]:
         return [ln for ln in self.text.splitlines() if ln.strip()]
 
+    @cached_property
+    def code_fraction(self) -> float:
+        """`code_fraction` of the head (`legal` and `code` both read it)."""
+        return code_fraction(self.text)
+
     def count(self, pattern: re.Pattern, limit: int = 1000) -> int:
-        n = 0
-        for _ in pattern.finditer(self.text):
-            n += 1
-            if n >= limit:
-                break
+        """Matches of `pattern`, counted up to `limit`. Detectors ask for the same pattern under
+        several limits: a count that stopped short of its limit, or at a higher one, answers."""
+        n, counted_to = self._counts.get(pattern, (0, 0))
+        if counted_to >= limit or n < counted_to:
+            return min(n, limit)
+        n = sum(1 for _ in islice(pattern.finditer(self.text), limit))
+        self._counts[pattern] = (n, limit)
         return n
 
     def share(self, pattern: re.Pattern) -> float:
         """Share of non-blank lines that `pattern` matches at their start."""
         lines = self.lines
-        return sum(1 for ln in lines if pattern.match(ln)) / len(lines) if lines else 0.0
+        return _matching(pattern.match, lines) / len(lines) if lines else 0.0
+
+
+def _matching(test: Callable, lines: Sequence[str]) -> int:
+    """How many of `lines` `test` (a pattern's `match` or `search`) finds something in."""
+    return len(lines) - list(map(test, lines)).count(None)
 
 
 M = re.MULTILINE
@@ -174,7 +188,7 @@ def code_fraction(text: str, max_lines: int = 400) -> float:
     lines = [ln for ln in text[:200 * max_lines].splitlines()[:max_lines] if ln.strip()]
     if not lines:
         return 0.0
-    return sum(1 for ln in lines if _CODE_LINE.search(ln)) / len(lines)
+    return _matching(_CODE_LINE.search, lines) / len(lines)
 
 
 # Source code: the share of lines that read as statements, backed by symbol density for
@@ -188,7 +202,7 @@ def code(h: Head) -> bool:
     lines = h.lines
     if not lines:
         return False
-    frac = code_fraction(h.text)
+    frac = h.code_fraction
     if frac >= 0.4 and len(lines) >= 3:
         return True
     # A source file that opens with a long docstring or comment: fewer statement lines, yet its
@@ -240,10 +254,11 @@ def config(h: Head) -> bool:
     closers = (",", "{", "[", "}", "]", "},", "],")
     if text[:1] in "{[" and sum(ln.rstrip().endswith(closers) for ln in lines) >= 0.6 * len(lines):
         return True
-    structured = sum(1 for ln in lines if _KEY_VALUE.match(ln) or _CONFIG_LINE.match(ln))
-    keyed = [m.end() for m in map(_KEY_VALUE.match, lines) if m]
+    keys = list(map(_KEY_VALUE.match, lines))
+    structured = sum(1 for ln, m in zip(lines, keys) if m or _CONFIG_LINE.match(ln))
+    keyed = [(ln, m.end()) for ln, m in zip(lines, keys) if m]
     # A glossary's "term: definition" lines are keyed too; their values are sentences.
-    wordy = sum(1 for ln, end in zip((ln for ln in lines if _KEY_VALUE.match(ln)), keyed)
+    wordy = sum(1 for ln, end in keyed
                 if len(ln[end:].split(" #")[0].split()) >= 5)  # a trailing comment is not the value
     if keyed and wordy >= 0.5 * len(keyed):
         return False
@@ -270,7 +285,7 @@ _DEP5 = re.compile(r"^Format: https?://www\.debian\.org/doc/packaging-manuals/co
 def legal(h: Head) -> bool:
     if h.count(_DEP5, 1):
         return True
-    if code_fraction(h.text) >= 0.5:  # a source file under its licence header is code
+    if h.code_fraction >= 0.5:  # a source file under its licence header is code
         return False
     strong = h.count(_LEGAL, 3)
     return strong >= 3 or (strong >= 2 and len(h.text) < 3000) or (strong >= 1 and h.count(_LEGAL_WORD, 8) >= 8)
@@ -287,7 +302,7 @@ def dictionary(h: Head) -> bool:
     lines = h.lines
     if len(lines) < 5:
         return False
-    if sum(1 for ln in lines if _WORD.match(ln)) >= 0.8 * len(lines):
+    if _matching(_WORD.match, lines) >= 0.8 * len(lines):
         return True
     if h.share(_ENTRY_INLINE) >= 0.6:
         return True
