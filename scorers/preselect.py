@@ -152,3 +152,38 @@ def train_preselect(texts: Sequence[str], strength: Sequence[float], model_path:
                          params=params, holdout=holdout, seed=seed,
                          bucket_texts=list(bucket_texts) if bucket_texts is not None else list(texts),
                          quantiles=quantiles, extra_meta={**meta, "fasttext": asdict(params)})
+
+
+# The ladder's scores, one model in memory at a time (`curate train-preselect`).
+def ladder_performance(ladder: list[Path], target_texts: list[str], tokenizer: str | None, run_dir: str,
+                       block: int, stride: int, batch_tokens: int, device: str, start: str) -> list[float]:
+    """Minus each model's bits per byte on the target set (higher = better)."""
+    from curate.scorers.lm import LMScorer, corpus_bpb, default_tokenizer, unload
+
+    perf = []
+    for folder in ladder:
+        scorer = LMScorer(folder, tokenizer or default_tokenizer(folder, run_dir), device=device, block=block,
+                          stride=stride, batch_tokens=batch_tokens, start=start)
+        perf.append(-corpus_bpb(scorer, target_texts))
+        unload(folder)
+    return perf
+
+
+def score_ladder(ladder: list[Path], texts: list[str], tokenizer: str | None, run_dir: str, block: int,
+                 stride: int, batch_tokens: int, device: str, start: str, max_chars: int | None) -> np.ndarray:
+    """Bits per byte of each text under each model: shape (texts, models)."""
+    import time
+
+    from curate.scorers.lm import LMScorer, default_tokenizer, unload
+
+    cols = []
+    for i, folder in enumerate(ladder, 1):
+        t0 = time.perf_counter()
+        scorer = LMScorer(folder, tokenizer or default_tokenizer(folder, run_dir), device=device, block=block,
+                          stride=stride, batch_tokens=batch_tokens, max_chars=max_chars, start=start)
+        cols.append(scorer.bpb(texts)[0])
+        unload(folder)
+        # Scoring is the long part (documents x models): one line per model shows it moving.
+        print(f"ladder model {i}/{len(ladder)} {folder}: {len(texts)} documents scored in "
+              f"{time.perf_counter() - t0:.1f}s, mean bpb {float(np.nanmean(cols[-1])):.3f}", flush=True)
+    return np.stack(cols, axis=1)

@@ -264,7 +264,7 @@ def test_bits_per_byte_equal_transformers_and_a_ladder_mixes_families(bases):
     a ladder of two families with different tokenizers scores the same texts."""
     import math
 
-    from curate.pipeline.commands.preselect import score_ladder
+    from curate.scorers.preselect import score_ladder
 
     texts = [t[:700] for t in topics()[:4]] + ["def f(x):\n    return x  # <|endoftext|>"]
     for family in ("qwen2", "llama3"):

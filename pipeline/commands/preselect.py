@@ -5,7 +5,8 @@
    reports; lower bits per byte = better, so the performance is its negative).
 2. A seeded sample of the run's documents (or of `--sql`) is scored with every ladder model,
    one model in memory at a time.
-3. Predictive strength, labels, fastText and bucket thresholds: `scorers.preselect`.
+3. Predictive strength, labels, fastText and bucket thresholds: `scorers.preselect`, which also
+   scores the ladder (`ladder_performance`, `score_ladder`).
 
 The model is `RUN/models/quality_<name>.bin` (default name `preselect`), scored by the ordinary
 `quality` stage into `quality_preselect` and `quality_bucket`; the per-document bits per byte,
@@ -29,40 +30,6 @@ def _sample(con, source: str, n: int, seed: int) -> list[tuple[str, str]]:
     draw for any thread count, which a REPEATABLE reservoir sample is not."""
     return con.execute(f"SELECT id, text FROM {source} WHERE text IS NOT NULL AND text <> '' "
                        f"ORDER BY hash(id || ?), id LIMIT ?", [f"seed{int(seed)}", int(n)]).fetchall()
-
-
-def ladder_performance(ladder: list[Path], target_texts: list[str], tokenizer: str | None, run_dir: str,
-                       block: int, stride: int, batch_tokens: int, device: str, start: str) -> list[float]:
-    """Minus each model's bits per byte on the target set (higher = better)."""
-    from curate.scorers.lm import LMScorer, corpus_bpb, default_tokenizer, unload
-
-    perf = []
-    for folder in ladder:
-        scorer = LMScorer(folder, tokenizer or default_tokenizer(folder, run_dir), device=device, block=block,
-                          stride=stride, batch_tokens=batch_tokens, start=start)
-        perf.append(-corpus_bpb(scorer, target_texts))
-        unload(folder)
-    return perf
-
-
-def score_ladder(ladder: list[Path], texts: list[str], tokenizer: str | None, run_dir: str, block: int,
-                 stride: int, batch_tokens: int, device: str, start: str, max_chars: int | None) -> np.ndarray:
-    """Bits per byte of each text under each model: shape (texts, models)."""
-    from curate.scorers.lm import LMScorer, default_tokenizer, unload
-
-    import time
-
-    cols = []
-    for i, folder in enumerate(ladder, 1):
-        t0 = time.perf_counter()
-        scorer = LMScorer(folder, tokenizer or default_tokenizer(folder, run_dir), device=device, block=block,
-                          stride=stride, batch_tokens=batch_tokens, max_chars=max_chars, start=start)
-        cols.append(scorer.bpb(texts)[0])
-        unload(folder)
-        # Scoring is the long part (documents x models): one line per model shows it moving.
-        print(f"ladder model {i}/{len(ladder)} {folder}: {len(texts)} documents scored in "
-              f"{time.perf_counter() - t0:.1f}s, mean bpb {float(np.nanmean(cols[-1])):.3f}", flush=True)
-    return np.stack(cols, axis=1)
 
 
 def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = None,
@@ -103,7 +70,7 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
         texts = read_texts(target_set)
         if not texts:
             raise CurateError(f"--target-set {target_set}: no documents")
-        perf = ladder_performance(folders, texts, tokenizer, run_dir, block, stride, batch_tokens, device, start)
+        perf = preselect.ladder_performance(folders, texts, tokenizer, run_dir, block, stride, batch_tokens, device, start)
         target = {"files": [str(p) for p in target_set], "documents": len(texts), "measure": "-bits_per_byte"}
     timings["target_seconds"] = time.perf_counter() - t0
     if len(set(perf)) == 1:
@@ -119,7 +86,7 @@ def train_preselect(run_dir: str, ladder: list[str], perf: list[float] | None = 
         raise CurateError(f"only {len(rows)} documents to score; need at least 8")
     ids, texts = [r[0] for r in rows], [r[1] for r in rows]
     t1 = time.perf_counter()
-    bpb = score_ladder(folders, texts, tokenizer, run_dir, block, stride, batch_tokens, device, start, max_chars)
+    bpb = preselect.score_ladder(folders, texts, tokenizer, run_dir, block, stride, batch_tokens, device, start, max_chars)
     timings["score_seconds"] = time.perf_counter() - t1
     strength = preselect.predictive_strength(bpb, perf)
     bucket_texts = [t for _, t in _sample(con, "docs", bucket_sample, seed + 7)]
