@@ -22,7 +22,7 @@ curate corpus system data/system.jsonl --max-mb "$MAX_MB"
 # A few web pages as a site serves them: the kernel's HTML documentation where linux-doc is
 # installed (configs/demo.yaml reads them with `format: html`; without them it says it skips them).
 curate corpus kernel-html data/kernel-docs --pages 20
-step "2. curate: ingest, language ID, heuristic filters, domains, exact + MinHash dedup"
+step "2. curate: ingest (JSONL, HTML pages), language ID, heuristic filters, domains, exact + MinHash dedup"
 # On the embedded local Ray, as a cluster would run it: by default (`--executor auto`) an input
 # this small would run in this process, since starting Ray costs more than it saves here.
 curate run configs/demo.yaml --out "$RUN" --executor ray
