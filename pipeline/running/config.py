@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
@@ -48,6 +48,20 @@ class RayConfig:
             raise ValueError("workers: must be at least 1 (or null for the cluster's CPU count)")
         if self.retries < 0:
             raise ValueError("retries: must be 0 or more")
+
+
+@runtime_checkable
+class BindsRunDir(Protocol):
+    """A stage config naming files relative to the run directory (a scorer's model), bound to it here."""
+
+    def bind_run_dir(self, run_dir: str | os.PathLike) -> None: ...
+
+
+@runtime_checkable
+class DeclaresColumns(Protocol):
+    """A stage config that names the columns its stage adds (two stages may not add the same one)."""
+
+    def columns(self) -> list[str]: ...
 
 
 @dataclass
@@ -92,7 +106,7 @@ class RunConfig:
             _check_input_url(i, spec.path)
         self.stage_specs: list[StageSpec] = [_stage_spec(i, s) for i, s in enumerate(self.stages)]
         for spec in self.stage_specs:  # model paths in stage configs are relative to the run directory
-            if hasattr(spec.config, "bind_run_dir") and not remote:  # bound once staged
+            if isinstance(spec.config, BindsRunDir) and not remote:  # bound once staged
                 spec.config.bind_run_dir(self.out)
         names = ["ingest"] + [s.name for s in self.stage_specs]
         dup = next((n for n in names if names.count(n) > 1), None)
@@ -102,7 +116,7 @@ class RunConfig:
         # one's output, after the first has processed the whole corpus: refuse it here.
         writers: dict[str, str] = {}
         for spec in self.stage_specs:
-            for col in spec.config.columns() if hasattr(spec.config, "columns") else []:
+            for col in spec.config.columns() if isinstance(spec.config, DeclaresColumns) else []:
                 if col in writers:
                     raise ValueError(f"stages: stage {spec.name!r} writes column `{col}`, which stage "
                                      f"{writers[col]!r} already writes; stages never rewrite a column "
