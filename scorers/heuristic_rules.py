@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 from functools import cached_property, lru_cache
-from itertools import accumulate, count
-from typing import Any, Callable
+from itertools import accumulate, count, repeat
+from operator import itemgetter, methodcaller
+from typing import Any, Callable, Iterable
 
 _PARAGRAPHS = re.compile(r"\n{2,}")  # GopherRepetitionFilter.paragraph_exp
 _LINES = re.compile("\n+")  # GopherRepetitionFilter._line_splitter
@@ -146,26 +147,33 @@ class DocFeatures:
         document repeats most of its words: 40 pydoc topics hold 43,852 words, 3,083 distinct)."""
         return self._encoded[1]
 
-    def _occurrences(self, test: Callable[[str], Any]):
-        """How often each distinct word for which `test` is true occurs, and their lengths."""
+    @cached_property
+    def _per_distinct(self):
+        """(occurrences, length) of each distinct word."""
         import numpy as np
 
         distinct = self.distinct
-        chosen = np.fromiter(map(bool, map(test, distinct)), dtype=bool, count=len(distinct))
         lengths = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
-        return np.bincount(self.word_ids, minlength=len(distinct))[chosen], lengths[chosen]
+        return np.bincount(self.word_ids, minlength=len(distinct)), lengths
+
+    def _occurrences(self, chosen: Iterable[Any]):
+        """Occurrences and lengths of the distinct words whose entry in `chosen` is true."""
+        import numpy as np
+
+        mask = np.fromiter(map(bool, chosen), dtype=bool, count=len(self.distinct))
+        counts, lengths = self._per_distinct
+        return counts[mask], lengths[mask]
 
     @cached_property
     def non_symbol(self) -> tuple[int, int]:
         """(words that are not punctuation only, their characters)."""
         # any(ch not in PUNCTUATION_SET for ch in w) <=> stripping those characters leaves some
-        punct = _punctuation()
-        counts, lengths = self._occurrences(lambda w: w.strip(punct))
+        counts, lengths = self._occurrences(map(str.strip, self.distinct, repeat(_punctuation())))
         return int(counts.sum()), int(counts @ lengths)
 
     @cached_property
     def alpha_words(self) -> int:
-        return int(self._occurrences(alpha_pattern().search)[0].sum())
+        return int(self._occurrences(map(alpha_pattern().search, self.distinct))[0].sum())
 
     @cached_property
     def joined(self) -> tuple[str, list[int]]:
@@ -213,7 +221,23 @@ def _top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
 _P, _B = (1 << 31) - 1, 1_000_003  # a polynomial string hash modulo a prime (only ever compared)
 
 
+_POWERS_KEPT = 1 << 21  # powers remembered per base (16 MB); a longer document computes its own
+_power_tables: dict[int, Any] = {}
+
+
 def _powers(base: int, size: int):
+    """base**i mod P for i < size (read-only: a view of a table shared between documents)."""
+    table = _power_tables.get(base)
+    if table is not None and table.size >= size:
+        return table[:size]
+    if size > _POWERS_KEPT:
+        return _new_powers(base, size)
+    grown = max(size, 2 * (0 if table is None else table.size), 1 << 14)
+    table = _power_tables[base] = _new_powers(base, min(_POWERS_KEPT, grown))
+    return table[:size]
+
+
+def _new_powers(base: int, size: int):
     import numpy as np
 
     out = np.empty(size, dtype=np.int64)
@@ -352,11 +376,11 @@ def gopher_quality(filt: Any, feats: DocFeatures) -> str | None:
     if filt.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > filt.max_symbol_word_ratio:
         return "gopher_too_many_ellipsis"
     lines = text.splitlines()
-    if filt.max_bullet_lines_ratio and (sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines)
-                                        > filt.max_bullet_lines_ratio):
+    if filt.max_bullet_lines_ratio and (sum(map(methodcaller("startswith", ("•", "-")), map(str.lstrip, lines)))
+                                        / len(lines) > filt.max_bullet_lines_ratio):
         return "gopher_too_many_bullets"
-    if filt.max_ellipsis_lines_ratio and (sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)
-                                          > filt.max_ellipsis_lines_ratio):
+    if filt.max_ellipsis_lines_ratio and (sum(map(methodcaller("endswith", ("...", "…")), map(str.rstrip, lines)))
+                                          / len(lines) > filt.max_ellipsis_lines_ratio):
         return "gopher_too_many_end_ellipsis"
     if filt.max_non_alpha_words_ratio and feats.alpha_words / n_words < filt.max_non_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
@@ -413,7 +437,7 @@ def signals(feats: DocFeatures) -> dict[str, float | int]:
     text, words = feats.text, feats.words
     n_non_symbol, non_symbol_chars = feats.non_symbol
     stripped = text.strip()
-    blank_free = [ln for ln in text.split("\n") if ln.strip()]
+    blank_free = list(filter(str.strip, text.split("\n")))
     top2 = top_ngram_chars(feats, 2)
     return {
         "hs_words": n_non_symbol,
@@ -423,7 +447,7 @@ def signals(feats: DocFeatures) -> dict[str, float | int]:
         "hs_dup_para_frac": feats.paragraph_duplicates[0] / len(feats.paragraphs) if stripped else 0.0,
         "hs_dup_line_frac": feats.line_duplicates[0] / len(feats.lines) if stripped else 0.0,
         "hs_top2gram_frac": top2 / len(text) if top2 is not None and text else 0.0,
-        "hs_line_punct_ratio": (sum(ln[-1] in terminal for ln in blank_free) / len(blank_free)
+        "hs_line_punct_ratio": (sum(map(terminal.__contains__, map(itemgetter(-1), blank_free))) / len(blank_free)
                                 if blank_free else 0.0),
-        "hs_short_line_ratio": sum(len(ln) <= 30 for ln in blank_free) / len(blank_free) if blank_free else 0.0,
+        "hs_short_line_ratio": sum(map((30).__ge__, map(len, blank_free))) / len(blank_free) if blank_free else 0.0,
     }

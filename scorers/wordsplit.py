@@ -236,6 +236,7 @@ class SpacyChunkWords:
         self._find_suffix = tok.find_suffix if ends is None else (lambda s: tok.find_suffix(s) if ends(s) else 0)
         self._may_infix = affix_gate(tok.infix_finditer, "any") or (lambda s: True)
         self._words: dict[str, list[str]] = {}  # chunk (or segment, which holds a space) -> its words
+        self._affixes: dict[str, tuple[str, ...]] = {}  # chunk or what its affix loop left -> its tokens
         self._nexts: dict[str, frozenset] = {}  # chunk -> characters that would continue a special case
         self.segments = 0  # chunk runs split together (a special case might cross them)
 
@@ -262,73 +263,80 @@ class SpacyChunkWords:
             nexts |= self._next_after.get(text[-cut:], nexts)
         return nexts
 
-    def _affix_split(self, string: str) -> list[str]:
+    def _affix_split(self, chunk: str) -> list[str]:
         """spaCy's `_tokenize` of one chunk (`_split_affixes`, then `_attach_tokens`), step for
         step with the tokenizer's own `find_*` and special cases, without building a `Doc`: the
-        tokens the PhraseMatcher then reads (`_learn` leaves to spaCy a chunk where it may match)."""
+        tokens the PhraseMatcher then reads (`_learn` leaves to spaCy a chunk where it may match).
+        Each round of the affix loop reads only the string it is left with, so what follows from
+        a string is remembered ("word" is left of "word," and "(word").)"""
+        memo = self._affixes
+        string, prefixes, suffixes = chunk, [], []
+        states: list[tuple[str, int, int]] = []
+        while (middle := memo.get(string)) is None:
+            states.append((string, len(prefixes), len(suffixes)))
+            step = self._strip(string)
+            if step is None:
+                middle = self._core(string)
+                break
+            prefix, string, suffix = step
+            if prefix:
+                prefixes.append(prefix)
+            if suffix:
+                suffixes.append(suffix)
+        for state, done_prefixes, done_suffixes in states:
+            memo[state] = (*prefixes[done_prefixes:], *middle, *reversed(suffixes[done_suffixes:]))
+        return [*prefixes, *middle, *reversed(suffixes)]
+
+    def _strip(self, string: str) -> tuple[str, str, str] | None:
+        """One round of `_split_affixes`: (prefix, what is left, suffix), "" for an affix not
+        taken; None where the loop stops at `string`."""
+        rules, token_match = self._rules, self.nlp.tokenizer.token_match
+        if not string or (token_match and token_match(string)) or string in rules:
+            return None
+        pre_len = self._find_prefix(string)
+        if pre_len != 0:
+            prefix, minus_pre = string[:pre_len], string[pre_len:]
+            if minus_pre and minus_pre in rules:
+                return prefix, minus_pre, ""
+        suf_len = self._find_suffix(string[pre_len:])
+        if suf_len != 0:
+            suffix, minus_suf = string[-suf_len:], string[:-suf_len]
+            if minus_suf and minus_suf in rules:
+                return "", minus_suf, suffix
+        if pre_len and suf_len and (pre_len + suf_len) <= len(string):
+            return prefix, string[pre_len:-suf_len], suffix
+        if pre_len:
+            return prefix, minus_pre, ""
+        if suf_len:
+            return "", minus_suf, suffix
+        return None
+
+    def _core(self, string: str) -> tuple[str, ...]:
+        """`_attach_tokens` on what the affix loop leaves: a special case's words, the string
+        whole, or the string cut at its infixes."""
         tok, rules = self.nlp.tokenizer, self._rules
+        if not string:
+            return ()
         if string in rules:
-            return list(rules[string])
-        prefixes: list[str] = []
-        suffixes: list[str] = []
-        last_size = 0
-        while string and len(string) != last_size:
-            if tok.token_match and tok.token_match(string):
-                break
-            if string in rules:
-                break
-            last_size = len(string)
-            pre_len = self._find_prefix(string)
-            if pre_len != 0:
-                prefix, minus_pre = string[:pre_len], string[pre_len:]
-                if minus_pre and minus_pre in rules:
-                    string = minus_pre
-                    prefixes.append(prefix)
-                    break
-            suf_len = self._find_suffix(string[pre_len:])
-            if suf_len != 0:
-                suffix, minus_suf = string[-suf_len:], string[:-suf_len]
-                if minus_suf and minus_suf in rules:
-                    string = minus_suf
-                    suffixes.append(suffix)
-                    break
-            if pre_len and suf_len and (pre_len + suf_len) <= len(string):
-                string = string[pre_len:-suf_len]
-                prefixes.append(prefix)
-                suffixes.append(suffix)
-            elif pre_len:
-                string = minus_pre
-                prefixes.append(prefix)
-            elif suf_len:
-                string = minus_suf
-                suffixes.append(suffix)
-        tokens = prefixes
-        if string:
-            if string in rules:
-                tokens += rules[string]
-            elif not self._may_infix(string):  # then a token or URL match also leaves it whole
-                tokens.append(string)
-            elif (tok.token_match and tok.token_match(string)) or (tok.url_match and tok.url_match(string)):
-                tokens.append(string)
-            else:
-                matches = tok.find_infix(string)
-                if not matches:
-                    tokens.append(string)
-                else:
-                    start = start_before_infixes = 0
-                    for match in matches:
-                        infix_start, infix_end = match.start(), match.end()
-                        if infix_start == start_before_infixes:
-                            continue
-                        if infix_start != start:
-                            tokens.append(string[start:infix_start])
-                        if infix_start != infix_end:
-                            tokens.append(string[infix_start:infix_end])
-                        start = infix_end
-                    if string[start:]:
-                        tokens.append(string[start:])
-        tokens += reversed(suffixes)
-        return tokens
+            return tuple(rules[string])
+        if not self._may_infix(string):  # then a token or URL match also leaves it whole
+            return (string,)
+        if (tok.token_match and tok.token_match(string)) or (tok.url_match and tok.url_match(string)):
+            return (string,)
+        tokens: list[str] = []
+        start = start_before_infixes = 0
+        for match in tok.find_infix(string) or ():
+            infix_start, infix_end = match.start(), match.end()
+            if infix_start == start_before_infixes:
+                continue
+            if infix_start != start:
+                tokens.append(string[start:infix_start])
+            if infix_start != infix_end:
+                tokens.append(string[infix_start:infix_end])
+            start = infix_end
+        if string[start:]:
+            tokens.append(string[start:])
+        return tuple(tokens)
 
     def _may_match(self, tokens: list[str]) -> bool:
         """Whether some special case's pattern occurs in `tokens` (the PhraseMatcher's test)."""
@@ -342,21 +350,25 @@ class SpacyChunkWords:
     def word_tokenize(self, text: str) -> list[str]:
         if "IS_ALPHA" in text:
             return self.base.word_tokenize(text)
-        lines = text.split("\n")
-        per_line = list(map(str.split, lines))
-        chunks = list(chain.from_iterable(per_line))
+        chunks = text.split()
         try:
             known = list(map(self._words.__getitem__, chunks))
         except KeyError:  # chunks not seen yet: learn them all, then look up again
             self._learn_missing(chunks)
             known = list(map(self._words.__getitem__, chunks))
-        risky = self._risky_lines(chunks, per_line)
-        if not risky:
+        # chunk i's continuations hold chunk i+1's first character (mapped in C: few do)
+        follows = list(compress(count(), map(frozenset.__contains__, map(self._nexts.get, chunks, repeat(frozenset())),
+                                             map(itemgetter(0), islice(chunks, 1, None)))))
+        if not follows:
             return list(chain.from_iterable(known))
-        ends = list(accumulate(map(len, per_line)))  # chunks up to the end of each line
+        lines = text.split("\n")
+        ends = list(accumulate(map(len, map(str.split, lines))))  # chunks up to the end of each line
+        # Chunks on different lines have a newline between them: only boundaries within a line count.
+        risky = sorted({line for line, i in zip(map(bisect_right, repeat(ends), follows), follows)
+                        if i + 1 < ends[line]})
         words: list[str] = []
         done = 0
-        for line in sorted(risky):
+        for line in risky:
             words += chain.from_iterable(known[done:ends[line - 1] if line else 0])
             words += self._by_segments(lines[line])
             done = ends[line]
@@ -368,26 +380,10 @@ class SpacyChunkWords:
         if len(self._words) + len(missing) > _MEMO_MAX:
             self._words.clear()
             self._nexts.clear()
+            self._affixes.clear()
             missing = list(dict.fromkeys(chunks))
         if missing:
             self._learn(missing)
-
-    def _risky_lines(self, chunks: list[str], per_line: list[list[str]]) -> set[int]:
-        """Lines where a special case might continue from one chunk into the next. Chunks on
-        different lines have a newline between them, so only boundaries within a line count."""
-        # chunk i's continuations hold chunk i+1's first character (mapped in C: most chunks
-        # continue some special case, "a" -> "a.", few boundaries do)
-        follows = map(frozenset.__contains__, map(self._nexts.get, chunks, repeat(frozenset())),
-                      map(itemgetter(0), islice(chunks, 1, None)))
-        lines: set[int] = set()
-        ends: list[int] | None = None
-        for i in compress(count(), follows):
-            if ends is None:
-                ends = list(accumulate(map(len, per_line)))
-            line = bisect_right(ends, i)
-            if i + 1 < ends[line]:
-                lines.add(line)
-        return lines
 
     def _by_segments(self, text: str) -> list[str]:
         """Words of a text with boundaries a special case might cross: chunks joined by such a
