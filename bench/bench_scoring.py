@@ -111,7 +111,7 @@ def main() -> None:
         for rep in range(a.ray_repeats):  # alternating, so both sides see the same background load
             raw, pipe = _raw_in_processes(model_path, parts, a.workers), _on_ray(cfg, run_dir, parts, ex)
             rows.append((raw, pipe))
-            print(f"  run {rep + 1}: raw {raw['sum']:.2f} s summed, {raw['wall']:.2f} s wall; pipeline "
+            print(f"  run {rep + 1}: raw {raw['sum']:.2f} s summed ({raw['cpu']:.2f} CPU), {raw['wall']:.2f} s wall; pipeline "
                   f"{pipe['shard']:.2f} s summed ({pipe['cpu']:.2f} CPU), {pipe['wall']:.2f} s wall, "
                   f"stage {pipe['stage']:.2f} s; load {_load()}")
         med = lambda side, key: statistics.median(r[side][key] for r in rows)  # noqa: E731
@@ -122,7 +122,8 @@ def main() -> None:
               f"by shard seconds = {statistics.median(100 * r[0]['sum'] / r[1]['shard'] for r in rows):.0f}% of raw; "
               f"{mb / med(1, 'wall'):.2f} MB/s by wall = "
               f"{statistics.median(100 * r[0]['wall'] / r[1]['wall'] for r in rows):.0f}% of raw (medians); "
-              f"stage wall {med(1, 'stage'):.2f} s incl. starting the actors")
+              f"stage wall {med(1, 'stage'):.2f} s incl. starting the actors; by CPU seconds "
+              f"{statistics.median(100 * r[0]['cpu'] / r[1]['cpu'] for r in rows):.0f}% of raw")
         if a.trace:
             _trace(spec, parts, work / "trace", ex)
     if not a.keep:
@@ -223,15 +224,15 @@ def _raw_worker(model_path: str, paths: list[str], start, out) -> None:
     lines = [[ft.one_line(t) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()] for p in paths]
     model.predict(lines[0][:1], k=2)  # the first call also imports numpy's and fastText's lazy parts
     start.wait()  # every process loaded: they predict at once
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     for batch in lines:
         model.predict(batch, k=2)
-    out.put((t0, time.time()))
+    out.put((t0, time.time(), time.process_time() - c0))
 
 
 def _raw_in_processes(model_path: Path, parts: list[Path], n: int) -> dict:
-    """`n` processes predicting at once, shards dealt round-robin: their seconds summed, and the
-    wall from the first start to the last end."""
+    """`n` processes predicting at once, shards dealt round-robin: their seconds summed (wall and
+    CPU), and the wall from the first start to the last end."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -243,7 +244,8 @@ def _raw_in_processes(model_path: Path, parts: list[Path], n: int) -> dict:
     spans = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    return {"sum": sum(e - s for s, e in spans), "wall": max(e for _, e in spans) - min(s for s, _ in spans)}
+    return {"sum": sum(e - s for s, e, _ in spans), "cpu": sum(c for _, _, c in spans),
+            "wall": max(e for _, e, _ in spans) - min(s for s, _, _ in spans)}
 
 
 def _timed(fn) -> tuple[float, float]:
