@@ -7,16 +7,16 @@ differs is how each quantity is computed:
 
 - duplicate lines / paragraphs: set sizes instead of a Python loop (`find_duplicates` counts every
   repeat of an element and its characters: total minus the distinct ones);
-- n-grams are grouped once per n (`gram_groups`) by one numpy sort of their `"".join` strings'
-  (length, polynomial hash) keys, accepted where every n-gram holds its group's first words
-  (else word tuples are numbered, or the strings themselves compared);
+- n-grams are grouped as word tuples once per n (`tuple_groups`, numbered from the (n-1)-grams),
+  each level one pass of Arrow's hash encoding (a numpy sort for short documents);
 - top n-gram (`find_top_duplicate` over `" ".join` n-grams): counted from those groups, the same
   count because no word holds a space (checked, else datatrove's own functions run); ties go to
   the n-gram seen first in both (Counter order, `max`);
 - duplicated n-grams (`find_all_duplicate`, a left-to-right scan over `"".join` n-grams that
-  jumps past a repeat): each n-gram's first occurrence comes from its group, and the scan visits
-  only the n-grams seen before, since any other is new where the scan reaches it; it stops once
-  the threshold is passed (the count only grows);
+  jumps past a repeat): each n-gram's first occurrence comes from its group where the groups'
+  strings are shown distinct (`string_firsts`, else the strings are compared), and the scan
+  visits only the n-grams seen before, since any other is new where the scan reaches it; it
+  stops once the threshold is passed (the count only grows);
 - Gopher quality's per-character checks: `str.strip` over datatrove's punctuation set for
   "has a non-punctuation character", a regex holding exactly the characters for which
   `str.isalpha()` is true for "has a letter".
@@ -65,9 +65,8 @@ class DocFeatures:
     def __init__(self, text: str, split_words: Callable[[str], list[str]]):
         self.text = text
         self._split_words = split_words
-        self._grams: dict[int, Any] = {}
         self._top: dict[int, int | None] = {}  # n -> top_ngram_chars (the rule and the signals share it)
-        self._groups: dict[int, Any] = {}  # n -> gram_groups
+        self._groups: dict[int, Any] = {}  # n -> tuple_groups
 
     @cached_property
     def words(self) -> list[str]:
@@ -93,25 +92,15 @@ class DocFeatures:
     def word_ids(self):
         return self._encoded[0]
 
-    def gram_ids(self, n: int):
-        """A number per word n-gram (position i: words[i:i+n]), equal iff the n-grams are equal."""
-        import numpy as np
-
-        ids = self._grams.get(n)
-        if ids is None:
-            if n == 1:
-                ids = self.word_ids
-            else:  # (n-1)-gram number and last word, as one int64 (both < len(words) <= 3e9)
-                words = self.word_ids
-                ids = np.unique(self.gram_ids(n - 1)[:-1] * len(words) + words[n - 1:], return_inverse=True)[1]
-            self._grams[n] = ids
-        return ids
-
-    def groups(self, n: int):
-        """`gram_groups(self, n)`, computed once (the top n-gram and the duplicated n-grams share it)."""
-        if n not in self._groups:
-            self._groups[n] = gram_groups(self, n)
-        return self._groups[n]
+    def tuple_groups(self, n: int):
+        """The word n-grams grouped as word tuples, numbered from the (n-1)-grams' groups and
+        the last word: (each group's first position, its size, each position's group)."""
+        groups = self._groups.get(n)
+        if groups is None:
+            words = self.word_ids
+            keys = words if n == 1 else self.tuple_groups(n - 1)[2][:-1] * len(self.distinct) + words[n - 1:]
+            groups = self._groups[n] = _groups_of(keys)
+        return groups
 
     @cached_property
     def char_hashes(self):
@@ -202,16 +191,7 @@ def _top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
         from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
 
         return find_top_duplicate(get_n_grams(words, n))
-    import numpy as np
-
-    # No word holds a space, so `" ".join` n-grams group as word tuples do: as their `"".join`
-    # strings where those are shown to (`groups`), else by numbered tuples.
-    groups = feats.groups(n)
-    if groups is not None:
-        first, sizes, _ = groups
-    else:
-        ids = feats.gram_ids(n)
-        sizes, first = np.bincount(ids), np.unique(ids, return_index=True)[1]
+    first, sizes, _ = feats.tuple_groups(n)  # no word holds a space: `" ".join` n-grams group as tuples do
     most = int(sizes.max())
     top = int(first[sizes == most].min())  # the top n-gram that occurs first
     starts = feats.joined[1]
@@ -272,24 +252,17 @@ def _groups_of(keys):
     return np.flatnonzero(opens), np.bincount(group), group
 
 
-def gram_groups(feats: DocFeatures, n: int):
-    """The word n-grams grouped by their `"".join` strings (`find_all_duplicate` compares
-    those): (each group's first position, its size, each position's group), one sort of the
-    n-grams' (length, polynomial hash) keys. Accepted only where every position holds the same
-    words as its group's first position: equal words make equal strings, and a hash collision or
-    two word tuples joining into one string ("ab c", "a bc") fail that test; then None, and the
-    callers compare word tuples or the strings themselves."""
-    import numpy as np
-
+def string_firsts(feats: DocFeatures, n: int):
+    """Each n-gram's first position as a `"".join` string (what `find_all_duplicate` compares),
+    from the word-tuple groups where those group as the strings do: equal tuples make equal
+    strings, and different tuples must differ in their strings' (length, polynomial hash) ("ab c"
+    and "a bc" do not); else None, and the strings themselves are compared."""
+    first, _, group = feats.tuple_groups(n)
     starts, prefix, inverse_powers = feats.char_hashes
-    a, b = starts[:-n], starts[n:]
-    first, sizes, group = _groups_of((b - a) * _P + (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P)
-    rep = first[group]
-    later = np.flatnonzero(rep != np.arange(rep.size))
-    words, rep_later = feats.word_ids, rep[later]
-    if any(not np.array_equal(words[later + j], words[rep_later + j]) for j in range(n)):
+    a, b = starts[first], starts[first + n]
+    if _groups_of((b - a) * _P + (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P)[0].size != first.size:
         return None
-    return first, sizes, group
+    return first[group]
 
 
 def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
@@ -301,10 +274,8 @@ def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) 
     positions = len(starts) - n  # len(words) - n + 1
     if positions <= 0:
         return limit(0)
-    groups = feats.groups(n)
-    if groups is not None:
-        firsts = groups[0][groups[2]]
-    else:
+    firsts = string_firsts(feats, n)
+    if firsts is None:
         grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
         first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
         firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from curate.scorers.heuristic_rules import (DocFeatures, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates, gram_groups,
+from curate.scorers.heuristic_rules import (DocFeatures, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates, string_firsts,
                                      signals, top_ngram_chars)
 from test_scorers_corpus import codec_tables, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
@@ -178,8 +178,8 @@ def test_repetition_quantities_equal_datatrove(texts):
                 assert dup_ngram_exceeds(feats, n, lambda c, w=want: c > w - 1) is True
     # "ab c" and "a bc" are one string: numbered word n-grams would miss that, and are not used
     feats = _features(built[1])
-    assert gram_groups(feats, 2) is None
-    assert gram_groups(feats, 3) is not None
+    assert string_firsts(feats, 2) is None
+    assert string_firsts(feats, 3) is not None
 
 
 PARAMS = {
