@@ -9,6 +9,7 @@ import yaml
 
 from curate.pipeline.running.config import load_config
 from curate.pipeline.errors import ConfigError
+from curate.stages.base import BATCHES, GLOBAL, INPUTS, SHARDS, declared
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"name": "x", "out": "runs/x", "inputs": [{"path": "data/x.jsonl"}]}
@@ -63,7 +64,9 @@ def test_every_shipped_config_loads(path):
     # Nothing listed is lost or reordered, and every stage resolves to a class of its kind.
     assert [i.path for i in cfg.inputs] == [i["path"] for i in raw["inputs"]]
     assert [s.kind for s in cfg.stage_specs] == [s["kind"] for s in raw.get("stages") or []]
-    assert all(callable(getattr(s.load(), "process", None) or getattr(s.load(), "run", None)) for s in cfg.stage_specs)
+    # ... and has the method its declared step schedules (stages/base.py, `Declares.step`).
+    method = {BATCHES: "process", SHARDS: "write_shard", GLOBAL: "run", INPUTS: "run_job"}
+    assert all(callable(getattr(s.load(), method[declared(s.load()).step], None)) for s in cfg.stage_specs)
 
 
 def test_cli_overrides():
