@@ -59,6 +59,10 @@ def test_a_run_directory_url_other_than_s3_prefix_is_refused_at_start(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "needs a bucket and a prefix" in r.stderr
     assert not (tmp_path / "s3:").exists()
+    # The runner itself never takes the URL for a local folder: only `curate run` stages it.
+    with pytest.raises(CurateError, match=r"out: s3://bucket/runs/x is a URL"):
+        run_pipeline(load_config(data=cfg, out="s3://bucket/runs/x"), executor="local")
+    assert not Path("s3:").exists()
 
 
 def test_a_typo_in_a_filter_parameter_is_a_config_error(tmp_path):

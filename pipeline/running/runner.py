@@ -76,6 +76,9 @@ def run_pipeline(cfg: RunConfig, workers: int | None = None, quiet: bool = False
             raise CurateError(f"stage {spec.name}: it reads the run's inputs, which only the first stage (ingest) "
                               f"does; list ingest first under `stages:` or in the `ingest:` section")
     specs = [first] + cfg.stage_specs
+    if "://" in str(cfg.out):  # `curate run` stages an s3:// run locally (pipeline/running/remote.py)
+        raise CurateError(f"out: {cfg.out} is a URL; the runner writes a local directory: run it with "
+                          f"`curate run`, which works in a staging directory and pushes it there")
     run_dir = Path(cfg.out)
     # --quiet sets the `curate` logger above INFO: then no stage lines either.
     say = (lambda m: None) if quiet or logs.log.level > logging.INFO else _log
