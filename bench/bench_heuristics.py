@@ -21,13 +21,15 @@ too: their share of the heuristics stage's time (the goal: at most 10%).
 Decisions are asserted identical, and so are the words of every document (spaCy's split vs
 the stage's). Times are CPU seconds of this process (`time.process_time`): the machine is
 shared, and wall time measures the queue. MB are UTF-8 megabytes of text; best of `--repeats`, the
-sides taking turns.
+sides taking turns, each run starting after a full garbage collection (so that neither side pays
+for a collection of the other's objects: loading spaCy leaves ~200,000 objects to look over).
 `--profile` prints the top entries of a cProfile of one stage run (where the time goes).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -41,6 +43,7 @@ CHAIN = [("gopher_repetition", {}), ("gopher_quality", {"min_doc_words": 50, "ma
 def _best(fn, repeats: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeats):
+        gc.collect()
         t0 = time.process_time()
         out = fn()
         best = min(best, time.process_time() - t0)
@@ -102,6 +105,7 @@ def main() -> None:
         def run():
             st = HeuristicsStage(HeuristicsConfig(filters=[FilterSpec(n, params=p) for n, p in CHAIN], signals=signals))
             st.setup()  # not timed: loads spaCy, as the peer's warm-up run does
+            gc.collect()
             t0 = time.process_time()
             out = st.process(table)
             spent = time.process_time() - t0
@@ -115,6 +119,7 @@ def main() -> None:
     # Interleaved, so that the machine's other work weighs on each side alike; best of each.
     t_peer = t_cur = t_sig = float("inf")
     for _ in range(a.repeats):
+        gc.collect()
         t0 = time.process_time()
         want = peer()
         t_peer = min(t_peer, time.process_time() - t0)

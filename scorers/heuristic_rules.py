@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property, lru_cache
-from itertools import accumulate, count, repeat
+from itertools import accumulate, repeat
 from operator import itemgetter, methodcaller
 from typing import Any, Callable, Iterable
 

@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import accumulate, chain, compress, count, islice, repeat
-from operator import itemgetter
+from itertools import accumulate, chain, compress, count, repeat
 from typing import Any, Callable
 
 _MEMO_MAX = 1 << 18  # chunks remembered per language before the memo starts afresh (~60 MB)
@@ -235,7 +234,7 @@ class SpacyChunkWords:
         self._find_prefix = tok.find_prefix if starts is None else (lambda s: tok.find_prefix(s) if starts(s) else 0)
         self._find_suffix = tok.find_suffix if ends is None else (lambda s: tok.find_suffix(s) if ends(s) else 0)
         self._may_infix = affix_gate(tok.infix_finditer, "any") or (lambda s: True)
-        self._words: dict[str, list[str]] = {}  # chunk (or segment, which holds a space) -> its words
+        self._words: dict[str, tuple[str, ...]] = {}  # chunk (or segment, which holds a space) -> its words
         self._affixes: dict[str, tuple[str, ...]] = {}  # chunk or what its affix loop left -> its tokens
         self._nexts: dict[str, frozenset] = {}  # chunk -> characters that would continue a special case
         self.segments = 0  # chunk runs split together (a special case might cross them)
@@ -248,7 +247,7 @@ class SpacyChunkWords:
                 words = tokens
                 if len(tokens) > 1 and self._may_match(tokens):
                     words = [t.text.strip() for t in self.nlp.tokenizer(chunk)]
-                self._words[chunk] = [w for w in words if w]
+                self._words[chunk] = tuple(filter(None, words))
                 if tokens and tokens[-1] in last_tokens:
                     nexts: frozenset = frozenset()
                     for cut in range(1, min(len(tokens), self._token_cut) + 1):
@@ -356,9 +355,10 @@ class SpacyChunkWords:
         except KeyError:  # chunks not seen yet: learn them all, then look up again
             self._learn_missing(chunks)
             known = list(map(self._words.__getitem__, chunks))
-        # chunk i's continuations hold chunk i+1's first character (mapped in C: few do)
-        follows = list(compress(count(), map(frozenset.__contains__, map(self._nexts.get, chunks, repeat(frozenset())),
-                                             map(itemgetter(0), islice(chunks, 1, None)))))
+        # chunk i's continuations hold chunk i+1's first character (a fifth of chunks have some)
+        nexts, last = self._nexts, len(chunks) - 1
+        follows = [i for i in compress(count(), map(nexts.__contains__, chunks))
+                   if i < last and chunks[i + 1][0] in nexts[chunks[i]]]
         if not follows:
             return list(chain.from_iterable(known))
         lines = text.split("\n")
@@ -418,5 +418,5 @@ class SpacyChunkWords:
             self.segments += 1
             with self.nlp.memory_zone():
                 words = [t.text.strip() for t in self.nlp.tokenizer(piece)]
-            known = self._words[piece] = [w for w in words if w]
+            known = self._words[piece] = tuple(filter(None, words))
         return list(known)
