@@ -78,3 +78,29 @@ def test_a_marker_without_file_digests_is_rebuilt(clean, tmp_path):
     assert len(lines) == 1 and "records no digest of code/" in lines[0], lines
     assert _outputs(run) == _outputs(clean)
     assert json.loads(marker.read_text())["files"] == old["files"]
+
+
+def test_a_killed_pack_reuses_its_finished_groups(clean, tmp_path):
+    """As if killed while packing `prose`: `code` is done (marker written), `prose` half written."""
+    run = shutil.copytree(clean, tmp_path / "run")
+    (run / "tokens" / "_done" / "prose.json").unlink()
+    (run / "tokens" / "index.json").unlink()
+    rows = run / "tokens" / "prose" / "rows.bin"
+    with open(rows, "r+b") as f:
+        f.truncate(rows.stat().st_size // 3)
+    done = [run / "tokens" / "_done" / "code.json", run / "tokens" / "code" / "rows.bin"]
+    before = [p.stat().st_mtime_ns for p in done]
+    assert _pack(run) == []  # a group without a marker is simply to be done: no damage to report
+    assert [p.stat().st_mtime_ns for p in done] == before  # `code` reused, not rewritten
+    assert _outputs(run) == _outputs(clean)
+    # The runner's own per-shard markers of the stage say the rerun redid nothing it had done.
+    assert sorted(p.stem for p in (run / "pack" / "_done").glob("*.json")) == ["part-00000-000", "part-00001-000"]
+
+
+def test_pack_is_no_stage_a_config_lists(tmp_path):
+    from curate.pipeline.running.config import load_config
+    from curate.records.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stages\[1\].*curate pack RUN_DIR"):
+        load_config(data={"name": "x", "out": str(tmp_path / "r"), "inputs": [{"path": "x"}],
+                          "stages": [{"kind": "tokenize"}, {"kind": "pack", "groups": ["all"]}]})

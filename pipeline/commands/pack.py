@@ -7,14 +7,15 @@ Steps, each resumable through markers:
      group (the plan's first-match CASE, DuckDB) and exact `n_tokens`; `stages.json` gains
      "tokenize" so the catalog's `docs` view has `n_tokens` and `group`. Shards already
      tokenized from the same input with the same tokenizer and groups are reused.
-  2. per group, a task: Megatron `.bin/.idx`, packed rows, segments, meta.json, held-out eval.
+  2. the `pack` stage (stages/pack_stage.py), through the same runner on the tokenize shards:
+     per group, a task: Megatron `.bin/.idx`, packed rows, segments, meta.json, held-out eval.
   3. `tokens/index.json` and the plan re-checked with exact token counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,8 +30,9 @@ from curate.pipeline.running.lock import holds_run_lock
 from curate.stages import ledger, shardio
 from curate.pipeline.running.stagework import document_bytes
 from curate.stages.base import Executor, LocalExecutor
-from curate.stages.packing import GroupTask, PackConfig, pack_group
-from curate.stages.tokenize import STAGE, TokenizerConfig, ids_path, tokenizer_info
+from curate.stages.pack_stage import REBUILT, STAGE as PACK, TOKENS, PackStageConfig, TokenizerFacts
+from curate.stages.packing import PackConfig
+from curate.stages.tokenize import STAGE, TokenizerConfig, tokenizer_info
 from curate.stages.tokenize_stage import TokenizeConfig, check_group_sql, plan_groups, read_plan, resolve_tokenizer
 
 
@@ -53,16 +55,6 @@ def _input_parts(run: Path) -> tuple[str, list[Path]]:
         if parts:
             return name, parts
     raise CurateError(f"{run} has no stage with shards to tokenize; run `curate run CONFIG` first")
-
-
-def _remove_stale_groups(tokens_dir: Path, keep: set[str]) -> None:
-    """Token folders of groups an earlier plan had: the trainer must not mistake them for current ones."""
-    import shutil
-
-    for d in tokens_dir.iterdir():
-        if d.is_dir() and not d.name.startswith("_") and d.name not in keep and (d / "meta.json").exists():
-            shutil.rmtree(d)
-            ledger.marker_path(tokens_dir, d.name).unlink(missing_ok=True)
 
 
 def check_plan(plan: dict, groups: dict[str, dict]) -> list[str]:
@@ -160,29 +152,19 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
          f"({report.shards} shards, {report.skipped} reused, from stage {source_stage})")
     stage_dir = run / STAGE
     markers = [ledger.read_marker(stage_dir, p.stem) for p in parts]
-    outs = tuple(str(stage_dir / f"{p.stem}.parquet") for p in parts)
-    ids = tuple(str(ids_path(stage_dir, p.stem)) for p in parts)
-
-    extra_sets, exclude = write_extra(run, list(eval_specs), list(outs), pcfg.eval_max_docs)
-    tokens_dir = run / "tokens"
-    # A shard's ids depend only on its input and the tokenize config (both in its marker).
-    in_fp = shardio.stable_hash([(m.input_fingerprint, m.config_hash) for m in markers])
-    pack_hash = shardio.stable_hash({"pack": asdict(pcfg), "tokenizer": info.digest, "exclude": exclude})
-    tok_rel = Path(info.path).relative_to(run).as_posix()
-    extra = (("vocab_size", info.vocab_size), ("tokenizer", tok_rel))
-    gtasks = [GroupTask(g["name"], str(tokens_dir / g["name"]), outs, ids,
-                        info.dtype.name, info.bos_id, info.eos_id, info.pad_id, pcfg,
-                        shardio.stable_hash([in_fp, g["name"]]), pack_hash, extra,
-                        eval_path=str(run / EVAL_DIR / f"{g['name']}.parquet") if pcfg.eval_fraction else "",
-                        exclude=exclude) for g in groups]
-    t0 = time.perf_counter()
-    metas = executor.map(pack_group, gtasks, desc="pack")
-    _remove_stale_groups(tokens_dir, {g["name"] for g in groups})
-    seconds["pack"] = round(time.perf_counter() - t0, 3)
-    for m in metas:
-        if m.get("rebuilt"):
-            echo(f"pack: {m['rebuilt']}; rebuilt group {m['group']}")
-    per_group = {m["group"]: {k: v for k, v in m.items() if k not in ("skipped", "rebuilt")} for m in metas}
+    outs = [str(stage_dir / f"{p.stem}.parquet") for p in parts]
+    extra_sets, exclude = write_extra(run, list(eval_specs), outs, pcfg.eval_max_docs)
+    names = [g["name"] for g in groups]
+    tokens_dir = run / TOKENS
+    facts = TokenizerFacts(Path(info.path).relative_to(run).as_posix(), info.digest, info.dtype.name, info.vocab_size,
+                           info.bos_id, info.eos_id, info.pad_id)
+    pack_spec = StageSpec(PACK, PACK, PackStageConfig(pcfg, tuple(names), facts, tuple(exclude), EVAL_DIR))
+    (packed,) = run_stages_after(run, STAGE, [pack_spec], executor, echo)
+    seconds["pack"] = round(packed.seconds, 3)
+    metas = [json.loads((tokens_dir / g / "meta.json").read_text()) for g in names]
+    for g, why in json.loads((run / PACK / ledger.WORK / REBUILT).read_text()).items():
+        echo(f"pack: {why}; rebuilt group {g}")
+    per_group = {m["group"]: m for m in metas}
     eval_index = {m["group"]: {"kind": "group", "n_docs": m["n_eval_docs"], "path": f"{EVAL_DIR}/{m['group']}.parquet"}
                   for m in metas if pcfg.eval_fraction} | extra_sets
     write_eval_index(run, eval_index)
@@ -202,7 +184,7 @@ def _pack(run, plan_obj, groups, tcfg, pcfg, info, source_stage, parts, echo, ev
         "bos_id": info.bos_id,
         "eos_id": info.eos_id,
         "pad_id": info.pad_id,
-        "tokenizer": tok_rel,
+        "tokenizer": facts.path,
         "source_stage": source_stage,
         "unassigned": unassigned,
         "eval": {name: e["n_docs"] for name, e in eval_index.items()},

@@ -35,8 +35,8 @@ from curate.pipeline.running.stagework import (MapJob, MapStageWorker, document_
 from curate.records.counts import StageStats
 from curate.records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
 from curate.stages import ledger, shardio
-from curate.stages.base import (BATCHES, GLOBAL, INPUTS, SHARDS, Declares, Executor, GlobalContext, Prepared, declared,
-                                resources_of)
+from curate.stages.base import (BATCHES, GLOBAL, INPUTS, SHARDS, SIDE_FILES, Declares, Executor, GlobalContext,
+                                Prepared, declared, resources_of)
 from curate.stages.ingest import outcome as ingest_outcome
 
 log = logs.log.getChild("run")
@@ -118,7 +118,9 @@ def run_stages_after(run_dir: Path, source: str, specs: list[StageSpec], executo
         reports, _, _ = _run_stages(specs, parts, {}, run_dir, executor, say, quiet=True)
     from curate.pipeline.catalog.db import read_stage_names
 
-    added = [s.name for s in specs]
+    # `stages.json` lists the stages whose shards the catalog reads; one that writes side files
+    # only (pack: RUN/tokens) is none of them.
+    added = [s.name for s in specs if declared(s.load()).writes - {SIDE_FILES}]
     shardio.atomic_write_json(run_dir / "stages.json", [n for n in read_stage_names(run_dir) if n not in added] + added)
     return reports
 

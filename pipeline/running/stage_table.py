@@ -26,6 +26,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "ingest": ("curate.stages.ingest_stage", "IngestConfig", "IngestStage"),
     "tokenize": ("curate.stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
     "filter": ("curate.stages.user", "FilterConfig", "FilterStage"),
+    "pack": ("curate.stages.pack_stage", "PackStageConfig", "PackStage"),  # run by `curate pack` only
 }
 # A config may also name its own stage class as `kind: "module:Class"` (stages/user.py).
 

@@ -47,6 +47,8 @@ NOT_PATHS = {
     "QualityConfig.scorer": "a column-name suffix",
     "LMScoreConfig.filter_model": "the `name` of one of `models`",
     "FilterConfig.function": "user code: the filter kind is refused from the service",
+    "PackStageConfig.tokenizer.path": "set by `curate pack`; a config cannot list the pack stage",
+    "PackStageConfig.eval_dir": "set by `curate pack`; a config cannot list the pack stage",
 }
 # Stage kinds that import the user's code; a service job may not name code to run.
 CODE_KINDS = ("filter",)
