@@ -227,10 +227,16 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, out_path: Path) 
 
     spm = _spm()
     buf = io.BytesIO()
-    pieces = training_pieces(texts, cfg.max_sentence_length)
+    pieces = list(training_pieces(texts, cfg.max_sentence_length))
+    if len(pieces) > cfg.input_sentence_size:
+        # Sentencepiece's own sample of `input_sentence_size` pieces differs from run to run
+        # (0.2.x, even with one thread and `set_random_generator_seed`), and so would the model
+        # and every token id after it: a seeded sample here keeps a retrained tokenizer the same.
+        keep = np.sort(np.random.default_rng(0).choice(len(pieces), cfg.input_sentence_size, replace=False))
+        pieces = [pieces[i] for i in keep]
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=pieces,
+            sentence_iterator=iter(pieces),
             model_writer=buf,
             vocab_size=cfg.vocab_size,
             model_type=cfg.model_type,

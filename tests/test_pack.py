@@ -183,3 +183,27 @@ def test_pack_config_validation():
         PackConfig(seq_len=70000)
     with pytest.raises(ValueError, match="packing"):
         PackConfig(packing="greedy")
+
+
+_TRAIN = """
+import sys
+from pathlib import Path
+from pydoc_data.topics import topics
+from curate.stages.tokenize import TokenizerConfig, train_tokenizer, training_pieces
+texts = [p for t in topics.values() for p in t.split("\\n\\n") if p.strip()]
+cfg = TokenizerConfig(vocab_size=400, input_sentence_size=1000, num_threads=1)
+assert len(list(training_pieces(texts, cfg.max_sentence_length))) > 2 * cfg.input_sentence_size
+train_tokenizer(texts, cfg, Path(sys.argv[1]))
+"""
+
+
+def test_a_tokenizer_trained_on_more_pieces_than_it_samples_is_the_same_every_time(tmp_path):
+    """Repacking a run whose tokenizer is retrained gives the same ids: sentencepiece's own sample
+    of `input_sentence_size` pieces differs from one process to the next, the seeded sample taken
+    before it does not."""
+    import subprocess
+    import sys
+
+    for i in range(2):
+        subprocess.run([sys.executable, "-c", _TRAIN, str(tmp_path / f"{i}.model")], check=True, timeout=120)
+    assert (tmp_path / "0.model").read_bytes() == (tmp_path / "1.model").read_bytes()
