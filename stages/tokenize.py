@@ -62,7 +62,7 @@ class TokenizerConfig:
     train_chars: int = 20_000_000
     """Characters of the run's documents sampled (evenly over shards) to train on."""
     input_sentence_size: int = 300_000
-    """Cap on training pieces; sentencepiece samples this many when given more (keeps training fast)."""
+    """Cap on training pieces; a seeded sample of this many when there are more (keeps training fast)."""
     max_sentence_length: int = 4192
     """Longest training piece in bytes; sentencepiece skips longer ones, so documents are cut to fit."""
     character_coverage: float = 0.9995
