@@ -45,7 +45,11 @@ Steps (each skipped on a rerun when done; killing and rerunning resumes):
     (g) vs (c), (f) vs (b), (e) vs (b), (h) vs (b)) as a decision table, the variance from the base
     and from the data order apart, the search's fit, the ladder, the leak counts, tokens per role;
     OUT/bars.png, OUT/curves.png, OUT/summary.json. With `scales: 2` the same under OUT/scale2 from
-    its own bases, and in OUT/report.md the decision accuracy (Magnusson et al. 2025).
+    its own bases for the arms and seeds of `second_scale`, on scale 1's run, picks and searched
+    mixture, and in OUT/report.md the decision accuracy (Magnusson et al. 2025) over the pairs of
+    arms both scales ran;
+12. the wall and CPU seconds of every step, per scale and in total, printed at the end and in
+    report.md (CPU: every process the run started), so each run checks its own budget.
 
 Decisions:
 - (a) is "the pretraining distribution": the general pool, as the base saw it (Parmar et al.'s
@@ -54,6 +58,10 @@ Decisions:
   (QA pair or not) sharing a 13-gram with one is not trained on, so every arm sees the same sets.
 - Every arm's plan names the same disjoint groups, so one pack serves all.
 - The search fits on dev slices, not on the held-out sets the arms are compared on.
+- The second scale takes the first scale's data side whole (run, tokenizer, picks, the searched
+  mixture): RegMix searches with small proxies for a larger model, and PreSelect's ladder labels
+  data for any model, so searching or laddering again at scale 2 is not what either method does,
+  and the scales then differ only in the model and its tokens, as DataDecide's do.
 - Paired tests pair (base, seed): arm x and arm y from the same base with the same data order.
   scipy's `ttest_rel` when installed, else the same t with Student's distribution computed here.
 """
@@ -74,7 +82,7 @@ from bench.miniature import data as D  # noqa: E402
 from bench.miniature import report as R  # noqa: E402
 from bench.miniature import methods as M  # noqa: E402
 from bench.miniature.config import MiniatureConfig, load, merge  # noqa: E402
-from bench.miniature.timing import CpuMeter  # noqa: E402
+from bench.miniature.timing import CpuMeter, Heartbeat  # noqa: E402
 from curate.pipeline.errors import CurateError  # noqa: E402
 from curate.pipeline.reporting.texttable import aligned  # noqa: E402
 
@@ -106,11 +114,28 @@ def prepare(cfg: MiniatureConfig, out: Path, ex, say, mark) -> dict:
             "gkey": gkey, "groups": groups, "packed": packed}
 
 
-def pretrain_bases(cfg: MiniatureConfig, out: Path, p: dict, recipe: dict, say, mark) -> list[dict]:
-    """`bases` models pretrained on the general pool, base b with seed b (init and data order)."""
+def pretrain_bases(cfg: MiniatureConfig, out: Path, p: dict, recipe: dict, ex, say, mark) -> list[dict]:
+    """`bases` models pretrained on the general pool, base b with seed b (init and data order), side
+    by side in the executor's workers, one core each (on 2 cores, two single-threaded trainers
+    finish sooner than one after the other on two threads)."""
+    from curate.stages.base import LocalExecutor
+
     key = [p["packed"], recipe, A.train_overrides(cfg), cfg.train.base_tokens, cfg.model.shape()]
-    bases = [D.cached(out, f"base{b}", [key, b], lambda b=b: A.pretrain_base(
-        cfg, out, recipe, say, folder=out / "bases" / f"b{b}", seed=b), say) for b in range(cfg.bases)]
+    todo = [b for b in range(cfg.bases) if not D.is_cached(out, f"base{b}", [key, b])]
+    threads = None if isinstance(ex, LocalExecutor) else 1
+    jobs = [{"cfg": cfg, "out": str(out), "recipe": recipe, "folder": str(out / "bases" / f"b{b}"), "seed": b,
+             "threads": threads} for b in todo]
+    if jobs:
+        say(f"[bases] pretraining {len(jobs)} base(s) on the general pool: {cfg.train.base_tokens:,.0f} tokens each")
+
+    def progress() -> str:
+        curves = {b: A.loss_curve(out / "bases" / f"b{b}") for b in todo}
+        line = ", ".join(f"b{b} step {c[-1][0]} loss {c[-1][1]:.3f}" for b, c in curves.items() if c)
+        return f"[bases] {line}" if line else ""
+
+    with Heartbeat(progress, say):
+        done = dict(zip(todo, ex.map(A.base_job, jobs, desc="bases"))) if jobs else {}
+    bases = [D.cached(out, f"base{b}", [key, b], lambda b=b: done[b], say) for b in range(cfg.bases)]
     mark("base pretraining")
     return bases
 
@@ -130,7 +155,22 @@ def preselect_pick(cfg: MiniatureConfig, out: Path, p: dict, recipe: dict, base:
     return {"preselect": pre, "groups": groups, "packed": packed}
 
 
-def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> dict:
+def share_run(out: Path, shared: dict, mark) -> None:
+    """The second scale reads the first scale's curated run (catalog, tokenizer, pack): OUT/scale2/run
+    is a link to it, so the scales differ in the model and the tokens only."""
+    link, target = out / "run", Path(shared["run"]).resolve()
+    if link.is_symlink() and link.resolve() != target:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(target, target_is_directory=True)
+    mark("scale 1's run, picks and mixture (reused)")
+
+
+def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print, shared: dict | None = None) -> dict:
+    """One scale. `shared`: the first scale's data side (`result["shared"]`), reused by the second:
+    its curated run, the (c)/(d) and PreSelect picks and the mixture `curate search` found. Both
+    methods choose data with small models for a larger one (RegMix: proxies; PreSelect: a ladder),
+    so the second scale takes their choice rather than searching or laddering again."""
     from curate.pipeline.running.executors import open_executor
 
     out = Path(cfg.out)
@@ -141,19 +181,27 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
         mark = lambda name: say(f"[time] {name}: {meter.mark(name)['wall_s']:.0f} s wall, "  # noqa: E731
                                 f"{meter.marks[-1]['cpu_s']:.0f} s CPU")
         mark("start (Ray)")
-        p = prepare(cfg, out, ex, say, mark)
+        if shared:
+            share_run(out, shared, mark)
+        p = shared["p"] if shared else prepare(cfg, out, ex, say, mark)
         base_recipe = A.recipes(cfg, p["groups"]["groups"])["base"]
-        bases = pretrain_bases(cfg, out, p, base_recipe, say, mark)
+        bases = pretrain_bases(cfg, out, p, base_recipe, ex, say, mark)
         base0 = Path(bases[0]["model"])
-        pre = preselect_pick(cfg, out, p, base_recipe, base0, ex, say, mark) if "g" in cfg.arms else {}
+        pre = {}  # scale 2 trains on scale 1's run, whose last pack holds (g)'s groups when (g) ran there
+        if shared:
+            pre = shared["pre"]
+        elif "g" in cfg.arms:
+            pre = preselect_pick(cfg, out, p, base_recipe, base0, ex, say, mark)
         groups, packed = pre.get("groups", p["groups"]), pre.get("packed", p["packed"])
         recipes = {k: r for k, r in A.recipes(cfg, groups["groups"]).items() if k != "base"}
         found = None
         if "f" in cfg.arms:
-            found = D.cached(out, "search", [packed, recipes["a"], cfg.search.__dict__, bases[0]],
-                             lambda: M.search(cfg, out, groups["groups"], base0, ex, say), say)
-            recipes["f"] = {**found["recipe"], "name": "f-search"}
-            mark("mixture search (f)")
+            found = shared["found"] if shared else D.cached(
+                out, "search", [packed, recipes["a"], cfg.search.__dict__, bases[0]],
+                lambda: M.search(cfg, out, groups["groups"], base0, ex, say), say)
+            recipes["f"] = {**found["recipe"], "name": "f-search", "max_epochs": cfg.train.max_epochs}
+            if not shared:
+                mark("mixture search (f)")
         plans = {k: D.cached(out, f"plan_{k}", [packed, recipes[k], cfg.train.cpt_tokens],
                              lambda k=k: A.make_plan(cfg, out, k, recipes[k], cfg.train.cpt_tokens), say)
                  for k in cfg.arms if k in recipes}
@@ -179,6 +227,7 @@ def run_miniature(cfg: MiniatureConfig, executor: str = "ray", echo=print) -> di
               "cpu_s": sum(m["cpu_s"] for m in meter.marks), "load_avg": os.getloadavg()}
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     write_report(out, result, bars, lines)
+    result["shared"] = {"run": str(out / "run"), "p": p, "pre": pre, "found": found}
     return result
 
 
@@ -189,26 +238,38 @@ def lm_eval_task(held_out: str, folder: Path) -> str:
     return str(qa_task(held_out, folder, "miniature_qa"))
 
 
-def run_scales(cfg: MiniatureConfig, config_path: str | None, overrides: dict | None, gpu: bool, executor: str,
-               echo=print) -> list[dict]:
-    """Scale 1, and with `scales: 2` the second scale from its own bases in OUT/scale2 (the model
-    of `second_scale.model`, `token_factor` x the base and arm tokens); the decision accuracy
-    between them goes into scale 1's report."""
+def scale2_config(cfg: MiniatureConfig) -> MiniatureConfig:
+    """The second scale's config: scale 1's as loaded (with --gpu, the `gpu:` block already
+    applied), with `second_scale`'s model, arms and seeds, its tokens x `token_factor`, in OUT/scale2.
+    The epoch caps grow with the tokens, so every arm is its scale-1 mixture at the larger budget
+    (the searched mixture, found for scale 1's tokens, repeats its small groups more often)."""
+    s2 = cfg.second_scale
+    qa_epochs = cfg.train.qa_max_epochs and cfg.train.qa_max_epochs * s2.token_factor
+    return load(None, merge(json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__)), {
+        "out": str(Path(cfg.out) / "scale2"), "model": s2.model, "scales": 1,
+        "arms": [a for a in cfg.arms if a in s2.arms], "seeds": s2.seeds or cfg.seeds,
+        "train": {"base_tokens": cfg.train.base_tokens * s2.token_factor,
+                  "cpt_tokens": cfg.train.cpt_tokens * s2.token_factor,
+                  "max_epochs": cfg.train.max_epochs * s2.token_factor, "qa_max_epochs": qa_epochs}}))
+
+
+def run_scales(cfg: MiniatureConfig, executor: str, echo=print) -> list[dict]:
+    """Scale 1, and with `scales: 2` the second scale in OUT/scale2: the model of
+    `second_scale.model`, `token_factor` x the base and arm tokens, its own bases, the arms and
+    seeds of `second_scale`, scale 1's data side (`run_miniature`'s `shared`); the decision
+    accuracy between them goes into scale 1's report."""
     results = [run_miniature(cfg, executor, echo)]
     if cfg.scales == 2:
-        s2 = cfg.second_scale
-        over = merge(overrides or {}, {
-            "out": str(Path(cfg.out) / "scale2"), "model": s2.model,
-            "train": {"base_tokens": cfg.train.base_tokens * s2.token_factor,
-                      "cpt_tokens": cfg.train.cpt_tokens * s2.token_factor}})
-        big = load(config_path, over, gpu=gpu)
-        results.append(run_miniature(big, executor, echo))
+        big = scale2_config(cfg)
+        results.append(run_miniature(big, executor, echo, shared=results[0]["shared"]))
         small, large = results[0], results[1]
         small["decision_accuracy"] = R.decision_accuracy(small["summary"], large["summary"])
-        small["scale2"] = {"model": big.model.__dict__, "summary": large["summary"],
-                           "comparisons": large["comparisons"]}
+        small["scale2"] = {"model": big.model.__dict__, "summary": large["summary"], "arms": big.arms,
+                           "seeds": big.seeds, "bases": big.bases, "comparisons": large["comparisons"],
+                           "timing": large["timing"], "wall_s": large["wall_s"], "cpu_s": large["cpu_s"]}
         out = Path(cfg.out)
-        (out / "summary.json").write_text(json.dumps(small, indent=2, default=str))
+        (out / "summary.json").write_text(json.dumps({k: v for k, v in small.items() if k != "shared"},
+                                                     indent=2, default=str))
         write_report(out, small, out / "bars.png", out / "curves.png")
     return results
 
@@ -249,11 +310,19 @@ def _leak_text(r: dict) -> str:
 def _scales_text(r: dict) -> str:
     if "decision_accuracy" not in r:
         return "One scale (`--scales 2` runs a second, from its own bases)."
+    s2 = r["scale2"]
     acc = "\n".join(f"| {m} | {v['accuracy']:.0%} | {v['pairs']} |" for m, v in r["decision_accuracy"].items())
-    return (f"Scale 2: model {r['scale2']['model']}, from its own bases (OUT/scale2/report.md). Decision "
-            "accuracy (Magnusson et al. 2025): the share of arm pairs both scales order the same way.\n\n"
+    arms = ", ".join(f"({a})" for a in s2["arms"])
+    seeds = f"{s2['seeds']} data-order seed{'s' if s2['seeds'] != 1 else ''}"
+    return (f"Scale 2: model {s2['model']}, arms {arms} from its own {s2['bases']} bases x {seeds} "
+            f"({s2['bases'] * s2['seeds']} (base, seed) pairs per test; scale 1: "
+            f"{r['config']['bases'] * r['config']['seeds']}), on scale 1's curated run, picks and searched "
+            "mixture (OUT/scale2/report.md). Decision accuracy (Magnusson et al. 2025): the share of the "
+            "pairs of arms both scales ran that both order the same way.\n\n"
             f"| metric | decision accuracy | arm pairs |\n|---|---|---|\n{acc}\n\nScale 2's table:\n\n"
-            + R.markdown_table(r["scale2"]["summary"], None))
+            + R.markdown_table(s2["summary"], None) + "\n\nScale 2's time:\n\n"
+            + R.markdown_rows(R.timing_rows(s2["timing"])) + f"\n\nBoth scales: {r['wall_s'] + s2['wall_s']:.0f} s "
+            f"wall, {r['cpu_s'] + s2['cpu_s']:.0f} s CPU.")
 
 
 def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
@@ -298,9 +367,8 @@ def write_report(out: Path, r: dict, bars: Path, curves: Path) -> Path:
                   f"{r['bases'][0]['tokens']:,} tokens at peak LR {cfg['train']['base_lr']:g} (base b: seed b); arms: "
                   f"{cfg['train']['cpt_tokens']:g} tokens each from eta0 = {r['eta0']:g}; {cfg['seeds']} data-order "
                   "seeds.\n\nTime of this invocation (steps an earlier one finished are skipped and show about "
-                  "0):\n\n| step | wall s | CPU s |\n|---|---|---|\n"
-                  + "".join(f"| {m['step']} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |\n" for m in r["timing"])
-                  + f"| total | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |\n\nCPU: this process and every process "
+                  "0):\n\n" + R.markdown_rows(R.timing_rows(r["timing"]))
+                  + "\n\nCPU: this process and every process "
                   f"it started (Ray's workers included), sampled each second. Load average at the end: "
                   f"{', '.join(f'{x:.1f}' for x in r['load_avg'])}."),
     ]
@@ -321,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CurateError(f"--config: {a.config} does not exist")
         over = {k: v for k, v in (("out", a.out), ("scales", a.scales)) if v}
         cfg = load(a.config, over or None, gpu=a.gpu)
-        r = run_scales(cfg, a.config, over, a.gpu, a.executor)[0]
+        r = run_scales(cfg, a.executor)[0]
     except CurateError as e:
         print(f"recipe_miniature: error: {e}", file=sys.stderr)
         return 2
@@ -334,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(aligned(R.role_cells(r["role_tokens"]), indent="", gap=" | ")))
     for m, v in r.get("decision_accuracy", {}).items():
         print(f"decision accuracy across scales, {m}: {v['accuracy']:.0%} of {v['pairs']} arm pairs")
-    print(f"\nwall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s; report: {Path(cfg.out) / 'report.md'}")
+    for name, x in [("scale 1", r)] + ([("scale 2", r["scale2"])] if "scale2" in r else []):
+        print(f"\ntime, {name}:")
+        print("\n".join(aligned(R.timing_rows(x["timing"]), indent="  ", gap=" | ")))
+    wall, cpu = r["wall_s"] + r.get("scale2", {}).get("wall_s", 0), r["cpu_s"] + r.get("scale2", {}).get("cpu_s", 0)
+    print(f"\nwall {wall:.0f} s, CPU {cpu:.0f} s (load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}); "
+          f"report: {Path(cfg.out) / 'report.md'}")
     return 0
 
 

@@ -238,6 +238,69 @@ def test_rerun_skips_finished_work(miniature):
     assert second["summary"] == first["summary"]
 
 
+@pytest.fixture(scope="module")
+def two_scales(miniature):
+    """The fixture's run with `scales: 2`: scale 1 is all done before; scale 2 a model of another
+    shape from its own bases, its declared arms (those of a, b, c, f, g the run has) and, as the
+    shipped config, 1 seed from each base."""
+    from bench.miniature.config import load, merge
+    from bench.recipe_miniature import run_scales
+
+    cfg = miniature[0]
+    two = load(None, merge(json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__)), {
+        "scales": 2, "second_scale": {"model": {"hidden_size": 48, "layers": 3}, "token_factor": 1.5,
+                                      "arms": ["a", "b", "c", "f", "g"], "seeds": 1}}))
+    lines: list[str] = []
+    return two, run_scales(two, "ray", echo=lines.append), lines
+
+
+def test_second_scale_reuses_scale_ones_data_side_and_reports_both(two_scales):
+    cfg, (small, large), lines = two_scales
+    out, big = Path(cfg.out), Path(cfg.out) / "scale2"
+    text = "\n".join(lines)
+    assert "training " not in text.split("scale 1's run, picks and mixture (reused)")[0]  # scale 1: all cached
+    # scale 2: its declared arms that the run has, from its own bases of the second shape
+    assert list(large["summary"]) == ["a", "b", "f", "g"] and small["scale2"]["arms"] == ["a", "b", "f", "g"]
+    assert all(len(m["values"]) == cfg.bases for s in large["summary"].values() for m in s.values())
+    assert large["summary"]["b"]["target/bpb"]["order_var"] is None  # one seed: the bases' variance only
+    assert all(c["n"] == cfg.bases for c in large["comparisons"])  # paired over the 2 bases
+    for b in range(cfg.bases):
+        shape = json.loads((big / "bases" / f"b{b}" / "model" / "config.json").read_text())
+        assert (shape["hidden_size"], shape["num_hidden_layers"]) == (48, 3)
+    assert large["bases"][0]["tokens"] > small["bases"][0]["tokens"]
+    # the data side is scale 1's: the same run, PreSelect pick and searched mixture; no search or ladder again
+    assert (big / "run").resolve() == (out / "run").resolve()
+    assert large["search"] == small["search"] and large["preselect"] == small["preselect"]
+    assert not (big / "ladder").exists() and not (big / "_done" / "search.json").exists()
+    assert not {"mixture search (f)", "PreSelect ladder, classifier and pack"} & {m["step"] for m in large["timing"]}
+    # decision accuracy over the pairs of arms both scales ran (4 arms: 6 pairs)
+    acc = small["decision_accuracy"]["target/bpb"]
+    assert acc["pairs"] == 6 and 0 <= acc["accuracy"] <= 1
+    report = (out / "report.md").read_text()
+    assert "arms (a), (b), (f), (g) from its own 2 bases x 1 data-order seed (2 (base, seed) pairs" in report
+    assert "Both scales:" in report
+    assert f"| total | {small['scale2']['wall_s']:.0f} |" in report
+
+
+def test_second_scale_config_under_gpu_and_bad_arms():
+    from bench.miniature.config import load
+    from bench.recipe_miniature import scale2_config
+    from curate.records.errors import ConfigError
+
+    for gpu in (False, True):
+        cfg = load(ROOT / "configs" / "miniature.yaml", gpu=gpu)
+        big = scale2_config(cfg)
+        f = cfg.second_scale.token_factor
+        assert big.train.cpt_tokens == cfg.train.cpt_tokens * f and big.train.base_tokens == cfg.train.base_tokens * f
+        assert set("abcfg") <= set(big.arms) <= set(cfg.arms) and big.bases == cfg.bases >= 2
+        assert big.model.shape() != cfg.model.shape() and big.model.vocab_size == cfg.model.vocab_size
+        assert big.train.max_epochs == cfg.train.max_epochs * f  # scale 1's mixtures fit the larger budget
+    assert big.model.size == "350m"  # the gpu block's second scale
+    with pytest.raises(ConfigError, match=r"second_scale.arms`: must hold \['c'\]"):
+        load(None, {"second_scale": {"arms": ["a", "b", "f", "g"]}})
+    load(None, {"arms": ["a", "b", "f", "g"], "second_scale": {"arms": ["a", "b", "f", "g"]}})
+
+
 def test_paired_t_by_hand_matches_scipy():
     from bench.miniature.report import t_sf
 

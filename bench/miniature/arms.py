@@ -151,19 +151,38 @@ def pretrain_base(cfg: MiniatureConfig, out: Path, recipe: dict, echo, folder: P
             "seed": seed}
 
 
-def eval_job(job: dict) -> dict:
-    """One model scored by `curate eval`'s function: BPB per held-out set (windows of the training
-    context) and the held-out QA answers; cached beside the model."""
-    from curate.pipeline.commands.evaluation import eval_model
-    from curate.search.arms import digest_model
+def base_job(job: dict) -> dict:
+    """One base pretrained in an executor's worker (bases side by side, one core each)."""
+    import torch
 
-    model, dest = Path(job["model"]), Path(job["dest"])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    return pretrain_base(job["cfg"], Path(job["out"]), job["recipe"], lambda s: None, folder=Path(job["folder"]),
+                         seed=job["seed"])
+
+
+SCORED_SETS = ("target", "general")
+"""The held-out sets every model is scored on; the dev slices are the search's alone (about half
+the held-out documents, so half the scoring time at either scale)."""
+
+
+def eval_job(job: dict) -> dict:
+    """One model scored by `curate eval`'s functions: BPB on SCORED_SETS (windows of the training
+    context) and the held-out QA answers; cached beside the model."""
+    from curate.pipeline.commands.evaluation import default_start, run_sets, scoring_tokenizer
+    from curate.search.arms import digest_model
+    from curate.training.evaluate import EvalConfig, evaluate, read_qa
+
+    model, dest, run = Path(job["model"]), Path(job["dest"]), Path(job["run"])
     key = {"model": digest_model(model), "qa": job["qa"], "block": job["block"]}
     cache = dest / "miniature_eval.json"
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["metrics"]
-    ev = eval_model(model, run=job["run"], qa=[job["qa"]], out=dest, device=job["device"], block=job["block"],
-                    stride=job["block"] // 2, echo=lambda s: None)
+    texts = {k: v for k, v in run_sets(run).items() if k in SCORED_SETS}
+    tok = scoring_tokenizer(model, run, None)
+    cfg = EvalConfig(block=job["block"], stride=job["block"] // 2, batch_tokens=16384)
+    ev = evaluate(model, texts, {"qa": read_qa(job["qa"])}, cfg, device=job["device"], tokenizer=tok,
+                  start=default_start(model, tok, run), tasks=[], out_dir=dest)
     m = {f"{k}/bpb": v["bpb"] for k, v in ev["sets"].items()}
     for name, q in ev["qa"].items():
         m["qa/answer_bpb"] = q["answer_bpb"]

@@ -117,6 +117,12 @@ class ScaleConfig:
     """Fields of `model` replaced at that scale."""
     token_factor: float = 2.0
     """Base and arm tokens x this."""
+    arms: list[str] = field(default_factory=lambda: ["a", "b", "c", "f", "g"])
+    """The arms run at this scale (those not in `arms` are left out); it must hold each of a, b, c,
+    f, g that `arms` has. The decision accuracy is over the pairs of arms both scales ran."""
+    seeds: int | None = None
+    """Data-order seeds per arm and base at this scale (null: `seeds`); every base still runs, so
+    each paired test has bases x seeds pairs (1 seed, 2 bases: 2 pairs, the base's variance only)."""
 
 
 @dataclass
@@ -206,7 +212,7 @@ class MiniatureConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: int = 3
-    """Data-order seeds per arm and base."""
+    """Data-order seeds per arm and base (bases x seeds >= 2: the pairs of each paired test)."""
     bases: int = 2
     """Bases pretrained with different seeds; every arm x seed runs from each."""
     scales: int = 1
@@ -234,10 +240,19 @@ class MiniatureConfig:
             raise ValueError("arms: must include 'a' (every difference is taken against it)")
         if self.bases < 1 or self.scales not in (1, 2):
             raise ValueError(f"bases >= 1 and scales 1 or 2, got bases={self.bases}, scales={self.scales}")
-        if self.seeds < 2:
-            raise ValueError(f"seeds: need at least 2 for a paired test, got {self.seeds}")
+        if self.seeds < 1 or self.seeds * self.bases < 2:
+            raise ValueError(f"seeds: need at least 2 (base, seed) pairs for a paired test, got seeds={self.seeds} "
+                             f"x bases={self.bases}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
+        s2 = self.second_scale
+        need = [a for a in ("a", "b", "c", "f", "g") if a in self.arms and a not in s2.arms]
+        if need or set(s2.arms) - set(ARMS):
+            raise ValueError(f"second_scale.arms: must hold {need} (each of a, b, c, f, g that `arms` has) and "
+                             f"only arms of {', '.join(ARMS)}; got {s2.arms}")
+        if s2.seeds is not None and (s2.seeds < 1 or s2.seeds * self.bases < 2):
+            raise ValueError(f"second_scale.seeds: need at least 2 (base, seed) pairs for a paired test, got "
+                             f"seeds={s2.seeds} x bases={self.bases}")
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -17,15 +17,23 @@ SEL = "sel"  # the selection classifier's name: column quality_sel
 PRE = "pre"  # the PreSelect classifier's name: column quality_pre
 
 
+def _digest(key: Any) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_cached(out: Path, name: str, key: Any) -> bool:
+    """Whether `cached(out, name, key, ...)` would return a kept result without running."""
+    path = out / "_done" / f"{name}.json"
+    return path.is_file() and json.loads(path.read_text()).get("key") == _digest(key)
+
+
 def cached(out: Path, name: str, key: Any, fn: Callable[[], dict], echo: Callable[[str], None]) -> dict:
     """`fn()` once per `key`: its result is kept in OUT/_done/<name>.json and returned on reruns."""
     path = out / "_done" / f"{name}.json"
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if path.is_file():
-        m = json.loads(path.read_text())
-        if m.get("key") == digest:
-            echo(f"[{name}] done before, skipped")
-            return m["result"]
+    digest = _digest(key)
+    if is_cached(out, name, key):
+        echo(f"[{name}] done before, skipped")
+        return json.loads(path.read_text())["result"]
     result = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -146,6 +146,12 @@ def decision_rows(comps: list[dict], large: list[dict] | None = None, alpha: flo
     return rows
 
 
+def timing_rows(marks: list[dict]) -> list[list[str]]:
+    """Wall and CPU seconds per step of one scale and their total (header first)."""
+    rows = [["step", "wall s", "CPU s"]] + [[m["step"], f"{m['wall_s']:.0f}", f"{m['cpu_s']:.0f}"] for m in marks]
+    return rows + [["total", f"{sum(m['wall_s'] for m in marks):.0f}", f"{sum(m['cpu_s'] for m in marks):.0f}"]]
+
+
 def base_mean(scores: list[dict]) -> dict:
     """The bases' metrics, averaged over bases (the "before" row)."""
     keys = set.intersection(*(set(s) for s in scores)) if scores else set()
