@@ -54,7 +54,7 @@ def build_run(out: Path, n: int, distinct: int = 1000) -> Path:
     written and the rest copied from those; returns `out`."""
     from curate.stages import docshard, shardio
     from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA, REJECTED_SCHEMA
-    from curate.stages.word_count import WordCountConfig, WordCountStage
+    from curate.stages.filter.word_count import WordCountConfig, WordCountStage
 
     if (out / "stages.json").exists():
         return out

@@ -63,7 +63,7 @@ def timed(fn):
 
 
 def run_curate(texts: list[str], items: list[str], workdir: Path) -> tuple[int, float, float]:
-    from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
+    from curate.stages.heldout.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
 
     path = workdir / "eval.jsonl"
     path.write_text("".join(json.dumps({"question": t}) + "\n" for t in items))
@@ -87,7 +87,7 @@ def run_curate(texts: list[str], items: list[str], workdir: Path) -> tuple[int, 
 def run_curate_two_pass(texts: list[str], items: list[str], workdir: Path) -> tuple[int, float, float]:
     """What a run does (without the files): match every batch, count each eval n-gram's documents,
     ignore those in more than 10, then decide every batch from its matches (mode `drop`)."""
-    from curate.stages.decontaminate import (DecontaminateConfig, DecontaminateStage, EvalSetSpec, Hits,
+    from curate.stages.heldout.decontaminate import (DecontaminateConfig, DecontaminateStage, EvalSetSpec, Hits,
                                              decontaminate, frequent)
 
     path = workdir / "eval.jsonl"

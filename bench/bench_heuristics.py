@@ -77,7 +77,7 @@ def main() -> None:
 
     from curate.scorers.heuristics import FILTER_CLASSES
     from curate.scorers.wordsplit import fast_word_splitter
-    from curate.stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
+    from curate.stages.filter.heuristics import FilterSpec, HeuristicsConfig, HeuristicsStage
 
     rows = _corpus(a.corpus, a.mb)
     texts = [r["text"] for r in rows]

@@ -87,7 +87,7 @@ def curate_ingest(folder: Path, extractor: str, work: Path) -> tuple[dict[str, s
     """({page name: document text}, CPU seconds) of curate's ingest stage over `folder`."""
     import pyarrow.parquet as pq
 
-    from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
+    from curate.stages.inputs.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
 
     shutil.rmtree(work, ignore_errors=True)
     cfg = IngestConfig()

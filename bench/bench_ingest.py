@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 def plain_single_process(src: Path, out: Path) -> int:
     """The peer: pyarrow's JSON reader, the same normalization, one zstd Parquet file."""
-    from curate.stages.normalize import normalize_text
+    from curate.stages.inputs.normalize import normalize_text
 
     table = pjson.read_json(src, read_options=pjson.ReadOptions(block_size=64 << 20))
     texts = [normalize_text(t)[0] for t in table.column("text").to_pylist()]

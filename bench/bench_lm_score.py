@@ -182,7 +182,7 @@ def run(a: argparse.Namespace) -> None:
     from curate.pipeline.running.runner import run_pipeline
     from curate.pipeline.running.stagework import MapJob, MapStageWorker, stage_config_hash
     from curate.stages import shardio
-    from curate.stages.tokenize import TokenizerConfig, train_tokenizer
+    from curate.stages.tokens.tokenizers import TokenizerConfig, train_tokenizer
     from curate.training.bpb import load_scoring_model
 
     torch.set_num_threads(a.threads)

@@ -69,7 +69,7 @@ def hf_per_cpu_second(texts, mb, run, tmp, vocab_size):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from curate.stages.tokenize import TokenizeTask, tokenize_shard
+    from curate.stages.tokens.tokenizers import TokenizeTask, tokenize_shard
 
     split = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -117,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from curate.pipeline.commands.corpus import build_system_corpus
-    from curate.stages.tokenize import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
+    from curate.stages.tokens.tokenizers import TokenizeTask, TokenizerConfig, load_tokenizer, tokenize_shard, train_tokenizer
     from test_pack_common import load_docs, make_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))

@@ -31,7 +31,7 @@ def kind_class(kind: Any) -> type:
     if not isinstance(kind, str) or ":" not in kind:
         raise ValueError(f"got {kind!r}; valid: {', '.join(RECIPE_KINDS)}, or your own RecipeKind class "
                          "as \"module:Class\"")
-    from curate.stages.user import import_object
+    from curate.stages.filter.user import import_object
 
     cls = import_object(kind, "a recipe kind")
     if not (isinstance(cls, type) and issubclass(cls, RecipeKind) and dataclasses.is_dataclass(cls)):

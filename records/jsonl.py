@@ -1,7 +1,7 @@
 """JSON objects, one per line, read with errors that name the file and line.
 
 Small hand-written sets (evaluation text, QA items) are read this way; corpus input goes through
-stages/readers.py, which quarantines bad records instead of refusing the file.
+stages/inputs/readers.py, which quarantines bad records instead of refusing the file.
 """
 
 from __future__ import annotations

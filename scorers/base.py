@@ -4,7 +4,7 @@ A scorer is built from its config (`Scorer(config)`, cheap: nothing loads yet), 
 columns it writes (`columns()`: name, Arrow type, and what `curate stats` makes of the column),
 loads its model once per worker (`load()`) and scores a batch of texts (`score(texts)`: one
 sequence of values per declared column, in document order). Everything else a scoring stage does
-is the generic stage's (`stages/score.py`): the Arrow columns, the drop reasons from declared
+is the generic stage's (`stages/score/stage.py`): the Arrow columns, the drop reasons from declared
 thresholds, bucket columns from declared cut points, counters and the rejected rows.
 
 What a scorer may add is declared by implementing a protocol below, never found by probing:

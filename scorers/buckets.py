@@ -10,7 +10,7 @@ Buckets are numbered 1 (lowest scores) to len(quantiles) + 1 (highest), so mixtu
 naturally: `quality_bucket >= 4`.
 
 CCNet's perplexity buckets (Wenzek et al. 2019, https://arxiv.org/abs/1911.00359) are cut per
-language at percentiles of documents, not of characters (`percentile_cuts`); `stages/lm_score.py`
+language at percentiles of documents, not of characters (`percentile_cuts`); `stages/score/lm_score.py`
 (`lm_bucket`) applies them per group.
 """
 

@@ -132,7 +132,7 @@ class HeuristicFilters:
                        list(s[4]) if len(s) > 4 and s[4] else []) for s in specs]
         self.english = set(english)
         self.exempt_sources = list(exempt_sources)
-        # `{quantile: q}` parameters (stages/quantiles.py): their value depends on the group.
+        # `{quantile: q}` parameters (stages/filter/quantiles.py): their value depends on the group.
         self.grouped = any(s[4] for s in self.specs)
         self.thresholds = thresholds
         self._filters: dict[tuple[str, str | None], list[tuple[str, Any, Any]]] = {}

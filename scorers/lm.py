@@ -98,7 +98,7 @@ def default_tokenizer(folder: str | os.PathLike, run_dir: str | os.PathLike | No
     own tokenizer: bits per byte does not depend on it."""
     if run_dir is None or any((Path(folder) / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
         return None
-    from curate.stages.tokenize_stage import run_tokenizer_path
+    from curate.stages.tokens.stage import run_tokenizer_path
 
     found = run_tokenizer_path(Path(run_dir))
     return found.resolve() if found is not None else None

@@ -1,7 +1,7 @@
 """One 64-bit hash of salted document ids, for choices that must depend on the id alone.
 
-The sample stage's draw (stages/sample.py) and the held-out evaluation documents
-(stages/holdout.py) both need a key per document that is uniform, fixed by the id, and the same on
+The sample stage's draw (stages/filter/sample.py) and the held-out evaluation documents
+(stages/heldout/holdout.py) both need a key per document that is uniform, fixed by the id, and the same on
 every rerun, machine, worker count and shard layout. Each passes its own salt, so the two choices
 are independent of each other (a sampled-out document is no likelier to be held out).
 """

@@ -128,7 +128,7 @@ def build(root: Path) -> tuple[dict[str, int], int]:
 
 def ingest_in_process(inputs, work: Path, cfg=None) -> tuple[list[dict], list[dict]]:
     """(documents, quarantine rows) of ingesting `inputs` (InputSpecs) in this process."""
-    from curate.stages.ingest import IngestConfig, IngestJob, plan_tasks, run_ingest
+    from curate.stages.inputs.ingest import IngestConfig, IngestJob, plan_tasks, run_ingest
 
     cfg = cfg or IngestConfig()
     docs, quarantined = [], []

@@ -85,7 +85,7 @@ def test_a_group_queued_behind_a_lost_one_is_resubmitted_uncounted(ray_session, 
 
 
 def _load_count(path: str) -> tuple[int, int]:
-    from curate.stages.tokenize import _load, load_tokenizer
+    from curate.stages.tokens.tokenizers import _load, load_tokenizer
 
     load_tokenizer(path).encode(["warm"])
     return os.getpid(), _load.cache_info().misses
@@ -98,7 +98,7 @@ def test_task_workers_load_a_tokenizer_once(ray_session, tmp_path):
     import pydoc_data.topics
 
     from curate.pipeline.running.adapter import RayExecutor
-    from curate.stages.tokenize import TokenizerConfig, train_tokenizer
+    from curate.stages.tokens.tokenizers import TokenizerConfig, train_tokenizer
 
     model = tmp_path / "sp.model"
     train_tokenizer(list(pydoc_data.topics.topics.values()), TokenizerConfig(vocab_size=500), model)

@@ -9,7 +9,7 @@ import pytest
 
 from curate.scorers import ft
 from curate.scorers.quality import FastTextParams, train_quality
-from curate.stages.annotate import QualityConfig, QualityStage
+from curate.stages.score.annotate import QualityConfig, QualityStage
 from test_scorers_corpus import doc_table, pydoc_chunks, stdlib_code
 
 

@@ -12,7 +12,7 @@ import pytest
 from curate.pipeline.running.config import load_config
 from curate.pipeline.errors import ConfigError
 from curate.stages.base import GlobalContext, LocalExecutor
-from curate.stages.url_filter import URLFilterConfig, URLFilterStage
+from curate.stages.filter.url_filter import URLFilterConfig, URLFilterStage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def _paragraphs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> list[Path]:
     """pydoc topic paragraphs as ingest shards of 250 documents, two sources."""
-    from curate.stages import ingest
+    from curate.stages.inputs import ingest
 
     root = tmp_path_factory.mktemp("sample")
     corpus = root / "topics.jsonl"
@@ -95,7 +95,7 @@ def ingested(tmp_path_factory) -> list[Path]:
 
 def _sample(parts: list[Path], out: Path, **cfg) -> tuple[list[str], list[dict]]:
     from curate.stages import docshard
-    from curate.stages.sample import SampleConfig, SampleStage
+    from curate.stages.filter.sample import SampleConfig, SampleStage
 
     stage = SampleStage(SampleConfig(**cfg))
     ctx = GlobalContext(out / "sample", out / "work", out / "rejected", LocalExecutor(), json.dumps(cfg))
@@ -195,7 +195,7 @@ def _stdlib_texts() -> list[tuple[str, str]]:
 def test_pii_matches_datatrove_and_counts_per_kind():
     from datatrove.pipeline.formatters.pii import PIIFormatter
 
-    from curate.stages.pii import PIIConfig, Redactor
+    from curate.stages.filter.pii import PIIConfig, Redactor
 
     texts = [t for _, t in _stdlib_texts()]
     ours, theirs = Redactor(PIIConfig(credit_cards=False)), PIIFormatter()
@@ -264,7 +264,7 @@ def test_limit_reads_the_first_records_of_each_input(tmp_path):
     folder of text files gives its first N files."""
     import json as json_pkg
 
-    from curate.stages import ingest
+    from curate.stages.inputs import ingest
 
     paras = _paragraphs()
     big = tmp_path / "big.jsonl"
@@ -293,8 +293,10 @@ def test_sample_of_an_earlier_version_is_redone_whole_and_draws_with_the_holdout
     salt); its version is in every shard's fingerprint, so shards of an earlier version are redone."""
     import numpy as np
 
-    from curate.stages import idhash, sample
+    from curate.stages import idhash
 
+
+    from curate.stages.filter import sample
     ids = [n for n, _ in _paragraphs()[:50]]
     u = sample.draw(ids, 3)
     assert np.array_equal(u, idhash.unit_draw(ids, "curate-sample:3:")) and ((0 <= u) & (u < 1)).all()

@@ -64,7 +64,7 @@ def test_kernel_html_pages_are_copied_and_read_by_the_demos_html_input(tmp_path)
     import yaml
 
     from badinput import ingest_in_process
-    from curate.stages.ingest import InputSpec
+    from curate.stages.inputs.ingest import InputSpec
 
     n, root = build_kernel_html(tmp_path / "a", pages=5)
     build_kernel_html(tmp_path / "b", pages=5)

@@ -14,8 +14,8 @@ import pytest
 
 from curate.pipeline.running.config import load_config
 from curate.pipeline.errors import ConfigError
-from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
-from curate.stages.wordgrams import word_ngrams
+from curate.stages.heldout.decontaminate import DecontaminateConfig, DecontaminateStage, EvalSetSpec
+from curate.stages.heldout.wordgrams import word_ngrams
 
 N = 13
 
@@ -100,7 +100,7 @@ def test_non_ascii_words_match_the_reference():
     """Every character HTML5 names (letters, digits, symbols, punctuation, astral code points)."""
     from html.entities import html5
 
-    from curate.stages.wordgrams import _words
+    from curate.stages.heldout.wordgrams import _words
 
     pairs = sorted(html5.items())
     texts = [" ".join(f"x{v}{k}{v}y" for k, v in pairs[i:i + 40]) for i in range(0, len(pairs), 40)]
@@ -197,7 +197,7 @@ SHORT = "the lighthouse keeper counted exactly nine silver gulls today"  # 9 wor
 
 
 def test_gpt3_n_rule():
-    from curate.stages.wordgrams import gpt3_n
+    from curate.stages.heldout.wordgrams import gpt3_n
 
     assert gpt3_n([9] * 95 + [100] * 5) == 9  # the 5th percentile of item lengths
     assert gpt3_n([3, 4, 50, 60]) == 8  # never below 8 (GPT-3: spurious collisions below)

@@ -13,8 +13,8 @@ import yaml
 
 from curate.records.typed import build
 from curate.scorers.heuristics import signals
-from curate.stages.filters import HeuristicsConfig, HeuristicsStage
-from curate.stages.quantiles import resolve
+from curate.stages.filter.heuristics import HeuristicsConfig, HeuristicsStage
+from curate.stages.filter.quantiles import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

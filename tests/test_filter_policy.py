@@ -15,7 +15,7 @@ import pytest
 from curate.records.errors import ConfigError
 from curate.records.typed import build
 from curate.scorers.heuristics import SIGNALS
-from curate.stages.filters import HeuristicsConfig, HeuristicsStage
+from curate.stages.filter.heuristics import HeuristicsConfig, HeuristicsStage
 
 # Reference text keeps its manuals: the prose rules made for web pages drop much of it for symbols.
 PROSE = [{"filter": "gopher_repetition"}, {"filter": "gopher_quality"}, {"filter": "fineweb_quality"}]

@@ -154,7 +154,7 @@ def test_scoring_head_equals_the_models_own_forward(config, tmp_path):
     """Bits per byte score hidden states through `lm_head` only where a target is scored: that must
     be the model's own logits (Gemma 2's soft-capping, Phi's biased head, tied embeddings); a
     scoring window longer than the model's positions is refused by name."""
-    from curate.stages.tokenize import load_tokenizer
+    from curate.stages.tokens.tokenizers import load_tokenizer
     from curate.training.bpb import ScoringModel
 
     qwen2_tokenizer().save_pretrained(tmp_path)

@@ -12,11 +12,12 @@ import pytest
 from curate.pipeline.catalog import db as catalog
 from curate.pipeline.commands.pack import pack
 from curate.pipeline.errors import CurateError
-from curate.stages import holdout, shardio
+from curate.stages import shardio
+from curate.stages.heldout import holdout
 from curate.stages.base import LocalExecutor
-from curate.stages.megatron import read_indexed_dataset
-from curate.stages.packing import read_rows
-from curate.stages.tokenize import load_tokenizer
+from curate.stages.tokens.megatron import read_indexed_dataset
+from curate.stages.tokens.packing import read_rows
+from curate.stages.tokens.tokenizers import load_tokenizer
 from test_pack_common import make_run, write_plan
 from tinylm import code_texts, topic_texts
 

@@ -11,9 +11,9 @@ import badinput
 from curate.pipeline.catalog.db import query
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
-from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
-from curate.stages.normalize import normalize_text
-from curate.stages.records import stable_id
+from curate.stages.inputs.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
+from curate.stages.inputs.normalize import normalize_text
+from curate.stages.inputs.document import stable_id
 
 
 def test_bad_input_corpus_is_quarantined_with_reasons(tmp_path, ray_session):

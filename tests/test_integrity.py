@@ -222,7 +222,7 @@ def _modes(root: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_follow_the_umask(tmp_path, umask):
-    from curate.stages.megatron import IndexedDatasetWriter
+    from curate.stages.tokens.megatron import IndexedDatasetWriter
     import numpy as np
 
     old = os.umask(umask)
@@ -245,7 +245,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
 
 def test_a_damaged_token_file_is_rebuilt_by_the_tokenize_stage(clean, tmp_path):
     from curate.stages.docshard import read_docs
-    from curate.stages.tokenize import TokenizeTask, TokenizerConfig, tokenize_shard, train_tokenizer
+    from curate.stages.tokens.tokenizers import TokenizeTask, TokenizerConfig, tokenize_shard, train_tokenizer
 
     part = sorted((clean / "exact_dedup").glob("part-*.parquet"))[0]
     model = tmp_path / "tok.model"

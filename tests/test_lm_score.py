@@ -19,7 +19,7 @@ import torch
 
 from curate.pipeline.errors import ConfigError  # noqa: E402
 from curate.scorers import lm  # noqa: E402
-from curate.stages.lm_score import LMModelSpec, LMScoreConfig, LMScoreStage  # noqa: E402
+from curate.stages.score.lm_score import LMModelSpec, LMScoreConfig, LMScoreStage  # noqa: E402
 from test_scorers_corpus import doc_table  # noqa: E402
 from tinylm import code_texts, topic_texts, train_sp, train_tiny  # noqa: E402
 

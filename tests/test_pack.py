@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from curate.stages.megatron import IndexedDatasetWriter, read_indexed_dataset, token_dtype
-from curate.stages.packing import (PackConfig, best_fit_bins, best_fit_placement, concat_placement, place, read_rows,
+from curate.stages.tokens.megatron import IndexedDatasetWriter, read_indexed_dataset, token_dtype
+from curate.stages.tokens.packing import (PackConfig, best_fit_bins, best_fit_placement, concat_placement, place, read_rows,
                             write_rows)
 
 
@@ -189,7 +189,7 @@ _TRAIN = """
 import sys
 from pathlib import Path
 from pydoc_data.topics import topics
-from curate.stages.tokenize import TokenizerConfig, train_tokenizer, training_pieces
+from curate.stages.tokens.tokenizers import TokenizerConfig, train_tokenizer, training_pieces
 texts = [p for t in topics.values() for p in t.split("\\n\\n") if p.strip()]
 cfg = TokenizerConfig(vocab_size=400, input_sentence_size=1000, num_threads=1)
 assert len(list(training_pieces(texts, cfg.max_sentence_length))) > 2 * cfg.input_sentence_size

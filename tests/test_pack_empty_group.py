@@ -13,7 +13,7 @@ import pytest
 
 from curate.pipeline.commands.pack import pack
 from curate.stages.base import LocalExecutor
-from curate.stages.packing import DATA_FILES
+from curate.stages.tokens.packing import DATA_FILES
 from test_pack_common import make_run, write_plan
 
 SEQ = 64

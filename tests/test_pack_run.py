@@ -13,9 +13,9 @@ from curate.pipeline.catalog import db as catalog
 from curate.pipeline.commands.pack import pack, register
 from curate.pipeline.errors import CurateError
 from curate.stages import shardio
-from curate.stages.megatron import read_indexed_dataset
-from curate.stages.packing import read_rows
-from curate.stages.tokenize import load_tokenizer
+from curate.stages.tokens.megatron import read_indexed_dataset
+from curate.stages.tokens.packing import read_rows
+from curate.stages.tokens.tokenizers import load_tokenizer
 from test_pack_common import load_docs, make_run, write_plan
 
 GROUPS = [

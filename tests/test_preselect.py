@@ -158,7 +158,7 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
     from curate.pipeline.commands.preselect import train_preselect
     from curate.scorers.ft import FastTextParams
     from curate.scorers.quality import QualityScorer, auc
-    from curate.stages.annotate import QualityConfig, QualityStage
+    from curate.stages.score.annotate import QualityConfig, QualityStage
     from test_scorers_corpus import doc_table
 
     run, ladder, target, (code_ho, prose_ho) = ladder_run

@@ -17,8 +17,8 @@ from curate.pipeline.reporting.report import write_report
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
 from curate.records.typed import build
-from curate.stages.filters import HeuristicsConfig
-from curate.stages.quantiles import Quantile, Thresholds, resolve
+from curate.stages.filter.heuristics import HeuristicsConfig
+from curate.stages.filter.quantiles import Quantile, Thresholds, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from curate.pipeline.catalog.db import query
 from curate.pipeline.errors import CurateError
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
-from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
-from curate.stages.normalize import normalize_text
+from curate.stages.inputs.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
+from curate.stages.inputs.normalize import normalize_text
 
 
 _ingest = ingest_in_process

@@ -19,9 +19,9 @@ from badinput import fifo_with_writer, ingest_in_process
 from curate.pipeline.catalog.db import query
 from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
-from curate.stages.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
-from curate.stages.jsonl_reader import _parse_exact, _parse_line, read_jsonl
-from curate.stages.readers import ReadTask, read_parquet
+from curate.stages.inputs.ingest import IngestConfig, IngestJob, InputSpec, plan_tasks, run_ingest
+from curate.stages.inputs.jsonl_reader import _parse_exact, _parse_line, read_jsonl
+from curate.stages.inputs.readers import ReadTask, read_parquet
 
 BOM = b"\xef\xbb\xbf"
 

@@ -16,8 +16,8 @@ from curate.pipeline.running.config import load_config
 from curate.pipeline.running.runner import run_pipeline
 from curate.stages import docshard
 from curate.stages.base import LocalExecutor
-from curate.stages.tokenize import load_tokenizer
-from curate.stages.tokenize_stage import TokenizeStage, TokenizeWork
+from curate.stages.tokens.tokenizers import load_tokenizer
+from curate.stages.tokens.stage import TokenizeStage, TokenizeWork
 
 CONFIG = """
 name: tok

@@ -125,7 +125,7 @@ def test_two_node_local_cluster_gives_the_same_output(system_corpus, tmp_path, r
 
 def test_changed_stage_version_redoes_the_stage_whole_with_a_message(system_corpus, tmp_path, monkeypatch, capsys):
     from curate.pipeline.catalog.db import connect
-    from curate.stages import sample
+    from curate.stages.filter import sample
 
     inputs = tmp_path / "in"
     inputs.mkdir()

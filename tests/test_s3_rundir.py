@@ -25,7 +25,7 @@ from test_s3_inputs import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = 12
-# A user filter (stages/user.py) that takes a moment per document, so that the run is still going
+# A user filter (stages/filter/user.py) that takes a moment per document, so that the run is still going
 # when it is killed; it drops the topics that mention `lambda`, so `rejected/` has shards too.
 SLOW_FILTER = "import time\n\ndef keep(doc):\n    time.sleep(0.06)\n    return 'lambda' if 'lambda' in doc['text'] else True\n"
 

@@ -1,4 +1,4 @@
-"""The scorer contract (scorers/base.py) and the one scoring stage (stages/score.py): a new scorer is
+"""The scorer contract (scorers/base.py) and the one scoring stage (stages/score/stage.py): a new scorer is
 one class, here defined in this module and named in a config as `kind: "module:Class"`; it runs
 through `curate run --executor local`, its columns land in the shards, its declared axis in
 `curate stats`, its threshold's reason in `rejected`; a scorer that breaks its declaration is one
@@ -16,7 +16,7 @@ import pytest
 
 from curate.pipeline.catalog.db import connect
 from curate.scorers.base import Column, Counting, Scorer, Thresholded, is_scorer_class
-from curate.stages.score import scorer_stage
+from curate.stages.score.stage import scorer_stage
 from test_scorers_corpus import doc_table, multilingual, pydoc_topics
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from curate.records.typed import build
-from curate.stages.filters import FilterSpec, HeuristicsConfig, HeuristicsStage
+from curate.stages.filter.heuristics import FilterSpec, HeuristicsConfig, HeuristicsStage
 from test_scorers_corpus import codec_tables, doc_table, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
 

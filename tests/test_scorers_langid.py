@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from curate.scorers.langid import LangID, lid_model_path
-from curate.stages.annotate import LangIDConfig, LangIDStage
+from curate.stages.score.annotate import LangIDConfig, LangIDStage
 from test_scorers_corpus import doc_table, licences, multilingual, pydoc_topics
 
 

@@ -10,7 +10,7 @@ import pytest
 from curate.scorers.buckets import assign_buckets, weighted_thresholds
 from curate.scorers.domain import DomainRule, RuleTagger, hint_taxonomy, predict_domains, train_domain
 from curate.scorers.quality import FastTextParams, QualityScorer, auc, train_quality
-from curate.stages.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
+from curate.stages.score.annotate import DomainConfig, DomainStage, QualityConfig, QualityStage
 from test_scorers_corpus import codec_tables, doc_table, licences, pydoc_chunks, stdlib_code
 
 def weight_fractions(buckets, weights, n_buckets: int) -> list[float]:

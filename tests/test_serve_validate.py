@@ -28,7 +28,7 @@ from curate.pipeline.serve.app import ServeConfig
 from curate.pipeline.serve.auth import add_token
 from curate.records.allowed import ENV
 from curate.records.errors import CurateError
-from curate.stages.ingest import InputSpec, IngestConfig, plan_tasks
+from curate.stages.inputs.ingest import InputSpec, IngestConfig, plan_tasks
 from curate.training.config import TrainConfig
 from test_pack_common import load_docs
 from test_serve import Server

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from curate.stages import docshard
-from curate.stages.tokenize import (TokenizerConfig, TokenizeTask, load_tokenizer, resolve_model_path, tokenize_shard,
+from curate.stages.tokens.tokenizers import (TokenizerConfig, TokenizeTask, load_tokenizer, resolve_model_path, tokenize_shard,
                              tokenizer_info, train_tokenizer, training_pieces)
 from test_pack_common import load_docs, make_run
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from curate.stages.tokenize import TokenizerConfig, load_tokenizer, train_tokenizer  # noqa: E402
+from curate.stages.tokens.tokenizers import TokenizerConfig, load_tokenizer, train_tokenizer  # noqa: E402
 from curate.training.config import TrainConfig  # noqa: E402
 from curate.training.hf_io import init_model  # noqa: E402
 from curate.training.hf_tokenizer import export_tokenizer  # noqa: E402

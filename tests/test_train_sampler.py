@@ -9,7 +9,7 @@ import pytest
 
 from curate.records.plan import Plan
 from curate.training.data import PlanSampler, load_groups
-from curate.stages.megatron import read_indexed_dataset
+from curate.stages.tokens.megatron import read_indexed_dataset
 from curate.training.indexed import PackedRows
 from curate.training.synthetic import markov_docs, synthetic_run, write_tokens
 
@@ -107,9 +107,9 @@ def test_missing_group_and_seq_len_mismatch_fail_clearly(run, tmp_path):
 
 
 def test_reads_the_packers_own_files(tmp_path):
-    """Files written by stages/megatron.py and stages/packing.py read back through training/indexed.py."""
-    from curate.stages.megatron import IndexedDatasetWriter
-    from curate.stages.packing import PackConfig, place, write_rows
+    """Files written by stages/tokens/megatron.py and stages/tokens/packing.py read back through training/indexed.py."""
+    from curate.stages.tokens.megatron import IndexedDatasetWriter
+    from curate.stages.tokens.packing import PackConfig, place, write_rows
 
     docs = [np.append(d, 2) for d in markov_docs(40, 100, seed=11, mean_len=12)]
     with IndexedDatasetWriter(tmp_path / "tokens", np.uint16) as w:

@@ -21,8 +21,8 @@ from curate.pipeline.commands.evaluation import eval_model  # noqa: E402
 from curate.pipeline.commands.pack import pack  # noqa: E402
 from curate.pipeline.errors import CurateError  # noqa: E402
 from curate.stages.base import LocalExecutor  # noqa: E402
-from curate.stages.megatron import IndexedDatasetWriter, token_dtype  # noqa: E402
-from curate.stages.tokenize import load_tokenizer, tokenizer_info  # noqa: E402
+from curate.stages.tokens.megatron import IndexedDatasetWriter, token_dtype  # noqa: E402
+from curate.stages.tokens.tokenizers import load_tokenizer, tokenizer_info  # noqa: E402
 from curate.training.config import TrainConfig  # noqa: E402
 from curate.training.hf_io import init_like, load_model  # noqa: E402
 from curate.training.loop import train  # noqa: E402

@@ -34,7 +34,7 @@ def code_texts(n: int = 40) -> list[str]:
 
 
 def train_sp(texts: list[str], path: Path, vocab_size: int = 512) -> Path:
-    from curate.stages.tokenize import TokenizerConfig, train_tokenizer
+    from curate.stages.tokens.tokenizers import TokenizerConfig, train_tokenizer
 
     train_tokenizer(texts, TokenizerConfig(vocab_size=vocab_size, train_chars=2_000_000), path)
     return path

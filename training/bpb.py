@@ -33,8 +33,8 @@ STARTS = ("bos", "eos")
 
 def find_tokenizer(folder: Path, tokenizer: str | os.PathLike | None = None) -> Path:
     """The tokenizer a model is scored with: `tokenizer` when given, else the model folder's own
-    (tokenizer.json, else tokenizer.model); resolved as `stages.tokenize.resolve_model_path`."""
-    from curate.stages.tokenize import resolve_model_path
+    (tokenizer.json, else tokenizer.model); resolved as `stages.tokens.tokenizers.resolve_model_path`."""
+    from curate.stages.tokens.tokenizers import resolve_model_path
 
     if tokenizer is not None:
         return resolve_model_path(tokenizer)
@@ -223,6 +223,6 @@ def load_scoring_model(path: str | os.PathLike, device: str = "cpu", tokenizer: 
 
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: CUDA is not available")
-    from curate.stages.tokenize import load_tokenizer
+    from curate.stages.tokens.tokenizers import load_tokenizer
 
     return ScoringModel(load_auto(folder), load_tokenizer(find_tokenizer(folder, tokenizer)), device=device, start=start)

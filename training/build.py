@@ -144,7 +144,7 @@ def check_vocab(groups: dict, vocab_size: int, base: Path) -> None:
 def check_special_tokens(run_dir: Path, base: Path) -> None:
     """A base that ships its own tokenizer must agree with the packed tokens on BOS/EOS ids (its
     config.json's bos_token_id / eos_token_id), before any step is trained."""
-    from curate.stages.hf_tokenizer import check_model_config
+    from curate.stages.tokens.hf_tokenizer import check_model_config
 
     index = run_dir / "tokens" / "index.json"
     has_tokenizer = (base / "tokenizer.json").is_file() or (base / "tokenizer.model").is_file()

@@ -181,8 +181,8 @@ class RunEval:
     """
 
     def __init__(self, run_dir: str | Path, config: EvalConfig | None = None, start: str | None = None) -> None:
-        from curate.stages.tokenize import load_tokenizer
-        from curate.stages.tokenize_stage import run_tokenizer_path
+        from curate.stages.tokens.tokenizers import load_tokenizer
+        from curate.stages.tokens.stage import run_tokenizer_path
 
         run_dir = Path(run_dir)
         self.cfg = config or EvalConfig(block=512, stride=256, batch_tokens=8192, max_docs=64)

@@ -251,7 +251,7 @@ def init_like(base: Path, out_dir: Path, size: str = "tiny", seed: int = 0,
     """A random model of `base`'s architecture and tokenizer at a named size (a proxy for ladders
     and mixture search): the base's config.json with the size fields replaced, and its tokenizer
     files copied as they are."""
-    from curate.stages.tokenize import HF_TOKENIZER_FILES
+    from curate.stages.tokens.tokenizers import HF_TOKENIZER_FILES
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")

@@ -118,7 +118,7 @@ def tokenizer_writer(run_dir: Path, base: Path, max_length: int):
     Hugging Face folder: the base's own tokenizer files, byte for byte, when the run was packed
     with that tokenizer; else the run's (a Hugging Face tokenizer's files copied, or the run's
     sentencepiece model exported as above); None when the run has no tokenizer file."""
-    from curate.stages.tokenize import HF_TOKENIZER_FILES, is_hf, resolve_model_path, tokenizer_digest
+    from curate.stages.tokens.tokenizers import HF_TOKENIZER_FILES, is_hf, resolve_model_path, tokenizer_digest
 
     tokens_dir = Path(run_dir) / "tokens"
     run_tok = tokens_dir / "tokenizer" if (tokens_dir / "tokenizer" / "tokenizer.json").is_file() else None

@@ -3,7 +3,7 @@
 `PackedRows` reads the packed rows (`rows.bin`, `segs.bin`, `meta.json`) that the trainer samples
 from. Token data is memory-mapped, never loaded up front, so groups larger than RAM work. The
 trainer never reads the per-document `tokens.bin`/`.idx` (Megatron's format, for Megatron and NeMo
-users); `stages/megatron.py` writes and reads those.
+users); `stages/tokens/megatron.py` writes and reads those.
 """
 
 from __future__ import annotations

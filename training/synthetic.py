@@ -42,7 +42,7 @@ def random_docs(n_tokens: int, vocab_size: int, seed: int, mean_len: int = 1000,
 
 def write_indexed(prefix: Path, docs: Sequence[np.ndarray], dtype: np.dtype) -> None:
     """A Megatron MMIDIDX dataset (version 1), one sequence per document; written here byte by byte
-    from Megatron's format (not through stages/megatron.py, which training/ may not import) so the
+    from Megatron's format (not through stages/tokens/megatron.py, which training/ may not import) so the
     tests cross-check the packer's reader against an independent writer."""
     dtype = np.dtype(dtype)
     code = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4, np.dtype(np.int64): 5}[dtype]

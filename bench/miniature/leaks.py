@@ -3,7 +3,7 @@
 The held-out sets are fixed first and never change with the arm: the held-out QA pairs (by a
 salted hash of the pair's id) and the held-out target and general documents (by a hash of the
 document id). Two checks, 13-grams of normalised words as the `decontaminate` stage counts them
-(`stages.wordgrams.word_ngrams`, as the `decontaminate` stage counts them), so both directions are the same set intersection:
+(`stages.heldout.wordgrams.word_ngrams`, as the `decontaminate` stage counts them), so both directions are the same set intersection:
 
 - held-out QA answers and questions vs every document: the `decontaminate` stage of the curation
   run drops those documents (data.run_config);
@@ -29,7 +29,7 @@ def shared_ngrams(train: Sequence[str], held: Sequence[str], n: int, max_doc_fre
     more than `max_doc_frequency` training texts is boilerplate (licence lines, packaging
     notices) and ignored, as GPT-3 ignored 13-grams in more than 10 training documents (Brown et
     al. 2020, appendix C; the `decontaminate` stage's `max_doc_frequency`)."""
-    from curate.stages.wordgrams import word_ngrams
+    from curate.stages.heldout.wordgrams import word_ngrams
 
     if not train or not held:
         return []

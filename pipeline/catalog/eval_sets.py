@@ -1,7 +1,7 @@
 """Evaluation sets of a run, written by `curate pack` into `RUN/eval/` and read by `curate eval`.
 
 Three kinds, each a Parquet file `RUN/eval/<name>.parquet` with `id, text, source, domain,
-n_tokens, group` (stages/holdout.py):
+n_tokens, group` (stages/heldout/holdout.py):
 
 - `group`: the held-out slice of each mixture group (`--eval-fraction`, `--eval-max-docs`),
   written by the group's packing task;
@@ -26,8 +26,9 @@ import pyarrow as pa
 
 from curate.pipeline.errors import CurateError
 from curate.records.jsonl import json_objects
-from curate.stages import holdout, shardio
+from curate.stages import shardio
 
+from curate.stages.heldout import holdout
 EVAL_DIR = "eval"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

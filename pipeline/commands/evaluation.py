@@ -30,7 +30,7 @@ def _own_tokenizer(model: Path) -> bool:
 
 def scoring_tokenizer(model: Path, run: Path | None, given: str | None) -> Path | None:
     """`--tokenizer`, else the model folder's own, else the run's (None: the model's, which must exist)."""
-    from curate.stages.tokenize_stage import run_tokenizer_path
+    from curate.stages.tokens.stage import run_tokenizer_path
 
     if given:
         return Path(given)
@@ -46,8 +46,8 @@ def scoring_tokenizer(model: Path, run: Path | None, given: str | None) -> Path 
 def default_start(model: Path, tokenizer: Path | None, run: Path | None) -> str:
     """eos when the model reads the run's tokenizer and the run was packed without BOS (the
     context the trainer showed every document), else bos (a tokenizer without BOS falls back to eos)."""
-    from curate.stages.tokenize import resolve_model_path, tokenizer_digest
-    from curate.stages.tokenize_stage import run_tokenizer_path
+    from curate.stages.tokens.tokenizers import resolve_model_path, tokenizer_digest
+    from curate.stages.tokens.stage import run_tokenizer_path
 
     run_tok = run_tokenizer_path(run) if run is not None else None
     if run_tok is None or not (run / "tokens" / "index.json").is_file():

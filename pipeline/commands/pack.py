@@ -1,13 +1,13 @@
 """`curate pack RUN_DIR`: run the tokenize stage if needed, then pack the tokens per mixture group.
 
 Steps, each resumable through markers:
-  1. the `tokenize` stage (stages/tokenize_stage.py) after the run's latest stage, through the
+  1. the `tokenize` stage (stages/tokens/stage.py) after the run's latest stage, through the
      one runner (pipeline/running/runner.py): the tokenizer (`--tokenizer`, else the run's
      `tokens/tokenizer/` or `tokens/tokenizer.model`, else one trained on a sample of the run), then per shard the
      group (the plan's first-match CASE, DuckDB) and exact `n_tokens`; `stages.json` gains
      "tokenize" so the catalog's `docs` view has `n_tokens` and `group`. Shards already
      tokenized from the same input with the same tokenizer and groups are reused.
-  2. the `pack` stage (stages/pack_stage.py), through the same runner on the tokenize shards:
+  2. the `pack` stage (stages/tokens/pack_stage.py), through the same runner on the tokenize shards:
      per group, a task: Megatron `.bin/.idx`, packed rows, segments, meta.json, held-out eval.
   3. `tokens/index.json` and the plan re-checked with exact token counts.
 """
@@ -30,10 +30,10 @@ from curate.pipeline.running.lock import holds_run_lock
 from curate.stages import ledger, shardio
 from curate.pipeline.running.stagework import document_bytes
 from curate.stages.base import Executor, LocalExecutor
-from curate.stages.pack_stage import REBUILT, STAGE as PACK, TOKENS, PackStageConfig, TokenizerFacts
-from curate.stages.packing import PackConfig
-from curate.stages.tokenize import STAGE, TokenizerConfig, tokenizer_info
-from curate.stages.tokenize_stage import TokenizeConfig, check_group_sql, plan_groups, read_plan, resolve_tokenizer
+from curate.stages.tokens.pack_stage import REBUILT, STAGE as PACK, TOKENS, PackStageConfig, TokenizerFacts
+from curate.stages.tokens.packing import PackConfig
+from curate.stages.tokens.tokenizers import STAGE, TokenizerConfig, tokenizer_info
+from curate.stages.tokens.stage import TokenizeConfig, check_group_sql, plan_groups, read_plan, resolve_tokenizer
 
 
 log = logs.log.getChild("pack")
@@ -127,7 +127,7 @@ def _cluster_cpus() -> int:
 def _check_base_config(tokenizer: str | None, info, add_bos: bool) -> None:
     """A tokenizer given as a model folder (config.json beside it) must fit that model, checked
     before any document is tokenized."""
-    from curate.stages.hf_tokenizer import check_model_config
+    from curate.stages.tokens.hf_tokenizer import check_model_config
 
     config = Path(tokenizer) / "config.json" if tokenizer and Path(tokenizer).is_dir() else None
     if config is None or not config.is_file():

@@ -71,7 +71,7 @@ def measure_tokens_per_char(con: Any, model_path: Path, sample_docs: int = 512) 
     The sample is the `sample_docs` documents with the smallest hash of their id, so the same
     run always gives the same ratio. Tokens exclude BOS/EOS. None if the sample has no text.
     """
-    from curate.stages.tokenize import load_tokenizer
+    from curate.stages.tokens.tokenizers import load_tokenizer
 
     sp = load_tokenizer(model_path)
     texts = [r[0] for r in con.execute("SELECT text FROM docs WHERE text IS NOT NULL ORDER BY hash(id), id LIMIT ?",
@@ -101,7 +101,7 @@ def availability(run_dir: str | Path, groups: Sequence[Group], *, sample_docs: i
             rows, exact = group_rows(con, groups)
     source = "given"
     if not exact and tokens_per_char is None:
-        from curate.stages.tokenize_stage import run_tokenizer_path
+        from curate.stages.tokens.stage import run_tokenizer_path
 
         model = run_tokenizer_path(run_dir)
         if model is not None:

@@ -124,7 +124,7 @@ def _stage_before(run_dir: Path, stage: str) -> str | None:
 
 def group_threshold_lines(run_dir: str | Path, con: Any, stage: str = "heuristics", max_rows: int = 15) -> list[str]:
     """Each group's (domain x language) quantile thresholds next to what the stage kept of it:
-    RUN/<stage>/thresholds.json, written by the run before the stage (stages/quantiles.py)."""
+    RUN/<stage>/thresholds.json, written by the run before the stage (stages/filter/quantiles.py)."""
     import json
 
     run_dir = Path(run_dir)

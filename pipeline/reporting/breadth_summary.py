@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MATCHES = "decontaminate_matches"  # stages/decontaminate.py
-IGNORED, SETS = "decontaminate_ignored", "decontaminate_sets"  # stages/decontaminate.py
+MATCHES = "decontaminate_matches"  # stages/heldout/decontaminate.py
+IGNORED, SETS = "decontaminate_ignored", "decontaminate_sets"  # stages/heldout/decontaminate.py
 URL_KEY, SAMPLE_KEY, PII_KEY = "url_checked", "sample_groups", "pii_replaced"
 
 

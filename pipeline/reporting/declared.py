@@ -24,8 +24,8 @@ def scoring_stage(kind: str) -> tuple[type, type] | None:
     """(stage class, config class) of a scoring stage kind (built-in or `module:Class`), None for
     a stage kind that is not a scorer."""
     from curate.pipeline.running.stage_table import STAGE_KINDS
-    from curate.stages.score import ScoreStage
-    from curate.stages.user import NoFields, user_stage_class
+    from curate.stages.score.stage import ScoreStage
+    from curate.stages.filter.user import NoFields, user_stage_class
 
     if ":" in kind:
         cls = user_stage_class(kind)

@@ -3,7 +3,7 @@
 ```yaml
 name: demo                      # run name
 out: runs/demo                  # run directory (relative to the working directory)
-inputs:                         # list of InputSpec (stages/ingest.py)
+inputs:                         # list of InputSpec (stages/inputs/ingest.py)
   - {path: data/system.jsonl, format: auto, source: null, fields: {text: text}}
 ingest: {max_chars: 1000000, shard_docs: 20000, split_mb: 32}
 ray: {address: null, workers: null}
@@ -26,8 +26,8 @@ import yaml
 from curate.pipeline.errors import ConfigError
 from curate.pipeline.running.stage_table import STAGE_KINDS
 from curate.records.typed import build, load_yaml
-from curate.stages.ingest import IngestConfig, InputSpec
-from curate.stages.user import NoFields, user_stage_class
+from curate.stages.inputs.ingest import IngestConfig, InputSpec
+from curate.stages.filter.user import NoFields, user_stage_class
 
 
 # Names a stage can't take: catalog views and run-directory folders.
@@ -72,7 +72,7 @@ class StageSpec:
 
     def load(self):
         """Construct the stage (in the process that runs it)."""
-        if ":" in self.kind:  # a user's own stage class, `module:Class` (stages/user.py)
+        if ":" in self.kind:  # a user's own stage class, `module:Class` (stages/filter/user.py)
             return user_stage_class(self.kind)(self.config, self.name)
         module, _, stage_cls = STAGE_KINDS[self.kind]
         return getattr(importlib.import_module(module), stage_cls)(self.config, self.name)
@@ -136,10 +136,10 @@ def _check_input_url(i: int, path: str) -> None:
     """An input URL's file system must exist and be one every Ray worker can reach."""
     if not URL.match(path):
         return
-    from curate.stages.objstore import PYARROW_SCHEMES
+    from curate.stages.inputs.objstore import PYARROW_SCHEMES
 
     if path.split("://", 1)[0].lower() in PYARROW_SCHEMES:
-        return  # read through pyarrow's own file systems on every worker (stages/objstore.py)
+        return  # read through pyarrow's own file systems on every worker (stages/inputs/objstore.py)
     import fsspec
     from fsspec.implementations.memory import MemoryFileSystem
 
@@ -183,7 +183,7 @@ def _stage_name(path: str, name: Any) -> str:
 
 
 def _user_stage_spec(path: str, kind: str, entry: dict) -> StageSpec:
-    """A stage kind given as `module:Class`: its fields build `Class.Config` (stages/user.py)."""
+    """A stage kind given as `module:Class`: its fields build `Class.Config` (stages/filter/user.py)."""
     try:
         cls = user_stage_class(kind)
     except ValueError as e:

@@ -304,7 +304,7 @@ class ObjectLock:
     win."""
 
     def __init__(self, url: str, command: str, echo=None, heartbeat_s: float = HEARTBEAT_S):
-        from curate.stages.objstore import s3_client, s3_location
+        from curate.stages.inputs.objstore import s3_client, s3_location
 
         self.url = url.rstrip("/")
         bucket, prefix = s3_location(self.url)

@@ -20,7 +20,7 @@ bucket are removed from it): DuckDB's httpfs extension is not shipped with DuckD
 the catalog's views join delta shards to their base by file name and row number, which DuckDB's
 Parquet reader gives for local files.
 
-Credentials and endpoint come from the standard environment (stages/objstore.py).
+Credentials and endpoint come from the standard environment (stages/inputs/objstore.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from typing import Callable, Iterator
 from curate.pipeline.errors import ConfigError, CurateError
 from curate.pipeline.running import logs
 from curate.pipeline.running.lock import LOCK_NAME, ObjectLock
-from curate.stages import objstore, shardio
+from curate.stages import shardio
 
+from curate.stages.inputs import objstore
 log = logs.log.getChild("remote")
 SYNC_S = 5.0
 MANIFEST = ".curate-sync.json"  # what this directory last pushed or pulled: never synced itself

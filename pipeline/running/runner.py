@@ -37,7 +37,7 @@ from curate.records.marker import MARKER_VERSION, Marker, stamped_hash, unstamp
 from curate.stages import ledger, shardio
 from curate.stages.base import (BATCHES, GLOBAL, INPUTS, SHARDS, SIDE_FILES, Declares, Executor, GlobalContext,
                                 Prepared, declared, resources_of)
-from curate.stages.ingest import outcome as ingest_outcome
+from curate.stages.inputs.ingest import outcome as ingest_outcome
 
 log = logs.log.getChild("run")
 

@@ -12,23 +12,23 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     # kind: (module, config class, stage class); modules import lazily so a run loads only what it uses.
     "exact_dedup": ("curate.stages.dedup", "ExactDedupConfig", "ExactDedup"),
     "minhash_dedup": ("curate.stages.dedup", "MinHashDedupConfig", "MinHashDedup"),
-    "langid": ("curate.stages.annotate", "LangIDConfig", "LangIDStage"),
-    "heuristics": ("curate.stages.filters", "HeuristicsConfig", "HeuristicsStage"),
-    "quality": ("curate.stages.annotate", "QualityConfig", "QualityStage"),
-    "domain": ("curate.stages.annotate", "DomainConfig", "DomainStage"),
-    "decontaminate": ("curate.stages.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
-    "url_filter": ("curate.stages.url_filter", "URLFilterConfig", "URLFilterStage"),
-    "sample": ("curate.stages.sample", "SampleConfig", "SampleStage"),
-    "pii": ("curate.stages.pii", "PIIConfig", "PIIStage"),
-    "lm_score": ("curate.stages.lm_score", "LMScoreConfig", "LMScoreStage"),
-    "lm_bucket": ("curate.stages.lm_score", "LMBucketConfig", "LMBucketStage"),
-    "word_count": ("curate.stages.word_count", "WordCountConfig", "WordCountStage"),
-    "ingest": ("curate.stages.ingest_stage", "IngestConfig", "IngestStage"),
-    "tokenize": ("curate.stages.tokenize_stage", "TokenizeConfig", "TokenizeStage"),
-    "filter": ("curate.stages.user", "FilterConfig", "FilterStage"),
-    "pack": ("curate.stages.pack_stage", "PackStageConfig", "PackStage"),  # run by `curate pack` only
+    "langid": ("curate.stages.score.annotate", "LangIDConfig", "LangIDStage"),
+    "heuristics": ("curate.stages.filter.heuristics", "HeuristicsConfig", "HeuristicsStage"),
+    "quality": ("curate.stages.score.annotate", "QualityConfig", "QualityStage"),
+    "domain": ("curate.stages.score.annotate", "DomainConfig", "DomainStage"),
+    "decontaminate": ("curate.stages.heldout.decontaminate", "DecontaminateConfig", "DecontaminateStage"),
+    "url_filter": ("curate.stages.filter.url_filter", "URLFilterConfig", "URLFilterStage"),
+    "sample": ("curate.stages.filter.sample", "SampleConfig", "SampleStage"),
+    "pii": ("curate.stages.filter.pii", "PIIConfig", "PIIStage"),
+    "lm_score": ("curate.stages.score.lm_score", "LMScoreConfig", "LMScoreStage"),
+    "lm_bucket": ("curate.stages.score.lm_score", "LMBucketConfig", "LMBucketStage"),
+    "word_count": ("curate.stages.filter.word_count", "WordCountConfig", "WordCountStage"),
+    "ingest": ("curate.stages.inputs.stage", "IngestConfig", "IngestStage"),
+    "tokenize": ("curate.stages.tokens.stage", "TokenizeConfig", "TokenizeStage"),
+    "filter": ("curate.stages.filter.user", "FilterConfig", "FilterStage"),
+    "pack": ("curate.stages.tokens.pack_stage", "PackStageConfig", "PackStage"),  # run by `curate pack` only
 }
-# A config may also name its own stage class as `kind: "module:Class"` (stages/user.py).
+# A config may also name its own stage class as `kind: "module:Class"` (stages/filter/user.py).
 
 # Kinds a command may add after a run's last stage, under the kind's own name (`curate pack`
 # adds tokenize): a rerun of the run keeps such a stage in `stages.json` while it was made from
@@ -43,6 +43,6 @@ STAGE_SUMMARIES: list[tuple[str, str]] = [
     ("curate.pipeline.reporting.dedup_summary", "dedup_summary"),
     ("curate.pipeline.reporting.annotate_summary", "annotate_summary"),
     ("curate.pipeline.reporting.breadth_summary", "breadth_summary"),
-    ("curate.stages.word_count", "summary"),
-    ("curate.stages.lm_score", "summary"),
+    ("curate.stages.filter.word_count", "summary"),
+    ("curate.stages.score.lm_score", "summary"),
 ]

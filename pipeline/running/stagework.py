@@ -20,7 +20,7 @@ from curate.records.counts import StageStats, add_count
 from curate.records.marker import Marker
 from curate.stages import docshard, ledger, shardio
 from curate.stages.base import REJECTED_SCHEMA, config_dict
-from curate.stages.user import source_digest, user_stage_class
+from curate.stages.filter.user import source_digest, user_stage_class
 
 # Rows per `process()` call: big enough to amortise per-call overhead (batched model prediction),
 # small enough that a batch of long documents stays well under a worker's memory.

@@ -1,6 +1,6 @@
 """What a run config's `inputs:` and `ingest:` sections mean: one `InputSpec` per input (where it
 is, how to read it, which fields hold the document columns) and the `IngestConfig` that bounds
-the ingest stage's work (stages/ingest.py)."""
+the ingest stage's work (stages/inputs/ingest.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class FieldMap:
 @dataclass
 class InputSpec:
     """One input: a file, a directory (read recursively), a glob, an object-storage URL
-    (`s3://bucket/prefix/`, stages/objstore.py), or a Hugging Face dataset (`hf:owner/name`)."""
+    (`s3://bucket/prefix/`, stages/inputs/objstore.py), or a Hugging Face dataset (`hf:owner/name`)."""
 
     path: str
     """local path (relative to the working directory), directory, glob, URL, or `hf:owner/name`
@@ -36,7 +36,7 @@ class InputSpec:
     .warc = warc, .arrow (+ .gz/.zst each), else text; a `save_to_disk` folder and an `hf:` path
     are read as `hf`. `hf`: a save_to_disk folder or a folder of a dataset's data files"""
     extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
-    """html and warc: the main-content extractor (stages/html.py)"""
+    """html and warc: the main-content extractor (stages/inputs/html.py)"""
     split: str | None = None
     """hf: the split to read (default: every split)"""
     config: str | None = None

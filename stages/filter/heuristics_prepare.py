@@ -3,7 +3,7 @@ thresholds per group (domain x language) from a deterministic sample of the stag
 
 Per group the `sample_docs` documents with the smallest salted hash of their id are read (the
 same documents whatever the shard layout or worker count), their `hs_*` signals computed as the
-stage computes them, and each needed quantile taken (stages/quantiles.py). The table goes into
+stage computes them, and each needed quantile taken (stages/filter/quantiles.py). The table goes into
 the config the workers run with, so it is part of the markers' config hash, and into
 RUN/<stage>/thresholds.json for `curate stats`.
 """
@@ -17,7 +17,7 @@ from typing import Callable
 
 from curate.stages.base import Prepared
 from curate.stages.docshard import document_columns, read_docs
-from curate.stages.quantiles import domain_key, group_key, resolve, sample_key
+from curate.stages.filter.quantiles import domain_key, group_key, resolve, sample_key
 from curate.stages.shardio import atomic_write_json
 
 

@@ -6,8 +6,8 @@ a reason, so the ingest stage can quarantine it and keep counting (documents in 
 rejected + quarantined). Nor do they block: a FIFO is refused without being read.
 
 Here: `Item`, `ReadTask`, opening a file or the reason it cannot be, and the Parquet, plain-text
-and HTML file readers. JSON Lines: stages/jsonl_reader.py; WARC: stages/warc.py; Arrow files of
-Hugging Face datasets: stages/hf_input.py.
+and HTML file readers. JSON Lines: stages/inputs/jsonl_reader.py; WARC: stages/inputs/warc.py; Arrow files of
+Hugging Face datasets: stages/inputs/hf_input.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator, NamedTuple
 
-from curate.stages.normalize import decode_utf8
+from curate.stages.inputs.normalize import decode_utf8
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -51,7 +51,7 @@ class ReadTask:
     row_groups: tuple[int, ...] | None = None
     files: tuple[str, ...] = field(default_factory=tuple)  # text: the files, one document each
     hidden: tuple[str, ...] = field(default_factory=tuple)  # text: hidden entries, listed and not read
-    extractor: str = "resiliparse"  # html, warc: the main-content extractor (stages/html.py)
+    extractor: str = "resiliparse"  # html, warc: the main-content extractor (stages/inputs/html.py)
 
 
 class NotRegularFile(OSError):
@@ -66,7 +66,7 @@ def _not_regular(path: str, mode: int) -> NotRegularFile:
 
 def open_binary(path: str) -> IO[bytes]:
     if "://" in path:
-        from curate.stages.objstore import open_url
+        from curate.stages.inputs.objstore import open_url
 
         return open_url(path)
     # A FIFO is never opened: opening one for reading would wait for a writer, or release one.
@@ -207,9 +207,9 @@ def read_text_files(task: ReadTask) -> Iterator[Item]:
 
 
 def read_html_files(task: ReadTask, max_bytes: int) -> Iterator[Item]:
-    """One document per HTML page: its main content (stages/html.py), `url` its path, `title`
+    """One document per HTML page: its main content (stages/inputs/html.py), `url` its path, `title`
     and `lang` from the page (they reach the document's `meta`)."""
-    from curate.stages.html import PageRejected, extract_page
+    from curate.stages.inputs.html import PageRejected, extract_page
 
     for path, raw in _whole_files(task, max_bytes):
         if isinstance(raw, Item):

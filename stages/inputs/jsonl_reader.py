@@ -1,5 +1,5 @@
 """The JSON Lines reader: plain, gzip or zstd files, or a byte range of a plain file, read line by
-line. Each line is one `Item` (stages/readers.py): the parsed record or the reason it is none
+line. Each line is one `Item` (stages/inputs/readers.py): the parsed record or the reason it is none
 (`invalid_json`, `duplicate_key`, `binary_file`, a truncated or corrupt stream), with its line
 and byte offset. orjson parses; a line it may have read inexactly goes to the standard library's
 parser."""
@@ -14,8 +14,8 @@ from typing import IO, Iterator
 
 import orjson
 
-from curate.stages.normalize import decode_utf8
-from curate.stages.readers import BOM, Item, ReadTask, compression_of, open_or_failure
+from curate.stages.inputs.normalize import decode_utf8
+from curate.stages.inputs.readers import BOM, Item, ReadTask, compression_of, open_or_failure
 
 
 class _ZstdLines:

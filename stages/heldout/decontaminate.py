@@ -58,7 +58,7 @@ import pyarrow.compute as pc
 
 from curate.stages.base import (COLUMNS, DROPPED_ROWS, FULL_SHARDS, GLOBAL, Declares, GlobalContext, StageOutput,
                                  add_columns, split_by_reason)
-from curate.stages.eval_index import EvalIndex, EvalSetSpec, Hits, _distinct_counts, cut, matched_spans
+from curate.stages.heldout.eval_index import EvalIndex, EvalSetSpec, Hits, _distinct_counts, cut, matched_spans
 from curate.stages.docshard import TEXT, base_ref, document_schema, iter_docs, read_docs, write_delta
 from curate.records.marker import Marker
 from curate.stages import ledger

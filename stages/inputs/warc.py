@@ -1,13 +1,13 @@
 """WARC files (ISO 28500; Common Crawl's format), plain or gzip per record, read as a stream with
 warcio: each `response` record with an HTML payload (and each HTML `resource` record, as wget
 writes for pages it saved) becomes one page through the HTML extractor
-(stages/html.py), its `url` and `date` from the WARC headers, its charset from the HTTP headers,
+(stages/inputs/html.py), its `url` and `date` from the WARC headers, its charset from the HTTP headers,
 then the page.
 
 What is not a page is counted by reason, one quarantine record each: `not_html_payload` (a PDF,
 an image, JSON), `http_status` (a redirect or an error page), `truncated_record` (the file ends
 inside a record), `truncated_gzip_member` (a gzip member cut short), `corrupt_warc` (bytes that
-are no WARC record), plus the page reasons of stages/html.py. Request, metadata, warcinfo,
+are no WARC record), plus the page reasons of stages/inputs/html.py. Request, metadata, warcinfo,
 revisit and conversion records carry no document and are passed over.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import IO, Iterator
 
-from curate.stages.html import PageRejected, charset_of, extract_page
-from curate.stages.readers import Item, ReadTask, open_or_failure
+from curate.stages.inputs.html import PageRejected, charset_of, extract_page
+from curate.stages.inputs.readers import Item, ReadTask, open_or_failure
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 

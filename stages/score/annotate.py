@@ -1,6 +1,6 @@
 """The annotating scorers: `langid`, `quality`, `domain` (the scorer contract: scorers/base.py).
 
-Each is a config dataclass and a scorer class; the one scoring stage (`stages/score.py`) runs
+Each is a config dataclass and a scorer class; the one scoring stage (`stages/score/stage.py`) runs
 it: columns added, never rewritten (a column that already exists is an error naming the stage
 that must have written it), optional thresholds turning a scorer into a filter (each drop
 written to `rejected/` with its reason), models loaded once per worker.
@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from curate.scorers.base import Buckets, Column, Threshold
 from curate.scorers.domain import DomainRule, default_taxonomy
-from curate.stages.score import ScoreStage
+from curate.stages.score.stage import ScoreStage
 from curate.stages.shardio import file_digest
 
 

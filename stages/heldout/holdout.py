@@ -4,7 +4,7 @@ A document is a candidate when a hash of its id falls below `eval_fraction` of t
 of a group's candidates, the `eval_max_docs` with the smallest hashes are held out. The choice
 depends only on the id, so it is the same on every rerun, on any number of workers and whatever
 the shard layout, and a document stays held out when more data is added (unless the cap pushes
-it out). The group's packing task (`stages/packing.py`) leaves these documents out of
+it out). The group's packing task (`stages/tokens/packing.py`) leaves these documents out of
 `tokens.bin` and the rows, and writes them to `RUN/eval/<group>.parquet`.
 
 Evaluation sets given by a SQL predicate over the catalog are held out the same way, from every

@@ -18,7 +18,7 @@ import codecs
 import functools
 import re
 
-from curate.stages.normalize import REPLACEMENT
+from curate.stages.inputs.normalize import REPLACEMENT
 
 # `<meta charset="x">` or `<meta http-equiv="Content-Type" content="text/html; charset=x">`;
 # HTML5 says to look for it in the first 1024 bytes.

@@ -30,7 +30,7 @@ from curate.stages.base import GLOBAL, Declares, GlobalContext, rejected_rows
 from curate.stages.idhash import unit_draw
 
 REASON = "sampled_out"
-# 2: u from xxh3 (stages/idhash.py, shared with stages/holdout.py) instead of xxh64, so the documents
+# 2: u from xxh3 (stages/idhash.py, shared with stages/heldout/holdout.py) instead of xxh64, so the documents
 # kept differ from version 1's; the version is part of each shard's fingerprint, so a run sampled by
 # version 1 redoes its sample stage whole.
 SAMPLE_VERSION = 2

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from curate.records.allowed import check_readable
-from curate.stages import hf_input, objstore, shardio
-from curate.stages.ingest_config import FieldMap, IngestConfig, InputSpec
-from curate.stages.jsonl_reader import line_breaks
-from curate.stages.readers import COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of
+from curate.stages import shardio
+from curate.stages.inputs import hf_input, objstore
+from curate.stages.inputs.config import FieldMap, IngestConfig, InputSpec
+from curate.stages.inputs.jsonl_reader import line_breaks
+from curate.stages.inputs.readers import COMPRESSED, JSONL_SUFFIXES, ReadTask, compression_of
 
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 WARC_SUFFIXES = (".warc",)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from curate.stages.wordgrams import gpt3_n, hashed_words, windows
+from curate.stages.heldout.wordgrams import gpt3_n, hashed_words, windows
 
 _EVAL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".parquet")
 

@@ -37,7 +37,7 @@ from curate.stages.base import GLOBAL, Declares, GlobalContext, Resources, add_c
 from curate.stages.docshard import ROW, TEXT, base_ref, document_columns, document_schema, read_docs, write_delta
 from curate.stages import ledger
 from curate.stages.idhash import unit_draw
-from curate.stages.score import ScoreStage
+from curate.stages.score.stage import ScoreStage
 from curate.stages.shardio import (damage, file_digest, marker_matches, read_marker, stable_hash,
                                    write_parquet)
 

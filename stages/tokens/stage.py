@@ -5,7 +5,7 @@ A run config may list it (last, usually); `curate pack` runs it through the same
 run's tokens are missing or stale. Before any shard, the driver resolves what every shard needs
 (the stage's `prepare` hook): the tokenizer (given, the run's own, or trained on the run with
 `ensure_tokenizer`) and the SQL that names each document's group. The workers then run
-`TokenizeStage.write_shard` per shard: `stages/tokenize.py`'s `encode_shard` writes the delta
+`TokenizeStage.write_shard` per shard: `stages/tokens/tokenizers.py`'s `encode_shard` writes the delta
 shard, the ids file `_ids/<part>.bin` and the marker. The plan's groups are read here too, for
 `curate pack` (`read_plan`, `plan_groups`, `check_group_sql`).
 """
@@ -25,8 +25,8 @@ from curate.records.errors import CurateError
 from curate.records.marker import Marker
 from curate.stages import ledger, shardio
 from curate.stages.base import COLUMNS, SHARDS, SIDE_FILES, Declares, Prepared, StageOutput, add_columns
-from curate.stages.hf_tokenizer import read_special_tokens
-from curate.stages.tokenize import (HF_FILE, HF_TOKENIZER_FILES, SP_FILE, STAGE, TokenizerConfig, TokenizeTask,
+from curate.stages.tokens.hf_tokenizer import read_special_tokens
+from curate.stages.tokens.tokenizers import (HF_FILE, HF_TOKENIZER_FILES, SP_FILE, STAGE, TokenizerConfig, TokenizeTask,
                                     assign_groups, encode_shard, is_hf, load_tokenizer, resolve_model_path,
                                     sample_texts, tokenizer_digest, tokenizer_info, train_tokenizer)
 

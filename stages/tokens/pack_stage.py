@@ -1,4 +1,4 @@
-"""The packing stage: per mixture group, a task that writes the group's token files (stages/packing.py).
+"""The packing stage: per mixture group, a task that writes the group's token files (stages/tokens/packing.py).
 
 `curate pack` runs it through the one runner right after tokenize. Its tasks are the plan's
 groups, not shards, so it declares a global step: `run(inputs, ctx)` sees every tokenize shard
@@ -22,7 +22,7 @@ from pathlib import Path
 from curate.records.marker import Marker
 from curate.stages import ledger, shardio
 from curate.stages.base import GLOBAL, SIDE_FILES, Declares, GlobalContext
-from curate.stages.packing import GroupTask, PackConfig, pack_group
+from curate.stages.tokens.packing import GroupTask, PackConfig, pack_group
 
 STAGE = "pack"
 TOKENS = "tokens"  # RUN/tokens: every group's folder, its marker and index.json
@@ -72,7 +72,7 @@ class PackStage:
 
     def group_tasks(self, run: Path, inputs: list[Path]) -> list[GroupTask]:
         """A `GroupTask` per group over the tokenize shards `inputs` (and their token ids)."""
-        from curate.stages.tokenize import ids_path
+        from curate.stages.tokens.tokenizers import ids_path
 
         cfg, tok = self.config, self.config.tokenizer
         outs = tuple(str(p) for p in inputs)

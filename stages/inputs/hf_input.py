@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from curate.stages.readers import Item, ReadTask, open_or_failure
+from curate.stages.inputs.readers import Item, ReadTask, open_or_failure
 
 HF_PREFIX = "hf:"
 # Data files of a dataset; everything else in a dataset folder (README.md, .gitattributes, the

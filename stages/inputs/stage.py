@@ -1,7 +1,7 @@
 """The `ingest` stage kind: the first stage of every run, reading the run's inputs (files, globs,
 URLs) rather than an earlier stage's shards.
 
-Its tasks are input splits (`stages/ingest.py` plans and runs them); each writes full shards of
+Its tasks are input splits (`stages/inputs/ingest.py` plans and runs them); each writes full shards of
 `INGEST_SCHEMA` (one or more parts per task) and `quarantine/ingest/<task>.parquet`. The runner
 treats it as it treats every stage: markers, skipping, orphan cleanup, stats, conservation. A
 config lists it as the first entry of `stages:` (`{kind: ingest, ...}`) or, shorthand, in its
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.stages import ingest
+from curate.stages.inputs import ingest
 from curate.stages.base import FULL_SHARDS, INPUTS, SIDE_FILES, Declares, Prepared
-from curate.stages.ingest import IngestConfig, IngestJob, IngestTask, InputSpec
+from curate.stages.inputs.ingest import IngestConfig, IngestJob, IngestTask, InputSpec
 
 
 class IngestStage:

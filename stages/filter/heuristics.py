@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate.scorers.heuristics import FILTER_CLASSES, NON_ENGLISH_DEFAULTS, SIGNALS, HeuristicFilters, signals
 from curate.stages.base import Declares, Prepared, StageOutput, split_by_reason
-from curate.stages.quantiles import Quantile, Thresholds, group_key, split_quantiles
+from curate.stages.filter.quantiles import Quantile, Thresholds, group_key, split_quantiles
 
 FilterName = Literal["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
 
@@ -44,7 +44,7 @@ class FilterSpec:
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments passed to the datatrove class as they are (thresholds, e.g. `min_doc_words: 50`);
     a threshold may be `{quantile: q}`, the value keeping the share q of each group (domain x
-    language) on that rule's signal (stages/quantiles.py, docs/annotate.md)."""
+    language) on that rule's signal (stages/filter/quantiles.py, docs/annotate.md)."""
     non_english: Literal["default", "apply", "skip"] = "default"
     """For documents not in English: `default` (the filter's own policy: gopher_quality drops its
     stop-word rule, c4_quality is skipped, the others apply), `apply` (with `non_english_params`
@@ -252,8 +252,8 @@ class HeuristicsStage:
         self._lid = None
 
     def prepare(self, run_dir: Path, inputs: list[Path], say: Callable[[str], None]) -> Prepared:
-        """Per-group quantile thresholds from a sample of the run (stages/heuristics_prepare.py)."""
-        from curate.stages.heuristics_prepare import prepare_heuristics
+        """Per-group quantile thresholds from a sample of the run (stages/filter/heuristics_prepare.py)."""
+        from curate.stages.filter.heuristics_prepare import prepare_heuristics
 
         return prepare_heuristics(self, run_dir, inputs, say)
 

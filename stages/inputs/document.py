@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import xxhash
 
-from curate.stages.normalize import normalize_text
+from curate.stages.inputs.normalize import normalize_text
 
 
 class Rejected(Exception):

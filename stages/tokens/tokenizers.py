@@ -2,7 +2,7 @@
 the `tokenize` stage: exact `n_tokens` per document.
 
 A folder holding `tokenizer.json` (Llama-3, Qwen2.5, SmolLM2, Mistral as they ship) is read
-through the `tokenizers` library (stages/hf_tokenizer.py), with the ids transformers gives; a
+through the `tokenizers` library (stages/tokens/hf_tokenizer.py), with the ids transformers gives; a
 `.model` through sentencepiece. Both answer the same calls (`encode`, `get_piece_size`, `bos_id`,
 `eos_id`, `pad_id`), so the stage, packing and scoring take either.
 
@@ -12,7 +12,7 @@ whitespace is never collapsed, so `decode(encode(text)) == text` for any UTF-8 t
 files (`pipeline/commands/pack.py`): every document is followed by EOS, preceded by BOS when
 `add_bos` is set, by default when the tokenizer itself adds BOS to a text (Llama-3 does).
 
-The stage's work function, `encode_shard`, runs once per input shard (stages/tokenize_stage.py
+The stage's work function, `encode_shard`, runs once per input shard (stages/tokens/stage.py
 is the stage kind the runner serves): it assigns each document to its mixture group with DuckDB (the plan's first-match `CASE`),
 encodes the texts, and writes `tokenize/<part>.parquet` (the document table + `n_tokens` +
 `group`), the shard's token ids (`tokenize/_ids/<part>.bin`, documents back to back in table
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from curate.records.marker import Marker
 from curate.stages import docshard, ledger, shardio
-from curate.stages.megatron import token_dtype
+from curate.stages.tokens.megatron import token_dtype
 from curate.stages.shardio import AtomicFile
 
 STAGE = "tokenize"
@@ -138,7 +138,7 @@ def is_hf(path: str | os.PathLike) -> bool:
 def load_tokenizer(path: str | os.PathLike):
     """A `SentencePieceProcessor`, or an `HFTokenizer` (the same method names) for a tokenizer.json."""
     p = resolve_model_path(path)
-    # A folder's config.json may name BOS/EOS ids (stages/hf_tokenizer.py), so it is part of the key.
+    # A folder's config.json may name BOS/EOS ids (stages/tokens/hf_tokenizer.py), so it is part of the key.
     files = [p / n for n in (*HF_TOKENIZER_FILES, "config.json") if (p / n).is_file()] if is_hf(p) else [p]
     return _load(str(p), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
@@ -148,7 +148,7 @@ def _load(p: str, stamp: tuple):
     # Cached per process (keyed by each file's size and mtime, so a replaced file is reloaded): a
     # worker tokenizing many shards loads the model once.
     if is_hf(p):
-        from curate.stages.hf_tokenizer import HFTokenizer
+        from curate.stages.tokens.hf_tokenizer import HFTokenizer
 
         return HFTokenizer(Path(p))
     sp = _spm().SentencePieceProcessor()

@@ -6,7 +6,7 @@ the declared thresholds (the first rule that drops a document names its reason) 
 scorer's counters on. A scorer's class and its config are all a stage kind needs:
 
 ```python
-class LangIDStage(ScoreStage):      # stages/annotate.py; the stage table names LangIDStage
+class LangIDStage(ScoreStage):      # stages/score/annotate.py; the stage table names LangIDStage
     scorer_cls, kind = LangIDScorer, "langid"
 ```
 

@@ -1,9 +1,9 @@
 """Ingest: raw files -> normalized document shards, plus quarantine records for what can't be read.
 
-`run_ingest` runs one task of the plan (stages/ingest_plan.py), writing its document parts
+`run_ingest` runs one task of the plan (stages/inputs/plan.py), writing its document parts
 (rolled every `shard_docs` documents) and its quarantine file atomically, and its marker last;
 `outcome` reads the markers to fail a run that kept nothing. The input and config types
-(stages/ingest_config.py) and the planning functions are importable from here too: this module
+(stages/inputs/config.py) and the planning functions are importable from here too: this module
 is the stage's entry point.
 """
 
@@ -16,14 +16,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate.records.marker import Marker
-from curate.stages import hf_input, ledger, shardio
+from curate.stages import ledger, shardio
+from curate.stages.inputs import hf_input
 from curate.stages.base import INGEST_SCHEMA, QUARANTINE_SCHEMA
-from curate.stages.ingest_config import FieldMap, IngestConfig, InputSpec
-from curate.stages.ingest_plan import IngestTask, default_source, plan_tasks, task_bytes, task_fingerprint
-from curate.stages.jsonl_reader import read_jsonl
-from curate.stages.readers import read_html_files, read_parquet, read_text_files
-from curate.stages.records import Rejected, to_document
-from curate.stages.warc import read_warc
+from curate.stages.inputs.config import FieldMap, IngestConfig, InputSpec
+from curate.stages.inputs.plan import IngestTask, default_source, plan_tasks, task_bytes, task_fingerprint
+from curate.stages.inputs.jsonl_reader import read_jsonl
+from curate.stages.inputs.readers import read_html_files, read_parquet, read_text_files
+from curate.stages.inputs.document import Rejected, to_document
+from curate.stages.inputs.warc import read_warc
 
 __all__ = ["FieldMap", "IngestConfig", "IngestJob", "IngestTask", "InputSpec", "STAGE_VERSION", "config_hash",
            "default_source", "outcome", "plan_tasks", "run_ingest", "task_bytes", "task_fingerprint"]

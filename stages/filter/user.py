@@ -7,7 +7,7 @@
   built-in filter's.
 - `kind: "module:Class"`: a stage class of the user's own, written to the map-stage contract of
   `stages/base.py` (`__init__(config, name)`, `setup()`, `process(table) -> StageOutput`; the
-  smallest example is `stages/word_count.py`), or a scorer class (`scorers/base.py`: `columns()`,
+  smallest example is `stages/filter/word_count.py`), or a scorer class (`scorers/base.py`: `columns()`,
   `load()`, `score(texts)`), which runs through the one scoring stage. Its fields come from a
   dataclass `Class.Config` when the class has one; a class without one takes no fields.
 
@@ -111,7 +111,7 @@ def user_stage_class(kind: str) -> type:
     """The stage class a `module:Class` kind names, checked against the map-stage contract; a
     scorer class (`scorers/base.py`) becomes a stage through the one scoring stage."""
     from curate.scorers.base import is_scorer_class
-    from curate.stages.score import scorer_stage
+    from curate.stages.score.stage import scorer_stage
 
     cls = import_object(kind, "a stage kind")
     if is_scorer_class(cls):
@@ -120,7 +120,7 @@ def user_stage_class(kind: str) -> type:
     if not inspect.isclass(cls) or missing:
         raise ValueError(f"{kind!r} is not a stage class: a stage kind given by import path is a class with "
                          f"`__init__(config, name)`, `setup()` and `process(table) -> StageOutput` "
-                         f"(stages/word_count.py is the smallest example)" + (f"; it lacks {missing}" if missing else ""))
+                         f"(stages/filter/word_count.py is the smallest example)" + (f"; it lacks {missing}" if missing else ""))
     return cls
 
 

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.records.marker import Marker
-from curate.stages import docshard, holdout, ledger, shardio
-from curate.stages.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
+from curate.stages import docshard, ledger, shardio
+from curate.stages.heldout import holdout
+from curate.stages.tokens.megatron import IndexedDataset, IndexedDatasetWriter, read_indexed_dataset
 from curate.stages.shardio import AtomicFile
 
 PACKINGS = ("best-fit", "concat")
@@ -56,7 +57,7 @@ class PackConfig:
     rows_per_chunk: int = 1024
     """Rows assembled in memory at a time while writing rows.bin (bounds memory use)."""
     eval_fraction: float = 0.005
-    """Share of each group held out as evaluation data (by a hash of the id; stages/holdout.py); 0 = none."""
+    """Share of each group held out as evaluation data (by a hash of the id; stages/heldout/holdout.py); 0 = none."""
     eval_max_docs: int = 1000
     """At most this many held-out documents per group."""
 

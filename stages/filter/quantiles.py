@@ -10,7 +10,7 @@ the share `q` of the group on that signal, so only the group's own tail (`1 - q`
 
 The quantiles come from a deterministic sample of the run (`sample_signals`: per group, the
 documents with the smallest salted hash of their id), computed by the run's driver before the
-stage's shards (stages/heuristics_prepare.py); the resolved table travels in the
+stage's shards (stages/filter/heuristics_prepare.py); the resolved table travels in the
 stage's config (`HeuristicsConfig.resolved`), so the decision stays per document and a changed
 sample reruns the stage.
 """

@@ -1,0 +1,1 @@
+"""Tokens: tokenizers, the tokenize stage, packing rows per mixture group, Megatron indexed files."""
