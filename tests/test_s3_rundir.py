@@ -32,7 +32,8 @@ SLOW_FILTER = "import time\n\ndef keep(doc):\n    time.sleep(0.06)\n    return '
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch, s3):  # noqa: F811
-    """Inputs in the bucket, the filter's module importable here and in a child `curate`, and the
+    """Inputs in the bucket (under a prefix no other test writes: a prefix input reads every object
+    below it), the filter's module importable here and in a child `curate`, and the
     user's cache (staging directories, catalog copies) under tmp_path."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -43,10 +44,10 @@ def env(tmp_path, monkeypatch, s3):  # noqa: F811
     topics = rawpages.topics(FILES * 4)
     for i in range(FILES):
         body = "".join(json.dumps({"text": t, "id": f"{i}-{name}"}) + "\n" for name, t in topics[i * 4:(i + 1) * 4])
-        s3.put_object(Bucket=BUCKET, Key=f"in/part-{i:02d}.jsonl", Body=body.encode())
+        s3.put_object(Bucket=BUCKET, Key=f"rundir-in/part-{i:02d}.jsonl", Body=body.encode())
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps({
-        "name": "s3run", "inputs": [{"path": f"s3://{BUCKET}/in/"}],
+        "name": "s3run", "inputs": [{"path": f"s3://{BUCKET}/rundir-in/"}],
         "stages": [{"kind": "exact_dedup"}, {"kind": "filter", "name": "slow", "function": "slowkeep:keep"},
                    {"kind": "word_count"}]}))
     return config
