@@ -102,8 +102,10 @@ def summary(result: dict[str, Any]) -> str:
     lines = [f"{'set':<24} {'docs':>7} {'bits/byte':>10} {'loss':>8}"]
     for name, s in result["sets"].items():
         bpb, loss = s["bpb"], s["loss"]
-        lines.append(f"{name:<24} {s['docs']:>7,} {bpb if bpb is not None else float('nan'):>10.4f} "
-                     f"{loss if loss is not None else float('nan'):>8.4f}")
+        if bpb is None or loss is None:  # a held-out set with no documents: nothing was measured
+            lines.append(f"{name:<24} {s['docs']:>7,} {'-':>10} {'-':>8}  (no documents held out)")
+            continue
+        lines.append(f"{name:<24} {s['docs']:>7,} {bpb:>10.4f} {loss:>8.4f}")
     for name, q in result["qa"].items():
         acc = f"  acc {q['acc']:.3f} (norm {q['acc_norm']:.3f}, {q['mc_items']} items)" if "acc" in q else ""
         lines.append(f"qa:{name:<21} {q['items']:>7,} {q['answer_bpb']:>10.4f} {q['answer_loss']:>8.4f}{acc}")
