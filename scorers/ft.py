@@ -89,8 +89,14 @@ def predict_labels(model: Any, texts: Sequence[str], k: int = 1) -> tuple[list[l
     """Top-`k` labels and probabilities for already single-line texts (one C++ call)."""
     if not texts:
         return [], []
-    labels, probs = model.predict(list(texts), k=k)
-    return labels, probs
+    for _ in range(NAN_TRIES):  # the same random "Encountered NaN." as in training (NAN_TRIES)
+        try:
+            return model.predict(list(texts), k=k)
+        except RuntimeError as e:
+            if "NaN" not in str(e):
+                raise
+    raise ValueError(f"fastText prediction stopped with NaN on {NAN_TRIES} tries over {len(texts)} texts: "
+                     f"the model may be damaged; train it again")
 
 
 def top1(model: Any, texts: Sequence[str]) -> tuple[list[str | None], list[float]]:
@@ -152,7 +158,8 @@ def train_supervised(train_file: Path, *, seed: int = 0, threads: int = 1, **par
 NAN_TRIES = 10
 """fastText 0.9.3 stops one-thread training with "Encountered NaN." at random on some inputs, even
 at a learning rate of 1e-9 (so not divergence), while every run that finishes gives the same
-model bit for bit: every training path retries a NaN, up to this many tries."""
+model bit for bit: every training path retries a NaN, up to this many tries. Batch prediction
+raised it once at random too (a PreSelect classifier's bucket sample), so it retries the same way."""
 
 
 def train_on_examples(examples: Sequence[tuple[str, str]], model_dir: Path, *, seed: int = 0, threads: int = 1,
