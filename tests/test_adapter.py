@@ -10,7 +10,6 @@ import os
 import signal
 import time
 
-import pytest
 
 ITEM_S, DRIVER_S, LONG_GAP_S = 0.4, 0.15, 0.1
 
@@ -94,7 +93,6 @@ def _load_count(path: str) -> tuple[int, int]:
 def test_task_workers_load_a_tokenizer_once(ray_session, tmp_path):
     """Tokenize runs as plain tasks (`stagework.write_shard`): its model is cached per process,
     which is once per worker only because Ray hands the same warm processes each task."""
-    pytest.importorskip("sentencepiece")
     import pydoc_data.topics
 
     from curate.pipeline.running.adapter import RayExecutor

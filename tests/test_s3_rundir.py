@@ -20,7 +20,8 @@ import rawpages
 from curate.pipeline.commands import core
 from curate.pipeline.errors import ConfigError, CurateError
 from curate.pipeline.cli import main
-from curate.pipeline.running.lock import ObjectLock, RunLocked
+from curate.pipeline.running.lock import RunLocked
+from curate.pipeline.running.object_lock import ObjectLock
 from test_s3_inputs import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -36,7 +36,8 @@ from typing import Callable, Iterator
 
 from curate.pipeline.errors import ConfigError, CurateError
 from curate.pipeline.running import logs
-from curate.pipeline.running.lock import LOCK_NAME, ObjectLock
+from curate.pipeline.running.lock import LOCK_NAME
+from curate.pipeline.running.object_lock import ObjectLock
 from curate.stages import shardio
 
 from curate.stages.inputs import objstore
