@@ -100,12 +100,10 @@ def finish_part(task: FinishTask) -> dict:
 def part_done(stage_dir: Path, rejected_dir: Path, stem: str, fingerprint: str, config_hash: str) -> bool:
     """A part is done when its marker matches and its kept and rejected shards are still the files
     the marker records (a deleted, truncated or damaged shard is rebuilt on the next run)."""
-    marker = shardio.read_marker(Path(stage_dir), stem)
     return (
-        shardio.marker_matches(marker, fingerprint, config_hash)
+        ledger.current(Path(stage_dir), stem, fingerprint, config_hash) is not None
         and (Path(stage_dir) / f"{stem}.parquet").exists()
         and (Path(rejected_dir) / f"{stem}.parquet").exists()
-        and shardio.damage(Path(stage_dir), marker) is None
     )
 
 

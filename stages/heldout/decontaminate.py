@@ -62,8 +62,7 @@ from curate.stages.heldout.eval_index import EvalIndex, EvalSetSpec, Hits, _dist
 from curate.stages.docshard import TEXT, base_ref, document_schema, iter_docs, read_docs, write_delta
 from curate.records.marker import Marker
 from curate.stages import ledger
-from curate.stages.shardio import (atomic_write_bytes, damage, file_digest, marker_matches, read_marker,
-                                   stable_hash, write_parquet)
+from curate.stages.shardio import atomic_write_bytes, file_digest, stable_hash, write_parquet
 
 MATCHES = "decontaminate_matches"
 IGNORED = "decontaminate_ignored"
@@ -293,8 +292,7 @@ class DecontaminateStage:
         for p, d, scan, f in zip(inputs, digests, scans, found):
             mine = np.intersect1d(ignored, f["freq_hash"])
             fp = stable_hash([d, key, mine.tolist(), self.version])
-            marker = read_marker(stage_dir, p.stem)
-            if not (marker_matches(marker, fp, ctx.config_hash) and damage(stage_dir, marker) is None):
+            if ledger.current(stage_dir, p.stem, fp, ctx.config_hash) is None:
                 tasks.append(ApplyTask(scan, str(stage_dir), str(ctx.rejected_dir), {h: labels[h] for h in
                                        mine.tolist()}, d, fp, ctx.config_hash))
         stage_dir.mkdir(parents=True, exist_ok=True)

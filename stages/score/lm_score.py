@@ -38,8 +38,7 @@ from curate.stages.docshard import ROW, TEXT, base_ref, document_columns, docume
 from curate.stages import ledger
 from curate.stages.idhash import unit_draw
 from curate.stages.score.stage import ScoreStage
-from curate.stages.shardio import (damage, file_digest, marker_matches, read_marker, stable_hash,
-                                   write_parquet)
+from curate.stages.shardio import file_digest, stable_hash, write_parquet
 
 BUCKET = "lm_bucket"
 # counters of the lm_bucket stage: [group, bucket] -> documents; [column, by, group, cut points] -> 1
@@ -381,8 +380,7 @@ class LMBucketStage:
         tasks = []
         for p in inputs:
             fp = stable_hash([file_digest(p), column, stamp])
-            marker = read_marker(stage_dir, p.stem)
-            if not (marker_matches(marker, fp, ctx.config_hash) and damage(stage_dir, marker) is None):
+            if ledger.current(stage_dir, p.stem, fp, ctx.config_hash) is None:
                 tasks.append(BucketApply(str(p), str(stage_dir), str(rejected_dir), self.name, column, cfg.by, cuts,
                                          fp, ctx.config_hash))
         if tasks:

@@ -349,9 +349,9 @@ def tokenize_shard(task: TokenizeTask) -> dict:
     """One shard on its own, outside a run (tests, benchmarks): skipped, as the runner skips it,
     when its marker matches and its files are intact; returns the shard's marker."""
     fingerprint = shardio.file_digest(Path(task.input))
-    marker = shardio.read_marker(Path(task.stage_dir), task.part)
-    if shardio.marker_matches(marker, fingerprint, task.config_hash) and shardio.damage(Path(task.stage_dir), marker) is None:
-        return {**marker, "skipped": True}
+    marker = ledger.current(Path(task.stage_dir), task.part, fingerprint, task.config_hash)
+    if marker is not None:
+        return {**marker.to_dict(), "skipped": True}
     return encode_shard(task, fingerprint)
 
 
