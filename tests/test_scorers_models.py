@@ -144,6 +144,22 @@ def test_save_model_writes_metadata_and_model_without_leftovers(quality_model, t
     assert sorted(p.name for p in out.parent.iterdir()) == ["quality_copy.bin", "quality_copy.json"]
 
 
+def test_a_model_retrained_in_place_is_loaded_again(tmp_path):
+    """The process's model cache follows the file: retraining at the same path (a service worker
+    that scored with the old model) serves the new one, and an unchanged file is not read again."""
+    from curate.scorers import ft
+
+    path = tmp_path / "quality_x.bin"
+    train_quality(pydoc_chunks(60), stdlib_code(60), path, params=SMALL, seed=1)
+    first = ft.load_model(path)
+    assert ft.load_model(path) is first and ft.loads_of(path) == 1
+    # Swapped labels: the same texts, the opposite classifier.
+    train_quality(stdlib_code(60), pydoc_chunks(60), path, params=SMALL, seed=1)
+    assert ft.load_model(path) is not first and ft.loads_of(path) == 2
+    code_first = QualityScorer(path).scores(stdlib_code(60)[:10]).mean()
+    assert code_first > QualityScorer(path).scores(pydoc_chunks(60)[:10]).mean()
+
+
 def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_model, tmp_path):
     import shutil
 
