@@ -31,19 +31,22 @@ Speed, with the same words:
    begin with (prefix, infix) or end with (suffix); where the prefix pattern is anchored at the
    start and the suffix pattern at the end, a chunk whose first / last character is none of
    those, or holding none of the infix characters, gets the answer the call would give (no
-   prefix, no suffix, no infix) without the call. The suffix pattern is searched at every
-   position, so its call was ~10 us; most chunks skip it. A pattern the reading does not
-   understand is always called.
+   prefix, no suffix, no infix) without the call. Where a chunk's first / last character can
+   begin / end a match, only the prefix / suffix alternatives that can are searched
+   (`scorers/affix_regex.py`): spaCy's suffix pattern, ~100 alternatives tried at every
+   position, cost ~10 us a call, and a chunk ending in a letter needs the few that end in one.
+   A pattern the reading does not understand is always called whole.
 4. A known text is joined with one `split` per line and dictionary look-ups mapped in C; only a
    line holding a chunk after which a special case might continue is looked at word by word.
 """
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from itertools import accumulate, chain, compress, count, repeat
-from typing import Any, Callable
+from typing import Any
+
+from curate.scorers.affix_regex import affix_finder, affix_gate
 
 _MEMO_MAX = 1 << 18  # chunks remembered per language before the memo starts afresh (~60 MB)
 
@@ -63,131 +66,6 @@ def fast_word_splitter(base: Any):
     if type(base.tokenizer.tokenizer) is not Tokenizer:
         return None
     return SpacyChunkWords(base)
-
-
-def _regex_tree(pattern: re.Pattern):
-    from re import _parser  # the stdlib's own reading of a pattern (sre_parse before 3.11)
-
-    return _parser.parse(pattern.pattern, pattern.flags)
-
-
-class _Unread(Exception):
-    """A pattern construct whose first / last characters are not worked out here."""
-
-
-def _char_class(op: Any, av: Any) -> tuple[str, str]:
-    """One-character pattern item as ("body", class body) or ("pattern", a pattern)."""
-    from re import _constants as c
-
-    if op == c.LITERAL:
-        return "body", re.escape(chr(av))
-    if op == c.NOT_LITERAL:
-        return "pattern", f"[^{re.escape(chr(av))}]"
-    if op == c.ANY:
-        return "pattern", "(?s:.)"
-    categories = {c.CATEGORY_DIGIT: r"\d", c.CATEGORY_NOT_DIGIT: r"\D", c.CATEGORY_SPACE: r"\s",
-                  c.CATEGORY_NOT_SPACE: r"\S", c.CATEGORY_WORD: r"\w", c.CATEGORY_NOT_WORD: r"\W"}
-    negate, parts = False, []
-    for item, value in av:  # op is IN
-        if item == c.NEGATE:
-            negate = True
-        elif item == c.LITERAL:
-            parts.append(re.escape(chr(value)))
-        elif item == c.RANGE:
-            parts.append(f"{re.escape(chr(value[0]))}-{re.escape(chr(value[1]))}")
-        elif item == c.CATEGORY and value in categories:
-            parts.append(categories[value])
-        else:
-            raise _Unread(item)
-    if negate:
-        return "pattern", f"[^{''.join(parts)}]" if parts else "(?s:.)"
-    return "body", "".join(parts)
-
-
-def _edge_chars(seq: Any, last: bool) -> tuple[list[tuple[str, str]], bool]:
-    """The one-character patterns (`_char_class`) one of which every non-empty match of `seq`
-    begins with (`last`: ends with), a superset, and whether `seq` can match the empty string."""
-    from re import _constants as c
-
-    found: list[tuple[str, str]] = []
-    for op, av in (reversed(seq.data) if last else seq.data):
-        if op in (c.LITERAL, c.NOT_LITERAL, c.ANY, c.IN):
-            return found + [_char_class(op, av)], False
-        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):  # zero-width: the character is further on
-            continue
-        if op == c.BRANCH:
-            alternatives = [_edge_chars(alt, last) for alt in av[1]]
-            found += [ch for chars, _ in alternatives for ch in chars]
-            nullable = any(empty for _, empty in alternatives)
-        elif op == c.SUBPATTERN:
-            chars, nullable = _edge_chars(av[3], last)
-            if av[1] & c.SRE_FLAG_IGNORECASE:  # a case-insensitive group: its characters in any case
-                chars = [("pattern", f"(?i:[{text}])" if kind == "body" else f"(?i:{text})") for kind, text in chars]
-            found += chars
-        elif op == c.ATOMIC_GROUP:
-            chars, nullable = _edge_chars(av, last)
-            found += chars
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-            low, high, sub = av
-            chars, nullable = _edge_chars(sub, last) if high else ([], True)
-            found += chars
-            nullable = nullable or low == 0
-        elif op == c.GROUPREF:  # whatever the group matched, possibly nothing
-            found.append(("pattern", "(?s:.)"))
-            nullable = True
-        else:
-            raise _Unread(op)
-        if not nullable:
-            return found, False
-    return found, True
-
-
-def _anchored(seq: Any, last: bool) -> bool:
-    """Whether every match of `seq` begins at the start of the string (`last`: ends at its end)."""
-    from re import _constants as c
-
-    anchors = (c.AT_END, c.AT_END_STRING) if last else (c.AT_BEGINNING, c.AT_BEGINNING_STRING)
-    for op, av in (reversed(seq.data) if last else seq.data):
-        if op == c.AT and av in anchors:
-            return True
-        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
-            continue
-        if op == c.BRANCH:
-            return all(_anchored(alt, last) for alt in av[1])
-        if op == c.SUBPATTERN and not av[1] & c.SRE_FLAG_MULTILINE:
-            return _anchored(av[3], last)
-        return False
-    return False
-
-
-def _one_of(chars: list[tuple[str, str]], flags: int) -> re.Pattern:
-    bodies = "".join(text for kind, text in chars if kind == "body")
-    alternatives = ([f"[{bodies}]"] if bodies else []) + [text for kind, text in chars if kind == "pattern"]
-    return re.compile("|".join(alternatives) or "(?!)", flags & re.IGNORECASE)
-
-
-def affix_gate(fn: Any, where: str) -> Callable[[str], bool] | None:
-    """For spaCy's `prefix_search` / `suffix_search` (`where` "start" / "end", a `search`) or
-    `infix_finditer` ("any"): a test false only where the call cannot find a non-empty match,
-    or None where that is not worked out (then the call is always made)."""
-    pattern = getattr(fn, "__self__", None)
-    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str) or pattern.flags & re.MULTILINE:
-        return None
-    try:
-        tree = _regex_tree(pattern)
-        if where == "end" and _anchored(tree, True):
-            test = _one_of(_edge_chars(tree, True)[0], pattern.flags)
-            # `$` also matches before a final newline (chunks hold none)
-            return lambda s: test.match(s, len(s) - 1) is not None or s.endswith("\n")
-        chars, nullable = _edge_chars(tree, False)
-    except (_Unread, ImportError, AttributeError, re.error, RecursionError):
-        return None
-    if where == "any" and nullable:  # empty infix matches split a chunk too
-        return None
-    test = _one_of(chars, pattern.flags)
-    if where == "start" and _anchored(tree, False):
-        return lambda s: test.match(s) is not None
-    return lambda s: test.search(s) is not None  # a match may begin anywhere
 
 
 def _special_case_tables(nlp: Any) -> tuple[dict, dict, dict]:
@@ -215,6 +93,12 @@ def _special_case_tables(nlp: Any) -> tuple[dict, dict, dict]:
             {u: frozenset(c) for u, c in by_tokens.items()})
 
 
+def _gated(find: Any, search: Any, where: str) -> Any:
+    """spaCy's `find_prefix` / `find_suffix`, called only where `affix_gate` allows a match."""
+    gate = affix_gate(search, where)
+    return find if gate is None else (lambda s: find(s) if gate(s) else 0)
+
+
 class SpacyChunkWords:
     """`word_tokenize(text)` equal to datatrove `SpaCyTokenizer.word_tokenize(text)` (see module
     docstring for why), at dictionary-lookup cost per chunk once a chunk has been seen."""
@@ -230,9 +114,8 @@ class SpacyChunkWords:
         from spacy.attrs import ORTH
 
         self._rules = {key: [t[ORTH] for t in subs] for key, subs in tok.rules.items()}  # special case -> words
-        starts, ends = affix_gate(tok.prefix_search, "start"), affix_gate(tok.suffix_search, "end")
-        self._find_prefix = tok.find_prefix if starts is None else (lambda s: tok.find_prefix(s) if starts(s) else 0)
-        self._find_suffix = tok.find_suffix if ends is None else (lambda s: tok.find_suffix(s) if ends(s) else 0)
+        self._find_prefix = affix_finder(tok.prefix_search, "start") or _gated(tok.find_prefix, tok.prefix_search, "start")
+        self._find_suffix = affix_finder(tok.suffix_search, "end") or _gated(tok.find_suffix, tok.suffix_search, "end")
         self._may_infix = affix_gate(tok.infix_finditer, "any") or (lambda s: True)
         self._words: dict[str, tuple[str, ...]] = {}  # chunk (or segment, which holds a space) -> its words
         self._affixes: dict[str, tuple[str, ...]] = {}  # chunk or what its affix loop left -> its tokens
@@ -340,6 +223,8 @@ class SpacyChunkWords:
     def _may_match(self, tokens: list[str]) -> bool:
         """Whether some special case's pattern occurs in `tokens` (the PhraseMatcher's test)."""
         patterns = self._patterns
+        if patterns.keys().isdisjoint(tokens):  # most chunks: no token starts a pattern (one pass in C)
+            return False
         for i, token in enumerate(tokens):
             for pattern in patterns.get(token, ()):
                 if tuple(tokens[i:i + len(pattern)]) == pattern:

@@ -90,7 +90,7 @@ def test_affix_regexes_are_skipped_only_where_they_cannot_match(texts):
     import random
     import re
 
-    from curate.scorers.wordsplit import affix_gate
+    from curate.scorers.affix_regex import affix_gate
 
     tok = _splitter("en").nlp.tokenizer
     chunks = sorted({c for t in texts for c in t.split()})
@@ -121,6 +121,48 @@ def test_affix_regexes_are_skipped_only_where_they_cannot_match(texts):
                 found = [m for m in pattern.finditer(s) if m.end() > m.start()] if where == "any" else \
                     [m for m in [pattern.search(s)] if m and m.end() > m.start()]
                 assert gate(s) or not found, (source, where, s)
+
+
+def test_narrowed_affix_search_finds_what_the_whole_pattern_finds(texts):
+    """`affix_finder` (only the alternatives that can begin / end with the string's first / last
+    character) gives spaCy's find_prefix / find_suffix exactly: on spaCy's own patterns over every
+    chunk of real text and its chunks less one character, and on built patterns holding "|" in
+    classes and escapes, lookbehinds, global and local case-insensitivity, repeats and an
+    empty-matching alternative; a pattern with an unanchored alternative is not read."""
+    import random
+    import re
+
+    from curate.scorers.affix_regex import affix_finder
+
+    tok = _splitter("en").nlp.tokenizer
+    chunks = sorted({c for t in texts for c in t.split()})
+    finders = {"start": affix_finder(tok.prefix_search, "start"), "end": affix_finder(tok.suffix_search, "end")}
+    assert all(finders.values())  # spaCy's English patterns are read
+    calls = {"start": tok.find_prefix, "end": tok.find_suffix}
+    for where, find in finders.items():
+        matched = 0
+        for chunk in chunks:
+            for s in (chunk, chunk[1:], chunk[:-1]):
+                want = calls[where](s)
+                assert find(s) == want, (where, s)
+                matched += want > 0
+        assert matched > 100  # the patterns do match: the comparison is not of zeros
+    built = {"start": [r"^(?:ab|(?i:c)d?|\d+x)|^a|^[|]x|^\(a\||^[]a]b"],
+             "end": [r"(?<=[0-9])km$|'s$|\.\.+$|(?:x|y)z*$|[|a]$|x*$", r"(?i)a$|b\.$|(?<![0-9])m$"]}
+    alphabet = "abcdxyzkmq-,.'3 AC|()]B"
+    rng = random.Random(0)
+    strings = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7))) for _ in range(3000)]
+    strings += [s + "\n" for s in strings[:300]]  # `$` matches before a final newline too
+    for where, sources in built.items():
+        for source in sources:
+            pattern = re.compile(source)
+            find = affix_finder(pattern.search, where)
+            assert find is not None, source
+            for s in strings:
+                m = pattern.search(s)
+                assert find(s) == (m.end() - m.start() if m else 0), (source, s)
+    assert affix_finder(re.compile(r"a$|b").search, "end") is None
+    assert affix_finder(re.compile(r"^a|b").search, "start") is None
 
 
 def test_arrow_grouping_equals_numpy_grouping(monkeypatch):
