@@ -24,10 +24,13 @@ import re
 from typing import Any, Callable
 
 
-def _regex_tree(pattern: re.Pattern):
+def _regex_tree(source: str, flags: int):
     from re import _parser  # the stdlib's own reading of a pattern (sre_parse before 3.11)
 
-    return _parser.parse(pattern.pattern, pattern.flags)
+    return _parser.parse(source, flags)
+
+
+_NOT_READ = (ImportError, AttributeError, re.error, RecursionError)  # the reading's own failures, besides _Unread
 
 
 class _Unread(Exception):
@@ -133,13 +136,13 @@ def affix_gate(fn: Any, where: str) -> Callable[[str], bool] | None:
     if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str) or pattern.flags & re.MULTILINE:
         return None
     try:
-        tree = _regex_tree(pattern)
+        tree = _regex_tree(pattern.pattern, pattern.flags)
         if where == "end" and _anchored(tree, True):
             test = _one_of(_edge_chars(tree, True)[0], pattern.flags)
             # `$` also matches before a final newline (chunks hold none)
             return lambda s: test.match(s, len(s) - 1) is not None or s.endswith("\n")
         chars, nullable = _edge_chars(tree, False)
-    except (_Unread, ImportError, AttributeError, re.error, RecursionError):
+    except (_Unread, *_NOT_READ):
         return None
     if where == "any" and nullable:  # empty infix matches split a chunk too
         return None
@@ -182,17 +185,15 @@ def affix_finder(fn: Any, where: str) -> Callable[[str], int] | None:
             or pattern.flags & (re.MULTILINE | re.VERBOSE)):
         return None
     last, flags = where == "end", pattern.flags
-    from re import _parser
-
     pieces: list[tuple[str, re.Pattern | None]] = []  # (source, test of the edge character; None: any)
     try:
         for source in _alternatives(pattern.pattern):
-            tree = _parser.parse(source, flags)
+            tree = _regex_tree(source, flags)
             if not _anchored(tree, last):
                 return None
             chars, nullable = _edge_chars(tree, last)
             pieces.append((source, None if nullable else _one_of(chars, flags)))
-    except (_Unread, AttributeError, re.error, RecursionError):
+    except (_Unread, *_NOT_READ):
         return None
     narrowed: dict[str, re.Pattern | None] = {}  # edge character -> the pattern of its alternatives
     by_set: dict[tuple[int, ...], re.Pattern] = {}

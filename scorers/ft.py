@@ -15,6 +15,7 @@ import json
 import os
 import random
 import secrets
+import stat
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def load_model(path: str | os.PathLike) -> Any:
     try:
         st = os.stat(key)
     except FileNotFoundError:
-        raise FileNotFoundError(f"fastText model not found: {path}") from None
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise FileNotFoundError(f"fastText model not found: {path}" + (" (a directory, not a model file)" if st else ""))
     version = (st.st_ino, st.st_mtime_ns, st.st_size)  # saving replaces the file: a new inode
     with _LOCK:
         cached = _CACHE.get(key)

@@ -158,6 +158,10 @@ def test_a_model_retrained_in_place_is_loaded_again(tmp_path):
     assert ft.load_model(path) is not first and ft.loads_of(path) == 2
     code_first = QualityScorer(path).scores(stdlib_code(60)[:10]).mean()
     assert code_first > QualityScorer(path).scores(pydoc_chunks(60)[:10]).mean()
+    with pytest.raises(FileNotFoundError, match="a directory, not a model file"):
+        ft.load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ft.load_model(tmp_path / "missing.bin")
 
 
 def test_model_stamp_is_a_content_digest_and_the_path_stays_relative(quality_model, tmp_path):
