@@ -21,7 +21,7 @@ STAGE_KINDS: dict[str, tuple[str, str, str]] = {
     "sample": ("curate.stages.filter.sample", "SampleConfig", "SampleStage"),
     "pii": ("curate.stages.filter.pii", "PIIConfig", "PIIStage"),
     "lm_score": ("curate.stages.score.lm_score", "LMScoreConfig", "LMScoreStage"),
-    "lm_bucket": ("curate.stages.score.lm_score", "LMBucketConfig", "LMBucketStage"),
+    "lm_bucket": ("curate.stages.score.lm_bucket", "LMBucketConfig", "LMBucketStage"),
     "word_count": ("curate.stages.filter.word_count", "WordCountConfig", "WordCountStage"),
     "ingest": ("curate.stages.inputs.stage", "IngestConfig", "IngestStage"),
     "tokenize": ("curate.stages.tokens.stage", "TokenizeConfig", "TokenizeStage"),
@@ -44,5 +44,5 @@ STAGE_SUMMARIES: list[tuple[str, str]] = [
     ("curate.pipeline.reporting.annotate_summary", "annotate_summary"),
     ("curate.pipeline.reporting.breadth_summary", "breadth_summary"),
     ("curate.stages.filter.word_count", "summary"),
-    ("curate.stages.score.lm_score", "summary"),
+    ("curate.stages.score.lm_bucket", "summary"),
 ]
