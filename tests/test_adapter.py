@@ -1,7 +1,8 @@
 """The Ray adapter's driver: each actor holds its next group while it works on one, so a driver
 slow to come back (a loaded machine, a busy driver) does not leave it idle; a group queued behind
-one whose actor dies is resubmitted without counting as a loss; task workers keep what a stage
-caches per process (tokenize's model) from one task to the next."""
+one whose actor dies is resubmitted without counting as a loss; no work is queued behind an actor
+that is still starting; task workers keep what a stage caches per process (tokenize's model) from
+one task to the next."""
 
 from __future__ import annotations
 
@@ -81,6 +82,38 @@ def test_a_group_queued_behind_a_lost_one_is_resubmitted_uncounted(ray_session, 
     lost = [r.getMessage() for r in caplog.records if "worker lost" in r.getMessage()]
     assert ex.lost == 1 and len(lost) == 1
     assert "during square/item 0" in lost[0] and lost[0].endswith("retrying (1/3)")
+
+
+SLOW_START_S = 8.0
+
+
+class _SlowStart:
+    """An actor's worker; the first actor to be built takes SLOW_START_S to start (a model that
+    loads later, a node slow to place it), the other starts at once."""
+
+    def __init__(self, flag: str):
+        try:
+            os.close(os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            time.sleep(SLOW_START_S)
+        except FileExistsError:
+            pass
+
+    def run(self, n: int) -> int:
+        time.sleep(0.05)
+        return os.getpid()
+
+
+def test_no_work_waits_behind_an_actor_that_is_still_starting(ray_session, tmp_path):
+    """Actors take work once they have answered: the one that started does all eight items while
+    the other is still starting, so the stage does not wait for it."""
+    from functools import partial
+
+    from curate.pipeline.running.adapter import RayExecutor
+
+    t0 = time.time()
+    pids = RayExecutor(2, task_bytes=0).map_actors(partial(_SlowStart, str(tmp_path / "slow")), "run", list(range(8)))
+    assert (tmp_path / "slow").exists() and len(set(pids)) == 1
+    assert time.time() - t0 < SLOW_START_S
 
 
 def _load_count(path: str) -> tuple[int, int]:

@@ -189,14 +189,18 @@ class _Driver:
         self.size = size or (lambda item: 0)
         self.depth, self.bound = max(1, depth), bound
 
-    def run(self, groups: list[list[int]], slots: list) -> list:
+    def run(self, groups: list[list[int]], slots: list, starting: dict | None = None) -> list:
+        """`starting`: slots that take work only once they answer (readiness -> slot), as a
+        replacement does: new actors, so that none queues work behind a start that is slower
+        than another's (a model that loads later, a node that has no room yet)."""
         self.results: list = [None] * len(self.items)
         self.running: dict = {}  # a group's result -> (its submission number, group, slot)
-        self.pending: dict = {}  # a replacement's readiness -> the replacement
+        self.pending: dict = dict(starting or {})  # a starting slot's readiness -> the slot
         self.todo, self.tries = list(groups), [0] * len(groups)
         self.order = {id(g): n for n, g in enumerate(groups)}
         # Every slot's first token before any slot's second: the largest groups (first, LPT) spread.
-        self.free, sent = [s for _ in range(self.depth) for s in reversed(slots)], 0
+        ready = [s for s in slots if s not in self.pending.values()]
+        self.free, sent = [s for _ in range(self.depth) for s in reversed(ready)], 0
         with _progress(len(self.items), self.desc) as bar:
             while self.todo or self.running:
                 while self.free and self.todo and (slot := self._pick(len(slots))) is not None:
@@ -326,8 +330,11 @@ class RayExecutor:
             return new, new.ping.remote()
 
         try:
+            # An actor takes work once it has answered: the first one ready starts, and none
+            # holds queued groups while it is still loading its model (bench/README.md).
             return _Driver(self, items, desc, lambda actor, batch: actor.call_many.remote(method, batch),
-                           replace, size, depth=IN_FLIGHT, bound=True).run(groups, list(actors))
+                           replace, size, depth=IN_FLIGHT, bound=True).run(
+                groups, list(actors), starting={a.ping.remote(): a for a in actors})
         finally:
             for a in actors:
                 ray.kill(a)
