@@ -171,9 +171,11 @@ def train_domain(examples: Sequence[tuple[str, str]], model_path: str | Path, *,
     for (true, _), p in zip(held, pred):
         matrix[index[true], index[p]] += 1  # the model only knows the training labels
     accuracy = float(np.mean([p == true for (true, _), p in zip(held, pred)])) if held else float("nan")
-    meta = {"kind": "domain", "labels": labels, "params": asdict(params), "seed": seed,
+    lowered = ft.lr_warning(model, params.lr)
+    meta = {"kind": "domain", "labels": labels, "params": {**asdict(params), "lr": ft.trained_lr(model)}, "seed": seed,
             "n_train": {lab: sum(1 for x, _ in train if x == lab) for lab in labels},
-            "heldout": {"accuracy": accuracy, "n": len(held), "confusion": matrix.tolist()}, **(extra_meta or {})}
+            "heldout": {"accuracy": accuracy, "n": len(held), "confusion": matrix.tolist()},
+            **({"warnings": [lowered]} if lowered else {}), **(extra_meta or {})}
     ft.save_model(model, model_path, meta)
     return meta
 

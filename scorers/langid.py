@@ -44,7 +44,7 @@ class LangID:
     @property
     def model(self):
         if self._model is None:
-            self._model = ft.load_model(self.model_path)
+            self._model = ft.load_predictor(self.model_path)
         return self._model
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:

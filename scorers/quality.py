@@ -112,12 +112,12 @@ def train_quality(positives: Sequence[str], negatives: Sequence[str], model_path
     sample = list(bucket_texts) if bucket_texts is not None else list(negatives)
     sample_scores = ft.label_probability(model, [ft.one_line(t) for t in sample], f"__label__{POS}")
     thresholds = weighted_thresholds(sample_scores, [len(t) for t in sample], quantiles)
-    flat = flat_warning(sample_scores, thresholds, metrics["auc"])
+    warnings = [w for w in (flat_warning(sample_scores, thresholds, metrics["auc"]), ft.lr_warning(model, params.lr)) if w]
     meta = {
-        "kind": "quality", "label": f"__label__{POS}", "params": asdict(params), "seed": seed,
+        "kind": "quality", "label": f"__label__{POS}", "params": {**asdict(params), "lr": ft.trained_lr(model)}, "seed": seed,
         "n_train": {"pos": len(pos_train), "neg": len(neg_train)},
         "heldout": metrics, "bucket_quantiles": quantiles, "bucket_thresholds": thresholds,
-        "bucket_sample_docs": len(sample), "warnings": [flat] if flat else [], **(extra_meta or {}),
+        "bucket_sample_docs": len(sample), "warnings": warnings, **(extra_meta or {}),
     }
     ft.save_model(model, model_path, meta)
     return meta
@@ -139,7 +139,7 @@ class QualityScorer:
 
     def load(self) -> None:
         if self._model is None:
-            self._model = ft.load_model(self.model_path)
+            self._model = ft.load_predictor(self.model_path)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         self.load()

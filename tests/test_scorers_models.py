@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -218,3 +219,76 @@ def test_domain_rule_errors_name_the_bad_field():
         DomainRule("x", url=["("])
     # DomainRule objects go to the tagger directly.
     assert RuleTagger([DomainRule("legal", url=["common-licenses/"])]).tag_one("t", None, "file:///common-licenses/MIT") == "legal"
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ova", "hs"])
+def test_the_predictor_predicts_what_the_model_does_from_a_projected_matrix(tmp_path, loss):
+    """`ft.load_predictor` folds the output matrix into the input matrix (rows x labels): every
+    label's probability on unseen text equals fastText's own on the file as saved, to float32
+    rounding, for each of fastText's supervised losses; the model `load_model` serves is untouched."""
+    from curate.scorers import ft
+
+    seeds = [(label, t) for label, get in SOURCES.items() for t in get()[:60]]
+    path = tmp_path / "domain_p.bin"
+    model = ft.train_on_examples(seeds, tmp_path, seed=0, loss=loss, **asdict(FastTextParams(epoch=10, bucket=20_000)))
+    model.save_model(str(path))
+    plain, predictor = ft.load_model(path), ft.load_predictor(path)
+    assert predictor is not plain and ft.load_predictor(path) is predictor and ft.loads_of(path) == 2
+    n_labels = len(plain.get_labels())
+    assert plain.get_input_matrix().shape[1] == 100
+    assert predictor.get_input_matrix().shape == (plain.get_input_matrix().shape[0], n_labels)
+    fresh = [ft.one_line(t) for get in SOURCES.values() for t in get()[60:80]] + ["", "word", "__label__code x"]
+    want_l, want_p = plain.predict(fresh, k=-1)
+    got_l, got_p = predictor.predict(fresh, k=-1)
+    for wl, wp, gl, gp in zip(want_l, want_p, got_l, got_p):
+        want, got = dict(zip(wl, wp)), dict(zip(gl, gp))
+        assert set(want) == set(got) and all(abs(want[k] - got[k]) <= 1e-6 for k in want)
+    assert [ls[:1] for ls in want_l] == [ls[:1] for ls in got_l]  # the same top label
+
+
+def test_a_model_with_no_fewer_labels_than_dimensions_is_not_projected(quality_model, tmp_path):
+    """A projected model saved (2 labels, dim 2, identity output) comes back as saved, predicting as before."""
+    from curate.scorers import ft
+
+    path, _ = quality_model
+    saved = tmp_path / "quality_projected.bin"
+    ft.load_predictor(path).save_model(str(saved))
+    again = ft.load_predictor(saved)
+    assert again.get_input_matrix().shape[1] == 2 and np.array_equal(again.get_output_matrix(), np.eye(2))
+    texts = [ft.one_line(t) for t in pydoc_chunks(220)[200:]]
+    assert np.array_equal(ft.label_probability(again, texts, "__label__pos"),
+                          ft.label_probability(ft.load_predictor(path), texts, "__label__pos"))
+
+
+def test_training_that_diverges_is_run_again_at_a_lower_learning_rate(tmp_path):
+    """Labels that mean nothing, at lr 10, blow fastText's weights up (or stop it with NaN): the run
+    is tried again at half the rate, and the model says the rate it was trained at."""
+    import random
+
+    from curate.scorers import ft
+
+    rng = random.Random(0)
+    examples = [(rng.choice("abc"), t) for t in pydoc_chunks(60) + stdlib_code(60)]
+    ft.write_training_file(tmp_path / "train.txt", examples)
+    model = ft.train_supervised(tmp_path / "train.txt", lr=10.0, epoch=50, wordNgrams=1, dim=100, bucket=20_000)
+    assert ft.trained_lr(model) < 10.0 and not ft.diverged(model)
+    assert "diverged at lr 10;" in ft.lr_warning(model, 10.0)
+    assert ft.lr_warning(model, ft.trained_lr(model)) is None
+    # The same model with its input rows scaled by 1e7 is one that blew up.
+    model.set_matrices(model.get_input_matrix() * 1e7, model.get_output_matrix())
+    assert ft.diverged(model)
+
+
+def test_the_same_examples_and_seed_give_the_same_model_in_one_process(tmp_path):
+    """fastText leaves 90% of a new input matrix as the allocator returns it; after other models
+    were trained and freed in the process that memory held their weights, and the same call gave
+    another model. Training with zeroed allocations gives the same one every time."""
+    from curate.scorers import ft
+
+    examples = [("pos", t) for t in pydoc_chunks(60)] + [("neg", t) for t in stdlib_code(60)]
+    ft.write_training_file(tmp_path / "train.txt", examples)
+    train = lambda **kw: ft.train_supervised(tmp_path / "train.txt", epoch=5, bucket=20_000, **kw)  # noqa: E731
+    first = train(seed=0).get_input_matrix()
+    for seed in (1, 2):  # other models, made and freed in between
+        train(seed=seed)
+    assert np.array_equal(train(seed=0).get_input_matrix(), first)

@@ -263,6 +263,8 @@ def _cli_domain(a: argparse.Namespace) -> int:
     meta = train_domain(a.run_dir, a.name, a.labels, a.label_sql, a.max_per_label, a.holdout, a.seed, _params(a))
     print(f"model {meta['model']}: held-out accuracy {meta['heldout']['accuracy']:.3f} on {meta['heldout']['n']} "
           f"documents, labels {meta['labels']}; confusion matrix {meta['confusion_png']}")
+    for w in meta.get("warnings", []):
+        print(f"curate train-domain: warning: {w}", file=sys.stderr)
     return 0
 
 

@@ -109,8 +109,13 @@ class LangIDScorer:
         return {"lang": langs, "lang_score": scores}
 
 
+# 2: fastText predicts from the model projected onto its labels (scorers/ft.load_predictor):
+# the same scores to float32 rounding, so shards scored before are scored again.
+PREDICTOR_VERSION = 2
+
+
 class LangIDStage(ScoreStage):
-    scorer_cls, kind = LangIDScorer, "langid"
+    scorer_cls, kind, version = LangIDScorer, "langid", PREDICTOR_VERSION
 
 
 # --------------------------------------------------------------------------------------- quality
@@ -187,7 +192,7 @@ class FastTextQualityScorer:
 
 
 class QualityStage(ScoreStage):
-    scorer_cls, kind = FastTextQualityScorer, "quality"
+    scorer_cls, kind, version = FastTextQualityScorer, "quality", PREDICTOR_VERSION
 
 
 # ---------------------------------------------------------------------------------------- domain
@@ -268,7 +273,7 @@ class DomainScorer:
         if self.config.mode != "rules":
             from curate.scorers import ft
 
-            self.model = ft.load_model(self.config.model_file())
+            self.model = ft.load_predictor(self.config.model_file())
 
     def counters(self) -> dict[str, int]:
         return self._counters
@@ -305,4 +310,4 @@ class DomainScorer:
 
 
 class DomainStage(ScoreStage):
-    scorer_cls, kind = DomainScorer, "domain"
+    scorer_cls, kind, version = DomainScorer, "domain", PREDICTOR_VERSION
