@@ -12,7 +12,7 @@ fastText is imported lazily. Four facts about it shape this module:
   examples and seed give the same model in any process.
 - Scoring needs only predictions, so the stages load a supervised model projected onto its labels
   (`load_predictor`): the same predictions from an input matrix of `labels` columns instead of
-  `dim`, about 1.6x as fast at DCLM's dim 100 (docs/annotate.md).
+  `dim`, about twice as fast at DCLM's dim 100 (docs/annotate.md).
 """
 
 from __future__ import annotations
@@ -92,8 +92,6 @@ def project_onto_labels(model: Any) -> Any:
     tokenizer, dictionary and n-gram hashing are fastText's own, untouched. At dim 100 and two
     labels each token reads 8 bytes instead of 400: predict runs about twice as fast and the
     model in memory is 1/50 the size (bench/README.md, "Quality scoring")."""
-    import numpy as np
-
     args = model.f.getArgs()
     if model.f.isQuant() or args.model.name != "supervised":
         return model
@@ -255,8 +253,6 @@ def _mallopt():
 def diverged(model: Any) -> bool:
     """A finished supervised model whose weights blew up: healthy ones stay within a few units,
     diverged ones reach 1e30 and predict NaN where they overflow."""
-    import numpy as np
-
     return any(not np.isfinite(m).all() or np.abs(m).max(initial=0.0) > MAX_WEIGHT
                for m in (np.asarray(model.f.getInputMatrix()), np.asarray(model.f.getOutputMatrix())))
 
