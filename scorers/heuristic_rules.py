@@ -21,7 +21,8 @@ differs is how each quantity is computed:
   "has a non-punctuation character", a regex holding exactly the characters for which
   `str.isalpha()` is true for "has a letter".
 
-tests/test_heuristics_fast.py compares each quantity with datatrove's function on real text.
+The n-gram counts live in scorers/ngram_repeats.py. tests/test_heuristics_fast.py compares each
+quantity with datatrove's function on real text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from functools import cached_property, lru_cache
 from itertools import accumulate, repeat
 from operator import itemgetter, methodcaller
 from typing import Any, Callable, Iterable
+
+from curate.scorers.ngram_repeats import B, P, dup_ngram_exceeds, groups_of, powers, top_ngram_chars
 
 _PARAGRAPHS = re.compile(r"\n{2,}")  # GopherRepetitionFilter.paragraph_exp
 _LINES = re.compile("\n+")  # GopherRepetitionFilter._line_splitter
@@ -99,7 +102,7 @@ class DocFeatures:
         if groups is None:
             words = self.word_ids
             keys = words if n == 1 else self.tuple_groups(n - 1)[2][:-1] * len(self.distinct) + words[n - 1:]
-            groups = self._groups[n] = _groups_of(keys)
+            groups = self._groups[n] = groups_of(keys)
         return groups
 
     @cached_property
@@ -111,8 +114,8 @@ class DocFeatures:
         joined, starts = self.joined
         points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         prefix = np.zeros(len(points) + 1, dtype=np.int64)
-        np.cumsum(points * _powers(_B, len(points)) % _P, out=prefix[1:])  # < 2**31 per term
-        return np.asarray(starts, dtype=np.int64), prefix % _P, _powers(pow(_B, _P - 2, _P), len(points) + 1)
+        np.cumsum(points * powers(B, len(points)) % P, out=prefix[1:])  # < 2**31 per term
+        return np.asarray(starts, dtype=np.int64), prefix % P, powers(pow(B, P - 2, P), len(points) + 1)
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -174,130 +177,6 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
     """datatrove's `find_duplicates`: (repeated elements, their characters)."""
     distinct = set(items)
     return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
-
-
-def top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
-    """datatrove's `find_top_duplicate(get_n_grams(words, n))`; None when there is no n-gram."""
-    if n not in feats._top:
-        feats._top[n] = _top_ngram_chars(feats, n)
-    return feats._top[n]
-
-
-def _top_ngram_chars(feats: DocFeatures, n: int) -> int | None:
-    words = feats.words
-    if len(words) < n:
-        return None
-    if not feats.spaceless:
-        from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
-
-        return find_top_duplicate(get_n_grams(words, n))
-    first, sizes, _ = feats.tuple_groups(n)  # no word holds a space: `" ".join` n-grams group as tuples do
-    most = int(sizes.max())
-    top = int(first[sizes == most].min())  # the top n-gram that occurs first
-    starts = feats.joined[1]
-    return (starts[top + n] - starts[top] + n - 1) * most
-
-
-_P, _B = (1 << 31) - 1, 1_000_003  # a polynomial string hash modulo a prime (only ever compared)
-
-
-_POWERS_KEPT = 1 << 21  # powers remembered per base (16 MB); a longer document computes its own
-_power_tables: dict[int, Any] = {}
-
-
-def _powers(base: int, size: int):
-    """base**i mod P for i < size (read-only: a view of a table shared between documents)."""
-    table = _power_tables.get(base)
-    if table is not None and table.size >= size:
-        return table[:size]
-    if size > _POWERS_KEPT:
-        return _new_powers(base, size)
-    grown = max(size, 2 * (0 if table is None else table.size), 1 << 14)
-    table = _power_tables[base] = _new_powers(base, min(_POWERS_KEPT, grown))
-    return table[:size]
-
-
-def _new_powers(base: int, size: int):
-    import numpy as np
-
-    out = np.empty(size, dtype=np.int64)
-    if size:
-        out[0], done, mult = 1, 1, base
-        while done < size:  # out[done + i] = out[i] * base**done
-            take = min(done, size - done)
-            out[done:done + take] = out[:take] * mult % _P
-            mult, done = mult * mult % _P, done + take
-    return out
-
-
-_HASH_GROUPS_FROM = 2000
-
-
-def _groups_of(keys):
-    """Equal int64 keys grouped: (each group's first position, its size, each key's group)."""
-    import numpy as np
-
-    if keys.size < _HASH_GROUPS_FROM:  # a sort; Arrow's hashing costs less only on more keys
-        _, first, group, sizes = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-        return first, sizes, group
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    # Dictionary codes count up in order of first occurrence, so a key starts its group
-    # where its code exceeds every code before it.
-    group = pc.dictionary_encode(pa.array(keys)).indices.to_numpy().astype(np.int64)
-    opens = np.empty(group.size, dtype=bool)
-    opens[0] = True
-    np.greater(group[1:], np.maximum.accumulate(group[:-1]), out=opens[1:])
-    return np.flatnonzero(opens), np.bincount(group), group
-
-
-def string_firsts(feats: DocFeatures, n: int):
-    """Each n-gram's first position as a `"".join` string (what `find_all_duplicate` compares),
-    from the word-tuple groups where those group as the strings do: equal tuples make equal
-    strings, and different tuples must differ in their strings' (length, polynomial hash) ("ab c"
-    and "a bc" do not); else None, and the strings themselves are compared."""
-    first, _, group = feats.tuple_groups(n)
-    starts, prefix, inverse_powers = feats.char_hashes
-    a, b = starts[first], starts[first + n]
-    if _groups_of((b - a) * _P + (prefix[b] - prefix[a]) % _P * inverse_powers[a] % _P)[0].size != first.size:
-        return None
-    return first[group]
-
-
-def dup_ngram_exceeds(feats: DocFeatures, n: int, limit: Callable[[int], bool]) -> bool:
-    """Whether datatrove's `find_all_duplicate(words, n)` passes `limit` (a test monotone in
-    the count): the same left-to-right scan, visiting only n-grams that occurred earlier."""
-    import numpy as np
-
-    joined, starts = feats.joined
-    positions = len(starts) - n  # len(words) - n + 1
-    if positions <= 0:
-        return limit(0)
-    firsts = string_firsts(feats, n)
-    if firsts is None:
-        grams = [joined[a:b] for a, b in zip(starts, starts[n:])]
-        first = dict(zip(reversed(grams), range(positions - 1, -1, -1)))  # each n-gram's first position
-        firsts = np.fromiter(map(first.__getitem__, grams), dtype=np.int64, count=positions)
-    seen_before = np.flatnonzero(firsts != np.arange(positions))
-    skipped = bytearray(positions)  # positions the scan jumped over
-    added: set[int] = set()  # n-grams (by first position) the scan added at a later occurrence
-    repeated, idx = 0, 0
-    for p, f in zip(seen_before.tolist(), firsts[seen_before].tolist()):
-        if p < idx:
-            continue
-        # A first occurrence the scan visited was new there, so it is in datatrove's set.
-        if not skipped[f] or f in added:
-            repeated += starts[p + n] - starts[p]
-            if limit(repeated):
-                return True
-            end = min(p + n, positions)
-            skipped[p + 1:end] = b"\x01" * (end - p - 1)
-            idx = p + n
-        else:
-            added.add(f)
-            idx = p + 1
-    return limit(repeated)
 
 
 def gopher_repetition(filt: Any, feats: DocFeatures) -> str | None:

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from curate.scorers.heuristic_rules import (DocFeatures, alpha_pattern, dup_ngram_exceeds, fast_rule, find_duplicates, string_firsts,
-                                     signals, top_ngram_chars)
+from curate.scorers.heuristic_rules import DocFeatures, alpha_pattern, fast_rule, find_duplicates, signals
+from curate.scorers.ngram_repeats import dup_ngram_exceeds, string_firsts, top_ngram_chars
 from test_scorers_corpus import codec_tables, licences, multilingual, pydoc_prose, pydoc_topics, stdlib_code
 
 
@@ -169,15 +169,15 @@ def test_arrow_grouping_equals_numpy_grouping(monkeypatch):
     """n-gram keys are grouped by numpy's sort below a size and by Arrow's hashing above it."""
     import numpy as np
 
-    import curate.scorers.heuristic_rules as hr
+    import curate.scorers.ngram_repeats as ngrams
 
     rng = np.random.default_rng(0)
     for size in (1, 5, 300, 5000):
         keys = rng.integers(0, max(2, size // 3), size) * 1_000_003
-        monkeypatch.setattr(hr, "_HASH_GROUPS_FROM", 10**9)
-        first, sizes, group = hr._groups_of(keys)
-        monkeypatch.setattr(hr, "_HASH_GROUPS_FROM", 0)
-        first2, sizes2, group2 = hr._groups_of(keys)
+        monkeypatch.setattr(ngrams, "HASH_GROUPS_FROM", 10**9)
+        first, sizes, group = ngrams.groups_of(keys)
+        monkeypatch.setattr(ngrams, "HASH_GROUPS_FROM", 0)
+        first2, sizes2, group2 = ngrams.groups_of(keys)
         assert (first[group] == first2[group2]).all() and (sizes[group] == sizes2[group2]).all()
         assert sorted(first.tolist()) == sorted(first2.tolist())
         assert (first[group] <= np.arange(size)).all() and (keys[first[group]] == keys).all()
