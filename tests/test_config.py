@@ -47,7 +47,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 # Run configs: every configs/*.yaml except the trainer's train*.yaml (tests/test_train_loop.py
-# loads those), the miniature's miniature.yaml (tests/test_miniature.py) and the recipes under
+# loads those), the miniature's miniature.yaml (tests/test_miniature_config.py) and the recipes under
 # configs/recipes/ (tests/test_mixtures_plan.py).
 RUN_CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml")
                      if not p.name.startswith("train") and p.name != "miniature.yaml")
